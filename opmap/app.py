@@ -1,0 +1,146 @@
+"""Application services: wires capture, rules, catalog and planner. The CLI is a thin layer on top."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import opmap
+from opmap.db import Catalog
+from opmap.db.models import Decision, Run, VerdictRow
+from opmap.engine.backend import BackendProfile
+from opmap.engine.capture import Captured
+from opmap.engine.collect import RuleSet, load_builtin, load_packs, load_source
+from opmap.engine.context import Settings
+from opmap.engine.graph import Node
+from opmap.engine.planner import Cost, Plan, Planner
+from opmap.errors import OpmapError, first_line
+
+
+def load_rules(catalog: Catalog | None = None) -> RuleSet:
+    """Built-ins, installed rule packs and (with a catalog) the user rules stored in it."""
+    ruleset = load_builtin()
+    load_packs(ruleset)
+    if catalog is not None:
+        for path, text in catalog.user_sources():
+            try:
+                strategies = load_source(text, path, origin="user")
+                ruleset.add(strategies)
+            except OpmapError as exc:
+                ruleset.problems.append(f"stored user rule file {path} failed to load: {exc}")
+    return ruleset
+
+
+def open_catalog(url: str | None, ruleset: RuleSet | None = None) -> tuple[Catalog, RuleSet]:
+    """Open (and migrate) the catalog, sync shipped strategies, load every rule."""
+    catalog = Catalog(url)
+    shipped = ruleset or load_rules(None)
+    catalog.sync(shipped.strategies.values())
+    return catalog, load_rules(catalog)
+
+
+def costs_from_catalog(catalog: Catalog, backend: str) -> dict[str, Cost]:
+    costs: dict[str, Cost] = {}
+    for sid, m in catalog.latest_measurements(backend).items():
+        costs[sid] = Cost(value=m.latency_ms, provenance=m.provenance if m.latency_ms is not None else "unmeasured", max_rel_err=m.max_rel_err)
+    return costs
+
+
+def make_plan(
+    captured: Captured,
+    catalog: Catalog,
+    ruleset: RuleSet,
+    backend: BackendProfile,
+    settings: Settings,
+    on_node: Callable[[Node], None] | None = None,
+) -> Plan:
+    planner = Planner(
+        ruleset, catalog.candidates_by_op(), backend=backend, settings=settings, costs=costs_from_catalog(catalog, backend.name)
+    )
+    try:
+        return planner.plan(captured.graph, on_node=on_node)
+    finally:
+        planner.judge.close()
+
+
+def signature(node: Node) -> str:
+    ins = ", ".join(f"{k}: {v}" for k, v in node.tensor_args().items())
+    outs = ", ".join(str(o) for o in node.outputs if o is not None) or ", ".join(node.scalar_outputs)
+    return f"({ins}) -> {outs}"
+
+
+def record(catalog: Catalog, plan: Plan, captured: Captured, model_path: str) -> int:
+    run = Run(
+        model_path=str(Path(model_path).resolve()) if model_path else captured.graph.name,
+        model_sha256=captured.sha256,
+        model_kind=captured.kind,
+        opmap_version=opmap.__version__,
+        catalog_version=0,
+        backend=plan.backend.name,
+        backend_version=plan.backend.version,
+        settings={"tolerance": plan.settings.tolerance, "precision": plan.settings.precision},
+        summary=plan.summary(),
+    )
+    for seq, np_ in enumerate(plan.nodes):
+        d = Decision(
+            seq=seq, node=np_.node.name, op=np_.node.op, signature=signature(np_.node),
+            choice=np_.choice.strategy if np_.choice else None,
+            choice_kind=np_.choice.kind if np_.choice else None,
+            cost=np_.cost.to_dict() if np_.choice else None,
+            runner_up=np_.runner_up.strategy if np_.runner_up else None,
+            why=np_.why,
+        )
+        for vseq, v in enumerate(np_.verdicts):
+            reason = v.reason
+            if v.applies and v.strategy in np_.over_budget:
+                reason = f"outside the accuracy budget: {np_.over_budget[v.strategy]}"
+            d.verdicts.append(
+                VerdictRow(
+                    seq=vseq, strategy=v.strategy, rule=v.rule, kind=v.kind, source_hash=v.source_hash,
+                    outcome=v.outcome.value, reason=reason, expression=v.expression, evidence=dict(v.evidence), location=v.location,
+                )
+            )
+        run.decisions.append(d)
+    return catalog.record_run(run)
+
+
+def plan_json(plan: Plan, run_id: int | None, model: str) -> dict[str, Any]:
+    """The stable ``suggest --json`` schema (documented in the README)."""
+    nodes = []
+    for np_ in plan.nodes:
+        verdicts = []
+        for v in np_.verdicts:
+            item = {"strategy": v.strategy, "rule": v.rule, "outcome": v.outcome.value, "reason": v.reason}
+            if v.applies and v.strategy in np_.over_budget:
+                item["reason"] = f"outside the accuracy budget: {np_.over_budget[v.strategy]}"
+            if v.expression:
+                item["expression"] = v.expression
+                item["evidence"] = v.evidence
+            verdicts.append(item)
+        nodes.append(
+            {
+                "name": np_.node.name,
+                "op": np_.node.op,
+                "choice": (
+                    {"strategy": np_.choice.strategy, "kind": np_.choice.kind, "cost": np_.cost.to_dict()} if np_.choice else None
+                ),
+                "runner_up": np_.runner_up.strategy if np_.runner_up else None,
+                "why": np_.why,
+                "verdicts": verdicts,
+            }
+        )
+    return {
+        "model": model,
+        "backend": {"name": plan.backend.name, "version": plan.backend.version},
+        "run_id": run_id,
+        "summary": plan.summary(),
+        "nodes": nodes,
+        "problems": plan.problems,
+    }
+
+
+def read_rule_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OpmapError(f"{path}: cannot read: {first_line(exc)}") from None

@@ -1,0 +1,420 @@
+"""Capture: a model file (or a callable) becomes a :class:`~opmap.engine.graph.Graph`.
+
+The graph is taken as torch.export produced it, *before* any decomposition table
+runs: expanding an op into core ATen is one strategy among others, chosen per
+node by the planner, not a pre-pass that hides fused ops.
+
+Accepted inputs
+  * ``torch.export.save`` archives (``.pt2``, or any name holding one);
+  * TorchScript archives (``torch.jit.save``), converted to ATen through
+    PyTorch's TorchScript-to-ExportedProgram converter;
+  * a pickled ``nn.Module`` (``torch.save(model)``), only when the caller allows
+    unpickling explicitly, since loading a pickle runs code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import operator
+import re
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from opmap.errors import CaptureError, first_line
+from opmap.engine.graph import Graph, Node, Ref, SymbolRange, TensorMeta
+
+_SHAPE_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)=(?P<dims>\d+(?:x\d+)*)(?::(?P<dtype>\w+))?$")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    @classmethod
+    def parse(cls, text: str) -> "InputSpec":
+        """``NAME=1x3x224x224[:dtype]``."""
+        m = _SHAPE_RE.match(text.strip())
+        if not m:
+            raise CaptureError(f"bad --input-shape {text!r}: expected NAME=1x3x224x224[:dtype]")
+        dtype = m.group("dtype") or "float32"
+        import torch
+
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise CaptureError(f"bad --input-shape {text!r}: unknown dtype {dtype!r}")
+        return cls(m.group("name"), tuple(int(d) for d in m.group("dims").split("x")), dtype)
+
+    def example(self):
+        import torch
+
+        dtype = getattr(torch, self.dtype)
+        if dtype == torch.bool:
+            return torch.zeros(self.shape, dtype=dtype)
+        if dtype.is_floating_point or dtype.is_complex:
+            return torch.randn(self.shape, dtype=dtype)
+        return torch.zeros(self.shape, dtype=dtype)
+
+
+@dataclass
+class Captured:
+    graph: Graph
+    program: Any  # torch.export.ExportedProgram
+    kind: str  # "export" | "torchscript" | "pickle" | "callable"
+    sha256: str | None = None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sniff(path: Path) -> str:
+    """What kind of file this is: export | torchscript | pickle-zip | unknown."""
+    if not zipfile.is_zipfile(path):
+        return "unknown"
+    try:
+        names = zipfile.ZipFile(path).namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CaptureError(f"{path}: corrupt archive ({first_line(exc)})") from None
+    if any(n.endswith("/models/model.json") or n.endswith("archive_format") for n in names):
+        return "export"
+    if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
+        return "torchscript"
+    if any(n.endswith("data.pkl") for n in names):
+        return "pickle-zip"
+    return "unknown"
+
+
+def capture(
+    path: str | Path,
+    *,
+    unsafe_pickle: bool = False,
+    input_shapes: Sequence[InputSpec] = (),
+) -> Captured:
+    """Load a model file and capture its ATen graph. Raises :class:`CaptureError`."""
+    path = Path(path)
+    if not path.exists():
+        raise CaptureError(f"{path}: no such file")
+    if path.is_dir():
+        raise CaptureError(f"{path}: is a directory, expected a model file")
+    if path.stat().st_size == 0:
+        raise CaptureError(f"{path}: empty file")
+    kind = sniff(path)
+    if kind == "export":
+        program = _load_export(path)
+    elif kind == "torchscript":
+        program = _load_torchscript(path, input_shapes)
+    else:
+        program = _load_pickle(path, kind, unsafe_pickle, input_shapes)
+        kind = "pickle"
+    graph = graph_from_program(program, name=path.stem)
+    return Captured(graph=graph, program=program, kind=kind, sha256=file_sha256(path))
+
+
+def capture_callable(fn: Callable | Any, *inputs: Any, name: str | None = None, dynamic_shapes: Any = None) -> Captured:
+    """Export a module or a plain function on example inputs (used by rule examples and tests)."""
+    import torch
+
+    module = fn if isinstance(fn, torch.nn.Module) else _FunctionModule(fn)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(module, tuple(inputs), dynamic_shapes=dynamic_shapes, strict=False)
+    except Exception as exc:  # torch.export raises many kinds; all mean "could not export"
+        raise CaptureError(f"torch.export failed: {first_line(exc)}") from None
+    label = name or getattr(fn, "__name__", type(fn).__name__)
+    return Captured(graph=graph_from_program(program, name=label), program=program, kind="callable")
+
+
+def _function_module_class():
+    import torch
+
+    class FunctionModule(torch.nn.Module):
+        def __init__(self, fn: Callable) -> None:
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, *args):
+            return self.fn(*args)
+
+    return FunctionModule
+
+
+def _FunctionModule(fn: Callable):
+    return _function_module_class()(fn)
+
+
+# -- loaders -------------------------------------------------------------------------------
+
+
+def _load_export(path: Path):
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.export.load(str(path))
+    except Exception as exc:
+        raise CaptureError(f"{path}: cannot load torch.export archive: {first_line(exc)}") from None
+
+
+def _load_torchscript(path: Path, input_shapes: Sequence[InputSpec]):
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.jit.load(str(path), map_location="cpu", _restore_shapes=True)
+    except Exception as exc:
+        raise CaptureError(f"{path}: cannot load TorchScript archive: {first_line(exc)}") from None
+    names = [a.name for a in module.forward.schema.arguments][1:]  # drop self
+    if input_shapes:
+        example = _order_inputs(path, names, input_shapes)
+    else:
+        example = []
+        for value in list(module.forward.graph.inputs())[1:]:
+            t = value.type()
+            sizes = t.sizes() if hasattr(t, "sizes") else None
+            if sizes is None or t.scalarType() is None:
+                raise CaptureError(
+                    f"{path}: TorchScript module records no input shapes (it was scripted, not traced); "
+                    f"pass --input-shape for {', '.join(names)} (e.g. {names[0] if names else 'x'}=1x3x224x224)"
+                )
+            dtype = {"Float": "float32", "Half": "float16", "BFloat16": "bfloat16", "Long": "int64", "Int": "int32", "Bool": "bool"}.get(
+                t.scalarType(), "float32"
+            )
+            example.append(InputSpec(value.debugName(), tuple(sizes), dtype).example())
+    try:
+        from torch._export.converter import TS2EPConverter
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return TS2EPConverter(module, tuple(example)).convert()
+    except Exception as exc:
+        raise CaptureError(f"{path}: cannot convert TorchScript to an ATen graph: {first_line(exc)}") from None
+
+
+def _load_pickle(path: Path, kind: str, unsafe_pickle: bool, input_shapes: Sequence[InputSpec]):
+    import torch
+
+    # weights_only loading never runs code: use it to recognise state dicts first.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:
+        obj = None  # not loadable without running code (or not a torch file at all)
+    if obj is not None:
+        if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise CaptureError(
+                f"{path}: this is a state dict ({len(obj)} tensors), not a model: load it into its nn.Module "
+                "and save the module with torch.export.save (preferred) or torch.jit.save"
+            )
+        raise CaptureError(f"{path}: holds a {type(obj).__name__}, not a model")
+    if kind == "unknown" and not _looks_like_legacy_pickle(path):
+        raise CaptureError(f"{path}: not a model file (expected a torch.export .pt2, a TorchScript or a torch.save archive)")
+    if not unsafe_pickle:
+        raise CaptureError(
+            f"{path}: holds a pickled Python object and loading it runs code; if you trust the file, "
+            "pass --unsafe-pickle together with --input-shape NAME=DIMS for each input"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CaptureError(f"{path}: cannot unpickle: {first_line(exc)}") from None
+    if not isinstance(module, torch.nn.Module):
+        raise CaptureError(f"{path}: holds a {type(module).__name__}, not an nn.Module")
+    if not input_shapes:
+        raise CaptureError(f"{path}: a pickled module needs --input-shape NAME=DIMS[:dtype] for each forward input")
+    names = [
+        p.name
+        for p in inspect.signature(module.forward).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    example = _order_inputs(path, names, input_shapes)
+    module.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.export.export(module, tuple(example), strict=False)
+    except Exception as exc:
+        raise CaptureError(f"{path}: torch.export failed on the unpickled module: {first_line(exc)}") from None
+
+
+def _looks_like_legacy_pickle(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == 0x80 and head[1] in range(2, 6)  # pickle protocol 2-5
+
+
+def _order_inputs(path: Path, names: list[str], specs: Sequence[InputSpec]) -> list[Any]:
+    given = {s.name: s for s in specs}
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise CaptureError(f"{path}: --input-shape names {', '.join(unknown)} but forward takes ({', '.join(names)})")
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise CaptureError(f"{path}: missing --input-shape for {', '.join(missing)}")
+    return [given[n].example() for n in names]
+
+
+# -- ExportedProgram -> Graph ----------------------------------------------------------------
+
+
+def op_name(target: Any) -> str:
+    """A stable string key for an FX call target."""
+    import torch
+
+    if isinstance(target, torch._ops.OpOverload):
+        return str(target)  # "aten.add.Tensor"
+    if isinstance(target, torch._ops.HigherOrderOperator):
+        return f"higher_order.{target.name()}"
+    module = getattr(target, "__module__", None) or ""
+    name = getattr(target, "__name__", None) or repr(target)
+    if module in ("_operator", "operator"):
+        return f"operator.{name}"
+    if module in ("builtins",) or target in (operator.getitem,):
+        return f"builtins.{name}"
+    return f"{module}.{name}" if module else name
+
+
+def _convert_literal(value: Any) -> Any:
+    import torch
+    from torch import fx
+
+    if isinstance(value, fx.Node):
+        return Ref(value.name)
+    if isinstance(value, (list, tuple)):
+        return [_convert_literal(v) for v in value]
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    if isinstance(value, (torch.device, torch.memory_format, torch.layout)):
+        return str(value)
+    if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+        return str(value)
+    if isinstance(value, (int, float, bool, str)) or value is None:
+        return value
+    return repr(value)
+
+
+def _schema_args(node) -> dict[str, Any]:
+    import torch
+
+    target = node.target
+    args: dict[str, Any] = {}
+    if isinstance(target, torch._ops.OpOverload):
+        params = target._schema.arguments
+        positional = [p for p in params if not p.kwarg_only]
+        for p, value in zip(positional, node.args):
+            args[p.name] = _convert_literal(value)
+        for key, value in node.kwargs.items():
+            args[key] = _convert_literal(value)
+        for p in params:
+            if p.name not in args and p.has_default_value():
+                args[p.name] = _convert_literal(p.default_value)
+        return args
+    # Plumbing (operator.getitem, sym ops) and higher-order ops have no schema: name positions.
+    for i, value in enumerate(node.args):
+        args[f"arg{i}"] = _convert_literal(value)
+    for key, value in node.kwargs.items():
+        args[key] = _convert_literal(value)
+    return args
+
+
+def _meta(value: Any) -> TensorMeta | None:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        shape = tuple(d if isinstance(d, int) else str(d) for d in value.shape)  # SymInt -> "s0", "u0"
+        return TensorMeta(shape=shape, dtype=str(value.dtype).removeprefix("torch."))
+    return None
+
+
+def _outputs(val: Any) -> tuple[list[TensorMeta | None], list[str]]:
+    import torch
+
+    if isinstance(val, (list, tuple)):
+        metas, scalars = [], []
+        for v in val:
+            m, s = _outputs(v)
+            metas.extend(m or [None])
+            scalars.extend(s)
+        return metas, scalars
+    if isinstance(val, torch.Tensor):
+        return [_meta(val)], []
+    if isinstance(val, (torch.SymInt, torch.SymBool, torch.SymFloat)):
+        return [], [str(val)]
+    return [], []
+
+
+def _stack(node) -> str | None:
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        path = list(stack.values())[-1][0]
+        return path or None
+    return None
+
+
+def graph_from_program(program: Any, name: str = "model") -> Graph:
+    from torch.export.graph_signature import InputKind
+
+    gm = program.graph_module
+    kinds = {spec.arg.name: spec.kind for spec in program.graph_signature.input_specs if hasattr(spec.arg, "name")}
+    inputs: dict[str, TensorMeta] = {}
+    params: dict[str, TensorMeta] = {}
+    nodes: dict[str, Node] = {}
+    outputs: list[Ref | None] = []
+    for fx_node in gm.graph.nodes:
+        if fx_node.op == "placeholder":
+            meta = _meta(fx_node.meta.get("val"))
+            if meta is None:
+                continue
+            (inputs if kinds.get(fx_node.name) == InputKind.USER_INPUT else params)[fx_node.name] = meta
+        elif fx_node.op == "call_function":
+            metas, scalars = _outputs(fx_node.meta.get("val"))
+            nodes[fx_node.name] = Node(
+                name=fx_node.name,
+                op=op_name(fx_node.target),
+                args=_schema_args(fx_node),
+                outputs=metas,
+                users=[u.name for u in fx_node.users if u.op == "call_function"],
+                scalar_outputs=scalars,
+                stack=_stack(fx_node),
+            )
+        elif fx_node.op == "output":
+            flat = fx_node.args[0]
+            for item in flat if isinstance(flat, (list, tuple)) else [flat]:
+                outputs.append(Ref(item.name) if hasattr(item, "name") else None)
+    symbols = _symbols(program)
+    return Graph(name=name, nodes=nodes, inputs=inputs, params=params, outputs=outputs, symbols=symbols)
+
+
+def _symbols(program: Any) -> dict[str, SymbolRange]:
+    symbols: dict[str, SymbolRange] = {}
+    for sym, vr in program.range_constraints.items():
+        symbols[str(sym)] = SymbolRange(
+            lower=_finite(vr.lower),
+            upper=_finite(vr.upper),
+            data_dependent=str(sym).startswith("u"),
+        )
+    return symbols
+
+
+def _finite(value: Any) -> int | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    if f in (float("inf"), float("-inf")) or f != f:
+        return None
+    return int(f)

@@ -1,0 +1,92 @@
+"""Running each rule's own accept/reject examples (``opmap rules test`` and the pytest plugin)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from opmap.engine.backend import profile
+from opmap.engine.capture import capture_callable
+from opmap.engine.collect import RuleSet
+from opmap.engine.context import Settings
+from opmap.engine.graph import Graph, Node
+from opmap.engine.judge import Judge, Verdict
+from opmap.engine.rules import WILDCARD, Example, Outcome, Strategy
+from opmap.errors import OpmapError
+
+
+@dataclass
+class ExampleResult:
+    strategy: str
+    label: str  # "accept[0]", "reject[1]", "examples"
+    passed: bool
+    message: str
+    verdict: Verdict | None = None
+
+
+def find_node(graph: Graph, strat: Strategy, name: str | None = None) -> Node:
+    if name is not None:
+        if name not in graph.nodes:
+            raise OpmapError(f"example names node {name!r}, but the exported graph has {', '.join(graph.nodes)}")
+        return graph.nodes[name]
+    for node in graph:
+        if node.op in strat.ops or (WILDCARD in strat.ops and node.op.startswith("aten.")):
+            return node
+    raise OpmapError(f"the example's exported graph has no {' or '.join(strat.ops)} node (it has {', '.join(sorted(graph.ops()))})")
+
+
+def judge_example(strat: Strategy, ex: Example, ruleset: RuleSet, catalog_ops: frozenset) -> tuple[Verdict, Node]:
+    graph = capture_callable(ex.fn, *ex.inputs, dynamic_shapes=ex.dynamic_shapes).graph
+    node = find_node(graph, strat, ex.node)
+    settings = Settings(**ex.settings)
+    judge = Judge(base={"settings": settings, "backend": profile(ex.backend), "catalog_ops": catalog_ops},
+                  builtin_fixtures=ruleset.fixtures)
+    try:
+        with judge.graph_scope(graph):
+            return judge.judge(strat, node), node
+    finally:
+        judge.close()
+
+
+def check_example(strat: Strategy, ex: Example, verdict: Verdict) -> tuple[bool, str]:
+    if ex.expect == "accept":
+        if verdict.outcome is Outcome.APPLIES:
+            return True, "applies"
+        return False, f"expected APPLIES, got {verdict.outcome}: {verdict.reason}"
+    if verdict.outcome not in (Outcome.REJECTED, Outcome.NOT_APPLICABLE):
+        return False, f"expected a rejection, got {verdict.outcome}" + (f": {verdict.reason}" if verdict.reason else "")
+    if ex.match and ex.match.lower() not in (verdict.reason or "").lower():
+        return False, f"rejected, but the reason {verdict.reason!r} does not mention {ex.match!r}"
+    return True, f"{verdict.outcome}: {verdict.reason}"
+
+
+def run_examples(
+    strategies: Iterable[Strategy],
+    ruleset: RuleSet,
+    catalog_ops: frozenset | None = None,
+    on_done: Callable[[Strategy], None] | None = None,
+) -> list[ExampleResult]:
+    if catalog_ops is None:
+        catalog_ops = frozenset(op for s in ruleset.strategies.values() for op in s.ops if op != WILDCARD)
+    results: list[ExampleResult] = []
+    for strat in strategies:
+        accepts = [e for e in strat.examples if e.expect == "accept"]
+        rejects = [e for e in strat.examples if e.expect == "reject"]
+        if not accepts and not strat.no_accept:
+            results.append(ExampleResult(strat.id, "examples", False, "no accept example (or a no_accept reason)"))
+        if not rejects and not strat.no_reject:
+            results.append(ExampleResult(strat.id, "examples", False, "no reject example (or a no_reject reason)"))
+        counters = {"accept": 0, "reject": 0}
+        for ex in strat.examples:
+            label = f"{ex.expect}[{counters[ex.expect]}]"
+            counters[ex.expect] += 1
+            try:
+                verdict, _ = judge_example(strat, ex, ruleset, catalog_ops)
+            except OpmapError as exc:
+                results.append(ExampleResult(strat.id, label, False, str(exc)))
+                continue
+            ok, message = check_example(strat, ex, verdict)
+            results.append(ExampleResult(strat.id, label, ok, message, verdict))
+        if on_done:
+            on_done(strat)
+    return results

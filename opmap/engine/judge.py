@@ -1,0 +1,188 @@
+"""Running rules: fixture resolution by argument name, scopes, outcomes, verdicts."""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+from opmap.engine.graph import Graph, Node
+from opmap.engine.rewrite import RuleAssertion
+from opmap.engine.rules import SCOPES, FixtureDef, Outcome, Skip, Strategy
+
+_SCOPE_RANK = {s: i for i, s in enumerate(SCOPES)}  # node < graph < session
+
+
+@dataclass
+class Verdict:
+    strategy: str
+    rule: str  # "id@version"
+    kind: str
+    outcome: Outcome
+    reason: str | None = None
+    expression: str | None = None
+    evidence: dict[str, str] = field(default_factory=dict)
+    source_hash: str | None = None
+    location: str | None = None  # file:line of the failing assert or raise
+
+    @property
+    def applies(self) -> bool:
+        return self.outcome is Outcome.APPLIES
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["outcome"] = self.outcome.value
+        return d
+
+
+class _FixtureFailure(Exception):
+    def __init__(self, outcome: Outcome, reason: str, location: str | None = None, exc: BaseException | None = None):
+        super().__init__(reason)
+        self.outcome, self.reason, self.location, self.exc = outcome, reason, location, exc
+
+
+class Judge:
+    """Evaluates strategies on nodes. One Judge per run (the session scope)."""
+
+    def __init__(self, *, base: dict[str, Any], builtin_fixtures: dict[str, FixtureDef]) -> None:
+        # base values: name -> value, available as session-scoped fixtures ("settings", "backend", ...)
+        self._base = dict(base)
+        self._builtins = builtin_fixtures
+        self._cache: dict[str, dict[int, Any]] = {s: {} for s in SCOPES}
+        self._finalizers: dict[str, list[Iterator]] = {s: [] for s in SCOPES}
+        self._values: dict[str, dict[str, Any]] = {"session": dict(base), "graph": {}, "node": {}}
+
+    # -- scope management ----------------------------------------------------------------------
+    @contextmanager
+    def graph_scope(self, graph: Graph):
+        self._values["graph"] = {"graph": graph}
+        try:
+            yield self
+        finally:
+            self._teardown("node")
+            self._teardown("graph")
+            self._values["graph"] = {}
+
+    @contextmanager
+    def node_scope(self, node: Node):
+        self._values["node"] = {"node": node}
+        try:
+            yield self
+        finally:
+            self._teardown("node")
+            self._values["node"] = {}
+
+    def close(self) -> None:
+        for scope in SCOPES:
+            self._teardown(scope)
+
+    def _teardown(self, scope: str) -> None:
+        gens, self._finalizers[scope] = self._finalizers[scope], []
+        for gen in reversed(gens):
+            try:
+                next(gen)
+            except StopIteration:
+                pass
+            except Exception:  # a failing teardown must not turn a finished verdict into a crash
+                pass
+        self._cache[scope] = {}
+
+    # -- judging -------------------------------------------------------------------------------
+    def judge(self, strat: Strategy, node: Node) -> Verdict:
+        """Judge one strategy for the node currently in scope."""
+        verdict = Verdict(strategy=strat.id, rule=strat.ref, kind=strat.kind, outcome=Outcome.APPLIES, source_hash=strat.source_hash)
+        if self._values["node"].get("node") is not node:
+            with self.node_scope(node):
+                return self.judge(strat, node)
+        try:
+            kwargs = {name: self._resolve(name, strat, "node", ()) for name in strat.argnames}
+            kwargs.update(strat.params)
+        except _FixtureFailure as failure:
+            verdict.outcome, verdict.reason, verdict.location = failure.outcome, failure.reason, failure.location
+            if isinstance(failure.exc, RuleAssertion):
+                verdict.expression, verdict.evidence = failure.exc.expression, failure.exc.evidence
+            return verdict
+        try:
+            result = strat.rule(**kwargs)
+        except Skip as exc:
+            verdict.outcome, verdict.reason = Outcome.NOT_APPLICABLE, str(exc)
+            verdict.location = _location(exc)
+        except RuleAssertion as exc:
+            verdict.outcome, verdict.reason = Outcome.REJECTED, exc.reason or f"assert {exc.expression}"
+            verdict.expression, verdict.evidence, verdict.location = exc.expression, exc.evidence, _location(exc)
+        except AssertionError as exc:  # an assert in code that was not rewritten
+            verdict.outcome, verdict.reason, verdict.location = Outcome.REJECTED, str(exc) or "assertion failed", _location(exc)
+        except Exception as exc:  # a bug in the rule: isolate and report it
+            verdict.outcome, verdict.location = Outcome.ERROR, _location(exc)
+            verdict.reason = f"{type(exc).__name__}: {exc}".strip()
+        else:
+            if result is not None:
+                verdict.outcome = Outcome.ERROR
+                verdict.reason = (
+                    f"rule returned {result!r}; a rule accepts by returning nothing and rejects with "
+                    "`assert cond, \"reason\"`"
+                )
+        return verdict
+
+    # -- fixtures ------------------------------------------------------------------------------
+    def available(self, strat: Strategy) -> dict[str, FixtureDef]:
+        visible = dict(self._builtins)
+        for value in strat.rule.__globals__.values():
+            fdef = getattr(value, "__opmap_fixture__", None)
+            if isinstance(fdef, FixtureDef):
+                visible[fdef.name] = fdef
+        return visible
+
+    def _resolve(self, name: str, strat: Strategy, requester_scope: str, chain: tuple[str, ...]) -> Any:
+        for scope in SCOPES:
+            if name in self._values[scope]:
+                self._check_scope(name, scope, requester_scope, chain)
+                return self._values[scope][name]
+        fdef = self.available(strat).get(name)
+        if fdef is None:
+            names = sorted(set(self.available(strat)) | {k for v in self._values.values() for k in v} | {"node", "graph"})
+            raise _FixtureFailure(Outcome.ERROR, f"fixture {name!r} not found (available: {', '.join(names)})")
+        if name in chain:
+            raise _FixtureFailure(Outcome.ERROR, f"fixture cycle: {' -> '.join(chain + (name,))}")
+        self._check_scope(name, fdef.scope, requester_scope, chain)
+        cache = self._cache[fdef.scope]
+        if id(fdef) in cache:
+            return cache[id(fdef)]
+        kwargs = {arg: self._resolve(arg, strat, fdef.scope, chain + (name,)) for arg in fdef.argnames}
+        try:
+            if inspect.isgeneratorfunction(fdef.fn):
+                gen = fdef.fn(**kwargs)
+                value = next(gen)
+                self._finalizers[fdef.scope].append(gen)
+            else:
+                value = fdef.fn(**kwargs)
+        except Skip as exc:
+            raise _FixtureFailure(Outcome.NOT_APPLICABLE, str(exc), _location(exc)) from None
+        except AssertionError as exc:
+            reason = getattr(exc, "reason", None) or str(exc) or f"fixture {name} rejected the node"
+            raise _FixtureFailure(Outcome.REJECTED, reason, _location(exc), exc) from None
+        except _FixtureFailure:
+            raise
+        except Exception as exc:
+            raise _FixtureFailure(Outcome.ERROR, f"fixture {name!r} raised {type(exc).__name__}: {exc}", _location(exc)) from None
+        cache[id(fdef)] = value
+        return value
+
+    @staticmethod
+    def _check_scope(name: str, scope: str, requester_scope: str, chain: tuple[str, ...]) -> None:
+        if _SCOPE_RANK[scope] < _SCOPE_RANK[requester_scope]:
+            who = chain[-1] if chain else "rule"
+            raise _FixtureFailure(
+                Outcome.ERROR,
+                f"scope mismatch: {requester_scope}-scoped fixture {who!r} requests {scope}-scoped {name!r}",
+            )
+
+
+def _location(exc: BaseException) -> str | None:
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        if "/opmap/engine/" not in frame.filename.replace("\\", "/"):
+            return f"{frame.filename}:{frame.lineno}"
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None

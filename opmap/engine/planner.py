@@ -1,0 +1,192 @@
+"""The planner: for each node, candidates (catalog) -> verdicts (rules) -> choice (policy).
+
+Policy, in order:
+  1. only strategies whose rule APPLIES;
+  2. within the accuracy budget: exact kinds (direct, decompose, plugin) always are;
+     an ``approximate`` strategy only with a measured error <= ``--tolerance``;
+  3. the lowest measured (or estimated, and labelled so) cost; an unmeasured strategy
+     never beats one with a cost, and no number is ever invented for it;
+  4. a stable tie-break: kind (direct, decompose, plugin, approximate), then origin
+     (user rules before rule packs before built-ins: a rule a user added on purpose
+     wins over a shipped one nothing else distinguishes), then strategy id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from opmap.engine.backend import BackendProfile
+from opmap.engine.collect import RuleSet
+from opmap.engine.context import Settings
+from opmap.engine.graph import Graph, Node
+from opmap.engine.judge import Judge, Verdict
+from opmap.engine.rules import WILDCARD, Outcome, Strategy
+
+KIND_RANK = {"direct": 0, "decompose": 1, "plugin": 2, "approximate": 3}
+ORIGIN_RANK = {"user": 0, "pack": 1, "builtin": 2}
+
+
+@dataclass(frozen=True)
+class Cost:
+    value: float | None  # None: unmeasured
+    unit: str = "ms"
+    provenance: str = "unmeasured"  # measured-runtime | measured-build | estimated | unmeasured
+    max_rel_err: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "unit": self.unit, "provenance": self.provenance, "max_rel_err": self.max_rel_err}
+
+    def __str__(self) -> str:
+        if self.value is None:
+            return "unmeasured"
+        mark = "~" if self.provenance == "estimated" else ""
+        return f"{mark}{self.value:.3g} {self.unit} ({self.provenance})"
+
+
+UNMEASURED = Cost(None)
+
+
+@dataclass
+class NodePlan:
+    node: Node
+    verdicts: list[Verdict]
+    choice: Verdict | None = None
+    runner_up: Verdict | None = None
+    cost: Cost = UNMEASURED
+    why: str = ""
+    over_budget: dict[str, str] = field(default_factory=dict)  # strategy -> why it is outside the budget
+
+    @property
+    def mapped(self) -> bool:
+        return self.choice is not None
+
+    @property
+    def rejected(self) -> list[Verdict]:
+        return [v for v in self.verdicts if not v.applies]
+
+
+@dataclass
+class Plan:
+    graph: Graph
+    backend: BackendProfile
+    settings: Settings
+    nodes: list[NodePlan]
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        counts = {"nodes": len(self.nodes)}
+        for kind in KIND_RANK:
+            counts[kind] = sum(1 for n in self.nodes if n.choice and n.choice.kind == kind)
+        counts["no mapping"] = sum(1 for n in self.nodes if not n.mapped)
+        counts["errors"] = sum(1 for n in self.nodes for v in n.verdicts if v.outcome is Outcome.ERROR)
+        return counts
+
+    def summary_line(self) -> str:
+        c = self.summary()
+        parts = [f"{c[k]} {k}" for k in (*KIND_RANK, "no mapping") if c[k]]
+        line = f"{c['nodes']} nodes: " + (", ".join(parts) if parts else "nothing to plan")
+        if c["errors"]:
+            line += f" ({c['errors']} rule errors)"
+        return line
+
+    @property
+    def complete(self) -> bool:
+        return all(n.mapped for n in self.nodes)
+
+
+class Planner:
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        candidates: dict[str, list[str]],
+        *,
+        backend: BackendProfile,
+        settings: Settings = Settings(),
+        costs: dict[str, Cost] | None = None,
+    ) -> None:
+        self.ruleset = ruleset
+        self.candidates = candidates  # op -> strategy ids, from the catalog
+        self.backend = backend
+        self.settings = settings
+        self.costs = costs or {}
+        catalog_ops = frozenset(op for op in candidates if op != WILDCARD)
+        self.judge = Judge(
+            base={"settings": settings, "backend": backend, "catalog_ops": catalog_ops}, builtin_fixtures=ruleset.fixtures
+        )
+
+    def strategies_for(self, op: str) -> list[Strategy | str]:
+        """Catalog candidates for an op, as loaded strategies (or the bare id when its code is missing)."""
+        ids = self.candidates.get(op, []) + [i for i in self.candidates.get(WILDCARD, []) if i not in self.candidates.get(op, [])]
+        return [self.ruleset.strategies.get(i, i) for i in ids]
+
+    def plan(self, graph: Graph, on_node: Callable[[Node], None] | None = None) -> Plan:
+        nodes: list[NodePlan] = []
+        with self.judge.graph_scope(graph):
+            for node in graph:
+                nodes.append(self.plan_node(node))
+                if on_node:
+                    on_node(node)
+        return Plan(graph=graph, backend=self.backend, settings=self.settings, nodes=nodes, problems=list(self.ruleset.problems))
+
+    def plan_node(self, node: Node) -> NodePlan:
+        verdicts: list[Verdict] = []
+        for strat in self.strategies_for(node.op):
+            if isinstance(strat, str):
+                verdicts.append(
+                    Verdict(strategy=strat, rule=f"{strat}@?", kind="?", outcome=Outcome.ERROR,
+                            reason="the catalog lists this strategy but its code is not installed (a removed rule pack?)")
+                )
+                continue
+            verdicts.append(self.judge.judge(strat, node))
+        return self.choose(node, verdicts)
+
+    def choose(self, node: Node, verdicts: list[Verdict]) -> NodePlan:
+        result = NodePlan(node=node, verdicts=verdicts)
+        if not verdicts:
+            result.why = f"no strategy in the catalog for {node.op}"
+            return result
+        eligible: list[Verdict] = []
+        for v in verdicts:
+            if not v.applies:
+                continue
+            cost = self.costs.get(v.strategy, UNMEASURED)
+            if v.kind == "approximate":
+                if cost.max_rel_err is None:
+                    result.over_budget[v.strategy] = "approximate, and its accuracy is unmeasured (run `opmap measure`)"
+                    continue
+                if cost.max_rel_err > self.settings.tolerance:
+                    result.over_budget[v.strategy] = (
+                        f"measured max rel error {cost.max_rel_err:.3g} exceeds the tolerance {self.settings.tolerance:g}"
+                    )
+                    continue
+            eligible.append(v)
+        if not eligible:
+            reasons = [f"{v.strategy}: {v.reason}" for v in verdicts if not v.applies]
+            reasons += [f"{sid}: {why}" for sid, why in result.over_budget.items()]
+            result.why = "no applicable strategy — " + "; ".join(reasons)
+            return result
+        eligible.sort(key=self._rank)
+        result.choice = eligible[0]
+        result.runner_up = eligible[1] if len(eligible) > 1 else None
+        result.cost = self.costs.get(result.choice.strategy, UNMEASURED)
+        result.why = self._why(result.choice, result.runner_up)
+        return result
+
+    def _rank(self, v: Verdict) -> tuple:
+        cost = self.costs.get(v.strategy, UNMEASURED)
+        strat = self.ruleset.strategies.get(v.strategy)
+        origin = strat.origin.split(":")[0] if strat else "builtin"
+        return (cost.value is None, cost.value or 0.0, KIND_RANK.get(v.kind, 9), ORIGIN_RANK.get(origin, 9), v.strategy)
+
+    def _why(self, choice: Verdict, runner_up: Verdict | None) -> str:
+        if runner_up is None:
+            return "the only applicable strategy"
+        a, b = self._rank(choice), self._rank(runner_up)
+        if not a[0] and (b[0] or a[1] < b[1]):
+            return f"lowest cost ({self.costs[choice.strategy]}) vs {runner_up.strategy} ({self.costs.get(runner_up.strategy, UNMEASURED)})"
+        if a[2] != b[2]:
+            return f"tie-break: {choice.kind} ranks before {runner_up.kind} (costs not distinguishing)"
+        if a[3] != b[3]:
+            return "tie-break: a user rule ranks before shipped ones (costs not distinguishing)"
+        return "tie-break: strategy id order (costs not distinguishing)"

@@ -1,0 +1,35 @@
+"""User-facing errors: one line, a non-zero exit code, never a traceback."""
+
+from __future__ import annotations
+
+
+class OpmapError(Exception):
+    """An error the user can act on. ``str(err)`` is the one line the CLI prints."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(" ".join(message.split()))  # always one line
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class CaptureError(OpmapError):
+    """The model file could not be turned into a graph."""
+
+
+class CatalogError(OpmapError):
+    """The catalog refused an operation (nothing was changed)."""
+
+
+class RuleDefinitionError(OpmapError):
+    """A rule file or rule pack is malformed; names the file and the rule."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, for wrapping third-party errors."""
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line:
+            return line[:300]
+    return type(exc).__name__

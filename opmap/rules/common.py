@@ -1,0 +1,156 @@
+"""Checks shared by the built-in rules, and the factory for table-driven op families.
+
+Every check is a plain function that rejects with ``assert cond, "reason"`` (this
+module is assertion-rewritten like the rules, so the audit shows the values). A
+family module lists its ops in a table; :func:`define` turns each row into a real
+``rule_*`` strategy with its own accept/reject examples.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Sequence
+
+import torch
+
+from opmap.engine.context import FLOAT_DTYPES, MAX_RANK, TRT_DTYPES
+from opmap.engine.rules import accept, reject, strategy
+
+Check = Callable[..., None]
+
+
+# -- checks ---------------------------------------------------------------------------------------
+def trt_types(node, **_):
+    """Every tensor in and out has a dtype TensorRT can hold (no float64, complex, int16...)."""
+    metas = dict(node.tensor_args())
+    metas.update({f"output{i}": m for i, m in enumerate(node.outputs) if m is not None})
+    for name, meta in metas.items():
+        assert meta.dtype in TRT_DTYPES, f"{name} is {meta.dtype}: TensorRT has no {meta.dtype} tensors; cast it in the model"
+
+
+def max_rank(node, **_):
+    """TensorRT tensors have at most 8 dims."""
+    metas = list(node.tensor_args().values()) + [m for m in node.outputs if m is not None]
+    rank = max((m.rank for m in metas), default=0)
+    assert rank <= MAX_RANK, f"rank {rank} exceeds TensorRT's {MAX_RANK} dims"
+
+
+def float_input(node, **_):
+    """The layer computes in floating point only (fp32/fp16/bf16)."""
+    meta = node.meta("self") or node.meta("input")
+    assert meta is not None and meta.dtype in FLOAT_DTYPES, f"input is {meta.dtype if meta else 'missing'}; the layer takes float types only"
+
+
+def static_arg(*names: str) -> Check:
+    def static_args(node, **_):
+        for name in names:
+            meta = node.meta(name)
+            if meta is not None:
+                assert meta.is_static, f"{name} has dynamic dims {meta.shape}; TensorRT needs its shape at build time"
+
+    static_args.__qualname__ = f"static_arg{names}"
+    return static_args
+
+
+def int_arg(*names: str) -> Check:
+    """The named arguments are Python ints at export time (not tensors or symbols)."""
+
+    def int_args(node, **_):
+        for name in names:
+            value = node.arg(name)
+            assert value is None or isinstance(value, int), f"{name}={value!r} is not a constant int"
+
+    int_args.__qualname__ = f"int_arg{names}"
+    return int_args
+
+
+def eval_mode(node, **_):
+    """Dropout-like ops are identities only in eval mode."""
+    train, p = node.arg("train"), node.arg("p", 0.0)
+    assert not train or p == 0, f"dropout runs in training mode (p={p}); export the model with model.eval()"
+
+
+def not_mutating_inputs(node, graph, **_):
+    """An in-place op on a graph input or weight would change state across calls; TensorRT has none."""
+    target = node.arg("self")
+    name = getattr(target, "node", None)
+    assert name not in graph.inputs and name not in graph.params, f"in-place op mutates {name}, a graph input or weight"
+
+
+def bool_or_int_only(node, **_):
+    for name, meta in node.tensor_args().items():
+        assert meta.dtype == "bool", f"{name} is {meta.dtype}: TensorRT's AND/OR/XOR take bool tensors only"
+
+
+def float_target(node, **_):
+    out = node.out
+    assert out is None or out.dtype in TRT_DTYPES, f"casts to {out.dtype}, which TensorRT lacks"
+
+
+# -- examples --------------------------------------------------------------------------------------
+def t(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A seeded random example tensor."""
+    g = torch.Generator().manual_seed(sum(shape) + len(shape))
+    if dtype == torch.bool:
+        return torch.rand(shape, generator=g) > 0.5
+    if dtype.is_floating_point:
+        return torch.randn(shape, generator=g).to(dtype)
+    return torch.randint(0, 8, shape, generator=g, dtype=dtype)
+
+
+def as_f64(inputs: Sequence[Any]) -> tuple:
+    return tuple(x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs)
+
+
+# -- the factory -----------------------------------------------------------------------------------
+BASE_CHECKS: tuple[Check, ...] = (trt_types, max_rank)
+
+
+def define(
+    namespace: dict[str, Any],
+    id: str,
+    op: str | Sequence[str],
+    kind: str,
+    *,
+    layers: str,
+    example: tuple,
+    bad: tuple | None = None,
+    match: str = "float64",
+    checks: Sequence[Check] = (),
+    version: int = 1,
+    tags: Sequence[str] = (),
+    contract: str | None = None,
+    doc: str | None = None,
+    no_reject: str | None = None,
+) -> None:
+    """Define ``rule_<slug>`` in ``namespace`` (a family module's globals).
+
+    ``example`` is ``(fn, *inputs)``, a call the rule must accept; ``bad`` one it must reject
+    (default: the same call with float inputs made float64, which TensorRT cannot hold).
+    A rule with no input it could refuse says why in ``no_reject`` instead of a ``bad`` example.
+    """
+    all_checks = tuple(BASE_CHECKS) + tuple(checks)
+
+    def rule(node, graph, backend, bounds, settings):
+        for check in all_checks:
+            check(node=node, graph=graph, backend=backend, bounds=bounds, settings=settings)
+
+    fn, *inputs = example
+    if bad is None and no_reject is None:
+        bad = (fn, *as_f64(inputs))
+    slug = id.split("/", 1)[1]
+    rule.__name__ = rule.__qualname__ = "rule_" + slug.replace("-", "_").replace(".", "_")
+    rule.__doc__ = doc or f"{kind}: {layers}."
+    rule.__module__ = namespace["__name__"]
+    spec = repr((layers, [(c.__qualname__, _src(c)) for c in all_checks]))
+    examples = [accept(fn, *inputs)] + ([reject(bad[0], *bad[1:], match=match)] if bad is not None else [])
+    s = strategy(id, op=op, kind=kind, version=version, tags=tags, examples=examples, contract=contract, spec=spec,
+                 no_reject=no_reject)(rule)
+    namespace[rule.__name__] = s
+
+
+def _src(fn: Callable) -> str:
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return fn.__qualname__

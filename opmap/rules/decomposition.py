@@ -1,0 +1,95 @@
+"""PyTorch's own decomposition as one ``decompose`` candidate for any op, chosen per node.
+
+Converters that run the decomposition table as a pre-pass lose the fused layers TensorRT
+has (attention, layer norm, gelu...). Here the expansion competes with those layers: it
+applies to a node when PyTorch's core-ATen table decomposes its op and every op the
+expansion yields has a strategy in the catalog.
+"""
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from opmap.engine.capture import op_name
+from opmap.engine.graph import Ref
+from opmap.engine.rules import accept, reject, skip, strategy
+from opmap.rules.common import t
+
+
+@lru_cache(maxsize=1)
+def _table():
+    from torch._decomp import core_aten_decompositions
+
+    return core_aten_decompositions()
+
+
+def resolve(op: str):
+    """``"aten.gelu.default"`` -> ``torch.ops.aten.gelu.default`` (None for non-ATen targets)."""
+    parts = op.split(".")
+    if len(parts) != 3 or parts[0] != "aten":
+        return None
+    packet = getattr(torch.ops.aten, parts[1], None)
+    return getattr(packet, parts[2], None) if packet is not None else None
+
+
+def _argument(value, arg_type: str, graph):
+    if isinstance(value, Ref):
+        meta = graph.meta_of(value)
+        assert meta is not None and meta.is_static, f"argument {value} has dynamic dims {meta.shape if meta else '?'}"
+        return torch.empty(meta.shape, dtype=getattr(torch, meta.dtype))
+    if isinstance(value, list):
+        return [_argument(v, arg_type, graph) for v in value]
+    if isinstance(value, str) and "ScalarType" in arg_type:
+        return getattr(torch, value)
+    if isinstance(value, str) and "Device" in arg_type:
+        return torch.device(value)
+    if isinstance(value, str) and ("Layout" in arg_type or "MemoryFormat" in arg_type):
+        return getattr(torch, value.removeprefix("torch."))
+    return value
+
+
+_EXPANSIONS: dict[tuple[str, str], frozenset] = {}
+
+
+def _expand(node, graph) -> frozenset:
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    overload = resolve(node.op)
+    args, kwargs = [], {}
+    for p in overload._schema.arguments:
+        if p.name not in node.args:
+            continue
+        value = _argument(node.args[p.name], str(p.type), graph)
+        if p.kwarg_only:
+            kwargs[p.name] = value
+        else:
+            args.append(value)
+    gm = make_fx(lambda *a: overload(*a, **kwargs), decomposition_table=_table(), tracing_mode="fake")(*args)
+    return frozenset(op_name(n.target) for n in gm.graph.nodes if n.op == "call_function")
+
+
+def decomposed_ops(node, graph) -> frozenset:
+    """The ops PyTorch's core-ATen decomposition of this node yields (traced at the node's static sizes)."""
+    key = (node.op, repr(sorted((k, str(graph.meta_of(v)) if isinstance(v, Ref) else repr(v)) for k, v in node.args.items())))
+    if key not in _EXPANSIONS:
+        _EXPANSIONS[key] = _expand(node, graph)
+    return _EXPANSIONS[key]
+
+
+@strategy("torch/decomposition", op="*", kind="decompose", tags=("generic",),
+          examples=[accept(lambda a: F.layer_norm(a, (4,)), t(2, 3, 4)),
+                    reject(lambda a: F.layer_norm(a, (4,)), t(2, 3, 4).double(), match="float64")])
+def rule_torch_decomposition(node, graph, catalog_ops):
+    """Expand the node with PyTorch's core-ATen decomposition table; each yielded op is then planned in turn."""
+    overload = resolve(node.op)
+    if overload is None:
+        skip(f"{node.op} is not an ATen op")
+    if overload not in _table():
+        skip(f"PyTorch's core-ATen table has no decomposition for {node.op}")
+    for name, meta in node.tensor_args().items():
+        assert meta.dtype != "float64", f"{name} is float64: TensorRT has no float64 tensors"
+    ops = decomposed_ops(node, graph)
+    assert node.op not in ops, f"the decomposition of {node.op} yields the op itself"
+    missing = sorted(ops - catalog_ops)
+    assert not missing, f"the decomposition yields {', '.join(missing)}, which no catalog strategy maps"

@@ -1,0 +1,39 @@
+"""Graph plumbing: tuple unpacking, symbolic shape arithmetic, runtime asserts, eval-mode identities."""
+
+import torch
+import torch.nn.functional as F
+
+from opmap.rules.common import define, eval_mode, t
+
+ns = globals()
+
+SYM_OPS = ["operator.add", "operator.sub", "operator.mul", "operator.floordiv", "operator.mod", "operator.neg",
+           "operator.ge", "operator.gt", "operator.le", "operator.lt", "operator.eq", "operator.ne",
+           "torch.sym_max", "torch.sym_min", "torch.sym_not", "aten.sym_numel.default", "aten.sym_storage_offset.default"]
+
+
+def integer_scalar(node, **_):
+    for name in node.scalar_outputs:
+        assert "." not in name, f"the symbolic scalar {name} is a float; TensorRT shape tensors are integers"
+
+
+define(ns, "core/getitem", "operator.getitem", "direct",
+       layers="no layer: picks output i of a multi-output layer", example=(lambda a: a.split(2)[1], t(4, 3)))
+define(ns, "shape/sym-size", "aten.sym_size.int", "direct", layers="Shape, then Gather of one dim (an int64 shape tensor)",
+       example=(lambda m: torch.zeros(torch.nonzero(m).shape[0]), t(4, 4, dtype=torch.bool)),
+       no_reject="a size of a TensorRT tensor is always readable with a Shape layer")
+define(ns, "shape/sym-arith", SYM_OPS, "direct", layers="ElementWise on int64 shape tensors",
+       example=(lambda m: torch.zeros(torch.nonzero(m).shape[0] * 2), t(4, 4, dtype=torch.bool)), checks=[integer_scalar],
+       no_reject="graphs exported from models hold integer size arithmetic only")
+define(ns, "core/runtime-assert", ["aten._assert_scalar.default", "aten._assert_async.msg"], "direct",
+       layers="Assertion on the shape-tensor condition (checked when the engine runs)",
+       example=(lambda m: torch.nonzero(m), t(4, 4, dtype=torch.bool)),
+       no_reject="every condition torch.export asserts is a shape-tensor expression")
+define(ns, "core/build-time-check", ["aten._assert_tensor_metadata.default", "aten.sym_constrain_range_for_size.default",
+                                     "aten.sym_constrain_range.default"], "direct",
+       layers="no layer: TensorRT's own type and shape inference checks the same facts when the engine is built",
+       example=(lambda a: a.to(torch.float16), t(2, 3)), no_reject="the check is metadata TensorRT re-derives itself")
+define(ns, "core/dropout-eval", ["aten.dropout.default", "aten.feature_dropout.default", "aten.native_dropout.default",
+                                 "aten.alpha_dropout.default"], "direct", layers="no layer: dropout is the identity in eval mode",
+       example=(lambda a: F.dropout(a, 0.1, training=False), t(2, 3)),
+       bad=(lambda a: F.dropout(a, 0.1, training=True), t(2, 3)), match="training mode", checks=[eval_mode])
