@@ -122,7 +122,9 @@ def plan_json(plan: Plan, run_id: int | None, model: str) -> dict[str, Any]:
                 "name": np_.node.name,
                 "op": np_.node.op,
                 "choice": (
-                    {"strategy": np_.choice.strategy, "kind": np_.choice.kind, "cost": np_.cost.to_dict()} if np_.choice else None
+                    {"strategy": np_.choice.strategy, "kind": np_.choice.kind, "cost": np_.cost.to_dict(), "contract": np_.contract}
+                    if np_.choice
+                    else None
                 ),
                 "runner_up": np_.runner_up.strategy if np_.runner_up else None,
                 "why": np_.why,
@@ -144,3 +146,65 @@ def read_rule_file(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise OpmapError(f"{path}: cannot read: {first_line(exc)}") from None
+
+
+def diff_runs(a: Run, b: Run) -> dict[str, Any]:
+    """What changed between two runs, node by node, with the verdicts that explain it."""
+    da = {d.node: d for d in a.decisions}
+    db = {d.node: d for d in b.decisions}
+    order = list(da) + [n for n in db if n not in da]
+    changes: list[dict[str, Any]] = []
+    for name in order:
+        x, y = da.get(name), db.get(name)
+        if x is None or y is None:
+            only = a.id if y is None else b.id
+            changes.append({"node": name, "op": (x or y).op, "change": f"only in run {only}", "choice": [x and x.choice, y and y.choice], "verdicts": []})
+            continue
+        vx = {v.strategy: v for v in x.verdicts}
+        vy = {v.strategy: v for v in y.verdicts}
+        notes: list[str] = []
+        for sid in list(vx) + [s for s in vy if s not in vx]:
+            p, q = vx.get(sid), vy.get(sid)
+            if p is None:
+                notes.append(f"+ {sid} ({q.rule}): {q.outcome}" + (f": {q.reason}" if q.reason else ""))
+            elif q is None:
+                notes.append(f"- {sid} ({p.rule}) is no longer a candidate")
+            elif (p.outcome, p.rule, p.source_hash, p.reason) != (q.outcome, q.rule, q.source_hash, q.reason):
+                what = f"{p.outcome} -> {q.outcome}" if p.outcome != q.outcome else q.outcome
+                rule = f" ({p.rule} -> {q.rule})" if p.rule != q.rule else (" (rule source changed)" if p.source_hash != q.source_hash else "")
+                notes.append(f"~ {sid}{rule}: {what}" + (f": {q.reason}" if q.reason else ""))
+        if x.choice != y.choice or notes:
+            changes.append({"node": name, "op": y.op, "change": "choice" if x.choice != y.choice else "verdicts",
+                            "choice": [x.choice, y.choice], "why": y.why, "verdicts": notes})
+    return {
+        "from": a.id, "to": b.id,
+        "catalog_version": [a.catalog_version, b.catalog_version],
+        "model_changed": a.model_sha256 != b.model_sha256,
+        "backend": [a.backend, b.backend],
+        "changes": changes,
+    }
+
+
+def run_json(run: Run, node: str | None = None) -> dict[str, Any]:
+    decisions = [d for d in run.decisions if node is None or d.node == node]
+    return {
+        "run_id": run.id,
+        "created_at": run.created_at.isoformat(),
+        "model": run.model_path, "model_sha256": run.model_sha256, "model_kind": run.model_kind,
+        "opmap_version": run.opmap_version, "catalog_version": run.catalog_version,
+        "backend": {"name": run.backend, "version": run.backend_version},
+        "settings": run.settings, "summary": run.summary,
+        "nodes": [
+            {
+                "name": d.node, "op": d.op, "signature": d.signature,
+                "choice": {"strategy": d.choice, "kind": d.choice_kind, "cost": d.cost} if d.choice else None,
+                "runner_up": d.runner_up, "why": d.why,
+                "verdicts": [
+                    {"strategy": v.strategy, "rule": v.rule, "source_hash": v.source_hash, "outcome": v.outcome, "reason": v.reason,
+                     "expression": v.expression, "evidence": v.evidence, "location": v.location}
+                    for v in d.verdicts
+                ],
+            }
+            for d in decisions
+        ],
+    }

@@ -148,6 +148,8 @@ class BackendProfile:
     def __str__(self) -> str:
         return f"{self.name} {self.version or '(not installed here)'}"
 
+    __repr__ = __str__
+
 
 @contextmanager
 def native_stderr_silenced():

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import operator
 import re
 import warnings
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,6 +30,47 @@ from opmap.errors import CaptureError, first_line
 from opmap.engine.graph import Graph, Node, Ref, SymbolRange, TensorMeta
 
 _SHAPE_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)=(?P<dims>\d+(?:x\d+)*)(?::(?P<dtype>\w+))?$")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for line in record.getMessage().splitlines():
+            if line.strip():
+                self.lines.append(line.strip())
+        if record.exc_info and record.exc_info[1] is not None:
+            self.lines.append(f"{type(record.exc_info[1]).__name__}: {first_line(record.exc_info[1])}")
+
+
+@contextmanager
+def _quiet():
+    """Keep torch's warnings and log lines off the terminal; collect them for error messages.
+
+    torch configures handlers on several of its own loggers (torch.export, torch._export...),
+    so each of them is redirected, not only the root "torch" logger.
+    """
+    handler = _Collect()
+    manager = logging.root.manager
+    loggers = [logging.getLogger("torch")] + [
+        logger for name, logger in list(manager.loggerDict.items())
+        if name.startswith("torch.") and isinstance(logger, logging.Logger)
+    ]
+    saved = [(lg, lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
+    for lg in loggers:
+        lg.handlers = [handler]
+        lg.propagate = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield handler
+    finally:
+        for lg, level, propagate, handlers in saved:
+            lg.setLevel(level)
+            lg.propagate = propagate
+            lg.handlers = handlers
 
 
 @dataclass(frozen=True)
@@ -125,8 +168,7 @@ def capture_callable(fn: Callable | Any, *inputs: Any, name: str | None = None, 
 
     module = fn if isinstance(fn, torch.nn.Module) else _FunctionModule(fn)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet():
             program = torch.export.export(module, tuple(inputs), dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as exc:  # torch.export raises many kinds; all mean "could not export"
         raise CaptureError(f"torch.export failed: {first_line(exc)}") from None
@@ -158,20 +200,22 @@ def _FunctionModule(fn: Callable):
 def _load_export(path: Path):
     import torch
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with _quiet() as log:
+        try:
             return torch.export.load(str(path))
-    except Exception as exc:
-        raise CaptureError(f"{path}: cannot load torch.export archive: {first_line(exc)}") from None
+        except Exception as exc:
+            reason = first_line(exc)
+            detail = next((line for line in reversed(log.lines) if "Ran into the following" not in line), None)
+            if "deserializ" in reason or isinstance(exc, (ImportError, AttributeError, KeyError)):
+                reason = (detail or reason) + " (the archive refers to output types or custom ops that are not importable here; import their module first)"
+    raise CaptureError(f"{path}: cannot load torch.export archive: {reason}")
 
 
 def _load_torchscript(path: Path, input_shapes: Sequence[InputSpec]):
     import torch
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet():
             module = torch.jit.load(str(path), map_location="cpu", _restore_shapes=True)
     except Exception as exc:
         raise CaptureError(f"{path}: cannot load TorchScript archive: {first_line(exc)}") from None
@@ -195,8 +239,7 @@ def _load_torchscript(path: Path, input_shapes: Sequence[InputSpec]):
     try:
         from torch._export.converter import TS2EPConverter
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet():
             return TS2EPConverter(module, tuple(example)).convert()
     except Exception as exc:
         raise CaptureError(f"{path}: cannot convert TorchScript to an ATen graph: {first_line(exc)}") from None
@@ -207,8 +250,7 @@ def _load_pickle(path: Path, kind: str, unsafe_pickle: bool, input_shapes: Seque
 
     # weights_only loading never runs code: use it to recognise state dicts first.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet():
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception:
         obj = None  # not loadable without running code (or not a torch file at all)
@@ -227,8 +269,7 @@ def _load_pickle(path: Path, kind: str, unsafe_pickle: bool, input_shapes: Seque
             "pass --unsafe-pickle together with --input-shape NAME=DIMS for each input"
         )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet():
             module = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:
         raise CaptureError(f"{path}: cannot unpickle: {first_line(exc)}") from None
@@ -244,8 +285,7 @@ def _load_pickle(path: Path, kind: str, unsafe_pickle: bool, input_shapes: Seque
     example = _order_inputs(path, names, input_shapes)
     module.eval()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet():
             return torch.export.export(module, tuple(example), strict=False)
     except Exception as exc:
         raise CaptureError(f"{path}: torch.export failed on the unpickled module: {first_line(exc)}") from None
@@ -335,9 +375,17 @@ def _meta(value: Any) -> TensorMeta | None:
     import torch
 
     if isinstance(value, torch.Tensor):
-        shape = tuple(d if isinstance(d, int) else str(d) for d in value.shape)  # SymInt -> "s0", "u0"
+        shape = tuple(_dim(d) for d in value.shape)
         return TensorMeta(shape=shape, dtype=str(value.dtype).removeprefix("torch."))
     return None
+
+
+def _dim(d: Any) -> int | str:
+    """A static dim as an int; a symbolic one as its expression ("s0", "u0", "2*s0")."""
+    if isinstance(d, int):
+        return d
+    text = str(d)
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def _outputs(val: Any) -> tuple[list[TensorMeta | None], list[str]]:

@@ -52,6 +52,8 @@ class TensorMeta:
     def __str__(self) -> str:
         return f"{self.dtype}[{', '.join(str(d) for d in self.shape)}]"
 
+    __repr__ = __str__
+
 
 @dataclass(frozen=True)
 class SymbolRange:
@@ -112,6 +114,9 @@ class Node:
         outs = ", ".join(str(o) for o in self.outputs if o is not None)
         return f"{self.name} = {self.op} -> {outs or '()'}"
 
+    def __repr__(self) -> str:  # short: reprs end up in audit evidence
+        return f"<Node {self}>"
+
 
 @dataclass
 class Graph:
@@ -125,6 +130,9 @@ class Graph:
     def __post_init__(self) -> None:
         for node in self.nodes.values():
             node._graph = self
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name}: {len(self.nodes)} nodes, inputs {', '.join(self.inputs)}>"
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes.values())

@@ -56,6 +56,7 @@ class NodePlan:
     cost: Cost = UNMEASURED
     why: str = ""
     over_budget: dict[str, str] = field(default_factory=dict)  # strategy -> why it is outside the budget
+    contract: str | None = None  # how the chosen strategy changes the node's outputs, if it does
 
     @property
     def mapped(self) -> bool:
@@ -170,6 +171,8 @@ class Planner:
         result.choice = eligible[0]
         result.runner_up = eligible[1] if len(eligible) > 1 else None
         result.cost = self.costs.get(result.choice.strategy, UNMEASURED)
+        chosen = self.ruleset.strategies.get(result.choice.strategy)
+        result.contract = chosen.contract if chosen else None
         result.why = self._why(result.choice, result.runner_up)
         return result
 

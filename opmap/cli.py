@@ -1,0 +1,315 @@
+"""The ``opmap`` command line (Typer + Rich). Every reporting command takes ``--json``.
+
+Exit codes: 0 success; 1 the plan has unmapped nodes / rule examples failed; 2 bad
+input (one line on stderr, nothing changed in the catalog); 3 an internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import opmap
+from opmap.errors import OpmapError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Map PyTorch (ATen) graphs onto TensorRT: a judged, audited strategy per node.",
+)
+rules_app = typer.Typer(no_args_is_help=True, help="List, add, remove and test the rules that judge strategies.")
+app.add_typer(rules_app, name="rules")
+
+out = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+
+class State:
+    db: str | None = None
+
+
+state = State()
+
+
+@app.callback()
+def _main(
+    db: Optional[str] = typer.Option(None, "--db", help="Catalog: a SQLAlchemy URL or a SQLite file path (default: $OPMAP_DB, "
+                                     "else the per-user catalog)."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        out.print(f"opmap {opmap.__version__}")
+        raise typer.Exit(0)
+    state.db = db
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True, disable=not enabled or not err.is_terminal,
+    )
+
+
+def _emit_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# -- suggest ---------------------------------------------------------------------------------------
+@app.command()
+def suggest(
+    model: Path = typer.Argument(..., help="torch.export .pt2, TorchScript archive, or (with --unsafe-pickle) a pickled nn.Module."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx (default: tensorrt if importable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as one JSON object (schema in the README)."),
+    reasons: bool = typer.Option(False, "-r", "--reasons", help="List every rejection and rule error with its reason."),
+    all_verdicts: bool = typer.Option(False, "--all-verdicts", help="With the rejections, also list NOT_APPLICABLE skips."),
+    tolerance: float = typer.Option(1e-3, "--tolerance", help="Accuracy budget: max relative error an approximate strategy may add."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16: the precision asked for."),
+    unsafe_pickle: bool = typer.Option(False, "--unsafe-pickle", help="Allow unpickling a model file (this runs its code)."),
+    input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
+    record: bool = typer.Option(True, "--record/--no-record", help="Store the run in the catalog for `opmap audit`."),
+) -> None:
+    """Plan every node of a model: chosen strategy, cost, runner-up, and why the others were rejected.
+
+    Exits 1 when a node has no mapping, so CI can gate on it.
+    """
+    from opmap import app as svc
+    from opmap.engine.backend import BACKENDS, profile
+    from opmap.engine.capture import InputSpec, capture
+    from opmap.engine.context import Settings
+
+    if backend is not None and backend not in BACKENDS:
+        raise OpmapError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise OpmapError(f"unknown precision {precision!r}: choose fp32, fp16 or bf16")
+    if not tolerance >= 0:
+        raise OpmapError(f"--tolerance must be a non-negative number, got {tolerance}")
+    specs = [InputSpec.parse(s) for s in input_shape]
+    with _progress(not as_json) as progress:
+        task = progress.add_task("capturing", total=None)
+        captured = capture(model, unsafe_pickle=unsafe_pickle, input_shapes=specs)
+        progress.update(task, description="opening catalog")
+        catalog, ruleset = svc.open_catalog(state.db)
+        progress.update(task, description="planning", total=len(captured.graph), completed=0)
+        plan = svc.make_plan(
+            captured, catalog, ruleset, profile(backend), Settings(tolerance=tolerance, precision=precision),
+            on_node=lambda _node: progress.advance(task),
+        )
+    run_id = svc.record(catalog, plan, captured, str(model)) if record else None
+    if as_json:
+        _emit_json(svc.plan_json(plan, run_id, str(model)))
+    else:
+        from opmap.report import print_plan
+
+        print_plan(out, plan, run_id, reasons=reasons, all_verdicts=all_verdicts)
+    raise typer.Exit(0 if plan.complete else 1)
+
+
+# -- rules -----------------------------------------------------------------------------------------
+@rules_app.command("list")
+def rules_list(
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show source, hash and doc."),
+    k: Optional[str] = typer.Option(None, "-k", help="Select by id/name/op substring: 'nonzero and not plugin'."),
+    m: Optional[str] = typer.Option(None, "-m", help="Select by tag, kind or origin: 'user or approximate'."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """What rules exist, from where, which version."""
+    from opmap import app as svc
+    from opmap.engine.collect import select
+
+    catalog, ruleset = svc.open_catalog(state.db)
+    enabled = {row.id for row in catalog.strategy_rows()}
+    chosen = [s for s in select(ruleset.strategies.values(), k, m) if s.id in enabled]
+    if as_json:
+        _emit_json([
+            {"id": s.id, "kind": s.kind, "version": s.version, "origin": s.origin, "ops": list(s.ops), "tags": list(s.tags),
+             "source": s.source_path, "source_hash": s.source_hash, "doc": s.doc, "contract": s.contract}
+            for s in chosen
+        ])
+        return
+    from opmap.report import rules_table
+
+    out.print(rules_table(chosen, verbose))
+    for problem in ruleset.problems:
+        err.print(f"warning: {problem}", style="yellow")
+    out.print(f"{len(chosen)} strategies selected (of {len(enabled)}), catalog {catalog.display_url} v{catalog.version}")
+
+
+@rules_app.command("add")
+def rules_add(path: Path = typer.Argument(..., help="A rule_*.py file, or a directory of them.")) -> None:
+    """Register a user's rule file(s) into the catalog (validated first; nothing is stored on error)."""
+    from opmap import app as svc
+    from opmap.engine.collect import load_source, rule_files
+
+    files = rule_files(path)
+    catalog, ruleset = svc.open_catalog(state.db)
+    for file in files:
+        text = svc.read_rule_file(file)
+        strategies = load_source(text, str(file.resolve()), origin="user")
+        if not strategies:
+            raise OpmapError(f"{file}: no rule_* functions with @strategy found")
+        clash = [s.id for s in strategies if s.id in ruleset.strategies and ruleset.strategies[s.id].origin != "user"]
+        if clash:
+            raise OpmapError(f"{file}: strategy id {clash[0]} is already a {ruleset.strategies[clash[0]].origin} strategy; use your own pack name")
+        ids = catalog.add_user_rules(str(file.resolve()), text, strategies)
+        out.print(f"added {len(ids)} strateg{'y' if len(ids) == 1 else 'ies'} from {file}: {', '.join(ids)}")
+    out.print(f"catalog {catalog.display_url} is now v{catalog.version}")
+
+
+@rules_app.command("remove")
+def rules_remove(strategy_id: str = typer.Argument(..., help="The id of a user strategy.")) -> None:
+    """Remove a user strategy from the catalog (past runs keep their verdicts)."""
+    from opmap import app as svc
+
+    catalog, _ = svc.open_catalog(state.db)
+    catalog.remove_user_rule(strategy_id)
+    out.print(f"removed {strategy_id}; catalog v{catalog.version}")
+
+
+@rules_app.command("test")
+def rules_test(
+    path: Optional[Path] = typer.Argument(None, help="A rule file or directory (default: every rule in the catalog)."),
+    k: Optional[str] = typer.Option(None, "-k", help="Select by id/name/op substring."),
+    m: Optional[str] = typer.Option(None, "-m", help="Select by tag, kind or origin."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show passing examples too."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run every rule's own accept/reject examples. Exits 1 if any fails."""
+    from opmap import app as svc
+    from opmap.engine.collect import RuleSet, load_source, rule_files, select
+    from opmap.engine.examples import run_examples
+
+    if path is not None:
+        base = svc.load_rules(None)
+        ruleset = RuleSet(fixtures=base.fixtures)
+        for file in rule_files(path):
+            ruleset.add(load_source(svc.read_rule_file(file), str(file.resolve()), origin="user"))
+        ops = frozenset(op for s in list(base.strategies.values()) + list(ruleset.strategies.values()) for op in s.ops if op != "*")
+    else:
+        catalog, ruleset = svc.open_catalog(state.db)
+        ops = frozenset(op for op in catalog.candidates_by_op() if op != "*")
+    chosen = select(ruleset.strategies.values(), k, m)
+    with _progress(not as_json) as progress:
+        task = progress.add_task("rule examples", total=len(chosen))
+        results = run_examples(chosen, ruleset, ops, on_done=lambda _s: progress.advance(task))
+    if as_json:
+        _emit_json([{"strategy": r.strategy, "example": r.label, "passed": r.passed, "message": r.message} for r in results])
+    else:
+        from opmap.report import print_example_results
+
+        print_example_results(out, results, verbose)
+    raise typer.Exit(0 if all(r.passed for r in results) else 1)
+
+
+# -- audit -----------------------------------------------------------------------------------------
+@app.command()
+def audit(
+    run: Optional[int] = typer.Argument(None, help="A run id (see `opmap audit`)."),
+    node: Optional[str] = typer.Option(None, "--node", help="Show every verdict for one node, with reason and evidence."),
+    diff: Optional[int] = typer.Option(None, "--diff", help="Compare RUN with this later (or earlier) run."),
+    limit: int = typer.Option(50, "--limit", help="How many runs to list."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Past runs; the decisions of one run; one node's verdicts; what changed between two runs."""
+    from opmap import app as svc
+    from opmap.db import Catalog
+    from opmap.report import decisions_table, print_node, runs_table
+
+    catalog = Catalog(state.db)
+    if run is None:
+        if node or diff is not None:
+            raise OpmapError("--node and --diff need a RUN id (see `opmap audit`)")
+        runs = catalog.runs(limit)
+        if as_json:
+            _emit_json([{"run_id": r.id, "created_at": r.created_at.isoformat(), "model": r.model_path, "backend": r.backend,
+                         "catalog_version": r.catalog_version, "summary": r.summary} for r in runs])
+        elif runs:
+            out.print(runs_table(runs))
+        else:
+            out.print(f"no runs yet in {catalog.display_url}; `opmap suggest MODEL` records one")
+        return
+    the_run = catalog.run(run)
+    if diff is not None:
+        result = svc.diff_runs(the_run, catalog.run(diff))
+        if as_json:
+            _emit_json(result)
+            return
+        _print_diff(result)
+        return
+    if node is not None:
+        decision = next((d for d in the_run.decisions if d.node == node), None)
+        if decision is None:
+            raise OpmapError(f"run {run} has no node {node!r}")
+        if as_json:
+            _emit_json(svc.run_json(the_run, node))
+        else:
+            print_node(out, the_run, decision)
+        return
+    if as_json:
+        _emit_json(svc.run_json(the_run))
+    else:
+        out.print(decisions_table(the_run))
+
+
+def _print_diff(result: dict) -> None:
+    a, b = result["from"], result["to"]
+    out.print(f"[bold]run {a} -> run {b}[/bold]: catalog v{result['catalog_version'][0]} -> v{result['catalog_version'][1]}"
+              + ("; the model file changed" if result["model_changed"] else "")
+              + (f"; backend {result['backend'][0]} -> {result['backend'][1]}" if result["backend"][0] != result["backend"][1] else ""))
+    if not result["changes"]:
+        out.print("no decision changed")
+        return
+    for c in result["changes"]:
+        x, y = c["choice"]
+        head = f"[bold]{c['node']}[/bold] ({c['op']}): "
+        head += f"{x or 'no mapping'} -> {y or 'no mapping'}" if c["change"] == "choice" else c["change"]
+        out.print(head)
+        for note in c["verdicts"]:
+            out.print(f"    {note}", markup=False)
+        if c.get("why") and c["change"] == "choice":
+            out.print(f"    why: {c['why']}", markup=False)
+    changed = sum(1 for c in result["changes"] if c["change"] == "choice")
+    out.rule(f"{changed} decisions changed, {len(result['changes']) - changed} nodes with changed verdicts only")
+
+
+# -- entry point -----------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: one-line errors, never a traceback (OPMAP_DEBUG=1 shows it)."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="opmap", standalone_mode=False)
+    except OpmapError as exc:
+        err.print(f"error: {exc}", style="red", highlight=False, soft_wrap=True)
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        err.print("aborted")
+        code = 130
+    except click.exceptions.ClickException as exc:
+        err.print(f"error: {exc.format_message()}", style="red", highlight=False, soft_wrap=True)
+        code = 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        code = 130
+    except Exception as exc:  # a bug in opmap: say so in one line
+        if os.environ.get("OPMAP_DEBUG"):
+            raise
+        err.print(f"internal error: {type(exc).__name__}: {exc} (set OPMAP_DEBUG=1 for the traceback)", style="red",
+                  highlight=False, soft_wrap=True)
+        code = 3
+    return int(code or 0)
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,152 @@
+"""Rich rendering of plans, rules, example results and audits. JSON lives beside each command."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from opmap.db.models import Decision, Run
+from opmap.engine.examples import ExampleResult
+from opmap.engine.planner import Plan
+from opmap.engine.rules import Outcome, Strategy
+
+OUTCOME_STYLE = {"APPLIES": "green", "REJECTED": "yellow", "NOT_APPLICABLE": "dim", "ERROR": "bold red"}
+KIND_STYLE = {"direct": "green", "decompose": "cyan", "approximate": "magenta", "plugin": "blue"}
+
+
+def _kind(kind: str | None) -> Text:
+    return Text(kind or "-", style=KIND_STYLE.get(kind or "", ""))
+
+
+def plan_table(plan: Plan, run_id: int | None) -> Table:
+    title = f"{plan.graph.name} on {plan.backend}" + (f" — run {run_id}" if run_id else "")
+    table = Table(title=title, title_justify="left", header_style="bold", expand=False)
+    for col in ("node", "op", "strategy", "kind", "cost", "runner-up", "rejected"):
+        table.add_column(col, overflow="fold")
+    for np_ in plan.nodes:
+        if np_.choice:
+            strategy = Text(np_.choice.strategy)
+            cost = Text(str(np_.cost), style="dim" if np_.cost.value is None else "")
+        else:
+            strategy = Text("no mapping", style="bold red")
+            cost = Text("-")
+        rejected = len(np_.rejected) + len(np_.over_budget)
+        table.add_row(
+            np_.node.name, np_.node.op, strategy, _kind(np_.choice.kind if np_.choice else None), cost,
+            np_.runner_up.strategy if np_.runner_up else "-", str(rejected) if rejected else "",
+        )
+    return table
+
+
+def print_plan(console: Console, plan: Plan, run_id: int | None, *, reasons: bool, all_verdicts: bool) -> None:
+    console.print(plan_table(plan, run_id))
+    contracts = [(np_.node.name, np_.choice.strategy, np_.contract) for np_ in plan.nodes if np_.choice and np_.contract]
+    if contracts:
+        console.print("[bold]changed output contracts[/bold]")
+        for name, strat, contract in contracts:
+            console.print(f"  {name} ({strat}): {contract}")
+    if reasons or all_verdicts:
+        console.print("[bold]rejections[/bold]" + (" and skips" if all_verdicts else ""))
+        for np_ in plan.nodes:
+            for v in np_.verdicts:
+                show = v.outcome in (Outcome.REJECTED, Outcome.ERROR) or (all_verdicts and v.outcome is Outcome.NOT_APPLICABLE)
+                if show:
+                    line = Text(f"  {np_.node.name} ", style="bold")
+                    line.append(f"{v.outcome} ", style=OUTCOME_STYLE[v.outcome.value])
+                    line.append(f"{v.strategy}: {v.reason}")
+                    shown = _telling(v.evidence)
+                    if shown:
+                        line.append("  [" + ", ".join(f"{k} = {val}" for k, val in shown) + "]", style="dim")
+                    console.print(line)
+            for sid, why in np_.over_budget.items():
+                console.print(Text(f"  {np_.node.name} ", style="bold") + Text("OVER BUDGET ", style="magenta") + Text(f"{sid}: {why}"))
+    for np_ in plan.nodes:
+        if not np_.mapped:
+            console.print(Text(f"no mapping for {np_.node.name} ({np_.node.op}): {np_.why}", style="red"))
+    for problem in plan.problems:
+        console.print(Text(f"warning: {problem}", style="yellow"))
+    summary = plan.summary_line()
+    style = "bold green" if plan.complete and not plan.summary()["errors"] else "bold red" if not plan.complete else "bold yellow"
+    console.rule(Text(summary, style=style))
+
+
+_PLAIN_FIXTURES = {"node", "graph", "backend", "settings", "bounds", "consumers", "inputs"}
+
+
+def _telling(evidence: dict[str, str], limit: int = 3) -> list[tuple[str, str]]:
+    """The evidence worth a line: computed values, not the fixtures themselves."""
+    items = [(k, v) for k, v in (evidence or {}).items() if k not in _PLAIN_FIXTURES and len(v) <= 80]
+    return items[:limit]
+
+
+def rules_table(strategies: Iterable[Strategy], verbose: bool) -> Table:
+    table = Table(header_style="bold")
+    for col in ("strategy", "kind", "version", "origin", "ops"):
+        table.add_column(col, overflow="fold")
+    if verbose:
+        table.add_column("source", overflow="fold")
+        table.add_column("hash")
+        table.add_column("doc", overflow="fold")
+    for s in strategies:
+        ops = ", ".join(s.ops) if len(s.ops) <= 3 else f"{', '.join(s.ops[:3])} (+{len(s.ops) - 3})"
+        row: list[Any] = [s.id, _kind(s.kind), str(s.version), s.origin, ops]
+        if verbose:
+            row += [s.source_path or "", s.source_hash, s.doc.splitlines()[0] if s.doc else ""]
+        table.add_row(*row)
+    return table
+
+
+def print_example_results(console: Console, results: list[ExampleResult], verbose: bool) -> None:
+    for r in results:
+        if not r.passed:
+            console.print(Text(f"FAILED {r.strategy} {r.label}: {r.message}", style="red"))
+        elif verbose:
+            console.print(Text(f"PASSED {r.strategy} {r.label}: {r.message}", style="green"))
+    passed = sum(r.passed for r in results)
+    failed = len(results) - passed
+    strategies = len({r.strategy for r in results})
+    style = "bold green" if not failed else "bold red"
+    console.rule(Text(f"{passed} passed, {failed} failed ({strategies} strategies)", style=style))
+
+
+def runs_table(runs: list[Run]) -> Table:
+    table = Table(header_style="bold", title="runs", title_justify="left")
+    for col in ("run", "when (UTC)", "model", "backend", "catalog", "summary"):
+        table.add_column(col, overflow="fold")
+    for r in runs:
+        s = r.summary or {}
+        parts = [f"{s.get(k)} {k}" for k in ("direct", "decompose", "approximate", "plugin", "no mapping") if s.get(k)]
+        table.add_row(str(r.id), r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.model_path, f"{r.backend} {r.backend_version or ''}",
+                      f"v{r.catalog_version}", f"{s.get('nodes', 0)} nodes: " + ", ".join(parts))
+    return table
+
+
+def decisions_table(run: Run) -> Table:
+    table = Table(header_style="bold", title=f"run {run.id}: {run.model_path} on {run.backend} (catalog v{run.catalog_version})",
+                  title_justify="left")
+    for col in ("node", "op", "choice", "kind", "runner-up", "why"):
+        table.add_column(col, overflow="fold")
+    for d in run.decisions:
+        table.add_row(d.node, d.op, d.choice or Text("no mapping", style="bold red"), _kind(d.choice_kind), d.runner_up or "-", d.why)
+    return table
+
+
+def print_node(console: Console, run: Run, decision: Decision) -> None:
+    console.print(f"[bold]{decision.node}[/bold] = {decision.op} {decision.signature}")
+    console.print(f"choice: {decision.choice or 'no mapping'} ({decision.choice_kind or '-'}); runner-up: {decision.runner_up or '-'}")
+    console.print(f"why: {decision.why}")
+    table = Table(header_style="bold")
+    for col in ("strategy", "rule", "outcome", "reason", "evidence"):
+        table.add_column(col, overflow="fold")
+    for v in decision.verdicts:
+        evidence = ""
+        if v.expression:
+            evidence = f"assert {v.expression}\n" + "\n".join(f"{k} = {val}" for k, val in (v.evidence or {}).items())
+        if v.location:
+            evidence += ("\n" if evidence else "") + f"at {v.location}"
+        table.add_row(v.strategy, f"{v.rule} #{(v.source_hash or '')[:8]}", Text(v.outcome, style=OUTCOME_STYLE.get(v.outcome, "")),
+                      v.reason or "", evidence)
+    console.print(table)
