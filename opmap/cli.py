@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -289,16 +288,17 @@ def main(argv: list[str] | None = None) -> int:
     except OpmapError as exc:
         err.print(f"error: {exc}", style="red", highlight=False, soft_wrap=True)
         code = exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         code = 130
-    except click.exceptions.ClickException as exc:
-        err.print(f"error: {exc.format_message()}", style="red", highlight=False, soft_wrap=True)
-        code = 2
     except KeyboardInterrupt:
         err.print("interrupted")
         code = 130
-    except Exception as exc:  # a bug in opmap: say so in one line
+    except Exception as exc:
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # a usage error from Typer/Click
+            err.print(f"error: {exc.format_message()}", style="red", highlight=False, soft_wrap=True)
+            return 2
+        # Anything else is a bug in opmap: say so in one line.
         if os.environ.get("OPMAP_DEBUG"):
             raise
         err.print(f"internal error: {type(exc).__name__}: {exc} (set OPMAP_DEBUG=1 for the traceback)", style="red",

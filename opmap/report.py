@@ -135,18 +135,20 @@ def decisions_table(run: Run) -> Table:
 
 
 def print_node(console: Console, run: Run, decision: Decision) -> None:
-    console.print(f"[bold]{decision.node}[/bold] = {decision.op} {decision.signature}")
-    console.print(f"choice: {decision.choice or 'no mapping'} ({decision.choice_kind or '-'}); runner-up: {decision.runner_up or '-'}")
-    console.print(f"why: {decision.why}")
-    table = Table(header_style="bold")
-    for col in ("strategy", "rule", "outcome", "reason", "evidence"):
-        table.add_column(col, overflow="fold")
+    """One node's verdicts, in pytest's failure-report manner: reason, failing expression, values, location."""
+    console.print(Text(f"{decision.node} = {decision.op} {decision.signature}", style="bold"))
+    console.print(Text(f"choice: {decision.choice or 'no mapping'} ({decision.choice_kind or '-'}); runner-up: {decision.runner_up or '-'}"))
+    console.print(Text(f"why: {decision.why}"))
     for v in decision.verdicts:
-        evidence = ""
+        line = Text("  ")
+        line.append(f"{v.outcome:<15}", style=OUTCOME_STYLE.get(v.outcome, ""))
+        line.append(f"{v.strategy}  ({v.rule} #{(v.source_hash or '')[:8]})")
+        console.print(line)
+        if v.reason:
+            console.print(Text(f"      reason: {v.reason}"))
         if v.expression:
-            evidence = f"assert {v.expression}\n" + "\n".join(f"{k} = {val}" for k, val in (v.evidence or {}).items())
-        if v.location:
-            evidence += ("\n" if evidence else "") + f"at {v.location}"
-        table.add_row(v.strategy, f"{v.rule} #{(v.source_hash or '')[:8]}", Text(v.outcome, style=OUTCOME_STYLE.get(v.outcome, "")),
-                      v.reason or "", evidence)
-    console.print(table)
+            console.print(Text(f"      assert {v.expression}", style="bold"))
+            for key, value in (v.evidence or {}).items():
+                console.print(Text(f"        {key} = {value}", style="dim"))
+        if v.location and v.outcome != "APPLIES":
+            console.print(Text(f"      at {v.location}", style="dim"))

@@ -33,19 +33,18 @@ def resolve(op: str):
     return getattr(packet, parts[2], None) if packet is not None else None
 
 
-def _argument(value, arg_type: str, graph):
+def _argument(value, name: str, graph):
+    """Rebuild an ATen argument from its captured form (tensors as empty ones of the same meta)."""
     if isinstance(value, Ref):
         meta = graph.meta_of(value)
         assert meta is not None and meta.is_static, f"argument {value} has dynamic dims {meta.shape if meta else '?'}"
         return torch.empty(meta.shape, dtype=getattr(torch, meta.dtype))
     if isinstance(value, list):
-        return [_argument(v, arg_type, graph) for v in value]
-    if isinstance(value, str) and "ScalarType" in arg_type:
-        return getattr(torch, value)
-    if isinstance(value, str) and "Device" in arg_type:
-        return torch.device(value)
-    if isinstance(value, str) and ("Layout" in arg_type or "MemoryFormat" in arg_type):
+        return [_argument(v, name, graph) for v in value]
+    if isinstance(value, str) and name in ("dtype", "layout", "memory_format"):  # ATen's names for these enums
         return getattr(torch, value.removeprefix("torch."))
+    if isinstance(value, str) and name == "device":
+        return torch.device(value)
     return value
 
 
@@ -60,7 +59,7 @@ def _expand(node, graph) -> frozenset:
     for p in overload._schema.arguments:
         if p.name not in node.args:
             continue
-        value = _argument(node.args[p.name], str(p.type), graph)
+        value = _argument(node.args[p.name], p.name, graph)
         if p.kwarg_only:
             kwargs[p.name] = value
         else:

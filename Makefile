@@ -1,0 +1,32 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+DEMO_DB ?= .opmap-demo/catalog.db
+
+.PHONY: demo test venv census clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first, pinned: the CPU build on this machine's local index (any other release is a CUDA download).
+	$(PIP) install --quiet -c constraints.txt torch
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/detector.py examples/detector.pt2
+	$(VENV)/bin/opmap --db $(DEMO_DB) suggest examples/detector.pt2 -r
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+census: $(STAMP)
+	$(PY) bench/census.py
+
+clean:
+	rm -rf $(VENV) .opmap-demo examples/detector.pt2 *.egg-info
