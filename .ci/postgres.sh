@@ -2,7 +2,7 @@
 # Start a throwaway PostgreSQL server on 127.0.0.1 for the catalog tests, and print its URL.
 # Installs the server from Debian's packages when the machine lacks it. Usage: eval "$(.ci/postgres.sh)"
 set -euo pipefail
-PORT="${OPMAP_PG_PORT:-55432}"
+PORT="${OPMAP_PG_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   echo "installing postgresql from Debian's packages" >&2
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) >&2

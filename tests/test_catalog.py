@@ -34,6 +34,8 @@ def url(request, tmp_path):
         return
     base = os.environ.get("OPMAP_TEST_PG_URL")
     if not base:
+        if os.environ.get("OPMAP_REQUIRE_PG"):
+            pytest.fail("OPMAP_REQUIRE_PG is set but OPMAP_TEST_PG_URL is not: the PostgreSQL server did not start")
         pytest.skip("OPMAP_TEST_PG_URL not set (.ci/run starts a PostgreSQL server and sets it)")
     name = f"opmap_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")

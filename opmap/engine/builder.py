@@ -1,0 +1,440 @@
+"""The builder: a plan becomes one strongly typed ``INetworkDefinition``, through ``add_*`` only.
+
+Each chosen strategy's emit function receives an :class:`EmitContext` for its node and returns
+the node's outputs as TensorRT tensors. Every layer is named ``node/strategy/tag`` so it traces
+back to its node; the layer-to-node map goes into the engine's sidecar JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from opmap.engine.backend import BackendProfile, logger, native_stderr_silenced, strongly_typed_network
+from opmap.engine.graph import Graph, Node, Ref, TensorMeta
+from opmap.engine.planner import Plan
+from opmap.engine.rules import Strategy
+from opmap.errors import OpmapError
+
+TORCH_TO_TRT = {
+    "float32": "FLOAT", "float16": "HALF", "bfloat16": "BF16", "int32": "INT32", "int64": "INT64",
+    "bool": "BOOL", "int8": "INT8", "uint8": "UINT8",
+}
+TRT_TO_TORCH = {v: getattr(torch, k) for k, v in TORCH_TO_TRT.items()}
+NP_DTYPE = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "int64": np.int64, "bool": np.bool_,
+            "int8": np.int8, "uint8": np.uint8}
+
+
+class BuildError(OpmapError):
+    """A node could not be emitted or the network did not build; names the node and strategy."""
+
+
+def trt_dtype(trt: Any, dtype: str):
+    if dtype not in TORCH_TO_TRT:
+        raise BuildError(f"dtype {dtype} has no TensorRT equivalent")
+    return getattr(trt.DataType, TORCH_TO_TRT[dtype])
+
+
+def torch_dtype_of(trt_type: Any) -> torch.dtype:
+    return TRT_TO_TORCH[trt_type.name]
+
+
+def dtype_name(trt_type: Any) -> str:
+    return str(torch_dtype_of(trt_type)).removeprefix("torch.")
+
+
+@dataclass
+class Built:
+    """What a build produced: the network (for the interpreter), the engine bytes, the maps."""
+
+    trt: Any
+    builder: Any
+    network: Any
+    config: Any
+    inputs: dict[str, TensorMeta]
+    outputs: list[str]  # network output tensor names, in graph output order (+ extra outputs)
+    output_nodes: list[str | None]  # the graph node (or input) behind each network output
+    layer_map: dict[str, dict[str, str]]  # layer name -> {"node", "strategy"}
+    extra_outputs: dict[str, str] = field(default_factory=dict)  # network output -> what it is (e.g. a valid count)
+    engine: bytes | None = None
+    build_seconds: float | None = None
+    keep: list = field(default_factory=list, repr=False)  # numpy arrays TensorRT's Weights point into
+
+    def sidecar(self, plan: Plan, backend: BackendProfile, precision: str) -> dict[str, Any]:
+        return {
+            "opmap": __import__("opmap").__version__,
+            "backend": {"name": backend.name, "version": backend.version},
+            "precision": precision,
+            "engine_bytes": len(self.engine) if self.engine else None,
+            "build_seconds": self.build_seconds,
+            "inputs": {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in self.inputs.items()},
+            "outputs": [
+                {"name": name, "node": node, "extra": self.extra_outputs.get(name)}
+                for name, node in zip(self.outputs, self.output_nodes)
+            ],
+            "plan": [
+                {"node": n.node.name, "op": n.node.op, "strategy": n.choice.strategy if n.choice else None,
+                 "kind": n.choice.kind if n.choice else None, "contract": n.contract}
+                for n in plan.nodes
+            ],
+            "layers": self.layer_map,
+        }
+
+
+class EmitContext:
+    """What an emit function works with: its node's inputs as TensorRT tensors, and helpers."""
+
+    def __init__(self, net_builder: "NetworkBuilder", node: Node, strategy: Strategy) -> None:
+        self.nb = net_builder
+        self.trt = net_builder.trt
+        self.net = net_builder.network
+        self.node = node
+        self.strategy = strategy
+        self._count = 0
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def tensor(self, ref: Ref) -> Any:
+        return self.nb.tensor(ref)
+
+    def input(self, name: str) -> Any:
+        """A tensor argument by schema name, as an ITensor."""
+        value = self.node.arg(name)
+        if not isinstance(value, Ref):
+            raise BuildError(f"{self.node.name}: argument {name!r} is {value!r}, not a tensor")
+        return self.tensor(value)
+
+    def operand(self, name: str, like: Any = None) -> Any:
+        """A tensor argument, or a Python scalar argument made a constant of ``like``'s dtype."""
+        value = self.node.arg(name)
+        if isinstance(value, Ref):
+            return self.tensor(value)
+        dtype = self.dtype(like) if like is not None else ("float32" if isinstance(value, float) else "int64")
+        return self.const(value, dtype)
+
+    def meta(self, name: str) -> TensorMeta | None:
+        return self.node.meta(name)
+
+    # -- naming ---------------------------------------------------------------------------------
+    def layer(self, layer: Any, tag: str = "") -> Any:
+        self._count += 1
+        name = f"{self.node.name}/{self.strategy.id}/{tag or self._count}"
+        layer.name = name
+        self.nb.layer_map[name] = {"node": self.node.name, "strategy": self.strategy.id}
+        return layer
+
+    def out(self, layer: Any, tag: str = "", index: int = 0) -> Any:
+        return self.layer(layer, tag).get_output(index)
+
+    # -- constants and dtypes -------------------------------------------------------------------
+    def const(self, value: Any, dtype: str | None = None, shape: Sequence[int] | None = None) -> Any:
+        arr = value.detach().cpu() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+        if dtype is None:
+            dtype = str(arr.dtype).removeprefix("torch.")
+        if dtype == "float64":
+            dtype = "float32"
+        arr = arr.to(getattr(torch, dtype))
+        if shape is not None:
+            arr = arr.reshape(tuple(shape))
+        if dtype == "bfloat16":  # numpy has no bfloat16: build in float32 and cast
+            return self.cast(self.const(arr.float(), "float32"), "bfloat16")
+        np_arr = np.ascontiguousarray(arr.numpy().astype(NP_DTYPE[dtype]))
+        self.nb.keep.append(np_arr)
+        layer = self.net.add_constant(tuple(np_arr.shape), self.trt.Weights(np_arr))
+        return self.out(layer, "const")
+
+    def dtype(self, t: Any) -> str:
+        return dtype_name(t.dtype)
+
+    def cast(self, t: Any, dtype: str) -> Any:
+        if self.dtype(t) == dtype:
+            return t
+        return self.out(self.net.add_cast(t, trt_dtype(self.trt, dtype)), f"cast-{dtype}")
+
+    def rank(self, t: Any) -> int:
+        return len(t.shape)
+
+    # -- shapes ---------------------------------------------------------------------------------
+    def reshape(self, t: Any, dims: Sequence[int | str]) -> Any:
+        """Reshape to dims (ints, -1, or symbolic names resolved through shape tensors)."""
+        layer = self.net.add_shuffle(t)
+        if all(isinstance(d, int) for d in dims) and sum(1 for d in dims if d == -1) <= 1:
+            layer.reshape_dims = tuple(dims)
+            layer.zero_is_placeholder = False
+        else:
+            layer.set_input(1, self.shape_tensor(dims))
+        return self.out(layer, "reshape")
+
+    def shape_tensor(self, dims: Sequence[int | str | Any]) -> Any:
+        parts = []
+        for d in dims:
+            if isinstance(d, int):
+                parts.append(self.const([d], "int64"))
+            elif isinstance(d, str):
+                parts.append(self.reshape(self.nb.symbol(d), [1]))
+            else:
+                parts.append(d)
+        if len(parts) == 1:
+            return parts[0]
+        layer = self.net.add_concatenation(parts)
+        layer.axis = 0
+        return self.out(layer, "shape")
+
+    def shape_of(self, t: Any) -> Any:
+        return self.out(self.net.add_shape(t), "shape-of")
+
+    def dim_of(self, t: Any, axis: int) -> Any:
+        """A 1-element int64 tensor holding t.shape[axis]."""
+        idx = self.const([axis], "int64")
+        return self.out(self.net.add_gather(self.shape_of(t), idx, 0), "dim")
+
+    def unsqueeze_to(self, t: Any, rank: int) -> Any:
+        """Prepend unit dims (numpy broadcasting, as TensorRT's elementwise needs equal ranks)."""
+        missing = rank - self.rank(t)
+        if missing <= 0:
+            return t
+        if all(d >= 0 for d in t.shape):
+            return self.reshape(t, [1] * missing + list(t.shape))
+        layer = self.net.add_shuffle(t)
+        layer.set_input(1, self.shape_tensor([self.const([1] * missing, "int64"), self.shape_of(t)]))
+        return self.out(layer, "unsqueeze")
+
+    def broadcast(self, *ts: Any) -> list[Any]:
+        rank = max(self.rank(t) for t in ts)
+        return [self.unsqueeze_to(t, rank) for t in ts]
+
+    def elementwise(self, a: Any, b: Any, op: str, dtype: str | None = None) -> Any:
+        """ElementWise with numpy broadcasting and both operands cast to ``dtype`` (default: a's)."""
+        dtype = dtype or self.dtype(a)
+        a, b = self.broadcast(self.cast(a, dtype), self.cast(b, dtype))
+        return self.out(self.net.add_elementwise(a, b, getattr(self.trt.ElementWiseOperation, op)), op.lower())
+
+    def unary(self, t: Any, op: str) -> Any:
+        return self.out(self.net.add_unary(t, getattr(self.trt.UnaryOperation, op)), op.lower())
+
+    def activation(self, t: Any, kind: str, alpha: float | None = None, beta: float | None = None) -> Any:
+        layer = self.net.add_activation(t, getattr(self.trt.ActivationType, kind))
+        if alpha is not None:
+            layer.alpha = alpha
+        if beta is not None:
+            layer.beta = beta
+        return self.out(layer, kind.lower())
+
+    def axes_mask(self, dims: Sequence[int], rank: int) -> int:
+        mask = 0
+        for d in dims:
+            mask |= 1 << (d % rank if rank else 0)
+        return mask
+
+    def extra_output(self, label: str, t: Any) -> None:
+        """An output the strategy adds to the node's contract (e.g. the valid count of a padded result).
+
+        It becomes a network output when the node's result is a graph output."""
+        self.nb.extras.setdefault(self.node.name, []).append((label, t))
+
+    def output_dtype(self, index: int = 0) -> str:
+        meta = self.node.outputs[index]
+        return meta.dtype if meta is not None else "float32"
+
+
+class NetworkBuilder:
+    def __init__(self, backend: BackendProfile, graph: Graph, plan: Plan, weights: dict[str, torch.Tensor], strategies: dict[str, Strategy]):
+        if backend.module is None:
+            raise BuildError(f"backend {backend.name} is not installed here (pip install 'opmap[{'rtx' if backend.is_rtx else 'trt'}]')")
+        self.backend = backend
+        self.trt = backend.module
+        self.graph = graph
+        self.plan = plan
+        self.weights = weights
+        self.strategies = strategies
+        self.builder = self.trt.Builder(logger(self.trt))
+        self.network = strongly_typed_network(self.trt, self.builder)
+        self.values: dict[str, Any] = {}  # node/input name -> ITensor or list of ITensors (or python values)
+        self.symbols: dict[str, Any] = {}  # symbol -> 1-element int64 ITensor
+        self.layer_map: dict[str, dict[str, str]] = {}
+        self.keep: list = []
+        self.extra_outputs: dict[str, str] = {}
+        self.extras: dict[str, list[tuple[str, Any]]] = {}  # node -> contract outputs the strategy added
+
+    # -- values ---------------------------------------------------------------------------------
+    def tensor(self, ref: Ref) -> Any:
+        name = ref.node
+        if name not in self.values and name in self.weights:
+            self.values[name] = self._weight(name)
+        if name not in self.values:
+            raise BuildError(f"tensor {name} was used before it was produced")
+        value = self.values[name]
+        if isinstance(value, list):
+            return value[ref.index or 0]
+        return value
+
+    def _weight(self, name: str) -> Any:
+        tensor = self.weights[name].detach()
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if dtype == "float64":
+            raise BuildError(f"weight {name} is float64, which TensorRT cannot hold")
+        arr = tensor.float() if dtype == "bfloat16" else tensor
+        np_arr = np.ascontiguousarray(arr.numpy())
+        self.keep.append(np_arr)
+        layer = self.network.add_constant(tuple(np_arr.shape), self.trt.Weights(np_arr))
+        layer.name = f"weight/{name}"
+        out = layer.get_output(0)
+        if dtype == "bfloat16":
+            cast = self.network.add_cast(out, self.trt.DataType.BF16)
+            cast.name = f"weight/{name}/cast"
+            out = cast.get_output(0)
+        return out
+
+    def symbol(self, expr: str) -> Any:
+        if expr not in self.symbols:
+            raise BuildError(f"symbolic size {expr} is not a dim of any input; opmap resolves only input dims at run time")
+        return self.symbols[expr]
+
+    # -- build ----------------------------------------------------------------------------------
+    def add_inputs(self, shapes: dict[str, tuple[Sequence[int], Sequence[int], Sequence[int]]] | None = None) -> Any:
+        shapes = shapes or {}
+        profile = self.builder.create_optimization_profile()
+        dynamic = False
+        for name, meta in self.graph.inputs.items():
+            dims = tuple(-1 if isinstance(d, str) else d for d in meta.shape)
+            t = self.network.add_input(name, trt_dtype(self.trt, meta.dtype), dims)
+            self.values[name] = t
+            if any(d == -1 for d in dims):
+                dynamic = True
+                lo, opt, hi = shapes.get(name) or self._profile_from_symbols(name, meta)
+                profile.set_shape(name, tuple(lo), tuple(opt), tuple(hi))
+                for axis, d in enumerate(meta.shape):
+                    if isinstance(d, str) and d not in self.symbols:
+                        shape = self.network.add_shape(t)
+                        shape.name = f"input/{name}/shape"
+                        idx = self.network.add_constant((1,), self.trt.Weights(np.array([axis], np.int64)))
+                        idx.name = f"input/{name}/dim{axis}/index"
+                        g = self.network.add_gather(shape.get_output(0), idx.get_output(0), 0)
+                        g.name = f"input/{name}/dim{axis}"
+                        self.symbols[d] = g.get_output(0)
+        return profile if dynamic else None
+
+    def _profile_from_symbols(self, name: str, meta: TensorMeta):
+        lo, opt, hi = [], [], []
+        for d in meta.shape:
+            if isinstance(d, int):
+                lo.append(d), opt.append(d), hi.append(d)
+                continue
+            rng = self.graph.symbols.get(d)
+            if rng is None or rng.upper is None:
+                raise BuildError(f"input {name} dim {d} has no upper bound in the export; pass --shape {name}=MIN:OPT:MAX")
+            low = max(1, rng.lower or 1)
+            lo.append(low), hi.append(rng.upper), opt.append(max(low, min(rng.upper, 8)))
+        return lo, opt, hi
+
+    def emit_all(self) -> None:
+        for np_ in self.plan.nodes:
+            node = np_.node
+            if np_.choice is None:
+                raise BuildError(f"node {node.name} ({node.op}) has no mapping: {np_.why}", exit_code=1)
+            strat = self.strategies.get(np_.choice.strategy)
+            if strat is None or strat.emit_fn is None:
+                raise BuildError(
+                    f"node {node.name}: strategy {np_.choice.strategy} has no emit function yet"
+                    + (f"; runner-up: {np_.runner_up.strategy}" if np_.runner_up else "")
+                )
+            ctx = EmitContext(self, node, strat)
+            try:
+                result = strat.emit_fn(ctx, node)
+            except BuildError:
+                raise
+            except Exception as exc:
+                hint = f"; try the runner-up {np_.runner_up.strategy}" if np_.runner_up else ""
+                raise BuildError(f"node {node.name} ({node.op}) via {strat.id}: {type(exc).__name__}: {exc}{hint}") from None
+            self.values[node.name] = result
+
+    def mark_outputs(self) -> tuple[list[str], list[str | None]]:
+        names, nodes = [], []
+        for i, ref in enumerate(self.graph.outputs):
+            if ref is None:
+                continue
+            t = self.tensor(ref)
+            if t is None:
+                raise BuildError(f"graph output {ref} is not a tensor")
+            if t.is_network_input or t.is_network_output:  # an output must be a distinct tensor
+                t = self._identity(t, f"output/{i}")
+            t.name = f"output{i}"
+            self.network.mark_output(t)
+            names.append(t.name)
+            nodes.append(ref.node)
+            for label, extra in self.extras.get(ref.node, []):
+                if extra.is_network_output:
+                    extra = self._identity(extra, f"output/{i}/{label}")
+                extra.name = f"output{i}.{label}"
+                self.network.mark_output(extra)
+                names.append(extra.name)
+                nodes.append(ref.node)
+                self.extra_outputs[extra.name] = label
+        return names, nodes
+
+    def _identity(self, t: Any, name: str) -> Any:
+        layer = self.network.add_identity(t)
+        layer.name = name
+        return layer.get_output(0)
+
+
+def weights_of(program: Any) -> dict[str, torch.Tensor]:
+    """Placeholder name -> tensor for parameters, buffers and lifted constants of an ExportedProgram."""
+    sig = program.graph_signature
+    out: dict[str, torch.Tensor] = {}
+    state = program.state_dict
+    for ph, key in sig.inputs_to_parameters.items():
+        out[ph] = state[key]
+    for ph, key in sig.inputs_to_buffers.items():
+        out[ph] = state[key] if key in state else program.constants[key]
+    for ph, key in getattr(sig, "inputs_to_lifted_tensor_constants", {}).items():
+        out[ph] = program.constants[key]
+    return out
+
+
+def build_network(plan: Plan, program: Any, strategies: dict[str, Strategy], shapes=None) -> Built:
+    nb = NetworkBuilder(plan.backend, plan.graph, plan, weights_of(program), strategies)
+    profile = nb.add_inputs(shapes)
+    nb.emit_all()
+    outputs, output_nodes = nb.mark_outputs()
+    config = nb.builder.create_builder_config()
+    if profile is not None:
+        config.add_optimization_profile(profile)
+    return Built(trt=nb.trt, builder=nb.builder, network=nb.network, config=config, inputs=dict(plan.graph.inputs),
+                 outputs=outputs, output_nodes=output_nodes, layer_map=nb.layer_map, extra_outputs=nb.extra_outputs, keep=nb.keep)
+
+
+def serialize(built: Built) -> Built:
+    """Build the engine for real (ahead-of-time; on TensorRT-RTX this works without a GPU)."""
+    start = time.perf_counter()
+    log = logger(built.trt)
+    log.messages = []
+    with native_stderr_silenced():
+        engine = built.builder.build_serialized_network(built.network, built.config)
+    built.build_seconds = time.perf_counter() - start
+    if engine is None:
+        from opmap.engine.backend import _relevant
+
+        message = _relevant(log.messages) or "build_serialized_network returned None"
+        raise BuildError(f"TensorRT could not build the network: {message}{_blame(built, message)}")
+    built.engine = bytes(memoryview(engine))
+    return built
+
+
+def _blame(built: Built, message: str) -> str:
+    for layer_name, where in built.layer_map.items():
+        if layer_name in message:
+            return f" (layer {layer_name}: node {where['node']}, strategy {where['strategy']})"
+    return ""
+
+
+def write_engine(built: Built, plan: Plan, path: Path, precision: str) -> Path:
+    path.write_bytes(built.engine or b"")
+    sidecar = path.with_suffix(path.suffix + ".json")
+    sidecar.write_text(json.dumps(built.sidecar(plan, plan.backend, precision), indent=2) + "\n")
+    return sidecar
