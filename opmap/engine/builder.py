@@ -143,7 +143,7 @@ class EmitContext:
             arr = arr.reshape(tuple(shape))
         if dtype == "bfloat16":  # numpy has no bfloat16: build in float32 and cast
             return self.cast(self.const(arr.float(), "float32"), "bfloat16")
-        np_arr = np.ascontiguousarray(arr.numpy().astype(NP_DTYPE[dtype]))
+        np_arr = np.array(arr.numpy(), dtype=NP_DTYPE[dtype], order="C")  # keeps 0-d arrays 0-d
         self.nb.keep.append(np_arr)
         layer = self.net.add_constant(tuple(np_arr.shape), self.trt.Weights(np_arr))
         return self.out(layer, "const")
@@ -279,7 +279,7 @@ class NetworkBuilder:
         if dtype == "float64":
             raise BuildError(f"weight {name} is float64, which TensorRT cannot hold")
         arr = tensor.float() if dtype == "bfloat16" else tensor
-        np_arr = np.ascontiguousarray(arr.numpy())
+        np_arr = np.array(arr.numpy(), order="C")
         self.keep.append(np_arr)
         layer = self.network.add_constant(tuple(np_arr.shape), self.trt.Weights(np_arr))
         layer.name = f"weight/{name}"

@@ -90,3 +90,31 @@ def run_examples(
         if on_done:
             on_done(strat)
     return results
+
+
+def candidates_of(ruleset: RuleSet) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for s in ruleset.strategies.values():
+        for op in s.ops:
+            out.setdefault(op, []).append(s.id)
+    return out
+
+
+def conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend: str = "tensorrt_rtx"):
+    """Build the example's graph with ``strat`` pinned on its node (a real build), interpret it and compare
+    with PyTorch. Returns (verify Report, Built)."""
+    from opmap.engine.builder import build_network, serialize
+    from opmap.engine.planner import Planner
+    from opmap.engine.verify import verify_built
+
+    captured = capture_callable(ex.fn, *ex.inputs, dynamic_shapes=ex.dynamic_shapes)
+    graph = captured.graph
+    node = find_node(graph, strat, ex.node)
+    planner = Planner(ruleset, candidates_of(ruleset), backend=profile(backend), settings=Settings(**ex.settings),
+                      pins={node.name: strat.id})
+    plan = planner.plan(graph)
+    planner.judge.close()
+    built = serialize(build_network(plan, captured.program, ruleset.strategies))
+    tensors = [x for x in ex.inputs if hasattr(x, "shape")]
+    inputs = dict(zip(graph.inputs, tensors))
+    return verify_built(built, captured.program, inputs), built

@@ -105,12 +105,14 @@ class Planner:
         backend: BackendProfile,
         settings: Settings = Settings(),
         costs: dict[str, Cost] | None = None,
+        pins: dict[str, str] | None = None,
     ) -> None:
         self.ruleset = ruleset
         self.candidates = candidates  # op -> strategy ids, from the catalog
         self.backend = backend
         self.settings = settings
         self.costs = costs or {}
+        self.pins = pins or {}  # node name or op -> strategy id the user insists on
         catalog_ops = frozenset(op for op in candidates if op != WILDCARD)
         self.judge = Judge(
             base={"settings": settings, "backend": backend, "catalog_ops": catalog_ops}, builtin_fixtures=ruleset.fixtures
@@ -148,11 +150,12 @@ class Planner:
             result.why = f"no strategy in the catalog for {node.op}"
             return result
         eligible: list[Verdict] = []
+        pin = self.pins.get(node.name) or self.pins.get(node.op)
         for v in verdicts:
             if not v.applies:
                 continue
             cost = self.costs.get(v.strategy, UNMEASURED)
-            if v.kind == "approximate":
+            if v.kind == "approximate" and v.strategy != pin:  # a pin is the user's explicit choice
                 if cost.max_rel_err is None:
                     result.over_budget[v.strategy] = "approximate, and its accuracy is unmeasured (run `opmap measure`)"
                     continue
@@ -168,6 +171,14 @@ class Planner:
             result.why = "no applicable strategy — " + "; ".join(reasons)
             return result
         eligible.sort(key=self._rank)
+        if pin is not None:
+            pinned = [v for v in eligible if v.strategy == pin]
+            if not pinned:
+                verdict = next((v for v in verdicts if v.strategy == pin), None)
+                why = f"{verdict.outcome}: {verdict.reason}" if verdict else "not a candidate for this op"
+                result.why = f"pinned to {pin}, which does not apply here ({why})"
+                return result
+            eligible = pinned + [v for v in eligible if v.strategy != pin]
         result.choice = eligible[0]
         result.runner_up = eligible[1] if len(eligible) > 1 else None
         result.cost = self.costs.get(result.choice.strategy, UNMEASURED)
@@ -183,6 +194,8 @@ class Planner:
         return (cost.value is None, cost.value or 0.0, KIND_RANK.get(v.kind, 9), ORIGIN_RANK.get(origin, 9), v.strategy)
 
     def _why(self, choice: Verdict, runner_up: Verdict | None) -> str:
+        if choice.strategy in (self.pins.get(n) for n in self.pins):
+            return "pinned by the user"
         if runner_up is None:
             return "the only applicable strategy"
         a, b = self._rank(choice), self._rank(runner_up)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from opmap.engine.context import FLOAT_DTYPES, MAX_RANK, TRT_DTYPES
+from opmap.engine.graph import Ref
 from opmap.engine.rules import accept, reject, strategy
 
 Check = Callable[..., None]
@@ -122,6 +123,7 @@ def define(
     contract: str | None = None,
     doc: str | None = None,
     no_reject: str | None = None,
+    emit: Callable | None = None,
 ) -> None:
     """Define ``rule_<slug>`` in ``namespace`` (a family module's globals).
 
@@ -146,6 +148,8 @@ def define(
     examples = [accept(fn, *inputs)] + ([reject(bad[0], *bad[1:], match=match)] if bad is not None else [])
     s = strategy(id, op=op, kind=kind, version=version, tags=tags, examples=examples, contract=contract, spec=spec,
                  no_reject=no_reject)(rule)
+    if emit is not None:
+        s.emit(emit)
     namespace[rule.__name__] = s
 
 
@@ -154,3 +158,87 @@ def _src(fn: Callable) -> str:
         return inspect.getsource(fn)
     except (OSError, TypeError):
         return fn.__qualname__
+
+
+# -- emit helpers (shared by the family modules' emit functions) ------------------------------------
+def scalar_kind(value: Any) -> str:
+    return "float32" if isinstance(value, float) else "bool" if isinstance(value, bool) else "int64"
+
+
+def compute_dtype(node, *names: str) -> str:
+    """PyTorch's type promotion over the named arguments (tensors and Python scalars)."""
+    tensor_types = [node.meta(n).dtype for n in names if node.meta(n) is not None]
+    scalars = [node.arg(n) for n in names if node.meta(n) is None and node.arg(n) is not None]
+    result = tensor_types[0] if tensor_types else scalar_kind(scalars[0])
+    for dt in tensor_types[1:]:
+        result = str(torch.promote_types(getattr(torch, result), getattr(torch, dt))).removeprefix("torch.")
+    for value in scalars:
+        if isinstance(value, float) and not getattr(torch, result).is_floating_point:
+            result = "float32"
+    return result
+
+
+def emit_binary(op: str, first: str = "self", second: str = "other"):
+    """ElementWise ``op`` on two arguments in PyTorch's promoted dtype; ``alpha`` folded in."""
+
+    def emit(ctx, node):
+        dtype = compute_dtype(node, first, second)
+        a = ctx.cast(ctx.input(first) if node.meta(first) else ctx.const(node.arg(first), dtype), dtype)
+        b = ctx.cast(ctx.operand(second, a), dtype)
+        alpha = node.arg("alpha", 1)
+        if alpha not in (1, None):
+            b = ctx.elementwise(b, ctx.const(alpha, dtype), "PROD")
+        if node.op == "aten.rsub.Scalar":
+            a, b = b, a
+        return ctx.cast(ctx.elementwise(a, b, op), ctx.output_dtype())
+
+    emit.__qualname__ = f"emit_binary({op})"
+    return emit
+
+
+def emit_compare(*ops: str, negate: bool = False):
+    """Comparisons: OR of ElementWise comparisons (NaN-correct), optionally negated (for ``ne``)."""
+
+    def emit(ctx, node):
+        dtype = compute_dtype(node, "self", "other")
+        a = ctx.cast(ctx.input("self"), dtype)
+        b = ctx.cast(ctx.operand("other", a), dtype)
+        out = None
+        for op in ops:
+            r = ctx.elementwise(a, b, op)
+            out = r if out is None else ctx.elementwise(out, r, "OR")
+        return ctx.unary(out, "NOT") if negate else out
+
+    emit.__qualname__ = f"emit_compare({ops}, negate={negate})"
+    return emit
+
+
+def emit_unary(op: str):
+    def emit(ctx, node):
+        x = ctx.input("self")
+        dtype = ctx.output_dtype()
+        if op not in ("ABS", "NEG", "SIGN", "NOT") and dtype in ("float32", "float16", "bfloat16"):
+            x = ctx.cast(x, dtype)
+        return ctx.cast(ctx.unary(x, op), dtype)
+
+    emit.__qualname__ = f"emit_unary({op})"
+    return emit
+
+
+def emit_activation(kind: str, alpha: Callable | None = None, beta: Callable | None = None):
+    def emit(ctx, node):
+        return ctx.activation(ctx.input("self"), kind, alpha(node) if alpha else None, beta(node) if beta else None)
+
+    emit.__qualname__ = f"emit_activation({kind})"
+    return emit
+
+
+def emit_identity(ctx, node):
+    """No layer: the node's value is its input's tensor."""
+    first = next(iter(node.args.values()))
+    return ctx.tensor(first) if isinstance(first, Ref) else ctx.input("self")
+
+
+def dim_arg(node, name: str, rank: int) -> int:
+    d = node.arg(name)
+    return d % rank if rank else 0

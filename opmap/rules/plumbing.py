@@ -3,7 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from opmap.rules.common import define, eval_mode, t
+from opmap.rules.common import define, emit_identity, eval_mode, t
+from opmap.engine.graph import Ref
 
 ns = globals()
 
@@ -17,23 +18,70 @@ def integer_scalar(node, **_):
         assert "." not in name, f"the symbolic scalar {name} is a float; TensorRT shape tensors are integers"
 
 
+def _emit_getitem(ctx, node):
+    source, index = node.arg("arg0"), node.arg("arg1")
+    value = ctx.nb.values[source.node]
+    if not isinstance(value, list):
+        raise TypeError(f"{source.node} produced one tensor, not a tuple")
+    return value[index]
+
+
+def _emit_sym_size(ctx, node):
+    t = ctx.input("self")
+    return ctx.dim_of(t, node.arg("dim") % ctx.rank(t))
+
+
+SYM_EW = {"operator.add": "SUM", "operator.sub": "SUB", "operator.mul": "PROD", "operator.floordiv": "FLOOR_DIV",
+          "operator.ge": ("GREATER", "EQUAL"), "operator.gt": ("GREATER",), "operator.le": ("LESS", "EQUAL"),
+          "operator.lt": ("LESS",), "operator.eq": ("EQUAL",), "torch.sym_max": "MAX", "torch.sym_min": "MIN"}
+
+
+def _sym_value(ctx, value):
+    if isinstance(value, Ref):
+        return ctx.cast(ctx.tensor(value), "int64")
+    return ctx.const([int(value)], "int64")
+
+
+def _emit_sym_arith(ctx, node):
+    op = SYM_EW.get(node.op)
+    if op is None:
+        raise NotImplementedError(f"{node.op} on shape tensors is not emitted yet")
+    a, b = _sym_value(ctx, node.arg("arg0")), _sym_value(ctx, node.arg("arg1"))
+    if isinstance(op, str):
+        return ctx.elementwise(a, b, op)
+    out = None
+    for o in op:
+        r = ctx.elementwise(a, b, o)
+        out = r if out is None else ctx.elementwise(out, r, "OR")
+    return out
+
+
+def _emit_assert(ctx, node):
+    cond = ctx.cast(ctx.input("self"), "bool")
+    layer = ctx.net.add_assertion(cond, str(node.arg("assert_msg") or node.arg("msg") or "runtime assertion failed"))
+    ctx.layer(layer, "assert")
+    return None
+
+
 define(ns, "core/getitem", "operator.getitem", "direct",
-       layers="no layer: picks output i of a multi-output layer", example=(lambda a: a.split(2)[1], t(4, 3)))
+       layers="no layer: picks output i of a multi-output layer", example=(lambda a: a.split(2)[1], t(4, 3)), emit=_emit_getitem)
 define(ns, "shape/sym-size", "aten.sym_size.int", "direct", layers="Shape, then Gather of one dim (an int64 shape tensor)",
        example=(lambda m: torch.zeros(torch.nonzero(m).shape[0]), t(4, 4, dtype=torch.bool)),
-       no_reject="a size of a TensorRT tensor is always readable with a Shape layer")
+       no_reject="a size of a TensorRT tensor is always readable with a Shape layer", emit=_emit_sym_size)
 define(ns, "shape/sym-arith", SYM_OPS, "direct", layers="ElementWise on int64 shape tensors",
        example=(lambda m: torch.zeros(torch.nonzero(m).shape[0] * 2), t(4, 4, dtype=torch.bool)), checks=[integer_scalar],
-       no_reject="graphs exported from models hold integer size arithmetic only")
+       no_reject="graphs exported from models hold integer size arithmetic only", emit=_emit_sym_arith)
 define(ns, "core/runtime-assert", ["aten._assert_scalar.default", "aten._assert_async.msg"], "direct",
        layers="Assertion on the shape-tensor condition (checked when the engine runs)",
        example=(lambda m: torch.nonzero(m), t(4, 4, dtype=torch.bool)),
-       no_reject="every condition torch.export asserts is a shape-tensor expression")
+       no_reject="every condition torch.export asserts is a shape-tensor expression", emit=_emit_assert)
 define(ns, "core/build-time-check", ["aten._assert_tensor_metadata.default", "aten.sym_constrain_range_for_size.default",
                                      "aten.sym_constrain_range.default"], "direct",
        layers="no layer: TensorRT's own type and shape inference checks the same facts when the engine is built",
-       example=(lambda a: a.to(torch.float16), t(2, 3)), no_reject="the check is metadata TensorRT re-derives itself")
+       example=(lambda a: a.to(torch.float16), t(2, 3)), no_reject="the check is metadata TensorRT re-derives itself",
+       emit=lambda ctx, node: None)
 define(ns, "core/dropout-eval", ["aten.dropout.default", "aten.feature_dropout.default", "aten.native_dropout.default",
                                  "aten.alpha_dropout.default"], "direct", layers="no layer: dropout is the identity in eval mode",
        example=(lambda a: F.dropout(a, 0.1, training=False), t(2, 3)),
-       bad=(lambda a: F.dropout(a, 0.1, training=True), t(2, 3)), match="training mode", checks=[eval_mode])
+       bad=(lambda a: F.dropout(a, 0.1, training=True), t(2, 3)), match="training mode", checks=[eval_mode],
+       emit=lambda ctx, node: [ctx.input("input"), None] if node.op == "aten.native_dropout.default" else ctx.input("input"))

@@ -19,6 +19,14 @@ def no_padded_axis(node, bounds, **_):
         )
 
 
+def static_reduced_dims(node, **_):
+    meta = node.meta("self")
+    dims = node.arg("dim")
+    axes = range(meta.rank) if dims in (None, []) else ([dims] if isinstance(dims, int) else dims)
+    for d in axes:
+        assert isinstance(meta.shape[d], int), f"reduced dim {d} is dynamic ({meta.shape[d]}); the divisor is fixed at build time"
+
+
 def static_k(node, **_):
     k = node.arg("k")
     assert isinstance(k, int), f"k={k!r} is not a constant; TensorRT TopK needs k at build time"
@@ -32,41 +40,148 @@ def rank_two_or_more(node, backend, **_):
     )
 
 
+def reduce_axes(node, rank):
+    dims = node.arg("dim")
+    if dims is None or dims == []:
+        return list(range(rank))
+    return [d % rank for d in ([dims] if isinstance(dims, int) else dims)]
+
+
+def emit_reduce(op):
+    def emit(ctx, node):
+        x = ctx.input("self")
+        rank = ctx.rank(x)
+        dtype = ctx.output_dtype()
+        if op in ("SUM", "PROD", "AVG") and dtype != ctx.dtype(x):
+            x = ctx.cast(x, dtype)  # bool/int sums accumulate in the output dtype, as PyTorch does
+        if rank == 0:
+            return ctx.cast(x, dtype)
+        keep = bool(node.arg("keepdim", False))
+        layer = ctx.net.add_reduce(x, getattr(ctx.trt.ReduceOperation, op), ctx.axes_mask(reduce_axes(node, rank), rank), keep)
+        return ctx.cast(ctx.out(layer, op.lower()), dtype)
+
+    return emit
+
+
 REDUCE = [
-    ("reduce/sum", ["aten.sum.default", "aten.sum.dim_IntList"], "Reduce SUM", lambda a: a.sum(-1, keepdim=True)),
-    ("reduce/mean", ["aten.mean.default", "aten.mean.dim"], "Reduce AVG", lambda a: a.mean((0, 1))),
-    ("reduce/amax", ["aten.amax.default", "aten.max.default"], "Reduce MAX", lambda a: a.amax(-1)),
-    ("reduce/amin", ["aten.amin.default", "aten.min.default"], "Reduce MIN", lambda a: a.amin(0)),
-    ("reduce/prod", ["aten.prod.default", "aten.prod.dim_int"], "Reduce PROD", lambda a: a.prod(1)),
+    ("reduce/sum", ["aten.sum.default", "aten.sum.dim_IntList"], "Reduce SUM", lambda a: a.sum(-1, keepdim=True), "SUM"),
+    ("reduce/mean", ["aten.mean.default", "aten.mean.dim"], "Reduce AVG", lambda a: a.mean((0, 1)), "AVG"),
+    ("reduce/amax", ["aten.amax.default", "aten.max.default"], "Reduce MAX", lambda a: a.amax(-1), "MAX"),
+    ("reduce/amin", ["aten.amin.default", "aten.min.default"], "Reduce MIN", lambda a: a.amin(0), "MIN"),
+    ("reduce/prod", ["aten.prod.default", "aten.prod.dim_int"], "Reduce PROD", lambda a: a.prod(1), "PROD"),
 ]
-for id, ops, layers, fn in REDUCE:
-    define(ns, id, ops, "direct", layers=layers, example=(fn, t(3, 4)), checks=[no_padded_axis])
+for id, ops, layers, fn, op in REDUCE:
+    define(ns, id, ops, "direct", layers=layers, example=(fn, t(3, 4)), checks=[no_padded_axis], emit=emit_reduce(op))
+
+
+def emit_bool_reduce(op):
+    def emit(ctx, node):
+        x = ctx.cast(ctx.input("self"), "int32")
+        rank = ctx.rank(x)
+        keep = bool(node.arg("keepdim", False))
+        layer = ctx.net.add_reduce(x, getattr(ctx.trt.ReduceOperation, op), ctx.axes_mask(reduce_axes(node, rank), rank), keep)
+        return ctx.elementwise(ctx.out(layer, op.lower()), ctx.const(0, "int32"), "GREATER")
+
+    return emit
+
+
+def _emit_softmax(ctx, node, log=False):
+    x = ctx.cast(ctx.input("self"), ctx.output_dtype())
+    layer = ctx.net.add_softmax(x)
+    layer.axes = 1 << (node.arg("dim") % ctx.rank(x))
+    out = ctx.out(layer, "softmax")
+    return ctx.unary(out, "LOG") if log else out
+
+
+def _emit_var(ctx, node):
+    x = ctx.input("self")
+    rank = ctx.rank(x)
+    axes = ctx.axes_mask(reduce_axes(node, rank), rank)
+    keep = bool(node.arg("keepdim", False))
+    mean = ctx.out(ctx.net.add_reduce(x, ctx.trt.ReduceOperation.AVG, axes, True), "mean")
+    centered = ctx.elementwise(x, mean, "SUB")
+    sq = ctx.out(ctx.net.add_reduce(ctx.elementwise(centered, centered, "PROD"), ctx.trt.ReduceOperation.SUM, axes, keep), "sumsq")
+    n = 1
+    for d in reduce_axes(node, rank):
+        n *= node.meta("self").shape[d]
+    correction = node.arg("correction", 1)
+    if correction is None:
+        correction = 1 if node.arg("unbiased", True) else 0
+    var = ctx.elementwise(sq, ctx.const(float(max(n - correction, 0)), ctx.dtype(x)), "DIV")
+    if node.op.startswith("aten.std"):
+        return ctx.unary(var, "SQRT")
+    if node.op.startswith("aten.var_mean"):
+        m = mean if keep else ctx.out(ctx.net.add_reduce(x, ctx.trt.ReduceOperation.AVG, axes, False), "mean-out")
+        return [var, m]
+    return var
+
+
+def _topk(ctx, x, k, axis, largest):
+    layer = ctx.net.add_topk(x, ctx.trt.TopKOperation.MAX if largest else ctx.trt.TopKOperation.MIN, k, 1 << axis)
+    ctx.layer(layer, "topk")
+    return layer.get_output(0), ctx.cast(layer.get_output(1), "int64")
+
+
+def _emit_argmax(ctx, node):
+    x = ctx.input("self")
+    dim = node.arg("dim")
+    if dim is None:
+        x = ctx.reshape(x, [-1])
+        dim = 0
+    rank = ctx.rank(x)
+    _, idx = _topk(ctx, x, 1, dim % rank, node.op == "aten.argmax.default")
+    if node.arg("keepdim", False):
+        return idx
+    shape = [d for i, d in enumerate(node.out.shape)]
+    return ctx.reshape(idx, shape if all(isinstance(d, int) for d in shape) else [d for d in shape])
+
+
+def _emit_topk(ctx, node):
+    x = ctx.input("self")
+    rank = ctx.rank(x)
+    return list(_topk(ctx, x, node.arg("k"), node.arg("dim", -1) % rank, node.arg("largest", True)))
+
+
+def _emit_sort(ctx, node):
+    x = ctx.input("self")
+    rank = ctx.rank(x)
+    axis = node.arg("dim", -1) % rank
+    return list(_topk(ctx, x, node.meta("self").shape[axis], axis, bool(node.arg("descending", False))))
+
+
+def _emit_cumsum_layer(ctx, node):
+    x = ctx.cast(ctx.input("self"), ctx.output_dtype())
+    axis = ctx.const(node.arg("dim") % ctx.rank(x), "int32", shape=())
+    layer = ctx.net.add_cumulative(x, axis, ctx.trt.CumulativeOperation.SUM, False, False)
+    return ctx.out(layer, "cumsum")
 
 define(ns, "reduce/any", ["aten.any.default", "aten.any.dim", "aten.any.dims"], "decompose",
        layers="Cast bool to int32, Reduce MAX, compare with 0 (Reduce has no boolean OR)",
        example=(lambda m: m.any(-1), t(3, 4, dtype=torch.bool)), bad=(lambda m: m.double().any(-1), t(3, 4, dtype=torch.bool)),
-       checks=[no_padded_axis])
+       checks=[no_padded_axis], emit=emit_bool_reduce("MAX"))
 define(ns, "reduce/all", ["aten.all.default", "aten.all.dim", "aten.all.dims"], "decompose",
        layers="Cast bool to int32, Reduce MIN, compare with 0",
        example=(lambda m: m.all(-1), t(3, 4, dtype=torch.bool)), bad=(lambda m: m.double().all(-1), t(3, 4, dtype=torch.bool)),
-       checks=[no_padded_axis])
+       checks=[no_padded_axis], emit=emit_bool_reduce("MIN"))
 define(ns, "reduce/var-mean", ["aten.var.correction", "aten.var_mean.correction", "aten.std.correction", "aten.var.dim", "aten.std.dim", "aten.var_mean.dim"], "decompose",
-       layers="Reduce AVG, ElementWise SUB/PROD, Reduce AVG (Bessel correction folded in)",
-       example=(lambda a: a.var(-1), t(3, 4)), checks=[float_input, no_padded_axis])
+       layers="Reduce AVG, ElementWise SUB/PROD, Reduce SUM, DIV by n - correction",
+       example=(lambda a: a.var(-1), t(3, 4)), checks=[float_input, no_padded_axis, static_reduced_dims], emit=_emit_var)
 define(ns, "reduce/softmax", ["aten.softmax.int", "aten._softmax.default"], "direct", layers="SoftMax on one axis",
-       example=(lambda a: a.softmax(-1), t(2, 5)), checks=[float_input, no_padded_axis])
+       example=(lambda a: a.softmax(-1), t(2, 5)), checks=[float_input, no_padded_axis], emit=_emit_softmax)
 define(ns, "reduce/log-softmax", ["aten.log_softmax.int", "aten._log_softmax.default"], "decompose",
-       layers="SoftMax then Unary LOG", example=(lambda a: a.log_softmax(-1), t(2, 5)), checks=[float_input, no_padded_axis])
+       layers="SoftMax then Unary LOG", example=(lambda a: a.log_softmax(-1), t(2, 5)), checks=[float_input, no_padded_axis],
+       emit=lambda ctx, node: _emit_softmax(ctx, node, log=True))
 define(ns, "reduce/argmax", ["aten.argmax.default", "aten.argmin.default"], "direct",
        layers="TopK MAX/MIN with k=1, index output (cast to int64)",
-       example=(lambda a: a.argmax(-1), t(3, 4)), checks=[rank_two_or_more])
+       example=(lambda a: a.argmax(-1), t(3, 4)), checks=[rank_two_or_more], emit=_emit_argmax)
 define(ns, "reduce/topk", "aten.topk.default", "direct", layers="TopK (k constant, k <= 3840)",
        example=(lambda a: a.topk(2, -1), t(3, 6)), bad=(lambda a: a.topk(2, -1), t(6)), match="rank >= 2",
-       checks=[static_k, rank_two_or_more])
+       checks=[static_k, rank_two_or_more], emit=_emit_topk)
 define(ns, "reduce/sort-topk", "aten.sort.default", "decompose", layers="TopK with k = the full axis length (<= 3840)",
-       example=(lambda a: a.sort(-1), t(3, 6)), bad=(lambda a: a.double().sort(-1), t(3, 6)))
+       example=(lambda a: a.sort(-1), t(3, 6)), bad=(lambda a: a.double().sort(-1), t(3, 6)), checks=[rank_two_or_more],
+       emit=_emit_sort)
 define(ns, "scan/cumsum-layer", "aten.cumsum.default", "direct", layers="Cumulative SUM (inclusive, forward)",
-       example=(lambda a: a.cumsum(-1), t(3, 5)), checks=[no_padded_axis])
+       example=(lambda a: a.cumsum(-1), t(3, 5)), checks=[no_padded_axis], emit=_emit_cumsum_layer)
 define(ns, "scan/cumsum-loop", "aten.cumsum.default", "decompose",
        layers="ILoop over the axis with a recurrence accumulating the running sum",
        example=(lambda a: a.cumsum(1), t(3, 5)), checks=[no_padded_axis])

@@ -1,0 +1,485 @@
+"""The reference interpreter: executes a built ``INetworkDefinition`` layer by layer in PyTorch.
+
+Nothing on our machines can run a TensorRT engine, so this is the oracle: every layer is read
+back through the TensorRT Python API (type, attributes, inputs, constants) and executed with
+its documented semantics. Each result's dtype and known dims are checked against what
+TensorRT itself inferred while the network was defined, a free cross-check of both sides.
+An unknown layer kind is an error, never a silent skip.
+
+Where TensorRT's documentation leaves a choice open, the choice is pinned here and in a named
+test (tests/test_interpreter.py): integer DIV truncates toward zero, ROUND is half-to-even,
+Gather accepts negative indices (counted from the end, as ONNX does).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from opmap.engine.builder import torch_dtype_of
+from opmap.errors import OpmapError
+
+
+class InterpreterError(OpmapError):
+    """The interpreter met a layer it does not know, or a result contradicting TensorRT's inference."""
+
+
+class AssertionFailed(InterpreterError):
+    """An IAssertionLayer's condition was false for these inputs (the engine would fail the same way)."""
+
+
+_CLASS_NAMES = {
+    "ACTIVATION": "IActivationLayer", "ASSERTION": "IAssertionLayer", "CAST": "ICastLayer",
+    "CONCATENATION": "IConcatenationLayer", "CONSTANT": "IConstantLayer", "CONVOLUTION": "IConvolutionLayer",
+    "CUMULATIVE": "ICumulativeLayer", "DECONVOLUTION": "IDeconvolutionLayer", "ELEMENTWISE": "IElementWiseLayer",
+    "FILL": "IFillLayer", "GATHER": "IGatherLayer", "IDENTITY": "IIdentityLayer", "MATRIX_MULTIPLY": "IMatrixMultiplyLayer",
+    "NORMALIZATION": "INormalizationLayer", "PADDING": "IPaddingLayer", "POOLING": "IPoolingLayer", "REDUCE": "IReduceLayer",
+    "RESIZE": "IResizeLayer", "SCATTER": "IScatterLayer", "SELECT": "ISelectLayer", "SHAPE": "IShapeLayer",
+    "SHUFFLE": "IShuffleLayer", "SLICE": "ISliceLayer", "SOFTMAX": "ISoftMaxLayer", "SQUEEZE": "ISqueezeLayer",
+    "TOPK": "ITopKLayer", "UNARY": "IUnaryLayer", "UNSQUEEZE": "IUnsqueezeLayer", "ONE_HOT": "IOneHotLayer",
+}
+
+HANDLERS: dict[str, Callable] = {}
+
+
+def handles(kind: str):
+    def register(fn):
+        HANDLERS[kind] = fn
+        return fn
+
+    return register
+
+
+def _axes(mask: int, rank: int) -> list[int]:
+    return [i for i in range(rank) if mask & (1 << i)]
+
+
+def _dims(dims: Any, rank: int | None = None) -> list[int]:
+    values = list(dims)
+    return values[:rank] if rank is not None else values
+
+
+def _scalar(t: torch.Tensor) -> int:
+    return int(t.reshape(-1)[0].item())
+
+
+# -- layers ---------------------------------------------------------------------------------------
+@handles("CONSTANT")
+def _constant(trt, layer, ins):
+    arr = layer.weights
+    shape = tuple(layer.shape)
+    return [torch.from_numpy(arr.copy()).reshape(shape)]
+
+
+@handles("IDENTITY")
+def _identity(trt, layer, ins):
+    return [ins[0].clone()]
+
+
+@handles("CAST")
+def _cast(trt, layer, ins):
+    target = torch_dtype_of(layer.to_type)
+    x = ins[0]
+    if x.is_floating_point() and not target.is_floating_point and target != torch.bool:
+        x = torch.trunc(x)  # float -> int casts truncate toward zero
+    return [x.to(target)]
+
+
+_EW: dict[str, Callable] = {
+    "SUM": torch.add, "PROD": torch.mul, "MAX": torch.maximum, "MIN": torch.minimum, "SUB": torch.sub, "POW": torch.pow,
+    "AND": torch.logical_and, "OR": torch.logical_or, "XOR": torch.logical_xor,
+    "EQUAL": torch.eq, "GREATER": torch.gt, "LESS": torch.lt,
+}
+
+
+@handles("ELEMENTWISE")
+def _elementwise(trt, layer, ins):
+    a, b = ins
+    if a.dim() != b.dim():
+        raise InterpreterError(f"layer {layer.name}: ElementWise inputs of ranks {a.dim()} and {b.dim()} (TensorRT needs equal ranks)")
+    op = layer.op.name
+    if op == "DIV":
+        out = torch.div(a, b, rounding_mode="trunc") if not a.is_floating_point() else a / b
+    elif op == "FLOOR_DIV":
+        out = torch.div(a, b, rounding_mode="floor")
+    else:
+        out = _EW[op](a, b)
+    return [out]
+
+
+_UNARY: dict[str, Callable] = {
+    "EXP": torch.exp, "LOG": torch.log, "SQRT": torch.sqrt, "RECIP": torch.reciprocal, "ABS": torch.abs, "NEG": torch.neg,
+    "SIN": torch.sin, "COS": torch.cos, "TAN": torch.tan, "SINH": torch.sinh, "COSH": torch.cosh, "ASIN": torch.asin,
+    "ACOS": torch.acos, "ATAN": torch.atan, "ASINH": torch.asinh, "ACOSH": torch.acosh, "ATANH": torch.atanh,
+    "CEIL": torch.ceil, "FLOOR": torch.floor, "ERF": torch.erf, "NOT": torch.logical_not, "SIGN": torch.sign,
+    "ROUND": torch.round, "ISINF": torch.isinf, "ISNAN": torch.isnan,
+}
+
+
+@handles("UNARY")
+def _unary(trt, layer, ins):
+    return [_UNARY[layer.op.name](ins[0])]
+
+
+@handles("ACTIVATION")
+def _activation(trt, layer, ins):
+    x, a, b = ins[0], layer.alpha, layer.beta
+    kind = layer.type.name
+    table = {
+        "RELU": lambda: torch.relu(x),
+        "SIGMOID": lambda: torch.sigmoid(x),
+        "TANH": lambda: torch.tanh(x),
+        "LEAKY_RELU": lambda: F.leaky_relu(x, a),
+        "ELU": lambda: torch.where(x >= 0, x, a * (torch.exp(x) - 1)),
+        "SELU": lambda: b * torch.where(x >= 0, x, a * (torch.exp(x) - 1)),
+        "SOFTSIGN": lambda: x / (1 + x.abs()),
+        "SOFTPLUS": lambda: a * torch.log(torch.exp(b * x) + 1),
+        "CLIP": lambda: x.clamp(a, b),
+        "HARD_SIGMOID": lambda: (a * x + b).clamp(0, 1),
+        "SCALED_TANH": lambda: a * torch.tanh(b * x),
+        "THRESHOLDED_RELU": lambda: torch.where(x > a, x, torch.zeros_like(x)),
+        "GELU_ERF": lambda: F.gelu(x),
+        "GELU_TANH": lambda: F.gelu(x, approximate="tanh"),
+    }
+    return [table[kind]()]
+
+
+@handles("SHUFFLE")
+def _shuffle(trt, layer, ins):
+    x = ins[0]
+    first = _dims(layer.first_transpose, x.dim())
+    x = x.permute(first) if x.dim() else x
+    if len(ins) > 1 and ins[1] is not None:
+        dims = [int(v) for v in ins[1].tolist()]
+        placeholder = layer.zero_is_placeholder
+    else:
+        try:
+            dims = list(layer.reshape_dims)
+        except (ValueError, TypeError):  # no reshape set
+            dims = None
+        placeholder = layer.zero_is_placeholder
+    if dims is not None:
+        if placeholder:
+            dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
+        x = x.reshape(dims)
+    second = _dims(layer.second_transpose, x.dim())
+    return [x.permute(second) if x.dim() else x]
+
+
+@handles("SLICE")
+def _slice(trt, layer, ins):
+    x = ins[0]
+    rank = x.dim()
+    start = [int(v) for v in ins[1].tolist()] if len(ins) > 1 and ins[1] is not None else list(layer.start)
+    size = [int(v) for v in ins[2].tolist()] if len(ins) > 2 and ins[2] is not None else list(layer.shape)
+    stride = [int(v) for v in ins[3].tolist()] if len(ins) > 3 and ins[3] is not None else list(layer.stride)
+    fill = ins[4] if len(ins) > 4 and ins[4] is not None else None
+    mode = layer.mode.name
+    out = x
+    for axis in range(rank):
+        n = x.shape[axis]
+        idx = start[axis] + torch.arange(size[axis]) * stride[axis]
+        if mode == "WRAP":
+            idx = torch.remainder(idx, n)
+        elif mode == "CLAMP":
+            idx = idx.clamp(0, n - 1)
+        elif mode == "REFLECT":
+            period = 2 * (n - 1) if n > 1 else 1
+            idx = torch.remainder(idx, period)
+            idx = torch.where(idx >= n, period - idx, idx)
+        valid = (idx >= 0) & (idx < n)
+        if mode in ("STRICT_BOUNDS", "WRAP", "CLAMP", "REFLECT") and not bool(valid.all()):
+            raise InterpreterError(f"layer {layer.name}: slice out of bounds on axis {axis} in {mode} mode")
+        picked = out.index_select(axis, idx.clamp(0, max(n - 1, 0)))
+        if mode == "FILL" and not bool(valid.all()):
+            shape = [1] * rank
+            shape[axis] = -1
+            value = fill.reshape(()).to(picked.dtype) if fill is not None else torch.zeros((), dtype=picked.dtype)
+            picked = torch.where(valid.reshape(shape), picked, value)
+        out = picked
+    return [out]
+
+
+@handles("CONCATENATION")
+def _concat(trt, layer, ins):
+    return [torch.cat(ins, dim=layer.axis)]
+
+
+@handles("GATHER")
+def _gather(trt, layer, ins):
+    data, idx = ins
+    axis = layer.axis
+    mode = layer.mode.name
+    if mode == "DEFAULT":
+        if layer.num_elementwise_dims != 0:
+            raise InterpreterError(f"layer {layer.name}: Gather with num_elementwise_dims is not interpreted")
+        n = data.shape[axis]
+        flat = idx.reshape(-1).long()
+        flat = torch.where(flat < 0, flat + n, flat)
+        picked = data.index_select(axis, flat)
+        shape = list(data.shape[:axis]) + list(idx.shape) + list(data.shape[axis + 1:])
+        return [picked.reshape(shape)]
+    if mode == "ELEMENT":
+        return [torch.gather(data, axis, idx.long())]
+    # ND: the last dim of idx indexes the leading dims of data (after num_elementwise_dims batch dims)
+    b = layer.num_elementwise_dims
+    k = idx.shape[-1]
+    batch = data.shape[:b]
+    out = []
+    flat_idx = idx.reshape(-1, k).long() if b == 0 else None
+    if b == 0:
+        picked = data[tuple(flat_idx[:, j] for j in range(k))]
+        return [picked.reshape(list(idx.shape[:-1]) + list(data.shape[k:]))]
+    for bi in range(math.prod(batch)):
+        d = data.reshape(-1, *data.shape[b:])[bi]
+        i = idx.reshape(-1, *idx.shape[b:])[bi].reshape(-1, k).long()
+        out.append(d[tuple(i[:, j] for j in range(k))])
+    return [torch.stack(out).reshape(list(idx.shape[:-1]) + list(data.shape[b + k:]))]
+
+
+_REDUCE = {"SUM": torch.sum, "PROD": None, "MAX": torch.amax, "MIN": torch.amin, "AVG": torch.mean}
+
+
+@handles("REDUCE")
+def _reduce(trt, layer, ins):
+    x = ins[0]
+    axes = _axes(layer.axes, x.dim())
+    keep = layer.keep_dims
+    op = layer.op.name
+    if op == "PROD":
+        out = x
+        for a in sorted(axes, reverse=True):
+            out = out.prod(dim=a, keepdim=keep)
+        return [out]
+    if op == "AVG" and not x.is_floating_point():
+        raise InterpreterError(f"layer {layer.name}: Reduce AVG on {x.dtype}")
+    out = _REDUCE[op](x, dim=axes, keepdim=keep) if axes else x
+    return [out.to(x.dtype)]
+
+
+@handles("SOFTMAX")
+def _softmax(trt, layer, ins):
+    (axis,) = _axes(layer.axes, ins[0].dim())
+    return [torch.softmax(ins[0], dim=axis)]
+
+
+@handles("MATRIX_MULTIPLY")
+def _matmul(trt, layer, ins):
+    def prep(t, op):
+        name = op.name
+        if name == "TRANSPOSE":
+            return t.transpose(-1, -2)
+        return t
+
+    a, b = prep(ins[0], layer.op0), prep(ins[1], layer.op1)
+    if layer.op0.name == "VECTOR":
+        a = a.unsqueeze(-2)
+    if layer.op1.name == "VECTOR":
+        b = b.unsqueeze(-1)
+    out = torch.matmul(a, b)
+    if layer.op0.name == "VECTOR":
+        out = out.squeeze(-2)
+    if layer.op1.name == "VECTOR":
+        out = out.squeeze(-1)
+    return [out]
+
+
+@handles("SELECT")
+def _select(trt, layer, ins):
+    cond, a, b = ins
+    return [torch.where(cond, a, b)]
+
+
+@handles("SHAPE")
+def _shape(trt, layer, ins):
+    return [torch.tensor(list(ins[0].shape), dtype=torch.int64)]
+
+
+@handles("TOPK")
+def _topk(trt, layer, ins):
+    x = ins[0]
+    (axis,) = _axes(layer.axes, x.dim())
+    k = _scalar(ins[1]) if len(ins) > 1 and ins[1] is not None else layer.k
+    values, indices = torch.topk(x, k, dim=axis, largest=layer.op.name == "MAX", sorted=True)
+    return [values, indices.to(torch.int32)]
+
+
+@handles("CUMULATIVE")
+def _cumulative(trt, layer, ins):
+    x, axis_t = ins
+    axis = _scalar(axis_t)
+    if layer.reverse:
+        x = x.flip(axis)
+    out = torch.cumsum(x, dim=axis).to(x.dtype)
+    if layer.exclusive:
+        out = out - x
+    if layer.reverse:
+        out = out.flip(axis)
+    return [out]
+
+
+@handles("SCATTER")
+def _scatter(trt, layer, ins):
+    data, idx, updates = ins
+    if layer.mode.name == "ELEMENT":
+        return [data.scatter(layer.axis, idx.long(), updates)]
+    k = idx.shape[-1]
+    out = data.clone()
+    flat = idx.reshape(-1, k).long()
+    upd = updates.reshape(flat.shape[0], *data.shape[k:])
+    out[tuple(flat[:, j] for j in range(k))] = upd
+    return [out]
+
+
+@handles("FILL")
+def _fill(trt, layer, ins):
+    shape = [int(v) for v in ins[0].tolist()] if ins and ins[0] is not None else list(layer.shape)
+    dtype = torch_dtype_of(layer.to_type) if hasattr(layer, "to_type") else torch.float32
+    op = layer.operation.name
+    if op == "LINSPACE":
+        start = ins[1].reshape(()) if len(ins) > 1 and ins[1] is not None else torch.tensor(layer.alpha)
+        delta = ins[2] if len(ins) > 2 and ins[2] is not None else torch.tensor([layer.beta] * len(shape))
+        delta = delta.reshape(-1)
+        out = torch.zeros(shape, dtype=torch.float64) + float(start)
+        for axis in range(len(shape)):
+            view = [1] * len(shape)
+            view[axis] = -1
+            out = out + torch.arange(shape[axis], dtype=torch.float64).reshape(view) * float(delta[axis])
+        return [out.to(dtype)]
+    if op == "RANDOM_UNIFORM":
+        return [(torch.rand(shape, dtype=torch.float64) * (layer.beta - layer.alpha) + layer.alpha).to(dtype)]
+    if op == "RANDOM_NORMAL":
+        return [(torch.randn(shape, dtype=torch.float64) * layer.beta + layer.alpha).to(dtype)]
+    raise InterpreterError(f"layer {layer.name}: Fill {op} is not interpreted")
+
+
+@handles("NORMALIZATION")
+def _normalization(trt, layer, ins):
+    x, scale, bias = ins
+    axes = _axes(layer.axes, x.dim())
+    groups = layer.num_groups
+    eps = layer.epsilon
+    if groups > 1:
+        n, c = x.shape[0], x.shape[1]
+        g = x.reshape(n, groups, -1)
+        mean = g.mean(-1, keepdim=True)
+        var = g.var(-1, unbiased=False, keepdim=True)
+        y = ((g - mean) / torch.sqrt(var + eps)).reshape(x.shape)
+    else:
+        mean = x.mean(dim=axes, keepdim=True)
+        var = x.var(dim=axes, unbiased=False, keepdim=True)
+        y = (x - mean) / torch.sqrt(var + eps)
+    return [y * scale + bias]
+
+
+@handles("CONVOLUTION")
+def _convolution(trt, layer, ins):
+    x = ins[0]
+    kernel = torch.from_numpy(layer.kernel.copy()) if layer.kernel.size else ins[1]
+    spatial = x.dim() - 2
+    kernel = kernel.reshape(layer.num_output_maps, x.shape[1] // layer.num_groups, *list(layer.kernel_size_nd)[:spatial])
+    bias = torch.from_numpy(layer.bias.copy()) if layer.bias.size else None
+    pre, post = list(layer.pre_padding)[:spatial], list(layer.post_padding)[:spatial]
+    pad = []
+    for p0, p1 in reversed(list(zip(pre, post))):
+        pad += [p0, p1]
+    x = F.pad(x, pad)
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[spatial]
+    return [conv(x, kernel.to(x.dtype), None if bias is None else bias.to(x.dtype), stride=list(layer.stride_nd)[:spatial],
+                 dilation=list(layer.dilation_nd)[:spatial], groups=layer.num_groups)]
+
+
+@handles("POOLING")
+def _pooling(trt, layer, ins):
+    x = ins[0]
+    spatial = x.dim() - 2
+    window = list(layer.window_size_nd)[:spatial]
+    stride = list(layer.stride_nd)[:spatial]
+    pre, post = list(layer.pre_padding)[:spatial], list(layer.post_padding)[:spatial]
+    kind = layer.type.name
+    pad = []
+    for p0, p1 in reversed(list(zip(pre, post))):
+        pad += [p0, p1]
+    if kind == "MAX":
+        padded = F.pad(x, pad, value=-math.inf) if any(pad) else x
+        fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[spatial]
+        return [fn(padded, window, stride)]
+    padded = F.pad(x, pad) if any(pad) else x
+    fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[spatial]
+    summed = fn(padded, window, stride) * math.prod(window)
+    if layer.average_count_excludes_padding and any(pad):
+        ones = F.pad(torch.ones_like(x), pad)
+        count = fn(ones, window, stride) * math.prod(window)
+        return [summed / count]
+    return [summed / math.prod(window)]
+
+
+@handles("ASSERTION")
+def _assertion(trt, layer, ins):
+    if not bool(ins[0].all()):
+        raise AssertionFailed(f"layer {layer.name}: assertion failed: {layer.message}")
+    return []
+
+
+@handles("UNSQUEEZE")
+def _unsqueeze(trt, layer, ins):
+    x = ins[0]
+    axes = sorted(int(a) % (x.dim() + len(ins[1].reshape(-1))) for a in ins[1].reshape(-1).tolist())
+    for a in axes:
+        x = x.unsqueeze(a)
+    return [x]
+
+
+@handles("SQUEEZE")
+def _squeeze(trt, layer, ins):
+    x = ins[0]
+    axes = sorted((int(a) % x.dim() for a in ins[1].reshape(-1).tolist()), reverse=True)
+    for a in axes:
+        x = x.squeeze(a)
+    return [x]
+
+
+# -- the walk -------------------------------------------------------------------------------------
+def run_network(network: Any, trt: Any, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Execute the network on concrete inputs; returns every network output by name."""
+    values: dict[str, torch.Tensor] = {}
+    for i in range(network.num_inputs):
+        t = network.get_input(i)
+        if t.name not in inputs:
+            raise InterpreterError(f"no value for network input {t.name}")
+        values[t.name] = inputs[t.name].to(torch_dtype_of(t.dtype))
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        kind = layer.type.name
+        handler = HANDLERS.get(kind)
+        cls = getattr(trt, _CLASS_NAMES.get(kind, ""), None)
+        if handler is None or cls is None:
+            raise InterpreterError(f"layer {layer.name}: the reference interpreter has no semantics for {kind} layers")
+        layer.__class__ = cls  # TensorRT's Python downcast idiom (type checked above)
+        ins = []
+        for j in range(layer.num_inputs):
+            t = layer.get_input(j)
+            ins.append(values[t.name] if t is not None else None)
+        try:
+            outs = handler(trt, layer, ins)
+        except InterpreterError:
+            raise
+        except Exception as exc:
+            raise InterpreterError(f"layer {layer.name} ({kind}): {type(exc).__name__}: {exc}") from None
+        for j, value in enumerate(outs):
+            t = layer.get_output(j)
+            _check(layer, t, value)
+            values[t.name] = value
+    return {network.get_output(i).name: values[network.get_output(i).name] for i in range(network.num_outputs)}
+
+
+def _check(layer: Any, t: Any, value: torch.Tensor) -> None:
+    expected = torch_dtype_of(t.dtype)
+    if value.dtype != expected:
+        raise InterpreterError(f"layer {layer.name}: interpreted {value.dtype}, TensorRT infers {expected}")
+    declared = tuple(t.shape)
+    if len(declared) != value.dim() or any(d >= 0 and d != v for d, v in zip(declared, value.shape)):
+        raise InterpreterError(f"layer {layer.name}: interpreted shape {tuple(value.shape)}, TensorRT infers {declared}")
