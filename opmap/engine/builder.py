@@ -62,6 +62,7 @@ class Built:
     output_nodes: list[str | None]  # the graph node (or input) behind each network output
     layer_map: dict[str, dict[str, str]]  # layer name -> {"node", "strategy"}
     extra_outputs: dict[str, str] = field(default_factory=dict)  # network output -> what it is (e.g. a valid count)
+    attention: dict[str, Any] = field(default_factory=dict)  # IAttention helpers by output tensor name
     engine: bytes | None = None
     build_seconds: float | None = None
     keep: list = field(default_factory=list, repr=False)  # numpy arrays TensorRT's Weights point into
@@ -260,6 +261,7 @@ class NetworkBuilder:
         self.keep: list = []
         self.extra_outputs: dict[str, str] = {}
         self.extras: dict[str, list[tuple[str, Any]]] = {}  # node -> contract outputs the strategy added
+        self.attention: dict[str, Any] = {}  # IAttention name -> IAttention (the API exposes no attention layer class)
 
     # -- values ---------------------------------------------------------------------------------
     def tensor(self, ref: Ref) -> Any:
@@ -406,7 +408,8 @@ def build_network(plan: Plan, program: Any, strategies: dict[str, Strategy], sha
     if profile is not None:
         config.add_optimization_profile(profile)
     return Built(trt=nb.trt, builder=nb.builder, network=nb.network, config=config, inputs=dict(plan.graph.inputs),
-                 outputs=outputs, output_nodes=output_nodes, layer_map=nb.layer_map, extra_outputs=nb.extra_outputs, keep=nb.keep)
+                 outputs=outputs, output_nodes=output_nodes, layer_map=nb.layer_map, extra_outputs=nb.extra_outputs, keep=nb.keep,
+                 attention=nb.attention)
 
 
 def serialize(built: Built) -> Built:

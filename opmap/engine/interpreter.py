@@ -39,7 +39,7 @@ _CLASS_NAMES = {
     "NORMALIZATION": "INormalizationLayer", "PADDING": "IPaddingLayer", "POOLING": "IPoolingLayer", "REDUCE": "IReduceLayer",
     "RESIZE": "IResizeLayer", "SCATTER": "IScatterLayer", "SELECT": "ISelectLayer", "SHAPE": "IShapeLayer",
     "SHUFFLE": "IShuffleLayer", "SLICE": "ISliceLayer", "SOFTMAX": "ISoftMaxLayer", "SQUEEZE": "ISqueezeLayer",
-    "TOPK": "ITopKLayer", "UNARY": "IUnaryLayer", "UNSQUEEZE": "IUnsqueezeLayer", "ONE_HOT": "IOneHotLayer",
+    "TOPK": "ITopKLayer", "EINSUM": "IEinsumLayer", "UNARY": "IUnaryLayer", "UNSQUEEZE": "IUnsqueezeLayer", "ONE_HOT": "IOneHotLayer",
 }
 
 HANDLERS: dict[str, Callable] = {}
@@ -363,11 +363,13 @@ def _normalization(trt, layer, ins):
     groups = layer.num_groups
     eps = layer.epsilon
     if groups > 1:
-        n, c = x.shape[0], x.shape[1]
+        # TensorRT's operator docs: for group normalization scale and bias are [1, G, 1, ...], one per group.
+        n = x.shape[0]
         g = x.reshape(n, groups, -1)
         mean = g.mean(-1, keepdim=True)
         var = g.var(-1, unbiased=False, keepdim=True)
-        y = ((g - mean) / torch.sqrt(var + eps)).reshape(x.shape)
+        y = (g - mean) / torch.sqrt(var + eps)
+        return [(y * scale.reshape(1, groups, 1) + bias.reshape(1, groups, 1)).reshape(x.shape)]
     else:
         mean = x.mean(dim=axes, keepdim=True)
         var = x.var(dim=axes, unbiased=False, keepdim=True)
@@ -375,13 +377,21 @@ def _normalization(trt, layer, ins):
     return [y * scale + bias]
 
 
+def _kernel_and_bias(layer, ins):
+    kernel = torch.from_numpy(layer.kernel.copy()) if layer.kernel is not None and layer.kernel.size else ins[1]
+    if layer.bias is not None and layer.bias.size:
+        bias = torch.from_numpy(layer.bias.copy())
+    else:
+        bias = ins[2] if len(ins) > 2 else None
+    return kernel, bias
+
+
 @handles("CONVOLUTION")
 def _convolution(trt, layer, ins):
     x = ins[0]
-    kernel = torch.from_numpy(layer.kernel.copy()) if layer.kernel.size else ins[1]
+    kernel, bias = _kernel_and_bias(layer, ins)
     spatial = x.dim() - 2
     kernel = kernel.reshape(layer.num_output_maps, x.shape[1] // layer.num_groups, *list(layer.kernel_size_nd)[:spatial])
-    bias = torch.from_numpy(layer.bias.copy()) if layer.bias.size else None
     pre, post = list(layer.pre_padding)[:spatial], list(layer.post_padding)[:spatial]
     pad = []
     for p0, p1 in reversed(list(zip(pre, post))):
@@ -390,6 +400,25 @@ def _convolution(trt, layer, ins):
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[spatial]
     return [conv(x, kernel.to(x.dtype), None if bias is None else bias.to(x.dtype), stride=list(layer.stride_nd)[:spatial],
                  dilation=list(layer.dilation_nd)[:spatial], groups=layer.num_groups)]
+
+
+@handles("DECONVOLUTION")
+def _deconvolution(trt, layer, ins):
+    x = ins[0]
+    kernel, bias = _kernel_and_bias(layer, ins)
+    spatial = x.dim() - 2
+    kernel = kernel.reshape(x.shape[1], layer.num_output_maps // layer.num_groups, *list(layer.kernel_size_nd)[:spatial])
+    pre = list(layer.pre_padding)[:spatial]
+    if pre != list(layer.post_padding)[:spatial]:
+        raise InterpreterError(f"layer {layer.name}: asymmetric deconvolution padding is not interpreted")
+    conv = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[spatial]
+    return [conv(x, kernel.to(x.dtype), None if bias is None else bias.to(x.dtype), stride=list(layer.stride_nd)[:spatial],
+                 padding=pre, groups=layer.num_groups)]
+
+
+@handles("EINSUM")
+def _einsum(trt, layer, ins):
+    return [torch.einsum(layer.equation, *ins)]
 
 
 @handles("POOLING")
@@ -442,10 +471,31 @@ def _squeeze(trt, layer, ins):
     return [x]
 
 
+def _attention(helper: Any, q, k, v, mask) -> torch.Tensor:
+    """TensorRT's Attention operator: BMM1 (Q·Kᵀ, unscaled), mask (bool: True attends; float: added),
+    causal (upper-left diagonal), softmax over s_kv, BMM2 with V. K/V heads are repeated for grouped queries."""
+    if k.shape[1] != q.shape[1]:
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    scores = q @ k.transpose(-1, -2)
+    if helper.causal:
+        L, S = scores.shape[-2:]
+        scores = scores.masked_fill(~torch.ones(L, S, dtype=torch.bool).tril(), float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    if helper.norm_op.name == "SOFTMAX":
+        scores = torch.softmax(scores, dim=-1)
+    return scores @ v
+
+
 # -- the walk -------------------------------------------------------------------------------------
-def run_network(network: Any, trt: Any, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Execute the network on concrete inputs; returns every network output by name."""
-    values: dict[str, torch.Tensor] = {}
+def run_network(network: Any, trt: Any, inputs: dict[str, torch.Tensor], attention: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """Execute the network on concrete inputs; returns every network output by name.
+
+    ``attention`` maps each IAttention's name to the IAttention helper, whose attributes
+    (causal, mask, normalization) the Python API exposes only there, not on the layers it adds."""
+    attention = attention or {}
+    values: dict[str, Any] = {}
     for i in range(network.num_inputs):
         t = network.get_input(i)
         if t.name not in inputs:
@@ -454,6 +504,21 @@ def run_network(network: Any, trt: Any, inputs: dict[str, torch.Tensor]) -> dict
     for i in range(network.num_layers):
         layer = network.get_layer(i)
         kind = layer.type.name
+        if kind == "ATTENTION_INPUT":
+            values[layer.get_output(0).name] = [values[layer.get_input(j).name] if layer.get_input(j) is not None else None
+                                                for j in range(layer.num_inputs)]
+            continue
+        if kind == "ATTENTION_OUTPUT":
+            out = layer.get_output(0)
+            helper = attention.get(layer.name.removesuffix("_AttentionOutput"))
+            if helper is None:
+                raise InterpreterError(f"layer {layer.name}: attention built outside opmap's builder cannot be interpreted")
+            q, k, v, *rest = values[layer.get_input(0).name]
+            mask = values[helper.mask.name] if helper.mask is not None else None
+            result = _attention(helper, q, k, v, mask)
+            _check(layer, out, result)
+            values[out.name] = result
+            continue
         handler = HANDLERS.get(kind)
         cls = getattr(trt, _CLASS_NAMES.get(kind, ""), None)
         if handler is None or cls is None:

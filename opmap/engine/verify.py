@@ -91,7 +91,7 @@ def compare(expected: torch.Tensor, got: torch.Tensor) -> tuple[float, float, fl
 
 def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor]) -> Report:
     expected = reference(program, inputs)
-    got = run_network(built.network, built.trt, inputs)
+    got = run_network(built.network, built.trt, inputs, built.attention)
     report = Report()
     main = [n for n in built.outputs if n not in built.extra_outputs]
     for i, (name, exp) in enumerate(zip(main, expected)):

@@ -1,5 +1,7 @@
 """Attention as one unit (IAttention) or decomposed (MatrixMultiply, SoftMax, MatrixMultiply)."""
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -26,15 +28,71 @@ def no_dropout(node, **_):
     assert node.arg("dropout_p", 0.0) == 0.0, "attention dropout is random; export in eval mode"
 
 
+def _scale(node):
+    scale = node.arg("scale")
+    return float(scale) if scale is not None else 1.0 / math.sqrt(node.meta("query").shape[-1])
+
+
+def _kv_heads(ctx, node, t):
+    """Grouped-query attention: repeat K/V heads to the query's head count (PyTorch's enable_gqa)."""
+    q_heads, kv_heads = node.meta("query").shape[1], node.meta("key").shape[1]
+    if q_heads == kv_heads:
+        return t
+    b, _, s, h = node.meta("key").shape
+    rep = q_heads // kv_heads
+    t = ctx.reshape(t, [b, kv_heads, 1, s, h])
+    layer = ctx.net.add_slice(t, (0, 0, 0, 0, 0), (b, kv_heads, rep, s, h), (1, 1, 0, 1, 1))
+    return ctx.reshape(ctx.out(layer, "repeat-kv"), [b, q_heads, s, h])
+
+
+def _emit_decomposed(ctx, node):
+    q, k, v = ctx.input("query"), _kv_heads(ctx, node, ctx.input("key")), _kv_heads(ctx, node, ctx.input("value"))
+    dt = ctx.dtype(q)
+    op = ctx.trt.MatrixOperation
+    q = ctx.elementwise(q, ctx.const(_scale(node), dt), "PROD")
+    scores = ctx.out(ctx.net.add_matrix_multiply(q, op.NONE, k, op.TRANSPOSE), "qk")
+    L, S = node.meta("query").shape[-2], node.meta("key").shape[-2]
+    neg_inf = ctx.const(float("-inf"), dt, shape=[1, 1, 1, 1])
+    if node.arg("is_causal", False):
+        keep = ctx.const(torch.ones(L, S, dtype=torch.bool).tril().reshape(1, 1, L, S), "bool")
+        scores = ctx.out(ctx.net.add_select(*ctx.broadcast(keep, scores, neg_inf)), "causal")
+    mask = node.arg("attn_mask")
+    if mask is not None:
+        m = ctx.tensor(mask)
+        if ctx.dtype(m) == "bool":
+            scores = ctx.out(ctx.net.add_select(*ctx.broadcast(m, scores, neg_inf)), "mask")
+        else:
+            scores = ctx.elementwise(scores, m, "SUM")
+    sm = ctx.net.add_softmax(scores)
+    sm.axes = 1 << 3
+    probs = ctx.out(sm, "softmax")
+    return ctx.out(ctx.net.add_matrix_multiply(probs, op.NONE, v, op.NONE), "pv")
+
+
+def _emit_fused(ctx, node):
+    q, k, v = ctx.input("query"), ctx.input("key"), ctx.input("value")
+    q = ctx.elementwise(q, ctx.const(_scale(node), ctx.dtype(q)), "PROD")  # IAttention does not scale Q·Kᵀ
+    attn = ctx.net.add_attention(q, k, v, ctx.trt.AttentionNormalizationOp.SOFTMAX, bool(node.arg("is_causal", False)))
+    attn.decomposable = True  # fp32 has no dedicated kernel on RTX; decomposable lets it build
+    mask = node.arg("attn_mask")
+    if mask is not None:
+        attn.mask = ctx.tensor(mask)
+    attn.name = f"{node.name}/{ctx.strategy.id}/attention"
+    out = attn.get_output(0)
+    ctx.nb.attention[attn.name] = attn
+    ctx.nb.layer_map[attn.name] = {"node": node.name, "strategy": ctx.strategy.id}
+    return out
+
+
 sdpa = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
 
 define(ns, "attn/fused", ["aten.scaled_dot_product_attention.default"], "direct",
        layers="Attention (IAttention, marked decomposable so fp32 builds where no dedicated kernel exists)",
        example=(sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16)),
        bad=(lambda q, k, v: F.scaled_dot_product_attention(q, k, v), t(2, 8, 16), t(2, 8, 16), t(2, 8, 16)), match="rank 3",
-       checks=[float_query, fused_attention_supported])
+       checks=[float_query, fused_attention_supported], emit=_emit_fused)
 define(ns, "attn/decomposed", ["aten.scaled_dot_product_attention.default"], "decompose",
        layers="MatrixMultiply Q·Kᵀ, scale, causal/additive mask via Select, SoftMax, MatrixMultiply with V",
        example=(sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16)),
-       checks=[float_query, no_dropout])
+       checks=[float_query, no_dropout], emit=_emit_decomposed)
 

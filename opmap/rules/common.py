@@ -242,3 +242,13 @@ def emit_identity(ctx, node):
 def dim_arg(node, name: str, rank: int) -> int:
     d = node.arg(name)
     return d % rank if rank else 0
+
+
+def out_dims(node, index: int = 0) -> list:
+    """The node's output shape as the builder understands it (ints, or input-dim symbols)."""
+    meta = node.outputs[index]
+    return list(meta.shape)
+
+
+def static(dims) -> bool:
+    return all(isinstance(d, int) for d in dims)

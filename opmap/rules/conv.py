@@ -1,5 +1,6 @@
 """Convolution, pooling and resizing: IConvolutionLayer, IDeconvolutionLayer, IPoolingLayer, IResizeLayer."""
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -27,27 +28,139 @@ def no_ceil_mode_with_dilation(node, **_):
     assert all(d == 1 for d in dilation), f"pooling with dilation {dilation}: TensorRT's Pooling has no dilation"
 
 
+def _weight_array(ctx, name):
+    ref = ctx.node.arg(name)
+    if ref is None:
+        return None
+    tensor = ctx.nb.weights.get(ref.node)
+    if tensor is None:
+        return None  # a graph tensor: passed as a layer input
+    arr = np.array(tensor.detach().float().numpy(), order="C")
+    ctx.nb.keep.append(arr)
+    return arr
+
+
+def _spatial_args(node, spatial, *names):
+    out = []
+    for name in names:
+        value = node.arg(name)
+        value = list(value) if isinstance(value, (list, tuple)) else [value] * spatial
+        out.append(value * spatial if len(value) == 1 else value)
+    return out
+
+
+def _to_2d(ctx, x, spatial):
+    """TensorRT's convolution and pooling take 2-D or 3-D windows: a 1-D op gets a unit height."""
+    if spatial != 1:
+        return x, None
+    shape = list(x.shape)
+    return ctx.reshape(x, shape[:2] + [1] + shape[2:]), shape
+
+
+def _emit_conv(ctx, node):
+    x = ctx.input("input")
+    spatial = ctx.rank(x) - 2
+    transposed = node.op.startswith("aten.conv_transpose") or bool(node.arg("transposed", False))
+    weight = _weight_array(ctx, "weight")
+    bias = _weight_array(ctx, "bias")
+    weight_tensor = None
+    if weight is None:  # the kernel is a graph tensor: an input of the layer, with empty Weights
+        weight_tensor = ctx.cast(ctx.input("weight"), "float32")
+        weight = np.zeros(tuple(node.meta("weight").shape), np.float32)
+    bias_tensor = ctx.cast(ctx.input("bias"), "float32") if bias is None and node.arg("bias") is not None else None
+    stride, padding, dilation = _spatial_args(node, spatial, "stride", "padding", "dilation")
+    if transposed and any(p != 0 for p in (node.arg("output_padding") or [0])):
+        raise NotImplementedError("transposed convolution with output_padding is not emitted yet")
+    if isinstance(node.arg("padding"), str):
+        raise NotImplementedError("string padding modes are not emitted yet")
+    groups = node.arg("groups", 1)
+    x, restore = _to_2d(ctx, x, spatial)
+    if restore is not None:
+        weight = weight.reshape(weight.shape[0], weight.shape[1], 1, weight.shape[2])
+        if weight_tensor is not None:
+            weight_tensor = ctx.reshape(weight_tensor, list(weight.shape))
+        stride, padding, dilation = [1] + stride, [0] + padding, [1] + dilation
+    kernel = tuple(weight.shape[2:])
+    maps = weight.shape[1] * groups if transposed else weight.shape[0]
+    w = ctx.trt.Weights() if weight_tensor is not None else ctx.trt.Weights(weight)
+    b = ctx.trt.Weights(bias) if bias is not None else ctx.trt.Weights()
+    add = ctx.net.add_deconvolution_nd if transposed else ctx.net.add_convolution_nd
+    layer = add(ctx.cast(x, "float32"), maps, kernel, w, b)
+    if weight_tensor is not None:
+        layer.set_input(1, weight_tensor)
+    if bias_tensor is not None:
+        layer.set_input(2, bias_tensor)
+    layer.stride_nd, layer.padding_nd, layer.num_groups = tuple(stride), tuple(padding), groups
+    if not transposed:
+        layer.dilation_nd = tuple(dilation)
+    out = ctx.out(layer, "conv")
+    if restore is not None:
+        out = ctx.reshape(out, [d for i, d in enumerate(node.out.shape)])
+    return ctx.cast(out, ctx.output_dtype())
+
+
+def _emit_pool(ctx, node):
+    x = ctx.input("self")
+    spatial = ctx.rank(x) - 2
+    kernel, = _spatial_args(node, spatial, "kernel_size")
+    stride = node.arg("stride") or kernel
+    stride = list(stride) * spatial if len(stride) == 1 else list(stride)
+    padding, = _spatial_args(node, spatial, "padding")
+    x, restore = _to_2d(ctx, x, spatial)
+    if restore is not None:
+        kernel, stride, padding = [1] + kernel, [1] + stride, [0] + padding
+    is_max = "max_pool" in node.op
+    layer = ctx.net.add_pooling_nd(x, ctx.trt.PoolingType.MAX if is_max else ctx.trt.PoolingType.AVERAGE, tuple(kernel))
+    layer.stride_nd, layer.padding_nd = tuple(stride), tuple(padding)
+    if node.arg("ceil_mode", False):
+        layer.padding_mode = ctx.trt.PaddingMode.EXPLICIT_ROUND_UP
+    if not is_max:
+        layer.average_count_excludes_padding = not node.arg("count_include_pad", True)
+    out = ctx.out(layer, "pool")
+    if restore is not None:
+        out = ctx.reshape(out, list(node.out.shape))
+    return [out, None] if node.op == "aten.max_pool2d_with_indices.default" else out
+
+
+def _emit_adaptive_avg(ctx, node):
+    x = ctx.input("self")
+    rank = ctx.rank(x)
+    out_size = list(node.arg("output_size"))
+    spatial = list(node.meta("self").shape[-len(out_size):])
+    if all(o == 1 for o in out_size):
+        axes = ctx.axes_mask(range(rank - len(out_size), rank), rank)
+        return ctx.out(ctx.net.add_reduce(x, ctx.trt.ReduceOperation.AVG, axes, True), "global-avg")
+    kernel = [s // o for s, o in zip(spatial, out_size)]
+    x2, restore = _to_2d(ctx, x, len(out_size))
+    if restore is not None:
+        kernel = [1] + kernel
+    layer = ctx.net.add_pooling_nd(x2, ctx.trt.PoolingType.AVERAGE, tuple(kernel))
+    layer.stride_nd = tuple(kernel)
+    out = ctx.out(layer, "adaptive-avg")
+    return ctx.reshape(out, list(node.out.shape)) if restore is not None else out
+
+
 define(ns, "conv/conv", ["aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default", "aten.convolution.default",
                          "aten._convolution.default"], "direct",
        layers="ConvolutionNd (1-D as 2-D with a unit dim), weights and bias as constants",
-       example=(F.conv2d, t(1, 3, 8, 8), t(4, 3, 3, 3)), checks=[float_input, static_arg("weight"), channels_static, spatial_rank(1, 3)])
+       example=(F.conv2d, t(1, 3, 8, 8), t(4, 3, 3, 3)), checks=[float_input, static_arg("weight"), channels_static, spatial_rank(1, 3)], emit=_emit_conv)
 define(ns, "conv/conv-transpose", ["aten.conv_transpose1d.default", "aten.conv_transpose2d.input", "aten.conv_transpose3d.input"],
        "direct", layers="DeconvolutionNd", example=(F.conv_transpose2d, t(1, 3, 8, 8), t(3, 4, 3, 3)),
-       checks=[float_input, static_arg("weight"), channels_static, spatial_rank(1, 3)])
+       checks=[float_input, static_arg("weight"), channels_static, spatial_rank(1, 3)], emit=_emit_conv)
 define(ns, "pool/max", ["aten.max_pool1d.default", "aten.max_pool2d.default", "aten.max_pool3d.default",
                         "aten.max_pool2d_with_indices.default"], "direct", layers="PoolingNd MAX",
        example=(lambda a: F.max_pool2d(a, 2), t(1, 3, 8, 8)),
        bad=(lambda a: F.max_pool2d(a, 2, dilation=2), t(1, 3, 8, 8)), match="dilation",
-       checks=[float_input, spatial_rank(1, 3), no_ceil_mode_with_dilation])
+       checks=[float_input, spatial_rank(1, 3), no_ceil_mode_with_dilation], emit=_emit_pool)
 define(ns, "pool/avg", ["aten.avg_pool1d.default", "aten.avg_pool2d.default", "aten.avg_pool3d.default"], "direct",
        layers="PoolingNd AVERAGE (count_include_pad mapped to average_count_excludes_padding)",
-       example=(lambda a: F.avg_pool2d(a, 2), t(1, 3, 8, 8)), checks=[float_input, spatial_rank(1, 3)])
+       example=(lambda a: F.avg_pool2d(a, 2), t(1, 3, 8, 8)), checks=[float_input, spatial_rank(1, 3)], emit=_emit_pool)
 define(ns, "pool/adaptive-avg", ["aten.adaptive_avg_pool2d.default", "aten._adaptive_avg_pool2d.default",
                                  "aten.adaptive_avg_pool1d.default"], "direct",
        layers="Reduce AVG when the output is 1x1, else PoolingNd AVERAGE with derived kernel and stride",
        example=(lambda a: F.adaptive_avg_pool2d(a, 1), t(1, 3, 8, 8)),
        bad=(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 8)), match="divide",
-       checks=[float_input, lambda node, **_: _adaptive_divisible(node)])
+       checks=[float_input, lambda node, **_: _adaptive_divisible(node)], emit=_emit_adaptive_avg)
 define(ns, "resize/upsample", ["aten.upsample_nearest2d.vec", "aten.upsample_bilinear2d.vec", "aten.upsample_nearest2d.default",
                                "aten.upsample_bilinear2d.default", "aten.upsample_nearest1d.vec", "aten.upsample_linear1d.vec"],
        "direct", layers="Resize NEAREST/LINEAR with PyTorch's coordinate transformation (align_corners or half-pixel)",

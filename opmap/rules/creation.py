@@ -2,9 +2,41 @@
 
 import torch
 
-from opmap.rules.common import define, t
+from opmap.rules.common import define, out_dims, static, t
 
 ns = globals()
+
+
+def _fill_value(node):
+    if node.op in ("aten.ones.default", "aten.new_ones.default", "aten.ones_like.default"):
+        return 1
+    if node.op in ("aten.full.default", "aten.new_full.default", "aten.full_like.default"):
+        return node.arg("fill_value")
+    if node.op == "aten.scalar_tensor.default":
+        return node.arg("s")
+    return 0  # zeros and empty (an uninitialised tensor may hold anything; zeros are as good)
+
+
+def _emit_full(ctx, node):
+    dims = out_dims(node)
+    dtype = ctx.output_dtype()
+    value = _fill_value(node)
+    if static(dims):
+        return ctx.const(torch.full(dims, value, dtype=getattr(torch, dtype) if dtype != "bfloat16" else torch.float32), dtype)
+    scalar = ctx.const(value, dtype, shape=[1] * len(dims))
+    layer = ctx.net.add_slice(scalar, (0,) * len(dims), (1,) * len(dims), (0,) * len(dims))
+    layer.set_input(2, ctx.shape_of(ctx.input("self")) if "like" in node.op else ctx.shape_tensor(dims))
+    return ctx.out(layer, "broadcast")
+
+
+def _emit_arange(ctx, node):
+    dims = out_dims(node)
+    if not static(dims):
+        raise NotImplementedError("arange of a dynamic length is not emitted yet (Fill LINSPACE over a shape tensor)")
+    start, end, step = node.arg("start", 0) or 0, node.arg("end"), node.arg("step", 1) or 1
+    dtype = ctx.output_dtype()
+    values = torch.arange(start, end, step, dtype=getattr(torch, dtype) if dtype != "bfloat16" else torch.float32)
+    return ctx.const(values, dtype)
 
 CREATE = [
     ("create/arange", ["aten.arange.default", "aten.arange.start", "aten.arange.start_step"],
@@ -19,11 +51,12 @@ CREATE = [
      "a scalar Constant broadcast to the input's shape (Shape + Slice)", lambda a: torch.full_like(a, 2.0),
      lambda a: torch.full_like(a, 2.0, dtype=torch.float64)),
 ]
-for id, ops, layers, fn, bad in CREATE:
-    define(ns, id, ops, "direct", layers=layers, example=(fn, t(2, 3)), bad=(bad, t(2, 3)))
+for (id, ops, layers, fn, bad), emit in zip(CREATE, (_emit_arange, _emit_full, _emit_full)):
+    define(ns, id, ops, "direct", layers=layers, example=(fn, t(2, 3)), bad=(bad, t(2, 3)), emit=emit)
 
 define(ns, "cast/cast", ["aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy.default", "aten.type_as.default",
                          "aten.to.other"],
        "direct", layers="Cast to the target dtype (no layer when the dtype is unchanged)",
        example=(lambda a: a.to(torch.float16), t(2, 3)), bad=(lambda a: a.to(torch.float64), t(2, 3)),
-       doc="direct: an explicit Cast layer, as strongly typed networks require.")
+       doc="direct: an explicit Cast layer, as strongly typed networks require.",
+       emit=lambda ctx, node: ctx.cast(ctx.input("self"), ctx.output_dtype()))

@@ -3,6 +3,7 @@
 import torch
 import torch.nn.functional as F
 
+from opmap.engine.graph import Ref
 from opmap.rules.common import define, static_arg, t
 
 ns = globals()
@@ -29,29 +30,93 @@ def no_reduce(node, **_):
     assert reduce in (None, "none"), f"scatter with reduce={reduce!r}: TensorRT's Scatter overwrites, it cannot accumulate"
 
 
+def _gather(ctx, data, idx, axis, tag="gather"):
+    return ctx.out(ctx.net.add_gather(data, idx, axis), tag)
+
+
+def _emit_embedding(ctx, node):
+    return _gather(ctx, ctx.input("weight"), ctx.input("indices"), 0, "embedding")
+
+
+def _emit_index_select(ctx, node):
+    x = ctx.input("self")
+    return _gather(ctx, x, ctx.input("index"), node.arg("dim") % ctx.rank(x))
+
+
+def _emit_gather_elements(ctx, node):
+    x = ctx.input("self")
+    layer = ctx.net.add_gather_v2(x, ctx.input("index"), ctx.trt.GatherMode.ELEMENT)
+    layer.axis = node.arg("dim") % ctx.rank(x)
+    return ctx.out(layer, "gather-elements")
+
+
+def _emit_index_int(ctx, node):
+    x = ctx.input("self")
+    indices = node.arg("indices")
+    axis = next(i for i, r in enumerate(indices) if r is not None)
+    return _gather(ctx, x, ctx.tensor(indices[axis]), axis, "index")
+
+
+def _emit_index_nd(ctx, node):
+    x = ctx.input("self")
+    refs = node.arg("indices")
+    if any(r is None for r in refs):
+        raise NotImplementedError("GatherND with skipped leading dims is not emitted yet")
+    idx = ctx.broadcast(*[ctx.cast(ctx.tensor(r), "int64") for r in refs])
+    parts = [ctx.reshape(i, list(i.shape) + [1]) for i in idx]
+    layer = ctx.net.add_concatenation(parts)
+    layer.axis = len(idx[0].shape)
+    stacked = ctx.out(layer, "stack-indices")
+    return ctx.out(ctx.net.add_gather_v2(x, stacked, ctx.trt.GatherMode.ND), "gather-nd")
+
+
+def _emit_scatter(ctx, node):
+    x = ctx.input("self")
+    src = ctx.input("src") if isinstance(node.arg("src"), Ref) else None
+    idx = ctx.input("index")
+    if src is None:
+        src = ctx.const(torch.full([d for d in node.meta("index").shape], node.arg("value")), ctx.dtype(x))
+    layer = ctx.net.add_scatter(x, idx, ctx.cast(src, ctx.dtype(x)), ctx.trt.ScatterMode.ELEMENT)
+    layer.axis = node.arg("dim") % ctx.rank(x)
+    return ctx.out(layer, "scatter")
+
+
+def _emit_index_put(ctx, node):
+    x = ctx.input("self")
+    refs = node.arg("indices")
+    if len(refs) != 1 or refs[0] is None:
+        raise NotImplementedError("index_put with several index tensors is not emitted yet")
+    idx = ctx.cast(ctx.tensor(refs[0]), "int64")
+    idx = ctx.reshape(idx, list(idx.shape) + [1])
+    values = ctx.cast(ctx.input("values"), ctx.dtype(x))
+    return ctx.out(ctx.net.add_scatter(x, idx, values, ctx.trt.ScatterMode.ND), "index-put")
+
+
 define(ns, "gather/embedding", "aten.embedding.default", "direct", layers="Gather on axis 0 of the weight constant",
        example=(F.embedding, torch.tensor([[1, 3, 0]]), t(8, 4)), bad=(F.embedding, torch.tensor([[1, 3, 0]]), t(8, 4).double()),
-       checks=[static_arg("weight")])
+       checks=[static_arg("weight")], emit=_emit_embedding)
 define(ns, "gather/index-select", "aten.index_select.default", "direct", layers="Gather on one axis",
-       example=(lambda a, i: a.index_select(1, i), t(3, 5), torch.tensor([4, 0])))
+       example=(lambda a, i: a.index_select(1, i), t(3, 5), torch.tensor([4, 0])), emit=_emit_index_select)
 define(ns, "gather/gather", "aten.gather.default", "direct", layers="Gather in ELEMENT mode",
-       example=(lambda a, i: a.gather(1, i), t(3, 5), torch.tensor([[0, 1], [2, 3], [4, 4]])))
+       example=(lambda a, i: a.gather(1, i), t(3, 5), torch.tensor([[0, 1], [2, 3], [4, 4]])), emit=_emit_gather_elements)
 define(ns, "gather/index-int", "aten.index.Tensor", "direct", layers="Gather on the indexed axis (one integer index tensor)",
        example=(lambda a, i: a[:, i], t(3, 5), torch.tensor([4, 0, 1])),
-       bad=(lambda a, m: a[m], t(3, 5), t(3, 5, dtype=torch.bool)), match="boolean masks", checks=[integer_indices, single_index_tensor])
+       bad=(lambda a, m: a[m], t(3, 5), t(3, 5, dtype=torch.bool)), match="boolean masks", checks=[integer_indices, single_index_tensor],
+       emit=_emit_index_int)
 define(ns, "gather/index-nd", "aten.index.Tensor", "direct",
        layers="GatherND over stacked (broadcast) integer indices",
        example=(lambda a, i, j: a[i, j], t(3, 5), torch.tensor([0, 2]), torch.tensor([1, 4])),
-       bad=(lambda a, m: a[m], t(3, 5), t(3, 5, dtype=torch.bool)), match="boolean masks", checks=[integer_indices])
+       bad=(lambda a, m: a[m], t(3, 5), t(3, 5, dtype=torch.bool)), match="boolean masks", checks=[integer_indices],
+       emit=_emit_index_nd)
 define(ns, "scatter/scatter", ["aten.scatter.src", "aten.scatter.value", "aten.scatter.reduce", "aten.scatter.value_reduce"], "direct", layers="Scatter in ELEMENT mode",
        example=(lambda a, i, s: a.scatter(1, i, s), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
        bad=(lambda a, i, s: a.scatter(1, i, s, reduce="add"), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
-       match="cannot accumulate", checks=[no_reduce])
+       match="cannot accumulate", checks=[no_reduce], emit=_emit_scatter)
 define(ns, "scatter/index-put", ["aten.index_put.default", "aten.index_put_.default"], "direct",
        layers="Scatter in ND mode (overwrite)",
        example=(lambda a, i, v: a.index_put((i,), v), t(5, 3), torch.tensor([0, 3]), t(2, 3)),
        bad=(lambda a, i, v: a.index_put((i,), v, accumulate=True), t(5, 3), torch.tensor([0, 3]), t(2, 3)), match="accumulate",
-       checks=[lambda node, **_: _no_accumulate(node)])
+       checks=[lambda node, **_: _no_accumulate(node)], emit=_emit_index_put)
 
 
 def _no_accumulate(node):

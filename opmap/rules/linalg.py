@@ -3,21 +3,59 @@
 import torch
 import torch.nn.functional as F
 
+from opmap.engine.graph import Ref
 from opmap.rules.common import define, float_input, t
 
 ns = globals()
 
+def _matmul(ctx, a, b, transpose_b=False):
+    a, b = ctx.broadcast(a, b)
+    op = ctx.trt.MatrixOperation
+    return ctx.out(ctx.net.add_matrix_multiply(a, op.NONE, b, op.TRANSPOSE if transpose_b else op.NONE), "matmul")
+
+
+def _emit_linear(ctx, node):
+    x = ctx.input("input")
+    y = _matmul(ctx, x, ctx.cast(ctx.input("weight"), ctx.dtype(x)), transpose_b=True)
+    if isinstance(node.arg("bias"), Ref):
+        y = ctx.elementwise(y, ctx.input("bias"), "SUM")
+    return y
+
+
+def _emit_addmm(ctx, node):
+    a, b = (ctx.input("mat1"), ctx.input("mat2")) if node.op == "aten.addmm.default" else (ctx.input("batch1"), ctx.input("batch2"))
+    y = _matmul(ctx, a, b)
+    alpha, beta = node.arg("alpha", 1), node.arg("beta", 1)
+    if alpha != 1:
+        y = ctx.elementwise(y, ctx.const(alpha, ctx.dtype(y)), "PROD")
+    bias = ctx.input("self")
+    if beta != 1:
+        bias = ctx.elementwise(bias, ctx.const(beta, ctx.dtype(y)), "PROD")
+    return ctx.elementwise(y, bias, "SUM") if beta != 0 else y
+
+
+def _emit_matmul(ctx, node):
+    a, b = ctx.input("self"), ctx.input("mat2" if node.op in ("aten.mm.default", "aten.bmm.default") else "other")
+    op = ctx.trt.MatrixOperation
+    if ctx.rank(a) == 1 or ctx.rank(b) == 1:
+        layer = ctx.net.add_matrix_multiply(a, op.VECTOR if ctx.rank(a) == 1 else op.NONE, b, op.VECTOR if ctx.rank(b) == 1 else op.NONE)
+        return ctx.out(layer, "matmul")
+    return _matmul(ctx, a, b)
+
+
 define(ns, "mm/linear", "aten.linear.default", "decompose",
        layers="MatrixMultiply with the transposed weight constant, ElementWise SUM for the bias",
-       example=(F.linear, t(2, 4), t(3, 4), t(3)), checks=[float_input])
+       example=(F.linear, t(2, 4), t(3, 4), t(3)), checks=[float_input], emit=_emit_linear)
 define(ns, "mm/addmm", ["aten.addmm.default", "aten.baddbmm.default"], "decompose",
        layers="MatrixMultiply then ElementWise SUM (beta/alpha folded as PROD)",
-       example=(lambda b, x, w: torch.addmm(b, x, w), t(3), t(2, 4), t(4, 3)), checks=[float_input])
+       example=(lambda b, x, w: torch.addmm(b, x, w), t(3), t(2, 4), t(4, 3)), checks=[float_input], emit=_emit_addmm)
 define(ns, "mm/matmul", ["aten.mm.default", "aten.bmm.default", "aten.matmul.default"], "direct",
-       layers="MatrixMultiply (batch dims broadcast)", example=(torch.matmul, t(2, 3, 4), t(4, 5)), checks=[float_input])
+       layers="MatrixMultiply (batch dims broadcast)", example=(torch.matmul, t(2, 3, 4), t(4, 5)), checks=[float_input],
+       emit=_emit_matmul)
 define(ns, "mm/einsum", "aten.einsum.default", "direct", layers="Einsum (TensorRT's subset: no ellipsis, each label ≤ 2 inputs)",
        example=(lambda a, b: torch.einsum("ij,jk->ik", a, b), t(2, 3), t(3, 4)),
-       checks=[lambda node, **_: _einsum_subset(node)])
+       checks=[lambda node, **_: _einsum_subset(node)],
+       emit=lambda ctx, node: ctx.out(ctx.net.add_einsum([ctx.tensor(r) for r in node.arg("tensors")], node.arg("equation")), "einsum"))
 
 
 def _einsum_subset(node):

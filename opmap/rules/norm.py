@@ -18,22 +18,119 @@ def normalized_shape_static(node, **_):
     assert all(isinstance(d, int) for d in shape), f"normalized_shape {shape} is not static"
 
 
+def _affine_param(ctx, name, rank, axis_from, default):
+    """A per-feature weight/bias shaped to broadcast against the input (or the constant default)."""
+    from opmap.engine.graph import Ref
+
+    ref = ctx.node.arg(name)
+    shape = list(ctx.node.meta("input").shape[axis_from:])
+    if isinstance(ref, Ref):
+        t = ctx.cast(ctx.tensor(ref), ctx.dtype(ctx.input("input")))
+    else:
+        t = ctx.const(torch.full(shape, float(default)), ctx.dtype(ctx.input("input")))
+    return ctx.reshape(t, [1] * axis_from + shape)
+
+
+def _layer_norm_outputs(ctx, node, y):
+    return [y, None, None] if node.op == "aten.native_layer_norm.default" else y
+
+
+def _emit_layer_norm(ctx, node):
+    x = ctx.input("input")
+    rank = ctx.rank(x)
+    k = len(node.arg("normalized_shape"))
+    scale = _affine_param(ctx, "weight", rank, rank - k, 1.0)
+    bias = _affine_param(ctx, "bias", rank, rank - k, 0.0)
+    layer = ctx.net.add_normalization(x, scale, bias, ctx.axes_mask(range(rank - k, rank), rank))
+    layer.epsilon = float(node.arg("eps", 1e-5))
+    return _layer_norm_outputs(ctx, node, ctx.out(layer, "layernorm"))
+
+
+def _emit_layer_norm_decomposed(ctx, node):
+    x = ctx.input("input")
+    rank = ctx.rank(x)
+    k = len(node.arg("normalized_shape"))
+    axes = ctx.axes_mask(range(rank - k, rank), rank)
+    avg = ctx.trt.ReduceOperation.AVG
+    mean = ctx.out(ctx.net.add_reduce(x, avg, axes, True), "mean")
+    centered = ctx.elementwise(x, mean, "SUB")
+    var = ctx.out(ctx.net.add_reduce(ctx.elementwise(centered, centered, "PROD"), avg, axes, True), "var")
+    std = ctx.unary(ctx.elementwise(var, ctx.const(float(node.arg("eps", 1e-5)), ctx.dtype(x)), "SUM"), "SQRT")
+    y = ctx.elementwise(centered, std, "DIV")
+    y = ctx.elementwise(y, _affine_param(ctx, "weight", rank, rank - k, 1.0), "PROD")
+    y = ctx.elementwise(y, _affine_param(ctx, "bias", rank, rank - k, 0.0), "SUM")
+    return _layer_norm_outputs(ctx, node, y)
+
+
+def _emit_rms_norm(ctx, node):
+    x = ctx.input("input")
+    rank = ctx.rank(x)
+    k = len(node.arg("normalized_shape"))
+    axes = ctx.axes_mask(range(rank - k, rank), rank)
+    ms = ctx.out(ctx.net.add_reduce(ctx.elementwise(x, x, "PROD"), ctx.trt.ReduceOperation.AVG, axes, True), "mean-square")
+    eps = node.arg("eps")
+    eps = float(torch.finfo(getattr(torch, ctx.dtype(x))).eps) if eps is None else float(eps)
+    y = ctx.elementwise(x, ctx.unary(ctx.elementwise(ms, ctx.const(eps, ctx.dtype(x)), "SUM"), "SQRT"), "DIV")
+    return ctx.elementwise(y, _affine_param(ctx, "weight", rank, rank - k, 1.0), "PROD")
+
+
+def _channel_param(ctx, name, default, rank):
+    from opmap.engine.graph import Ref
+
+    ref = ctx.node.arg(name)
+    channels = ctx.node.meta("input").shape[1]
+    t = ctx.tensor(ref) if isinstance(ref, Ref) else ctx.const(torch.full([channels], float(default)), "float32")
+    return ctx.reshape(ctx.cast(t, ctx.dtype(ctx.input("input"))), [1, channels] + [1] * (rank - 2))
+
+
+def _emit_batch_norm(ctx, node):
+    """(x - mean) · weight / sqrt(var + eps) + bias, as one per-channel scale and shift."""
+    x = ctx.input("input")
+    rank = ctx.rank(x)
+    dt = ctx.dtype(x)
+    mean = _channel_param(ctx, "running_mean", 0.0, rank)
+    var = _channel_param(ctx, "running_var", 1.0, rank)
+    eps = float(node.arg("eps", node.arg("epsilon", 1e-5)))
+    scale = ctx.elementwise(_channel_param(ctx, "weight", 1.0, rank),
+                            ctx.unary(ctx.elementwise(var, ctx.const(eps, dt), "SUM"), "SQRT"), "DIV")
+    shift = ctx.elementwise(_channel_param(ctx, "bias", 0.0, rank), ctx.elementwise(mean, scale, "PROD"), "SUB")
+    y = ctx.elementwise(ctx.elementwise(x, scale, "PROD"), shift, "SUM")
+    if node.op == "aten.batch_norm.default":
+        return y
+    return [y, None, None]
+
+
+def _emit_group_norm(ctx, node):
+    x = ctx.input("input")
+    rank = ctx.rank(x)
+    groups = node.arg("num_groups", node.arg("group"))
+    ones = ctx.const(torch.ones([1, groups] + [1] * (rank - 2)), ctx.dtype(x))
+    zeros = ctx.const(torch.zeros([1, groups] + [1] * (rank - 2)), ctx.dtype(x))
+    layer = ctx.net.add_normalization(x, ones, zeros, ctx.axes_mask(range(2, rank), rank))
+    layer.num_groups = groups
+    layer.epsilon = float(node.arg("eps", 1e-5))
+    y = ctx.out(layer, "groupnorm")
+    y = ctx.elementwise(y, _channel_param(ctx, "weight", 1.0, rank), "PROD")
+    return ctx.elementwise(y, _channel_param(ctx, "bias", 0.0, rank), "SUM")
+
+
 define(ns, "norm/layer-norm", ["aten.layer_norm.default", "aten.native_layer_norm.default"], "direct",
        layers="Normalization over the trailing axes, weight and bias as constants",
        example=(lambda a, w, b: F.layer_norm(a, (4,), w, b), t(2, 3, 4), t(4), t(4)),
-       checks=[float_input, normalized_shape_static])
+       checks=[float_input, normalized_shape_static], emit=_emit_layer_norm)
 define(ns, "norm/layer-norm-decomposed", ["aten.layer_norm.default", "aten.native_layer_norm.default"], "decompose",
        layers="Reduce AVG, SUB, PROD, Reduce AVG, SUM eps, Unary SQRT, DIV, scale and shift (exact)",
-       example=(lambda a: F.layer_norm(a, (4,)), t(2, 3, 4)), checks=[float_input, normalized_shape_static])
+       example=(lambda a: F.layer_norm(a, (4,)), t(2, 3, 4)), checks=[float_input, normalized_shape_static],
+       emit=_emit_layer_norm_decomposed)
 define(ns, "norm/rms-norm", ["aten.rms_norm.default"], "decompose",
        layers="PROD, Reduce AVG, SUM eps, Unary SQRT, DIV, PROD weight", example=(lambda a: F.rms_norm(a, (4,)), t(2, 3, 4)),
-       checks=[float_input])
+       checks=[float_input], emit=_emit_rms_norm)
 define(ns, "norm/group-norm", ["aten.group_norm.default", "aten.native_group_norm.default"], "direct",
        layers="Normalization with num_groups", example=(lambda a: F.group_norm(a, 2), t(1, 4, 3, 3)),
-       checks=[float_input, static_arg("weight", "bias")])
+       checks=[float_input, static_arg("weight", "bias")], emit=_emit_group_norm)
 define(ns, "norm/batch-norm", ["aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
                                "aten.native_batch_norm.default"], "decompose",
        layers="inference batch norm folded into one per-channel Scale (shift, scale) from the running statistics",
        example=(lambda a, m, v: F.batch_norm(a, m, v), t(1, 3, 4, 4), t(3), t(3).abs() + 1),
        bad=(lambda a, m, v: F.batch_norm(a, m, v, training=True), t(2, 3, 4, 4), t(3), t(3).abs() + 1), match="training mode",
-       checks=[float_input, inference_batch_norm])
+       checks=[float_input, inference_batch_norm], emit=_emit_batch_norm)

@@ -2,7 +2,7 @@
 
 import torch
 
-from opmap.rules.common import define, int_arg, t
+from opmap.rules.common import define, emit_identity, int_arg, out_dims, static, t
 
 ns = globals()
 
@@ -18,42 +18,243 @@ def constant_dims(*names):
     return dims_are_constants
 
 
+def _emit_view(ctx, node):
+    x = ctx.input("self")
+    dims = out_dims(node)
+    return ctx.reshape(x, dims)
+
+
+def _emit_permute(ctx, node):
+    x = ctx.input("self")
+    rank = ctx.rank(x)
+    if node.op == "aten.permute.default":
+        perm = [d % rank for d in node.arg("dims")]
+    elif rank < 2:
+        return x
+    else:
+        d0, d1 = (node.arg("dim0", 0) % rank, node.arg("dim1", 1) % rank) if node.op == "aten.transpose.int" else (rank - 2, rank - 1)
+        perm = list(range(rank))
+        perm[d0], perm[d1] = perm[d1], perm[d0]
+    layer = ctx.net.add_shuffle(x)
+    layer.first_transpose = tuple(perm)
+    return ctx.out(layer, "permute")
+
+
+def _slice_layer(ctx, x, start, size, stride, mode=None, fill=None):
+    if static(size):
+        layer = ctx.net.add_slice(x, tuple(start), tuple(size), tuple(stride))
+    else:
+        layer = ctx.net.add_slice(x, tuple(start), tuple(0 for _ in size), tuple(stride))
+        layer.set_input(2, ctx.shape_tensor(size))
+    if mode is not None:
+        layer.mode = getattr(ctx.trt.SampleMode, mode)
+    if fill is not None:
+        layer.set_input(4, fill)
+    return ctx.out(layer, "slice")
+
+
+def _emit_expand(ctx, node):
+    target = out_dims(node)
+    x = ctx.unsqueeze_to(ctx.input("self"), len(target))
+    stride = [0 if (isinstance(s, int) and s == 1 and t != 1) else 1 for s, t in zip(x.shape, target)]
+    return _slice_layer(ctx, x, [0] * len(target), target, stride)
+
+
+def _emit_repeat(ctx, node):
+    target = out_dims(node)
+    x = ctx.unsqueeze_to(ctx.input("self"), len(target))
+    return _slice_layer(ctx, x, [0] * len(target), target, [1] * len(target), mode="WRAP")
+
+
+def static_arg_dims(node, **_):
+    meta = node.meta("self")
+    assert meta.is_static, f"input {meta} has dynamic dims; the mask is built at build time"
+
+
+def diff_once(node, **_):
+    assert node.arg("n", 1) == 1, f"diff with n={node.arg('n')}: only n=1 is decomposed"
+    assert node.arg("prepend") is None and node.arg("append") is None, "diff with prepend/append is not decomposed"
+    assert node.meta("self").is_static, "diff along dynamic dims is not decomposed"
+
+
 SHUFFLE = [
     ("shape/view", ["aten.view.default", "aten.reshape.default", "aten._unsafe_view.default", "aten.flatten.using_ints"],
-     "Shuffle reshape (dynamic sizes from shape tensors)", lambda a: a.reshape(2, -1)),
+     "Shuffle reshape (dynamic sizes from shape tensors)", lambda a: a.reshape(2, -1), _emit_view),
     ("shape/permute", ["aten.permute.default", "aten.transpose.int", "aten.t.default", "aten.numpy_T.default"],
-     "Shuffle first_transpose", lambda a: a.permute(1, 0)),
-    ("shape/unsqueeze", ["aten.unsqueeze.default"], "Shuffle reshape (or IUnsqueezeLayer)", lambda a: a.unsqueeze(1)),
-    ("shape/squeeze", ["aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default"], "Shuffle reshape (or ISqueezeLayer)",
-     lambda a: a.unsqueeze(0).squeeze(0)),
-    ("shape/expand", ["aten.expand.default", "aten.expand_as.default"], "Slice with stride 0 on broadcast dims", lambda a: a[:, :1].expand(4, 6)),
-    ("shape/repeat", ["aten.repeat.default"], "Slice in WRAP mode over the tiled size", lambda a: a.repeat(2, 1)),
+     "Shuffle first_transpose", lambda a: a.permute(1, 0), _emit_permute),
+    ("shape/unsqueeze", ["aten.unsqueeze.default"], "Shuffle reshape", lambda a: a.unsqueeze(1), _emit_view),
+    ("shape/squeeze", ["aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default"], "Shuffle reshape",
+     lambda a: a.unsqueeze(0).squeeze(0), _emit_view),
+    ("shape/expand", ["aten.expand.default", "aten.expand_as.default"], "Slice with stride 0 on broadcast dims",
+     lambda a: a[:, :1].expand(4, 6), _emit_expand),
+    ("shape/repeat", ["aten.repeat.default"], "Slice in WRAP mode over the tiled size", lambda a: a.repeat(2, 1), _emit_repeat),
 ]
-for id, ops, layers, fn in SHUFFLE:
-    define(ns, id, ops, "direct", layers=layers, example=(fn, t(4, 6)))
+for id, ops, layers, fn, emit in SHUFFLE:
+    define(ns, id, ops, "direct", layers=layers, example=(fn, t(4, 6)), emit=emit)
+
+
+def _dim_size(node, name, dim):
+    return node.meta(name).shape[dim]
+
+
+def _emit_slice(ctx, node):
+    x = ctx.input("self")
+    rank = ctx.rank(x)
+    dim = node.arg("dim", 0) % rank
+    n = _dim_size(node, "self", dim)
+    step = node.arg("step", 1)
+    start = node.arg("start") or 0
+    if not isinstance(n, int):
+        raise NotImplementedError("slicing along a dynamic dim is not emitted yet")
+    start = max(0, min(n, start + n if start < 0 else start))
+    start_v = [0] * rank
+    start_v[dim] = start
+    size = out_dims(node)
+    stride = [1] * rank
+    stride[dim] = step
+    return _slice_layer(ctx, x, start_v, size, stride)
+
+
+def _emit_select(ctx, node):
+    x = ctx.input("self")
+    rank = ctx.rank(x)
+    dim = node.arg("dim") % rank
+    index = node.arg("index")
+    n = _dim_size(node, "self", dim)
+    if index < 0:
+        index += n
+    return ctx.out(ctx.net.add_gather(x, ctx.const(index, "int64", shape=()), dim), "select")
+
+
+def _emit_narrow(ctx, node):
+    x = ctx.input("self")
+    rank = ctx.rank(x)
+    dim = node.arg("dim") % rank
+    start = [0] * rank
+    start[dim] = node.arg("start") % _dim_size(node, "self", dim)
+    return _slice_layer(ctx, x, start, out_dims(node), [1] * rank)
+
+
+def _emit_cat(ctx, node):
+    dtype = ctx.output_dtype()
+    parts = [ctx.cast(ctx.tensor(r), dtype) for r in node.arg("tensors")]
+    rank = len(node.out.shape)
+    parts = [p for p in parts if not (len(p.shape) == 1 and p.shape[0] == 0 and rank != 1)]
+    layer = ctx.net.add_concatenation(parts)
+    layer.axis = node.arg("dim", 0) % rank
+    return ctx.out(layer, "cat")
+
+
+def _emit_stack(ctx, node):
+    rank = len(node.out.shape)
+    dim = node.arg("dim", 0) % rank
+    parts = []
+    for r in node.arg("tensors"):
+        t_ = ctx.tensor(r)
+        shape = list(t_.shape)
+        shape.insert(dim, 1)
+        parts.append(ctx.reshape(t_, shape))
+    layer = ctx.net.add_concatenation(parts)
+    layer.axis = dim
+    return ctx.out(layer, "stack")
+
+
+def _emit_split(ctx, node):
+    x = ctx.input("self")
+    rank = ctx.rank(x)
+    dim = node.arg("dim", 0) % rank
+    outs = []
+    offset = 0
+    squeeze = node.op == "aten.unbind.int"
+    for meta in node.outputs:
+        start = [0] * rank
+        start[dim] = offset
+        size = list(meta.shape)
+        if squeeze:
+            size.insert(dim, 1)
+        piece = _slice_layer(ctx, x, start, size, [1] * rank)
+        outs.append(ctx.reshape(piece, list(meta.shape)) if squeeze else piece)
+        offset += size[dim]
+    return outs
+
+
+def _emit_flip(ctx, node):
+    x = ctx.input("self")
+    shape = list(node.meta("self").shape)
+    rank = len(shape)
+    dims = {d % rank for d in node.arg("dims")}
+    start = [shape[i] - 1 if i in dims else 0 for i in range(rank)]
+    stride = [-1 if i in dims else 1 for i in range(rank)]
+    return _slice_layer(ctx, x, start, shape, stride)
+
+
+def _emit_pad(ctx, node):
+    x = ctx.input("self")
+    shape = list(node.meta("self").shape)
+    rank = len(shape)
+    pad = node.arg("pad")
+    start, size = [0] * rank, list(shape)
+    for i in range(len(pad) // 2):
+        axis = rank - 1 - i
+        before, after = pad[2 * i], pad[2 * i + 1]
+        start[axis] = -before
+        size[axis] = shape[axis] + before + after
+    value = node.arg("value", 0.0) or 0.0
+    return _slice_layer(ctx, x, start, size, [1] * rank, mode="FILL", fill=ctx.const(value, ctx.dtype(x), shape=()))
+
+
+def _emit_triangle(ctx, node):
+    x = ctx.input("self")
+    shape = node.meta("self").shape
+    rows, cols = shape[-2], shape[-1]
+    k = node.arg("diagonal", 0)
+    i = torch.arange(rows).reshape(-1, 1)
+    j = torch.arange(cols).reshape(1, -1)
+    keep = (j - i >= k) if node.op == "aten.triu.default" else (j - i <= k)
+    mask = ctx.const(keep, "bool")
+    zero = ctx.const(0, ctx.dtype(x), shape=())
+    cond, a, b = ctx.broadcast(mask, x, zero)
+    return ctx.out(ctx.net.add_select(cond, a, b), "triangle")
+
+
+def _emit_diff(ctx, node):
+    x = ctx.input("self")
+    shape = list(node.meta("self").shape)
+    rank = len(shape)
+    dim = node.arg("dim", -1) % rank
+    size = list(shape)
+    size[dim] -= 1
+    hi_start = [0] * rank
+    hi_start[dim] = 1
+    hi = _slice_layer(ctx, x, hi_start, size, [1] * rank)
+    lo = _slice_layer(ctx, x, [0] * rank, size, [1] * rank)
+    if node.meta("self").dtype == "bool":
+        return ctx.elementwise(hi, lo, "XOR")
+    return ctx.elementwise(hi, lo, "SUB")
 
 define(ns, "shape/identity", ["aten.alias.default", "aten.contiguous.default", "aten.clone.default", "aten.detach.default",
                               "aten.lift_fresh_copy.default", "aten.to.device"],
        "direct", layers="no layer: the tensor passes through (TensorRT has no memory format or device per tensor)",
-       example=(lambda a: a.contiguous().clone(), t(2, 3)))
+       example=(lambda a: a.contiguous().clone(), t(2, 3)), emit=emit_identity)
 define(ns, "shape/slice", ["aten.slice.Tensor"], "direct", layers="Slice (start, size, stride; negative ends resolved)",
-       example=(lambda a: a[:, 1:-1:2], t(4, 8)), checks=[int_arg("step")])
+       example=(lambda a: a[:, 1:-1:2], t(4, 8)), checks=[int_arg("step")], emit=_emit_slice)
 define(ns, "shape/select", ["aten.select.int"], "direct", layers="Gather with a constant scalar index (drops the dim)",
-       example=(lambda a: a[:, 2], t(4, 8)), checks=[int_arg("index")])
-define(ns, "shape/narrow", ["aten.narrow.default"], "direct", layers="Slice", example=(lambda a: a.narrow(1, 2, 3), t(4, 8)))
+       example=(lambda a: a[:, 2], t(4, 8)), checks=[int_arg("index")], emit=_emit_select)
+define(ns, "shape/narrow", ["aten.narrow.default"], "direct", layers="Slice", example=(lambda a: a.narrow(1, 2, 3), t(4, 8)), emit=_emit_narrow)
 define(ns, "shape/cat", ["aten.cat.default", "aten.concat.default"], "direct", layers="Concatenation on one axis",
-       example=(lambda a, b: torch.cat([a, b], -1), t(2, 3), t(2, 5)))
+       example=(lambda a, b: torch.cat([a, b], -1), t(2, 3), t(2, 5)), emit=_emit_cat)
 define(ns, "shape/stack", ["aten.stack.default"], "decompose", layers="Unsqueeze each input, then Concatenation",
-       example=(lambda a, b: torch.stack([a, b], 1), t(2, 3), t(2, 3)))
+       example=(lambda a, b: torch.stack([a, b], 1), t(2, 3), t(2, 3)), emit=_emit_stack)
 define(ns, "shape/split", ["aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default", "aten.unbind.int"],
        "decompose", layers="one Slice per piece", example=(lambda a: a.split(2, -1), t(2, 6)),
-       checks=[constant_dims("split_size", "split_sizes", "chunks")])
+       checks=[constant_dims("split_size", "split_sizes", "chunks")], emit=_emit_split)
 define(ns, "shape/flip", ["aten.flip.default"], "direct", layers="Slice with stride -1 on the flipped dims",
-       example=(lambda a: a.flip(-1), t(2, 6)))
+       example=(lambda a: a.flip(-1), t(2, 6)), emit=_emit_flip)
 define(ns, "shape/pad", ["aten.constant_pad_nd.default", "aten.pad.default"], "direct",
        layers="Slice in FILL mode (negative start) with the pad value",
-       example=(lambda a: torch.nn.functional.pad(a, (1, 2)), t(2, 6)))
+       example=(lambda a: torch.nn.functional.pad(a, (1, 2)), t(2, 6)), emit=_emit_pad)
 define(ns, "shape/triu", ["aten.triu.default", "aten.tril.default"], "decompose",
-       layers="two iota Fills, ElementWise compare, Select against zeros", example=(lambda a: a.triu(1), t(4, 4)))
+       layers="a constant triangular mask, Select against zeros", example=(lambda a: a.triu(1), t(4, 4)), emit=_emit_triangle,
+       checks=[static_arg_dims])
 define(ns, "shape/diff", ["aten.diff.default"], "decompose", layers="two Slices offset by one, ElementWise SUB",
-       example=(lambda a: torch.diff(a, dim=-1), t(3, 6)))
+       example=(lambda a: torch.diff(a, dim=-1), t(3, 6)), emit=_emit_diff, checks=[diff_once])
