@@ -92,8 +92,8 @@ def record(catalog: Catalog, plan: Plan, captured: Captured, model_path: str) ->
         )
         for vseq, v in enumerate(np_.verdicts):
             reason = v.reason
-            if v.applies and v.strategy in np_.over_budget:
-                reason = f"outside the accuracy budget: {np_.over_budget[v.strategy]}"
+            if v.applies and v.strategy in np_.set_aside:
+                reason = np_.set_aside[v.strategy]
             d.verdicts.append(
                 VerdictRow(
                     seq=vseq, strategy=v.strategy, rule=v.rule, kind=v.kind, source_hash=v.source_hash,
@@ -111,8 +111,8 @@ def plan_json(plan: Plan, run_id: int | None, model: str) -> dict[str, Any]:
         verdicts = []
         for v in np_.verdicts:
             item = {"strategy": v.strategy, "rule": v.rule, "outcome": v.outcome.value, "reason": v.reason}
-            if v.applies and v.strategy in np_.over_budget:
-                item["reason"] = f"outside the accuracy budget: {np_.over_budget[v.strategy]}"
+            if v.applies and v.strategy in np_.set_aside:
+                item["reason"] = np_.set_aside[v.strategy]
             if v.expression:
                 item["expression"] = v.expression
                 item["evidence"] = v.evidence
@@ -207,4 +207,53 @@ def run_json(run: Run, node: str | None = None) -> dict[str, Any]:
             }
             for d in decisions
         ],
+    }
+
+
+def build(
+    captured: Captured,
+    catalog: Catalog,
+    ruleset: RuleSet,
+    backend: BackendProfile,
+    settings: Settings,
+    precision: str = "fp32",
+    shapes: dict | None = None,
+    on_node: Callable[[Node], None] | None = None,
+):
+    """Plan, then emit every node into one network and build the engine for real. Returns (plan, built)."""
+    from opmap.engine.builder import build_network, serialize
+
+    plan = make_plan(captured, catalog, ruleset, backend, settings, on_node=on_node)
+    if not plan.complete:
+        reasons = "; ".join(f"{n.node.name} ({n.node.op}): {n.why}" for n in plan.nodes if not n.mapped)
+        raise OpmapError(f"cannot build: {reasons}", exit_code=1)
+    built = serialize(build_network(plan, captured.program, ruleset.strategies, shapes=shapes, precision=precision))
+    return plan, built
+
+
+def parse_shapes(specs: list[str]) -> dict[str, tuple[list[int], list[int], list[int]]]:
+    """``--shape NAME=1x3x224x224:4x3x224x224:8x3x224x224`` (min:opt:max)."""
+    shapes = {}
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        parts = rest.split(":")
+        try:
+            dims = [[int(d) for d in p.split("x")] for p in parts]
+        except ValueError:
+            dims = []
+        if not name or len(dims) != 3 or len({len(d) for d in dims}) != 1:
+            raise OpmapError(f"bad --shape {spec!r}: expected NAME=MIN:OPT:MAX with dims like 1x3x224x224")
+        shapes[name] = (dims[0], dims[1], dims[2])
+    return shapes
+
+
+def verify_json(report, built, model: str, runtime: str) -> dict[str, Any]:
+    return {
+        "model": model,
+        "runtime": runtime,
+        "backend": {"name": built.trt.__name__, "version": getattr(built.trt, "__version__", None)},
+        "engine_bytes": len(built.engine) if built.engine else None,
+        "build_seconds": built.build_seconds,
+        "ok": report.ok,
+        "outputs": [o.to_dict() for o in report.outputs],
     }

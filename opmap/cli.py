@@ -112,6 +112,145 @@ def suggest(
     raise typer.Exit(0 if plan.complete else 1)
 
 
+def _capture_and_open(model, unsafe_pickle, input_shape, progress):
+    from opmap import app as svc
+    from opmap.engine.capture import InputSpec, capture
+
+    specs = [InputSpec.parse(s) for s in input_shape]
+    task = progress.add_task("capturing", total=None)
+    captured = capture(model, unsafe_pickle=unsafe_pickle, input_shapes=specs)
+    progress.update(task, description="opening catalog")
+    catalog, ruleset = svc.open_catalog(state.db)
+    progress.update(task, description="planning and building", total=len(captured.graph), completed=0)
+    return captured, catalog, ruleset, task
+
+
+def _check_backend_and_precision(backend, precision):
+    from opmap.engine.backend import BACKENDS
+    from opmap.engine.builder import PRECISIONS
+
+    if backend is not None and backend not in BACKENDS:
+        raise OpmapError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise OpmapError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
+
+
+@app.command()
+def build(
+    model: Path = typer.Argument(..., help="The model file (as for suggest)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the serialized engine (a .json sidecar goes beside it)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx (default: tensorrt if importable)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16: compute precision, with explicit casts at the edges."),
+    shape: List[str] = typer.Option([], "--shape", help="NAME=MIN:OPT:MAX optimization profile for a dynamic input (dims like 1x128)."),
+    unsafe_pickle: bool = typer.Option(False, "--unsafe-pickle", help="Allow unpickling a model file (this runs its code)."),
+    input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
+    as_json: bool = typer.Option(False, "--json", help="Print the sidecar as JSON."),
+) -> None:
+    """Build a real TensorRT engine through the network API (ahead-of-time; no GPU needed on TensorRT-RTX)."""
+    from opmap import app as svc
+    from opmap.engine.backend import profile
+    from opmap.engine.builder import write_engine
+    from opmap.engine.context import Settings
+
+    _check_backend_and_precision(backend, precision)
+    shapes = svc.parse_shapes(shape)
+    if output.is_dir():
+        raise OpmapError(f"{output} is a directory; give the engine's file name")
+    with _progress(not as_json) as progress:
+        captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress)
+        plan, built = svc.build(captured, catalog, ruleset, profile(backend), Settings(precision=precision), precision, shapes,
+                                on_node=lambda _n: progress.advance(task))
+    sidecar = write_engine(built, plan, output, precision)
+    if as_json:
+        _emit_json(json.loads(sidecar.read_text()))
+        return
+    out.print(f"built {output} ({len(built.engine):,} bytes, {built.network.num_layers} layers, {built.build_seconds:.2f}s) "
+              f"on {plan.backend}, {precision}; sidecar {sidecar}")
+    for name, label in built.extra_outputs.items():
+        out.print(f"  extra output {name}: {label} (the strategy changed the output contract)")
+    for np_ in plan.nodes:
+        if np_.contract:
+            out.print(f"  {np_.node.name} ({np_.choice.strategy}): {np_.contract}")
+
+
+@app.command()
+def verify(
+    model: Path = typer.Argument(..., help="The model file (as for suggest)."),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", help="torch.save'd dict {input name: tensor} (default: seeded random)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the random inputs."),
+    runtime: str = typer.Option("reference", "--runtime", help="reference (the interpreter, works anywhere) | trt (the real engine)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16."),
+    unsafe_pickle: bool = typer.Option(False, "--unsafe-pickle", help="Allow unpickling a model file (this runs its code)."),
+    input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Build the network, run the same inputs through PyTorch and through it; per output max abs / rel error.
+
+    Exits 1 on a mismatch beyond the per-dtype tolerance."""
+    from opmap import app as svc
+    from opmap.engine.backend import profile
+    from opmap.engine.context import Settings
+    from opmap.engine.verify import load_inputs, random_inputs, verify_built
+
+    _check_backend_and_precision(backend, precision)
+    if runtime not in ("reference", "trt"):
+        raise OpmapError(f"unknown runtime {runtime!r}: choose reference or trt")
+    prof = profile(backend)
+    if runtime == "trt" and prof.is_rtx:
+        raise OpmapError("--runtime trt needs full TensorRT (tensorrt) and a supported GPU; here the backend is tensorrt_rtx, "
+                         "whose engines are built ahead-of-time but cannot run on this machine")
+    with _progress(not as_json) as progress:
+        captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress)
+        plan, built = svc.build(captured, catalog, ruleset, prof, Settings(precision=precision), precision,
+                                on_node=lambda _n: progress.advance(task))
+        values = load_inputs(str(inputs), captured.graph.inputs) if inputs else random_inputs(captured.graph.inputs, seed)
+        report = verify_built(built, captured.program, values, runtime)
+    if as_json:
+        _emit_json(svc.verify_json(report, built, str(model), runtime))
+    else:
+        from opmap.report import print_verify
+
+        print_verify(out, report, built, runtime)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
+    """What this machine can and cannot do: backends, plugins, probe builds, whether engines can run here."""
+    from opmap.engine.backend import BACKENDS, PROBES, default_backend, profile
+
+    report = {"default_backend": default_backend(), "backends": {}}
+    for name in BACKENDS:
+        p = profile(name)
+        report["backends"][name] = {
+            "installed": p.installed, "version": p.version, "plugins": p.plugins,
+            "probes": {probe: {"ok": r.ok, "message": r.message} for probe in PROBES for r in [p.builds(probe)]},
+        }
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:
+        gpu = None
+    full = report["backends"]["tensorrt"]["installed"]
+    report["gpu"] = gpu
+    report["engines_run_here"] = bool(full and gpu)
+    report["summary"] = (
+        "engines are built ahead-of-time; none can be executed here"
+        + ("" if gpu else " (no CUDA GPU visible)")
+        + ("" if full else "; full TensorRT is not installed, so `verify --runtime trt` is unavailable")
+        if not report["engines_run_here"]
+        else f"engines can be built and executed here on {gpu}"
+    )
+    if as_json:
+        _emit_json(report)
+        return
+    from opmap.report import print_doctor
+
+    print_doctor(out, report)
+
+
 # -- rules -----------------------------------------------------------------------------------------
 @rules_app.command("list")
 def rules_list(

@@ -33,7 +33,7 @@ def plan_table(plan: Plan, run_id: int | None) -> Table:
         else:
             strategy = Text("no mapping", style="bold red")
             cost = Text("-")
-        rejected = len(np_.rejected) + len(np_.over_budget)
+        rejected = len(np_.rejected) + len(np_.set_aside)
         table.add_row(
             np_.node.name, np_.node.op, strategy, _kind(np_.choice.kind if np_.choice else None), cost,
             np_.runner_up.strategy if np_.runner_up else "-", str(rejected) if rejected else "",
@@ -61,8 +61,8 @@ def print_plan(console: Console, plan: Plan, run_id: int | None, *, reasons: boo
                     if shown:
                         line.append("  [" + ", ".join(f"{k} = {val}" for k, val in shown) + "]", style="dim")
                     console.print(line)
-            for sid, why in np_.over_budget.items():
-                console.print(Text(f"  {np_.node.name} ", style="bold") + Text("OVER BUDGET ", style="magenta") + Text(f"{sid}: {why}"))
+            for sid, why in np_.set_aside.items():
+                console.print(Text(f"  {np_.node.name} ", style="bold") + Text("SET ASIDE ", style="magenta") + Text(f"{sid}: {why}"))
     for np_ in plan.nodes:
         if not np_.mapped:
             console.print(Text(f"no mapping for {np_.node.name} ({np_.node.op}): {np_.why}", style="red"))
@@ -152,3 +152,30 @@ def print_node(console: Console, run: Run, decision: Decision) -> None:
                 console.print(Text(f"        {key} = {value}", style="dim"))
         if v.location and v.outcome != "APPLIES":
             console.print(Text(f"      at {v.location}", style="dim"))
+
+
+def print_verify(console: Console, report, built, runtime: str) -> None:
+    table = Table(header_style="bold", title=f"verify ({'reference interpreter' if runtime == 'reference' else 'TensorRT runtime'}) "
+                                             f"vs PyTorch — engine {len(built.engine or b''):,} bytes, built in {built.build_seconds:.2f}s",
+                  title_justify="left")
+    for col in ("output", "node", "shape", "dtype", "max abs", "max rel", "mismatch", "ok", "note"):
+        table.add_column(col, overflow="fold")
+    for o in report.outputs:
+        table.add_row(o.name, o.node or "-", str(list(o.shape)), o.dtype, f"{o.max_abs:.3g}", f"{o.max_rel:.3g}", f"{o.mismatch:.1%}",
+                      Text("ok" if o.ok else "MISMATCH", style="green" if o.ok else "bold red"), o.note)
+    console.print(table)
+    bad = sum(1 for o in report.outputs if not o.ok)
+    console.rule(Text(f"{len(report.outputs) - bad} passed, {bad} failed", style="bold green" if not bad else "bold red"))
+
+
+def print_doctor(console: Console, report: dict) -> None:
+    console.print(f"[bold]default backend:[/bold] {report['default_backend']}")
+    for name, info in report["backends"].items():
+        state = f"{info['version']}" if info["installed"] else "not installed"
+        plugins = {True: "yes", False: "no (no add_plugin_v3 in its network API)", None: "unknown"}[info["plugins"]]
+        console.print(f"[bold]{name}[/bold]: {state}; plugin layers: {plugins}")
+        for probe, r in info["probes"].items():
+            mark = {True: "[green]builds[/green]", False: "[red]fails[/red]", None: "[dim]unverified[/dim]"}[r["ok"]]
+            console.print(f"    probe {probe}: {mark}  {r['message'] if r['ok'] is False else ''}", highlight=False)
+    console.print(f"[bold]GPU:[/bold] {report['gpu'] or 'none visible'}")
+    console.print(f"[bold]{report['summary']}[/bold]")

@@ -50,7 +50,7 @@ def test_unmeasured_tie_break_by_kind_and_every_candidate_judged():
     assert r.choice.strategy == "p/direct" and r.runner_up.strategy == "p/any"
     assert r.cost.value is None and str(r.cost) == "unmeasured"
     assert {v.strategy for v in r.verdicts} == {"p/direct", "p/decomp", "p/approx", "p/never", "p/any"}
-    assert "p/approx" in r.over_budget and "unmeasured" in r.over_budget["p/approx"]
+    assert "p/approx" in r.set_aside and "unmeasured" in r.set_aside["p/approx"]
     assert "tie-break" in r.why
 
 
@@ -65,7 +65,7 @@ def test_approximate_only_within_the_budget():
     costs = {"p/approx": Cost(0.01, max_rel_err=5e-4), "p/direct": Cost(0.9)}
     assert relu(setup(costs=costs, tolerance=1e-3)).choice.strategy == "p/approx"
     r = relu(setup(costs=costs, tolerance=1e-4))
-    assert r.choice.strategy == "p/direct" and "exceeds the tolerance" in r.over_budget["p/approx"]
+    assert r.choice.strategy == "p/direct" and "exceeds the tolerance" in r.set_aside["p/approx"]
 
 
 def test_no_mapping_names_every_reason():

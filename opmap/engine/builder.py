@@ -31,6 +31,9 @@ NP_DTYPE = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "in
             "int8": np.int8, "uint8": np.uint8}
 
 
+PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
 class BuildError(OpmapError):
     """A node could not be emitted or the network did not build; names the node and strategy."""
 
@@ -91,8 +94,9 @@ class Built:
 class EmitContext:
     """What an emit function works with: its node's inputs as TensorRT tensors, and helpers."""
 
-    def __init__(self, net_builder: "NetworkBuilder", node: Node, strategy: Strategy) -> None:
+    def __init__(self, net_builder: "NetworkBuilder", node: Node, strategy: Strategy, prefix: str = "") -> None:
         self.nb = net_builder
+        self.prefix = prefix
         self.trt = net_builder.trt
         self.net = net_builder.network
         self.node = node
@@ -124,9 +128,9 @@ class EmitContext:
     # -- naming ---------------------------------------------------------------------------------
     def layer(self, layer: Any, tag: str = "") -> Any:
         self._count += 1
-        name = f"{self.node.name}/{self.strategy.id}/{tag or self._count}"
+        name = f"{self.prefix}{self.node.name}/{self.strategy.id}/{tag or self._count}"
         layer.name = name
-        self.nb.layer_map[name] = {"node": self.node.name, "strategy": self.strategy.id}
+        self.nb.layer_map[name] = {"node": self.prefix.split("/", 1)[0] or self.node.name, "strategy": self.strategy.id}
         return layer
 
     def out(self, layer: Any, tag: str = "", index: int = 0) -> Any:
@@ -139,6 +143,8 @@ class EmitContext:
             dtype = str(arr.dtype).removeprefix("torch.")
         if dtype == "float64":
             dtype = "float32"
+        if dtype == "float32" and arr.is_floating_point():
+            dtype = self.compute(dtype)
         arr = arr.to(getattr(torch, dtype))
         if shape is not None:
             arr = arr.reshape(tuple(shape))
@@ -209,6 +215,14 @@ class EmitContext:
         rank = max(self.rank(t) for t in ts)
         return [self.unsqueeze_to(t, rank) for t in ts]
 
+    def expand_to(self, t: Any, shape: Sequence[int]) -> Any:
+        """Broadcast to a static shape (a Slice with stride 0 on the unit dims)."""
+        t = self.unsqueeze_to(t, len(shape))
+        if tuple(t.shape) == tuple(shape):
+            return t
+        stride = tuple(0 if s == 1 and d != 1 else 1 for s, d in zip(t.shape, shape))
+        return self.out(self.net.add_slice(t, (0,) * len(shape), tuple(shape), stride), "expand")
+
     def elementwise(self, a: Any, b: Any, op: str, dtype: str | None = None) -> Any:
         """ElementWise with numpy broadcasting and both operands cast to ``dtype`` (default: a's)."""
         dtype = dtype or self.dtype(a)
@@ -238,13 +252,18 @@ class EmitContext:
         It becomes a network output when the node's result is a graph output."""
         self.nb.extras.setdefault(self.node.name, []).append((label, t))
 
+    def compute(self, dtype: str) -> str:
+        """The dtype a float32 value is computed in under the build's precision (fp16/bf16 builds)."""
+        return self.nb.compute_dtype if dtype == "float32" else dtype
+
     def output_dtype(self, index: int = 0) -> str:
         meta = self.node.outputs[index]
-        return meta.dtype if meta is not None else "float32"
+        return self.compute(meta.dtype if meta is not None else "float32")
 
 
 class NetworkBuilder:
-    def __init__(self, backend: BackendProfile, graph: Graph, plan: Plan, weights: dict[str, torch.Tensor], strategies: dict[str, Strategy]):
+    def __init__(self, backend: BackendProfile, graph: Graph, plan: Plan, weights: dict[str, torch.Tensor], strategies: dict[str, Strategy],
+                 precision: str = "fp32"):
         if backend.module is None:
             raise BuildError(f"backend {backend.name} is not installed here (pip install 'opmap[{'rtx' if backend.is_rtx else 'trt'}]')")
         self.backend = backend
@@ -253,6 +272,9 @@ class NetworkBuilder:
         self.plan = plan
         self.weights = weights
         self.strategies = strategies
+        if precision not in PRECISIONS:
+            raise BuildError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
+        self.compute_dtype = PRECISIONS[precision]
         self.builder = self.trt.Builder(logger(self.trt))
         self.network = strongly_typed_network(self.trt, self.builder)
         self.values: dict[str, Any] = {}  # node/input name -> ITensor or list of ITensors (or python values)
@@ -280,6 +302,9 @@ class NetworkBuilder:
         dtype = str(tensor.dtype).removeprefix("torch.")
         if dtype == "float64":
             raise BuildError(f"weight {name} is float64, which TensorRT cannot hold")
+        if dtype == "float32" and self.compute_dtype != "float32":
+            dtype = self.compute_dtype
+            tensor = tensor.to(getattr(torch, dtype))
         arr = tensor.float() if dtype == "bfloat16" else tensor
         np_arr = np.array(arr.numpy(), order="C")
         self.keep.append(np_arr)
@@ -306,6 +331,10 @@ class NetworkBuilder:
             dims = tuple(-1 if isinstance(d, str) else d for d in meta.shape)
             t = self.network.add_input(name, trt_dtype(self.trt, meta.dtype), dims)
             self.values[name] = t
+            if meta.dtype == "float32" and self.compute_dtype != "float32":  # explicit cast at the edge
+                cast = self.network.add_cast(t, trt_dtype(self.trt, self.compute_dtype))
+                cast.name = f"input/{name}/to-{self.compute_dtype}"
+                self.values[name] = cast.get_output(0)
             if any(d == -1 for d in dims):
                 dynamic = True
                 lo, opt, hi = shapes.get(name) or self._profile_from_symbols(name, meta)
@@ -335,8 +364,14 @@ class NetworkBuilder:
         return lo, opt, hi
 
     def emit_all(self) -> None:
-        for np_ in self.plan.nodes:
+        self.emit_plan(self.plan, prefix="")
+
+    def emit_plan(self, plan: Plan, prefix: str) -> None:
+        for np_ in plan.nodes:
             node = np_.node
+            if np_.subplan is not None:
+                self.values[node.name] = self._emit_expansion(np_, prefix)
+                continue
             if np_.choice is None:
                 raise BuildError(f"node {node.name} ({node.op}) has no mapping: {np_.why}", exit_code=1)
             strat = self.strategies.get(np_.choice.strategy)
@@ -345,7 +380,7 @@ class NetworkBuilder:
                     f"node {node.name}: strategy {np_.choice.strategy} has no emit function yet"
                     + (f"; runner-up: {np_.runner_up.strategy}" if np_.runner_up else "")
                 )
-            ctx = EmitContext(self, node, strat)
+            ctx = EmitContext(self, node, strat, prefix)
             try:
                 result = strat.emit_fn(ctx, node)
             except BuildError:
@@ -355,6 +390,19 @@ class NetworkBuilder:
                 raise BuildError(f"node {node.name} ({node.op}) via {strat.id}: {type(exc).__name__}: {exc}{hint}") from None
             self.values[node.name] = result
 
+    def _emit_expansion(self, np_, prefix: str) -> Any:
+        """Emit a node's planned sub-graph in a scope of its own; its outputs become the node's value."""
+        sub = np_.subplan.graph
+        inputs = [self.tensor(ref) for ref in np_.sub_inputs]
+        outer = self.values
+        self.values = dict(zip(sub.inputs, inputs))
+        try:
+            self.emit_plan(np_.subplan, prefix=f"{prefix}{np_.node.name}/{np_.choice.strategy}/")
+            outs = [self.tensor(ref) if ref is not None else None for ref in sub.outputs]
+        finally:
+            self.values = outer
+        return outs[0] if len(outs) == 1 else outs
+
     def mark_outputs(self) -> tuple[list[str], list[str | None]]:
         names, nodes = [], []
         for i, ref in enumerate(self.graph.outputs):
@@ -363,6 +411,11 @@ class NetworkBuilder:
             t = self.tensor(ref)
             if t is None:
                 raise BuildError(f"graph output {ref} is not a tensor")
+            meta = self.graph.meta_of(ref)
+            if meta is not None and dtype_name(t.dtype) != meta.dtype:  # back to the model's dtype at the edge
+                cast = self.network.add_cast(t, trt_dtype(self.trt, meta.dtype))
+                cast.name = f"output/{i}/to-{meta.dtype}"
+                t = cast.get_output(0)
             if t.is_network_input or t.is_network_output:  # an output must be a distinct tensor
                 t = self._identity(t, f"output/{i}")
             t.name = f"output{i}"
@@ -399,8 +452,8 @@ def weights_of(program: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-def build_network(plan: Plan, program: Any, strategies: dict[str, Strategy], shapes=None) -> Built:
-    nb = NetworkBuilder(plan.backend, plan.graph, plan, weights_of(program), strategies)
+def build_network(plan: Plan, program: Any, strategies: dict[str, Strategy], shapes=None, precision: str = "fp32") -> Built:
+    nb = NetworkBuilder(plan.backend, plan.graph, plan, weights_of(program), strategies, precision)
     profile = nb.add_inputs(shapes)
     nb.emit_all()
     outputs, output_nodes = nb.mark_outputs()

@@ -416,8 +416,14 @@ def _stack(node) -> str | None:
 def graph_from_program(program: Any, name: str = "model") -> Graph:
     from torch.export.graph_signature import InputKind
 
-    gm = program.graph_module
-    kinds = {spec.arg.name: spec.kind for spec in program.graph_signature.input_specs if hasattr(spec.arg, "name")}
+    user = {spec.arg.name for spec in program.graph_signature.input_specs
+            if hasattr(spec.arg, "name") and spec.kind == InputKind.USER_INPUT}
+    return graph_from_fx(program.graph_module, name, is_input=lambda n: n in user, symbols=_symbols(program))
+
+
+def graph_from_fx(gm: Any, name: str, is_input: Callable[[str], bool] = lambda _n: True,
+                  symbols: dict[str, SymbolRange] | None = None) -> Graph:
+    """A Graph from an FX GraphModule whose nodes carry ``meta['val']`` (torch.export or make_fx)."""
     inputs: dict[str, TensorMeta] = {}
     params: dict[str, TensorMeta] = {}
     nodes: dict[str, Node] = {}
@@ -427,7 +433,7 @@ def graph_from_program(program: Any, name: str = "model") -> Graph:
             meta = _meta(fx_node.meta.get("val"))
             if meta is None:
                 continue
-            (inputs if kinds.get(fx_node.name) == InputKind.USER_INPUT else params)[fx_node.name] = meta
+            (inputs if is_input(fx_node.name) else params)[fx_node.name] = meta
         elif fx_node.op == "call_function":
             metas, scalars = _outputs(fx_node.meta.get("val"))
             nodes[fx_node.name] = Node(
@@ -443,8 +449,7 @@ def graph_from_program(program: Any, name: str = "model") -> Graph:
             flat = fx_node.args[0]
             for item in flat if isinstance(flat, (list, tuple)) else [flat]:
                 outputs.append(Ref(item.name) if hasattr(item, "name") else None)
-    symbols = _symbols(program)
-    return Graph(name=name, nodes=nodes, inputs=inputs, params=params, outputs=outputs, symbols=symbols)
+    return Graph(name=name, nodes=nodes, inputs=inputs, params=params, outputs=outputs, symbols=symbols or {})
 
 
 def _symbols(program: Any) -> dict[str, SymbolRange]:

@@ -55,7 +55,9 @@ class NodePlan:
     runner_up: Verdict | None = None
     cost: Cost = UNMEASURED
     why: str = ""
-    over_budget: dict[str, str] = field(default_factory=dict)  # strategy -> why it is outside the budget
+    set_aside: dict[str, str] = field(default_factory=dict)  # applicable strategy -> why it was not eligible
+    subplan: "Plan | None" = None  # for an expanding strategy: the plan of its sub-graph
+    sub_inputs: list = field(default_factory=list)  # the node's tensor arguments feeding the sub-graph's inputs
     contract: str | None = None  # how the chosen strategy changes the node's outputs, if it does
 
     @property
@@ -106,6 +108,7 @@ class Planner:
         settings: Settings = Settings(),
         costs: dict[str, Cost] | None = None,
         pins: dict[str, str] | None = None,
+        depth: int = 0,
     ) -> None:
         self.ruleset = ruleset
         self.candidates = candidates  # op -> strategy ids, from the catalog
@@ -113,6 +116,8 @@ class Planner:
         self.settings = settings
         self.costs = costs or {}
         self.pins = pins or {}  # node name or op -> strategy id the user insists on
+        self.depth = depth  # expansion nesting (a decomposition planned inside a decomposition...)
+        self._graph: Graph | None = None
         catalog_ops = frozenset(op for op in candidates if op != WILDCARD)
         self.judge = Judge(
             base={"settings": settings, "backend": backend, "catalog_ops": catalog_ops}, builtin_fixtures=ruleset.fixtures
@@ -125,6 +130,7 @@ class Planner:
 
     def plan(self, graph: Graph, on_node: Callable[[Node], None] | None = None) -> Plan:
         nodes: list[NodePlan] = []
+        self._graph = graph
         with self.judge.graph_scope(graph):
             for node in graph:
                 nodes.append(self.plan_node(node))
@@ -157,17 +163,17 @@ class Planner:
             cost = self.costs.get(v.strategy, UNMEASURED)
             if v.kind == "approximate" and v.strategy != pin:  # a pin is the user's explicit choice
                 if cost.max_rel_err is None:
-                    result.over_budget[v.strategy] = "approximate, and its accuracy is unmeasured (run `opmap measure`)"
+                    result.set_aside[v.strategy] = "outside the accuracy budget: approximate, and its accuracy is unmeasured (run `opmap measure`)"
                     continue
                 if cost.max_rel_err > self.settings.tolerance:
-                    result.over_budget[v.strategy] = (
-                        f"measured max rel error {cost.max_rel_err:.3g} exceeds the tolerance {self.settings.tolerance:g}"
+                    result.set_aside[v.strategy] = (
+                        f"outside the accuracy budget: measured max rel error {cost.max_rel_err:.3g} exceeds the tolerance {self.settings.tolerance:g}"
                     )
                     continue
             eligible.append(v)
         if not eligible:
             reasons = [f"{v.strategy}: {v.reason}" for v in verdicts if not v.applies]
-            reasons += [f"{sid}: {why}" for sid, why in result.over_budget.items()]
+            reasons += [f"{sid}: {why}" for sid, why in result.set_aside.items()]
             result.why = "no applicable strategy — " + "; ".join(reasons)
             return result
         eligible.sort(key=self._rank)
@@ -179,13 +185,46 @@ class Planner:
                 result.why = f"pinned to {pin}, which does not apply here ({why})"
                 return result
             eligible = pinned + [v for v in eligible if v.strategy != pin]
-        result.choice = eligible[0]
-        result.runner_up = eligible[1] if len(eligible) > 1 else None
+        # The best eligible strategy wins; an expanding one only if its sub-graph plans completely.
+        chosen = next((i for i, v in enumerate(eligible) if self._expand(node, v, result)), None)
+        if chosen is None:
+            result.why = "no applicable strategy — " + "; ".join(f"{sid}: {why}" for sid, why in result.set_aside.items())
+            return result
+        result.choice = eligible[chosen]
+        result.runner_up = eligible[chosen + 1] if chosen + 1 < len(eligible) else None
         result.cost = self.costs.get(result.choice.strategy, UNMEASURED)
         chosen = self.ruleset.strategies.get(result.choice.strategy)
         result.contract = chosen.contract if chosen else None
         result.why = self._why(result.choice, result.runner_up)
         return result
+
+    MAX_DEPTH = 3
+
+    def _expand(self, node: Node, v: Verdict, result: NodePlan) -> bool:
+        """For an expanding strategy: plan its sub-graph; eligible only if every sub-node maps."""
+        strat = self.ruleset.strategies.get(v.strategy)
+        if strat is None or strat.expand_fn is None:
+            return True
+        if self.depth >= self.MAX_DEPTH:
+            result.set_aside[v.strategy] = f"expansions nested deeper than {self.MAX_DEPTH} levels"
+            return False
+        try:
+            sub, refs = strat.expand_fn(node, self._graph)
+        except Exception as exc:  # an expansion that cannot be traced is not a crash of the run
+            result.set_aside[v.strategy] = f"the expansion failed: {type(exc).__name__}: {exc}"
+            return False
+        child = Planner(self.ruleset, self.candidates, backend=self.backend, settings=self.settings, costs=self.costs,
+                        depth=self.depth + 1)
+        try:
+            subplan = child.plan(sub)
+        finally:
+            child.judge.close()
+        if not subplan.complete:
+            missing = "; ".join(f"{n.node.op}: {n.why}" for n in subplan.nodes if not n.mapped)
+            result.set_aside[v.strategy] = f"its expansion has no mapping for {missing}"
+            return False
+        result.subplan, result.sub_inputs = subplan, refs
+        return True
 
     def _rank(self, v: Verdict) -> tuple:
         cost = self.costs.get(v.strategy, UNMEASURED)

@@ -95,6 +95,7 @@ class Strategy:
     examples: tuple[Example, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)  # parametrize values bound to this variant
     emit_fn: Callable | None = None
+    expand_fn: Callable | None = None  # (node, graph) -> (sub-graph, argument refs): planned node by node
     origin: str = "builtin"  # builtin | user | pack:<name>
     source_path: str | None = None
     contract: str | None = None  # how the strategy changes the node's output contract, if it does
@@ -123,7 +124,8 @@ class Strategy:
     @property
     def source_hash(self) -> str:
         if self._hash is None:
-            parts = [_source(self.rule), _source(self.emit_fn) if self.emit_fn else "", repr(sorted(self.params.items(), key=str))]
+            parts = [_source(self.rule), _source(self.emit_fn) if self.emit_fn else "", _source(self.expand_fn),
+                     repr(sorted(self.params.items(), key=str))]
             parts.append(repr((self.ops, self.kind, self.version, self.contract, self.spec)))
             self._hash = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
         return self._hash
@@ -134,6 +136,12 @@ class Strategy:
     def emit(self, fn: Callable) -> Callable:
         """Decorator: the layer-emitting half of the strategy (used by the builder)."""
         self.emit_fn = fn
+        self._hash = None
+        return fn
+
+    def expand(self, fn: Callable) -> Callable:
+        """Decorator: the strategy replaces the node by a sub-graph that the planner plans node by node."""
+        self.expand_fn = fn
         self._hash = None
         return fn
 

@@ -11,7 +11,7 @@ from opmap.engine.builder import Built
 from opmap.engine.graph import TensorMeta
 from opmap.engine.interpreter import run_network
 
-# max |a-b| <= atol + rtol * |b|, per output dtype
+# max |a-b| <= atol + rtol * |b|, per output dtype (the dtype the network computed in, for fp16/bf16 builds)
 TOLERANCE = {
     "float32": (1e-4, 1e-4),
     "float16": (1e-2, 1e-2),
@@ -89,9 +89,13 @@ def compare(expected: torch.Tensor, got: torch.Tensor) -> tuple[float, float, fl
     return float(diff.max()), float(rel.max()), float(bad.double().mean()), not bool(bad.any())
 
 
-def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor]) -> Report:
+def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], runtime: str = "reference") -> Report:
+    """Compare the network's outputs with PyTorch's, by the reference interpreter or (``trt``) the real engine."""
     expected = reference(program, inputs)
-    got = run_network(built.network, built.trt, inputs, built.attention)
+    if runtime == "trt":
+        got = run_engine(built, inputs)
+    else:
+        got = run_network(built.network, built.trt, inputs, built.attention)
     report = Report()
     main = [n for n in built.outputs if n not in built.extra_outputs]
     for i, (name, exp) in enumerate(zip(main, expected)):
@@ -111,3 +115,51 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor]) ->
         report.outputs.append(OutputCheck(name, node, tuple(exp.shape), str(exp.dtype).removeprefix("torch."), max_abs, max_rel,
                                           mismatch, ok, note))
     return report
+
+
+def load_inputs(path: str, expected: dict[str, TensorMeta]) -> dict[str, torch.Tensor]:
+    """``--inputs``: a torch.save'd dict {input name: tensor} (loaded without running code)."""
+    from opmap.errors import OpmapError, first_line
+
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise OpmapError(f"{path}: cannot load inputs: {first_line(exc)} (expected torch.save of {{name: tensor}})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise OpmapError(f"{path}: expected a dict of input name -> tensor, got {type(data).__name__}")
+    missing = sorted(set(expected) - set(data))
+    if missing:
+        raise OpmapError(f"{path}: no tensor for input(s) {', '.join(missing)} (the model takes {', '.join(expected)})")
+    return {k: data[k] for k in expected}
+
+
+def run_engine(built: Built, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Execute the serialized engine on the GPU with full TensorRT (``verify --runtime trt``)."""
+    from opmap.engine.backend import logger
+    from opmap.engine.builder import torch_dtype_of
+    from opmap.errors import OpmapError
+
+    trt = built.trt
+    if not torch.cuda.is_available():
+        raise OpmapError("--runtime trt needs a CUDA GPU; none is visible here (engines are built ahead-of-time only)")
+    runtime = trt.Runtime(logger(trt))
+    engine = runtime.deserialize_cuda_engine(built.engine)
+    if engine is None:
+        raise OpmapError(f"{built.trt.__name__} cannot run this engine on this GPU: {logger(trt).messages[-1:]}")
+    context = engine.create_execution_context()
+    buffers: dict[str, torch.Tensor] = {}
+    for name, value in inputs.items():
+        buffers[name] = value.cuda().contiguous()
+        context.set_input_shape(name, tuple(value.shape))
+        context.set_tensor_address(name, buffers[name].data_ptr())
+    for name in built.outputs:
+        shape = tuple(context.get_tensor_shape(name))
+        if any(d < 0 for d in shape):
+            raise OpmapError(f"output {name} has a data-dependent shape; its runtime needs an output allocator")
+        buffers[name] = torch.empty(shape, dtype=torch_dtype_of(engine.get_tensor_dtype(name)), device="cuda")
+        context.set_tensor_address(name, buffers[name].data_ptr())
+    stream = torch.cuda.Stream()
+    if not context.execute_async_v3(stream.cuda_stream):
+        raise OpmapError("TensorRT failed to execute the engine")
+    stream.synchronize()
+    return {name: buffers[name].cpu() for name in built.outputs}

@@ -182,7 +182,7 @@ def emit_binary(op: str, first: str = "self", second: str = "other"):
     """ElementWise ``op`` on two arguments in PyTorch's promoted dtype; ``alpha`` folded in."""
 
     def emit(ctx, node):
-        dtype = compute_dtype(node, first, second)
+        dtype = ctx.compute(compute_dtype(node, first, second))
         a = ctx.cast(ctx.input(first) if node.meta(first) else ctx.const(node.arg(first), dtype), dtype)
         b = ctx.cast(ctx.operand(second, a), dtype)
         alpha = node.arg("alpha", 1)
@@ -200,7 +200,7 @@ def emit_compare(*ops: str, negate: bool = False):
     """Comparisons: OR of ElementWise comparisons (NaN-correct), optionally negated (for ``ne``)."""
 
     def emit(ctx, node):
-        dtype = compute_dtype(node, "self", "other")
+        dtype = ctx.compute(compute_dtype(node, "self", "other"))
         a = ctx.cast(ctx.input("self"), dtype)
         b = ctx.cast(ctx.operand("other", a), dtype)
         out = None

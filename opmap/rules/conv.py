@@ -35,7 +35,8 @@ def _weight_array(ctx, name):
     tensor = ctx.nb.weights.get(ref.node)
     if tensor is None:
         return None  # a graph tensor: passed as a layer input
-    arr = np.array(tensor.detach().float().numpy(), order="C")
+    dtype = np.float16 if ctx.compute("float32") == "float16" else np.float32
+    arr = np.array(tensor.detach().float().numpy(), dtype=dtype, order="C")
     ctx.nb.keep.append(arr)
     return arr
 
@@ -65,9 +66,9 @@ def _emit_conv(ctx, node):
     bias = _weight_array(ctx, "bias")
     weight_tensor = None
     if weight is None:  # the kernel is a graph tensor: an input of the layer, with empty Weights
-        weight_tensor = ctx.cast(ctx.input("weight"), "float32")
+        weight_tensor = ctx.cast(ctx.input("weight"), ctx.compute("float32"))
         weight = np.zeros(tuple(node.meta("weight").shape), np.float32)
-    bias_tensor = ctx.cast(ctx.input("bias"), "float32") if bias is None and node.arg("bias") is not None else None
+    bias_tensor = ctx.cast(ctx.input("bias"), ctx.compute("float32")) if bias is None and node.arg("bias") is not None else None
     stride, padding, dilation = _spatial_args(node, spatial, "stride", "padding", "dilation")
     if transposed and any(p != 0 for p in (node.arg("output_padding") or [0])):
         raise NotImplementedError("transposed convolution with output_padding is not emitted yet")
@@ -85,7 +86,7 @@ def _emit_conv(ctx, node):
     w = ctx.trt.Weights() if weight_tensor is not None else ctx.trt.Weights(weight)
     b = ctx.trt.Weights(bias) if bias is not None else ctx.trt.Weights()
     add = ctx.net.add_deconvolution_nd if transposed else ctx.net.add_convolution_nd
-    layer = add(ctx.cast(x, "float32"), maps, kernel, w, b)
+    layer = add(ctx.cast(x, ctx.compute("float32") if ctx.compute("float32") != "bfloat16" else "float32"), maps, kernel, w, b)
     if weight_tensor is not None:
         layer.set_input(1, weight_tensor)
     if bias_tensor is not None:

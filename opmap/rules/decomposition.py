@@ -48,32 +48,80 @@ def _argument(value, name: str, graph):
     return value
 
 
-_EXPANSIONS: dict[tuple[str, str], frozenset] = {}
+_EXPANSIONS: dict[tuple[str, str], object] = {}
 
 
-def _expand(node, graph) -> frozenset:
+def _trace(node, graph):
+    """make_fx of the op under PyTorch's core-ATen table, with the node's tensor arguments as the only inputs."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
+    from opmap.engine.capture import graph_from_fx
+
     overload = resolve(node.op)
-    args, kwargs = [], {}
+    tensors: list = []
+    refs: list[Ref] = []
+
+    def collect(value, name):
+        if isinstance(value, Ref):
+            refs.append(value)
+            tensors.append(_argument(value, name, graph))
+            return ("tensor", len(tensors) - 1)
+        if isinstance(value, list):
+            return [collect(v, name) for v in value]
+        return ("const", _argument(value, name, graph))
+
+    plan = []
     for p in overload._schema.arguments:
-        if p.name not in node.args:
-            continue
-        value = _argument(node.args[p.name], p.name, graph)
-        if p.kwarg_only:
-            kwargs[p.name] = value
-        else:
-            args.append(value)
-    gm = make_fx(lambda *a: overload(*a, **kwargs), decomposition_table=_table(), tracing_mode="fake")(*args)
-    return frozenset(op_name(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        if p.name in node.args:
+            plan.append((p.name, p.kwarg_only, collect(node.args[p.name], p.name)))
+
+    def rebuild(spec, live):
+        if isinstance(spec, list):
+            return [rebuild(s, live) for s in spec]
+        kind, value = spec
+        return live[value] if kind == "tensor" else value
+
+    def call(*live):
+        args = [rebuild(spec, live) for _, kw, spec in plan if not kw]
+        kwargs = {name: rebuild(spec, live) for name, kw, spec in plan if kw}
+        return overload(*args, **kwargs)
+
+    gm = make_fx(call, decomposition_table=_table(), tracing_mode="fake")(*tensors)
+    sub = graph_from_fx(gm, f"{node.name}:decomposed")
+    return sub, refs
+
+
+def expansion(node, graph):
+    """(sub-graph, the node's tensor arguments feeding its inputs in order), traced once per signature."""
+    key = (node.op, repr(sorted((k, str(graph.meta_of(v)) if isinstance(v, Ref) else repr(v)) for k, v in node.args.items())))
+    if key not in _EXPANSIONS:
+        sub, _ = _trace(node, graph)
+        _EXPANSIONS[key] = sub
+    _, refs = _refs_only(node)
+    return _EXPANSIONS[key], refs
+
+
+def _refs_only(node):
+    refs: list[Ref] = []
+
+    def collect(value):
+        if isinstance(value, Ref):
+            refs.append(value)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+
+    overload = resolve(node.op)
+    for p in overload._schema.arguments:
+        if p.name in node.args:
+            collect(node.args[p.name])
+    return None, refs
 
 
 def decomposed_ops(node, graph) -> frozenset:
     """The ops PyTorch's core-ATen decomposition of this node yields (traced at the node's static sizes)."""
-    key = (node.op, repr(sorted((k, str(graph.meta_of(v)) if isinstance(v, Ref) else repr(v)) for k, v in node.args.items())))
-    if key not in _EXPANSIONS:
-        _EXPANSIONS[key] = _expand(node, graph)
-    return _EXPANSIONS[key]
+    sub, _ = expansion(node, graph)
+    return frozenset(n.op for n in sub)
 
 
 @strategy("torch/decomposition", op="*", kind="decompose", tags=("generic",),
@@ -92,3 +140,6 @@ def rule_torch_decomposition(node, graph, catalog_ops):
     assert node.op not in ops, f"the decomposition of {node.op} yields the op itself"
     missing = sorted(ops - catalog_ops)
     assert not missing, f"the decomposition yields {', '.join(missing)}, which no catalog strategy maps"
+
+
+rule_torch_decomposition.expand(expansion)

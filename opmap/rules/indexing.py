@@ -62,8 +62,9 @@ def _emit_index_nd(ctx, node):
     refs = node.arg("indices")
     if any(r is None for r in refs):
         raise NotImplementedError("GatherND with skipped leading dims is not emitted yet")
-    idx = ctx.broadcast(*[ctx.cast(ctx.tensor(r), "int64") for r in refs])
-    parts = [ctx.reshape(i, list(i.shape) + [1]) for i in idx]
+    shape = list(torch.broadcast_shapes(*[tuple(ctx.node._graph.meta_of(r).shape) for r in refs]))
+    idx = [ctx.expand_to(ctx.cast(ctx.tensor(r), "int64"), shape) for r in refs]
+    parts = [ctx.reshape(i, shape + [1]) for i in idx]
     layer = ctx.net.add_concatenation(parts)
     layer.axis = len(idx[0].shape)
     stacked = ctx.out(layer, "stack-indices")
