@@ -53,9 +53,11 @@ def make_plan(
     backend: BackendProfile,
     settings: Settings,
     on_node: Callable[[Node], None] | None = None,
+    for_build: bool = False,
 ) -> Plan:
     planner = Planner(
-        ruleset, catalog.candidates_by_op(), backend=backend, settings=settings, costs=costs_from_catalog(catalog, backend.name)
+        ruleset, catalog.candidates_by_op(), backend=backend, settings=settings, costs=costs_from_catalog(catalog, backend.name),
+        require_emit=for_build,
     )
     try:
         return planner.plan(captured.graph, on_node=on_node)
@@ -223,7 +225,7 @@ def build(
     """Plan, then emit every node into one network and build the engine for real. Returns (plan, built)."""
     from opmap.engine.builder import build_network, serialize
 
-    plan = make_plan(captured, catalog, ruleset, backend, settings, on_node=on_node)
+    plan = make_plan(captured, catalog, ruleset, backend, settings, on_node=on_node, for_build=True)
     if not plan.complete:
         reasons = "; ".join(f"{n.node.name} ({n.node.op}): {n.why}" for n in plan.nodes if not n.mapped)
         raise OpmapError(f"cannot build: {reasons}", exit_code=1)

@@ -130,7 +130,10 @@ class EmitContext:
         self._count += 1
         name = f"{self.prefix}{self.node.name}/{self.strategy.id}/{tag or self._count}"
         layer.name = name
-        self.nb.layer_map[name] = {"node": self.prefix.split("/", 1)[0] or self.node.name, "strategy": self.strategy.id}
+        entry = {"node": self.prefix.split("/", 1)[0] or self.node.name, "strategy": self.strategy.id}
+        if self.prefix:
+            entry["via"] = self.prefix.split("/", 1)[1].rstrip("/")  # the expanding strategy (and nested ones)
+        self.nb.layer_map[name] = entry
         return layer
 
     def out(self, layer: Any, tag: str = "", index: int = 0) -> Any:
@@ -283,7 +286,9 @@ class NetworkBuilder:
         self.keep: list = []
         self.extra_outputs: dict[str, str] = {}
         self.extras: dict[str, list[tuple[str, Any]]] = {}  # node -> contract outputs the strategy added
-        self.attention: dict[str, Any] = {}  # IAttention name -> IAttention (the API exposes no attention layer class)
+        self.attention: dict[str, Any] = {}  # IAttention name -> IAttention
+        self.counts: dict[str, Any] = {}  # data-dependent size symbol ("u0") -> its run-time value (int64 [1])
+        self.padded: dict[str, int] = {}  # data-dependent size symbol -> the static bound its tensors are padded to (the API exposes no attention layer class)
 
     # -- values ---------------------------------------------------------------------------------
     def tensor(self, ref: Ref) -> Any:
@@ -317,10 +322,53 @@ class NetworkBuilder:
             out = cast.get_output(0)
         return out
 
+    def pad(self, symbol: str, bound: int, count: Any) -> None:
+        """A static-bound strategy padded the tensors sized ``symbol`` to ``bound`` rows; ``count`` is the true size."""
+        self.padded[symbol] = bound
+        self.counts.setdefault(symbol, count)
+        arr = np.array([bound], np.int64)
+        self.keep.append(arr)
+        layer = self.network.add_constant((1,), self.trt.Weights(arr))
+        layer.name = f"size/{symbol}/padded-bound"
+        self.symbols.setdefault(symbol, layer.get_output(0))  # physical size: shapes use the bound
+
     def symbol(self, expr: str) -> Any:
+        """A 1-element int64 tensor holding a symbolic size: an input dim, or arithmetic over input dims."""
         if expr not in self.symbols:
-            raise BuildError(f"symbolic size {expr} is not a dim of any input; opmap resolves only input dims at run time")
+            self.symbols[expr] = self._symbolic(_sympify(expr), expr)
         return self.symbols[expr]
+
+    def _symbolic(self, e: Any, text: str) -> Any:
+        import sympy
+
+        def const(v: int) -> Any:
+            arr = np.array([v], np.int64)
+            self.keep.append(arr)
+            layer = self.network.add_constant((1,), self.trt.Weights(arr))
+            layer.name = f"size/{text}/{v}/{len(self.keep)}"
+            return layer.get_output(0)
+
+        def combine(op: str, parts: list[Any]) -> Any:
+            out = parts[0]
+            for p in parts[1:]:
+                layer = self.network.add_elementwise(out, p, getattr(self.trt.ElementWiseOperation, op))
+                layer.name = f"size/{text}/{op.lower()}/{len(self.keep)}/{id(layer)}"
+                out = layer.get_output(0)
+            return out
+
+        if e.is_Integer:
+            return const(int(e))
+        if e.is_Symbol:
+            if str(e) not in self.symbols:
+                raise BuildError(f"symbolic size {e} (in {text}) is not a dim of any input; opmap resolves sizes from input dims")
+            return self.symbols[str(e)]
+        if isinstance(e, sympy.Add):
+            return combine("SUM", [self._symbolic(a, text) for a in e.args])
+        if isinstance(e, sympy.Mul):
+            return combine("PROD", [self._symbolic(a, text) for a in e.args])
+        if type(e).__name__ == "FloorDiv":
+            return combine("FLOOR_DIV", [self._symbolic(a, text) for a in e.args])
+        raise BuildError(f"symbolic size {text}: {type(e).__name__} is not computed on shape tensors yet")
 
     # -- build ----------------------------------------------------------------------------------
     def add_inputs(self, shapes: dict[str, tuple[Sequence[int], Sequence[int], Sequence[int]]] | None = None) -> Any:
@@ -422,8 +470,13 @@ class NetworkBuilder:
             self.network.mark_output(t)
             names.append(t.name)
             nodes.append(ref.node)
-            for label, extra in self.extras.get(ref.node, []):
-                if extra.is_network_output:
+            extras = list(self.extras.get(ref.node, []))
+            meta = self.graph.meta_of(ref)
+            for d in (meta.shape if meta is not None else ()):
+                if isinstance(d, str) and d in self.counts and not any(label == "count" for label, _ in extras):
+                    extras.append(("count", self.counts[d]))  # a padded output carries its valid count
+            for label, extra in extras:
+                if extra.is_network_output or extra.is_network_input:
                     extra = self._identity(extra, f"output/{i}/{label}")
                 extra.name = f"output{i}.{label}"
                 self.network.mark_output(extra)
@@ -436,6 +489,14 @@ class NetworkBuilder:
         layer = self.network.add_identity(t)
         layer.name = name
         return layer.get_output(0)
+
+
+def _sympify(expr: str) -> Any:
+    from torch.utils._sympy.functions import FloorDiv, ModularIndexing
+
+    import sympy
+
+    return sympy.sympify(expr, locals={"FloorDiv": FloorDiv, "ModularIndexing": ModularIndexing})
 
 
 def weights_of(program: Any) -> dict[str, torch.Tensor]:

@@ -167,6 +167,8 @@ def capture_callable(fn: Callable | Any, *inputs: Any, name: str | None = None, 
     import torch
 
     module = fn if isinstance(fn, torch.nn.Module) else _FunctionModule(fn)
+    if dynamic_shapes is not None and not isinstance(fn, torch.nn.Module):
+        dynamic_shapes = (tuple(dynamic_shapes),)  # a plain function is wrapped as forward(*args)
     try:
         with _quiet():
             program = torch.export.export(module, tuple(inputs), dynamic_shapes=dynamic_shapes, strict=False)

@@ -111,7 +111,7 @@ def conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend: str = "
     graph = captured.graph
     node = find_node(graph, strat, ex.node)
     planner = Planner(ruleset, candidates_of(ruleset), backend=profile(backend), settings=Settings(**ex.settings),
-                      pins={node.name: strat.id})
+                      pins={node.name: strat.id}, require_emit=True)
     plan = planner.plan(graph)
     planner.judge.close()
     built = serialize(build_network(plan, captured.program, ruleset.strategies))

@@ -349,10 +349,12 @@ def _fill(trt, layer, ins):
             view[axis] = -1
             out = out + torch.arange(shape[axis], dtype=torch.float64).reshape(view) * float(delta[axis])
         return [out.to(dtype)]
+    # Random fills draw from torch's generator in float32, in layer order: seeded like the PyTorch run, the oracle
+    # reproduces PyTorch's samples (a device for verification; a real engine has its own random stream).
     if op == "RANDOM_UNIFORM":
-        return [(torch.rand(shape, dtype=torch.float64) * (layer.beta - layer.alpha) + layer.alpha).to(dtype)]
+        return [(torch.rand(shape) * (layer.beta - layer.alpha) + layer.alpha).to(dtype)]
     if op == "RANDOM_NORMAL":
-        return [(torch.randn(shape, dtype=torch.float64) * layer.beta + layer.alpha).to(dtype)]
+        return [(torch.randn(shape) * layer.beta + layer.alpha).to(dtype)]
     raise InterpreterError(f"layer {layer.name}: Fill {op} is not interpreted")
 
 
@@ -429,13 +431,24 @@ def _pooling(trt, layer, ins):
     stride = list(layer.stride_nd)[:spatial]
     pre, post = list(layer.pre_padding)[:spatial], list(layer.post_padding)[:spatial]
     kind = layer.type.name
+    ceil = layer.padding_mode.name in ("EXPLICIT_ROUND_UP", "SAME_UPPER", "SAME_LOWER")
+    if layer.padding_mode.name != "EXPLICIT_ROUND_DOWN" and layer.padding_mode.name != "EXPLICIT_ROUND_UP":
+        raise InterpreterError(f"layer {layer.name}: padding mode {layer.padding_mode.name} is not interpreted")
     pad = []
     for p0, p1 in reversed(list(zip(pre, post))):
         pad += [p0, p1]
     if kind == "MAX":
+        # TensorRT pads max pooling with -inf; round-up windows may start in the padding, as PyTorch's ceil_mode allows
+        if ceil:
+            fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[spatial]
+            if pre != post:
+                raise InterpreterError(f"layer {layer.name}: asymmetric padding with round-up is not interpreted")
+            return [fn(x, window, stride, padding=pre, ceil_mode=True)]
         padded = F.pad(x, pad, value=-math.inf) if any(pad) else x
         fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[spatial]
         return [fn(padded, window, stride)]
+    if ceil:
+        raise InterpreterError(f"layer {layer.name}: average pooling with round-up windows is not interpreted (the divisor of partial windows is unspecified)")
     padded = F.pad(x, pad) if any(pad) else x
     fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[spatial]
     summed = fn(padded, window, stride) * math.prod(window)
@@ -501,7 +514,7 @@ def run_network(network: Any, trt: Any, inputs: dict[str, torch.Tensor], attenti
         if t.name not in inputs:
             raise InterpreterError(f"no value for network input {t.name}")
         values[t.name] = inputs[t.name].to(torch_dtype_of(t.dtype))
-    for i in range(network.num_layers):
+    for i in _topological(network):
         layer = network.get_layer(i)
         kind = layer.type.name
         if kind == "ATTENTION_INPUT":
@@ -539,6 +552,37 @@ def run_network(network: Any, trt: Any, inputs: dict[str, torch.Tensor], attenti
             _check(layer, t, value)
             values[t.name] = value
     return {network.get_output(i).name: values[network.get_output(i).name] for i in range(network.num_outputs)}
+
+
+def _topological(network: Any) -> list[int]:
+    """Layer indices in an order where producers come first (a layer may be added before an input is set)."""
+    producer: dict[str, int] = {}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        for j in range(layer.num_outputs):
+            producer[layer.get_output(j).name] = i
+    order: list[int] = []
+    state: dict[int, int] = {}  # 1 visiting, 2 done
+    for root in range(network.num_layers):
+        stack = [(root, False)]
+        while stack:
+            i, expanded = stack.pop()
+            if state.get(i) == 2:
+                continue
+            if expanded:
+                state[i] = 2
+                order.append(i)
+                continue
+            if state.get(i) == 1:
+                raise InterpreterError(f"layer {network.get_layer(i).name} is part of a cycle")
+            state[i] = 1
+            stack.append((i, True))
+            layer = network.get_layer(i)
+            for j in range(layer.num_inputs):
+                t = layer.get_input(j)
+                if t is not None and t.name in producer and state.get(producer[t.name]) != 2:
+                    stack.append((producer[t.name], False))
+    return order
 
 
 def _check(layer: Any, t: Any, value: torch.Tensor) -> None:

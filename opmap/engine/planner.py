@@ -109,6 +109,7 @@ class Planner:
         costs: dict[str, Cost] | None = None,
         pins: dict[str, str] | None = None,
         depth: int = 0,
+        require_emit: bool = False,
     ) -> None:
         self.ruleset = ruleset
         self.candidates = candidates  # op -> strategy ids, from the catalog
@@ -117,6 +118,7 @@ class Planner:
         self.costs = costs or {}
         self.pins = pins or {}  # node name or op -> strategy id the user insists on
         self.depth = depth  # expansion nesting (a decomposition planned inside a decomposition...)
+        self.require_emit = require_emit  # building: a strategy must be able to emit layers
         self._graph: Graph | None = None
         catalog_ops = frozenset(op for op in candidates if op != WILDCARD)
         self.judge = Judge(
@@ -161,6 +163,10 @@ class Planner:
             if not v.applies:
                 continue
             cost = self.costs.get(v.strategy, UNMEASURED)
+            strat = self.ruleset.strategies.get(v.strategy)
+            if self.require_emit and strat is not None and strat.emit_fn is None and strat.expand_fn is None:
+                result.set_aside[v.strategy] = "cannot be built yet: the strategy has no emit function"
+                continue
             if v.kind == "approximate" and v.strategy != pin:  # a pin is the user's explicit choice
                 if cost.max_rel_err is None:
                     result.set_aside[v.strategy] = "outside the accuracy budget: approximate, and its accuracy is unmeasured (run `opmap measure`)"
@@ -214,7 +220,7 @@ class Planner:
             result.set_aside[v.strategy] = f"the expansion failed: {type(exc).__name__}: {exc}"
             return False
         child = Planner(self.ruleset, self.candidates, backend=self.backend, settings=self.settings, costs=self.costs,
-                        depth=self.depth + 1)
+                        depth=self.depth + 1, require_emit=self.require_emit)
         try:
             subplan = child.plan(sub)
         finally:

@@ -89,9 +89,13 @@ def compare(expected: torch.Tensor, got: torch.Tensor) -> tuple[float, float, fl
     return float(diff.max()), float(rel.max()), float(bad.double().mean()), not bool(bad.any())
 
 
-def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], runtime: str = "reference") -> Report:
-    """Compare the network's outputs with PyTorch's, by the reference interpreter or (``trt``) the real engine."""
+def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], runtime: str = "reference", seed: int = 0) -> Report:
+    """Compare the network's outputs with PyTorch's, by the reference interpreter or (``trt``) the real engine.
+
+    Both runs start from the same torch seed, so random ops draw the same samples in the interpreter."""
+    torch.manual_seed(seed)
     expected = reference(program, inputs)
+    torch.manual_seed(seed)
     if runtime == "trt":
         got = run_engine(built, inputs)
     else:

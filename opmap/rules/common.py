@@ -124,6 +124,8 @@ def define(
     doc: str | None = None,
     no_reject: str | None = None,
     emit: Callable | None = None,
+    dynamic: tuple | None = None,
+    expect_accept: bool = True,
 ) -> None:
     """Define ``rule_<slug>`` in ``namespace`` (a family module's globals).
 
@@ -145,9 +147,16 @@ def define(
     rule.__doc__ = doc or f"{kind}: {layers}."
     rule.__module__ = namespace["__name__"]
     spec = repr((layers, [(c.__qualname__, _src(c)) for c in all_checks]))
-    examples = [accept(fn, *inputs)] + ([reject(bad[0], *bad[1:], match=match)] if bad is not None else [])
+    dynamic_shapes = None
+    if dynamic is not None:  # ({axis: "name"}, ...) per input -> torch.export Dims
+        dynamic_shapes = tuple({axis: torch.export.Dim(name, min=1, max=64) for axis, name in spec.items()} if spec else None
+                               for spec in dynamic)
+    examples = [accept(fn, *inputs, dynamic_shapes=dynamic_shapes)] if expect_accept else []
+    if bad is not None:
+        examples.append(reject(bad[0], *bad[1:], match=match, dynamic_shapes=dynamic_shapes if bad[0] is fn else None))
+    no_accept = None if expect_accept else (doc or "no exported graph holds a case it accepts")
     s = strategy(id, op=op, kind=kind, version=version, tags=tags, examples=examples, contract=contract, spec=spec,
-                 no_reject=no_reject)(rule)
+                 no_reject=no_reject, no_accept=no_accept)(rule)
     if emit is not None:
         s.emit(emit)
     namespace[rule.__name__] = s
@@ -182,7 +191,8 @@ def emit_binary(op: str, first: str = "self", second: str = "other"):
     """ElementWise ``op`` on two arguments in PyTorch's promoted dtype; ``alpha`` folded in."""
 
     def emit(ctx, node):
-        dtype = ctx.compute(compute_dtype(node, first, second))
+        # PyTorch computes arithmetic in the result dtype (int / int is a float division)
+        dtype = ctx.output_dtype() if node.out is not None and node.out.dtype != "bool" else ctx.compute(compute_dtype(node, first, second))
         a = ctx.cast(ctx.input(first) if node.meta(first) else ctx.const(node.arg(first), dtype), dtype)
         b = ctx.cast(ctx.operand(second, a), dtype)
         alpha = node.arg("alpha", 1)

@@ -10,6 +10,8 @@ Which ones a backend can build is established by probe builds, not by a list.
 
 import torch
 
+import math
+
 from opmap.engine.rules import accept, reject, strategy
 from opmap.plugins import plugin_available
 from opmap.rules.common import max_rank, t, trt_types
@@ -49,6 +51,83 @@ def _static_bound(node, bounds, settings):
     return bound
 
 
+# -- emit: static bound -------------------------------------------------------------------------------
+def _slots(ctx, mask_flat, bound):
+    """Each true element's row in the padded output (an exclusive running count); false ones go to row ``bound``."""
+    m = ctx.cast(mask_flat, "int32")
+    axis = ctx.const(0, "int32", shape=())
+    slot = ctx.out(ctx.net.add_cumulative(m, axis, ctx.trt.CumulativeOperation.SUM, True, False), "slot")
+    dump = ctx.const(bound, "int32", shape=[1])
+    target = ctx.out(ctx.net.add_select(*ctx.broadcast(mask_flat, slot, dump)), "target")
+    count = ctx.out(ctx.net.add_reduce(m, ctx.trt.ReduceOperation.SUM, 1, True), "count")
+    return ctx.reshape(ctx.cast(target, "int64"), [-1, 1]), ctx.cast(count, "int64")
+
+
+def _scatter_rows(ctx, rows, target, bound, rest, fill, dtype):
+    """ScatterND the rows into bound+1 rows of ``fill`` (the last row collects the unselected), keep the first bound."""
+    buffer = ctx.const(torch.full([bound + 1, *rest], fill), dtype)
+    scattered = ctx.out(ctx.net.add_scatter(buffer, target, rows, ctx.trt.ScatterMode.ND), "scatter")
+    size = [bound, *rest]
+    return ctx.out(ctx.net.add_slice(scattered, (0,) * len(size), tuple(size), (1,) * len(size)), "valid-rows")
+
+
+def _bound(ctx, node):
+    symbol = node.out.shape[0]
+    rng = ctx.node._graph.symbols.get(symbol) if isinstance(symbol, str) else None
+    if isinstance(symbol, int):
+        return symbol, None
+    if rng is None or rng.upper is None:
+        raise ValueError(f"the output size {symbol} has no static upper bound")
+    return rng.upper, symbol
+
+
+def _emit_nonzero_static(ctx, node):
+    x = ctx.input("self")
+    shape = list(node.meta("self").shape)
+    numel = math.prod(shape)
+    mask = x if ctx.dtype(x) == "bool" else ctx.unary(ctx.elementwise(x, ctx.const(0, ctx.dtype(x), shape=()), "EQUAL"), "NOT")
+    flat = ctx.reshape(mask, [numel])
+    bound, symbol = _bound(ctx, node)
+    target, count = _slots(ctx, flat, bound)
+    coords = torch.stack(torch.unravel_index(torch.arange(numel), tuple(shape)), -1) if shape else torch.zeros(1, 0, dtype=torch.int64)
+    rows = ctx.const(coords, "int64")
+    out = _scatter_rows(ctx, rows, target, bound, [len(shape)], -1, "int64")
+    if symbol is not None:
+        ctx.nb.pad(symbol, bound, count)
+    ctx.extra_output("count", count)
+    return out
+
+
+def _emit_mask_static(ctx, node):
+    x = ctx.input("self")
+    if node.op == "aten.masked_select.default":
+        mref = node.arg("mask")
+        shape = list(node.out.shape[:0]) or list(torch.broadcast_shapes(tuple(node.meta("self").shape), tuple(node.meta("mask").shape)))
+        mask = ctx.expand_to(ctx.cast(ctx.tensor(mref), "bool"), shape)
+        x = ctx.expand_to(x, shape)
+        rest: list = []
+    else:
+        mref = next(r for r in node.arg("indices") if r is not None)
+        shape = list(ctx.node._graph.meta_of(mref).shape)
+        mask = ctx.cast(ctx.tensor(mref), "bool")
+        rest = list(node.meta("self").shape[len(shape):])
+    numel = math.prod(shape)
+    flat = ctx.reshape(mask, [numel])
+    rows = ctx.reshape(x, [numel, *rest])
+    bound, symbol = _bound(ctx, node)
+    target, count = _slots(ctx, flat, bound)
+    out = _scatter_rows(ctx, rows, target, bound, rest, 0, ctx.dtype(x))
+    if symbol is not None:
+        ctx.nb.pad(symbol, bound, count)
+    ctx.extra_output("count", count)
+    return out
+
+
+def static_mask(node, graph):
+    for name, meta in node.tensor_args().items():
+        assert meta.is_static, f"{name} has dynamic dims {meta.shape}; the slot table is built at build time"
+
+
 @strategy("nonzero/direct", op=NONZERO, kind="direct", tags=("data-dependent",),
           examples=[accept(torch.nonzero, t(3, 4, dtype=torch.bool), backend="tensorrt"),
                     reject(torch.nonzero, t(3, 4, dtype=torch.bool), backend="tensorrt_rtx", match="no runners")])
@@ -67,7 +146,11 @@ def rule_nonzero_static_bound(node, bounds, settings):
     ScatterND into N+1 rows filled with -1; Slice the first N; Reduce SUM counts. Exact, but the contract changes."""
     trt_types(node)
     max_rank(node)
+    static_mask(node, None)
     _static_bound(node, bounds, settings)
+
+
+rule_nonzero_static_bound.emit(_emit_nonzero_static)
 
 
 @strategy("nonzero/plugin", op=NONZERO + MASK_SELECT, kind="plugin", tags=("data-dependent",),
@@ -98,7 +181,11 @@ def rule_mask_static_bound(node, graph, bounds, settings):
     """Slots from an exclusive Cumulative of the mask, ScatterND of the selected rows into N+1 rows, Slice N, count."""
     trt_types(node)
     _bool_mask(node, graph)
+    static_mask(node, graph)
     _static_bound(node, bounds, settings)
+
+
+rule_mask_static_bound.emit(_emit_mask_static)
 
 
 @strategy("mask/masked-reduce", op=MASK_SELECT + NONZERO, kind="decompose", tags=("data-dependent",),

@@ -1,5 +1,7 @@
 """Graph plumbing: tuple unpacking, symbolic shape arithmetic, runtime asserts, eval-mode identities."""
 
+import re
+
 import torch
 import torch.nn.functional as F
 
@@ -11,6 +13,36 @@ ns = globals()
 SYM_OPS = ["operator.add", "operator.sub", "operator.mul", "operator.floordiv", "operator.mod", "operator.neg",
            "operator.ge", "operator.gt", "operator.le", "operator.lt", "operator.eq", "operator.ne",
            "torch.sym_max", "torch.sym_min", "torch.sym_not", "aten.sym_numel.default", "aten.sym_storage_offset.default"]
+
+
+_BOUND = re.compile(r"expression (?P<sym>[a-z]\d+) (?P<op>>=|<=) (?P<value>-?\d+)")
+
+
+def _asserted_bound(node):
+    """(symbol, op, value) when the assertion restates a bound of one size symbol (torch.export's range asserts)."""
+    m = _BOUND.search(str(node.arg("assert_msg") or ""))
+    return (m.group("sym"), m.group("op"), int(m.group("value"))) if m else None
+
+
+def shape_condition(node, graph, **_):
+    """TensorRT's Assertion layer checks shape tensors; a condition on a data-dependent size is not one
+    where the size comes from a padded (static-bound) layout, so such conditions are refused here."""
+    for sym in re.findall(r"\b[us]\d+\b", str(node.arg("assert_msg") or "")):
+        rng = graph.symbols.get(sym)
+        assert rng is None or not rng.data_dependent, (
+            f"asserts on the data-dependent size {sym}: TensorRT's Assertion layer checks shape tensors only"
+        )
+
+
+def proven_range(node, graph, **_):
+    """The assertion restates the range torch.export proved for a data-dependent size, which holds by construction."""
+    bound = _asserted_bound(node)
+    assert bound is not None, "the assertion is not a bound check of one size symbol"
+    sym, op, value = bound
+    rng = graph.symbols.get(sym)
+    assert rng is not None and rng.data_dependent, f"{sym} is not a data-dependent size"
+    expected = rng.lower if op == ">=" else rng.upper
+    assert value == expected, f"asserts {sym} {op} {value}, but the proven range is [{rng.lower}, {rng.upper}]"
 
 
 def integer_scalar(node, **_):
@@ -27,6 +59,9 @@ def _emit_getitem(ctx, node):
 
 
 def _emit_sym_size(ctx, node):
+    symbol = node.scalar_outputs[0] if node.scalar_outputs else None
+    if symbol in ctx.nb.counts:  # the true size of a padded (static-bound) dim, not the padded length
+        return ctx.nb.counts[symbol]
     t = ctx.input("self")
     return ctx.dim_of(t, node.arg("dim") % ctx.rank(t))
 
@@ -66,15 +101,22 @@ def _emit_assert(ctx, node):
 define(ns, "core/getitem", "operator.getitem", "direct",
        layers="no layer: picks output i of a multi-output layer", example=(lambda a: a.split(2)[1], t(4, 3)), emit=_emit_getitem)
 define(ns, "shape/sym-size", "aten.sym_size.int", "direct", layers="Shape, then Gather of one dim (an int64 shape tensor)",
-       example=(lambda m: torch.zeros(torch.nonzero(m).shape[0]), t(4, 4, dtype=torch.bool)),
+       example=(lambda a: a.new_zeros(a.shape[0]) + a.sum(-1), t(3, 4)), dynamic=({0: "batch"},),
        no_reject="a size of a TensorRT tensor is always readable with a Shape layer", emit=_emit_sym_size)
 define(ns, "shape/sym-arith", SYM_OPS, "direct", layers="ElementWise on int64 shape tensors",
-       example=(lambda m: torch.zeros(torch.nonzero(m).shape[0] * 2), t(4, 4, dtype=torch.bool)), checks=[integer_scalar],
+       example=(lambda a: a.new_zeros(a.shape[0] * 2), t(3, 4)), dynamic=({0: "batch"},), checks=[integer_scalar],
        no_reject="graphs exported from models hold integer size arithmetic only", emit=_emit_sym_arith)
 define(ns, "core/runtime-assert", ["aten._assert_scalar.default", "aten._assert_async.msg"], "direct",
        layers="Assertion on the shape-tensor condition (checked when the engine runs)",
+       example=(lambda m: torch.nonzero(m), t(4, 4, dtype=torch.bool)), bad=(lambda m: torch.nonzero(m), t(4, 4, dtype=torch.bool)),
+       match="data-dependent size", checks=[shape_condition], emit=_emit_assert, expect_accept=False,
+       doc="direct: an Assertion layer. torch.export (2.13) emits runtime asserts only on data-dependent sizes, which this "
+           "rule refuses; it serves shape-tensor conditions from other producers.")
+define(ns, "core/proven-range", ["aten._assert_scalar.default"], "direct",
+       layers="no layer: the assertion restates the range torch.export proved for a data-dependent size "
+              "(0 <= u0 <= numel), which the size's producer guarantees by construction",
        example=(lambda m: torch.nonzero(m), t(4, 4, dtype=torch.bool)),
-       no_reject="every condition torch.export asserts is a shape-tensor expression", emit=_emit_assert)
+       checks=[proven_range], emit=lambda ctx, node: None, no_reject="every runtime assert torch.export emits restates a proven range")
 define(ns, "core/build-time-check", ["aten._assert_tensor_metadata.default", "aten.sym_constrain_range_for_size.default",
                                      "aten.sym_constrain_range.default"], "direct",
        layers="no layer: TensorRT's own type and shape inference checks the same facts when the engine is built",
