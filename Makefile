@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_DB ?= .opmap-demo/catalog.db
 
-.PHONY: demo test venv census clean
+.PHONY: demo test venv census bench-build clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,12 +21,17 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/detector.py examples/detector.pt2
 	$(VENV)/bin/opmap --db $(DEMO_DB) suggest examples/detector.pt2 -r
+	$(VENV)/bin/opmap --db $(DEMO_DB) build examples/detector.pt2 -o .opmap-demo/detector.engine
+	$(VENV)/bin/opmap --db $(DEMO_DB) verify examples/detector.pt2
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 census: $(STAMP)
 	$(PY) bench/census.py
+
+bench-build: $(STAMP)
+	$(PY) bench/build_zoo.py
 
 clean:
 	rm -rf $(VENV) .opmap-demo examples/detector.pt2 *.egg-info

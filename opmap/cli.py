@@ -205,7 +205,7 @@ def verify(
         plan, built = svc.build(captured, catalog, ruleset, prof, Settings(precision=precision), precision,
                                 on_node=lambda _n: progress.advance(task))
         values = load_inputs(str(inputs), captured.graph.inputs) if inputs else random_inputs(captured.graph.inputs, seed)
-        report = verify_built(built, captured.program, values, runtime)
+        report = verify_built(built, captured.program, values, runtime, seed=seed, precision=precision)
     if as_json:
         _emit_json(svc.verify_json(report, built, str(model), runtime))
     else:

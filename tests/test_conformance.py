@@ -81,6 +81,10 @@ def test_emit_coverage_is_reported_honestly():
 
 
 EXPECTED_WITHOUT_EMIT = [
-    "scan/cumsum-loop", "resize/upsample", "random/fill", "fmp/exact-samples", "fmp/maxpool-approx",
-    "nonzero/direct", "nonzero/static-bound", "nonzero/plugin", "mask/nonzero-gather", "mask/static-bound", "mask/masked-reduce",
+    "scan/cumsum-loop",  # needs ILoop, which the reference interpreter cannot execute yet
+    "resize/upsample",  # IResizeLayer's coordinate modes are not interpreted yet
+    "fmp/maxpool-approx",  # approximate: waits for `opmap measure` to give it an accuracy
+    "nonzero/direct", "mask/nonzero-gather",  # INonZeroLayer: no runner on tensorrt_rtx, so nothing here can build it
+    "nonzero/plugin",  # no NonZero IPluginV3 library exists yet
+    "mask/masked-reduce",  # a rewrite across the selection and its consumers: not emitted yet
 ]

@@ -38,3 +38,14 @@ def test_every_node_gets_a_choice_or_a_reason(cli, exported, name):
     assert data["summary"]["no mapping"] == 0, [n["why"] for n in data["nodes"] if n["choice"] is None]
     assert r.code == 0
     assert data["summary"]["errors"] == 0
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMERS))
+def test_builds_on_tensorrt_rtx_and_verifies(cli, exported, name):
+    """A real AOT engine on tensorrt_rtx, and the network agrees with PyTorch through the reference interpreter."""
+    path, _ = exported[name]
+    r = cli("verify", path, "--json", "--backend", "tensorrt_rtx")
+    data = json.loads(r.out)
+    assert r.code == 0 and data["ok"], [o for o in data["outputs"] if not o["ok"]]
+    assert data["engine_bytes"] > 100_000
+    assert all(o["max_abs_err"] < 1e-3 for o in data["outputs"])

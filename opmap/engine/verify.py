@@ -69,8 +69,11 @@ def reference(program: Any, inputs: dict[str, torch.Tensor]) -> list[torch.Tenso
     return [t for t in flat if isinstance(t, torch.Tensor)]
 
 
-def compare(expected: torch.Tensor, got: torch.Tensor) -> tuple[float, float, float, bool]:
+def compare(expected: torch.Tensor, got: torch.Tensor, compute: str | None = None) -> tuple[float, float, float, bool]:
+    """max abs, max rel, mismatch fraction, ok. ``compute``: the float dtype the network computed in, if not float32."""
     dtype = str(expected.dtype).removeprefix("torch.")
+    if compute and expected.is_floating_point():
+        dtype = compute
     if expected.shape != got.shape:
         return float("inf"), float("inf"), 1.0, False
     if not expected.is_floating_point():
@@ -89,7 +92,8 @@ def compare(expected: torch.Tensor, got: torch.Tensor) -> tuple[float, float, fl
     return float(diff.max()), float(rel.max()), float(bad.double().mean()), not bool(bad.any())
 
 
-def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], runtime: str = "reference", seed: int = 0) -> Report:
+def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], runtime: str = "reference", seed: int = 0,
+                 precision: str = "fp32") -> Report:
     """Compare the network's outputs with PyTorch's, by the reference interpreter or (``trt``) the real engine.
 
     Both runs start from the same torch seed, so random ops draw the same samples in the interpreter."""
@@ -115,7 +119,8 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
                                                   float("inf"), float("inf"), 1.0, False, note))
                 continue
             value = value[:count]
-        max_abs, max_rel, mismatch, ok = compare(exp, value)
+        compute = {"fp16": "float16", "bf16": "bfloat16"}.get(precision)
+        max_abs, max_rel, mismatch, ok = compare(exp, value, compute)
         report.outputs.append(OutputCheck(name, node, tuple(exp.shape), str(exp.dtype).removeprefix("torch."), max_abs, max_rel,
                                           mismatch, ok, note))
     return report

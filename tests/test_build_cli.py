@@ -1,0 +1,86 @@
+"""`opmap build`, `opmap verify` and `opmap doctor` end to end (real TensorRT-RTX builds)."""
+
+import json
+
+import torch
+
+from tests.conftest import export_to
+from tests.helpers import TwoLayer
+
+
+def test_build_writes_engine_and_sidecar(cli, detector_pt2, tmp_path):
+    engine = tmp_path / "det.engine"
+    r = cli("build", detector_pt2, "-o", engine)
+    assert r.code == 0, r.err
+    assert engine.stat().st_size > 100_000
+    side = json.loads((tmp_path / "det.engine.json").read_text())
+    assert side["backend"]["name"] == "tensorrt_rtx" and side["precision"] == "fp32"
+    assert {o["name"] for o in side["outputs"]} >= {"output0", "output0.count"}
+    assert all(set(v) >= {"node", "strategy"} for v in side["layers"].values())
+    nz = next(p for p in side["plan"] if p["node"] == "nonzero")
+    assert nz["strategy"] == "nonzero/static-bound" and "padded" in nz["contract"]
+    assert "extra output output0.count" in r.out
+
+
+def test_verify_detector_exact_on_valid_rows(cli, detector_pt2):
+    r = cli("verify", detector_pt2, "--json")
+    data = json.loads(r.out)
+    assert r.code == 0 and data["ok"] and data["runtime"] == "reference"
+    padded = [o for o in data["outputs"] if "padded output" in o["note"]]
+    assert len(padded) == 3 and all("count exact" in o["note"] for o in padded)
+
+
+def test_verify_with_given_inputs_and_seed(cli, tmp_path):
+    model = export_to(tmp_path / "m.pt2", TwoLayer(), torch.randn(2, 4))
+    inputs = tmp_path / "inputs.pt"
+    torch.save({"x": torch.randn(2, 4)}, inputs)
+    assert cli("verify", model, "--inputs", inputs).code == 0
+    torch.save({"y": torch.randn(2, 4)}, inputs)
+    bad = cli("verify", model, "--inputs", inputs)
+    assert bad.code == 2 and "no tensor for input(s) x" in bad.err
+
+
+def test_fp16_build_casts_at_the_edges(cli, tmp_path):
+    model = export_to(tmp_path / "m.pt2", TwoLayer(), torch.randn(2, 4))
+    r = cli("verify", model, "--precision", "fp16", "--json")
+    data = json.loads(r.out)
+    assert data["ok"] and data["outputs"][0]["dtype"] == "float32"  # the model's dtype at the output
+    assert 0 < data["outputs"][0]["max_abs_err"] < 1e-2  # computed in fp16: a real, small error
+
+
+def test_dynamic_batch_gets_a_profile(cli, tmp_path):
+    batch = torch.export.Dim("batch", min=1, max=32)
+    model = export_to(tmp_path / "dyn.pt2", TwoLayer(), torch.randn(2, 4), dynamic_shapes={"x": {0: batch}})
+    engine = tmp_path / "dyn.engine"
+    assert cli("build", model, "-o", engine).code == 0
+    side = json.loads((tmp_path / "dyn.engine.json").read_text())
+    assert side["inputs"]["x"]["shape"][0] == "s" + side["inputs"]["x"]["shape"][0][1:]  # symbolic
+    assert cli("build", model, "-o", engine, "--shape", "x=1x4:4x4:16x4").code == 0
+    assert cli("verify", model).code == 0
+    bad = cli("build", model, "-o", engine, "--shape", "x=1x4:4x4")
+    assert bad.code == 2 and "bad --shape" in bad.err
+
+
+def test_build_refuses_unmapped_and_runtime_trt_here(cli, tmp_path, detector_pt2):
+    class Det(torch.nn.Module):
+        def forward(self, x):
+            return torch.linalg.det(x)
+
+    model = export_to(tmp_path / "det.pt2", Det(), torch.randn(3, 3))
+    r = cli("build", model, "-o", tmp_path / "x.engine")
+    assert r.code == 1 and "cannot build: linalg_det" in r.err
+    r = cli("verify", detector_pt2, "--runtime", "trt")
+    assert r.code == 2 and "needs full TensorRT" in r.err
+    r = cli("build", detector_pt2, "-o", tmp_path)
+    assert r.code == 2 and "is a directory" in r.err
+
+
+def test_doctor_says_what_this_machine_can_do(cli):
+    r = cli("doctor", "--json")
+    data = json.loads(r.out)
+    rtx = data["backends"]["tensorrt_rtx"]
+    assert rtx["installed"] and rtx["plugins"] is False
+    assert rtx["probes"]["non_zero"]["ok"] is False and "no runners" in rtx["probes"]["non_zero"]["message"]
+    assert data["engines_run_here"] is False and "none can be executed here" in data["summary"]
+    text = cli("doctor").out
+    assert "engines are built ahead-of-time" in text

@@ -1,0 +1,102 @@
+"""The reference interpreter's pinned choices where TensorRT's documentation leaves room, and its refusals.
+
+Each test builds a tiny network with the real TensorRT-RTX API, then interprets it."""
+
+import numpy as np
+import pytest
+import torch
+
+from opmap.engine.backend import import_backend, logger, strongly_typed_network
+from opmap.engine.interpreter import InterpreterError, run_network
+
+trt = import_backend("tensorrt_rtx")
+
+
+KEEP: list = []  # numpy arrays that TensorRT's Weights point into must outlive the network
+
+
+@pytest.fixture
+def net():
+    builder = trt.Builder(logger(trt))
+    network = strongly_typed_network(trt, builder)
+    yield network
+    KEEP.clear()
+
+
+def const(network, array):
+    KEEP.append(array)
+    return network.add_constant(array.shape, trt.Weights(array)).get_output(0)
+
+
+def run(network, **inputs):
+    return run_network(network, trt, inputs)
+
+
+def test_integer_div_truncates_toward_zero(net):
+    a = net.add_input("a", trt.DataType.INT32, (4,))
+    b = const(net, np.array([2, 2, -2, 3], np.int32))
+    net.mark_output(net.add_elementwise(a, b, trt.ElementWiseOperation.DIV).get_output(0))
+    (out,) = run(net, a=torch.tensor([7, -7, 7, -8], dtype=torch.int32)).values()
+    assert out.tolist() == [3, -3, -3, -2]
+
+
+def test_round_is_half_to_even(net):
+    x = net.add_input("x", trt.DataType.FLOAT, (4,))
+    net.mark_output(net.add_unary(x, trt.UnaryOperation.ROUND).get_output(0))
+    (out,) = run(net, x=torch.tensor([0.5, 1.5, 2.5, -0.5])).values()
+    assert out.tolist() == [0.0, 2.0, 2.0, -0.0]
+
+
+def test_gather_negative_indices_count_from_the_end(net):
+    x = net.add_input("x", trt.DataType.FLOAT, (5,))
+    idx = const(net, np.array([-1, 0], np.int32))
+    net.mark_output(net.add_gather(x, idx, 0).get_output(0))
+    (out,) = run(net, x=torch.arange(5.0)).values()
+    assert out.tolist() == [4.0, 0.0]
+
+
+def test_topk_indices_are_int32_as_tensorrt_infers(net):
+    x = net.add_input("x", trt.DataType.FLOAT, (2, 5))
+    layer = net.add_topk(x, trt.TopKOperation.MAX, 2, 1 << 1)
+    net.mark_output(layer.get_output(0))
+    net.mark_output(layer.get_output(1))
+    values, indices = run(net, x=torch.tensor([[1.0, 5, 3, 4, 2], [0, 1, 2, 3, 4]])).values()
+    assert indices.dtype == torch.int32 and indices.tolist() == [[1, 3], [4, 3]] and values.tolist() == [[5, 4], [4, 3]]
+
+
+def test_slice_fill_mode_pads_with_the_fill_value(net):
+    x = net.add_input("x", trt.DataType.FLOAT, (3,))
+    layer = net.add_slice(x, (-1,), (5,), (1,))
+    layer.mode = trt.SampleMode.FILL
+    layer.set_input(4, const(net, np.array(9.0, np.float32)))
+    net.mark_output(layer.get_output(0))
+    (out,) = run(net, x=torch.tensor([1.0, 2, 3])).values()
+    assert out.tolist() == [9.0, 1, 2, 3, 9]
+
+
+def test_unknown_layer_kind_is_an_error_not_a_skip(net):
+    x = net.add_input("x", trt.DataType.FLOAT, (1, 1, 4, 4))
+    net.mark_output(net.add_lrn(x, 3, 1.0, 0.5, 1.0).get_output(0))
+    with pytest.raises(InterpreterError, match="no semantics for LRN layers"):
+        run(net, x=torch.randn(1, 1, 4, 4))
+
+
+def test_results_are_checked_against_tensorrts_inference(net, monkeypatch):
+    """A wrong interpretation is caught by TensorRT's own shape/dtype inference, not silently propagated."""
+    from opmap.engine import interpreter
+
+    x = net.add_input("x", trt.DataType.FLOAT, (2, 3))
+    net.mark_output(net.add_unary(x, trt.UnaryOperation.ABS).get_output(0))
+    monkeypatch.setitem(interpreter._UNARY, "ABS", lambda t: t.double())
+    with pytest.raises(InterpreterError, match="interpreted torch.float64, TensorRT infers torch.float32"):
+        run(net, x=torch.randn(2, 3))
+
+
+def test_layers_added_out_of_order_are_run_in_dependency_order(net):
+    x = net.add_input("x", trt.DataType.FLOAT, (2, 3))
+    shuffle = net.add_shuffle(x)  # its shape input is set from a layer added later
+    shape = const(net, np.array([3, 2], np.int64))
+    shuffle.set_input(1, shape)
+    net.mark_output(shuffle.get_output(0))
+    (out,) = run(net, x=torch.arange(6.0).reshape(2, 3)).values()
+    assert out.shape == (3, 2)
