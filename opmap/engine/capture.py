@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from opmap.errors import CaptureError, first_line
-from opmap.engine.graph import Graph, Node, Ref, SymbolRange, TensorMeta
+from opmap.engine.graph import Graph, Node, Ref, SymbolRange, TensorMeta, finite_int
 
 _SHAPE_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)=(?P<dims>\d+(?:x\d+)*)(?::(?P<dtype>\w+))?$")
 
@@ -458,18 +458,8 @@ def _symbols(program: Any) -> dict[str, SymbolRange]:
     symbols: dict[str, SymbolRange] = {}
     for sym, vr in program.range_constraints.items():
         symbols[str(sym)] = SymbolRange(
-            lower=_finite(vr.lower),
-            upper=_finite(vr.upper),
+            lower=finite_int(vr.lower),
+            upper=finite_int(vr.upper),
             data_dependent=str(sym).startswith("u"),
         )
     return symbols
-
-
-def _finite(value: Any) -> int | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    if f in (float("inf"), float("-inf")) or f != f:
-        return None
-    return int(f)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from opmap.engine.graph import Dim, Graph, Node, Ref, TensorMeta
+from opmap.engine.graph import Dim, Graph, Node, Ref, TensorMeta, finite_int
 from opmap.engine.rules import fixture
 
 # dtypes a TensorRT tensor can have (TensorRT has no float64 and no complex types).
@@ -55,7 +55,7 @@ class Bounds:
             hi = rng.upper if rng and rng.upper is not None else float("inf")
             ranges[sym] = ValueRanges(lo, hi)
         vr = bound_sympy(expr, ranges)
-        return _as_int(vr.lower), _as_int(vr.upper)
+        return finite_int(vr.lower), finite_int(vr.upper)
 
     def _meta(self, x: Any) -> TensorMeta | None:
         if isinstance(x, TensorMeta):
@@ -66,30 +66,25 @@ class Bounds:
             return x.out
         return None
 
+    def _bound(self, x: Any, side: int) -> int | None:
+        meta = self._meta(x)
+        if meta is None:
+            return self._range(x)[side]
+        total = 1
+        for d in meta.shape:
+            b = self._range(d)[side]
+            if b is None:
+                return None
+            total *= b
+        return total
+
     def upper(self, x: Any) -> int | None:
         """Upper bound of a dim (int or symbol expression), or of a tensor's element count."""
-        meta = self._meta(x)
-        if meta is not None:
-            total = 1
-            for d in meta.shape:
-                hi = self._range(d)[1]
-                if hi is None:
-                    return None
-                total *= hi
-            return total
-        return self._range(x)[1]
+        return self._bound(x, 1)
 
     def lower(self, x: Any) -> int | None:
-        meta = self._meta(x)
-        if meta is not None:
-            total = 1
-            for d in meta.shape:
-                lo = self._range(d)[0]
-                if lo is None:
-                    return None
-                total *= lo
-            return total
-        return self._range(x)[0]
+        """Lower bound of a dim, or of a tensor's element count."""
+        return self._bound(x, 0)
 
     def data_dependent(self, x: Any) -> bool:
         """Whether a dim or tensor has a size known only at run time (an unbacked ``u`` symbol)."""
@@ -103,16 +98,6 @@ class Bounds:
             ):
                 return True
         return False
-
-
-def _as_int(value: Any) -> int | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    if f != f or f in (float("inf"), float("-inf")):
-        return None
-    return int(f)
 
 
 @fixture(scope="graph")

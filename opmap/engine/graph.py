@@ -17,6 +17,17 @@ from typing import Any, Iterator
 Dim = int | str
 
 
+def finite_int(value: Any) -> int | None:
+    """An int, or None for infinities and NaN (sympy's ``int_oo`` included)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    if f != f or f in (float("inf"), float("-inf")):
+        return None
+    return int(f)
+
+
 @dataclass(frozen=True)
 class Ref:
     """An argument that is the output of another node (by node name)."""
