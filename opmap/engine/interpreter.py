@@ -39,7 +39,7 @@ _CLASS_NAMES = {
     "NORMALIZATION": "INormalizationLayer", "PADDING": "IPaddingLayer", "POOLING": "IPoolingLayer", "REDUCE": "IReduceLayer",
     "RESIZE": "IResizeLayer", "SCATTER": "IScatterLayer", "SELECT": "ISelectLayer", "SHAPE": "IShapeLayer",
     "SHUFFLE": "IShuffleLayer", "SLICE": "ISliceLayer", "SOFTMAX": "ISoftMaxLayer", "SQUEEZE": "ISqueezeLayer",
-    "TOPK": "ITopKLayer", "EINSUM": "IEinsumLayer", "UNARY": "IUnaryLayer", "UNSQUEEZE": "IUnsqueezeLayer", "ONE_HOT": "IOneHotLayer",
+    "TOPK": "ITopKLayer", "EINSUM": "IEinsumLayer", "RESIZE": "IResizeLayer", "UNARY": "IUnaryLayer", "UNSQUEEZE": "IUnsqueezeLayer", "ONE_HOT": "IOneHotLayer",
 }
 
 HANDLERS: dict[str, Callable] = {}
@@ -459,6 +459,24 @@ def _pooling(trt, layer, ins):
     return [summed / math.prod(window)]
 
 
+@handles("RESIZE")
+def _resize(trt, layer, ins):
+    """The two coordinate mappings opmap emits, pinned to PyTorch's: nearest = ASYMMETRIC + FLOOR; linear =
+    HALF_PIXEL (sources below 0 clamp to 0, as PyTorch does) or ALIGN_CORNERS. Anything else is refused."""
+    x = ins[0]
+    shape = [int(v) for v in ins[1].tolist()] if len(ins) > 1 and ins[1] is not None else list(layer.shape)
+    if list(shape[:2]) != list(x.shape[:2]):
+        raise InterpreterError(f"layer {layer.name}: resizing the batch or channel dims is not interpreted")
+    size = shape[2:]
+    mode, ct = layer.resize_mode.name, layer.coordinate_transformation.name
+    if mode == "NEAREST" and ct == "ASYMMETRIC" and layer.nearest_rounding.name == "FLOOR":
+        return [F.interpolate(x, size=size, mode="nearest")]
+    if mode == "LINEAR" and ct in ("HALF_PIXEL", "ALIGN_CORNERS"):
+        kind = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+        return [F.interpolate(x, size=size, mode=kind, align_corners=ct == "ALIGN_CORNERS")]
+    raise InterpreterError(f"layer {layer.name}: Resize {mode} with {ct} is not interpreted")
+
+
 @handles("ASSERTION")
 def _assertion(trt, layer, ins):
     if not bool(ins[0].all()):
@@ -506,7 +524,8 @@ def run_network(network: Any, trt: Any, inputs: dict[str, torch.Tensor], attenti
     """Execute the network on concrete inputs; returns every network output by name.
 
     ``attention`` maps each IAttention's name to the IAttention helper, whose attributes
-    (causal, mask, normalization) the Python API exposes only there, not on the layers it adds."""
+    (causal, mask, normalization) the Python API exposes only there, not on the layers it adds.
+    An ILoop (trip limit, iterators, recurrences, loop outputs and the layers between them) runs as one unit."""
     attention = attention or {}
     values: dict[str, Any] = {}
     for i in range(network.num_inputs):
@@ -514,74 +533,188 @@ def run_network(network: Any, trt: Any, inputs: dict[str, torch.Tensor], attenti
         if t.name not in inputs:
             raise InterpreterError(f"no value for network input {t.name}")
         values[t.name] = inputs[t.name].to(torch_dtype_of(t.dtype))
-    for i in _topological(network):
-        layer = network.get_layer(i)
-        kind = layer.type.name
-        if kind == "ATTENTION_INPUT":
-            values[layer.get_output(0).name] = [values[layer.get_input(j).name] if layer.get_input(j) is not None else None
-                                                for j in range(layer.num_inputs)]
-            continue
-        if kind == "ATTENTION_OUTPUT":
-            out = layer.get_output(0)
-            helper = attention.get(layer.name.removesuffix("_AttentionOutput"))
-            if helper is None:
-                raise InterpreterError(f"layer {layer.name}: attention built outside opmap's builder cannot be interpreted")
-            q, k, v, *rest = values[layer.get_input(0).name]
-            mask = values[helper.mask.name] if helper.mask is not None else None
-            result = _attention(helper, q, k, v, mask)
-            _check(layer, out, result)
-            values[out.name] = result
-            continue
-        handler = HANDLERS.get(kind)
-        cls = getattr(trt, _CLASS_NAMES.get(kind, ""), None)
-        if handler is None or cls is None:
-            raise InterpreterError(f"layer {layer.name}: the reference interpreter has no semantics for {kind} layers")
-        layer.__class__ = cls  # TensorRT's Python downcast idiom (type checked above)
-        ins = []
-        for j in range(layer.num_inputs):
-            t = layer.get_input(j)
-            ins.append(values[t.name] if t is not None else None)
-        try:
-            outs = handler(trt, layer, ins)
-        except InterpreterError:
-            raise
-        except Exception as exc:
-            raise InterpreterError(f"layer {layer.name} ({kind}): {type(exc).__name__}: {exc}") from None
-        for j, value in enumerate(outs):
-            t = layer.get_output(j)
-            _check(layer, t, value)
-            values[t.name] = value
+    loops = _loops(network, trt)
+    for unit in _topological(network, loops):
+        if isinstance(unit, str):
+            _run_loop(network, trt, loops[unit], values, attention)
+        else:
+            _execute(network.get_layer(unit), trt, values, attention)
     return {network.get_output(i).name: values[network.get_output(i).name] for i in range(network.num_outputs)}
 
 
-def _topological(network: Any) -> list[int]:
-    """Layer indices in an order where producers come first (a layer may be added before an input is set)."""
-    producer: dict[str, int] = {}
+def _execute(layer: Any, trt: Any, values: dict[str, Any], attention: dict[str, Any]) -> None:
+    kind = layer.type.name
+    if kind == "ATTENTION_INPUT":
+        values[layer.get_output(0).name] = [values[layer.get_input(j).name] if layer.get_input(j) is not None else None
+                                            for j in range(layer.num_inputs)]
+        return
+    if kind == "ATTENTION_OUTPUT":
+        out = layer.get_output(0)
+        helper = attention.get(layer.name.removesuffix("_AttentionOutput"))
+        if helper is None:
+            raise InterpreterError(f"layer {layer.name}: attention built outside opmap's builder cannot be interpreted")
+        q, k, v, *rest = values[layer.get_input(0).name]
+        mask = values[helper.mask.name] if helper.mask is not None else None
+        result = _attention(helper, q, k, v, mask)
+        _check(layer, out, result)
+        values[out.name] = result
+        return
+    handler = HANDLERS.get(kind)
+    cls = getattr(trt, _CLASS_NAMES.get(kind, ""), None)
+    if handler is None or cls is None:
+        raise InterpreterError(f"layer {layer.name}: the reference interpreter has no semantics for {kind} layers")
+    layer.__class__ = cls  # TensorRT's Python downcast idiom (type checked above)
+    ins = []
+    for j in range(layer.num_inputs):
+        t = layer.get_input(j)
+        ins.append(values[t.name] if t is not None else None)
+    try:
+        outs = handler(trt, layer, ins)
+    except InterpreterError:
+        raise
+    except Exception as exc:
+        raise InterpreterError(f"layer {layer.name} ({kind}): {type(exc).__name__}: {exc}") from None
+    for j, value in enumerate(outs):
+        t = layer.get_output(j)
+        _check(layer, t, value)
+        values[t.name] = value
+
+
+_BOUNDARY = {"TRIP_LIMIT": "ITripLimitLayer", "ITERATOR": "IIteratorLayer", "RECURRENCE": "IRecurrenceLayer",
+             "LOOP_OUTPUT": "ILoopOutputLayer"}
+
+
+def _loops(network: Any, trt: Any) -> dict[str, dict[str, Any]]:
+    """Loop name -> {"boundary": {kind: [layer indices]}, "body": [indices]} (body: layers fed by the loop's
+    iterators or recurrences, directly or not)."""
+    loops: dict[str, dict[str, Any]] = {}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        kind = layer.type.name
+        if kind in _BOUNDARY:
+            layer.__class__ = getattr(trt, _BOUNDARY[kind])
+            info = loops.setdefault(layer.loop.name, {"boundary": {k: [] for k in _BOUNDARY}, "body": []})
+            info["boundary"][kind].append(i)
+    for info in loops.values():
+        live = {network.get_layer(i).get_output(0).name for k in ("ITERATOR", "RECURRENCE") for i in info["boundary"][k]}
+        changed = True
+        while changed:
+            changed = False
+            for i in range(network.num_layers):
+                layer = network.get_layer(i)
+                if layer.type.name in _BOUNDARY or i in info["body"]:
+                    continue
+                if any(layer.get_input(j) is not None and layer.get_input(j).name in live for j in range(layer.num_inputs)):
+                    info["body"].append(i)
+                    live.update(layer.get_output(j).name for j in range(layer.num_outputs))
+                    changed = True
+        info["members"] = set(info["body"]) | {i for idx in info["boundary"].values() for i in idx}
+    return loops
+
+
+def _run_loop(network: Any, trt: Any, info: dict[str, Any], values: dict[str, Any], attention: dict[str, Any]) -> None:
+    layer = network.get_layer
+    (trip_index,) = info["boundary"]["TRIP_LIMIT"]
+    trip_layer = layer(trip_index)
+    trip_layer.__class__ = trt.ITripLimitLayer
+    if trip_layer.kind.name != "COUNT":
+        raise InterpreterError(f"layer {trip_layer.name}: a WHILE loop is not interpreted")
+    trips = _scalar(values[trip_layer.get_input(0).name])
+    iterators = []
+    for i in info["boundary"]["ITERATOR"]:
+        it = layer(i)
+        it.__class__ = trt.IIteratorLayer
+        iterators.append((it, values[it.get_input(0).name]))
+    state = {}
+    recurrences = []
+    for i in info["boundary"]["RECURRENCE"]:
+        rec = layer(i)
+        rec.__class__ = trt.IRecurrenceLayer
+        recurrences.append(rec)
+        state[rec.get_output(0).name] = values[rec.get_input(0).name]
+    body = _body_order(network, info)
+    collected: dict[int, list] = {i: [] for i in info["boundary"]["LOOP_OUTPUT"]}
+    for step in range(trips):
+        local = dict(values)
+        for it, x in iterators:
+            local[it.get_output(0).name] = x.select(it.axis, trips - 1 - step if it.reverse else step)
+        local.update(state)
+        for i in body:
+            _execute(layer(i), trt, local, attention)
+        state = {rec.get_output(0).name: local[rec.get_input(1).name] for rec in recurrences}
+        for i in collected:
+            collected[i].append(local[layer(i).get_input(0).name])
+    for i, items in collected.items():
+        out = layer(i)
+        out.__class__ = trt.ILoopOutputLayer
+        kind = out.kind.name
+        if kind == "LAST_VALUE":
+            result = items[-1]
+        else:
+            result = torch.stack(items[::-1] if kind == "REVERSE" else items, dim=out.axis)
+        _check(out, out.get_output(0), result)
+        values[out.get_output(0).name] = result
+
+
+def _body_order(network: Any, info: dict[str, Any]) -> list[int]:
+    produced_by = {network.get_layer(i).get_output(j).name: i for i in info["body"] for j in range(network.get_layer(i).num_outputs)}
+    order: list[int] = []
+    done: set[int] = set()
+
+    def visit(i: int) -> None:
+        if i in done:
+            return
+        layer = network.get_layer(i)
+        for j in range(layer.num_inputs):
+            t = layer.get_input(j)
+            if t is not None and t.name in produced_by:
+                visit(produced_by[t.name])
+        done.add(i)
+        order.append(i)
+
+    for i in info["body"]:
+        visit(i)
+    return order
+
+
+def _topological(network: Any, loops: dict[str, dict[str, Any]] | None = None) -> list[int | str]:
+    """Execution units (layer indices, or a loop's name for all its layers) with producers first
+    (a layer may be added before one of its inputs is set)."""
+    loops = loops or {}
+    unit_of: dict[int, int | str] = {}
+    for name, info in loops.items():
+        for i in info["members"]:
+            unit_of[i] = name
+    producer: dict[str, int | str] = {}
     for i in range(network.num_layers):
         layer = network.get_layer(i)
         for j in range(layer.num_outputs):
-            producer[layer.get_output(j).name] = i
-    order: list[int] = []
-    state: dict[int, int] = {}  # 1 visiting, 2 done
-    for root in range(network.num_layers):
+            producer[layer.get_output(j).name] = unit_of.get(i, i)
+    members: dict[int | str, list[int]] = {}
+    for i in range(network.num_layers):
+        members.setdefault(unit_of.get(i, i), []).append(i)
+    order: list[int | str] = []
+    state: dict[int | str, int] = {}  # 1 visiting, 2 done
+    for root in members:
         stack = [(root, False)]
         while stack:
-            i, expanded = stack.pop()
-            if state.get(i) == 2:
+            unit, expanded = stack.pop()
+            if state.get(unit) == 2:
                 continue
             if expanded:
-                state[i] = 2
-                order.append(i)
+                state[unit] = 2
+                order.append(unit)
                 continue
-            if state.get(i) == 1:
-                raise InterpreterError(f"layer {network.get_layer(i).name} is part of a cycle")
-            state[i] = 1
-            stack.append((i, True))
-            layer = network.get_layer(i)
-            for j in range(layer.num_inputs):
-                t = layer.get_input(j)
-                if t is not None and t.name in producer and state.get(producer[t.name]) != 2:
-                    stack.append((producer[t.name], False))
+            if state.get(unit) == 1:
+                raise InterpreterError(f"the network has a cycle through {unit}")
+            state[unit] = 1
+            stack.append((unit, True))
+            for i in members[unit]:
+                layer = network.get_layer(i)
+                for j in range(layer.num_inputs):
+                    t = layer.get_input(j)
+                    if t is not None and t.name in producer and producer[t.name] != unit and state.get(producer[t.name]) != 2:
+                        stack.append((producer[t.name], False))
     return order
 
 

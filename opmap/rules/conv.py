@@ -141,6 +141,26 @@ def _emit_adaptive_avg(ctx, node):
     return ctx.reshape(out, list(node.out.shape)) if restore is not None else out
 
 
+def _emit_upsample(ctx, node):
+    x = ctx.input("input")
+    layer = ctx.net.add_resize(x)
+    layer.shape = tuple(node.out.shape)
+    if "nearest" in node.op:  # PyTorch's nearest: src = floor(dst · in / out)
+        layer.resize_mode = ctx.trt.InterpolationMode.NEAREST
+        layer.coordinate_transformation = ctx.trt.ResizeCoordinateTransformation.ASYMMETRIC
+        layer.nearest_rounding = ctx.trt.ResizeRoundMode.FLOOR
+    else:
+        layer.resize_mode = ctx.trt.InterpolationMode.LINEAR
+        align = bool(node.arg("align_corners", False))
+        layer.coordinate_transformation = (ctx.trt.ResizeCoordinateTransformation.ALIGN_CORNERS if align
+                                           else ctx.trt.ResizeCoordinateTransformation.HALF_PIXEL)
+    return ctx.out(layer, "resize")
+
+
+def static_output(node, **_):
+    assert node.out is not None and node.out.is_static, f"output {node.out} has dynamic dims; the resize shape is fixed at build time"
+
+
 define(ns, "conv/conv", ["aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default", "aten.convolution.default",
                          "aten._convolution.default"], "direct",
        layers="ConvolutionNd (1-D as 2-D with a unit dim), weights and bias as constants",
@@ -165,7 +185,8 @@ define(ns, "pool/adaptive-avg", ["aten.adaptive_avg_pool2d.default", "aten._adap
 define(ns, "resize/upsample", ["aten.upsample_nearest2d.vec", "aten.upsample_bilinear2d.vec", "aten.upsample_nearest2d.default",
                                "aten.upsample_bilinear2d.default", "aten.upsample_nearest1d.vec", "aten.upsample_linear1d.vec"],
        "direct", layers="Resize NEAREST/LINEAR with PyTorch's coordinate transformation (align_corners or half-pixel)",
-       example=(lambda a: F.interpolate(a, scale_factor=2.0, mode="bilinear"), t(1, 3, 4, 4)), checks=[float_input])
+       example=(lambda a: F.interpolate(a, scale_factor=2.0, mode="bilinear"), t(1, 3, 4, 4)), checks=[float_input, static_output],
+       emit=_emit_upsample)
 
 
 def _adaptive_divisible(node):

@@ -182,6 +182,32 @@ define(ns, "reduce/sort-topk", "aten.sort.default", "decompose", layers="TopK wi
        emit=_emit_sort)
 define(ns, "scan/cumsum-layer", "aten.cumsum.default", "direct", layers="Cumulative SUM (inclusive, forward)",
        example=(lambda a: a.cumsum(-1), t(3, 5)), checks=[no_padded_axis], emit=_emit_cumsum_layer)
+def _emit_cumsum_loop(ctx, node):
+    """ILoop over the axis: an iterator yields each slice, a recurrence carries the running sum."""
+    x = ctx.cast(ctx.input("self"), ctx.output_dtype())
+    rank = ctx.rank(x)
+    axis = node.arg("dim") % rank
+    length = node.meta("self").shape[axis]
+    loop = ctx.net.add_loop()
+    trips = ctx.const(length, "int32", shape=())
+    ctx.layer(loop.add_trip_limit(trips, ctx.trt.TripLimit.COUNT), "trips")
+    it = ctx.layer(loop.add_iterator(x, axis, False), "iterator")
+    zero_shape = [d for i, d in enumerate(node.meta("self").shape) if i != axis]
+    rec = ctx.layer(loop.add_recurrence(ctx.const(torch.zeros(zero_shape), ctx.dtype(x))), "running-sum")
+    total = ctx.elementwise(rec.get_output(0), it.get_output(0), "SUM")
+    rec.set_input(1, total)
+    out = loop.add_loop_output(total, ctx.trt.LoopOutput.CONCATENATE, axis)
+    out.set_input(1, trips)
+    return ctx.out(out, "stack")
+
+
+def static_scan_axis(node, **_):
+    meta = node.meta("self")
+    size = meta.shape[node.arg("dim") % max(meta.rank, 1)]
+    assert isinstance(size, int), f"the scanned dim is dynamic ({size}); the loop's trip count is fixed at build time"
+    assert meta.rank >= 1, "cumsum of a 0-d tensor needs no loop"
+
+
 define(ns, "scan/cumsum-loop", "aten.cumsum.default", "decompose",
        layers="ILoop over the axis with a recurrence accumulating the running sum",
-       example=(lambda a: a.cumsum(1), t(3, 5)), checks=[no_padded_axis])
+       example=(lambda a: a.cumsum(1), t(3, 5)), checks=[no_padded_axis, static_scan_axis], emit=_emit_cumsum_loop)
