@@ -115,3 +115,18 @@ def rule_fmp_maxpool_approx(node, graph):
     meta = node.meta("self")
     for size, out in zip(meta.shape[-2:], node.arg("output_size")):
         assert out <= size, f"output size {out} exceeds the input size {size}"
+
+
+def _emit_fmp_maxpool(ctx, node):
+    """MaxPool with stride floor(in/out) and the kernel that lands exactly on the output size."""
+    x = ctx.input("self")
+    spatial = node.meta("self").shape[-2:]
+    out = node.arg("output_size")
+    stride = [s // o for s, o in zip(spatial, out)]
+    kernel = [s - (o - 1) * st for s, o, st in zip(spatial, out, stride)]
+    layer = ctx.net.add_pooling_nd(x, ctx.trt.PoolingType.MAX, tuple(kernel))
+    layer.stride_nd = tuple(stride)
+    return [ctx.out(layer, "maxpool"), None]
+
+
+rule_fmp_maxpool_approx.emit(_emit_fmp_maxpool)
