@@ -20,7 +20,7 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/detector.py examples/detector.pt2
-	$(VENV)/bin/opmap --db $(DEMO_DB) suggest examples/detector.pt2 -r
+	$(VENV)/bin/opmap --db $(DEMO_DB) suggest examples/detector.pt2 -r --html .opmap-demo/detector-plan.html
 	$(VENV)/bin/opmap --db $(DEMO_DB) build examples/detector.pt2 -o .opmap-demo/detector.engine
 	$(VENV)/bin/opmap --db $(DEMO_DB) verify examples/detector.pt2
 

@@ -75,6 +75,7 @@ def suggest(
     unsafe_pickle: bool = typer.Option(False, "--unsafe-pickle", help="Allow unpickling a model file (this runs its code)."),
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
     record: bool = typer.Option(True, "--record/--no-record", help="Store the run in the catalog for `opmap audit`."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write the plan as a self-contained HTML page."),
 ) -> None:
     """Plan every node of a model: chosen strategy, cost, runner-up, and why the others were rejected.
 
@@ -103,6 +104,13 @@ def suggest(
             on_node=lambda _node: progress.advance(task),
         )
     run_id = svc.record(catalog, plan, captured, str(model)) if record else None
+    if html is not None:
+        from opmap.report import plan_html
+
+        try:
+            html.write_text(plan_html(plan, run_id, str(model)), encoding="utf-8")
+        except OSError as exc:
+            raise OpmapError(f"cannot write {html}: {exc.strerror or exc}") from None
     if as_json:
         _emit_json(svc.plan_json(plan, run_id, str(model)))
     else:

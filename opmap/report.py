@@ -179,3 +179,60 @@ def print_doctor(console: Console, report: dict) -> None:
             console.print(f"    probe {probe}: {mark}  {r['message'] if r['ok'] is False else ''}", highlight=False)
     console.print(f"[bold]GPU:[/bold] {report['gpu'] or 'none visible'}")
     console.print(f"[bold]{report['summary']}[/bold]")
+
+
+KIND_COLOUR = {"direct": "#2e7d32", "decompose": "#00838f", "approximate": "#8e24aa", "plugin": "#1565c0", "no mapping": "#c62828"}
+
+
+def plan_html(plan: Plan, run_id: int | None, model: str) -> str:
+    """A self-contained page: a bar of how the nodes map, then every node with its verdicts."""
+    from html import escape
+
+    summary = plan.summary()
+    total = max(summary["nodes"], 1)
+    x = 0.0
+    bars, legend = [], []
+    for kind in ("direct", "decompose", "approximate", "plugin", "no mapping"):
+        n = summary.get(kind, 0)
+        if not n:
+            continue
+        w = 900 * n / total
+        bars.append(f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="28" fill="{KIND_COLOUR[kind]}"><title>{n} {kind}</title></rect>')
+        legend.append(f'<span class="chip" style="background:{KIND_COLOUR[kind]}">{n} {escape(kind)}</span>')
+        x += w
+    rows = []
+    for np_ in plan.nodes:
+        kind = np_.choice.kind if np_.choice else "no mapping"
+        details = []
+        for v in np_.verdicts:
+            reason = np_.set_aside.get(v.strategy) if v.applies and v.strategy in np_.set_aside else v.reason
+            details.append(f"<li><b class='{v.outcome.value}'>{v.outcome.value}</b> {escape(v.strategy)}"
+                           + (f": {escape(reason)}" if reason else "") + "</li>")
+        rows.append(
+            f"<tr><td class='bar' style='background:{KIND_COLOUR[kind]}'></td><td>{escape(np_.node.name)}</td>"
+            f"<td><code>{escape(np_.node.op)}</code></td>"
+            f"<td>{escape(np_.choice.strategy) if np_.choice else '<b>no mapping</b>'}</td><td>{escape(kind)}</td>"
+            f"<td>{escape(str(np_.cost)) if np_.choice else ''}</td>"
+            f"<td>{escape(np_.runner_up.strategy) if np_.runner_up else ''}</td>"
+            f"<td><details><summary>{len(np_.verdicts)} verdicts</summary><ul>{''.join(details)}</ul>"
+            + (f"<p class='contract'>{escape(np_.contract)}</p>" if np_.contract else "")
+            + f"<p>{escape(np_.why)}</p></details></td></tr>"
+        )
+    title = f"{escape(plan.graph.name)} on {escape(str(plan.backend))}" + (f" — run {run_id}" if run_id else "")
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>opmap: {title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
+h1 {{ font-size: 20px; }} .chip {{ color: white; padding: 2px 8px; border-radius: 10px; margin-right: 6px; font-size: 13px; }}
+table {{ border-collapse: collapse; width: 100%; font-size: 13px; }} td, th {{ border-bottom: 1px solid #ddd; padding: 4px 6px; text-align: left; vertical-align: top; }}
+td.bar {{ width: 6px; padding: 0; }} .REJECTED {{ color: #b26a00; }} .ERROR {{ color: #c62828; }} .APPLIES {{ color: #2e7d32; }}
+.NOT_APPLICABLE {{ color: #777; }} .contract {{ color: #8e24aa; }} summary {{ cursor: pointer; }}
+</style></head><body>
+<h1>opmap plan: {title}</h1>
+<p>{escape(model)} — {escape(plan.summary_line())}</p>
+<svg width="900" height="28" role="img" aria-label="{escape(plan.summary_line())}">{''.join(bars)}</svg>
+<p>{''.join(legend)}</p>
+<table><tr><th></th><th>node</th><th>op</th><th>strategy</th><th>kind</th><th>cost</th><th>runner-up</th><th>verdicts</th></tr>
+{''.join(rows)}
+</table></body></html>
+"""

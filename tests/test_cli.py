@@ -198,3 +198,15 @@ def test_console_script_end_to_end(tmp_path, detector_pt2):
     assert "27 nodes: 22 direct, 5 decompose" in proc.stdout
     proc = subprocess.run([exe, "--db", str(tmp_path / "c.db"), "suggest", str(tmp_path / "nope.pt2")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and proc.stderr.count("\n") == 1
+
+
+def test_suggest_html_picture(cli, detector_pt2, tmp_path):
+    page = tmp_path / "plan.html"
+    r = cli("suggest", detector_pt2, "--html", page)
+    assert r.code == 0
+    html = page.read_text()
+    assert html.startswith("<!doctype html>") and "<svg" in html and "22 direct" in html
+    assert html.count("<tr>") == 28  # header + one row per node
+    assert "nonzero/static-bound" in html and "no runners that implement it" in html
+    bad = cli("suggest", detector_pt2, "--html", tmp_path / "missing-dir" / "plan.html")
+    assert bad.code == 2 and "cannot write" in bad.err
