@@ -52,6 +52,12 @@ EXTRA = {
     "pool/max": [accept(lambda a: F.max_pool2d(a, 3, 2, padding=1), torch.randn(1, 2, 7, 7)),
                  accept(lambda a: F.max_pool2d(a, 2, ceil_mode=True), torch.randn(1, 2, 7, 7))],
     "pool/avg": [accept(lambda a: F.avg_pool2d(a, 3, 2, padding=1, count_include_pad=False), torch.randn(1, 2, 7, 7))],
+    "mask/masked-reduce": [
+        accept(lambda x, m: (x[m].mean(), x[m].amax(), (x > 0)[m].any()), torch.randn(3, 4), torch.rand(3, 4) > 0.5),
+        accept(lambda x, m: x[m].sum(0), torch.randn(3, 4, 2), torch.rand(3, 4) > 0.5),
+        accept(lambda x, m: torch.masked_select(x, m).sum(), torch.randn(3, 4), torch.rand(3, 4) > 0.5),
+        accept(lambda x, m: x[m].sum(), torch.randn(3, 4), torch.zeros(3, 4, dtype=torch.bool)),  # all false: 0
+    ],
     "scan/cumsum-loop": [accept(lambda a: a.cumsum(0), torch.randint(0, 9, (4, 3)))],
     "scan/cumsum-layer": [accept(lambda a: a.cumsum(0), torch.randint(0, 9, (4, 3)))],
     "resize/upsample": [accept(lambda a: F.interpolate(a, scale_factor=2.0, mode="nearest"), torch.randn(1, 2, 3, 5)),
@@ -89,5 +95,4 @@ def test_emit_coverage_is_reported_honestly():
 EXPECTED_WITHOUT_EMIT = [
     "nonzero/direct", "mask/nonzero-gather",  # INonZeroLayer: no runner on tensorrt_rtx, so nothing here can build it
     "nonzero/plugin",  # no NonZero IPluginV3 library exists yet
-    "mask/masked-reduce",  # a rewrite across the selection and its consumers: not emitted yet
 ]

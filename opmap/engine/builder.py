@@ -91,6 +91,16 @@ class Built:
         }
 
 
+@dataclass
+class Masked:
+    """What a masked-rewrite strategy emits for a selection (``x[mask]``, ``nonzero``): the rows it would select and
+    the mask, not a data-dependent tensor. Only consumers that reduce the selection away can take it."""
+
+    rows: Any  # ITensor [numel, *rest]: every candidate row
+    mask: Any  # ITensor [numel] bool: which rows are selected
+    source: str  # the selecting node
+
+
 class EmitContext:
     """What an emit function works with: its node's inputs as TensorRT tensors, and helpers."""
 
@@ -112,7 +122,17 @@ class EmitContext:
         value = self.node.arg(name)
         if not isinstance(value, Ref):
             raise BuildError(f"{self.node.name}: argument {name!r} is {value!r}, not a tensor")
-        return self.tensor(value)
+        t = self.tensor(value)
+        if isinstance(t, Masked):
+            raise BuildError(f"{self.node.name} ({self.node.op}) consumes the masked selection {t.source}, which only "
+                             f"reductions can take; plan {t.source} with another strategy")
+        return t
+
+    def masked(self, name: str) -> Masked | None:
+        """The masked selection an argument refers to, when its producer was planned as a masked rewrite."""
+        value = self.node.arg(name)
+        t = self.tensor(value) if isinstance(value, Ref) else None
+        return t if isinstance(t, Masked) else None
 
     def operand(self, name: str, like: Any = None) -> Any:
         """A tensor argument, or a Python scalar argument made a constant of ``like``'s dtype."""

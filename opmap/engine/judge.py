@@ -53,6 +53,11 @@ class Judge:
         self._cache: dict[str, dict[int, Any]] = {s: {} for s in SCOPES}
         self._finalizers: dict[str, list[Iterator]] = {s: [] for s in SCOPES}
         self._values: dict[str, dict[str, Any]] = {"session": dict(base), "graph": {}, "node": {}}
+        self._values["session"].setdefault("upstream", {})  # node -> chosen strategy; the planner fills it
+
+    def set_value(self, name: str, value: Any) -> None:
+        """A session-scoped base value (the planner's running record of upstream choices, say)."""
+        self._values["session"][name] = value
 
     # -- scope management ----------------------------------------------------------------------
     @contextmanager

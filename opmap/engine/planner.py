@@ -133,9 +133,13 @@ class Planner:
     def plan(self, graph: Graph, on_node: Callable[[Node], None] | None = None) -> Plan:
         nodes: list[NodePlan] = []
         self._graph = graph
+        upstream: dict[str, str] = {}  # node -> chosen strategy, for rules over patterns of nodes
+        self.judge.set_value("upstream", upstream)
         with self.judge.graph_scope(graph):
             for node in graph:
                 nodes.append(self.plan_node(node))
+                if nodes[-1].choice is not None:
+                    upstream[node.name] = nodes[-1].choice.strategy
                 if on_node:
                     on_node(node)
         return Plan(graph=graph, backend=self.backend, settings=self.settings, nodes=nodes, problems=list(self.ruleset.problems))

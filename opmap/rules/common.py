@@ -135,9 +135,9 @@ def define(
     """
     all_checks = tuple(BASE_CHECKS) + tuple(checks)
 
-    def rule(node, graph, backend, bounds, settings):
+    def rule(node, graph, backend, bounds, settings, upstream):
         for check in all_checks:
-            check(node=node, graph=graph, backend=backend, bounds=bounds, settings=settings)
+            check(node=node, graph=graph, backend=backend, bounds=bounds, settings=settings, upstream=upstream)
 
     fn, *inputs = example
     if bad is None and no_reject is None:

@@ -20,8 +20,8 @@ NONZERO = ["aten.nonzero.default", "aten.argwhere.default"]
 MASK_SELECT = ["aten.index.Tensor", "aten.masked_select.default"]
 REDUCTIONS = {
     "aten.sum.default", "aten.sum.dim_IntList", "aten.mean.default", "aten.mean.dim", "aten.amax.default", "aten.amin.default",
-    "aten.max.default", "aten.min.default", "aten.any.default", "aten.all.default", "aten.count_nonzero.default",
-    "aten.count_nonzero.dim_IntList", "aten.sym_size.int",
+    "aten.max.default", "aten.min.default", "aten.any.default", "aten.all.default", "aten.sym_size.int",
+    "aten.amax.default", "aten.amin.default", "aten.any.dim", "aten.all.dim", "aten.prod.default",
 }
 NONZERO_CONTRACT = "output padded to the static bound N with -1 rows; an extra int64 output holds the valid count"
 MASK_CONTRACT = "output padded to the static bound N with zeros; an extra int64 output holds the valid count"
@@ -123,6 +123,41 @@ def _emit_mask_static(ctx, node):
     return out
 
 
+def _emit_masked_reduce(ctx, node):
+    from opmap.engine.builder import Masked
+
+    if node.op in NONZERO:
+        x = ctx.input("self")
+        shape = list(node.meta("self").shape)
+        mask = x if ctx.dtype(x) == "bool" else ctx.unary(ctx.elementwise(x, ctx.const(0, ctx.dtype(x), shape=()), "EQUAL"), "NOT")
+        numel = math.prod(shape)
+        coords = torch.stack(torch.unravel_index(torch.arange(numel), tuple(shape)), -1)
+        return Masked(ctx.const(coords, "int64"), ctx.reshape(mask, [numel]), node.name)
+    x = ctx.input("self")
+    if node.op == "aten.masked_select.default":
+        shape = list(torch.broadcast_shapes(tuple(node.meta("self").shape), tuple(node.meta("mask").shape)))
+        mask = ctx.expand_to(ctx.cast(ctx.input("mask"), "bool"), shape)
+        x, rest = ctx.expand_to(x, shape), []
+    else:
+        mref = next(r for r in node.arg("indices") if r is not None)
+        shape = list(ctx.node._graph.meta_of(mref).shape)
+        mask = ctx.cast(ctx.tensor(mref), "bool")
+        rest = list(node.meta("self").shape[len(shape):])
+    numel = math.prod(shape)
+    return Masked(ctx.reshape(x, [numel, *rest]), ctx.reshape(mask, [numel]), node.name)
+
+
+def reduces_selected_dim(node, graph, consumers):
+    for user in consumers:
+        if user.op == "aten.sym_size.int":
+            assert user.arg("dim") == 0, f"consumer {user.name} reads dim {user.arg('dim')}, not the selected count"
+            continue
+        dims = user.arg("dim")
+        axes = [] if dims in (None, []) else ([dims] if isinstance(dims, int) else list(dims))
+        rank = len(graph.meta_of(user.arg("self")).shape) if user.arg("self") is not None else 1
+        assert not axes or 0 in [a % rank for a in axes], f"consumer {user.name} keeps the selected dim (reduces {axes})"
+
+
 def static_mask(node, graph):
     for name, meta in node.tensor_args().items():
         assert meta.is_static, f"{name} has dynamic dims {meta.shape}; the slot table is built at build time"
@@ -201,3 +236,8 @@ def rule_mask_masked_reduce(node, graph, consumers):
     assert consumers, "the selection has no consumers"
     for user in consumers:
         assert user.op in REDUCTIONS, f"consumer {user.name} ({user.op}) is not a reduction"
+    reduces_selected_dim(node, graph, consumers)
+    static_mask(node, graph)
+
+
+rule_mask_masked_reduce.emit(_emit_masked_reduce)

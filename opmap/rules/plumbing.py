@@ -15,13 +15,26 @@ SYM_OPS = ["operator.add", "operator.sub", "operator.mul", "operator.floordiv", 
            "torch.sym_max", "torch.sym_min", "torch.sym_not", "aten.sym_numel.default", "aten.sym_storage_offset.default"]
 
 
-_BOUND = re.compile(r"expression (?P<sym>[a-z]\d+) (?P<op>>=|<=) (?P<value>-?\d+)")
+_BOUND = re.compile(r"expression (?:(?P<sym>[a-z]\d+) (?P<op>>=|<=|>|<) (?P<value>-?\d+)"
+                    r"|(?P<value2>-?\d+) (?P<op2>>=|<=|>|<) (?P<sym2>[a-z]\d+)) on node")
+_FLIP = {">=": "<=", "<=": ">=", ">": "<", "<": ">"}
 
 
 def _asserted_bound(node):
-    """(symbol, op, value) when the assertion restates a bound of one size symbol (torch.export's range asserts)."""
+    """(symbol, ">=" or "<=", value) when the assertion restates one bound of one size symbol, in any of the
+    forms torch.export writes (``u0 >= 1``, ``0 < u0``, ``u0 <= 12``)."""
     m = _BOUND.search(str(node.arg("assert_msg") or ""))
-    return (m.group("sym"), m.group("op"), int(m.group("value"))) if m else None
+    if not m:
+        return None
+    if m.group("sym"):
+        sym, op, value = m.group("sym"), m.group("op"), int(m.group("value"))
+    else:
+        sym, op, value = m.group("sym2"), _FLIP[m.group("op2")], int(m.group("value2"))
+    if op == ">":
+        op, value = ">=", value + 1
+    elif op == "<":
+        op, value = "<=", value - 1
+    return sym, op, value
 
 
 def shape_condition(node, graph, **_):
@@ -59,6 +72,10 @@ def _emit_getitem(ctx, node):
 
 
 def _emit_sym_size(ctx, node):
+    sel = ctx.masked("self")
+    if sel is not None and node.arg("dim") == 0:  # the size of a masked selection is its mask's count
+        count = ctx.out(ctx.net.add_reduce(ctx.cast(sel.mask, "int32"), ctx.trt.ReduceOperation.SUM, 1, True), "count")
+        return ctx.cast(count, "int64")
     symbol = node.scalar_outputs[0] if node.scalar_outputs else None
     if symbol in ctx.nb.counts:  # the true size of a padded (static-bound) dim, not the padded length
         return ctx.nb.counts[symbol]

@@ -7,16 +7,24 @@ from opmap.rules.common import define, float_input, t
 ns = globals()
 
 
-def no_padded_axis(node, bounds, **_):
-    """Reducing over a size known only at run time needs that size; a padded layout would count padding."""
+MASKED = "mask/masked-reduce"
+
+
+def no_padded_axis(node, bounds, graph, upstream=None, **_):
+    """Reducing over a size known only at run time needs that size: a padded layout would count padding, so the
+    producer must be planned as a masked rewrite (which the reduction then consumes)."""
     meta = node.meta("self")
     dims = node.arg("dim")
     axes = range(meta.rank) if dims in (None, []) else ([dims] if isinstance(dims, int) else dims)
+    producer = node.arg("self").node if node.arg("self") is not None else None
     for d in axes:
         size = meta.shape[d % max(meta.rank, 1)] if meta.rank else 1
-        assert not bounds.data_dependent(size), (
-            f"reduces over dim {d} of data-dependent size {size}; plan its producer with a masked rewrite instead"
-        )
+        if bounds.data_dependent(size):
+            chosen = (upstream or {}).get(producer)
+            assert chosen == MASKED, (
+                f"reduces over dim {d} of data-dependent size {size}; its producer {producer} is planned as "
+                f"{chosen or 'nothing yet'}, not as the masked rewrite {MASKED}"
+            )
 
 
 def static_reduced_dims(node, **_):
@@ -47,8 +55,46 @@ def reduce_axes(node, rank):
     return [d % rank for d in ([dims] if isinstance(dims, int) else dims)]
 
 
+NEUTRAL = {"SUM": 0, "AVG": 0, "PROD": 1, "MAX": "-inf", "MIN": "inf"}
+
+
+def _neutral(ctx, op, dtype):
+    value = NEUTRAL[op]
+    if isinstance(value, str):
+        t = getattr(torch, dtype)
+        big = float(value) if t.is_floating_point else (torch.iinfo(t).min if value == "-inf" else torch.iinfo(t).max)
+        value = big
+    return ctx.const(value, dtype, shape=())
+
+
+def reduce_masked(ctx, node, sel, op):
+    """A reduction over a masked selection: where(mask, rows, neutral) reduced instead — no data-dependent shape."""
+    rows = sel.rows
+    rank = ctx.rank(rows)
+    axes = reduce_axes(node, len(node.meta("self").shape))
+    if 0 not in axes:
+        raise ValueError(f"{node.name} keeps the selected dim; a masked selection must be reduced over it")
+    dtype = ctx.output_dtype()
+    base = "SUM" if op == "AVG" else op
+    rows = ctx.cast(rows, dtype) if base in ("SUM", "PROD") else rows
+    mask = ctx.reshape(sel.mask, [-1] + [1] * (rank - 1))
+    kept = ctx.out(ctx.net.add_select(*ctx.broadcast(mask, rows, _neutral(ctx, base, ctx.dtype(rows)))), "masked")
+    keep = bool(node.arg("keepdim", False))
+    out = ctx.out(ctx.net.add_reduce(kept, getattr(ctx.trt.ReduceOperation, base), ctx.axes_mask(axes, rank), keep), "masked-reduce")
+    if op == "AVG":
+        count = ctx.out(ctx.net.add_reduce(ctx.cast(sel.mask, dtype), ctx.trt.ReduceOperation.SUM, 1, False), "count")
+        for a in axes:
+            if a != 0:
+                count = ctx.elementwise(count, ctx.const(float(ctx.rank(rows) and rows.shape[a]), dtype), "PROD")
+        out = ctx.elementwise(out, ctx.reshape(count, [1] * ctx.rank(out)) if ctx.rank(out) else ctx.reshape(count, []), "DIV")
+    return ctx.cast(out, dtype)
+
+
 def emit_reduce(op):
     def emit(ctx, node):
+        sel = ctx.masked("self")
+        if sel is not None:
+            return reduce_masked(ctx, node, sel, op)
         x = ctx.input("self")
         rank = ctx.rank(x)
         dtype = ctx.output_dtype()
@@ -76,6 +122,13 @@ for id, ops, layers, fn, op in REDUCE:
 
 def emit_bool_reduce(op):
     def emit(ctx, node):
+        sel = ctx.masked("self")
+        if sel is not None:
+            from opmap.engine.builder import Masked
+
+            as_int = Masked(ctx.cast(ctx.cast(sel.rows, "bool"), "int32"), sel.mask, sel.source)
+            counted = reduce_masked(ctx, node, as_int, op)
+            return ctx.elementwise(ctx.cast(counted, "int32"), ctx.const(0, "int32"), "GREATER")
         x = ctx.cast(ctx.input("self"), "int32")
         rank = ctx.rank(x)
         keep = bool(node.arg("keepdim", False))
