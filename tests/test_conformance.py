@@ -52,6 +52,14 @@ EXTRA = {
     "pool/max": [accept(lambda a: F.max_pool2d(a, 3, 2, padding=1), torch.randn(1, 2, 7, 7)),
                  accept(lambda a: F.max_pool2d(a, 2, ceil_mode=True), torch.randn(1, 2, 7, 7))],
     "pool/avg": [accept(lambda a: F.avg_pool2d(a, 3, 2, padding=1, count_include_pad=False), torch.randn(1, 2, 7, 7))],
+    # Masks: all false, all true (the upper bound exactly reached), a single true element, random.
+    "nonzero/static-bound": [accept(torch.nonzero, m) for m in (
+        torch.zeros(3, 4, dtype=torch.bool), torch.ones(3, 4, dtype=torch.bool),
+        torch.zeros(3, 4, dtype=torch.bool).index_put_((torch.tensor([2]), torch.tensor([1])), torch.tensor(True)),
+        torch.rand(2, 3, 4) > 0.5, torch.randint(-2, 3, (5, 3)))],  # a non-bool input: nonzero of x != 0
+    "mask/static-bound": [accept(lambda x, m: x[m], torch.randn(3, 4, 2), m) for m in (
+        torch.zeros(3, 4, dtype=torch.bool), torch.ones(3, 4, dtype=torch.bool),
+        torch.eye(3, 4, dtype=torch.bool)[:1].expand(3, 4).clone())],
     "mask/masked-reduce": [
         accept(lambda x, m: (x[m].mean(), x[m].amax(), (x > 0)[m].any()), torch.randn(3, 4), torch.rand(3, 4) > 0.5),
         accept(lambda x, m: x[m].sum(0), torch.randn(3, 4, 2), torch.rand(3, 4) > 0.5),
