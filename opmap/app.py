@@ -63,6 +63,7 @@ def make_plan(
         return planner.plan(captured.graph, on_node=on_node)
     finally:
         planner.judge.close()
+        catalog.record_probes(backend.name, backend.version, backend.probed)
 
 
 def signature(node: Node) -> str:

@@ -140,3 +140,29 @@ def test_corrupt_file_and_bad_urls(tmp_path):
         Catalog("nosuchdialect://x/y")
     with pytest.raises(CatalogError, match="is a directory"):
         Catalog(str(tmp_path))
+
+
+def test_upgrade_from_the_first_schema_keeps_data(tmp_path):
+    """A catalog made by the first release (only 0001 applied) gains the probes table; its runs stay."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        migrations.m0001_initial(conn)
+        migrations._LEDGER.create(conn)
+        conn.execute(migrations._LEDGER.insert().values(name="0001_initial", applied_at=__import__("datetime").datetime(2026, 1, 1)))
+        conn.execute(text("INSERT INTO runs (created_at, model_path, model_kind, opmap_version, catalog_version, backend, settings, summary)"
+                          " VALUES (CURRENT_TIMESTAMP, 'old.pt2', 'export', '0.0.1', 1, 'tensorrt_rtx', '{}', '{}')"))
+    cat = Catalog(url)
+    assert inspect(cat.engine).has_table("probes")
+    assert [r.model_path for r in cat.runs()] == ["old.pt2"]
+    with cat.engine.connect() as conn:
+        assert migrations.applied(conn) == ["0001_initial", "0002_probes"]
+
+
+def test_probe_builds_are_recorded(cli, detector_pt2, db_url):
+    assert cli("suggest", detector_pt2, "--backend", "tensorrt_rtx").code == 0
+    probes = Catalog(db_url).probes("tensorrt_rtx")
+    (nz,) = [p for p in probes if p.probe == "non_zero"]
+    assert nz.ok is False and "no runners" in nz.message and nz.backend_version
+    assert cli("suggest", detector_pt2, "--backend", "tensorrt_rtx").code == 0
+    assert len(Catalog(db_url).probes("tensorrt_rtx")) == len(probes), "an unchanged result is not stored twice"

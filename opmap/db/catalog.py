@@ -25,6 +25,7 @@ from opmap.db.models import (
     Measurement,
     Meta,
     Op,
+    Probe,
     RuleSource,
     Run,
     StrategyOp,
@@ -281,6 +282,26 @@ class Catalog:
                 select(Measurement).where(Measurement.backend == backend).order_by(Measurement.created_at)
             )
             return {m.strategy_id: m for m in rows}
+
+    # -- probes ---------------------------------------------------------------------------------
+    def record_probes(self, backend: str, version: str | None, results: dict[str, Any]) -> None:
+        """Store probe results not yet recorded for this backend version (the latest result is kept current)."""
+        if not results:
+            return
+        with self.session() as s:
+            for name, r in results.items():
+                last = s.scalar(select(Probe).where(Probe.backend == backend, Probe.backend_version == version, Probe.probe == name)
+                                .order_by(Probe.id.desc()).limit(1))
+                if last is not None and last.ok == r.ok and last.message == r.message:
+                    continue
+                s.add(Probe(backend=backend, backend_version=version, probe=name, ok=r.ok, message=r.message, seconds=r.seconds))
+
+    def probes(self, backend: str | None = None) -> list[Probe]:
+        with self.session() as s:
+            q = select(Probe).order_by(Probe.id)
+            if backend:
+                q = q.where(Probe.backend == backend)
+            return list(s.scalars(q))
 
     # -- runs -----------------------------------------------------------------------------------
     def record_run(self, run: Run) -> int:

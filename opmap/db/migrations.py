@@ -130,8 +130,26 @@ def m0001_initial(conn: Connection) -> None:
     conn.execute(text("INSERT INTO meta (key, value) VALUES ('catalog_version', '0')"))
 
 
+def m0002_probes(conn: Connection) -> None:
+    """Probe builds: what a backend can build, established by building, with TensorRT's own message."""
+    md = MetaData()
+    Table(
+        "probes", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("backend", String(32), nullable=False),
+        Column("backend_version", String(64)),
+        Column("probe", String(64), nullable=False),
+        Column("ok", Boolean),
+        Column("message", Text, nullable=False),
+        Column("seconds", Float),
+        Column("created_at", DateTime, nullable=False),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", m0001_initial),
+    ("0002_probes", m0002_probes),
 ]
 
 _LEDGER = Table(

@@ -146,3 +146,17 @@ class VerdictRow(Base):
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     location: Mapped[str | None] = mapped_column(Text, nullable=True)
     decision: Mapped[Decision] = relationship(back_populates="verdicts")
+
+
+class Probe(Base):
+    """A probe build's result: the evidence behind "this backend cannot build that layer"."""
+
+    __tablename__ = "probes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    backend: Mapped[str] = mapped_column(String(32))
+    backend_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    probe: Mapped[str] = mapped_column(String(64))
+    ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    message: Mapped[str] = mapped_column(Text)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

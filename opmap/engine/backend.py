@@ -117,6 +117,7 @@ PROBES: dict[str, Callable] = {
 class BackendProfile:
     name: str
     module: Any | None = field(default=None, repr=False)
+    probed: dict[str, ProbeResult] = field(default_factory=dict, repr=False)  # the probes rules asked for
 
     @property
     def installed(self) -> bool:
@@ -143,7 +144,9 @@ class BackendProfile:
 
     def builds(self, probe: str) -> ProbeResult:
         """Build a probe network for real and report whether the backend has a runner for it."""
-        return _run_probe(self.name, probe)
+        result = _run_probe(self.name, probe)
+        self.probed[probe] = result
+        return result
 
     def __str__(self) -> str:
         return f"{self.name} {self.version or '(not installed here)'}"

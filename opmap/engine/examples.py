@@ -100,9 +100,14 @@ def candidates_of(ruleset: RuleSet) -> dict[str, list[str]]:
     return out
 
 
-def conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend: str = "tensorrt_rtx"):
+def conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend: str = "tensorrt_rtx", serialize_engine: bool = True,
+                api_of: str | None = None):
     """Build the example's graph with ``strat`` pinned on its node (a real build), interpret it and compare
-    with PyTorch. Returns (verify Report, Built)."""
+    with PyTorch. Returns (verify Report, Built).
+
+    ``api_of``/``serialize_engine=False``: judge for ``backend`` but define the network with another installed
+    module's API and skip the engine build — for strategies only full TensorRT can build (the network API is
+    shared), so at least their network definition is proven by the interpreter."""
     from opmap.engine.builder import build_network, serialize
     from opmap.engine.planner import Planner
     from opmap.engine.verify import verify_built
@@ -110,11 +115,18 @@ def conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend: str = "
     captured = capture_callable(ex.fn, *ex.inputs, dynamic_shapes=ex.dynamic_shapes)
     graph = captured.graph
     node = find_node(graph, strat, ex.node)
-    planner = Planner(ruleset, candidates_of(ruleset), backend=profile(backend), settings=Settings(**ex.settings),
+    judged_as = profile(backend)
+    planner = Planner(ruleset, candidates_of(ruleset), backend=judged_as, settings=Settings(**ex.settings),
                       pins={node.name: strat.id}, require_emit=True)
     plan = planner.plan(graph)
     planner.judge.close()
-    built = serialize(build_network(plan, captured.program, ruleset.strategies))
+    if api_of is not None:
+        from opmap.engine.backend import BackendProfile, import_backend
+
+        plan.backend = BackendProfile(name=judged_as.name, module=import_backend(api_of))
+    built = build_network(plan, captured.program, ruleset.strategies)
+    if serialize_engine:
+        built = serialize(built)
     tensors = [x for x in ex.inputs if hasattr(x, "shape")]
     inputs = dict(zip(graph.inputs, tensors))
     return verify_built(built, captured.program, inputs), built

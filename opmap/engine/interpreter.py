@@ -39,7 +39,7 @@ _CLASS_NAMES = {
     "NORMALIZATION": "INormalizationLayer", "PADDING": "IPaddingLayer", "POOLING": "IPoolingLayer", "REDUCE": "IReduceLayer",
     "RESIZE": "IResizeLayer", "SCATTER": "IScatterLayer", "SELECT": "ISelectLayer", "SHAPE": "IShapeLayer",
     "SHUFFLE": "IShuffleLayer", "SLICE": "ISliceLayer", "SOFTMAX": "ISoftMaxLayer", "SQUEEZE": "ISqueezeLayer",
-    "TOPK": "ITopKLayer", "EINSUM": "IEinsumLayer", "RESIZE": "IResizeLayer", "UNARY": "IUnaryLayer", "UNSQUEEZE": "IUnsqueezeLayer", "ONE_HOT": "IOneHotLayer",
+    "TOPK": "ITopKLayer", "EINSUM": "IEinsumLayer", "RESIZE": "IResizeLayer", "NON_ZERO": "INonZeroLayer", "UNARY": "IUnaryLayer", "UNSQUEEZE": "IUnsqueezeLayer", "ONE_HOT": "IOneHotLayer",
 }
 
 HANDLERS: dict[str, Callable] = {}
@@ -475,6 +475,12 @@ def _resize(trt, layer, ins):
         kind = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
         return [F.interpolate(x, size=size, mode=kind, align_corners=ct == "ALIGN_CORNERS")]
     raise InterpreterError(f"layer {layer.name}: Resize {mode} with {ct} is not interpreted")
+
+
+@handles("NON_ZERO")
+def _non_zero(trt, layer, ins):
+    """[rank, N] indices of the non-zero elements, in row-major order (as PyTorch's nonzero, transposed)."""
+    return [torch.nonzero(ins[0]).T.contiguous().to(torch_dtype_of(layer.indices_type))]
 
 
 @handles("ASSERTION")

@@ -158,6 +158,33 @@ def reduces_selected_dim(node, graph, consumers):
         assert not axes or 0 in [a % rank for a in axes], f"consumer {user.name} keeps the selected dim (reduces {axes})"
 
 
+def _nonzero_rows(ctx, mask, node):
+    """INonZeroLayer gives [rank, N] indices; PyTorch's nonzero is [N, rank] int64. The data-dependent size N
+    becomes the symbol's value (a shape tensor, so later shape arithmetic and asserts can use it)."""
+    layer = ctx.net.add_non_zero(mask)
+    layer.indices_type = ctx.trt.DataType.INT64
+    shuffle = ctx.net.add_shuffle(ctx.out(layer, "nonzero"))
+    shuffle.first_transpose = (1, 0)
+    rows = ctx.out(shuffle, "rows-first")
+    symbol = node.out.shape[0]
+    if isinstance(symbol, str):
+        ctx.nb.symbols.setdefault(symbol, ctx.dim_of(rows, 0))
+    return rows
+
+
+def _emit_nonzero_direct(ctx, node):
+    x = ctx.input("self")
+    mask = x if ctx.dtype(x) == "bool" else ctx.unary(ctx.elementwise(x, ctx.const(0, ctx.dtype(x), shape=()), "EQUAL"), "NOT")
+    return _nonzero_rows(ctx, mask, node)
+
+
+def _emit_mask_nonzero_gather(ctx, node):
+    x = ctx.input("self")
+    mref = node.arg("mask") if node.op == "aten.masked_select.default" else next(r for r in node.arg("indices") if r is not None)
+    idx = _nonzero_rows(ctx, ctx.cast(ctx.tensor(mref), "bool"), node)
+    return ctx.out(ctx.net.add_gather_v2(x, idx, ctx.trt.GatherMode.ND), "gather-nd")
+
+
 def static_mask(node, graph):
     for name, meta in node.tensor_args().items():
         assert meta.is_static, f"{name} has dynamic dims {meta.shape}; the slot table is built at build time"
@@ -171,6 +198,9 @@ def rule_nonzero_direct(node, backend):
     trt_types(node)
     probe = backend.builds("non_zero")
     assert probe.ok is not False, probe.message
+
+
+rule_nonzero_direct.emit(_emit_nonzero_direct)
 
 
 @strategy("nonzero/static-bound", op=NONZERO, kind="decompose", tags=("data-dependent",), contract=NONZERO_CONTRACT,
@@ -205,8 +235,12 @@ def rule_mask_nonzero_gather(node, graph, backend):
     """NonZero of the mask, then GatherND: a data-dependent output, as PyTorch returns it."""
     trt_types(node)
     _bool_mask(node, graph)
+    assert node.op != "aten.masked_select.default", "masked_select broadcasts its mask; this strategy takes x[mask] only"
     probe = backend.builds("non_zero")
     assert probe.ok is not False, probe.message
+
+
+rule_mask_nonzero_gather.emit(_emit_mask_nonzero_gather)
 
 
 @strategy("mask/static-bound", op=MASK_SELECT, kind="decompose", tags=("data-dependent",), contract=MASK_CONTRACT,
