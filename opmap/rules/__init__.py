@@ -14,5 +14,6 @@ BUILTIN_MODULES: list[str] = [
     "attention",
     "nonzero",
     "random_pool",
+    "scatter_reduce",
     "decomposition",
 ]

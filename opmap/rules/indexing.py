@@ -122,4 +122,4 @@ define(ns, "scatter/index-put", ["aten.index_put.default", "aten.index_put_.defa
 
 def _no_accumulate(node):
     acc = node.arg("accumulate", False)
-    assert not acc, "index_put with accumulate=True: Scatter overwrites duplicates instead of summing them"
+    assert not acc, "index_put with accumulate=True: Scatter overwrites duplicates instead of summing them (see scatter/index-put-accumulate)"

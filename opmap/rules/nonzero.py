@@ -58,7 +58,8 @@ def _slots(ctx, mask_flat, bound):
     axis = ctx.const(0, "int32", shape=())
     slot = ctx.out(ctx.net.add_cumulative(m, axis, ctx.trt.CumulativeOperation.SUM, True, False), "slot")
     dump = ctx.const(bound, "int32", shape=[1])
-    target = ctx.out(ctx.net.add_select(*ctx.broadcast(mask_flat, slot, dump)), "target")
+    keep = ctx.elementwise(mask_flat, ctx.elementwise(slot, dump, "LESS"), "AND")  # rows past the bound are dropped
+    target = ctx.out(ctx.net.add_select(*ctx.broadcast(keep, slot, dump)), "target")
     count = ctx.out(ctx.net.add_reduce(m, ctx.trt.ReduceOperation.SUM, 1, True), "count")
     return ctx.reshape(ctx.cast(target, "int64"), [-1, 1]), ctx.cast(count, "int64")
 
@@ -81,20 +82,44 @@ def _bound(ctx, node):
     return rng.upper, symbol
 
 
-def _emit_nonzero_static(ctx, node):
-    x = ctx.input("self")
-    shape = list(node.meta("self").shape)
+def _padded_nonzero(ctx, bound, fill, name="self"):
+    """The coordinates of the non-zero elements of ``name`` in ``bound`` rows (the rest ``fill``), and their count."""
+    x = ctx.input(name)
+    shape = list(ctx.node.meta(name).shape)
     numel = math.prod(shape)
     mask = x if ctx.dtype(x) == "bool" else ctx.unary(ctx.elementwise(x, ctx.const(0, ctx.dtype(x), shape=()), "EQUAL"), "NOT")
-    flat = ctx.reshape(mask, [numel])
-    bound, symbol = _bound(ctx, node)
-    target, count = _slots(ctx, flat, bound)
+    target, count = _slots(ctx, ctx.reshape(mask, [numel]), bound)
     coords = torch.stack(torch.unravel_index(torch.arange(numel), tuple(shape)), -1) if shape else torch.zeros(1, 0, dtype=torch.int64)
-    rows = ctx.const(coords, "int64")
-    out = _scatter_rows(ctx, rows, target, bound, [len(shape)], -1, "int64")
+    return _scatter_rows(ctx, ctx.const(coords, "int64"), target, bound, [len(shape)], fill, "int64"), count
+
+
+def _emit_nonzero_static(ctx, node):
+    bound, symbol = _bound(ctx, node)
+    out, count = _padded_nonzero(ctx, bound, -1)
     if symbol is not None:
         ctx.nb.pad(symbol, bound, count)
     ctx.extra_output("count", count)
+    return out
+
+
+def _emit_where_static(ctx, node):
+    """One-argument where: nonzero's columns, each padded to the bound with -1."""
+    bound, symbol = _bound(ctx, node)
+    out, count = _padded_nonzero(ctx, bound, -1, "condition")
+    if symbol is not None:
+        ctx.nb.pad(symbol, bound, count)
+    ctx.extra_output("count", count)
+    rank = len(node.outputs)
+    cols = []
+    for i in range(rank):
+        col = ctx.out(ctx.net.add_slice(out, (0, i), (bound, 1), (1, 1)), f"column{i}")
+        cols.append(ctx.reshape(col, [bound]))
+    return cols
+
+
+def _emit_nonzero_static_op(ctx, node):
+    """``nonzero_static(x, size, fill_value)`` is already static: the same scatter, with its own size and fill."""
+    out, _ = _padded_nonzero(ctx, node.arg("size"), node.arg("fill_value", -1))
     return out
 
 
@@ -216,6 +241,35 @@ def rule_nonzero_static_bound(node, bounds, settings):
 
 
 rule_nonzero_static_bound.emit(_emit_nonzero_static)
+
+
+@strategy("nonzero/where-static-bound", op="aten.where.default", kind="decompose", tags=("data-dependent",),
+          contract="each output padded to the static bound N with -1; an extra int64 output holds the valid count",
+          examples=[accept(lambda m: torch.where(m), t(3, 4, dtype=torch.bool)),
+                    reject(lambda m: torch.where(m), t(3, 4, dtype=torch.bool), match="max_bound", max_bound=4)])
+def rule_where_static_bound(node, bounds, settings):
+    """torch.where(cond): the columns of the static-bound nonzero."""
+    trt_types(node)
+    static_mask(node, None)
+    _static_bound(node, bounds, settings)
+
+
+rule_where_static_bound.emit(_emit_where_static)
+
+
+@strategy("nonzero/nonzero-static", op="aten.nonzero_static.default", kind="decompose",
+          examples=[accept(lambda m: torch.nonzero_static(m, size=5), t(3, 4, dtype=torch.bool)),
+                    accept(lambda m: torch.nonzero_static(m, size=20, fill_value=7), t(3, 4, dtype=torch.bool)),
+                    reject(lambda m: torch.nonzero_static(m, size=5), t(3, 4, dtype=torch.bool), match="max_bound", max_bound=4)])
+def rule_nonzero_static(node, settings):
+    """PyTorch's own fixed-size nonzero: the static-bound layout with its size and fill value, exact, contract unchanged."""
+    trt_types(node)
+    static_mask(node, None)
+    size = node.arg("size")
+    assert size <= settings.max_bound, f"size {size} exceeds max_bound {settings.max_bound}"
+
+
+rule_nonzero_static.emit(_emit_nonzero_static_op)
 
 
 @strategy("nonzero/plugin", op=NONZERO + MASK_SELECT, kind="plugin", tags=("data-dependent",),
