@@ -15,5 +15,6 @@ BUILTIN_MODULES: list[str] = [
     "nonzero",
     "random_pool",
     "scatter_reduce",
+    "compaction",
     "decomposition",
 ]
