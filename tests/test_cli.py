@@ -210,3 +210,18 @@ def test_suggest_html_picture(cli, detector_pt2, tmp_path):
     assert "nonzero/static-bound" in html and "no runners that implement it" in html
     bad = cli("suggest", detector_pt2, "--html", tmp_path / "missing-dir" / "plan.html")
     assert bad.code == 2 and "cannot write" in bad.err
+
+
+class _WithCustomOp(torch.nn.Module):
+    def forward(self, x):
+        from opmap.rules.custom import custom_call
+
+        return custom_call(x)
+
+
+def test_custom_op_says_what_the_user_must_provide(cli, tmp_path):
+    model = export_to(tmp_path / "custom.pt2", _WithCustomOp(), torch.randn(2, 3))
+    for backend, words in (("tensorrt_rtx", "cannot add plugin layers"), ("tensorrt", "register_plugin('opmap_examples::scale'")):
+        data = json.loads(cli("suggest", model, "--json", "--backend", backend).out)
+        (node,) = [n for n in data["nodes"] if n["op"] == "opmap_examples.scale.default"]
+        assert node["choice"] is None and words in node["why"]

@@ -30,7 +30,10 @@ def find_node(graph: Graph, strat: Strategy, name: str | None = None) -> Node:
             raise OpmapError(f"example names node {name!r}, but the exported graph has {', '.join(graph.nodes)}")
         return graph.nodes[name]
     for node in graph:
-        if node.op in strat.ops or (WILDCARD in strat.ops and node.op.startswith("aten.")):
+        if node.op in strat.ops:
+            return node
+    for node in graph:  # a wildcard strategy: the first op that is not plumbing
+        if WILDCARD in strat.ops and not node.op.startswith(("operator.", "builtins.")):
             return node
     raise OpmapError(f"the example's exported graph has no {' or '.join(strat.ops)} node (it has {', '.join(sorted(graph.ops()))})")
 

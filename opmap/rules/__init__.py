@@ -16,5 +16,6 @@ BUILTIN_MODULES: list[str] = [
     "random_pool",
     "scatter_reduce",
     "compaction",
+    "custom",
     "decomposition",
 ]
