@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_DB ?= .opmap-demo/catalog.db
 
-.PHONY: demo test venv census bench-build clean
+.PHONY: demo test venv census bench-build measurements clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ census: $(STAMP)
 
 bench-build: $(STAMP)
 	$(PY) bench/build_zoo.py
+
+# Regenerate the measurements shipped with the catalog (every built-in strategy, on tensorrt_rtx).
+measurements: $(STAMP)
+	rm -f .opmap-measure.db
+	$(VENV)/bin/opmap --db .opmap-measure.db measure --backend tensorrt_rtx --json > .opmap-measure.json
+	mv .opmap-measure.json opmap/data/measurements.json
+	rm -f .opmap-measure.db*
 
 clean:
 	rm -rf $(VENV) .opmap-demo examples/detector.pt2 *.egg-info

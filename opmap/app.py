@@ -33,16 +33,42 @@ def load_rules(catalog: Catalog | None = None) -> RuleSet:
 
 def open_catalog(url: str | None, ruleset: RuleSet | None = None) -> tuple[Catalog, RuleSet]:
     """Open (and migrate) the catalog, sync shipped strategies, load every rule."""
+    from opmap.measure import load_shipped
+
     catalog = Catalog(url)
     shipped = ruleset or load_rules(None)
     catalog.sync(shipped.strategies.values())
-    return catalog, load_rules(catalog)
+    loaded = load_rules(catalog)
+    load_shipped(catalog, loaded)
+    return catalog, loaded
 
 
-def costs_from_catalog(catalog: Catalog, backend: str) -> dict[str, Cost]:
+OBJECTIVES = {"latency": ("latency_ms", "ms"), "build-time": ("build_seconds", "s"), "size": ("engine_bytes", "bytes")}
+
+
+def costs_from_catalog(catalog: Catalog, backend: str, ruleset: RuleSet | None = None, objective: str = "latency") -> dict[str, Cost]:
+    """Per strategy: the median of its latest measurement per shape bucket, for the objective, with provenance.
+
+    Measurements of another rule source than the loaded one are stale and ignored (the rule changed since)."""
+    import statistics
+
+    field_name, unit = OBJECTIVES[objective]
+    latest: dict[tuple[str, str, str], Any] = {}
+    for m in catalog.measurements(backend):
+        strat = ruleset.strategies.get(m.strategy_id) if ruleset else None
+        if strat is not None and m.source_hash != strat.source_hash:
+            continue  # stale
+        latest[(m.strategy_id, m.shape_bucket, m.dtype)] = m
+    grouped: dict[str, list[Any]] = {}
+    for (sid, _, _), m in latest.items():
+        grouped.setdefault(sid, []).append(m)
     costs: dict[str, Cost] = {}
-    for sid, m in catalog.latest_measurements(backend).items():
-        costs[sid] = Cost(value=m.latency_ms, provenance=m.provenance if m.latency_ms is not None else "unmeasured", max_rel_err=m.max_rel_err)
+    for sid, rows in grouped.items():
+        values = [getattr(m, field_name) for m in rows if m.build_ok and getattr(m, field_name) is not None]
+        errors = [m.max_rel_err for m in rows if m.max_rel_err is not None]
+        provenance = rows[-1].provenance if objective == "latency" else "measured-build"
+        costs[sid] = Cost(value=float(statistics.median(values)) if values else None, unit=unit,
+                          provenance=provenance if values else "unmeasured", max_rel_err=max(errors) if errors else None)
     return costs
 
 
@@ -54,10 +80,11 @@ def make_plan(
     settings: Settings,
     on_node: Callable[[Node], None] | None = None,
     for_build: bool = False,
+    objective: str = "latency",
 ) -> Plan:
     planner = Planner(
-        ruleset, catalog.candidates_by_op(), backend=backend, settings=settings, costs=costs_from_catalog(catalog, backend.name),
-        require_emit=for_build,
+        ruleset, catalog.candidates_by_op(), backend=backend, settings=settings,
+        costs=costs_from_catalog(catalog, backend.name, ruleset, objective), require_emit=for_build,
     )
     try:
         return planner.plan(captured.graph, on_node=on_node)
@@ -138,7 +165,7 @@ def plan_json(plan: Plan, run_id: int | None, model: str) -> dict[str, Any]:
         "model": model,
         "backend": {"name": plan.backend.name, "version": plan.backend.version},
         "run_id": run_id,
-        "summary": plan.summary(),
+        "summary": {**plan.summary(), "cost": plan.total_cost()},
         "nodes": nodes,
         "problems": plan.problems,
     }

@@ -76,6 +76,7 @@ def suggest(
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
     record: bool = typer.Option(True, "--record/--no-record", help="Store the run in the catalog for `opmap audit`."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write the plan as a self-contained HTML page."),
+    objective: str = typer.Option("latency", "--objective", help="latency | build-time | size: the cost to minimise."),
 ) -> None:
     """Plan every node of a model: chosen strategy, cost, runner-up, and why the others were rejected.
 
@@ -92,6 +93,8 @@ def suggest(
         raise OpmapError(f"unknown precision {precision!r}: choose fp32, fp16 or bf16")
     if not tolerance >= 0:
         raise OpmapError(f"--tolerance must be a non-negative number, got {tolerance}")
+    if objective not in svc.OBJECTIVES:
+        raise OpmapError(f"unknown objective {objective!r}: choose {', '.join(svc.OBJECTIVES)}")
     specs = [InputSpec.parse(s) for s in input_shape]
     with _progress(not as_json) as progress:
         task = progress.add_task("capturing", total=None)
@@ -101,7 +104,7 @@ def suggest(
         progress.update(task, description="planning", total=len(captured.graph), completed=0)
         plan = svc.make_plan(
             captured, catalog, ruleset, profile(backend), Settings(tolerance=tolerance, precision=precision),
-            on_node=lambda _node: progress.advance(task),
+            on_node=lambda _node: progress.advance(task), objective=objective,
         )
     run_id = svc.record(catalog, plan, captured, str(model)) if record else None
     if html is not None:
@@ -224,6 +227,52 @@ def verify(
 
 
 @app.command()
+def measure(
+    op: Optional[str] = typer.Option(None, "--op", help="Only strategies for this ATen op (e.g. aten.cumsum.default)."),
+    strategy_id: Optional[str] = typer.Option(None, "--strategy", help="Only this strategy."),
+    k: Optional[str] = typer.Option(None, "-k", help="Select strategies by id/name/op substring."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx."),
+    device_profile: Optional[Path] = typer.Option(None, "--profile", help="Device profile JSON (default: the shipped H100 profile)."),
+    seeds: int = typer.Option(8, "--seeds", help="Seeded input redraws for approximate strategies' accuracy."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Measure strategies (real builds, interpreter accuracy, estimated latency) and store the rows with provenance."""
+    from opmap import app as svc
+    from opmap import measure as meas
+    from opmap.engine.backend import BACKENDS, default_backend
+    from opmap.engine.collect import select
+    from opmap.engine.costmodel import DeviceProfile
+
+    if backend is not None and backend not in BACKENDS:
+        raise OpmapError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if seeds < 1:
+        raise OpmapError("--seeds must be at least 1")
+    if device_profile is not None and not device_profile.is_file():
+        raise OpmapError(f"{device_profile}: no such device profile")
+    try:
+        prof = DeviceProfile.load(str(device_profile) if device_profile else None)
+    except (ValueError, KeyError) as exc:
+        raise OpmapError(f"{device_profile}: not a device profile ({exc})") from None
+    catalog, ruleset = svc.open_catalog(state.db)
+    chosen = [s for s in select(ruleset.strategies.values(), k, None)
+              if (op is None or op in s.ops) and (strategy_id is None or s.id == strategy_id)]
+    if not chosen:
+        raise OpmapError("no strategy matches the selection (see `opmap rules list`)")
+    with _progress(not as_json) as progress:
+        task = progress.add_task("measuring", total=len(chosen))
+        rows = meas.run(catalog, ruleset, chosen, backend or default_backend(), prof, seeds, on_done=lambda _s: progress.advance(task))
+    if as_json:
+        _emit_json(meas.to_json(rows))
+        return
+    from opmap.report import measurements_table
+
+    out.print(measurements_table(rows))
+    built = sum(1 for r in rows if r.build_ok)
+    out.rule(f"{len(rows)} measurements of {len(chosen)} strategies: {built} built, {len(rows) - built} not buildable here; "
+             f"latency estimated with {prof.card}")
+
+
+@app.command()
 def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
     """What this machine can and cannot do: backends, plugins, probe builds, whether engines can run here."""
     from opmap.engine.backend import BACKENDS, PROBES, default_backend, profile
@@ -290,10 +339,17 @@ def rules_list(
 
 
 @rules_app.command("add")
-def rules_add(path: Path = typer.Argument(..., help="A rule_*.py file, or a directory of them.")) -> None:
+def rules_add(
+    path: Path = typer.Argument(..., help="A rule_*.py file, or a directory of them."),
+    do_measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure the added strategies at once (default), "
+                                    "so they compete on cost; an unmeasured strategy never beats a measured one."),
+) -> None:
     """Register a user's rule file(s) into the catalog (validated first; nothing is stored on error)."""
     from opmap import app as svc
+    from opmap import measure as meas
+    from opmap.engine.backend import default_backend
     from opmap.engine.collect import load_source, rule_files
+    from opmap.engine.costmodel import DeviceProfile
 
     files = rule_files(path)
     catalog, ruleset = svc.open_catalog(state.db)
@@ -307,6 +363,12 @@ def rules_add(path: Path = typer.Argument(..., help="A rule_*.py file, or a dire
             raise OpmapError(f"{file}: strategy id {clash[0]} is already a {ruleset.strategies[clash[0]].origin} strategy; use your own pack name")
         ids = catalog.add_user_rules(str(file.resolve()), text, strategies)
         out.print(f"added {len(ids)} strateg{'y' if len(ids) == 1 else 'ies'} from {file}: {', '.join(ids)}")
+        if do_measure:
+            ruleset = svc.load_rules(catalog)
+            rows = meas.run(catalog, ruleset, [ruleset.strategies[i] for i in ids], default_backend(), DeviceProfile.load(), seeds=3)
+            built = sum(1 for r in rows if r.build_ok)
+            out.print(f"measured {len(ids)} strateg{'y' if len(ids) == 1 else 'ies'}: {built} of {len(rows)} example builds succeeded"
+                      + ("" if built == len(rows) else " (see `opmap measure --strategy ID` for the errors)"))
     out.print(f"catalog {catalog.display_url} is now v{catalog.version}")
 
 

@@ -236,3 +236,15 @@ td.bar {{ width: 6px; padding: 0; }} .REJECTED {{ color: #b26a00; }} .ERROR {{ c
 {''.join(rows)}
 </table></body></html>
 """
+
+
+def measurements_table(rows) -> Table:
+    table = Table(header_style="bold", title="measurements", title_justify="left")
+    for col in ("strategy", "bucket", "dtype", "build", "build s", "bytes", "max abs", "max rel", "latency", "provenance"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        build = Text("ok", style="green") if r.build_ok else Text(f"no: {r.build_error}"[:80], style="red")
+        fmt = lambda v, f="{:.3g}": "-" if v is None else f.format(v)  # noqa: E731
+        table.add_row(r.strategy_id, r.shape_bucket, r.dtype, build, fmt(r.build_seconds), fmt(r.engine_bytes, "{:,}"),
+                      fmt(r.max_abs_err), fmt(r.max_rel_err), fmt(r.latency_ms, "~{:.4f} ms"), r.provenance)
+    return table

@@ -81,9 +81,10 @@ def test_user_rules_survive_builtin_upgrade(url):
     strategies = load_source(USER_RULE, "/home/me/rule_mine.py", origin="user")
     cat.add_user_rules("/home/me/rule_mine.py", USER_RULE, strategies)
     # An "upgrade": one built-in changes, one disappears.
+    from dataclasses import replace
+
     shipped = [s for s in ruleset.strategies.values() if s.origin == "builtin"]
-    shipped[0].version += 1
-    shipped[0]._hash = None
+    shipped[0] = replace(shipped[0], version=shipped[0].version + 1, _hash=None)  # a copy: the loaded rules stay as they are
     gone = shipped.pop()
     assert cat.sync(shipped) == 2
     rows = {r.id: r for r in cat.strategy_rows(enabled_only=False)}

@@ -22,6 +22,10 @@ PREFER_DECOMPOSED_SIGMOID = textwrap.dedent('''
         """1 / (1 + exp(-x)) in one fused layer of my own."""
         meta = node.meta("self")
         assert meta.dtype == "float32", f"only float32, got {meta.dtype}"
+
+    @rule_sigmoid_exp.emit
+    def _(ctx, node):
+        return ctx.activation(ctx.input("self"), "SIGMOID")
 ''')
 
 BROKEN = textwrap.dedent('''
@@ -56,7 +60,7 @@ def test_suggest_json_schema(cli, detector_pt2):
     outcomes = {v["strategy"]: v["outcome"] for v in nz["verdicts"]}
     assert outcomes["nonzero/direct"] == "REJECTED" and outcomes["nonzero/plugin"] == "REJECTED"
     assert outcomes["nonzero/static-bound"] == "APPLIES"
-    assert nz["choice"]["cost"]["provenance"] == "unmeasured" and nz["choice"]["cost"]["value"] is None
+    assert nz["choice"]["cost"]["provenance"] == "estimated" and nz["choice"]["cost"]["value"] > 0  # shipped measurements
 
 
 def test_suggest_reasons_per_backend(cli, detector_pt2):
@@ -91,6 +95,7 @@ def test_user_rule_changes_the_decision_and_audit_diff_explains(cli, detector_pt
     rule.write_text(PREFER_DECOMPOSED_SIGMOID)
     added = cli("rules", "add", rule)
     assert added.code == 0 and "mine/sigmoid-exp" in added.out
+    assert "measured 1 strateg" in added.out  # so that it competes on cost at once
     listed = cli("rules", "list", "-m", "user")
     assert "mine/sigmoid-exp" in listed.out and "1 strategies selected" in listed.out
     second = json.loads(cli("suggest", detector_pt2, "--json").out)

@@ -143,6 +143,14 @@ class Catalog:
         self._set_meta(s, "catalog_version", str(version))
         return version
 
+    def get_meta(self, key: str) -> str | None:
+        with self.session() as s:
+            return self._get_meta(s, key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.session() as s:
+            self._set_meta(s, key, value)
+
     @property
     def version(self) -> int:
         with self.session() as s:
@@ -275,13 +283,14 @@ class Catalog:
         return out
 
     # -- measurements ---------------------------------------------------------------------------
-    def latest_measurements(self, backend: str) -> dict[str, Measurement]:
-        """The newest measurement per strategy for a backend, whatever its shape bucket."""
+    def add_measurements(self, rows: list[Measurement]) -> None:
         with self.session() as s:
-            rows = s.scalars(
-                select(Measurement).where(Measurement.backend == backend).order_by(Measurement.created_at)
-            )
-            return {m.strategy_id: m for m in rows}
+            s.add_all(rows)
+
+    def measurements(self, backend: str) -> list[Measurement]:
+        """Every measurement for a backend, oldest first."""
+        with self.session() as s:
+            return list(s.scalars(select(Measurement).where(Measurement.backend == backend).order_by(Measurement.id)))
 
     # -- probes ---------------------------------------------------------------------------------
     def record_probes(self, backend: str, version: str | None, results: dict[str, Any]) -> None:

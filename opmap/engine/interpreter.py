@@ -526,11 +526,13 @@ def _attention(helper: Any, q, k, v, mask) -> torch.Tensor:
 
 
 # -- the walk -------------------------------------------------------------------------------------
-def run_network(network: Any, trt: Any, inputs: dict[str, torch.Tensor], attention: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+def run_network(network: Any, trt: Any, inputs: dict[str, torch.Tensor], attention: dict[str, Any] | None = None,
+                observer: Callable | None = None) -> dict[str, torch.Tensor]:
     """Execute the network on concrete inputs; returns every network output by name.
 
     ``attention`` maps each IAttention's name to the IAttention helper, whose attributes
     (causal, mask, normalization) the Python API exposes only there, not on the layers it adds.
+    ``observer(layer, inputs, outputs)`` sees every executed layer with its concrete tensors (the cost model uses it).
     An ILoop (trip limit, iterators, recurrences, loop outputs and the layers between them) runs as one unit."""
     attention = attention or {}
     values: dict[str, Any] = {}
@@ -542,14 +544,20 @@ def run_network(network: Any, trt: Any, inputs: dict[str, torch.Tensor], attenti
     loops = _loops(network, trt)
     for unit in _topological(network, loops):
         if isinstance(unit, str):
-            _run_loop(network, trt, loops[unit], values, attention)
+            _run_loop(network, trt, loops[unit], values, attention, observer)
         else:
-            _execute(network.get_layer(unit), trt, values, attention)
+            _execute(network.get_layer(unit), trt, values, attention, observer)
     return {network.get_output(i).name: values[network.get_output(i).name] for i in range(network.num_outputs)}
 
 
-def _execute(layer: Any, trt: Any, values: dict[str, Any], attention: dict[str, Any]) -> None:
+def _execute(layer: Any, trt: Any, values: dict[str, Any], attention: dict[str, Any], observer: Callable | None = None) -> None:
     kind = layer.type.name
+    if observer is not None:
+        ins = [values.get(layer.get_input(j).name) if layer.get_input(j) is not None else None for j in range(layer.num_inputs)]
+        _execute(layer, trt, values, attention)
+        outs = [values.get(layer.get_output(j).name) for j in range(layer.num_outputs)]
+        observer(layer, ins, outs)
+        return
     if kind == "ATTENTION_INPUT":
         values[layer.get_output(0).name] = [values[layer.get_input(j).name] if layer.get_input(j) is not None else None
                                             for j in range(layer.num_inputs)]
@@ -618,7 +626,8 @@ def _loops(network: Any, trt: Any) -> dict[str, dict[str, Any]]:
     return loops
 
 
-def _run_loop(network: Any, trt: Any, info: dict[str, Any], values: dict[str, Any], attention: dict[str, Any]) -> None:
+def _run_loop(network: Any, trt: Any, info: dict[str, Any], values: dict[str, Any], attention: dict[str, Any],
+              observer: Callable | None = None) -> None:
     layer = network.get_layer
     (trip_index,) = info["boundary"]["TRIP_LIMIT"]
     trip_layer = layer(trip_index)
@@ -646,7 +655,7 @@ def _run_loop(network: Any, trt: Any, info: dict[str, Any], values: dict[str, An
             local[it.get_output(0).name] = x.select(it.axis, trips - 1 - step if it.reverse else step)
         local.update(state)
         for i in body:
-            _execute(layer(i), trt, local, attention)
+            _execute(layer(i), trt, local, attention, observer)
         state = {rec.get_output(0).name: local[rec.get_input(1).name] for rec in recurrences}
         for i in collected:
             collected[i].append(local[layer(i).get_input(0).name])

@@ -85,12 +85,24 @@ class Plan:
         counts["errors"] = sum(1 for n in self.nodes for v in n.verdicts if v.outcome is Outcome.ERROR)
         return counts
 
+    def total_cost(self) -> dict[str, Any]:
+        """The plan's cost: the sum over nodes with a cost, how many have none, and the provenances summed."""
+        known = [n.cost for n in self.nodes if n.choice and n.cost.value is not None]
+        return {"total": sum(c.value for c in known) if known else None, "unit": known[0].unit if known else None,
+                "provenance": sorted({c.provenance for c in known}),
+                "unmeasured": sum(1 for n in self.nodes if n.choice and n.cost.value is None)}
+
     def summary_line(self) -> str:
         c = self.summary()
         parts = [f"{c[k]} {k}" for k in (*KIND_RANK, "no mapping") if c[k]]
         line = f"{c['nodes']} nodes: " + (", ".join(parts) if parts else "nothing to plan")
         if c["errors"]:
             line += f" ({c['errors']} rule errors)"
+        cost = self.total_cost()
+        if cost["total"] is not None:
+            line += f"; cost {'~' if 'estimated' in cost['provenance'] else ''}{cost['total']:.4g} {cost['unit']} ({', '.join(cost['provenance'])})"
+            if cost["unmeasured"]:
+                line += f", {cost['unmeasured']} nodes unmeasured"
         return line
 
     @property

@@ -1,0 +1,126 @@
+"""`opmap measure`: build, accuracy and (estimated) latency of strategies, stored with their provenance.
+
+For every strategy and each of its accept examples (its shape buckets): a real AOT build on the backend (ok or
+TensorRT's error, build time, engine bytes), the accuracy against the PyTorch op through the reference interpreter
+(approximate strategies over several seeded redraws of the inputs), and a latency *estimate* from the cost model
+and a device profile measured on a real GPU. Nothing is invented: what cannot be built is recorded as such.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable
+
+import torch
+
+import opmap
+from opmap.db import Catalog
+from opmap.db.models import Measurement
+from opmap.engine.collect import RuleSet
+from opmap.engine.costmodel import DeviceProfile, estimate
+from opmap.engine.examples import conformance
+from opmap.engine.rules import Example, Strategy
+from opmap.errors import OpmapError
+
+
+def bucket(ex: Example) -> tuple[str, str]:
+    tensors = [x for x in ex.inputs if isinstance(x, torch.Tensor)]
+    shapes = ",".join("x".join(str(d) for d in t.shape) or "scalar" for t in tensors)
+    dtype = next((str(t.dtype).removeprefix("torch.") for t in tensors if t.is_floating_point()),
+                 str(tensors[0].dtype).removeprefix("torch.") if tensors else "none")
+    return shapes, dtype
+
+
+def _redraw(ex: Example, seed: int) -> Example:
+    g = torch.Generator().manual_seed(seed)
+    inputs = tuple(torch.randn(x.shape, generator=g).to(x.dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+                   for x in ex.inputs)
+    return Example(ex.fn, inputs, ex.expect, ex.backend, ex.match, ex.node, ex.settings, ex.dynamic_shapes)
+
+
+def measure_strategy(strat: Strategy, ruleset: RuleSet, backend: str, profile: DeviceProfile, seeds: int) -> list[Measurement]:
+    rows: list[Measurement] = []
+    examples = [e for e in strat.examples if e.expect == "accept"]
+    version = __import__("opmap.engine.backend", fromlist=["profile"]).profile(backend).version
+    base = dict(strategy_id=strat.id, op=",".join(strat.ops)[:200], backend=backend, backend_version=version,
+                opmap_version=opmap.__version__, source_hash=strat.source_hash)
+    if strat.emit_fn is None and strat.expand_fn is None:
+        rows.append(Measurement(**base, shape_bucket="-", dtype="-", build_ok=False, build_error="the strategy has no emit function",
+                                provenance="measured-build"))
+        return rows
+    if not examples:
+        rows.append(Measurement(**base, shape_bucket="-", dtype="-", build_ok=None,
+                                build_error=f"no example to measure on: {strat.no_accept}", provenance="unmeasured"))
+        return rows
+    for ex in examples:
+        shapes, dtype = bucket(ex)
+        row = Measurement(**base, shape_bucket=shapes[:200], dtype=dtype, provenance="measured-build")
+        try:
+            start = time.perf_counter()
+            report, built = conformance(strat, ex, ruleset, backend)
+            row.build_ok, row.build_seconds, row.engine_bytes = True, built.build_seconds, len(built.engine or b"")
+            errors = [report]
+            for s in range(1, seeds if strat.kind == "approximate" else 1):
+                errors.append(conformance(strat, _redraw(ex, s), ruleset, backend)[0])
+            outs = [o for r in errors for o in r.outputs]
+            row.max_abs_err = max((o.max_abs for o in outs), default=0.0)
+            row.max_rel_err = max((o.max_rel for o in outs), default=0.0)
+            row.mismatch_frac = max((o.mismatch for o in outs), default=0.0)
+            tensors = [x for x in ex.inputs if isinstance(x, torch.Tensor)]
+            names = list(built.inputs)
+            est = estimate(built, dict(zip(names, tensors)), profile)
+            row.latency_ms = est.ms
+            row.provenance = "estimated"  # the latency (the cost the planner compares) is a model's estimate
+            row.device = f"{profile.card} (cost model, {profile.source})"
+            del start
+        except OpmapError as exc:
+            row.build_ok, row.build_error = False, str(exc)[:2000]
+        rows.append(row)
+    return rows
+
+
+def run(catalog: Catalog, ruleset: RuleSet, strategies: Iterable[Strategy], backend: str, profile: DeviceProfile, seeds: int = 8,
+        on_done: Callable[[Strategy], None] | None = None) -> list[Measurement]:
+    measured: list[Measurement] = []
+    for strat in strategies:
+        rows = measure_strategy(strat, ruleset, backend, profile, seeds)
+        catalog.add_measurements(rows)
+        measured.extend(rows)
+        if on_done:
+            on_done(strat)
+    return measured
+
+
+FIELDS = ("strategy_id", "op", "shape_bucket", "dtype", "backend", "backend_version", "device", "build_ok", "build_error",
+          "build_seconds", "engine_bytes", "max_abs_err", "max_rel_err", "mismatch_frac", "latency_ms", "provenance",
+          "opmap_version", "source_hash")
+
+
+def to_json(rows: Iterable[Measurement]) -> list[dict]:
+    return [{f: getattr(r, f) for f in FIELDS} for r in rows]
+
+
+def load_shipped(catalog: Catalog, ruleset: RuleSet) -> int:
+    """Measurements shipped with opmap (opmap/data/measurements.json, `make measurements`) enter the catalog once,
+    for rules whose source still matches; a rule edited since has no shipped numbers (they would be stale)."""
+    import hashlib
+    import json
+    from importlib import resources
+
+    try:
+        text = resources.files("opmap.data").joinpath("measurements.json").read_text()
+    except FileNotFoundError:
+        return 0
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    if catalog.get_meta("shipped_measurements") == digest:
+        return 0
+    try:
+        items = json.loads(text)
+        rows = [Measurement(**item) for item in items
+                if item["strategy_id"] in ruleset.strategies and ruleset.strategies[item["strategy_id"]].source_hash == item["source_hash"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        ruleset.problems.append(f"the shipped measurements (opmap/data/measurements.json) are unreadable: {exc}")
+        return 0
+    catalog.add_measurements(rows)
+    catalog.set_meta("shipped_measurements", digest)
+    return len(rows)

@@ -1,0 +1,97 @@
+"""`opmap measure`, shipped measurements, staleness, and the planner choosing by measured/estimated cost."""
+
+import json
+import textwrap
+
+from opmap.app import load_rules
+from opmap.engine.costmodel import DeviceProfile
+
+
+def test_measure_records_build_accuracy_and_estimated_latency(cli):
+    r = cli("measure", "-k", "act/gelu", "--json", "--seeds", "3")
+    rows = {row["strategy_id"]: row for row in json.loads(r.out)}
+    assert r.code == 0 and set(rows) == {"act/gelu-erf", "act/gelu-tanh", "act/gelu-erf-formula", "act/gelu-erf-as-tanh"}
+    for row in rows.values():
+        assert row["build_ok"] and row["engine_bytes"] > 0 and row["build_seconds"] > 0
+        assert row["latency_ms"] > 0 and row["provenance"] == "estimated" and "H100" in row["device"]
+    assert rows["act/gelu-erf"]["max_abs_err"] < 1e-6
+    assert 1e-5 < rows["act/gelu-erf-as-tanh"]["max_abs_err"] < 1e-2, "an approximation's error is measured, not assumed"
+    assert rows["act/gelu-erf-formula"]["latency_ms"] > rows["act/gelu-erf"]["latency_ms"], "more layers, more launches"
+
+
+def test_unbuildable_strategies_are_recorded_as_such(cli):
+    rows = json.loads(cli("measure", "--strategy", "nonzero/direct", "--backend", "tensorrt_rtx", "--json").out)
+    assert rows and not rows[0]["build_ok"] and "no runners" in rows[0]["build_error"] and rows[0]["latency_ms"] is None
+
+
+def test_shipped_measurements_cover_every_buildable_builtin_with_its_current_source():
+    """Run `make measurements` after changing a rule: this fails while the shipped numbers are stale."""
+    from importlib import resources
+
+    shipped = json.loads(resources.files("opmap.data").joinpath("measurements.json").read_text())
+    fresh = {(m["strategy_id"], m["source_hash"]) for m in shipped}
+    ruleset = load_rules(None)
+    stale = sorted(s.id for s in ruleset.strategies.values() if s.origin == "builtin" and (s.id, s.source_hash) not in fresh)
+    assert not stale, stale
+
+
+def test_fresh_catalog_plans_with_costs_none_unmeasured(cli, detector_pt2):
+    data = json.loads(cli("suggest", detector_pt2, "--json").out)
+    chosen = [n["choice"] for n in data["nodes"] if n["choice"]]
+    assert chosen and all(c["cost"]["provenance"] == "estimated" and c["cost"]["value"] > 0 for c in chosen)
+    cost = data["summary"]["cost"]
+    assert cost["total"] > 0 and cost["unmeasured"] == 0 and cost["provenance"] == ["estimated"]
+    size = json.loads(cli("suggest", detector_pt2, "--json", "--objective", "size").out)
+    assert size["summary"]["cost"]["unit"] == "bytes"
+
+
+def test_measured_cost_decides_and_stale_measurements_are_ignored(cli, tmp_path, detector_pt2):
+    rule = tmp_path / "rule_mine.py"
+    src = textwrap.dedent('''
+        from opmap import strategy, accept, reject
+        import torch
+        from opmap.rules.activations import _emit_silu
+
+        @strategy("mine/sigmoid-slow", op="aten.sigmoid.default", kind="direct",
+                  examples=[accept(torch.sigmoid, torch.randn(64, 64)), reject(torch.sigmoid, torch.randn(2).double())])
+        def rule_sigmoid_slow(node):
+            assert node.meta("self").dtype == "float32", "float32 only"
+
+        @rule_sigmoid_slow.emit
+        def _(ctx, node):  # a deliberately wasteful emission: three layers where one would do
+            x = ctx.input("self")
+            return ctx.activation(ctx.unary(ctx.unary(x, "NEG"), "NEG"), "SIGMOID")
+    ''')
+    rule.write_text(src)
+    assert cli("rules", "add", rule, "--no-measure").code == 0
+    unmeasured = json.loads(cli("suggest", detector_pt2, "--json").out)
+    sig = next(n for n in unmeasured["nodes"] if n["name"] == "sigmoid")
+    assert sig["choice"]["strategy"] == "act/sigmoid", "an unmeasured strategy never beats a measured one"
+    assert cli("measure", "--strategy", "mine/sigmoid-slow").code == 0
+    measured = json.loads(cli("suggest", detector_pt2, "--json").out)
+    sig = next(n for n in measured["nodes"] if n["name"] == "sigmoid")
+    assert sig["choice"]["strategy"] == "act/sigmoid" and sig["runner_up"] == "mine/sigmoid-slow"
+    assert "lowest cost" in sig["why"]
+    rule.write_text(src.replace("three layers", "3 layers"))  # the rule's source changes: its numbers go stale
+    assert cli("rules", "add", rule, "--no-measure").code == 0
+    costs = json.loads(cli("suggest", detector_pt2, "--json").out)
+    sig = next(n for n in costs["nodes"] if n["name"] == "sigmoid")
+    assert sig["choice"]["strategy"] == "act/sigmoid" and sig["runner_up"] == "mine/sigmoid-slow"
+    assert "vs mine/sigmoid-slow (unmeasured)" in sig["why"], "the edited rule's old numbers are stale, so ignored"
+
+
+def test_cost_model_uses_the_profile():
+    profile = DeviceProfile.load()
+    assert "H100" in profile.card
+    small = profile.predict("ELEMENTWISE", 0, 1e3)
+    big = profile.predict("ELEMENTWISE", 0, 1e9)
+    assert small >= profile.micro["launch_ms"] and big > 10 * small
+    assert profile.predict("MATRIX", 2e12, 1e6) > profile.predict("MATRIX", 2e11, 1e6)
+
+
+def test_bad_measure_input(cli, tmp_path):
+    assert "no strategy matches" in cli("measure", "-k", "no-such-strategy").err
+    bad = tmp_path / "profile.json"
+    bad.write_text("{}")
+    r = cli("measure", "--profile", bad, "-k", "act/relu")
+    assert r.code == 2 and "not a device profile" in r.err
