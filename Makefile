@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_DB ?= .opmap-demo/catalog.db
 
-.PHONY: demo test venv census bench-build measurements clean
+.PHONY: demo test venv census bench-build bench-choice measurements clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ census: $(STAMP)
 
 bench-build: $(STAMP)
 	$(PY) bench/build_zoo.py
+
+bench-choice: $(STAMP)
+	$(PY) bench/choice.py
 
 # Regenerate the measurements shipped with the catalog (every built-in strategy, on tensorrt_rtx).
 measurements: $(STAMP)

@@ -95,3 +95,24 @@ def test_bad_measure_input(cli, tmp_path):
     bad.write_text("{}")
     r = cli("measure", "--profile", bad, "-k", "act/relu")
     assert r.code == 2 and "not a device profile" in r.err
+
+
+def test_an_expansion_costs_its_planned_sub_graph(cli, tmp_path):
+    """PyTorch's decomposition is costed as the sum of its sub-plan, so a fused layer with a lower total wins."""
+    import torch
+    import torch.nn.functional as F
+
+    from tests.conftest import export_to
+
+    class Attn(torch.nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    x = torch.randn(1, 2, 8, 16)
+    model = export_to(tmp_path / "attn.pt2", Attn(), x, x, x)
+    data = json.loads(cli("suggest", model, "--json").out)
+    (node,) = data["nodes"]
+    assert node["choice"]["strategy"] == "attn/fused"
+    costs = {v["strategy"]: v for v in node["verdicts"]}
+    assert costs["torch/decomposition"]["outcome"] == "APPLIES"
+    assert "lowest cost" in node["why"]

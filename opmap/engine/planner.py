@@ -122,6 +122,7 @@ class Planner:
         pins: dict[str, str] | None = None,
         depth: int = 0,
         require_emit: bool = False,
+        prefer: dict[str, str] | None = None,
     ) -> None:
         self.ruleset = ruleset
         self.candidates = candidates  # op -> strategy ids, from the catalog
@@ -131,6 +132,9 @@ class Planner:
         self.pins = pins or {}  # node name or op -> strategy id the user insists on
         self.depth = depth  # expansion nesting (a decomposition planned inside a decomposition...)
         self.require_emit = require_emit  # building: a strategy must be able to emit layers
+        # op (or "*" for any op) -> strategy to take whenever it is eligible: a fixed-priority policy, the way
+        # converters without costs choose; used to compare such policies with the cost-based choice (bench/choice.py)
+        self.prefer = prefer or {}
         self._graph: Graph | None = None
         catalog_ops = frozenset(op for op in candidates if op != WILDCARD)
         self.judge = Judge(
@@ -193,12 +197,33 @@ class Planner:
                     )
                     continue
             eligible.append(v)
+        # An expanding strategy is eligible only if its sub-graph plans completely; its cost is the sub-plan's total.
+        self._local: dict[str, Cost] = {}
+        expansions: dict[str, tuple] = {}
+        kept = []
+        for v in eligible:
+            planned = self._expand(node, v, result)
+            if planned is False:
+                continue
+            if planned is not True:
+                expansions[v.strategy] = planned
+                total = planned[0].total_cost()
+                self._local[v.strategy] = (
+                    Cost(total["total"], total["unit"] or "ms", "+".join(total["provenance"]) or "unmeasured")
+                    if total["total"] is not None and not total["unmeasured"] else UNMEASURED
+                )
+            kept.append(v)
+        eligible = kept
         if not eligible:
             reasons = [f"{v.strategy}: {v.reason}" for v in verdicts if not v.applies]
             reasons += [f"{sid}: {why}" for sid, why in result.set_aside.items()]
             result.why = "no applicable strategy — " + "; ".join(reasons)
             return result
         eligible.sort(key=self._rank)
+        for wanted in (self.prefer.get(node.op), self.prefer.get(WILDCARD)):
+            if wanted is not None and any(v.strategy == wanted for v in eligible):
+                eligible = [v for v in eligible if v.strategy == wanted] + [v for v in eligible if v.strategy != wanted]
+                break
         if pin is not None:
             pinned = [v for v in eligible if v.strategy == pin]
             if not pinned:
@@ -207,14 +232,11 @@ class Planner:
                 result.why = f"pinned to {pin}, which does not apply here ({why})"
                 return result
             eligible = pinned + [v for v in eligible if v.strategy != pin]
-        # The best eligible strategy wins; an expanding one only if its sub-graph plans completely.
-        chosen = next((i for i, v in enumerate(eligible) if self._expand(node, v, result)), None)
-        if chosen is None:
-            result.why = "no applicable strategy — " + "; ".join(f"{sid}: {why}" for sid, why in result.set_aside.items())
-            return result
-        result.choice = eligible[chosen]
-        result.runner_up = eligible[chosen + 1] if chosen + 1 < len(eligible) else None
-        result.cost = self.costs.get(result.choice.strategy, UNMEASURED)
+        result.choice = eligible[0]
+        result.runner_up = eligible[1] if len(eligible) > 1 else None
+        if result.choice.strategy in expansions:
+            result.subplan, result.sub_inputs = expansions[result.choice.strategy]
+        result.cost = self._cost(result.choice.strategy)
         chosen = self.ruleset.strategies.get(result.choice.strategy)
         result.contract = chosen.contract if chosen else None
         result.why = self._why(result.choice, result.runner_up)
@@ -222,8 +244,9 @@ class Planner:
 
     MAX_DEPTH = 3
 
-    def _expand(self, node: Node, v: Verdict, result: NodePlan) -> bool:
-        """For an expanding strategy: plan its sub-graph; eligible only if every sub-node maps."""
+    def _expand(self, node: Node, v: Verdict, result: NodePlan):
+        """True for a strategy that does not expand; for one that does, its (sub-plan, argument refs), or False
+        (set aside, with the reason) when its sub-graph cannot be planned completely."""
         strat = self.ruleset.strategies.get(v.strategy)
         if strat is None or strat.expand_fn is None:
             return True
@@ -236,7 +259,7 @@ class Planner:
             result.set_aside[v.strategy] = f"the expansion failed: {type(exc).__name__}: {exc}"
             return False
         child = Planner(self.ruleset, self.candidates, backend=self.backend, settings=self.settings, costs=self.costs,
-                        depth=self.depth + 1, require_emit=self.require_emit)
+                        depth=self.depth + 1, require_emit=self.require_emit, prefer=self.prefer)
         try:
             subplan = child.plan(sub)
         finally:
@@ -245,11 +268,14 @@ class Planner:
             missing = "; ".join(f"{n.node.op}: {n.why}" for n in subplan.nodes if not n.mapped)
             result.set_aside[v.strategy] = f"its expansion has no mapping for {missing}"
             return False
-        result.subplan, result.sub_inputs = subplan, refs
-        return True
+        return subplan, refs
+
+    def _cost(self, strategy_id: str) -> Cost:
+        local = getattr(self, "_local", {})
+        return local.get(strategy_id) or self.costs.get(strategy_id, UNMEASURED)
 
     def _rank(self, v: Verdict) -> tuple:
-        cost = self.costs.get(v.strategy, UNMEASURED)
+        cost = self._cost(v.strategy)
         strat = self.ruleset.strategies.get(v.strategy)
         origin = strat.origin.split(":")[0] if strat else "builtin"
         return (cost.value is None, cost.value or 0.0, KIND_RANK.get(v.kind, 9), ORIGIN_RANK.get(origin, 9), v.strategy)
@@ -261,7 +287,7 @@ class Planner:
             return "the only applicable strategy"
         a, b = self._rank(choice), self._rank(runner_up)
         if not a[0] and (b[0] or a[1] < b[1]):
-            return f"lowest cost ({self.costs[choice.strategy]}) vs {runner_up.strategy} ({self.costs.get(runner_up.strategy, UNMEASURED)})"
+            return f"lowest cost ({self._cost(choice.strategy)}) vs {runner_up.strategy} ({self._cost(runner_up.strategy)})"
         if a[2] != b[2]:
             return f"tie-break: {choice.kind} ranks before {runner_up.kind} (costs not distinguishing)"
         if a[3] != b[3]:
