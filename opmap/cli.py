@@ -234,6 +234,7 @@ def measure(
     backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx."),
     device_profile: Optional[Path] = typer.Option(None, "--profile", help="Device profile JSON (default: the shipped H100 profile)."),
     seeds: int = typer.Option(8, "--seeds", help="Seeded input redraws for approximate strategies' accuracy."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 | float16 | bfloat16: measure with float inputs in this dtype."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Measure strategies (real builds, interpreter accuracy, estimated latency) and store the rows with provenance."""
@@ -247,6 +248,8 @@ def measure(
         raise OpmapError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if seeds < 1:
         raise OpmapError("--seeds must be at least 1")
+    if dtype not in (None, "float32", "float16", "bfloat16"):
+        raise OpmapError(f"unknown --dtype {dtype!r}: choose float32, float16 or bfloat16")
     if device_profile is not None and not device_profile.is_file():
         raise OpmapError(f"{device_profile}: no such device profile")
     try:
@@ -260,7 +263,8 @@ def measure(
         raise OpmapError("no strategy matches the selection (see `opmap rules list`)")
     with _progress(not as_json) as progress:
         task = progress.add_task("measuring", total=len(chosen))
-        rows = meas.run(catalog, ruleset, chosen, backend or default_backend(), prof, seeds, on_done=lambda _s: progress.advance(task))
+        rows = meas.run(catalog, ruleset, chosen, backend or default_backend(), prof, seeds, on_done=lambda _s: progress.advance(task),
+                        dtype=dtype)
     if as_json:
         _emit_json(meas.to_json(rows))
         return

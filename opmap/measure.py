@@ -38,9 +38,44 @@ def _redraw(ex: Example, seed: int) -> Example:
     return Example(ex.fn, inputs, ex.expect, ex.backend, ex.match, ex.node, ex.settings, ex.dynamic_shapes)
 
 
-def measure_strategy(strat: Strategy, ruleset: RuleSet, backend: str, profile: DeviceProfile, seeds: int) -> list[Measurement]:
+def _as_dtype(ex: Example, dtype: str | None) -> Example:
+    """The example with its floating inputs cast to ``dtype`` (another dtype bucket)."""
+    if dtype is None:
+        return ex
+    target = getattr(torch, dtype)
+    inputs = tuple(x.to(target) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in ex.inputs)
+    return Example(ex.fn, inputs, ex.expect, ex.backend, ex.match, ex.node, ex.settings, ex.dynamic_shapes)
+
+
+def runtime_available(backend: str) -> bool:
+    """Full TensorRT and a CUDA GPU: the only place a real engine can be timed."""
+    from opmap.engine.backend import import_backend
+
+    return backend == "tensorrt" and import_backend("tensorrt") is not None and torch.cuda.is_available()
+
+
+def time_engine(built, inputs: dict[str, torch.Tensor], reps: int = 50) -> float:
+    """Median milliseconds of the real engine (CUDA events, after a warm-up). Only where runtime_available()."""
+    import statistics
+
+    from opmap.engine.verify import run_engine
+
+    run_engine(built, inputs)  # warm-up, and the check that it runs at all
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run_engine(built, inputs)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def measure_strategy(strat: Strategy, ruleset: RuleSet, backend: str, profile: DeviceProfile, seeds: int,
+                     dtype: str | None = None) -> list[Measurement]:
     rows: list[Measurement] = []
-    examples = [e for e in strat.examples if e.expect == "accept"]
+    examples = [_as_dtype(e, dtype) for e in strat.examples if e.expect == "accept"]
     version = __import__("opmap.engine.backend", fromlist=["profile"]).profile(backend).version
     base = dict(strategy_id=strat.id, op=",".join(strat.ops)[:200], backend=backend, backend_version=version,
                 opmap_version=opmap.__version__, source_hash=strat.source_hash)
@@ -67,11 +102,15 @@ def measure_strategy(strat: Strategy, ruleset: RuleSet, backend: str, profile: D
             row.max_rel_err = max((o.max_rel for o in outs), default=0.0)
             row.mismatch_frac = max((o.mismatch for o in outs), default=0.0)
             tensors = [x for x in ex.inputs if isinstance(x, torch.Tensor)]
-            names = list(built.inputs)
-            est = estimate(built, dict(zip(names, tensors)), profile)
-            row.latency_ms = est.ms
-            row.provenance = "estimated"  # the latency (the cost the planner compares) is a model's estimate
-            row.device = f"{profile.card} (cost model, {profile.source})"
+            named = dict(zip(list(built.inputs), tensors))
+            if runtime_available(backend):  # a real engine on a real GPU: a measurement, not an estimate
+                row.latency_ms = time_engine(built, named)
+                row.provenance = "measured-runtime"
+                row.device = torch.cuda.get_device_name(0)
+            else:
+                row.latency_ms = estimate(built, named, profile).ms
+                row.provenance = "estimated"  # the latency (the cost the planner compares) is a model's estimate
+                row.device = f"{profile.card} (cost model, {profile.source})"
             del start
         except OpmapError as exc:
             row.build_ok, row.build_error = False, str(exc)[:2000]
@@ -80,10 +119,10 @@ def measure_strategy(strat: Strategy, ruleset: RuleSet, backend: str, profile: D
 
 
 def run(catalog: Catalog, ruleset: RuleSet, strategies: Iterable[Strategy], backend: str, profile: DeviceProfile, seeds: int = 8,
-        on_done: Callable[[Strategy], None] | None = None) -> list[Measurement]:
+        on_done: Callable[[Strategy], None] | None = None, dtype: str | None = None) -> list[Measurement]:
     measured: list[Measurement] = []
     for strat in strategies:
-        rows = measure_strategy(strat, ruleset, backend, profile, seeds)
+        rows = measure_strategy(strat, ruleset, backend, profile, seeds, dtype)
         catalog.add_measurements(rows)
         measured.extend(rows)
         if on_done:

@@ -116,3 +116,9 @@ def test_an_expansion_costs_its_planned_sub_graph(cli, tmp_path):
     costs = {v["strategy"]: v for v in node["verdicts"]}
     assert costs["torch/decomposition"]["outcome"] == "APPLIES"
     assert "lowest cost" in node["why"]
+
+
+def test_dtype_bucket(cli):
+    rows = json.loads(cli("measure", "--strategy", "act/relu", "--dtype", "float16", "--json").out)
+    assert rows and all(r["dtype"] == "float16" and r["build_ok"] for r in rows)
+    assert cli("measure", "--strategy", "act/relu", "--dtype", "float64").code == 2
