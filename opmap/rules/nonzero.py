@@ -82,15 +82,42 @@ def _bound(ctx, node):
     return rng.upper, symbol
 
 
-def _padded_nonzero(ctx, bound, fill, name="self"):
-    """The coordinates of the non-zero elements of ``name`` in ``bound`` rows (the rest ``fill``), and their count."""
+def _flat_nonzero_mask(ctx, name="self"):
+    """(flat bool mask of the non-zero elements of argument ``name``, its shape)."""
     x = ctx.input(name)
     shape = list(ctx.node.meta(name).shape)
-    numel = math.prod(shape)
     mask = x if ctx.dtype(x) == "bool" else ctx.unary(ctx.elementwise(x, ctx.const(0, ctx.dtype(x), shape=()), "EQUAL"), "NOT")
-    target, count = _slots(ctx, ctx.reshape(mask, [numel]), bound)
+    return ctx.reshape(mask, [math.prod(shape)]), shape
+
+
+def _coordinates(ctx, shape):
+    """Every element's coordinates, row-major, as an int64 constant [numel, rank]."""
+    numel = math.prod(shape)
     coords = torch.stack(torch.unravel_index(torch.arange(numel), tuple(shape)), -1) if shape else torch.zeros(1, 0, dtype=torch.int64)
-    return _scatter_rows(ctx, ctx.const(coords, "int64"), target, bound, [len(shape)], fill, "int64"), count
+    return ctx.const(coords, "int64")
+
+
+def _selection(ctx, node):
+    """For x[mask] / masked_select: (every candidate row [numel, *rest], the flat mask [numel], rest)."""
+    x = ctx.input("self")
+    if node.op == "aten.masked_select.default":
+        shape = list(torch.broadcast_shapes(tuple(node.meta("self").shape), tuple(node.meta("mask").shape)))
+        mask = ctx.expand_to(ctx.cast(ctx.input("mask"), "bool"), shape)
+        x, rest = ctx.expand_to(x, shape), []
+    else:
+        mref = next(r for r in node.arg("indices") if r is not None)
+        shape = list(ctx.node._graph.meta_of(mref).shape)
+        mask = ctx.cast(ctx.tensor(mref), "bool")
+        rest = list(node.meta("self").shape[len(shape):])
+    numel = math.prod(shape)
+    return ctx.reshape(x, [numel, *rest]), ctx.reshape(mask, [numel]), rest
+
+
+def _padded_nonzero(ctx, bound, fill, name="self"):
+    """The coordinates of the non-zero elements of ``name`` in ``bound`` rows (the rest ``fill``), and their count."""
+    flat, shape = _flat_nonzero_mask(ctx, name)
+    target, count = _slots(ctx, flat, bound)
+    return _scatter_rows(ctx, _coordinates(ctx, shape), target, bound, [len(shape)], fill, "int64"), count
 
 
 def _emit_nonzero_static(ctx, node):
@@ -124,24 +151,10 @@ def _emit_nonzero_static_op(ctx, node):
 
 
 def _emit_mask_static(ctx, node):
-    x = ctx.input("self")
-    if node.op == "aten.masked_select.default":
-        mref = node.arg("mask")
-        shape = list(node.out.shape[:0]) or list(torch.broadcast_shapes(tuple(node.meta("self").shape), tuple(node.meta("mask").shape)))
-        mask = ctx.expand_to(ctx.cast(ctx.tensor(mref), "bool"), shape)
-        x = ctx.expand_to(x, shape)
-        rest: list = []
-    else:
-        mref = next(r for r in node.arg("indices") if r is not None)
-        shape = list(ctx.node._graph.meta_of(mref).shape)
-        mask = ctx.cast(ctx.tensor(mref), "bool")
-        rest = list(node.meta("self").shape[len(shape):])
-    numel = math.prod(shape)
-    flat = ctx.reshape(mask, [numel])
-    rows = ctx.reshape(x, [numel, *rest])
+    rows, flat, rest = _selection(ctx, node)
     bound, symbol = _bound(ctx, node)
     target, count = _slots(ctx, flat, bound)
-    out = _scatter_rows(ctx, rows, target, bound, rest, 0, ctx.dtype(x))
+    out = _scatter_rows(ctx, rows, target, bound, rest, 0, ctx.dtype(rows))
     if symbol is not None:
         ctx.nb.pad(symbol, bound, count)
     ctx.extra_output("count", count)
@@ -152,24 +165,10 @@ def _emit_masked_reduce(ctx, node):
     from opmap.engine.builder import Masked
 
     if node.op in NONZERO:
-        x = ctx.input("self")
-        shape = list(node.meta("self").shape)
-        mask = x if ctx.dtype(x) == "bool" else ctx.unary(ctx.elementwise(x, ctx.const(0, ctx.dtype(x), shape=()), "EQUAL"), "NOT")
-        numel = math.prod(shape)
-        coords = torch.stack(torch.unravel_index(torch.arange(numel), tuple(shape)), -1)
-        return Masked(ctx.const(coords, "int64"), ctx.reshape(mask, [numel]), node.name)
-    x = ctx.input("self")
-    if node.op == "aten.masked_select.default":
-        shape = list(torch.broadcast_shapes(tuple(node.meta("self").shape), tuple(node.meta("mask").shape)))
-        mask = ctx.expand_to(ctx.cast(ctx.input("mask"), "bool"), shape)
-        x, rest = ctx.expand_to(x, shape), []
-    else:
-        mref = next(r for r in node.arg("indices") if r is not None)
-        shape = list(ctx.node._graph.meta_of(mref).shape)
-        mask = ctx.cast(ctx.tensor(mref), "bool")
-        rest = list(node.meta("self").shape[len(shape):])
-    numel = math.prod(shape)
-    return Masked(ctx.reshape(x, [numel, *rest]), ctx.reshape(mask, [numel]), node.name)
+        flat, shape = _flat_nonzero_mask(ctx)
+        return Masked(_coordinates(ctx, shape), flat, node.name)
+    rows, flat, _ = _selection(ctx, node)
+    return Masked(rows, flat, node.name)
 
 
 def reduces_selected_dim(node, graph, consumers):
