@@ -32,9 +32,16 @@ def bucket(ex: Example) -> tuple[str, str]:
 
 
 def _redraw(ex: Example, seed: int) -> Example:
+    """New inputs of the same shapes; an input drawn from [0, 1) (random samples, probabilities) stays in [0, 1)."""
     g = torch.Generator().manual_seed(seed)
-    inputs = tuple(torch.randn(x.shape, generator=g).to(x.dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
-                   for x in ex.inputs)
+
+    def draw(x):
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
+            return x
+        unit = x.numel() > 0 and float(x.min()) >= 0 and float(x.max()) < 1
+        return (torch.rand(x.shape, generator=g) if unit else torch.randn(x.shape, generator=g)).to(x.dtype)
+
+    inputs = tuple(draw(x) for x in ex.inputs)
     return Example(ex.fn, inputs, ex.expect, ex.backend, ex.match, ex.node, ex.settings, ex.dynamic_shapes)
 
 
