@@ -103,8 +103,12 @@ def rule_fmp_exact_samples(node, graph):
 rule_fmp_exact_samples.emit(_emit_fmp_exact)
 
 
+fmp_uneven = lambda x, s: F.fractional_max_pool2d(x, 2, output_size=(4, 4), _random_samples=s)  # noqa: E731
+
+
 @strategy("fmp/maxpool-approx", op="aten.fractional_max_pool2d.default", kind="approximate",
-          examples=[accept(fmp, t(1, 2, 8, 8), torch.rand(1, 2, 2)),
+          examples=[accept(fmp, t(1, 2, 8, 8), torch.rand(1, 2, 2)),  # α = 2: the windows do not depend on the samples
+                    accept(fmp_uneven, t(1, 2, 11, 11), torch.rand(1, 2, 2)),  # α = 3: they do
                     reject(fmp_indices, t(1, 2, 8, 8), torch.rand(1, 2, 2), match="indices output")])
 def rule_fmp_maxpool_approx(node, graph):
     """A deterministic MaxPool with stride floor(in/out) and the kernel that reaches the same output size.
