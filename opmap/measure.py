@@ -115,7 +115,7 @@ def measure_strategy(strat: Strategy, ruleset: RuleSet, backend: str, profile: D
                 row.provenance = "measured-runtime"
                 row.device = torch.cuda.get_device_name(0)
             else:
-                row.latency_ms = estimate(built, named, profile).ms
+                row.latency_ms = estimate(built, named, profile, strategy=strat.id).ms  # its own layers only
                 row.provenance = "estimated"  # the latency (the cost the planner compares) is a model's estimate
                 row.device = f"{profile.card} (cost model, {profile.source})"
             del start

@@ -104,14 +104,20 @@ def _flops(layer: Any, kind: str, ins, outs) -> float:
     return 0.0
 
 
-def estimate(built: Any, inputs: dict[str, torch.Tensor], profile: DeviceProfile, seed: int = 0) -> Estimate:
-    """Estimated engine latency: every layer the interpreter executes, charged by the profile."""
+def estimate(built: Any, inputs: dict[str, torch.Tensor], profile: DeviceProfile, seed: int = 0,
+             strategy: str | None = None) -> Estimate:
+    """Estimated engine latency: every layer the interpreter executes, charged by the profile — or, with
+    ``strategy``, only the layers that strategy emitted (directly or through an expansion)."""
     result = Estimate(ms=0.0, kernels=0)
 
     def observe(layer, ins, outs):
         kind = layer.type.name
         if kind in FREE:
             return
+        if strategy is not None:
+            owner = built.layer_map.get(layer.name.removesuffix("_AttentionOutput"), {})
+            if strategy not in (owner.get("strategy"), owner.get("via")):
+                return
         dtype = next((t.dtype for t in outs if isinstance(t, torch.Tensor)), torch.float32)
         ms = profile.predict(kind if kind not in MATRIX else "MATRIX", _flops(layer, kind, ins, outs), _nbytes(ins) + _nbytes(outs), dtype)
         result.ms += ms
