@@ -55,6 +55,8 @@ def costs_from_catalog(catalog: Catalog, backend: str, ruleset: RuleSet | None =
     field_name, unit = OBJECTIVES[objective]
     latest: dict[tuple[str, str, str], Any] = {}
     for m in catalog.measurements(backend):
+        if m.dtype.startswith("compute:"):
+            continue  # reduced-precision evidence: see precision_errors
         strat = ruleset.strategies.get(m.strategy_id) if ruleset else None
         if strat is not None and m.source_hash != strat.source_hash:
             continue  # stale
@@ -72,6 +74,22 @@ def costs_from_catalog(catalog: Catalog, backend: str, ruleset: RuleSet | None =
     return costs
 
 
+def precision_errors(catalog: Catalog, backend: str, ruleset: RuleSet) -> dict[tuple[str, str], float]:
+    """(strategy, "fp16"/"bf16") -> the worst measured relative error of the strategy computed in that precision
+    (fresh measurements only); a failed build in that precision counts as an infinite error."""
+    worst: dict[tuple[str, str], float] = {}
+    for m in catalog.measurements(backend):
+        if not m.dtype.startswith("compute:"):
+            continue
+        strat = ruleset.strategies.get(m.strategy_id)
+        if strat is not None and m.source_hash != strat.source_hash:
+            continue
+        key = (m.strategy_id, m.dtype.split(":", 1)[1])
+        error = m.max_rel_err if m.build_ok and m.max_rel_err is not None else float("inf")
+        worst[key] = max(worst.get(key, 0.0), error)
+    return worst
+
+
 def make_plan(
     captured: Captured,
     catalog: Catalog,
@@ -85,6 +103,7 @@ def make_plan(
     planner = Planner(
         ruleset, catalog.candidates_by_op(), backend=backend, settings=settings,
         costs=costs_from_catalog(catalog, backend.name, ruleset, objective), require_emit=for_build,
+        precision_errors=precision_errors(catalog, backend.name, ruleset),
     )
     try:
         return planner.plan(captured.graph, on_node=on_node)
@@ -152,7 +171,8 @@ def plan_json(plan: Plan, run_id: int | None, model: str) -> dict[str, Any]:
                 "name": np_.node.name,
                 "op": np_.node.op,
                 "choice": (
-                    {"strategy": np_.choice.strategy, "kind": np_.choice.kind, "cost": np_.cost.to_dict(), "contract": np_.contract}
+                    {"strategy": np_.choice.strategy, "kind": np_.choice.kind, "cost": np_.cost.to_dict(), "contract": np_.contract,
+                     "precision": np_.precision, "precision_why": np_.precision_why}
                     if np_.choice
                     else None
                 ),

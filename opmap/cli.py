@@ -70,8 +70,9 @@ def suggest(
     as_json: bool = typer.Option(False, "--json", help="Print the plan as one JSON object (schema in the README)."),
     reasons: bool = typer.Option(False, "-r", "--reasons", help="List every rejection and rule error with its reason."),
     all_verdicts: bool = typer.Option(False, "--all-verdicts", help="With the rejections, also list NOT_APPLICABLE skips."),
-    tolerance: float = typer.Option(1e-3, "--tolerance", help="Accuracy budget: max relative error an approximate strategy may add."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16: the precision asked for."),
+    tolerance: float = typer.Option(1e-3, "--tolerance", help="Accuracy budget: max relative error an approximate strategy, "
+                                    "or a node placed below fp32, may add."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16: the lowest precision a node may be placed in."),
     unsafe_pickle: bool = typer.Option(False, "--unsafe-pickle", help="Allow unpickling a model file (this runs its code)."),
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
     record: bool = typer.Option(True, "--record/--no-record", help="Store the run in the catalog for `opmap audit`."),

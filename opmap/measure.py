@@ -122,7 +122,34 @@ def measure_strategy(strat: Strategy, ruleset: RuleSet, backend: str, profile: D
         except OpmapError as exc:
             row.build_ok, row.build_error = False, str(exc)[:2000]
         rows.append(row)
+        if row.build_ok:
+            rows.extend(_precision_rows(strat, ex, ruleset, backend, profile, base, shapes))
     return rows
+
+
+def _precision_rows(strat, ex, ruleset, backend, profile, base, shapes) -> list[Measurement]:
+    """The strategy computed in fp16 and in bf16 (its inputs and outputs as exported), against the fp32 op: the
+    evidence the planner needs before it places a node below fp32."""
+    out = []
+    for prec in ("fp16", "bf16"):
+        row = Measurement(**base, shape_bucket=shapes[:200], dtype=f"compute:{prec}", provenance="measured-build")
+        try:
+            report, built = conformance(strat, ex, ruleset, backend, node_precision=prec)
+        except OpmapError as exc:
+            row.build_ok, row.build_error = False, str(exc)[:2000]
+            out.append(row)
+            continue
+        if not any(o.dtype == "float32" for o in report.outputs):
+            continue  # no float output: precision does not apply
+        row.build_ok, row.build_seconds, row.engine_bytes = True, built.build_seconds, len(built.engine or b"")
+        row.max_abs_err = max(o.max_abs for o in report.outputs)
+        row.max_rel_err = max(o.max_rel for o in report.outputs)
+        row.mismatch_frac = max(o.mismatch for o in report.outputs)
+        named = dict(zip(list(built.inputs), [x for x in ex.inputs if isinstance(x, torch.Tensor)]))
+        row.latency_ms = estimate(built, named, profile, strategy=strat.id).ms
+        row.provenance, row.device = "estimated", f"{profile.card} (cost model, {profile.source})"
+        out.append(row)
+    return out
 
 
 def run(catalog: Catalog, ruleset: RuleSet, strategies: Iterable[Strategy], backend: str, profile: DeviceProfile, seeds: int = 8,

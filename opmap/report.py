@@ -28,7 +28,7 @@ def plan_table(plan: Plan, run_id: int | None) -> Table:
         table.add_column(col, overflow="fold")
     for np_ in plan.nodes:
         if np_.choice:
-            strategy = Text(np_.choice.strategy)
+            strategy = Text(np_.choice.strategy + (f" · {np_.precision}" if np_.precision else ""))
             cost = Text(str(np_.cost), style="dim" if np_.cost.value is None else "")
         else:
             strategy = Text("no mapping", style="bold red")

@@ -40,12 +40,23 @@ def test_verify_with_given_inputs_and_seed(cli, tmp_path):
     assert bad.code == 2 and "no tensor for input(s) x" in bad.err
 
 
-def test_fp16_build_casts_at_the_edges(cli, tmp_path):
+def test_precision_is_placed_per_node_by_measured_accuracy(cli, tmp_path):
     model = export_to(tmp_path / "m.pt2", TwoLayer(), torch.randn(2, 4))
+    strict = json.loads(cli("suggest", model, "--json", "--precision", "fp16").out)
+    linear = next(n for n in strict["nodes"] if n["op"] == "aten.linear.default")
+    assert linear["choice"]["precision"] is None and "exceeds the tolerance" in linear["choice"]["precision_why"]
+    loose = json.loads(cli("suggest", model, "--json", "--precision", "fp16", "--tolerance", "0.05").out)
+    linear = next(n for n in loose["nodes"] if n["op"] == "aten.linear.default")
+    assert linear["choice"]["precision"] == "fp16" and "within the tolerance" in linear["choice"]["precision_why"]
+    relu = next(n for n in strict["nodes"] if n["op"] == "aten.relu.default")
+    assert relu["choice"]["precision"] == "fp16", "relu's fp16 error fits the default budget; the linear's does not"
     r = cli("verify", model, "--precision", "fp16", "--json")
     data = json.loads(r.out)
-    assert data["ok"] and data["outputs"][0]["dtype"] == "float32"  # the model's dtype at the output
-    assert 0 < data["outputs"][0]["max_abs_err"] < 1e-2  # computed in fp16: a real, small error
+    assert data["ok"] and 0 < data["outputs"][0]["max_abs_err"] < 1e-2
+    engine = tmp_path / "m.engine"
+    assert cli("build", model, "-o", engine, "--precision", "fp16").code == 0
+    side = json.loads((tmp_path / "m.engine.json").read_text())
+    assert side["node_precision"] == {"relu": "fp16"}
 
 
 def test_dynamic_batch_gets_a_profile(cli, tmp_path):

@@ -75,6 +75,7 @@ class Built:
             "opmap": __import__("opmap").__version__,
             "backend": {"name": backend.name, "version": backend.version},
             "precision": precision,
+            "node_precision": {n.node.name: n.precision for n in plan.nodes if n.precision},
             "engine_bytes": len(self.engine) if self.engine else None,
             "build_seconds": self.build_seconds,
             "inputs": {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in self.inputs.items()},
@@ -104,9 +105,11 @@ class Masked:
 class EmitContext:
     """What an emit function works with: its node's inputs as TensorRT tensors, and helpers."""
 
-    def __init__(self, net_builder: "NetworkBuilder", node: Node, strategy: Strategy, prefix: str = "") -> None:
+    def __init__(self, net_builder: "NetworkBuilder", node: Node, strategy: Strategy, prefix: str = "",
+                 precision: str | None = None) -> None:
         self.nb = net_builder
         self.prefix = prefix
+        self.precision = precision or net_builder.compute_dtype  # the float dtype this node computes in
         self.trt = net_builder.trt
         self.net = net_builder.network
         self.node = node
@@ -126,6 +129,8 @@ class EmitContext:
         if isinstance(t, Masked):
             raise BuildError(f"{self.node.name} ({self.node.op}) consumes the masked selection {t.source}, which only "
                              f"reductions can take; plan {t.source} with another strategy")
+        if t is not None and self.dtype(t) in ("float32", "float16", "bfloat16") and self.dtype(t) != self.precision:
+            t = self.cast(t, self.precision)  # explicit casts where precision changes between nodes
         return t
 
     def masked(self, name: str) -> Masked | None:
@@ -162,12 +167,12 @@ class EmitContext:
     # -- constants and dtypes -------------------------------------------------------------------
     def const(self, value: Any, dtype: str | None = None, shape: Sequence[int] | None = None) -> Any:
         arr = value.detach().cpu() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
-        if dtype is None:
+        if dtype is None:  # inferred from the value: a float follows the node's precision
             dtype = str(arr.dtype).removeprefix("torch.")
+            if dtype in ("float32", "float64"):
+                dtype = self.compute("float32")
         if dtype == "float64":
             dtype = "float32"
-        if dtype == "float32" and arr.is_floating_point():
-            dtype = self.compute(dtype)
         arr = arr.to(getattr(torch, dtype))
         if shape is not None:
             arr = arr.reshape(tuple(shape))
@@ -276,8 +281,8 @@ class EmitContext:
         self.nb.extras.setdefault(self.node.name, []).append((label, t))
 
     def compute(self, dtype: str) -> str:
-        """The dtype a float32 value is computed in under the build's precision (fp16/bf16 builds)."""
-        return self.nb.compute_dtype if dtype == "float32" else dtype
+        """The dtype a float32 value is computed in under this node's precision."""
+        return self.precision if dtype == "float32" else dtype
 
     def output_dtype(self, index: int = 0) -> str:
         meta = self.node.outputs[index]
@@ -297,7 +302,9 @@ class NetworkBuilder:
         self.strategies = strategies
         if precision not in PRECISIONS:
             raise BuildError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
-        self.compute_dtype = PRECISIONS[precision]
+        # Precision is per node: the planner places a node in fp16/bf16 only where its measured accuracy fits the
+        # budget; every other node computes in float32, with explicit casts where precision changes.
+        self.compute_dtype = "float32"
         self.builder = self.trt.Builder(logger(self.trt))
         self.network = strongly_typed_network(self.trt, self.builder)
         self.values: dict[str, Any] = {}  # node/input name -> ITensor or list of ITensors (or python values)
@@ -327,9 +334,6 @@ class NetworkBuilder:
         dtype = str(tensor.dtype).removeprefix("torch.")
         if dtype == "float64":
             raise BuildError(f"weight {name} is float64, which TensorRT cannot hold")
-        if dtype == "float32" and self.compute_dtype != "float32":
-            dtype = self.compute_dtype
-            tensor = tensor.to(getattr(torch, dtype))
         arr = tensor.float() if dtype == "bfloat16" else tensor
         np_arr = np.array(arr.numpy(), order="C")
         self.keep.append(np_arr)
@@ -399,10 +403,6 @@ class NetworkBuilder:
             dims = tuple(-1 if isinstance(d, str) else d for d in meta.shape)
             t = self.network.add_input(name, trt_dtype(self.trt, meta.dtype), dims)
             self.values[name] = t
-            if meta.dtype == "float32" and self.compute_dtype != "float32":  # explicit cast at the edge
-                cast = self.network.add_cast(t, trt_dtype(self.trt, self.compute_dtype))
-                cast.name = f"input/{name}/to-{self.compute_dtype}"
-                self.values[name] = cast.get_output(0)
             if any(d == -1 for d in dims):
                 dynamic = True
                 lo, opt, hi = shapes.get(name) or self._profile_from_symbols(name, meta)
@@ -448,7 +448,7 @@ class NetworkBuilder:
                     f"node {node.name}: strategy {np_.choice.strategy} has no emit function yet"
                     + (f"; runner-up: {np_.runner_up.strategy}" if np_.runner_up else "")
                 )
-            ctx = EmitContext(self, node, strat, prefix)
+            ctx = EmitContext(self, node, strat, prefix, PRECISIONS.get(np_.precision) if np_.precision else None)
             try:
                 result = strat.emit_fn(ctx, node)
             except BuildError:

@@ -104,7 +104,7 @@ def candidates_of(ruleset: RuleSet) -> dict[str, list[str]]:
 
 
 def conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend: str = "tensorrt_rtx", serialize_engine: bool = True,
-                api_of: str | None = None):
+                api_of: str | None = None, node_precision: str | None = None):
     """Build the example's graph with ``strat`` pinned on its node (a real build), interpret it and compare
     with PyTorch. Returns (verify Report, Built).
 
@@ -123,6 +123,10 @@ def conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend: str = "
                       pins={node.name: strat.id}, require_emit=True)
     plan = planner.plan(graph)
     planner.judge.close()
+    if node_precision is not None:  # "fp16"/"bf16": the pinned node computes so (inputs and outputs stay as exported)
+        for np_ in plan.nodes:
+            if np_.node.name == node.name:
+                np_.precision = node_precision
     if api_of is not None:
         from opmap.engine.backend import BackendProfile, import_backend
 

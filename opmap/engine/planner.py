@@ -59,6 +59,8 @@ class NodePlan:
     subplan: "Plan | None" = None  # for an expanding strategy: the plan of its sub-graph
     sub_inputs: list = field(default_factory=list)  # the node's tensor arguments feeding the sub-graph's inputs
     contract: str | None = None  # how the chosen strategy changes the node's outputs, if it does
+    precision: str | None = None  # "fp16"/"bf16" where the node computes below fp32; None: fp32
+    precision_why: str = ""
 
     @property
     def mapped(self) -> bool:
@@ -123,6 +125,7 @@ class Planner:
         depth: int = 0,
         require_emit: bool = False,
         prefer: dict[str, str] | None = None,
+        precision_errors: dict[tuple[str, str], float] | None = None,
     ) -> None:
         self.ruleset = ruleset
         self.candidates = candidates  # op -> strategy ids, from the catalog
@@ -135,6 +138,8 @@ class Planner:
         # op (or "*" for any op) -> strategy to take whenever it is eligible: a fixed-priority policy, the way
         # converters without costs choose; used to compare such policies with the cost-based choice (bench/choice.py)
         self.prefer = prefer or {}
+        # (strategy, "fp16"/"bf16") -> measured max rel error of the strategy computed in that precision vs fp32
+        self.precision_errors = precision_errors or {}
         self._graph: Graph | None = None
         catalog_ops = frozenset(op for op in candidates if op != WILDCARD)
         self.judge = Judge(
@@ -237,12 +242,27 @@ class Planner:
         if result.choice.strategy in expansions:
             result.subplan, result.sub_inputs = expansions[result.choice.strategy]
         result.cost = self._cost(result.choice.strategy)
+        self._place(node, result)
         chosen = self.ruleset.strategies.get(result.choice.strategy)
         result.contract = chosen.contract if chosen else None
         result.why = self._why(result.choice, result.runner_up)
         return result
 
     MAX_DEPTH = 3
+
+    def _place(self, node: Node, result: NodePlan) -> None:
+        """Per-node precision: below fp32 only where the chosen strategy's measured error in that precision fits."""
+        wanted = self.settings.precision
+        if wanted == "fp32" or not any(m is not None and m.dtype == "float32" for m in node.outputs):
+            return
+        error = self.precision_errors.get((result.choice.strategy, wanted))
+        if error is None:
+            result.precision_why = f"fp32: {result.choice.strategy} has no measured {wanted} accuracy"
+        elif error > self.settings.tolerance:
+            result.precision_why = f"fp32: in {wanted} its measured max rel error {error:.3g} exceeds the tolerance {self.settings.tolerance:g}"
+        else:
+            result.precision = wanted
+            result.precision_why = f"{wanted}: measured max rel error {error:.3g} within the tolerance"
 
     def _expand(self, node: Node, v: Verdict, result: NodePlan):
         """True for a strategy that does not expand; for one that does, its (sub-plan, argument refs), or False
@@ -259,7 +279,8 @@ class Planner:
             result.set_aside[v.strategy] = f"the expansion failed: {type(exc).__name__}: {exc}"
             return False
         child = Planner(self.ruleset, self.candidates, backend=self.backend, settings=self.settings, costs=self.costs,
-                        depth=self.depth + 1, require_emit=self.require_emit, prefer=self.prefer)
+                        depth=self.depth + 1, require_emit=self.require_emit, prefer=self.prefer,
+                        precision_errors=self.precision_errors)
         try:
             subplan = child.plan(sub)
         finally:
