@@ -59,6 +59,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         catalog, ruleset = svc.open_catalog(str(Path(tmp) / "c.db"))
         costs = svc.costs_from_catalog(catalog, "tensorrt_rtx", ruleset)
+        precision_errors = svc.precision_errors(catalog, "tensorrt_rtx", ruleset)
         for name, make in MODELS.items():
             path = Path(tmp) / f"{name}.pt2"
             torch.export.save(make(), str(path))
@@ -69,7 +70,8 @@ def main() -> None:
             baseline = None
             for variant, (prefer, precision, tolerance) in VARIANTS.items():
                 planner = Planner(ruleset, catalog.candidates_by_op(), backend=profile("tensorrt_rtx"), costs=costs,
-                                  settings=Settings(tolerance=tolerance, precision=precision), require_emit=True, prefer=prefer)
+                                  settings=Settings(tolerance=tolerance, precision=precision), require_emit=True, prefer=prefer,
+                                  precision_errors=precision_errors)
                 plan = planner.plan(captured.graph)
                 planner.judge.close()
                 choice = {n.node.name: (n.choice.strategy if n.choice else None, n.precision) for n in plan.nodes}
