@@ -60,6 +60,7 @@ def main() -> None:
         catalog, ruleset = svc.open_catalog(str(Path(tmp) / "c.db"))
         costs = svc.costs_from_catalog(catalog, "tensorrt_rtx", ruleset)
         precision_errors = svc.precision_errors(catalog, "tensorrt_rtx", ruleset)
+        buckets = svc.bucket_costs(catalog, "tensorrt_rtx", ruleset)
         for name, make in MODELS.items():
             path = Path(tmp) / f"{name}.pt2"
             torch.export.save(make(), str(path))
@@ -71,7 +72,7 @@ def main() -> None:
             for variant, (prefer, precision, tolerance) in VARIANTS.items():
                 planner = Planner(ruleset, catalog.candidates_by_op(), backend=profile("tensorrt_rtx"), costs=costs,
                                   settings=Settings(tolerance=tolerance, precision=precision), require_emit=True, prefer=prefer,
-                                  precision_errors=precision_errors)
+                                  precision_errors=precision_errors, bucket_costs=buckets)
                 plan = planner.plan(captured.graph)
                 planner.judge.close()
                 choice = {n.node.name: (n.choice.strategy if n.choice else None, n.precision) for n in plan.nodes}

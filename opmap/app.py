@@ -74,6 +74,34 @@ def costs_from_catalog(catalog: Catalog, backend: str, ruleset: RuleSet | None =
     return costs
 
 
+def bucket_numel(bucket: str) -> int:
+    """Elements in a shape bucket ("2x3,4" -> 10)."""
+    total = 0
+    for shape in bucket.split(","):
+        n = 1
+        for d in shape.split("x"):
+            n *= int(d) if d.isdigit() else 1
+        total += n
+    return total
+
+
+def bucket_costs(catalog: Catalog, backend: str, ruleset: RuleSet, objective: str = "latency") -> dict[str, list[tuple[int, Cost]]]:
+    """Per strategy, its cost in each measured shape bucket (fresh float32 measurements), by bucket size."""
+    field_name, unit = OBJECTIVES[objective]
+    latest: dict[tuple[str, str], Any] = {}
+    for m in catalog.measurements(backend):
+        strat = ruleset.strategies.get(m.strategy_id)
+        if m.dtype.startswith("compute:") or (strat is not None and m.source_hash != strat.source_hash):
+            continue
+        if m.build_ok and getattr(m, field_name) is not None:
+            latest[(m.strategy_id, m.shape_bucket + "|" + m.dtype)] = m
+    out: dict[str, list[tuple[int, Cost]]] = {}
+    for (sid, key), m in latest.items():
+        prov = m.provenance if objective == "latency" else "measured-build"
+        out.setdefault(sid, []).append((bucket_numel(key.split("|")[0]), Cost(float(getattr(m, field_name)), unit, prov, m.max_rel_err)))
+    return out
+
+
 def precision_errors(catalog: Catalog, backend: str, ruleset: RuleSet) -> dict[tuple[str, str], float]:
     """(strategy, "fp16"/"bf16") -> the worst measured relative error of the strategy computed in that precision
     (fresh measurements only); a failed build in that precision counts as an infinite error."""
@@ -104,6 +132,7 @@ def make_plan(
         ruleset, catalog.candidates_by_op(), backend=backend, settings=settings,
         costs=costs_from_catalog(catalog, backend.name, ruleset, objective), require_emit=for_build,
         precision_errors=precision_errors(catalog, backend.name, ruleset),
+        bucket_costs=bucket_costs(catalog, backend.name, ruleset, objective),
     )
     try:
         return planner.plan(captured.graph, on_node=on_node)

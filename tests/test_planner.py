@@ -96,3 +96,17 @@ def test_catalog_row_without_code_is_an_error_verdict():
     plan = planner.plan(capture_callable(torch.relu, torch.randn(2)).graph)
     v = plan.nodes[0].verdicts[0]
     assert v.outcome == "ERROR" and "code is not installed" in v.reason and not plan.nodes[0].mapped
+
+
+def test_the_cost_of_the_bucket_nearest_the_node_size_decides():
+    rs = RuleSet()
+    rs.add(load_source(SRC, "/v/rule_p.py"))
+    candidates = {"aten.relu.default": ["p/direct", "p/decomp"]}
+    buckets = {"p/direct": [(10, Cost(1.0)), (100_000, Cost(9.0))], "p/decomp": [(10, Cost(2.0)), (100_000, Cost(3.0))]}
+    chosen = {}
+    for n in (8, 300):
+        graph = capture_callable(torch.relu, torch.randn(n, n)).graph
+        plan = Planner(rs, candidates, backend=profile("tensorrt_rtx"), bucket_costs=buckets).plan(graph)
+        chosen[n] = plan.nodes[0].choice.strategy
+        assert "lowest cost" in plan.nodes[0].why
+    assert chosen == {8: "p/direct", 300: "p/decomp"}

@@ -13,6 +13,7 @@ Policy, in order:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -126,6 +127,7 @@ class Planner:
         require_emit: bool = False,
         prefer: dict[str, str] | None = None,
         precision_errors: dict[tuple[str, str], float] | None = None,
+        bucket_costs: dict[str, list[tuple[int, Cost]]] | None = None,
     ) -> None:
         self.ruleset = ruleset
         self.candidates = candidates  # op -> strategy ids, from the catalog
@@ -140,6 +142,9 @@ class Planner:
         self.prefer = prefer or {}
         # (strategy, "fp16"/"bf16") -> measured max rel error of the strategy computed in that precision vs fp32
         self.precision_errors = precision_errors or {}
+        # strategy -> [(elements in the measured bucket, cost)]: a node takes the bucket nearest its own size
+        self.bucket_costs = bucket_costs or {}
+        self._node_numel: int | None = None
         self._graph: Graph | None = None
         catalog_ops = frozenset(op for op in candidates if op != WILDCARD)
         self.judge = Judge(
@@ -204,6 +209,7 @@ class Planner:
             eligible.append(v)
         # An expanding strategy is eligible only if its sub-graph plans completely; its cost is the sub-plan's total.
         self._local: dict[str, Cost] = {}
+        self._node_numel = sum(math.prod(d if isinstance(d, int) else 1 for d in m.shape) for m in node.tensor_args().values())
         expansions: dict[str, tuple] = {}
         kept = []
         for v in eligible:
@@ -293,7 +299,13 @@ class Planner:
 
     def _cost(self, strategy_id: str) -> Cost:
         local = getattr(self, "_local", {})
-        return local.get(strategy_id) or self.costs.get(strategy_id, UNMEASURED)
+        if strategy_id in local:
+            return local[strategy_id]
+        buckets = self.bucket_costs.get(strategy_id)
+        if buckets and self._node_numel is not None:  # the measured shape nearest this node's size
+            size = math.log1p(self._node_numel)
+            return min(buckets, key=lambda b: (abs(math.log1p(b[0]) - size), b[0]))[1]
+        return self.costs.get(strategy_id, UNMEASURED)
 
     def _rank(self, v: Verdict) -> tuple:
         cost = self._cost(v.strategy)
