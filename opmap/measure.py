@@ -8,7 +8,6 @@ and a device profile measured on a real GPU. Nothing is invented: what cannot be
 
 from __future__ import annotations
 
-import time
 from typing import Callable, Iterable
 
 import torch
@@ -98,7 +97,6 @@ def measure_strategy(strat: Strategy, ruleset: RuleSet, backend: str, profile: D
         shapes, dtype = bucket(ex)
         row = Measurement(**base, shape_bucket=shapes[:200], dtype=dtype, provenance="measured-build")
         try:
-            start = time.perf_counter()
             report, built = conformance(strat, ex, ruleset, backend)
             row.build_ok, row.build_seconds, row.engine_bytes = True, built.build_seconds, len(built.engine or b"")
             errors = [report]
@@ -118,7 +116,6 @@ def measure_strategy(strat: Strategy, ruleset: RuleSet, backend: str, profile: D
                 row.latency_ms = estimate(built, named, profile, strategy=strat.id).ms  # its own layers only
                 row.provenance = "estimated"  # the latency (the cost the planner compares) is a model's estimate
                 row.device = f"{profile.card} (cost model, {profile.source})"
-            del start
         except OpmapError as exc:
             row.build_ok, row.build_error = False, str(exc)[:2000]
         rows.append(row)

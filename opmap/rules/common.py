@@ -83,11 +83,6 @@ def bool_or_int_only(node, **_):
         assert meta.dtype == "bool", f"{name} is {meta.dtype}: TensorRT's AND/OR/XOR take bool tensors only"
 
 
-def float_target(node, **_):
-    out = node.out
-    assert out is None or out.dtype in TRT_DTYPES, f"casts to {out.dtype}, which TensorRT lacks"
-
-
 # -- examples --------------------------------------------------------------------------------------
 def t(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A seeded random example tensor."""
@@ -247,11 +242,6 @@ def emit_identity(ctx, node):
     """No layer: the node's value is its input's tensor."""
     first = next(iter(node.args.values()))
     return ctx.tensor(first) if isinstance(first, Ref) else ctx.input("self")
-
-
-def dim_arg(node, name: str, rank: int) -> int:
-    d = node.arg(name)
-    return d % rank if rank else 0
 
 
 def out_dims(node, index: int = 0) -> list:

@@ -59,11 +59,9 @@ def _trace(node, graph):
 
     overload = resolve(node.op)
     tensors: list = []
-    refs: list[Ref] = []
 
     def collect(value, name):
         if isinstance(value, Ref):
-            refs.append(value)
             tensors.append(_argument(value, name, graph))
             return ("tensor", len(tensors) - 1)
         if isinstance(value, list):
@@ -87,21 +85,19 @@ def _trace(node, graph):
         return overload(*args, **kwargs)
 
     gm = make_fx(call, decomposition_table=_table(), tracing_mode="fake")(*tensors)
-    sub = graph_from_fx(gm, f"{node.name}:decomposed")
-    return sub, refs
+    return graph_from_fx(gm, f"{node.name}:decomposed")
 
 
 def expansion(node, graph):
     """(sub-graph, the node's tensor arguments feeding its inputs in order), traced once per signature."""
     key = (node.op, repr(sorted((k, str(graph.meta_of(v)) if isinstance(v, Ref) else repr(v)) for k, v in node.args.items())))
     if key not in _EXPANSIONS:
-        sub, _ = _trace(node, graph)
-        _EXPANSIONS[key] = sub
-    _, refs = _refs_only(node)
-    return _EXPANSIONS[key], refs
+        _EXPANSIONS[key] = _trace(node, graph)
+    return _EXPANSIONS[key], _tensor_args(node)
 
 
-def _refs_only(node):
+def _tensor_args(node) -> list[Ref]:
+    """The node's tensor arguments in schema order, lists flattened: the sub-graph's inputs, in order."""
     refs: list[Ref] = []
 
     def collect(value):
@@ -115,7 +111,7 @@ def _refs_only(node):
     for p in overload._schema.arguments:
         if p.name in node.args:
             collect(node.args[p.name])
-    return None, refs
+    return refs
 
 
 def decomposed_ops(node, graph) -> frozenset:
