@@ -236,6 +236,7 @@ def measure(
     device_profile: Optional[Path] = typer.Option(None, "--profile", help="Device profile JSON (default: the shipped H100 profile)."),
     seeds: int = typer.Option(8, "--seeds", help="Seeded input redraws for approximate strategies' accuracy."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 | float16 | bfloat16: measure with float inputs in this dtype."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Measure at the sizes of this model's nodes (its shapes become the buckets)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Measure strategies (real builds, interpreter accuracy, estimated latency) and store the rows with provenance."""
@@ -260,12 +261,18 @@ def measure(
     catalog, ruleset = svc.open_catalog(state.db)
     chosen = [s for s in select(ruleset.strategies.values(), k, None)
               if (op is None or op in s.ops) and (strategy_id is None or s.id == strategy_id)]
+    examples = None
+    if model is not None:
+        from opmap.engine.capture import capture
+
+        examples = meas.node_examples(capture(model).graph, ruleset.strategies)
+        chosen = [s for s in chosen if s.id in examples]
     if not chosen:
         raise OpmapError("no strategy matches the selection (see `opmap rules list`)")
     with _progress(not as_json) as progress:
         task = progress.add_task("measuring", total=len(chosen))
         rows = meas.run(catalog, ruleset, chosen, backend or default_backend(), prof, seeds, on_done=lambda _s: progress.advance(task),
-                        dtype=dtype)
+                        dtype=dtype, examples=examples)
     if as_json:
         _emit_json(meas.to_json(rows))
         return

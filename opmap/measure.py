@@ -79,9 +79,12 @@ def time_engine(built, inputs: dict[str, torch.Tensor], reps: int = 50) -> float
 
 
 def measure_strategy(strat: Strategy, ruleset: RuleSet, backend: str, profile: DeviceProfile, seeds: int,
-                     dtype: str | None = None) -> list[Measurement]:
+                     dtype: str | None = None, examples: list[Example] | None = None) -> list[Measurement]:
     rows: list[Measurement] = []
-    examples = [_as_dtype(e, dtype) for e in strat.examples if e.expect == "accept"]
+    from_model = examples is not None  # a model's nodes: a rule that rejects one is a mismatch, not a failed build
+    if examples is None:
+        examples = [e for e in strat.examples if e.expect == "accept"]
+    examples = [_as_dtype(e, dtype) for e in examples]
     version = __import__("opmap.engine.backend", fromlist=["profile"]).profile(backend).version
     base = dict(strategy_id=strat.id, op=",".join(strat.ops)[:200], backend=backend, backend_version=version,
                 opmap_version=opmap.__version__, source_hash=strat.source_hash)
@@ -91,7 +94,8 @@ def measure_strategy(strat: Strategy, ruleset: RuleSet, backend: str, profile: D
         return rows
     if not examples:
         rows.append(Measurement(**base, shape_bucket="-", dtype="-", build_ok=None,
-                                build_error=f"no example to measure on: {strat.no_accept}", provenance="unmeasured"))
+                                build_error=f"no example to measure on: {strat.no_accept or 'the model has no node of its op'}",
+                                provenance="unmeasured"))
         return rows
     for ex in examples:
         shapes, dtype = bucket(ex)
@@ -117,6 +121,8 @@ def measure_strategy(strat: Strategy, ruleset: RuleSet, backend: str, profile: D
                 row.provenance = "estimated"  # the latency (the cost the planner compares) is a model's estimate
                 row.device = f"{profile.card} (cost model, {profile.source})"
         except OpmapError as exc:
+            if from_model and "which does not apply here" in str(exc):
+                continue  # the rule rejects this node: nothing to measure, nothing failed
             row.build_ok, row.build_error = False, str(exc)[:2000]
         rows.append(row)
         if row.build_ok:
@@ -150,10 +156,11 @@ def _precision_rows(strat, ex, ruleset, backend, profile, base, shapes) -> list[
 
 
 def run(catalog: Catalog, ruleset: RuleSet, strategies: Iterable[Strategy], backend: str, profile: DeviceProfile, seeds: int = 8,
-        on_done: Callable[[Strategy], None] | None = None, dtype: str | None = None) -> list[Measurement]:
+        on_done: Callable[[Strategy], None] | None = None, dtype: str | None = None,
+        examples: dict[str, list[Example]] | None = None) -> list[Measurement]:
     measured: list[Measurement] = []
     for strat in strategies:
-        rows = measure_strategy(strat, ruleset, backend, profile, seeds, dtype)
+        rows = measure_strategy(strat, ruleset, backend, profile, seeds, dtype, None if examples is None else examples.get(strat.id, []))
         catalog.add_measurements(rows)
         measured.extend(rows)
         if on_done:
@@ -194,3 +201,68 @@ def load_shipped(catalog: Catalog, ruleset: RuleSet) -> int:
     catalog.add_measurements(rows)
     catalog.set_meta("shipped_measurements", digest)
     return len(rows)
+
+
+def node_examples(graph, strategies: dict[str, Strategy]) -> dict[str, list[Example]]:
+    """Shape buckets from a real model: each ATen node becomes an example of its own op at its own sizes (random
+    inputs of the node's shapes and dtypes, its other arguments as captured), for every strategy of that op."""
+    from opmap.rules.decomposition import _argument, resolve
+
+    out: dict[str, list[Example]] = {}
+    seen: set[tuple] = set()
+    for node in graph:
+        overload = resolve(node.op)
+        if overload is None or any(not m.is_static for m in node.tensor_args().values()):
+            continue  # plumbing, or sizes only known at run time
+        key = (node.op, repr(sorted((k, str(graph.meta_of(v)) if hasattr(v, "node") else repr(v)) for k, v in node.args.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        positional, keywords, tensors = [], {}, []
+        try:
+            for p in overload._schema.arguments:
+                if p.name not in node.args:
+                    continue
+                value = _argument(node.args[p.name], p.name, graph)
+                (keywords.__setitem__(p.name, value) if p.kwarg_only else positional.append(value))
+        except AssertionError:
+            continue
+        example = _node_example(overload, positional, keywords)
+        if example is None:
+            continue
+        for strat in strategies.values():
+            if node.op in strat.ops:
+                out.setdefault(strat.id, []).append(example)
+    return out
+
+
+def _node_example(overload, positional, keywords) -> Example | None:
+    """An Example calling the op, with the tensor arguments as inputs (filled with realistic random values)."""
+    slots, tensors = [], []
+    for value in positional:
+        if isinstance(value, torch.Tensor):
+            slots.append(("t", len(tensors)))
+            tensors.append(_fill(value))
+        elif isinstance(value, list) and value and all(isinstance(v, torch.Tensor) for v in value):
+            slots.append(("l", [len(tensors) + i for i in range(len(value))]))
+            tensors.extend(_fill(v) for v in value)
+        else:
+            slots.append(("c", value))
+    if not tensors:
+        return None
+
+    def call(*args):
+        built = [args[s] if k == "t" else [args[i] for i in s] if k == "l" else s for k, s in slots]
+        return overload(*built, **keywords)
+
+    call.__name__ = str(overload)
+    return Example(call, tuple(tensors), "accept")
+
+
+def _fill(t: torch.Tensor) -> torch.Tensor:
+    g = torch.Generator().manual_seed(t.numel())
+    if t.dtype == torch.bool:
+        return torch.rand(t.shape, generator=g) > 0.5
+    if t.is_floating_point():
+        return torch.randn(t.shape, generator=g).to(t.dtype)
+    return torch.randint(0, 2, t.shape, generator=g, dtype=t.dtype)  # small ints: valid indices and ids

@@ -127,3 +127,11 @@ def test_dtype_bucket(cli):
     rows = json.loads(cli("measure", "--strategy", "act/relu", "--dtype", "float16", "--json").out)
     assert rows and all(r["dtype"] == "float16" and r["build_ok"] for r in rows)
     assert cli("measure", "--strategy", "act/relu", "--dtype", "float64").code == 2
+
+
+def test_measure_at_a_models_own_shapes(cli, detector_pt2):
+    rows = json.loads(cli("measure", "--model", detector_pt2, "-k", "conv/conv or mask/static-bound", "--json").out)
+    buckets = {(r["strategy_id"], r["shape_bucket"]) for r in rows if r["dtype"] == "float32" and r["build_ok"]}
+    assert ("conv/conv", "1x3x32x32,16x3x3x3,16") in buckets, buckets  # the detector's first convolution
+    assert any(s == "mask/static-bound" and b.startswith("1x16x16x4") for s, b in buckets)
+    assert all(r["build_ok"] is not False for r in rows if r["dtype"] == "float32"), "a rule rejecting a node is skipped, not failed"
