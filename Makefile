@@ -36,12 +36,10 @@ bench-build: $(STAMP)
 bench-choice: $(STAMP)
 	$(PY) bench/choice.py
 
-# Regenerate the measurements shipped with the catalog (every built-in strategy, on tensorrt_rtx).
+# Regenerate the measurements shipped with the catalog: every built-in strategy on its own examples and at the
+# node sizes of the detector and three zoo models (the census buckets), on tensorrt_rtx.
 measurements: $(STAMP)
-	rm -f .opmap-measure.db
-	$(VENV)/bin/opmap --db .opmap-measure.db measure --backend tensorrt_rtx --json > .opmap-measure.json
-	mv .opmap-measure.json opmap/data/measurements.json
-	rm -f .opmap-measure.db*
+	$(PY) bench/measure_shipped.py
 
 clean:
 	rm -rf $(VENV) .opmap-demo examples/detector.pt2 *.egg-info

@@ -1,0 +1,50 @@
+"""Regenerate the measurements shipped with opmap (opmap/data/measurements.json): every built-in strategy on its
+own examples (the default buckets), plus the census buckets: the node sizes of the bundled detector and of three zoo
+architectures. Run by `make measurements`; the shipped file must be regenerated whenever a rule's source changes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from examples.detector import export_detector  # noqa: E402
+from examples.zoo import export_transformer  # noqa: E402
+from opmap import app as svc  # noqa: E402
+from opmap import measure as meas  # noqa: E402
+from opmap.engine.capture import capture  # noqa: E402
+from opmap.engine.costmodel import DeviceProfile  # noqa: E402
+
+CENSUS = {"detector": export_detector, "bert": lambda: export_transformer("bert"),
+          "llama": lambda: export_transformer("llama"), "vit": lambda: export_transformer("vit")}
+
+
+def main() -> None:
+    from rich.progress import track
+
+    profile = DeviceProfile.load()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        catalog, ruleset = svc.open_catalog(str(Path(tmp) / "catalog.db"))
+        strategies = [s for s in ruleset.strategies.values() if s.origin == "builtin"]
+        for strat in track(strategies, description="default buckets"):
+            rows += meas.measure_strategy(strat, ruleset, "tensorrt_rtx", profile, seeds=8)
+        for name, make in CENSUS.items():
+            path = Path(tmp) / f"{name}.pt2"
+            torch.export.save(make(), str(path))
+            examples = meas.node_examples(capture(path).graph, ruleset.strategies)
+            for strat in track([s for s in strategies if s.id in examples], description=f"{name} buckets"):
+                rows += meas.measure_strategy(strat, ruleset, "tensorrt_rtx", profile, seeds=8, examples=examples[strat.id])
+    out = ROOT / "opmap" / "data" / "measurements.json"
+    out.write_text(json.dumps(meas.to_json(rows), indent=1) + "\n")
+    print(f"{len(rows)} measurements -> {out}")
+
+
+if __name__ == "__main__":
+    main()
