@@ -102,20 +102,22 @@ def bucket_costs(catalog: Catalog, backend: str, ruleset: RuleSet, objective: st
     return out
 
 
-def precision_errors(catalog: Catalog, backend: str, ruleset: RuleSet) -> dict[tuple[str, str], float]:
-    """(strategy, "fp16"/"bf16") -> the worst measured relative error of the strategy computed in that precision
-    (fresh measurements only); a failed build in that precision counts as an infinite error."""
-    worst: dict[tuple[str, str], float] = {}
+def precision_errors(catalog: Catalog, backend: str, ruleset: RuleSet) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """(strategy, "fp16"/"bf16") -> [(bucket size, measured max rel error computed in that precision)], fresh
+    measurements only; a failed build in that precision counts as an infinite error."""
+    latest: dict[tuple[str, str, str], tuple[int, float]] = {}
     for m in catalog.measurements(backend):
         if not m.dtype.startswith("compute:"):
             continue
         strat = ruleset.strategies.get(m.strategy_id)
         if strat is not None and m.source_hash != strat.source_hash:
             continue
-        key = (m.strategy_id, m.dtype.split(":", 1)[1])
         error = m.max_rel_err if m.build_ok and m.max_rel_err is not None else float("inf")
-        worst[key] = max(worst.get(key, 0.0), error)
-    return worst
+        latest[(m.strategy_id, m.dtype.split(":", 1)[1], m.shape_bucket)] = (bucket_numel(m.shape_bucket), error)
+    out: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for (sid, prec, _), entry in latest.items():
+        out.setdefault((sid, prec), []).append(entry)
+    return out
 
 
 def make_plan(

@@ -25,6 +25,7 @@ from opmap.engine.judge import Judge, Verdict
 from opmap.engine.rules import WILDCARD, Outcome, Strategy
 
 KIND_RANK = {"direct": 0, "decompose": 1, "plugin": 2, "approximate": 3}
+COST_MARGIN = 0.05  # costs within 5% of each other do not distinguish strategies: estimates are not that precise
 ORIGIN_RANK = {"user": 0, "pack": 1, "builtin": 2}
 
 
@@ -113,6 +114,15 @@ class Plan:
         return all(n.mapped for n in self.nodes)
 
 
+def _band(value: float | None) -> float:
+    """A cost quantised on a log scale in steps of COST_MARGIN, so that near-equal costs tie."""
+    if value is None:
+        return 0.0
+    if value <= 0:
+        return float("-inf")
+    return float(round(math.log(value) / math.log1p(COST_MARGIN)))
+
+
 class Planner:
     def __init__(
         self,
@@ -126,7 +136,7 @@ class Planner:
         depth: int = 0,
         require_emit: bool = False,
         prefer: dict[str, str] | None = None,
-        precision_errors: dict[tuple[str, str], float] | None = None,
+        precision_errors: dict[tuple[str, str], list[tuple[int, float]]] | None = None,
         bucket_costs: dict[str, list[tuple[int, Cost]]] | None = None,
     ) -> None:
         self.ruleset = ruleset
@@ -140,7 +150,7 @@ class Planner:
         # op (or "*" for any op) -> strategy to take whenever it is eligible: a fixed-priority policy, the way
         # converters without costs choose; used to compare such policies with the cost-based choice (bench/choice.py)
         self.prefer = prefer or {}
-        # (strategy, "fp16"/"bf16") -> measured max rel error of the strategy computed in that precision vs fp32
+        # (strategy, "fp16"/"bf16") -> [(bucket size, measured max rel error computed in that precision vs fp32)]
         self.precision_errors = precision_errors or {}
         # strategy -> [(elements in the measured bucket, cost)]: a node takes the bucket nearest its own size
         self.bucket_costs = bucket_costs or {}
@@ -261,7 +271,8 @@ class Planner:
         wanted = self.settings.precision
         if wanted == "fp32" or not any(m is not None and m.dtype == "float32" for m in node.outputs):
             return
-        error = self.precision_errors.get((result.choice.strategy, wanted))
+        measured = self.precision_errors.get((result.choice.strategy, wanted))
+        error = self._nearest(measured) if measured else None
         if error is None:
             result.precision_why = f"fp32: {result.choice.strategy} has no measured {wanted} accuracy"
         elif error > self.settings.tolerance:
@@ -297,21 +308,25 @@ class Planner:
             return False
         return subplan, refs
 
+    def _nearest(self, buckets: list[tuple[int, Any]]) -> Any:
+        """The entry of the measured bucket nearest this node's size (by element count, on a log scale)."""
+        size = math.log1p(self._node_numel or 0)
+        return min(buckets, key=lambda b: (abs(math.log1p(b[0]) - size), b[0]))[1]
+
     def _cost(self, strategy_id: str) -> Cost:
         local = getattr(self, "_local", {})
         if strategy_id in local:
             return local[strategy_id]
         buckets = self.bucket_costs.get(strategy_id)
         if buckets and self._node_numel is not None:  # the measured shape nearest this node's size
-            size = math.log1p(self._node_numel)
-            return min(buckets, key=lambda b: (abs(math.log1p(b[0]) - size), b[0]))[1]
+            return self._nearest(buckets)
         return self.costs.get(strategy_id, UNMEASURED)
 
     def _rank(self, v: Verdict) -> tuple:
         cost = self._cost(v.strategy)
         strat = self.ruleset.strategies.get(v.strategy)
         origin = strat.origin.split(":")[0] if strat else "builtin"
-        return (cost.value is None, cost.value or 0.0, KIND_RANK.get(v.kind, 9), ORIGIN_RANK.get(origin, 9), v.strategy)
+        return (cost.value is None, _band(cost.value), KIND_RANK.get(v.kind, 9), ORIGIN_RANK.get(origin, 9), v.strategy)
 
     def _why(self, choice: Verdict, runner_up: Verdict | None) -> str:
         if choice.strategy in (self.pins.get(n) for n in self.pins):
@@ -319,7 +334,7 @@ class Planner:
         if runner_up is None:
             return "the only applicable strategy"
         a, b = self._rank(choice), self._rank(runner_up)
-        if not a[0] and (b[0] or a[1] < b[1]):
+        if not a[0] and (b[0] or a[1] < b[1]):  # a cost lower by more than the margin
             return f"lowest cost ({self._cost(choice.strategy)}) vs {runner_up.strategy} ({self._cost(runner_up.strategy)})"
         if a[2] != b[2]:
             return f"tie-break: {choice.kind} ranks before {runner_up.kind} (costs not distinguishing)"
