@@ -73,9 +73,8 @@ def main() -> None:
              "fits the budget, and pay for their casts at these sizes.", ""]
     with tempfile.TemporaryDirectory() as tmp:
         catalog, ruleset = svc.open_catalog(str(Path(tmp) / "c.db"))
-        costs = svc.costs_from_catalog(catalog, "tensorrt_rtx", ruleset)
-        precision_errors = svc.precision_errors(catalog, "tensorrt_rtx", ruleset)
-        buckets = svc.bucket_costs(catalog, "tensorrt_rtx", ruleset)
+        measured = svc.fresh_measurements(catalog, "tensorrt_rtx", ruleset)
+        costs, precision_errors, buckets = svc.costs_from_catalog(measured), svc.precision_errors(measured), svc.bucket_costs(measured)
         for name, make in MODELS.items():
             path = Path(tmp) / f"{name}.pt2"
             torch.export.save(make(), str(path))

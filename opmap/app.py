@@ -46,20 +46,27 @@ def open_catalog(url: str | None, ruleset: RuleSet | None = None) -> tuple[Catal
 OBJECTIVES = {"latency": ("latency_ms", "ms"), "build-time": ("build_seconds", "s"), "size": ("engine_bytes", "bytes")}
 
 
-def costs_from_catalog(catalog: Catalog, backend: str, ruleset: RuleSet | None = None, objective: str = "latency") -> dict[str, Cost]:
-    """Per strategy: the median of its latest measurement per shape bucket, for the objective, with provenance.
+def fresh_measurements(catalog: Catalog, backend: str, ruleset: RuleSet) -> list[Any]:
+    """A backend's measurements, oldest first, without the stale ones: those of another rule source than the
+    loaded one (the rule changed since they were taken)."""
+    rows = []
+    for m in catalog.measurements(backend):
+        strat = ruleset.strategies.get(m.strategy_id)
+        if strat is None or m.source_hash == strat.source_hash:
+            rows.append(m)
+    return rows
 
-    Measurements of another rule source than the loaded one are stale and ignored (the rule changed since)."""
+
+def costs_from_catalog(rows: list[Any], objective: str = "latency") -> dict[str, Cost]:
+    """Per strategy: the median of its latest measurement per shape bucket, for the objective, with provenance.
+    ``rows``: fresh measurements (see :func:`fresh_measurements`)."""
     import statistics
 
     field_name, unit = OBJECTIVES[objective]
     latest: dict[tuple[str, str, str], Any] = {}
-    for m in catalog.measurements(backend):
+    for m in rows:
         if m.dtype.startswith("compute:"):
             continue  # reduced-precision evidence: see precision_errors
-        strat = ruleset.strategies.get(m.strategy_id) if ruleset else None
-        if strat is not None and m.source_hash != strat.source_hash:
-            continue  # stale
         latest[(m.strategy_id, m.shape_bucket, m.dtype)] = m
     grouped: dict[str, list[Any]] = {}
     for (sid, _, _), m in latest.items():
@@ -85,13 +92,12 @@ def bucket_numel(bucket: str) -> int:
     return total
 
 
-def bucket_costs(catalog: Catalog, backend: str, ruleset: RuleSet, objective: str = "latency") -> dict[str, list[tuple[int, Cost]]]:
+def bucket_costs(rows: list[Any], objective: str = "latency") -> dict[str, list[tuple[int, Cost]]]:
     """Per strategy, its cost in each measured shape bucket (fresh float32 measurements), by bucket size."""
     field_name, unit = OBJECTIVES[objective]
     latest: dict[tuple[str, str], Any] = {}
-    for m in catalog.measurements(backend):
-        strat = ruleset.strategies.get(m.strategy_id)
-        if m.dtype.startswith("compute:") or (strat is not None and m.source_hash != strat.source_hash):
+    for m in rows:
+        if m.dtype.startswith("compute:"):
             continue
         if m.build_ok and getattr(m, field_name) is not None:
             latest[(m.strategy_id, m.shape_bucket + "|" + m.dtype)] = m
@@ -102,15 +108,12 @@ def bucket_costs(catalog: Catalog, backend: str, ruleset: RuleSet, objective: st
     return out
 
 
-def precision_errors(catalog: Catalog, backend: str, ruleset: RuleSet) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    """(strategy, "fp16"/"bf16") -> [(bucket size, measured max rel error computed in that precision)], fresh
-    measurements only; a failed build in that precision counts as an infinite error."""
+def precision_errors(rows: list[Any]) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """(strategy, "fp16"/"bf16") -> [(bucket size, measured max rel error computed in that precision)], from fresh
+    measurements; a failed build in that precision counts as an infinite error."""
     latest: dict[tuple[str, str, str], tuple[int, float]] = {}
-    for m in catalog.measurements(backend):
+    for m in rows:
         if not m.dtype.startswith("compute:"):
-            continue
-        strat = ruleset.strategies.get(m.strategy_id)
-        if strat is not None and m.source_hash != strat.source_hash:
             continue
         error = m.max_rel_err if m.build_ok and m.max_rel_err is not None else float("inf")
         latest[(m.strategy_id, m.dtype.split(":", 1)[1], m.shape_bucket)] = (bucket_numel(m.shape_bucket), error)
@@ -130,11 +133,11 @@ def make_plan(
     for_build: bool = False,
     objective: str = "latency",
 ) -> Plan:
+    measured = fresh_measurements(catalog, backend.name, ruleset)  # read once, for costs, buckets and precision
     planner = Planner(
         ruleset, catalog.candidates_by_op(), backend=backend, settings=settings,
-        costs=costs_from_catalog(catalog, backend.name, ruleset, objective), require_emit=for_build,
-        precision_errors=precision_errors(catalog, backend.name, ruleset),
-        bucket_costs=bucket_costs(catalog, backend.name, ruleset, objective),
+        costs=costs_from_catalog(measured, objective), require_emit=for_build,
+        precision_errors=precision_errors(measured), bucket_costs=bucket_costs(measured, objective),
     )
     try:
         return planner.plan(captured.graph, on_node=on_node)
