@@ -15,6 +15,7 @@ import torch
 import opmap
 from opmap.db import Catalog
 from opmap.db.models import Measurement
+from opmap.engine.backend import profile as backend_profile
 from opmap.engine.collect import RuleSet
 from opmap.engine.costmodel import DeviceProfile, estimate
 from opmap.engine.examples import conformance
@@ -85,7 +86,7 @@ def measure_strategy(strat: Strategy, ruleset: RuleSet, backend: str, profile: D
     if examples is None:
         examples = [e for e in strat.examples if e.expect == "accept"]
     examples = [_as_dtype(e, dtype) for e in examples]
-    version = __import__("opmap.engine.backend", fromlist=["profile"]).profile(backend).version
+    version = backend_profile(backend).version
     base = dict(strategy_id=strat.id, op=",".join(strat.ops)[:200], backend=backend, backend_version=version,
                 opmap_version=opmap.__version__, source_hash=strat.source_hash)
     if strat.emit_fn is None and strat.expand_fn is None:

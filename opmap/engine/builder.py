@@ -65,7 +65,7 @@ class Built:
     output_nodes: list[str | None]  # the graph node (or input) behind each network output
     layer_map: dict[str, dict[str, str]]  # layer name -> {"node", "strategy"}
     extra_outputs: dict[str, str] = field(default_factory=dict)  # network output -> what it is (e.g. a valid count)
-    attention: dict[str, Any] = field(default_factory=dict)  # IAttention helpers by output tensor name
+    attention: dict[str, Any] = field(default_factory=dict)  # IAttention helpers by their name (the interpreter reads them)
     engine: bytes | None = None
     build_seconds: float | None = None
     keep: list = field(default_factory=list, repr=False)  # numpy arrays TensorRT's Weights point into
