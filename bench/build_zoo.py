@@ -38,7 +38,7 @@ def main() -> None:
             start = time.perf_counter()
             try:
                 plan, built = svc.build(captured, catalog, ruleset, profile("tensorrt_rtx"), Settings())
-                report = verify_built(built, captured.program, random_inputs(captured.graph.inputs, seed=0))
+                report = verify_built(built, captured.program, random_inputs(captured.graph, seed=0))
                 worst = max((o.max_abs for o in report.outputs), default=0.0)
                 rows.append((name, len(captured.graph), built.network.num_layers, f"{built.build_seconds:.2f}",
                              f"{len(built.engine):,}", f"{worst:.2e}", "ok" if report.ok else "MISMATCH"))

@@ -79,7 +79,7 @@ def main() -> None:
             path = Path(tmp) / f"{name}.pt2"
             torch.export.save(make(), str(path))
             captured = capture(path)
-            inputs = random_inputs(captured.graph.inputs, seed=0)
+            inputs = random_inputs(captured.graph, seed=0)
             lines += [f"## {name} ({len(captured.graph)} nodes)", "", "| plan | nodes changed | layers | estimated ms | max abs error |",
                       "|---|---:|---:|---:|---:|"]
             baseline = None

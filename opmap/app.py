@@ -339,5 +339,8 @@ def verify_json(report, built, model: str, runtime: str) -> dict[str, Any]:
         "engine_bytes": len(built.engine) if built.engine else None,
         "build_seconds": built.build_seconds,
         "ok": report.ok,
+        "compared": report.compared,
+        "expected": report.expected,
+        "inputs": report.inputs,
         "outputs": [o.to_dict() for o in report.outputs],
     }

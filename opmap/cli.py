@@ -75,6 +75,8 @@ def suggest(
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16: the lowest precision a node may be placed in."),
     unsafe_pickle: bool = typer.Option(False, "--unsafe-pickle", help="Allow unpickling a model file (this runs its code)."),
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
+    dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:DIM=MIN..MAX: make a TorchScript input dim dynamic "
+                                      "(traced shapes stay static otherwise)."),
     record: bool = typer.Option(True, "--record/--no-record", help="Store the run in the catalog for `opmap audit`."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write the plan as a self-contained HTML page."),
     objective: str = typer.Option("latency", "--objective", help="latency | build-time | size: the cost to minimise."),
@@ -85,7 +87,7 @@ def suggest(
     """
     from opmap import app as svc
     from opmap.engine.backend import BACKENDS, profile
-    from opmap.engine.capture import InputSpec, capture
+    from opmap.engine.capture import DynamicSpec, InputSpec, capture
     from opmap.engine.context import Settings
 
     if backend is not None and backend not in BACKENDS:
@@ -97,9 +99,10 @@ def suggest(
     if objective not in svc.OBJECTIVES:
         raise OpmapError(f"unknown objective {objective!r}: choose {', '.join(svc.OBJECTIVES)}")
     specs = [InputSpec.parse(s) for s in input_shape]
+    dynamics = [DynamicSpec.parse(s) for s in dynamic]
     with _progress(not as_json) as progress:
         task = progress.add_task("capturing", total=None)
-        captured = capture(model, unsafe_pickle=unsafe_pickle, input_shapes=specs)
+        captured = capture(model, unsafe_pickle=unsafe_pickle, input_shapes=specs, dynamic=dynamics)
         progress.update(task, description="opening catalog")
         catalog, ruleset = svc.open_catalog(state.db)
         progress.update(task, description="planning", total=len(captured.graph), completed=0)
@@ -124,13 +127,14 @@ def suggest(
     raise typer.Exit(0 if plan.complete else 1)
 
 
-def _capture_and_open(model, unsafe_pickle, input_shape, progress):
+def _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic=()):
     from opmap import app as svc
-    from opmap.engine.capture import InputSpec, capture
+    from opmap.engine.capture import DynamicSpec, InputSpec, capture
 
     specs = [InputSpec.parse(s) for s in input_shape]
+    dynamics = [DynamicSpec.parse(s) for s in dynamic]
     task = progress.add_task("capturing", total=None)
-    captured = capture(model, unsafe_pickle=unsafe_pickle, input_shapes=specs)
+    captured = capture(model, unsafe_pickle=unsafe_pickle, input_shapes=specs, dynamic=dynamics)
     progress.update(task, description="opening catalog")
     catalog, ruleset = svc.open_catalog(state.db)
     progress.update(task, description="planning and building", total=len(captured.graph), completed=0)
@@ -156,6 +160,8 @@ def build(
     shape: List[str] = typer.Option([], "--shape", help="NAME=MIN:OPT:MAX optimization profile for a dynamic input (dims like 1x128)."),
     unsafe_pickle: bool = typer.Option(False, "--unsafe-pickle", help="Allow unpickling a model file (this runs its code)."),
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
+    dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:DIM=MIN..MAX: make a TorchScript input dim dynamic "
+                                      "(traced shapes stay static otherwise)."),
     as_json: bool = typer.Option(False, "--json", help="Print the sidecar as JSON."),
 ) -> None:
     """Build a real TensorRT engine through the network API (ahead-of-time; no GPU needed on TensorRT-RTX)."""
@@ -169,7 +175,7 @@ def build(
     if output.is_dir():
         raise OpmapError(f"{output} is a directory; give the engine's file name")
     with _progress(not as_json) as progress:
-        captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress)
+        captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic)
         plan, built = svc.build(captured, catalog, ruleset, profile(backend), Settings(precision=precision), precision, shapes,
                                 on_node=lambda _n: progress.advance(task))
     sidecar = write_engine(built, plan, output, precision)
@@ -195,6 +201,8 @@ def verify(
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16."),
     unsafe_pickle: bool = typer.Option(False, "--unsafe-pickle", help="Allow unpickling a model file (this runs its code)."),
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
+    dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:DIM=MIN..MAX: make a TorchScript input dim dynamic "
+                                      "(traced shapes stay static otherwise)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Build the network, run the same inputs through PyTorch and through it; per output max abs / rel error.
@@ -203,7 +211,7 @@ def verify(
     from opmap import app as svc
     from opmap.engine.backend import profile
     from opmap.engine.context import Settings
-    from opmap.engine.verify import load_inputs, random_inputs, verify_built
+    from opmap.engine.verify import draw_inputs, load_inputs, verify_built
 
     _check_backend_and_precision(backend, precision)
     if runtime not in ("reference", "trt"):
@@ -213,11 +221,11 @@ def verify(
         raise OpmapError("--runtime trt needs full TensorRT (tensorrt) and a supported GPU; here the backend is tensorrt_rtx, "
                          "whose engines are built ahead-of-time but cannot run on this machine")
     with _progress(not as_json) as progress:
-        captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress)
+        captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic)
         plan, built = svc.build(captured, catalog, ruleset, prof, Settings(precision=precision), precision,
                                 on_node=lambda _n: progress.advance(task))
-        values = load_inputs(str(inputs), captured.graph.inputs) if inputs else random_inputs(captured.graph.inputs, seed)
-        report = verify_built(built, captured.program, values, runtime, seed=seed, precision=precision)
+        values, drawn = load_inputs(str(inputs), captured.graph) if inputs else draw_inputs(captured.graph, seed)
+        report = verify_built(built, captured.program, values, runtime, seed=seed, precision=precision, drawn=drawn)
     if as_json:
         _emit_json(svc.verify_json(report, built, str(model), runtime))
     else:

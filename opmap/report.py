@@ -164,8 +164,13 @@ def print_verify(console: Console, report, built, runtime: str) -> None:
         table.add_row(o.name, o.node or "-", str(list(o.shape)), o.dtype, f"{o.max_abs:.3g}", f"{o.max_rel:.3g}", f"{o.mismatch:.1%}",
                       Text("ok" if o.ok else "MISMATCH", style="green" if o.ok else "bold red"), o.note)
     console.print(table)
-    bad = sum(1 for o in report.outputs if not o.ok)
-    console.rule(Text(f"{len(report.outputs) - bad} passed, {bad} failed", style="bold green" if not bad else "bold red"))
+    for name, how in report.inputs.items():
+        console.print(f"  input {name}: {how}", markup=False, highlight=False)
+    bad = sum(1 for o in report.outputs if not o.ok) + (report.expected - report.compared)
+    text = f"{report.compared - sum(1 for o in report.outputs if not o.ok)} passed, {bad} failed"
+    if report.compared != report.expected or not report.expected:
+        text += f" — compared {report.compared} of {report.expected} outputs"
+    console.rule(Text(text, style="bold green" if report.ok else "bold red"))
 
 
 def print_doctor(console: Console, report: dict) -> None:

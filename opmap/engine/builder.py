@@ -65,6 +65,7 @@ class Built:
     output_nodes: list[str | None]  # the graph node (or input) behind each network output
     layer_map: dict[str, dict[str, str]]  # layer name -> {"node", "strategy"}
     extra_outputs: dict[str, str] = field(default_factory=dict)  # network output -> what it is (e.g. a valid count)
+    graph_outputs: list = field(default_factory=list)  # the graph's output refs by position (None: a constant, not computed)
     attention: dict[str, Any] = field(default_factory=dict)  # IAttention helpers by their name (the interpreter reads them)
     engine: bytes | None = None
     build_seconds: float | None = None
@@ -543,7 +544,7 @@ def build_network(plan: Plan, program: Any, strategies: dict[str, Strategy], sha
         config.add_optimization_profile(profile)
     return Built(trt=nb.trt, builder=nb.builder, network=nb.network, config=config, inputs=dict(plan.graph.inputs),
                  outputs=outputs, output_nodes=output_nodes, layer_map=nb.layer_map, extra_outputs=nb.extra_outputs, keep=nb.keep,
-                 attention=nb.attention)
+                 attention=nb.attention, graph_outputs=list(plan.graph.outputs))
 
 
 def serialize(built: Built) -> Built:

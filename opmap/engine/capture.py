@@ -103,6 +103,29 @@ class InputSpec:
         return torch.zeros(self.shape, dtype=dtype)
 
 
+_DYNAMIC_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*):(?P<dim>\d+)=(?P<lo>\d+)\.\.(?P<hi>\d+)$")
+
+
+@dataclass(frozen=True)
+class DynamicSpec:
+    """``--dynamic NAME:DIM=MIN..MAX``: make one dim of a TorchScript input dynamic, with its range."""
+
+    name: str
+    dim: int
+    lower: int
+    upper: int
+
+    @classmethod
+    def parse(cls, text: str) -> "DynamicSpec":
+        m = _DYNAMIC_RE.match(text.strip())
+        if not m:
+            raise CaptureError(f"bad --dynamic {text!r}: expected NAME:DIM=MIN..MAX (e.g. x:0=1..32)")
+        lo, hi = int(m.group("lo")), int(m.group("hi"))
+        if not 0 <= lo <= hi or hi < 2:
+            raise CaptureError(f"bad --dynamic {text!r}: the range needs 0 <= MIN <= MAX and MAX >= 2")
+        return cls(m.group("name"), int(m.group("dim")), lo, hi)
+
+
 @dataclass
 class Captured:
     graph: Graph
@@ -141,8 +164,11 @@ def capture(
     *,
     unsafe_pickle: bool = False,
     input_shapes: Sequence[InputSpec] = (),
+    dynamic: Sequence[DynamicSpec] = (),
 ) -> Captured:
-    """Load a model file and capture its ATen graph. Raises :class:`CaptureError`."""
+    """Load a model file and capture its ATen graph. Raises :class:`CaptureError`.
+
+    ``dynamic`` makes dims of a TorchScript archive's inputs dynamic (other archives carry their own)."""
     path = Path(path)
     if not path.exists():
         raise CaptureError(f"{path}: no such file")
@@ -154,10 +180,13 @@ def capture(
     if kind == "export":
         program = _load_export(path)
     elif kind == "torchscript":
-        program = _load_torchscript(path, input_shapes)
+        program = _load_torchscript(path, input_shapes, dynamic)
     else:
         program = _load_pickle(path, kind, unsafe_pickle, input_shapes)
         kind = "pickle"
+    if dynamic and kind != "torchscript":
+        raise CaptureError(f"{path}: --dynamic applies to TorchScript archives; a torch.export archive carries its own dynamic dims "
+                           "(export with dynamic_shapes=...)")
     graph = graph_from_program(program, name=path.stem)
     return Captured(graph=graph, program=program, kind=kind, sha256=file_sha256(path))
 
@@ -213,7 +242,7 @@ def _load_export(path: Path):
     raise CaptureError(f"{path}: cannot load torch.export archive: {reason}")
 
 
-def _load_torchscript(path: Path, input_shapes: Sequence[InputSpec]):
+def _load_torchscript(path: Path, input_shapes: Sequence[InputSpec], dynamic: Sequence[DynamicSpec] = ()):
     import torch
 
     try:
@@ -238,13 +267,58 @@ def _load_torchscript(path: Path, input_shapes: Sequence[InputSpec]):
                 t.scalarType(), "float32"
             )
             example.append(InputSpec(value.debugName(), tuple(sizes), dtype).example())
+    shapes = _dynamic_shapes(path, names, example, dynamic)
     try:
-        from torch._export.converter import TS2EPConverter
-
         with _quiet():
-            return TS2EPConverter(module, tuple(example)).convert()
+            return _converter(module, tuple(example), shapes).convert()
+    except CaptureError:
+        raise
     except Exception as exc:
         raise CaptureError(f"{path}: cannot convert TorchScript to an ATen graph: {first_line(exc)}") from None
+
+
+def _dynamic_shapes(path: Path, names: list[str], example: list[Any], dynamic: Sequence[DynamicSpec]) -> tuple:
+    """The export's dynamic_shapes for a TorchScript module: static, except the dims ``--dynamic`` names."""
+    import torch
+
+    given: dict[str, dict[int, Any]] = {}
+    for spec in dynamic:
+        if spec.name not in names:
+            raise CaptureError(f"{path}: --dynamic names {spec.name}, but forward takes ({', '.join(names)})")
+        rank = example[names.index(spec.name)].dim()
+        if not 0 <= spec.dim < rank:
+            raise CaptureError(f"{path}: --dynamic {spec.name}:{spec.dim}: {spec.name} has {rank} dims")
+        # a hint, not a named Dim: torch.export then infers which dynamic dims are equal (a batch shared by two inputs)
+        given.setdefault(spec.name, {})[spec.dim] = torch.export.Dim.DYNAMIC(min=spec.lower, max=spec.upper)
+    return tuple(given.get(n) for n in names)
+
+
+def _converter(module: Any, example: tuple, dynamic_shapes: tuple):
+    """PyTorch's TorchScript-to-ExportedProgram converter, retracing with ``dynamic_shapes``.
+
+    Left alone, the converter marks every input dim ``Dim.AUTO`` (each dim it cannot prove static becomes dynamic and
+    unbounded, so a traced batch of 2 turns into a symbol with no range). A trace was made at one shape, so opmap keeps
+    the traced shapes static unless the user asks for a dynamic dim; the converter's own retrace is reused with the
+    dynamic_shapes swapped in."""
+    import torch
+    import torch.export._trace as export_trace
+    from torch._export.converter import TS2EPConverter
+
+    class Converter(TS2EPConverter):
+        def retrace_as_exported_program(self, gm, name_to_constant):
+            real = export_trace._export
+
+            def export(*args, **kwargs):
+                kwargs["dynamic_shapes"] = dynamic_shapes
+                return real(*args, **kwargs)
+
+            export_trace._export = export
+            try:
+                return super().retrace_as_exported_program(gm, name_to_constant)
+            finally:
+                export_trace._export = real
+
+    return Converter(module, example)
 
 
 def _load_pickle(path: Path, kind: str, unsafe_pickle: bool, input_shapes: Sequence[InputSpec]):

@@ -1,4 +1,9 @@
-"""verify: the built network against PyTorch, output by output, through the reference interpreter."""
+"""verify: the built network against PyTorch, output by output, through the reference interpreter.
+
+The PyTorch side runs the exported program's flat graph (``program.graph_module``) through
+``torch.fx.Interpreter`` with its lifted weights: the same placeholders whatever the calling convention
+(positional, keyword, nested containers), and no code from the archive (``program.module()`` would compile and
+run the program's guard code)."""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ from typing import Any
 import torch
 
 from opmap.engine.builder import Built
-from opmap.engine.graph import TensorMeta
+from opmap.engine.graph import Graph, Ref, TensorMeta
 from opmap.engine.interpreter import run_network
+from opmap.errors import OpmapError
 
 # max |a-b| <= atol + rtol * |b|, per output dtype (the dtype the network computed in, for fp16/bf16 builds)
 TOLERANCE = {
@@ -39,34 +45,157 @@ class OutputCheck:
 @dataclass
 class Report:
     outputs: list[OutputCheck] = field(default_factory=list)
+    expected: int = 0  # how many outputs the program has (every one must be compared)
+    inputs: dict[str, str] = field(default_factory=dict)  # input name -> how its values were drawn / given
+    shape: str = ""  # the input shapes this report is for (``input_ids=2x6``)
+
+    @property
+    def compared(self) -> int:
+        return len(self.outputs)
 
     @property
     def ok(self) -> bool:
-        return all(o.ok for o in self.outputs)
+        return self.compared == self.expected and self.expected > 0 and all(o.ok for o in self.outputs)
 
 
-def random_inputs(inputs: dict[str, TensorMeta], seed: int = 0, int_high: int = 10) -> dict[str, torch.Tensor]:
+# -- drawing inputs ----------------------------------------------------------------------------------------------
+# Ops through which an integer input passes unchanged in value (so its uses downstream still index the same table).
+_VALUE_PRESERVING = {
+    "aten.view.default", "aten.reshape.default", "aten.unsqueeze.default", "aten.squeeze.dim", "aten.squeeze.default",
+    "aten.expand.default", "aten.clone.default", "aten.contiguous.default", "aten.slice.Tensor", "aten.select.int",
+    "aten.permute.default", "aten.transpose.int", "aten.t.default", "aten.flatten.using_ints", "aten._to_copy.default",
+    "aten.to.dtype", "aten.alias.default", "aten.detach.default", "aten.lift_fresh_copy.default", "aten.repeat.default",
+}
+
+
+def _index_uses(graph: Graph, name: str, dims: dict[str, int]) -> list[tuple[int, str]]:
+    """(table size, description) for every place an integer value flowing from ``name`` is used as an index."""
+
+    def size(meta: TensorMeta | None, axis: int) -> int | None:
+        if meta is None or not -len(meta.shape) <= axis < len(meta.shape):
+            return None
+        d = meta.shape[axis]
+        return d if isinstance(d, int) else dims.get(d)
+
+    found: list[tuple[int, str]] = []
+    seen: set[str] = set()
+    frontier = [name]
+    while frontier:
+        current = frontier.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for node in graph:
+            uses = [k for k, v in node.args.items() if v == Ref(current) or (isinstance(v, list) and Ref(current) in v)]
+            if not uses:
+                continue
+            if node.op in _VALUE_PRESERVING and uses[0] in ("self", "input"):
+                frontier.append(node.name)
+                continue
+            n = None
+            if node.op == "aten.embedding.default" and "indices" in uses:
+                n, what = size(node.meta("weight"), 0), f"the rows of {node.arg('weight')} (embedding {node.name})"
+            elif node.op in ("aten.index_select.default", "aten.gather.default") and "index" in uses:
+                axis = node.arg("dim")
+                n, what = size(node.meta("self"), axis), f"dim {axis} of {node.arg('self')} ({node.op.split('.')[1]} {node.name})"
+            elif node.op == "aten.index.Tensor" and "indices" in uses:
+                axis = node.arg("indices").index(Ref(current))
+                n, what = size(node.meta("self"), axis), f"dim {axis} of {node.arg('self')} (index {node.name})"
+            elif node.op == "aten.one_hot.default" and "self" in uses and isinstance(node.arg("num_classes"), int):
+                n, what = node.arg("num_classes"), f"the classes of one_hot {node.name}"
+            if n is not None and n > 0:
+                found.append((n, what))
+    return found
+
+
+def symbol_values(graph: Graph, point: dict[str, int] | None = None) -> dict[str, int]:
+    """A value for every input-dim symbol: ``point``'s, else 2 clamped into the symbol's range."""
+    values: dict[str, int] = {}
+    for meta in graph.inputs.values():
+        for d in meta.shape:
+            if isinstance(d, str) and d not in values:
+                rng = graph.symbols.get(d)
+                lo = rng.lower if rng and rng.lower is not None else 0
+                hi = rng.upper if rng and rng.upper is not None else max(lo, 2)
+                values[d] = (point or {}).get(d, min(max(2, lo), hi))
+    return values
+
+
+def draw_inputs(graph: Graph, seed: int = 0, point: dict[str, int] | None = None,
+                int_high: int = 10) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Seeded random inputs that are valid inputs, and how each was drawn.
+
+    An integer input that indexes a table (embedding rows, a gathered or indexed dim) is drawn inside every table
+    it indexes; an input named like a mask is a 0/1 (or boolean) padding mask; floats are standard normal."""
     g = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, meta in inputs.items():
-        shape = [d if isinstance(d, int) else 2 for d in meta.shape]
+    dims = symbol_values(graph, point)
+    values: dict[str, torch.Tensor] = {}
+    how: dict[str, str] = {}
+    for name, meta in graph.inputs.items():
+        shape = [d if isinstance(d, int) else dims[d] for d in meta.shape]
         dtype = getattr(torch, meta.dtype)
-        if dtype == torch.bool:
-            out[name] = torch.rand(shape, generator=g) > 0.5
+        if (dtype == torch.bool or not dtype.is_floating_point) and "mask" in name.lower() and len(shape) >= 1:
+            mask = torch.ones(shape, dtype=torch.int64)
+            length = shape[-1]
+            if length > 1:  # right padding of a random length per row, at least one position kept
+                keep = torch.randint(1, length + 1, shape[:-1] or [1], generator=g).reshape(shape[:-1] + [1]) if shape[:-1] else \
+                    torch.randint(1, length + 1, (1,), generator=g)
+                mask = (torch.arange(length) < keep).to(torch.int64)
+            values[name] = mask.to(dtype)
+            how[name] = f"{meta.dtype} {shape}: a padding mask (ones, then zeros; at least one kept per row)"
+        elif dtype == torch.bool:
+            values[name] = torch.rand(shape, generator=g) > 0.5
+            how[name] = f"bool {shape}: fair coin"
         elif dtype.is_floating_point:
-            out[name] = torch.randn(shape, generator=g).to(dtype)
+            values[name] = torch.randn(shape, generator=g).to(dtype)
+            how[name] = f"{meta.dtype} {shape}: standard normal"
         else:
-            out[name] = torch.randint(0, int_high, shape, generator=g, dtype=dtype)
-    return out
+            uses = _index_uses(graph, name, dims)
+            high = min((n for n, _ in uses), default=int_high)
+            values[name] = torch.randint(0, high, shape, generator=g, dtype=dtype)
+            how[name] = f"{meta.dtype} {shape}: uniform in [0, {high})" + (
+                f", valid indices into {'; '.join(w for _, w in uses)}" if uses else "")
+    return values, how
 
 
-def reference(program: Any, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    """PyTorch's own outputs of the exported program, flattened in graph output order."""
-    names = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
+def random_inputs(inputs_or_graph: Any, seed: int = 0, int_high: int = 10) -> dict[str, torch.Tensor]:
+    """Seeded random inputs (see :func:`draw_inputs`); a bare ``{name: TensorMeta}`` gets plain draws."""
+    graph = inputs_or_graph if isinstance(inputs_or_graph, Graph) else Graph("inputs", {}, dict(inputs_or_graph), {}, [], {})
+    return draw_inputs(graph, seed, int_high=int_high)[0]
+
+
+# -- the PyTorch side --------------------------------------------------------------------------------------------
+def lifted_inputs(program: Any, inputs: dict[str, torch.Tensor]) -> list[Any]:
+    """The flat graph's placeholders in order: lifted weights, buffers and constants, then the user inputs by name."""
+    from torch.export.graph_signature import InputKind
+
+    state, constants = program.state_dict, program.constants
+    flat = []
+    for spec in program.graph_signature.input_specs:
+        if spec.kind == InputKind.USER_INPUT:
+            name = getattr(spec.arg, "name", None)
+            if name not in inputs:
+                raise OpmapError(f"no value for input {name}")
+            flat.append(inputs[name])
+        elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
+            flat.append(state[spec.target] if spec.target in state else constants[spec.target])
+        elif spec.kind in (InputKind.CONSTANT_TENSOR, InputKind.CUSTOM_OBJ):
+            flat.append(constants[spec.target])
+        else:
+            raise OpmapError(f"exported program input {spec.arg} of kind {spec.kind.name} is not supported by verify")
+    return flat
+
+
+def reference(program: Any, inputs: dict[str, torch.Tensor]) -> list[Any]:
+    """PyTorch's own user outputs of the exported program, in graph output order (tensors and scalars)."""
+    from torch.export.graph_signature import OutputKind
+
     with torch.no_grad():
-        result = program.module()(*[inputs[n] for n in names])
-    flat, _ = torch.utils._pytree.tree_flatten(result)
-    return [t for t in flat if isinstance(t, torch.Tensor)]
+        flat = torch.fx.Interpreter(program.graph_module).run(*lifted_inputs(program, inputs))
+    if not isinstance(flat, (list, tuple)):
+        flat = [flat]
+    kinds = [spec.kind for spec in program.graph_signature.output_specs]
+    return [v for v, kind in zip(flat, kinds) if kind == OutputKind.USER_OUTPUT]
 
 
 def compare(expected: torch.Tensor, got: torch.Tensor, compute: str | None = None) -> tuple[float, float, float, bool]:
@@ -92,54 +221,113 @@ def compare(expected: torch.Tensor, got: torch.Tensor, compute: str | None = Non
     return float(diff.max()), float(rel.max()), float(bad.double().mean()), not bool(bad.any())
 
 
-def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], runtime: str = "reference", seed: int = 0,
-                 precision: str = "fp32") -> Report:
-    """Compare the network's outputs with PyTorch's, by the reference interpreter or (``trt``) the real engine.
+def _check_scalar(name: str, node: str | None, expected: Any, got: Any) -> OutputCheck:
+    """A SymInt/scalar output: the network's 1-element tensor against PyTorch's value, exactly."""
+    if got is None:
+        return OutputCheck(name, node, (), type(expected).__name__, float("inf"), float("inf"), 1.0, False, "missing from the network")
+    value = got.reshape(-1)[0].item() if isinstance(got, torch.Tensor) and got.numel() == 1 else None
+    exp = expected.item() if isinstance(expected, torch.Tensor) else expected
+    ok = value is not None and value == exp
+    diff = abs(value - exp) if ok is False and value is not None else (0.0 if ok else float("inf"))
+    return OutputCheck(name, node, (), type(exp).__name__, float(diff), float(diff), 0.0 if ok else 1.0, ok,
+                       f"scalar: PyTorch {exp}, network {value}")
 
-    Both runs start from the same torch seed, so random ops draw the same samples in the interpreter."""
+
+def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], runtime: str = "reference", seed: int = 0,
+                 precision: str = "fp32", drawn: dict[str, str] | None = None) -> Report:
+    """Compare every user output of the network with PyTorch's, by the reference interpreter or (``trt``) the real engine.
+
+    Both runs start from the same torch seed, so random ops draw the same samples in the interpreter. An output the
+    network does not produce is a failure, never a skip."""
+    from torch.export.graph_signature import OutputKind
+
     torch.manual_seed(seed)
-    expected = reference(program, inputs)
+    with torch.no_grad():
+        flat = torch.fx.Interpreter(program.graph_module).run(*lifted_inputs(program, inputs))
+    flat = list(flat) if isinstance(flat, (list, tuple)) else [flat]
+    kinds = [spec.kind for spec in program.graph_signature.output_specs]
     torch.manual_seed(seed)
-    if runtime == "trt":
-        got = run_engine(built, inputs)
-    else:
-        got = run_network(built.network, built.trt, inputs, built.attention)
-    report = Report()
-    main = [n for n in built.outputs if n not in built.extra_outputs]
-    for i, (name, exp) in enumerate(zip(main, expected)):
-        value = got[name]
-        node = built.output_nodes[built.outputs.index(name)]
+    got = run_engine(built, inputs) if runtime == "trt" else run_network(built.network, built.trt, inputs, built.attention)
+    report = Report(inputs=dict(drawn or {}), shape=", ".join(f"{k}={'x'.join(map(str, v.shape)) or 'scalar'}" for k, v in inputs.items()))
+    compute = {"fp16": "float16", "bf16": "bfloat16"}.get(precision)
+    for i, (exp, kind) in enumerate(zip(flat, kinds)):
+        if kind != OutputKind.USER_OUTPUT:
+            continue  # buffer mutations: a TensorRT engine keeps no state
+        report.expected += 1
+        name = f"output{i}"
+        node = built.output_nodes[built.outputs.index(name)] if name in built.outputs else None
+        value = got.get(name)
+        if not isinstance(exp, torch.Tensor):
+            if value is None and i < len(built.graph_outputs) and built.graph_outputs[i] is None:
+                report.outputs.append(OutputCheck(name, None, (), type(exp).__name__, 0.0, 0.0, 0.0, True,
+                                                  f"constant {exp!r}: part of the program, not computed"))
+            else:
+                report.outputs.append(_check_scalar(name, node, exp, value))
+            continue
+        if value is None:
+            report.outputs.append(OutputCheck(name, node, tuple(exp.shape), str(exp.dtype).removeprefix("torch."), float("inf"),
+                                              float("inf"), 1.0, False, "the network has no such output"))
+            continue
         note = ""
         count_name = next((k for k, label in built.extra_outputs.items() if k.startswith(name + ".") and label == "count"), None)
         if count_name is not None:
             count = int(got[count_name].reshape(-1)[0])
             note = f"padded output: compared the first {count} of {value.shape[0]} rows; count {'exact' if count == exp.shape[0] else 'WRONG'}"
             if count != exp.shape[0]:
+                if count > value.shape[0]:
+                    note += f" (true count {count} exceeds the bound {value.shape[0]}: the result was truncated)"
                 report.outputs.append(OutputCheck(name, node, tuple(value.shape), str(exp.dtype).removeprefix("torch."),
                                                   float("inf"), float("inf"), 1.0, False, note))
                 continue
             value = value[:count]
-        compute = {"fp16": "float16", "bf16": "bfloat16"}.get(precision)
         max_abs, max_rel, mismatch, ok = compare(exp, value, compute)
         report.outputs.append(OutputCheck(name, node, tuple(exp.shape), str(exp.dtype).removeprefix("torch."), max_abs, max_rel,
                                           mismatch, ok, note))
     return report
 
 
-def load_inputs(path: str, expected: dict[str, TensorMeta]) -> dict[str, torch.Tensor]:
-    """``--inputs``: a torch.save'd dict {input name: tensor} (loaded without running code)."""
-    from opmap.errors import OpmapError, first_line
+def load_inputs(path: str, graph: Graph, program: Any = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``--inputs``: a torch.save'd dict (loaded without running code) of input name -> tensor.
 
+    Names are the exported program's input names: the forward's parameter names for positional and keyword inputs
+    (``input_ids``), flattened names for nested containers (``x_0``, ``batch_image``). Shapes must fit the export's
+    static dims and ranges, dtypes must match."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        from opmap.errors import first_line
+
         raise OpmapError(f"{path}: cannot load inputs: {first_line(exc)} (expected torch.save of {{name: tensor}})") from None
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise OpmapError(f"{path}: expected a dict of input name -> tensor, got {type(data).__name__}")
+    expected = graph.inputs
     missing = sorted(set(expected) - set(data))
     if missing:
         raise OpmapError(f"{path}: no tensor for input(s) {', '.join(missing)} (the model takes {', '.join(expected)})")
-    return {k: data[k] for k in expected}
+    unknown = sorted(set(data) - set(expected))
+    if unknown:
+        raise OpmapError(f"{path}: unknown input(s) {', '.join(unknown)} (the model takes {', '.join(expected)})")
+    seen: dict[str, int] = {}
+    for name, meta in expected.items():
+        value = data[name]
+        dtype = str(value.dtype).removeprefix("torch.")
+        if dtype != meta.dtype:
+            raise OpmapError(f"{path}: input {name} is {dtype}, the model takes {meta.dtype}")
+        if value.dim() != len(meta.shape):
+            raise OpmapError(f"{path}: input {name} has {value.dim()} dims {list(value.shape)}, the model takes {meta}")
+        for axis, (d, n) in enumerate(zip(meta.shape, value.shape)):
+            if isinstance(d, int):
+                if d != n:
+                    raise OpmapError(f"{path}: input {name} dim {axis} is {n}, the model was exported with {d} there")
+                continue
+            rng = graph.symbols.get(d)
+            lo = rng.lower if rng and rng.lower is not None else 0
+            hi = rng.upper if rng and rng.upper is not None else None
+            if n < lo or (hi is not None and n > hi):
+                raise OpmapError(f"{path}: input {name} dim {axis} is {n}, outside the export's range {d} in [{lo}, {hi if hi is not None else 'inf'}]")
+            if seen.setdefault(d, n) != n:
+                raise OpmapError(f"{path}: input {name} dim {axis} is {n}, but {d} is {seen[d]} in another input (the export ties them)")
+    return {k: data[k] for k in expected}, {k: f"{expected[k].dtype} {list(data[k].shape)}: from {path}" for k in expected}
 
 
 def run_engine(built: Built, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -94,11 +94,29 @@ def _sym_value(ctx, value):
     return ctx.const([int(value)], "int64")
 
 
+def _emit_sym_unary(ctx, node):
+    if node.op == "aten.sym_numel.default":
+        t = ctx.input("self")
+        if ctx.rank(t) == 0:
+            return ctx.const([1], "int64")
+        return ctx.out(ctx.net.add_reduce(ctx.shape_of(t), ctx.trt.ReduceOperation.PROD, 1, True), "numel")
+    if node.op == "aten.sym_storage_offset.default":
+        return ctx.const([0], "int64")  # TensorRT tensors are dense: no storage offset
+    a = ctx.tensor(node.arg("arg0")) if isinstance(node.arg("arg0"), Ref) else ctx.const([node.arg("arg0")], "bool")
+    if node.op == "torch.sym_not":
+        return ctx.unary(ctx.cast(a, "bool"), "NOT")
+    return ctx.elementwise(ctx.const([0], "int64"), ctx.cast(a, "int64"), "SUB")  # operator.neg
+
+
 def _emit_sym_arith(ctx, node):
-    op = SYM_EW.get(node.op)
-    if op is None:
-        raise NotImplementedError(f"{node.op} on shape tensors is not emitted yet")
+    if node.op in ("aten.sym_numel.default", "aten.sym_storage_offset.default", "torch.sym_not", "operator.neg"):
+        return _emit_sym_unary(ctx, node)
     a, b = _sym_value(ctx, node.arg("arg0")), _sym_value(ctx, node.arg("arg1"))
+    if node.op == "operator.mod":  # Python's modulo takes the divisor's sign: a - (a // b) * b
+        return ctx.elementwise(a, ctx.elementwise(ctx.elementwise(a, b, "FLOOR_DIV"), b, "PROD"), "SUB")
+    if node.op == "operator.ne":
+        return ctx.unary(ctx.elementwise(a, b, "EQUAL"), "NOT")
+    op = SYM_EW[node.op]
     if isinstance(op, str):
         return ctx.elementwise(a, b, op)
     out = None

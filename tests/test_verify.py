@@ -1,0 +1,147 @@
+"""verify on models exported the way users export them: by keyword, with nested inputs, with scalar outputs; inputs
+drawn valid (indices inside the tables they index), or given with --inputs and checked against the export."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from tests.conftest import export_to
+
+
+class Embedder(nn.Module):
+    """Token ids index a 5-row table: ids drawn from [0, 10) would crash PyTorch itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(5, 8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.emb(input_ids) * attention_mask.unsqueeze(-1).to(torch.float32)
+        return {"logits": self.fc(h), "total": h.sum()}
+
+
+class Nested(nn.Module):
+    def forward(self, batch):
+        return batch["image"] * 2 + batch["extra"][0].sum()
+
+
+class Numel(nn.Module):
+    def forward(self, x):
+        return x * 2, x.numel()
+
+
+def _kw_export(path, dynamic=False):
+    ids, mask = torch.randint(0, 5, (2, 6)), torch.ones(2, 6, dtype=torch.int64)
+    shapes = None
+    if dynamic:
+        b, s = torch.export.Dim("batch", min=1, max=8), torch.export.Dim("seq", min=2, max=16)
+        shapes = {"input_ids": {0: b, 1: s}, "attention_mask": {0: b, 1: s}}
+    ep = torch.export.export(Embedder().eval(), (), kwargs={"input_ids": ids, "attention_mask": mask}, dynamic_shapes=shapes)
+    torch.export.save(ep, str(path))
+    return path
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_verify_keyword_export(cli, tmp_path, dynamic):
+    model = _kw_export(tmp_path / "kw.pt2", dynamic)
+    r = cli("verify", model, "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["ok"] and report["compared"] == report["expected"] == 2
+    assert "[0, 5)" in report["inputs"]["input_ids"] and "embedding" in report["inputs"]["input_ids"]
+    assert "padding mask" in report["inputs"]["attention_mask"]
+
+
+def test_verify_keyword_export_with_inputs_file(cli, tmp_path):
+    model = _kw_export(tmp_path / "kw.pt2")
+    good = tmp_path / "in.pt"
+    torch.save({"input_ids": torch.tensor([[4, 0, 1, 2, 3, 4]] * 2), "attention_mask": torch.ones(2, 6, dtype=torch.int64)}, good)
+    r = cli("verify", model, "--inputs", good, "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["ok"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"input_ids": torch.zeros(3, 6, dtype=torch.int64), "attention_mask": torch.ones(3, 6, dtype=torch.int64)}, "dim 0 is 3"),
+    ({"input_ids": torch.zeros(2, 6, dtype=torch.int32), "attention_mask": torch.ones(2, 6, dtype=torch.int64)}, "is int32"),
+    ({"input_ids": torch.zeros(2, 6, 1, dtype=torch.int64), "attention_mask": torch.ones(2, 6, dtype=torch.int64)}, "3 dims"),
+    ({"input_ids": torch.zeros(2, 6, dtype=torch.int64)}, "no tensor for input"),
+    ({"input_ids": torch.zeros(2, 6, dtype=torch.int64), "attention_mask": torch.ones(2, 6, dtype=torch.int64),
+      "typo": torch.zeros(1)}, "unknown input"),
+])
+def test_verify_inputs_are_checked_against_the_export(cli, tmp_path, value, message):
+    model = _kw_export(tmp_path / "kw.pt2")
+    bad = tmp_path / "bad.pt"
+    torch.save(value, bad)
+    r = cli("verify", model, "--inputs", bad)
+    assert r.code == 2 and message in r.err and len(r.err.strip().splitlines()) == 1, r.err
+
+
+def test_verify_inputs_outside_the_dynamic_range(cli, tmp_path):
+    model = _kw_export(tmp_path / "kw.pt2", dynamic=True)
+    bad = tmp_path / "bad.pt"
+    torch.save({"input_ids": torch.zeros(2, 40, dtype=torch.int64), "attention_mask": torch.ones(2, 40, dtype=torch.int64)}, bad)
+    r = cli("verify", model, "--inputs", bad)
+    assert r.code == 2 and "outside the export's range" in r.err, r.err
+
+
+def test_verify_nested_inputs(cli, tmp_path):
+    batch = {"image": torch.randn(2, 3), "extra": [torch.randn(4)]}
+    ep = torch.export.export(Nested(), (batch,))
+    torch.save  # the flattened placeholders carry the container path in their names
+    model = tmp_path / "nested.pt2"
+    torch.export.save(ep, str(model))
+    r = cli("verify", model, "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["ok"] and report["compared"] == 1 and len(report["inputs"]) == 2
+
+
+def test_verify_compares_scalar_outputs(cli, tmp_path):
+    model = export_to(tmp_path / "numel.pt2", Numel(), torch.randn(3, 4),
+                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=8)},))
+    r = cli("verify", model, "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["compared"] == report["expected"] == 2
+    scalar = report["outputs"][1]
+    assert scalar["ok"] and "scalar: PyTorch" in scalar["note"]
+
+
+def test_verify_traced_torchscript(cli, tmp_path):
+    model = tmp_path / "traced.pt"
+    torch.jit.save(torch.jit.trace(Embedder().eval(), (torch.randint(0, 5, (2, 6)), torch.ones(2, 6, dtype=torch.int64)),
+                                   strict=False), str(model))
+    r = cli("verify", model, "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["ok"]
+
+
+def test_a_missing_output_is_a_failure_not_a_skip(tmp_path):
+    from opmap.engine.verify import OutputCheck, Report
+
+    report = Report(outputs=[OutputCheck("output0", "x", (2,), "float32", 0.0, 0.0, 0.0, True)], expected=2)
+    assert not report.ok
+    assert not Report(expected=0).ok  # "compared 0 of 0" proves nothing either
+
+
+def test_traced_torchscript_stays_static_unless_asked(tmp_path):
+    from opmap.engine.capture import DynamicSpec, capture
+    from opmap.errors import CaptureError
+
+    model = tmp_path / "traced.pt"
+    torch.jit.save(torch.jit.trace(Embedder().eval(), (torch.randint(0, 5, (2, 6)), torch.ones(2, 6, dtype=torch.int64)),
+                                   strict=False), str(model))
+    static = capture(model).graph
+    assert [list(m.shape) for m in static.inputs.values()] == [[2, 6], [2, 6]]
+    dynamic = capture(model, dynamic=[DynamicSpec.parse("input_ids:0=1..8"), DynamicSpec.parse("attention_mask:0=1..8")]).graph
+    (batch, seq), = {tuple(m.shape) for m in dynamic.inputs.values()}  # both inputs share the batch symbol
+    assert isinstance(batch, str) and seq == 6
+    assert dynamic.symbols[batch].lower in (1, 2) and dynamic.symbols[batch].upper == 8  # torch.export specializes 0/1
+    with pytest.raises(CaptureError, match="forward takes"):
+        capture(model, dynamic=[DynamicSpec.parse("ids:0=1..8")])
+    with pytest.raises(CaptureError, match="NAME:DIM=MIN..MAX"):
+        DynamicSpec.parse("input_ids=1..8")
