@@ -66,6 +66,7 @@ class Built:
     layer_map: dict[str, dict[str, str]]  # layer name -> {"node", "strategy"}
     extra_outputs: dict[str, str] = field(default_factory=dict)  # network output -> what it is (e.g. a valid count)
     graph_outputs: list = field(default_factory=list)  # the graph's output refs by position (None: a constant, not computed)
+    graph: Graph | None = None  # the captured graph the network was built from
     attention: dict[str, Any] = field(default_factory=dict)  # IAttention helpers by their name (the interpreter reads them)
     engine: bytes | None = None
     build_seconds: float | None = None
@@ -151,6 +152,11 @@ class EmitContext:
     def meta(self, name: str) -> TensorMeta | None:
         return self.node.meta(name)
 
+    def graph_meta(self, ref: Ref) -> TensorMeta | None:
+        """The captured meta (shape with symbolic dims, dtype) of any value of the graph being built."""
+        graph = self.node._graph  # the node's own graph: an expansion's sub-graph has its own names
+        return graph.meta_of(ref) if graph is not None else None
+
     # -- naming ---------------------------------------------------------------------------------
     def layer(self, layer: Any, tag: str = "") -> Any:
         self._count += 1
@@ -228,6 +234,54 @@ class EmitContext:
         """A 1-element int64 tensor holding t.shape[axis]."""
         idx = self.const([axis], "int64")
         return self.out(self.net.add_gather(self.shape_of(t), idx, 0), "dim")
+
+    def size(self, d: int | str) -> int | Any:
+        """A dim as the builder handles it: an int stays an int; a symbolic size ("s0", "s0 - 1", "2*s1") becomes its
+        int64 [1] shape tensor, computed from the input dims it is made of."""
+        return d if isinstance(d, int) else self.nb.symbol(d)
+
+    def dims_of(self, t: Any) -> list[int | Any]:
+        """t's dims: ints where TensorRT knows them at build time, [1] shape tensors where it does not."""
+        return [d if d >= 0 else self.dim_of(t, i) for i, d in enumerate(t.shape)]
+
+    def scalar(self, t: Any) -> Any:
+        """A 0-d tensor from a 1-element one (TensorRT wants some scalars 0-d: TopK's k, Fill's start)."""
+        layer = self.net.add_shuffle(t)
+        layer.reshape_dims = ()
+        return self.out(layer, "scalar")
+
+    def slice(self, x: Any, start: Sequence, size: Sequence, stride: Sequence, mode: str | None = None, fill: Any = None) -> Any:
+        """ISliceLayer where any start/size/stride entry may be an int, a symbolic size or a [1] shape tensor; the
+        parameters that are not all ints travel as shape tensors."""
+        def known(v): return all(isinstance(d, int) for d in v)
+        def resolved(v): return [self.size(d) if isinstance(d, str) else d for d in v]
+        start, size, stride = resolved(start), resolved(size), resolved(stride)
+        layer = self.net.add_slice(x, tuple(start) if known(start) else (0,) * len(size),
+                                   tuple(size) if known(size) else (1,) * len(size),
+                                   tuple(stride) if known(stride) else (1,) * len(size))
+        for index, value in ((1, start), (2, size), (3, stride)):
+            if not known(value):
+                layer.set_input(index, self.shape_tensor(value))
+        if mode is not None:
+            layer.mode = getattr(self.trt.SampleMode, mode)
+        if fill is not None:
+            layer.set_input(4, fill)
+        return self.out(layer, "slice")
+
+    def arange(self, length: int | str | Any, start: Any = 0, step: Any = 1, dtype: str = "int64") -> Any:
+        """[start, start + step, ...] of ``length`` elements: a Constant when everything is known, else Fill LINSPACE
+        over a shape tensor (int64, or float32 then cast)."""
+        if isinstance(length, int) and not isinstance(start, (str, type(None))) and isinstance(start, (int, float)) \
+                and isinstance(step, (int, float)):
+            values = torch.arange(length, dtype=torch.float64) * step + start
+            return self.const(values, dtype)
+        fill_type = "int64" if dtype in ("int64", "int32") and isinstance(step, int) else "float32"
+        layer = self.net.add_fill((1,), self.trt.FillOperation.LINSPACE, trt_dtype(self.trt, fill_type))
+        layer.set_input(0, self.shape_tensor([length]))
+        first = self.size(start) if isinstance(start, str) else self.const([start], fill_type)
+        layer.set_input(1, self.scalar(self.cast(first, fill_type)))
+        layer.set_input(2, self.const([step], fill_type))
+        return self.cast(self.out(layer, "arange"), dtype)
 
     def unsqueeze_to(self, t: Any, rank: int) -> Any:
         """Prepend unit dims (numpy broadcasting, as TensorRT's elementwise needs equal ranks)."""
@@ -364,6 +418,7 @@ class NetworkBuilder:
         return self.symbols[expr]
 
     def _symbolic(self, e: Any, text: str) -> Any:
+        """Integer size arithmetic over input dims as int64 [1] shape-tensor layers (sympy form of torch's sizes)."""
         import sympy
 
         def const(v: int) -> Any:
@@ -381,6 +436,9 @@ class NetworkBuilder:
                 out = layer.get_output(0)
             return out
 
+        def floor_div(num: Any, den: Any) -> Any:
+            return combine("FLOOR_DIV", [self._symbolic(num, text), self._symbolic(den, text)])
+
         if e.is_Integer:
             return const(int(e))
         if e.is_Symbol:
@@ -390,10 +448,29 @@ class NetworkBuilder:
         if isinstance(e, sympy.Add):
             return combine("SUM", [self._symbolic(a, text) for a in e.args])
         if isinstance(e, sympy.Mul):
+            num, den = sympy.fraction(e)
+            if den != 1:  # an exact division torch proved (s0/2): sizes are integers
+                return floor_div(num, den)
             return combine("PROD", [self._symbolic(a, text) for a in e.args])
-        if type(e).__name__ == "FloorDiv":
-            return combine("FLOOR_DIV", [self._symbolic(a, text) for a in e.args])
-        raise BuildError(f"symbolic size {text}: {type(e).__name__} is not computed on shape tensors yet")
+        if isinstance(e, sympy.floor):
+            num, den = sympy.fraction(sympy.together(e.args[0]))
+            return floor_div(num, den)
+        if isinstance(e, sympy.ceiling):  # ceil(p/q) = -((-p) // q)
+            num, den = sympy.fraction(sympy.together(e.args[0]))
+            return self._symbolic(-sympy.floor(-num / den), text)
+        name = type(e).__name__
+        if name == "FloorDiv":
+            return floor_div(*e.args)
+        if name == "CeilDiv":
+            return self._symbolic(-sympy.floor(-e.args[0] / e.args[1]), text)
+        if name in ("Mod", "PythonMod"):  # sizes are non-negative: both are a - (a // b) * b
+            a, b = e.args
+            return self._symbolic(a - b * sympy.floor(a / b), text)
+        if name in ("Max", "Min"):
+            return combine("MAX" if name == "Max" else "MIN", [self._symbolic(a, text) for a in e.args])
+        if isinstance(e, sympy.Pow) and e.exp.is_Integer and e.exp > 0:
+            return combine("PROD", [self._symbolic(e.base, text)] * int(e.exp))
+        raise BuildError(f"symbolic size {text}: {name} is not computed on shape tensors")
 
     # -- build ----------------------------------------------------------------------------------
     def add_inputs(self, shapes: dict[str, tuple[Sequence[int], Sequence[int], Sequence[int]]] | None = None) -> Any:
@@ -422,14 +499,8 @@ class NetworkBuilder:
     def _profile_from_symbols(self, name: str, meta: TensorMeta):
         lo, opt, hi = [], [], []
         for d in meta.shape:
-            if isinstance(d, int):
-                lo.append(d), opt.append(d), hi.append(d)
-                continue
-            rng = self.graph.symbols.get(d)
-            if rng is None or rng.upper is None:
-                raise BuildError(f"input {name} dim {d} has no upper bound in the export; pass --shape {name}=MIN:OPT:MAX")
-            low = max(1, rng.lower or 1)
-            lo.append(low), hi.append(rng.upper), opt.append(max(low, min(rng.upper, 8)))
+            a, b, c = (d, d, d) if isinstance(d, int) else symbol_range(self.graph, name, d)
+            lo.append(a), opt.append(b), hi.append(c)
         return lo, opt, hi
 
     def emit_all(self) -> None:
@@ -512,6 +583,19 @@ class NetworkBuilder:
         return layer.get_output(0)
 
 
+def symbol_range(graph: Graph, name: str, symbol: str) -> tuple[int, int, int]:
+    """(min, opt, max) of an input-dim symbol for the optimization profile, from the export's proven range: min is the
+    range's lower end (at least 1: TensorRT profiles have no empty dims), max its upper end, opt an interior point (8
+    where the range holds it, else its middle)."""
+    rng = graph.symbols.get(symbol)
+    if rng is None or rng.upper is None:
+        raise BuildError(f"input {name} dim {symbol} has no upper bound in the export; pass --shape {name}=MIN:OPT:MAX "
+                         "or export with torch.export.Dim(..., max=N)")
+    low = max(1, rng.lower or 1)
+    opt = 8 if low < 8 < rng.upper else (low + rng.upper) // 2
+    return low, opt, rng.upper
+
+
 def _sympify(expr: str) -> Any:
     from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
@@ -544,7 +628,7 @@ def build_network(plan: Plan, program: Any, strategies: dict[str, Strategy], sha
         config.add_optimization_profile(profile)
     return Built(trt=nb.trt, builder=nb.builder, network=nb.network, config=config, inputs=dict(plan.graph.inputs),
                  outputs=outputs, output_nodes=output_nodes, layer_map=nb.layer_map, extra_outputs=nb.extra_outputs, keep=nb.keep,
-                 attention=nb.attention, graph_outputs=list(plan.graph.outputs))
+                 attention=nb.attention, graph_outputs=list(plan.graph.outputs), graph=plan.graph)
 
 
 def serialize(built: Built) -> Built:

@@ -17,6 +17,10 @@ from opmap.engine.graph import Graph, Ref, TensorMeta
 from opmap.engine.interpreter import run_network
 from opmap.errors import OpmapError
 
+class ReferenceFailed(OpmapError):
+    """The exported program itself raised on the inputs: they are outside what the program accepts."""
+
+
 # max |a-b| <= atol + rtol * |b|, per output dtype (the dtype the network computed in, for fp16/bf16 builds)
 TOLERANCE = {
     "float32": (1e-4, 1e-4),
@@ -233,6 +237,34 @@ def _check_scalar(name: str, node: str | None, expected: Any, got: Any) -> Outpu
                        f"scalar: PyTorch {exp}, network {value}")
 
 
+def contract_violation(graph: Graph, inputs: dict[str, torch.Tensor], flat: list[Any]) -> str | None:
+    """Where PyTorch's own result contradicts the shapes the export promised at these input sizes, the export is not
+    valid there (torch.export fixed a structure, e.g. the number of ``split`` pieces, without guarding it): say so."""
+    from opmap.engine.builder import _sympify
+
+    values: dict[str, int] = {}
+    for name, meta in graph.inputs.items():
+        for d, n in zip(meta.shape, inputs[name].shape):
+            if isinstance(d, str) and d.isidentifier():
+                values[d] = int(n)
+    for ref, value in zip(graph.outputs, flat):
+        meta = graph.meta_of(ref) if ref is not None else None
+        if meta is None or not isinstance(value, torch.Tensor) or len(meta.shape) != value.dim():
+            continue
+        for axis, (d, n) in enumerate(zip(meta.shape, value.shape)):
+            if isinstance(d, int):
+                promised = d
+            else:
+                expr = _sympify(d)
+                if any(str(sym) not in values for sym in expr.free_symbols):
+                    continue  # a data-dependent size: not promised
+                promised = int(expr.subs(values))
+            if promised != n:
+                return (f"PyTorch's output {ref} has {n} in dim {axis} where the export promises {d} = {promised} at "
+                        f"{', '.join(f'{k}={v}' for k, v in values.items())}: the exported program is not valid at these sizes")
+    return None
+
+
 def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], runtime: str = "reference", seed: int = 0,
                  precision: str = "fp32", drawn: dict[str, str] | None = None) -> Report:
     """Compare every user output of the network with PyTorch's, by the reference interpreter or (``trt``) the real engine.
@@ -242,10 +274,21 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
     from torch.export.graph_signature import OutputKind
 
     torch.manual_seed(seed)
-    with torch.no_grad():
-        flat = torch.fx.Interpreter(program.graph_module).run(*lifted_inputs(program, inputs))
+    try:
+        with torch.no_grad():
+            flat = torch.fx.Interpreter(program.graph_module).run(*lifted_inputs(program, inputs))
+    except OpmapError:
+        raise
+    except Exception as exc:  # the program itself fails on these inputs (a shape its export did not guard against)
+        from opmap.errors import first_line
+
+        raise ReferenceFailed(f"PyTorch itself fails on these inputs ({type(exc).__name__}: {first_line(exc)})") from None
     flat = list(flat) if isinstance(flat, (list, tuple)) else [flat]
     kinds = [spec.kind for spec in program.graph_signature.output_specs]
+    if built.graph is not None:
+        broken = contract_violation(built.graph, inputs, flat)
+        if broken:
+            raise ReferenceFailed(broken)
     torch.manual_seed(seed)
     got = run_engine(built, inputs) if runtime == "trt" else run_network(built.network, built.trt, inputs, built.attention)
     report = Report(inputs=dict(drawn or {}), shape=", ".join(f"{k}={'x'.join(map(str, v.shape)) or 'scalar'}" for k, v in inputs.items()))
@@ -360,3 +403,40 @@ def run_engine(built: Built, inputs: dict[str, torch.Tensor]) -> dict[str, torch
         raise OpmapError("TensorRT failed to execute the engine")
     stream.synchronize()
     return {name: buffers[name].cpu() for name in built.outputs}
+
+
+# -- points of a dynamic range -----------------------------------------------------------------------------------
+def profile_points(graph: Graph, shapes: dict | None = None) -> dict[str, dict[str, int]]:
+    """``{"min": {...}, "opt": {...}, "max": {...}}``: a value per input-dim symbol at the profile's minimum, an
+    interior point and its maximum (empty for a static graph). ``shapes``: ``--shape`` overrides, NAME -> (min, opt, max)
+    dims; a symbol takes the override of the first input dim it names."""
+    from opmap.engine.builder import symbol_range
+
+    points: dict[str, dict[str, int]] = {"min": {}, "opt": {}, "max": {}}
+    for name, meta in graph.inputs.items():
+        for axis, d in enumerate(meta.shape):
+            if not isinstance(d, str) or d in points["min"]:
+                continue
+            given = (shapes or {}).get(name)
+            lo, opt, hi = (given[0][axis], given[1][axis], given[2][axis]) if given else symbol_range(graph, name, d)
+            points["min"][d], points["opt"][d], points["max"][d] = lo, opt, hi
+    return points if points["min"] else {}
+
+
+def resize_inputs(inputs: dict[str, torch.Tensor], graph: Graph, point: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Given inputs tiled or cropped to the shapes of ``point``: values keep their kind (masks stay masks); an integer
+    input that indexes a table is taken modulo the table's size at that point."""
+    dims = symbol_values(graph, point)
+    out = {}
+    for name, meta in graph.inputs.items():
+        value = inputs[name]
+        shape = [d if isinstance(d, int) else dims[d] for d in meta.shape]
+        if value.numel() and list(value.shape) != shape:
+            reps = [max(1, -(-n // max(o, 1))) for n, o in zip(shape, value.shape)]
+            value = value.repeat(reps)[tuple(slice(0, n) for n in shape)]
+        if not value.is_floating_point() and value.dtype != torch.bool:
+            high = min((n for n, _ in _index_uses(graph, name, dims)), default=None)
+            if high is not None:
+                value = value.remainder(high)
+        out[name] = value.contiguous()
+    return out

@@ -30,13 +30,8 @@ def _emit_full(ctx, node):
 
 
 def _emit_arange(ctx, node):
-    dims = out_dims(node)
-    if not static(dims):
-        raise NotImplementedError("arange of a dynamic length is not emitted yet (Fill LINSPACE over a shape tensor)")
-    start, end, step = node.arg("start", 0) or 0, node.arg("end"), node.arg("step", 1) or 1
-    dtype = ctx.output_dtype()
-    values = torch.arange(start, end, step, dtype=getattr(torch, dtype) if dtype != "bfloat16" else torch.float32)
-    return ctx.const(values, dtype)
+    (length,) = out_dims(node)  # torch.export's own ceil((end - start) / step), static or symbolic
+    return ctx.arange(length, node.arg("start", 0) or 0, node.arg("step", 1) or 1, ctx.output_dtype())
 
 CREATE = [
     ("create/arange", ["aten.arange.default", "aten.arange.start", "aten.arange.start_step"],

@@ -41,16 +41,19 @@ def _emit_permute(ctx, node):
 
 
 def _slice_layer(ctx, x, start, size, stride, mode=None, fill=None):
-    if static(size):
-        layer = ctx.net.add_slice(x, tuple(start), tuple(size), tuple(stride))
-    else:
-        layer = ctx.net.add_slice(x, tuple(start), tuple(0 for _ in size), tuple(stride))
-        layer.set_input(2, ctx.shape_tensor(size))
-    if mode is not None:
-        layer.mode = getattr(ctx.trt.SampleMode, mode)
-    if fill is not None:
-        layer.set_input(4, fill)
-    return ctx.out(layer, "slice")
+    return ctx.slice(x, start, size, stride, mode=mode, fill=fill)
+
+
+def _in_range(ctx, n, index, clamp=True):
+    """A start index of ATen's slice/select/narrow: negative counts from the end (n + index), then clamped to [0, n].
+    Python ints when n is static; a [1] shape tensor when it is symbolic."""
+    if isinstance(n, int):
+        index = index + n if index < 0 else index
+        return max(0, min(n, index)) if clamp else index
+    if index >= 0:
+        return index if not clamp else ctx.elementwise(ctx.const([index], "int64"), ctx.size(n), "MIN")
+    shifted = ctx.elementwise(ctx.size(n), ctx.const([index], "int64"), "SUM")
+    return ctx.elementwise(shifted, ctx.const([0], "int64"), "MAX") if clamp else shifted
 
 
 def _emit_expand(ctx, node):
@@ -75,6 +78,18 @@ def diff_once(node, **_):
     assert node.arg("n", 1) == 1, f"diff with n={node.arg('n')}: only n=1 is decomposed"
     assert node.arg("prepend") is None and node.arg("append") is None, "diff with prepend/append is not decomposed"
     assert node.meta("self").is_static, "diff along dynamic dims is not decomposed"
+
+
+def split_dim_static(node, **_):
+    """Splitting into fixed-size pieces (split, chunk, unbind): how many pieces there are depends on the dim's length,
+    which the export fixed at its example size."""
+    if node.op == "aten.split_with_sizes.default":
+        return  # the sizes are given, so the pieces are too
+    meta = node.meta("self")
+    dim = node.arg("dim", 0) % meta.rank
+    assert isinstance(meta.shape[dim], int), (
+        f"splits dim {dim} of dynamic length {meta.shape[dim]} into fixed-size pieces: the export fixed the piece count "
+        "at its example size without a guard; export that dim static or split with explicit sizes")
 
 
 SHUFFLE = [
@@ -104,9 +119,7 @@ def _emit_slice(ctx, node):
     n = _dim_size(node, "self", dim)
     step = node.arg("step", 1)
     start = node.arg("start") or 0
-    if not isinstance(n, int):
-        raise NotImplementedError("slicing along a dynamic dim is not emitted yet")
-    start = max(0, min(n, start + n if start < 0 else start))
+    start = ctx.size(start) if isinstance(start, str) else _in_range(ctx, n, start)  # the size is the export's own
     start_v = [0] * rank
     start_v[dim] = start
     size = out_dims(node)
@@ -119,11 +132,9 @@ def _emit_select(ctx, node):
     x = ctx.input("self")
     rank = ctx.rank(x)
     dim = node.arg("dim") % rank
-    index = node.arg("index")
-    n = _dim_size(node, "self", dim)
-    if index < 0:
-        index += n
-    return ctx.out(ctx.net.add_gather(x, ctx.const(index, "int64", shape=()), dim), "select")
+    index = _in_range(ctx, _dim_size(node, "self", dim), node.arg("index"), clamp=False)
+    index = ctx.const(index, "int64", shape=()) if isinstance(index, int) else ctx.scalar(index)
+    return ctx.out(ctx.net.add_gather(x, index, dim), "select")
 
 
 def _emit_narrow(ctx, node):
@@ -131,7 +142,7 @@ def _emit_narrow(ctx, node):
     rank = ctx.rank(x)
     dim = node.arg("dim") % rank
     start = [0] * rank
-    start[dim] = node.arg("start") % _dim_size(node, "self", dim)
+    start[dim] = _in_range(ctx, _dim_size(node, "self", dim), node.arg("start"), clamp=False)
     return _slice_layer(ctx, x, start, out_dims(node), [1] * rank)
 
 
@@ -150,10 +161,9 @@ def _emit_stack(ctx, node):
     dim = node.arg("dim", 0) % rank
     parts = []
     for r in node.arg("tensors"):
-        t_ = ctx.tensor(r)
-        shape = list(t_.shape)
+        shape = list(ctx.graph_meta(r).shape)
         shape.insert(dim, 1)
-        parts.append(ctx.reshape(t_, shape))
+        parts.append(ctx.reshape(ctx.tensor(r), shape))
     layer = ctx.net.add_concatenation(parts)
     layer.axis = dim
     return ctx.out(layer, "stack")
@@ -164,7 +174,7 @@ def _emit_split(ctx, node):
     rank = ctx.rank(x)
     dim = node.arg("dim", 0) % rank
     outs = []
-    offset = 0
+    offset = 0  # an int while the pieces are static, then a [1] shape tensor
     squeeze = node.op == "aten.unbind.int"
     for meta in node.outputs:
         start = [0] * rank
@@ -174,7 +184,11 @@ def _emit_split(ctx, node):
             size.insert(dim, 1)
         piece = _slice_layer(ctx, x, start, size, [1] * rank)
         outs.append(ctx.reshape(piece, list(meta.shape)) if squeeze else piece)
-        offset += size[dim]
+        if isinstance(offset, int) and isinstance(size[dim], int):
+            offset += size[dim]
+        else:
+            offset = ctx.elementwise(ctx.size(offset) if not isinstance(offset, int) else ctx.const([offset], "int64"),
+                                     ctx.size(size[dim]) if isinstance(size[dim], str) else ctx.const([size[dim]], "int64"), "SUM")
     return outs
 
 
@@ -183,7 +197,7 @@ def _emit_flip(ctx, node):
     shape = list(node.meta("self").shape)
     rank = len(shape)
     dims = {d % rank for d in node.arg("dims")}
-    start = [shape[i] - 1 if i in dims else 0 for i in range(rank)]
+    start = [(shape[i] - 1 if isinstance(shape[i], int) else f"{shape[i]} - 1") if i in dims else 0 for i in range(rank)]
     stride = [-1 if i in dims else 1 for i in range(rank)]
     return _slice_layer(ctx, x, start, shape, stride)
 
@@ -198,7 +212,7 @@ def _emit_pad(ctx, node):
         axis = rank - 1 - i
         before, after = pad[2 * i], pad[2 * i + 1]
         start[axis] = -before
-        size[axis] = shape[axis] + before + after
+        size[axis] = shape[axis] + before + after if isinstance(shape[axis], int) else f"{shape[axis]} + {before + after}"
     value = node.arg("value", 0.0) or 0.0
     return _slice_layer(ctx, x, start, size, [1] * rank, mode="FILL", fill=ctx.const(value, ctx.dtype(x), shape=()))
 
@@ -247,7 +261,7 @@ define(ns, "shape/stack", ["aten.stack.default"], "decompose", layers="Unsqueeze
        example=(lambda a, b: torch.stack([a, b], 1), t(2, 3), t(2, 3)), emit=_emit_stack)
 define(ns, "shape/split", ["aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default", "aten.unbind.int"],
        "decompose", layers="one Slice per piece", example=(lambda a: a.split(2, -1), t(2, 6)),
-       checks=[constant_dims("split_size", "split_sizes", "chunks")], emit=_emit_split)
+       checks=[constant_dims("split_size", "split_sizes", "chunks"), split_dim_static], emit=_emit_split)
 define(ns, "shape/flip", ["aten.flip.default"], "direct", layers="Slice with stride -1 on the flipped dims",
        example=(lambda a: a.flip(-1), t(2, 6)), emit=_emit_flip)
 define(ns, "shape/pad", ["aten.constant_pad_nd.default", "aten.pad.default"], "direct",

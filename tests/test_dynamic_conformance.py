@@ -1,0 +1,34 @@
+"""Rules and emitters agree under dynamic shapes: every emitting strategy's accept examples, exported with every dim
+dynamic (where torch.export allows it), are either rejected by the strategy's rule — with its reason — or build on
+tensorrt_rtx and verify against PyTorch at the profile's minimum, an interior point and its maximum."""
+
+import pytest
+
+from opmap.engine.examples import dynamic_conformance
+from tests.test_conformance import EMITTING, EXTRA, RULESET
+
+
+def cases():
+    for s in EMITTING:
+        examples = [e for e in s.examples if e.expect == "accept"] + EXTRA.get(s.id, [])
+        for i, ex in enumerate(examples):
+            if ex.dynamic_shapes is None:
+                yield pytest.param(s, ex, id=f"{s.id}-{i}")
+
+
+@pytest.mark.parametrize("strategy, example", list(cases()))
+def test_dynamic_conformance(strategy, example):
+    result = dynamic_conformance(strategy, example, RULESET)
+    if result.reports is None:
+        if result.unmapped:  # another node of the example has no strategy under dynamic shapes: each says why
+            assert all(result.unmapped.values()), result.unmapped
+            assert strategy.id not in str(result.unmapped), result.unmapped
+        else:
+            assert result.verdict.reason, "a rejection under dynamic shapes says why"
+        return
+    assert result.reports, f"PyTorch fails at every point of the profile: {result.skipped}"
+    if strategy.kind == "approximate":
+        return  # built at every point; their error is measured, not asserted
+    bad = {label: [o.to_dict() for o in r.outputs if not o.ok] or f"compared {r.compared} of {r.expected}"
+           for label, r in result.reports.items() if not r.ok}
+    assert not bad, bad
