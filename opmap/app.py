@@ -132,12 +132,13 @@ def make_plan(
     on_node: Callable[[Node], None] | None = None,
     for_build: bool = False,
     objective: str = "latency",
+    cache: bool = True,
 ) -> Plan:
     measured = fresh_measurements(catalog, backend.name, ruleset)  # read once, for costs, buckets and precision
     planner = Planner(
         ruleset, catalog.candidates_by_op(), backend=backend, settings=settings,
         costs=costs_from_catalog(measured, objective), require_emit=for_build,
-        precision_errors=precision_errors(measured), bucket_costs=bucket_costs(measured, objective),
+        precision_errors=precision_errors(measured), bucket_costs=bucket_costs(measured, objective), memo=cache,
     )
     try:
         return planner.plan(captured.graph, on_node=on_node)

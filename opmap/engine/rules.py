@@ -21,6 +21,7 @@ import inspect
 import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import lru_cache
 from typing import Any, Callable, Iterable, Sequence
 
 from opmap.errors import RuleDefinitionError
@@ -119,7 +120,7 @@ class Strategy:
 
     @property
     def argnames(self) -> list[str]:
-        return [p for p in inspect.signature(self.rule).parameters if p not in self.params]
+        return [p for p in _parameters(self.rule) if p not in self.params]
 
     @property
     def source_hash(self) -> str:
@@ -163,6 +164,12 @@ class StrategyFamily:
 
     def __iter__(self):
         return iter(self.variants)
+
+
+@lru_cache(maxsize=None)
+def _parameters(fn: Callable) -> tuple[str, ...]:
+    """A rule's parameter names (inspect.signature is slow, and the planner asks once per judgement)."""
+    return tuple(inspect.signature(fn).parameters)
 
 
 def _source(fn: Callable | None) -> str:
