@@ -11,6 +11,7 @@ from opmap.db.models import Decision, Run, VerdictRow
 from opmap.engine.backend import BackendProfile
 from opmap.engine.capture import Captured
 from opmap.engine.collect import RuleSet, load_builtin, load_packs, load_source
+from opmap.engine import diskcache
 from opmap.engine.context import Settings
 from opmap.engine.graph import Node
 from opmap.engine.planner import Cost, Plan, Planner
@@ -138,7 +139,8 @@ def make_plan(
     planner = Planner(
         ruleset, catalog.candidates_by_op(), backend=backend, settings=settings,
         costs=costs_from_catalog(measured, objective), require_emit=for_build,
-        precision_errors=precision_errors(measured), bucket_costs=bucket_costs(measured, objective), memo=cache,
+        precision_errors=precision_errors(measured), bucket_costs=bucket_costs(measured, objective),
+        memo=cache and diskcache.enabled(),
     )
     try:
         return planner.plan(captured.graph, on_node=on_node)

@@ -176,9 +176,20 @@ def _source(fn: Callable | None) -> str:
     if fn is None:
         return ""
     try:
-        return inspect.getsource(fn)
+        return function_source(fn)
     except (OSError, TypeError):
         return getattr(fn, "__qualname__", repr(fn))
+
+
+def function_source(fn: Callable) -> str:
+    """``inspect.getsource``, once per code object: the closures a rule factory makes share their text."""
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    return _code_source(code) if code is not None else inspect.getsource(fn)
+
+
+@lru_cache(maxsize=None)
+def _code_source(code) -> str:
+    return inspect.getsource(code)
 
 
 def strategy(

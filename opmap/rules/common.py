@@ -8,14 +8,13 @@ family module lists its ops in a table; :func:`define` turns each row into a rea
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, Sequence
 
 import torch
 
 from opmap.engine.context import FLOAT_DTYPES, MAX_RANK, TRT_DTYPES
 from opmap.engine.graph import Ref
-from opmap.engine.rules import accept, reject, strategy
+from opmap.engine.rules import accept, function_source, reject, strategy
 
 Check = Callable[..., None]
 
@@ -159,7 +158,7 @@ def define(
 
 def _src(fn: Callable) -> str:
     try:
-        return inspect.getsource(fn)
+        return function_source(fn)
     except (OSError, TypeError):
         return fn.__qualname__
 
