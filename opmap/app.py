@@ -8,10 +8,10 @@ from typing import Any, Callable
 import opmap
 from opmap.db import Catalog
 from opmap.db.models import Decision, Run, VerdictRow
+from opmap.engine import diskcache
 from opmap.engine.backend import BackendProfile
 from opmap.engine.capture import Captured
 from opmap.engine.collect import RuleSet, load_builtin, load_packs, load_source
-from opmap.engine import diskcache
 from opmap.engine.context import Settings
 from opmap.engine.graph import Node
 from opmap.engine.planner import Cost, Plan, Planner

@@ -90,3 +90,23 @@ def test_no_cache_writes_nothing(cache, monkeypatch):
     monkeypatch.setenv("OPMAP_NO_CACHE", "1")
     rewrite.compile_rule_source(SRC, "/v/rule_c.py")
     assert _entries(cache) == []
+
+
+def test_decomposition_traces_are_cached_per_op_and_argument_metas(tmp_path, monkeypatch):
+    import torch
+
+    from opmap.engine.capture import capture_callable
+    from opmap.rules import decomposition
+
+    monkeypatch.setenv("OPMAP_CACHE_DIR", str(tmp_path / "cache"))
+    ln = torch.nn.functional.layer_norm
+    graph = capture_callable(lambda x: ln(x, (3,)) + ln(x * 2, (3,)), torch.randn(2, 3)).graph
+    norms = [n for n in graph if n.op == "aten.layer_norm.default"]
+    first = decomposition._trace(norms[0], graph)
+    entries = list((tmp_path / "cache" / "decompositions").iterdir())
+    assert len([e for e in entries if e.stat().st_size > 100]) >= 1
+    monkeypatch.setattr(decomposition, "_make_fx", None)  # the same op and metas never trace again
+    second = decomposition._trace(norms[1], graph)
+    assert [(n.op, n.outputs) for n in second] == [(n.op, n.outputs) for n in first] and len(first) > 1
+    assert decomposition.resolve("aten.layer_norm.default") in decomposition._table()
+    assert decomposition.resolve("aten.relu.default") not in decomposition._table()
