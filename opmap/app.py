@@ -8,6 +8,7 @@ from typing import Any, Callable
 import opmap
 from opmap.db import Catalog
 from opmap.db.models import Decision, Run, VerdictRow
+from opmap.engine import diskcache
 from opmap.engine.backend import BackendProfile
 from opmap.engine.capture import Captured
 from opmap.engine.collect import RuleSet, load_builtin, load_packs, load_source
@@ -132,12 +133,14 @@ def make_plan(
     on_node: Callable[[Node], None] | None = None,
     for_build: bool = False,
     objective: str = "latency",
+    cache: bool = True,
 ) -> Plan:
     measured = fresh_measurements(catalog, backend.name, ruleset)  # read once, for costs, buckets and precision
     planner = Planner(
         ruleset, catalog.candidates_by_op(), backend=backend, settings=settings,
         costs=costs_from_catalog(measured, objective), require_emit=for_build,
         precision_errors=precision_errors(measured), bucket_costs=bucket_costs(measured, objective),
+        memo=cache and diskcache.enabled(),
     )
     try:
         return planner.plan(captured.graph, on_node=on_node)

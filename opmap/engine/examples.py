@@ -39,7 +39,7 @@ def find_node(graph: Graph, strat: Strategy, name: str | None = None) -> Node:
 
 
 def judge_example(strat: Strategy, ex: Example, ruleset: RuleSet, catalog_ops: frozenset) -> tuple[Verdict, Node]:
-    graph = capture_callable(ex.fn, *ex.inputs, dynamic_shapes=ex.dynamic_shapes).graph
+    graph = capture_callable(ex.fn, *ex.inputs, dynamic_shapes=_dynamic(ex)).graph
     node = find_node(graph, strat, ex.node)
     settings = Settings(**ex.settings)
     judge = Judge(base={"settings": settings, "backend": profile(ex.backend), "catalog_ops": catalog_ops},
@@ -115,7 +115,7 @@ def conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend: str = "
     from opmap.engine.planner import Planner
     from opmap.engine.verify import verify_built
 
-    captured = capture_callable(ex.fn, *ex.inputs, dynamic_shapes=ex.dynamic_shapes)
+    captured = capture_callable(ex.fn, *ex.inputs, dynamic_shapes=_dynamic(ex))
     graph = captured.graph
     node = find_node(graph, strat, ex.node)
     judged_as = profile(backend)
@@ -204,3 +204,8 @@ def dynamic_conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend:
         except ReferenceFailed as exc:  # e.g. ``a.split(2)[1]`` at a length of 2: the export did not guard it
             result.skipped[label] = str(exc)
     return result
+
+
+def _dynamic(ex: Example):
+    """An example's dynamic shapes; a callable makes them on demand (see ``opmap.rules.common``)."""
+    return ex.dynamic_shapes() if callable(ex.dynamic_shapes) else ex.dynamic_shapes

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
+from opmap.engine.equivalence import CONTEXT, NodeView, VerdictMemo, Watch, Watched, WatchedGraph, node_key
 from opmap.engine.graph import Graph, Node
 from opmap.engine.rewrite import RuleAssertion
 from opmap.engine.rules import SCOPES, FixtureDef, Outcome, Skip, Strategy
@@ -31,6 +32,10 @@ class Verdict:
     def applies(self) -> bool:
         return self.outcome is Outcome.APPLIES
 
+    def copy(self) -> "Verdict":
+        return Verdict(self.strategy, self.rule, self.kind, self.outcome, self.reason, self.expression, dict(self.evidence),
+                       self.source_hash, self.location)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["outcome"] = self.outcome.value
@@ -44,25 +49,38 @@ class _FixtureFailure(Exception):
 
 
 class Judge:
-    """Evaluates strategies on nodes. One Judge per run (the session scope)."""
+    """Evaluates strategies on nodes. One Judge per run (the session scope).
 
-    def __init__(self, *, base: dict[str, Any], builtin_fixtures: dict[str, FixtureDef]) -> None:
+    With a :class:`VerdictMemo`, a verdict is judged once per equivalence class of nodes and copied to the
+    others (see :mod:`opmap.engine.equivalence`); rules then see watching wrappers of node, graph and upstream.
+    """
+
+    def __init__(self, *, base: dict[str, Any], builtin_fixtures: dict[str, FixtureDef], memo: VerdictMemo | None = None) -> None:
         # base values: name -> value, available as session-scoped fixtures ("settings", "backend", ...)
         self._base = dict(base)
         self._builtins = builtin_fixtures
+        self._memo = memo
+        self._watch = Watch()
+        backend = base.get("backend")
+        self._session_key = (getattr(backend, "name", None), getattr(backend, "version", None), base.get("settings"),
+                             hash(base.get("catalog_ops")))
+        self._graph: Graph | None = None
+        self._node: Node | None = None
+        self._node_key: tuple | None = None
         self._cache: dict[str, dict[int, Any]] = {s: {} for s in SCOPES}
         self._finalizers: dict[str, list[Iterator]] = {s: [] for s in SCOPES}
         self._values: dict[str, dict[str, Any]] = {"session": dict(base), "graph": {}, "node": {}}
-        self._values["session"].setdefault("upstream", {})  # node -> chosen strategy; the planner fills it
+        self.set_value("upstream", self._values["session"].get("upstream", {}))  # node -> chosen strategy; the planner fills it
 
     def set_value(self, name: str, value: Any) -> None:
         """A session-scoped base value (the planner's running record of upstream choices, say)."""
-        self._values["session"][name] = value
+        self._values["session"][name] = Watched(value, self._watch) if self._memo is not None and name == "upstream" else value
 
     # -- scope management ----------------------------------------------------------------------
     @contextmanager
     def graph_scope(self, graph: Graph):
-        self._values["graph"] = {"graph": graph}
+        self._graph = graph
+        self._values["graph"] = {"graph": WatchedGraph(graph, self._watch) if self._memo is not None else graph}
         try:
             yield self
         finally:
@@ -72,12 +90,16 @@ class Judge:
 
     @contextmanager
     def node_scope(self, node: Node):
-        self._values["node"] = {"node": node}
+        self._node = node
+        if self._memo is not None:
+            self._node_key = node_key(node, self._graph or node._graph)
+        self._values["node"] = {"node": NodeView(node, self._watch) if self._memo is not None else node}
         try:
             yield self
         finally:
             self._teardown("node")
             self._values["node"] = {}
+            self._node = None
 
     def close(self) -> None:
         for scope in SCOPES:
@@ -97,10 +119,27 @@ class Judge:
     # -- judging -------------------------------------------------------------------------------
     def judge(self, strat: Strategy, node: Node) -> Verdict:
         """Judge one strategy for the node currently in scope."""
-        verdict = Verdict(strategy=strat.id, rule=strat.ref, kind=strat.kind, outcome=Outcome.APPLIES, source_hash=strat.source_hash)
-        if self._values["node"].get("node") is not node:
+        if self._node is not node:
             with self.node_scope(node):
                 return self.judge(strat, node)
+        if self._memo is None:
+            return self._judge(strat)
+        key = (self._session_key, strat.id, strat.source_hash, self._node_key)
+        known = self._memo.verdicts.get(key)
+        if known is CONTEXT:
+            return self._judge(strat)
+        if known is not None and known[1]:
+            return known[0].copy()
+        self._watch.dirty = False
+        verdict = self._judge(strat)
+        if self._watch.dirty or (known is not None and verdict != known[0]):
+            self._memo.verdicts[key] = CONTEXT
+        else:  # kept after one judgement, served after a second one on another node agrees (see equivalence)
+            self._memo.verdicts[key] = (verdict.copy(), known is not None)
+        return verdict
+
+    def _judge(self, strat: Strategy) -> Verdict:
+        verdict = Verdict(strategy=strat.id, rule=strat.ref, kind=strat.kind, outcome=Outcome.APPLIES, source_hash=strat.source_hash)
         try:
             kwargs = {name: self._resolve(name, strat, "node", ()) for name in strat.argnames}
             kwargs.update(strat.params)
@@ -153,8 +192,20 @@ class Judge:
             raise _FixtureFailure(Outcome.ERROR, f"fixture cycle: {' -> '.join(chain + (name,))}")
         self._check_scope(name, fdef.scope, requester_scope, chain)
         cache = self._cache[fdef.scope]
-        if id(fdef) in cache:
-            return cache[id(fdef)]
+        if id(fdef) in cache:  # a value computed from context marks every judgement that uses it again
+            value, context = cache[id(fdef)]
+            self._watch.dirty = self._watch.dirty or context
+            return value
+        outer, self._watch.dirty = self._watch.dirty, False
+        try:
+            value = self._compute(name, fdef, strat, chain)
+        finally:
+            context = self._watch.dirty
+            self._watch.dirty = outer or context
+        cache[id(fdef)] = (value, context)
+        return value
+
+    def _compute(self, name: str, fdef: FixtureDef, strat: Strategy, chain: tuple[str, ...]) -> Any:
         kwargs = {arg: self._resolve(arg, strat, fdef.scope, chain + (name,)) for arg in fdef.argnames}
         try:
             if inspect.isgeneratorfunction(fdef.fn):
@@ -172,7 +223,6 @@ class Judge:
             raise
         except Exception as exc:
             raise _FixtureFailure(Outcome.ERROR, f"fixture {name!r} raised {type(exc).__name__}: {exc}", _location(exc)) from None
-        cache[id(fdef)] = value
         return value
 
     @staticmethod
@@ -186,8 +236,8 @@ class Judge:
 
 
 def _location(exc: BaseException) -> str | None:
-    frames = traceback.extract_tb(exc.__traceback__)
-    for frame in reversed(frames):
-        if "/opmap/engine/" not in frame.filename.replace("\\", "/"):
-            return f"{frame.filename}:{frame.lineno}"
-    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
+    frames = [(f.f_code.co_filename, line) for f, line in traceback.walk_tb(exc.__traceback__)]  # no source lines read
+    for filename, line in reversed(frames):
+        if "/opmap/engine/" not in filename.replace("\\", "/"):
+            return f"{filename}:{line}"
+    return f"{frames[-1][0]}:{frames[-1][1]}" if frames else None

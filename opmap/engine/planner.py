@@ -20,6 +20,7 @@ from typing import Any, Callable
 from opmap.engine.backend import BackendProfile
 from opmap.engine.collect import RuleSet
 from opmap.engine.context import Settings
+from opmap.engine.equivalence import VerdictMemo
 from opmap.engine.graph import Graph, Node
 from opmap.engine.judge import Judge, Verdict
 from opmap.engine.rules import WILDCARD, Outcome, Strategy
@@ -138,6 +139,7 @@ class Planner:
         prefer: dict[str, str] | None = None,
         precision_errors: dict[tuple[str, str], list[tuple[int, float]]] | None = None,
         bucket_costs: dict[str, list[tuple[int, Cost]]] | None = None,
+        memo: VerdictMemo | None | bool = True,
     ) -> None:
         self.ruleset = ruleset
         self.candidates = candidates  # op -> strategy ids, from the catalog
@@ -155,10 +157,14 @@ class Planner:
         # strategy -> [(elements in the measured bucket, cost)]: a node takes the bucket nearest its own size
         self.bucket_costs = bucket_costs or {}
         self._node_numel: int | None = None
+        self._nearest_seen: dict[tuple[int, int | None], Any] = {}
         self._graph: Graph | None = None
         catalog_ops = frozenset(op for op in candidates if op != WILDCARD)
+        # verdicts judged once per equivalence class of nodes, shared with the planners of sub-graphs; False: judge every node
+        self.memo = VerdictMemo() if memo is True else (memo if isinstance(memo, VerdictMemo) else None)
         self.judge = Judge(
-            base={"settings": settings, "backend": backend, "catalog_ops": catalog_ops}, builtin_fixtures=ruleset.fixtures
+            base={"settings": settings, "backend": backend, "catalog_ops": catalog_ops}, builtin_fixtures=ruleset.fixtures,
+            memo=self.memo,
         )
 
     def strategies_for(self, op: str) -> list[Strategy | str]:
@@ -182,14 +188,15 @@ class Planner:
 
     def plan_node(self, node: Node) -> NodePlan:
         verdicts: list[Verdict] = []
-        for strat in self.strategies_for(node.op):
-            if isinstance(strat, str):
-                verdicts.append(
-                    Verdict(strategy=strat, rule=f"{strat}@?", kind="?", outcome=Outcome.ERROR,
-                            reason="the catalog lists this strategy but its code is not installed (a removed rule pack?)")
-                )
-                continue
-            verdicts.append(self.judge.judge(strat, node))
+        with self.judge.node_scope(node):  # node-scoped fixtures (and the node's memo key) serve every candidate
+            for strat in self.strategies_for(node.op):
+                if isinstance(strat, str):
+                    verdicts.append(
+                        Verdict(strategy=strat, rule=f"{strat}@?", kind="?", outcome=Outcome.ERROR,
+                                reason="the catalog lists this strategy but its code is not installed (a removed rule pack?)")
+                    )
+                    continue
+                verdicts.append(self.judge.judge(strat, node))
         return self.choose(node, verdicts)
 
     def choose(self, node: Node, verdicts: list[Verdict]) -> NodePlan:
@@ -295,23 +302,40 @@ class Planner:
         except Exception as exc:  # an expansion that cannot be traced is not a crash of the run
             result.set_aside[v.strategy] = f"the expansion failed: {type(exc).__name__}: {exc}"
             return False
+        # the same sub-graph object (an expansion traced once per signature) plans the same way: plan it once
+        key = (v.strategy, id(sub), self.depth)
+        known = self.memo.subplans.get(key) if self.memo is not None else None
+        if known is None:
+            known = (sub, self._plan_expansion(sub))
+            if self.memo is not None:
+                self.memo.subplans[key] = known  # holds sub, so its id stays unique
+        subplan = known[1]
+        if isinstance(subplan, str):
+            result.set_aside[v.strategy] = subplan
+            return False
+        return subplan, refs
+
+    def _plan_expansion(self, sub: Graph) -> "Plan | str":
+        """The plan of an expansion's sub-graph, or why it cannot be planned completely."""
         child = Planner(self.ruleset, self.candidates, backend=self.backend, settings=self.settings, costs=self.costs,
                         depth=self.depth + 1, require_emit=self.require_emit, prefer=self.prefer,
-                        precision_errors=self.precision_errors)
+                        precision_errors=self.precision_errors, memo=self.memo if self.memo is not None else False)
         try:
             subplan = child.plan(sub)
         finally:
             child.judge.close()
         if not subplan.complete:
             missing = "; ".join(f"{n.node.op}: {n.why}" for n in subplan.nodes if not n.mapped)
-            result.set_aside[v.strategy] = f"its expansion has no mapping for {missing}"
-            return False
-        return subplan, refs
+            return f"its expansion has no mapping for {missing}"
+        return subplan
 
     def _nearest(self, buckets: list[tuple[int, Any]]) -> Any:
         """The entry of the measured bucket nearest this node's size (by element count, on a log scale)."""
-        size = math.log1p(self._node_numel or 0)
-        return min(buckets, key=lambda b: (abs(math.log1p(b[0]) - size), b[0]))[1]
+        key = (id(buckets), self._node_numel)  # nodes of a repeated block ask the same question
+        if key not in self._nearest_seen:
+            size = math.log1p(self._node_numel or 0)
+            self._nearest_seen[key] = min(buckets, key=lambda b: (abs(math.log1p(b[0]) - size), b[0]))[1]
+        return self._nearest_seen[key]
 
     def _cost(self, strategy_id: str) -> Cost:
         local = getattr(self, "_local", {})

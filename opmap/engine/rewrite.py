@@ -11,10 +11,13 @@ so rules with costly or stateful helpers stay correct.
 from __future__ import annotations
 
 import ast
+import functools
+import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
 import linecache
+import marshal
 import sys
 import types
 from typing import Any
@@ -144,13 +147,42 @@ class _AssertRewriter(ast.NodeTransformer):
 
 
 def compile_rule_source(source: str, filename: str) -> types.CodeType:
-    """Parse, rewrite asserts, compile. Registers the source with linecache for inspect."""
+    """Parse, rewrite asserts, compile. Registers the source with linecache for inspect.
+
+    The rewritten bytecode is cached on disk (see :mod:`opmap.engine.diskcache`), keyed by the source, the file
+    name, this rewriter's own source, opmap's version and Python's, the way pytest caches rewritten test modules."""
+    from opmap.engine import diskcache
+
+    lines = source.splitlines(keepends=True)
+    linecache.cache[filename] = (len(source), None, lines, filename)
+    name = diskcache.key(source, filename, _rewriter_hash(), sys.version, _opmap_version())
+    cached = diskcache.load("rules", name)
+    if cached is not None:
+        try:
+            code = marshal.loads(cached)
+            if isinstance(code, types.CodeType):
+                return code
+        except (ValueError, EOFError, TypeError):
+            pass  # a corrupt entry is ignored, then rewritten
     tree = ast.parse(source, filename=filename)
     tree = _AssertRewriter().visit(tree)
     ast.fix_missing_locations(tree)
-    lines = source.splitlines(keepends=True)
-    linecache.cache[filename] = (len(source), None, lines, filename)
-    return compile(tree, filename, "exec", dont_inherit=True)
+    code = compile(tree, filename, "exec", dont_inherit=True)
+    diskcache.store("rules", name, marshal.dumps(code))
+    return code
+
+
+@functools.lru_cache(maxsize=1)
+def _rewriter_hash() -> str:
+    """This module's source: a change to the rewriting invalidates the cached bytecode."""
+    with open(__file__, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _opmap_version() -> str:
+    import opmap
+
+    return opmap.__version__
 
 
 def exec_rule_source(source: str, filename: str, module_name: str) -> types.ModuleType:

@@ -21,6 +21,7 @@ import inspect
 import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import lru_cache
 from typing import Any, Callable, Iterable, Sequence
 
 from opmap.errors import RuleDefinitionError
@@ -119,7 +120,7 @@ class Strategy:
 
     @property
     def argnames(self) -> list[str]:
-        return [p for p in inspect.signature(self.rule).parameters if p not in self.params]
+        return [p for p in _parameters(self.rule) if p not in self.params]
 
     @property
     def source_hash(self) -> str:
@@ -165,13 +166,30 @@ class StrategyFamily:
         return iter(self.variants)
 
 
+@lru_cache(maxsize=None)
+def _parameters(fn: Callable) -> tuple[str, ...]:
+    """A rule's parameter names (inspect.signature is slow, and the planner asks once per judgement)."""
+    return tuple(inspect.signature(fn).parameters)
+
+
 def _source(fn: Callable | None) -> str:
     if fn is None:
         return ""
     try:
-        return inspect.getsource(fn)
+        return function_source(fn)
     except (OSError, TypeError):
         return getattr(fn, "__qualname__", repr(fn))
+
+
+def function_source(fn: Callable) -> str:
+    """``inspect.getsource``, once per code object: the closures a rule factory makes share their text."""
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    return _code_source(code) if code is not None else inspect.getsource(fn)
+
+
+@lru_cache(maxsize=None)
+def _code_source(code) -> str:
+    return inspect.getsource(code)
 
 
 def strategy(

@@ -8,14 +8,13 @@ family module lists its ops in a table; :func:`define` turns each row into a rea
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, Sequence
 
 import torch
 
 from opmap.engine.context import FLOAT_DTYPES, MAX_RANK, TRT_DTYPES
 from opmap.engine.graph import Ref
-from opmap.engine.rules import accept, reject, strategy
+from opmap.engine.rules import accept, function_source, reject, strategy
 
 Check = Callable[..., None]
 
@@ -144,8 +143,7 @@ def define(
     spec = repr((layers, [(c.__qualname__, _src(c)) for c in all_checks]))
     dynamic_shapes = None
     if dynamic is not None:  # ({axis: "name"}, ...) per input -> torch.export Dims
-        dynamic_shapes = tuple({axis: torch.export.Dim(name, min=1, max=64) for axis, name in spec.items()} if spec else None
-                               for spec in dynamic)
+        dynamic_shapes = _dims(dynamic)
     examples = [accept(fn, *inputs, dynamic_shapes=dynamic_shapes)] if expect_accept else []
     if bad is not None:
         examples.append(reject(bad[0], *bad[1:], match=match, dynamic_shapes=dynamic_shapes if bad[0] is fn else None))
@@ -157,9 +155,19 @@ def define(
     namespace[rule.__name__] = s
 
 
+def _dims(dynamic: tuple) -> Callable[[], tuple]:
+    """torch.export Dims, made when an example is exported (importing torch.export is slow; listing rules needs none)."""
+
+    def make() -> tuple:
+        return tuple({axis: torch.export.Dim(name, min=1, max=64) for axis, name in spec.items()} if spec else None
+                     for spec in dynamic)
+
+    return make
+
+
 def _src(fn: Callable) -> str:
     try:
-        return inspect.getsource(fn)
+        return function_source(fn)
     except (OSError, TypeError):
         return fn.__qualname__
 

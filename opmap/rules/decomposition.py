@@ -6,11 +6,15 @@ applies to a node when PyTorch's core-ATen table decomposes its op and every op 
 expansion yields has a strategy in the catalog.
 """
 
+import pickle
+import sys
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from opmap.engine import diskcache
 from opmap.engine.capture import op_name
 from opmap.engine.graph import Ref
 from opmap.engine.rules import accept, reject, skip, strategy
@@ -18,10 +22,31 @@ from opmap.rules.common import t
 
 
 @lru_cache(maxsize=1)
-def _table():
+def _full_table():
     from torch._decomp import core_aten_decompositions
 
     return core_aten_decompositions()
+
+
+class _Table:
+    """Which ATen ops the core-ATen table decomposes, from a cached list of their names: materialising the table
+    takes about a second per process, and only tracing needs it (see :mod:`opmap.engine.diskcache`)."""
+
+    def __init__(self) -> None:
+        name = diskcache.key("core-aten-table", torch.__version__)
+        cached = diskcache.load("decompositions", name)
+        if cached is None:
+            cached = "\n".join(sorted(op_name(op) for op in _full_table() if op_name(op).startswith("aten."))).encode()
+            diskcache.store("decompositions", name, cached)
+        self.names = frozenset(cached.decode().split("\n"))
+
+    def __contains__(self, overload) -> bool:
+        return op_name(overload) in self.names
+
+
+@lru_cache(maxsize=1)
+def _table() -> _Table:
+    return _Table()
 
 
 def resolve(op: str):
@@ -52,6 +77,39 @@ _EXPANSIONS: dict[tuple[str, str], object] = {}
 
 
 def _trace(node, graph):
+    """The traced expansion, from the disk cache when this op was traced with these argument metas before."""
+    name = diskcache.key("decomposition", torch.__version__, _code_hash(), node.op, repr(_signature(node.args, graph)))
+    cached = diskcache.load("decompositions", name)
+    if cached is not None:
+        try:
+            return pickle.loads(cached)
+        except Exception:  # a corrupt or outdated entry: traced again and rewritten
+            pass
+    sub = _make_fx(node, graph)
+    diskcache.store("decompositions", name, pickle.dumps(sub))
+    return sub
+
+
+def _signature(value, graph):
+    """Arguments with tensors as their metas: all a trace depends on."""
+    if isinstance(value, dict):
+        return tuple((k, _signature(v, graph)) for k, v in value.items())
+    if isinstance(value, Ref):
+        return ("tensor", str(graph.meta_of(value)))
+    if isinstance(value, list):
+        return [_signature(v, graph) for v in value]
+    return (type(value).__name__, repr(value))
+
+
+@lru_cache(maxsize=1)
+def _code_hash() -> str:
+    """This module's and the capture's source: a change to how expansions are traced or converted is a new entry."""
+    from opmap.engine import capture, graph
+
+    return diskcache.key(*(Path(m.__file__).read_bytes() for m in (sys.modules[__name__], capture, graph)))
+
+
+def _make_fx(node, graph):
     """make_fx of the op under PyTorch's core-ATen table, with the node's tensor arguments as the only inputs."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -84,8 +142,8 @@ def _trace(node, graph):
         kwargs = {name: rebuild(spec, live) for name, kw, spec in plan if kw}
         return overload(*args, **kwargs)
 
-    gm = make_fx(call, decomposition_table=_table(), tracing_mode="fake")(*tensors)
-    return graph_from_fx(gm, f"{node.name}:decomposed")
+    gm = make_fx(call, decomposition_table=_full_table(), tracing_mode="fake")(*tensors)
+    return graph_from_fx(gm, f"{node.op}:decomposed")
 
 
 def expansion(node, graph):

@@ -1,0 +1,134 @@
+"""Judging once per equivalence class is sound: every verdict, choice and sub-plan is the same as judging every node.
+
+A fixed sample of models (the whole zoo: ``make bench-speed`` sweeps it); each is planned twice, with the verdict
+memo and without, and compared field by field, sub-plans of expansions included.
+"""
+
+import textwrap
+import warnings
+
+import pytest
+import torch
+
+from opmap.app import make_plan, open_catalog
+from opmap.engine.backend import profile
+from opmap.engine.capture import Captured, capture_callable
+from opmap.engine.collect import RuleSet, load_source
+from opmap.engine.context import Settings
+from opmap.engine.equivalence import CONTEXT, NodeView, Watch, node_key
+from opmap.engine.graph import Ref
+from opmap.engine.planner import Planner
+
+
+def plan_fields(plan) -> list:
+    """Everything a plan says about its nodes, recursively (the audit trail and the choice)."""
+    rows = []
+    for np_ in plan.nodes:
+        rows.append({
+            "node": np_.node.name, "op": np_.node.op,
+            "verdicts": [v.to_dict() for v in np_.verdicts],
+            "choice": np_.choice.to_dict() if np_.choice else None,
+            "runner_up": np_.runner_up.to_dict() if np_.runner_up else None,
+            "cost": np_.cost.to_dict(), "why": np_.why, "set_aside": dict(np_.set_aside), "contract": np_.contract,
+            "precision": (np_.precision, np_.precision_why),
+            "sub": plan_fields(np_.subplan) if np_.subplan else None,
+            "sub_inputs": [str(r) for r in np_.sub_inputs],
+        })
+    return rows
+
+
+def _program(name):
+    if name == "detector":
+        from examples.detector import export_detector
+
+        return export_detector()
+    if name == "selector":
+        from tests.helpers import Selector
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.export.export(Selector(), (torch.randn(4, 5),), strict=False)
+    pytest.importorskip("transformers")
+    from examples.zoo import export_transformer
+
+    return export_transformer(name)
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    return open_catalog(f"sqlite:///{tmp_path_factory.mktemp('eq') / 'catalog.db'}")
+
+
+@pytest.mark.parametrize("name", ["detector", "bert", "llama", "selector"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_memo_changes_no_verdict(name, precision, catalog):
+    from opmap.engine.capture import graph_from_program
+
+    cat, ruleset = catalog
+    program = _program(name)
+    captured = Captured(graph=graph_from_program(program), program=program, kind="export", sha256="-")
+    settings = Settings(precision=precision)
+    with_memo = make_plan(captured, cat, ruleset, profile("tensorrt_rtx"), settings, cache=True)
+    without = make_plan(captured, cat, ruleset, profile("tensorrt_rtx"), settings, cache=False)
+    a, b = plan_fields(with_memo), plan_fields(without)
+    assert len(a) == len(b) == len(captured.graph)
+    for x, y in zip(a, b):
+        assert x == y, x["node"]
+
+
+SRC = textwrap.dedent('''
+    from opmap import strategy
+    @strategy("q/local", op="aten.relu.default", kind="direct")
+    def rule_local(node):
+        assert node.out.dtype == "float32", "float only"
+    @strategy("q/ctx", op="aten.relu.default", kind="decompose")
+    def rule_ctx(node, graph):
+        assert not graph.is_output(node), f"{node.name} is a graph output"
+    @strategy("q/join", op="aten.relu.default", kind="plugin")
+    def rule_join(node):  # text built in C: the watch does not see the name, the second judgement does
+        assert False, ", ".join([node.arg("self").node])
+''')
+
+
+def test_repeated_blocks_are_judged_once_and_context_is_not_shared():
+    """Six identical relus: a node-local rule is judged once; a rule that reads the graph is judged per node."""
+    rs = RuleSet()
+    rs.add(load_source(SRC, "/v/rule_q.py"))
+
+    def blocks(x):
+        for _ in range(6):
+            x = torch.relu(x * 2)
+        return x
+
+    graph = capture_callable(blocks, torch.randn(2, 3)).graph
+    planner = Planner(rs, {"aten.relu.default": ["q/local", "q/ctx", "q/join"]}, backend=profile("tensorrt_rtx"))
+    plan = planner.plan(graph)
+    memo = planner.memo.verdicts
+    assert len(memo) == 3
+    by_rule = {k[1]: v for k, v in memo.items()}
+    assert by_rule["q/local"] is not CONTEXT and by_rule["q/local"][0].applies and by_rule["q/local"][1]
+    assert by_rule["q/ctx"] is CONTEXT and by_rule["q/join"] is CONTEXT
+    relus = [n for n in plan.nodes if n.node.op == "aten.relu.default"]
+    ctx = [next(v for v in n.verdicts if v.strategy == "q/ctx") for n in relus]
+    assert [v.applies for v in ctx] == [True] * 5 + [False]
+    assert ctx[-1].reason == f"{relus[-1].node.name} is a graph output"
+    assert len({id(n.verdicts[0]) for n in relus}) == 6  # a copy per node
+    joined = [next(v for v in n.verdicts if v.strategy == "q/join").reason for n in relus]
+    assert joined == [str(n.node.args["self"]) for n in relus] and len(set(joined)) == 6
+
+
+def test_reading_context_marks_the_verdict():
+    graph = capture_callable(lambda x: torch.relu(x) + x, torch.randn(2, 3)).graph
+    node = next(n for n in graph if n.op == "aten.add.Tensor")
+    watch = Watch()
+    view = NodeView(node, watch)
+    assert view.op == "aten.add.Tensor" and view.meta("self") is not None and isinstance(view, type(node))
+    assert not watch.dirty
+    ref = view.arg("self")
+    assert isinstance(ref, Ref) and not watch.dirty  # holding a keyed argument reads nothing
+    _ = f"{ref.node}"  # formatting its producer's name does
+    assert watch.dirty
+    watch.dirty = False
+    _ = view.name
+    assert watch.dirty
+    assert node_key(node, graph) == node_key(node, graph) and CONTEXT is not None
