@@ -17,18 +17,38 @@ EMITTING = [s for s in RULESET.strategies.values()
 # checked here; the others' error is measured over many seeds by `opmap measure`, never assumed.
 APPROXIMATE_BOUND = {"act/gelu-erf-as-tanh": 1e-2}
 
+BATCH = torch.export.Dim("batch", min=1, max=16)
 EXTRA = {
     "ew/add": [accept(lambda a, b: a + b, torch.randn(4, 1, 3), torch.randn(2, 1)),  # broadcasting both ways
                accept(lambda a: a + 1, torch.arange(6, dtype=torch.int32).reshape(2, 3)),  # int32 with a scalar
                accept(lambda a, b: a + b, torch.randn(2, 3).half(), torch.randn(2, 3).half())],  # float16
     "ew/mul": [accept(lambda a, b: a * b, torch.randn(2, 3), torch.randint(0, 5, (2, 3)))],  # type promotion
     "ew/div": [accept(lambda a, b: a / b, torch.randint(1, 9, (2, 3)), torch.randint(1, 9, (2, 3)))],  # int true division
-    "ew/floor-div": [accept(lambda a, b: a // b, torch.randint(-9, 9, (2, 3)), torch.randint(1, 4, (2, 3)))],
+    "ew/div-mode": [accept(lambda a, b: a // b, torch.randint(-9, 9, (2, 3)), torch.randint(1, 4, (2, 3)))]
+                   + [accept(lambda a, b, m=m: torch.div(a, b, rounding_mode=m), a, b)  # negative operands, float and int
+                      for m in ("trunc", "floor", None)
+                      for a, b in ((torch.randn(3, 4) * 5, torch.randn(4)), (torch.randint(-9, 9, (3, 4)), torch.tensor([2, -3, 4, -1])))]
+                   + [accept(lambda a: torch.div(a, -3, rounding_mode="trunc"), torch.randint(-9, 9, (3, 4))),
+                      accept(lambda a, b: torch.div(a, b, rounding_mode="trunc"), torch.randn(3, 4) * 5, torch.randn(3, 4) + 3,
+                             dynamic_shapes=({0: BATCH}, {0: BATCH}))],
+    "ew/fmod": [accept(torch.fmod, torch.randn(3, 4) * 5, torch.randn(4)), accept(lambda a: torch.fmod(a, -3), torch.randint(-9, 9, (3, 4))),
+                accept(lambda a: torch.fmod(a, 1.5), torch.randn(3, 4) * 4, dynamic_shapes=({0: BATCH},))],
+    "ew/remainder": [accept(lambda a, b: a % b, torch.randn(3, 4) * 5, torch.randn(4)),
+                     accept(lambda a: torch.remainder(a, -3), torch.randint(-9, 9, (3, 4)))],
+    # "true" means != 0: floats in (0, 1) would truncate to 0 through an int cast
+    "reduce/any": [accept(lambda a: a.any(-1), torch.rand(3, 4) * 0.9), accept(lambda a: a.any(), torch.zeros(3, 4)),
+                   accept(lambda a: a.any(0, keepdim=True), torch.randint(-1, 2, (3, 4))),
+                   accept(lambda a: a.any(-1), torch.rand(3, 4) * 0.9, dynamic_shapes=({0: BATCH},))],
+    "reduce/all": [accept(lambda a: a.all(), torch.randn(3, 4)), accept(lambda a: a.all(0), torch.randint(-1, 2, (3, 4))),
+                   accept(lambda a: a.all(-1), torch.rand(3, 4) + 0.1)],
     "reduce/sum": [accept(lambda a: a.sum((0, -1)), torch.randn(2, 3, 4)), accept(lambda m: m.sum(-1), torch.rand(3, 4) > 0.5)],
     "reduce/mean": [accept(lambda a: a.mean(-1, keepdim=True), torch.randn(2, 3, 4))],
     "reduce/amax": [accept(lambda a: a.amax((-2, -1), keepdim=True), torch.randn(2, 3, 4))],
     "reduce/softmax": [accept(lambda a: a.softmax(1), torch.randn(2, 3, 4))],
-    "reduce/argmax": [accept(lambda a: a.argmax(1, keepdim=True), torch.randn(2, 5, 3))],
+    "reduce/argmax": [accept(lambda a: a.argmax(1, keepdim=True), torch.randn(2, 5, 3)),
+                      accept(lambda a: a.argmax(), torch.randn(5)), accept(lambda a: a.argmin(0, keepdim=True), torch.randn(5)),
+                      accept(lambda a: a.argmax(), torch.randn(3, 5)), accept(lambda a: a.argmin(), torch.randn(2, 3, 4)),
+                      accept(lambda a: a.argmax(-1), torch.randn(3, 5), dynamic_shapes=({0: BATCH},))],
     "shape/permute": [accept(lambda a: a.transpose(-1, -3), torch.randn(2, 3, 4))],
     "shape/view": [accept(lambda a: a.flatten(1), torch.randn(2, 3, 4)),
                    accept(lambda a: a.reshape(a.shape[0], -1) * 2, torch.randn(3, 2, 2),
@@ -48,6 +68,29 @@ EXTRA = {
     "attn/fused": [accept(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, scale=0.3),
                           torch.randn(1, 2, 4, 8), torch.randn(1, 2, 6, 8), torch.randn(1, 2, 6, 8))],
     "norm/layer-norm": [accept(lambda a: F.layer_norm(a, (3, 4)), torch.randn(2, 3, 4))],
+    # the output size needs dilation (63x63, not 61x61); output_padding crops less at the end or appends zero rows
+    "conv/conv-transpose": [accept(torch.nn.ConvTranspose2d(3, 4, 3, stride=2, dilation=2), torch.randn(1, 3, 30, 30)),
+                            accept(torch.nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1, groups=2), torch.randn(1, 4, 5, 5)),
+                            accept(torch.nn.ConvTranspose2d(4, 4, 3, stride=2, dilation=(2, 3), padding=(1, 2), output_padding=(0, 1),
+                                                            groups=2), torch.randn(1, 4, 6, 5)),
+                            accept(torch.nn.ConvTranspose1d(3, 4, 3, stride=3, output_padding=2), torch.randn(2, 3, 7)),
+                            accept(torch.nn.ConvTranspose3d(2, 2, 3, stride=2, padding=1, output_padding=1), torch.randn(1, 2, 3, 4, 3)),
+                            accept(torch.nn.ConvTranspose1d(3, 4, 3, stride=2, dilation=2, output_padding=1), torch.randn(2, 3, 7),
+                                   dynamic_shapes=({0: BATCH},))],
+    "pool/adaptive-avg": [accept(lambda a: F.adaptive_avg_pool1d(a, 2), torch.randn(3, 8)),  # below 4-D
+                          accept(lambda a: F.adaptive_avg_pool1d(a, 4), torch.randn(2, 3, 8)),
+                          accept(lambda a: F.adaptive_avg_pool2d(a, 2), torch.randn(3, 4, 8)),
+                          accept(lambda a: F.adaptive_avg_pool3d(a, (1, 2, 4)), torch.randn(1, 3, 4, 4, 8)),
+                          accept(lambda a: torch.ops.aten._adaptive_avg_pool2d(a, [2, 4]), torch.randn(1, 3, 4, 8)),
+                          accept(lambda a: F.adaptive_avg_pool2d(a, (2, 1)), torch.randn(2, 3, 4, 8), dynamic_shapes=({0: BATCH},))],
+    "shape/pad": [accept(lambda a: F.pad(a, (-1, 2, 1, -2), value=3.0), torch.randn(2, 5, 6)),  # negative pads crop
+                  accept(lambda a: F.pad(a, (1, 2, 0, 1, 2, 0)), torch.randn(2, 3, 5, 6))]
+                 + [accept(lambda a, m=m, p=p: F.pad(a, p, mode=m), torch.randn(*shape))
+                    for m in ("reflect", "replicate") for p, shape in (((2, 1), (2, 3, 6)), ((2, 1, 1, 3), (2, 3, 5, 6)),
+                                                                        ((2, 1, 1, 3, 1, 0), (1, 2, 3, 5, 6)))]
+                 + [accept(lambda a: F.pad(a, (2, 1, 1, 3), mode="circular"), torch.randn(2, 3, 5, 6)),
+                    accept(lambda a: F.pad(a, (1, 2, 1, 3), mode="replicate"), torch.randn(2, 3, 5, 6), dynamic_shapes=({0: BATCH},)),
+                    accept(lambda a: F.pad(a, (1, 2)), torch.randint(0, 5, (2, 6)), dynamic_shapes=({0: BATCH},))],
     "conv/conv": [accept(torch.nn.Conv1d(3, 4, 3, padding=1), torch.randn(1, 3, 8)),
                   accept(torch.nn.Conv2d(4, 4, 3, stride=2, groups=2, dilation=1), torch.randn(1, 4, 9, 9))],
     "pool/max": [accept(lambda a: F.max_pool2d(a, 3, 2, padding=1), torch.randn(1, 2, 7, 7)),
@@ -60,7 +103,13 @@ EXTRA = {
         torch.rand(2, 3, 4) > 0.5, torch.randint(-2, 3, (5, 3)))],  # a non-bool input: nonzero of x != 0
     "mask/static-bound": [accept(lambda x, m: x[m], torch.randn(3, 4, 2), m) for m in (
         torch.zeros(3, 4, dtype=torch.bool), torch.ones(3, 4, dtype=torch.bool),
-        torch.eye(3, 4, dtype=torch.bool)[:1].expand(3, 4).clone())],
+        torch.eye(3, 4, dtype=torch.bool)[:1].expand(3, 4).clone())] + [
+        accept(lambda x, m: x[m], torch.randn(3, 4, 2), torch.rand(3, 4, 2) > 0.5),  # mask of x's rank
+        accept(lambda x, m: x[m], torch.randn(3, 4, 2), torch.rand(3) > 0.5),  # 1-D mask on a 3-D x
+        accept(lambda x, m: x[:, m], torch.randn(3, 4, 2), torch.rand(4) > 0.5),  # a middle dim (index with None)
+        accept(lambda x, m: x[:, m], torch.randn(3, 4, 2), torch.ones(4, dtype=torch.bool)),
+        accept(lambda x, m: x[:, :, m], torch.randn(3, 4, 2, 5), torch.rand(2, 5) > 0.5),
+        accept(lambda x: x[x > 0], torch.randn(3, 4, 2))],
     "mask/masked-reduce": [
         accept(lambda x, m: (x[m].mean(), x[m].amax(), (x > 0)[m].any()), torch.randn(3, 4), torch.rand(3, 4) > 0.5),
         accept(lambda x, m: x[m].sum(0), torch.randn(3, 4, 2), torch.rand(3, 4) > 0.5),

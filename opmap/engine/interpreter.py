@@ -406,16 +406,19 @@ def _convolution(trt, layer, ins):
 
 @handles("DECONVOLUTION")
 def _deconvolution(trt, layer, ins):
+    """The full transposed convolution (with dilation), then pre_padding cropped at the start of each spatial axis
+    and post_padding at its end (TensorRT's output size: (in - 1) * stride + dilation * (kernel - 1) + 1 - pre - post)."""
     x = ins[0]
     kernel, bias = _kernel_and_bias(layer, ins)
     spatial = x.dim() - 2
     kernel = kernel.reshape(x.shape[1], layer.num_output_maps // layer.num_groups, *list(layer.kernel_size_nd)[:spatial])
-    pre = list(layer.pre_padding)[:spatial]
-    if pre != list(layer.post_padding)[:spatial]:
-        raise InterpreterError(f"layer {layer.name}: asymmetric deconvolution padding is not interpreted")
+    pre, post = list(layer.pre_padding)[:spatial], list(layer.post_padding)[:spatial]
     conv = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[spatial]
-    return [conv(x, kernel.to(x.dtype), None if bias is None else bias.to(x.dtype), stride=list(layer.stride_nd)[:spatial],
-                 padding=pre, groups=layer.num_groups)]
+    out = conv(x, kernel.to(x.dtype), None if bias is None else bias.to(x.dtype), stride=list(layer.stride_nd)[:spatial],
+               groups=layer.num_groups, dilation=list(layer.dilation_nd)[:spatial])
+    for axis, (p0, p1) in enumerate(zip(pre, post)):
+        out = out.narrow(axis + 2, p0, out.shape[axis + 2] - p0 - p1)
+    return [out]
 
 
 @handles("EINSUM")

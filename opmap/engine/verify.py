@@ -69,6 +69,19 @@ def reference(program: Any, inputs: dict[str, torch.Tensor]) -> list[torch.Tenso
     return [t for t in flat if isinstance(t, torch.Tensor)]
 
 
+def padded_axes(program: Any) -> list[int]:
+    """Per tensor output (in ``reference`` order): its first data-dependent dim — where a padded layout pads — or 0."""
+    from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+
+    nodes = {n.name: n for n in program.graph.nodes}
+    axes = []
+    for spec in program.graph_signature.output_specs:
+        val = getattr(nodes.get(getattr(spec.arg, "name", None)), "meta", {}).get("val") if spec.kind.name == "USER_OUTPUT" else None
+        if isinstance(val, torch.Tensor):
+            axes.append(next((a for a, d in enumerate(val.shape) if free_unbacked_symbols(d)), 0))
+    return axes
+
+
 def compare(expected: torch.Tensor, got: torch.Tensor, compute: str | None = None) -> tuple[float, float, float, bool]:
     """max abs, max rel, mismatch fraction, ok. ``compute``: the float dtype the network computed in, if not float32."""
     dtype = str(expected.dtype).removeprefix("torch.")
@@ -106,6 +119,7 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
         got = run_network(built.network, built.trt, inputs, built.attention)
     report = Report()
     main = [n for n in built.outputs if n not in built.extra_outputs]
+    axes = padded_axes(program)
     for i, (name, exp) in enumerate(zip(main, expected)):
         value = got[name]
         node = built.output_nodes[built.outputs.index(name)]
@@ -113,12 +127,14 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
         count_name = next((k for k, label in built.extra_outputs.items() if k.startswith(name + ".") and label == "count"), None)
         if count_name is not None:
             count = int(got[count_name].reshape(-1)[0])
-            note = f"padded output: compared the first {count} of {value.shape[0]} rows; count {'exact' if count == exp.shape[0] else 'WRONG'}"
-            if count != exp.shape[0]:
+            axis = axes[i] if i < len(axes) else 0
+            note = (f"padded output: compared the first {count} of {value.shape[axis]} rows"
+                    f"{f' along dim {axis}' if axis else ''}; count {'exact' if count == exp.shape[axis] else 'WRONG'}")
+            if count != exp.shape[axis]:
                 report.outputs.append(OutputCheck(name, node, tuple(value.shape), str(exp.dtype).removeprefix("torch."),
                                                   float("inf"), float("inf"), 1.0, False, note))
                 continue
-            value = value[:count]
+            value = value.narrow(axis, 0, count)
         compute = {"fp16": "float16", "bf16": "bfloat16"}.get(precision)
         max_abs, max_rel, mismatch, ok = compare(exp, value, compute)
         report.outputs.append(OutputCheck(name, node, tuple(exp.shape), str(exp.dtype).removeprefix("torch."), max_abs, max_rel,

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from opmap.engine.capture import op_name
 from opmap.engine.graph import Ref
+from opmap.engine.inplace import aten_overload as resolve
 from opmap.engine.rules import accept, reject, skip, strategy
 from opmap.rules.common import t
 
@@ -22,15 +23,6 @@ def _table():
     from torch._decomp import core_aten_decompositions
 
     return core_aten_decompositions()
-
-
-def resolve(op: str):
-    """``"aten.gelu.default"`` -> ``torch.ops.aten.gelu.default`` (None for non-ATen targets)."""
-    parts = op.split(".")
-    if len(parts) != 3 or parts[0] != "aten":
-        return None
-    packet = getattr(torch.ops.aten, parts[1], None)
-    return getattr(packet, parts[2], None) if packet is not None else None
 
 
 def _argument(value, name: str, graph):

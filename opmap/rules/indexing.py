@@ -113,7 +113,7 @@ define(ns, "scatter/scatter", ["aten.scatter.src", "aten.scatter.value", "aten.s
        example=(lambda a, i, s: a.scatter(1, i, s), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
        bad=(lambda a, i, s: a.scatter(1, i, s, reduce="add"), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
        match="cannot accumulate", checks=[no_reduce], emit=_emit_scatter)
-define(ns, "scatter/index-put", ["aten.index_put.default", "aten.index_put_.default"], "direct",
+define(ns, "scatter/index-put", ["aten.index_put.default"], "direct",
        layers="Scatter in ND mode (overwrite)",
        example=(lambda a, i, v: a.index_put((i,), v), t(5, 3), torch.tensor([0, 3]), t(2, 3)),
        bad=(lambda a, i, v: a.index_put((i,), v, accumulate=True), t(5, 3), torch.tensor([0, 3]), t(2, 3)), match="accumulate",

@@ -44,7 +44,7 @@ def _emit_index_put_accumulate(ctx, node):
 put_acc = lambda x, i, v: x.index_put((i,), v, accumulate=True)  # noqa: E731
 
 
-@strategy("scatter/index-put-accumulate", op=["aten.index_put.default", "aten.index_put_.default"], kind="decompose",
+@strategy("scatter/index-put-accumulate", op=["aten.index_put.default"], kind="decompose",
           examples=[accept(put_acc, torch.zeros(5), torch.tensor([0, 2, 2, -1]), torch.ones(4)),
                     accept(put_acc, torch.zeros(4, 2, dtype=torch.int32), torch.tensor([1, 1]), torch.ones(2, 2, dtype=torch.int32)),
                     reject(lambda x, i, v: x.index_put((i,), v), torch.zeros(5), torch.tensor([0, 2]), torch.ones(2),

@@ -188,19 +188,44 @@ def _emit_flip(ctx, node):
     return _slice_layer(ctx, x, start, shape, stride)
 
 
+PAD_MODES = {"constant": "FILL", "reflect": "REFLECT", "replicate": "CLAMP", "circular": "WRAP"}
+
+
+def _pad_mode(node) -> str:
+    if "reflection_pad" in node.op:
+        return "reflect"
+    if "replication_pad" in node.op:
+        return "replicate"
+    return node.arg("mode", "constant") or "constant"
+
+
 def _emit_pad(ctx, node):
+    """A Slice whose start is -before on each padded axis and whose size grows by before + after; the mode fills the
+    border: FILL with the value, REFLECT, CLAMP (replicate) or WRAP (circular). Negative pads crop. Dynamic dims keep
+    their run-time size (the size is the input's shape plus a constant)."""
     x = ctx.input("self")
-    shape = list(node.meta("self").shape)
-    rank = len(shape)
-    pad = node.arg("pad")
-    start, size = [0] * rank, list(shape)
+    meta = node.meta("self")
+    rank = meta.rank
+    pad = list(node.arg("pad") if node.arg("pad") is not None else node.arg("padding"))
+    start, grow = [0] * rank, [0] * rank
     for i in range(len(pad) // 2):
         axis = rank - 1 - i
-        before, after = pad[2 * i], pad[2 * i + 1]
-        start[axis] = -before
-        size[axis] = shape[axis] + before + after
-    value = node.arg("value", 0.0) or 0.0
-    return _slice_layer(ctx, x, start, size, [1] * rank, mode="FILL", fill=ctx.const(value, ctx.dtype(x), shape=()))
+        start[axis], grow[axis] = -pad[2 * i], pad[2 * i] + pad[2 * i + 1]
+    mode = PAD_MODES[_pad_mode(node)]
+    fill = ctx.const(node.arg("value", 0.0) or 0, ctx.dtype(x), shape=()) if mode == "FILL" else None
+    if meta.is_static:
+        return _slice_layer(ctx, x, start, [d + g for d, g in zip(meta.shape, grow)], [1] * rank, mode=mode, fill=fill)
+    layer = ctx.net.add_slice(x, tuple(start), (1,) * rank, (1,) * rank)
+    layer.set_input(2, ctx.elementwise(ctx.shape_of(x), ctx.const(grow, "int64"), "SUM"))
+    layer.mode = getattr(ctx.trt.SampleMode, mode)
+    if fill is not None:
+        layer.set_input(4, fill)
+    return ctx.out(layer, "pad")
+
+
+def known_pad_mode(node, **_):
+    mode = _pad_mode(node)
+    assert mode in PAD_MODES, f"pad mode {mode!r} has no Slice mode"
 
 
 def _emit_triangle(ctx, node):
@@ -250,9 +275,11 @@ define(ns, "shape/split", ["aten.split.Tensor", "aten.split_with_sizes.default",
        checks=[constant_dims("split_size", "split_sizes", "chunks")], emit=_emit_split)
 define(ns, "shape/flip", ["aten.flip.default"], "direct", layers="Slice with stride -1 on the flipped dims",
        example=(lambda a: a.flip(-1), t(2, 6)), emit=_emit_flip)
-define(ns, "shape/pad", ["aten.constant_pad_nd.default", "aten.pad.default"], "direct",
-       layers="Slice in FILL mode (negative start) with the pad value",
-       example=(lambda a: torch.nn.functional.pad(a, (1, 2)), t(2, 6)), emit=_emit_pad)
+define(ns, "shape/pad", ["aten.constant_pad_nd.default", "aten.pad.default", "aten.reflection_pad1d.default",
+                         "aten.reflection_pad2d.default", "aten.reflection_pad3d.default", "aten.replication_pad1d.default",
+                         "aten.replication_pad2d.default", "aten.replication_pad3d.default", "aten._pad_circular.default"], "direct",
+       layers="Slice with a negative start: FILL mode with the pad value, REFLECT, CLAMP (replicate) or WRAP (circular)",
+       example=(lambda a: torch.nn.functional.pad(a, (1, 2)), t(2, 6)), checks=[known_pad_mode], emit=_emit_pad)
 define(ns, "shape/triu", ["aten.triu.default", "aten.tril.default"], "decompose",
        layers="a constant triangular mask, Select against zeros", example=(lambda a: a.triu(1), t(4, 4)), emit=_emit_triangle,
        checks=[static_arg_dims])
