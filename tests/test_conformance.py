@@ -17,6 +17,15 @@ EMITTING = [s for s in RULESET.strategies.values()
 # checked here; the others' error is measured over many seeds by `opmap measure`, never assumed.
 APPROXIMATE_BOUND = {"act/gelu-erf-as-tanh": 1e-2}
 
+def _put_inplace(accumulate):
+    def fn(a, i, v):
+        y = a * 1
+        y.index_put_((i,), v, accumulate=accumulate)  # an in-place op on an intermediate: planned as index_put
+        return y
+
+    return fn
+
+
 BATCH = torch.export.Dim("batch", min=1, max=16)
 EXTRA = {
     "ew/add": [accept(lambda a, b: a + b, torch.randn(4, 1, 3), torch.randn(2, 1)),  # broadcasting both ways
@@ -118,8 +127,28 @@ EXTRA = {
     ],
     "scan/cumsum-loop": [accept(lambda a: a.cumsum(0), torch.randint(0, 9, (4, 3)))],
     "scan/cumsum-layer": [accept(lambda a: a.cumsum(0), torch.randint(0, 9, (4, 3)))],
-    "resize/upsample": [accept(lambda a: F.interpolate(a, scale_factor=2.0, mode="nearest"), torch.randn(1, 2, 3, 5)),
-                        accept(lambda a: F.interpolate(a, size=(7, 3), mode="bilinear", align_corners=True), torch.randn(1, 2, 3, 5))],
+    # align_corners both ways; scale factors (PyTorch maps by 1/scale, not in/out) and sizes; 1-D, 2-D, 3-D
+    "resize/upsample": [accept(lambda a, m=m, ac=ac, how=how: F.interpolate(a, mode=m, align_corners=ac, **how), torch.randn(*shape))
+                        for m, shape in (("linear", (1, 2, 5)), ("bilinear", (1, 2, 3, 5)), ("trilinear", (1, 2, 3, 4, 5)))
+                        for ac in (True, False)
+                        for how in ({"scale_factor": 2.0}, {"scale_factor": 1.7}, {"size": [7] * (len(shape) - 2)})]
+                       + [accept(lambda a, how=how: F.interpolate(a, mode="nearest", **how), torch.randn(*shape))
+                          for shape in ((1, 2, 5), (1, 2, 3, 5), (1, 2, 3, 4, 5))
+                          for how in ({"scale_factor": 2.0}, {"scale_factor": 1.7}, {"size": [6] * (len(shape) - 2)})]
+                       + [accept(lambda a: F.interpolate(a, scale_factor=1.7, mode="bilinear"), torch.randn(2, 2, 3, 5),
+                                 dynamic_shapes=({0: BATCH},)),
+                          accept(lambda a: F.interpolate(a, size=(7, 3), mode="bilinear", align_corners=True), torch.randn(2, 2, 3, 5),
+                                 dynamic_shapes=({0: BATCH},))],
+    # several index tensors (broadcasting, negative indices), accumulate both ways, and the in-place form y[i] = v
+    **{sid: [accept(lambda a, i, j, v, acc=acc: a.index_put((i, j), v, accumulate=acc),
+                    torch.randn(5, 4, 3), torch.tensor([0, 3, -1]), torch.tensor([1, 2, 3]), torch.randn(3, 3)),
+             accept(lambda a, i, j, v, acc=acc: a.index_put((i, j), v, accumulate=acc),
+                    torch.randn(5, 4), torch.tensor([[0], [3], [4]]), torch.tensor([1, 2]), torch.randn(1)),
+             accept(lambda a, i, v, acc=acc: a.index_put((i,), v, accumulate=acc), torch.randn(5, 4), torch.tensor([0, 3]), torch.randn(4)),
+             accept(lambda a, i, j, v, acc=acc: a.index_put((i, j), v, accumulate=acc), torch.zeros(5, 4, dtype=torch.int32),
+                    torch.tensor([0, 3, 3]), torch.tensor([1, 2, 2]), torch.ones(3, dtype=torch.int32)),
+             accept(_put_inplace(acc), torch.randn(5, 4), torch.tensor([1, 3]), torch.randn(2, 4), node="index_put_")]
+       for sid, acc in (("scatter/index-put", False), ("scatter/index-put-accumulate", True))},
     "torch/decomposition": [accept(lambda a: torch.diff(a, dim=-1, prepend=a[..., :1]), torch.randn(2, 5), node="diff")],
 }
 

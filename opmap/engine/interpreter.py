@@ -465,18 +465,26 @@ def _pooling(trt, layer, ins):
 @handles("RESIZE")
 def _resize(trt, layer, ins):
     """The two coordinate mappings opmap emits, pinned to PyTorch's: nearest = ASYMMETRIC + FLOOR; linear =
-    HALF_PIXEL (sources below 0 clamp to 0, as PyTorch does) or ALIGN_CORNERS. Anything else is refused."""
+    HALF_PIXEL (sources below 0 clamp to 0, as PyTorch does) or ALIGN_CORNERS. Anything else is refused. With scales
+    set, the output size is floor(in * scale) and coordinates map by 1 / scale (PyTorch's scale_factor without
+    recompute_scale_factor); with a shape, by in / out."""
     x = ins[0]
-    shape = [int(v) for v in ins[1].tolist()] if len(ins) > 1 and ins[1] is not None else list(layer.shape)
-    if list(shape[:2]) != list(x.shape[:2]):
-        raise InterpreterError(f"layer {layer.name}: resizing the batch or channel dims is not interpreted")
-    size = shape[2:]
+    scales = list(layer.scales) if len(ins) < 2 or ins[1] is None else []
+    if scales:
+        if scales[:2] != [1.0, 1.0]:
+            raise InterpreterError(f"layer {layer.name}: resizing the batch or channel dims is not interpreted")
+        sizing = {"scale_factor": scales[2:], "recompute_scale_factor": False}
+    else:
+        shape = [int(v) for v in ins[1].tolist()] if len(ins) > 1 and ins[1] is not None else list(layer.shape)
+        if list(shape[:2]) != list(x.shape[:2]):
+            raise InterpreterError(f"layer {layer.name}: resizing the batch or channel dims is not interpreted")
+        sizing = {"size": shape[2:]}
     mode, ct = layer.resize_mode.name, layer.coordinate_transformation.name
     if mode == "NEAREST" and ct == "ASYMMETRIC" and layer.nearest_rounding.name == "FLOOR":
-        return [F.interpolate(x, size=size, mode="nearest")]
+        return [F.interpolate(x, mode="nearest", **sizing)]
     if mode == "LINEAR" and ct in ("HALF_PIXEL", "ALIGN_CORNERS"):
-        kind = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
-        return [F.interpolate(x, size=size, mode=kind, align_corners=ct == "ALIGN_CORNERS")]
+        kind = {1: "linear", 2: "bilinear", 3: "trilinear"}[x.dim() - 2]
+        return [F.interpolate(x, mode=kind, align_corners=ct == "ALIGN_CORNERS", **sizing)]
     raise InterpreterError(f"layer {layer.name}: Resize {mode} with {ct} is not interpreted")
 
 

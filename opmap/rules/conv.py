@@ -179,24 +179,48 @@ def _emit_adaptive_avg(ctx, node):
     return out if ctx.rank(out) == node.out.rank and n == rank - 2 else ctx.reshape(out, list(node.out.shape))
 
 
+def _scales(node, spatial):
+    """The scale factors the node was called with (PyTorch then maps coordinates by 1/scale), or None."""
+    if node.arg("scale_factors") is not None:
+        return [float(v) for v in node.arg("scale_factors")]
+    names = {1: ["scales"], 2: ["scales_h", "scales_w"], 3: ["scales_d", "scales_h", "scales_w"]}[spatial]
+    values = [node.arg(n) for n in names]
+    return [float(v) for v in values] if all(v is not None for v in values) else None
+
+
 def _emit_upsample(ctx, node):
-    x = ctx.input("input")
+    """Resize over the spatial dims. Called with scale factors, the layer gets the same scales (so TensorRT maps
+    coordinates by 1/scale as PyTorch does, and the output size follows a dynamic input); with sizes, the output shape
+    (batch and channels read from the input at run time)."""
+    name = "input" if node.meta("input") is not None else "self"
+    x = ctx.input(name)
+    rank = ctx.rank(x)
     layer = ctx.net.add_resize(x)
-    layer.shape = tuple(node.out.shape)
+    scales = _scales(node, rank - 2)
+    align = bool(node.arg("align_corners", False))
+    if scales is not None and not align:
+        layer.scales = (1.0, 1.0, *scales)
+    elif node.meta(name).is_static:
+        layer.shape = tuple(node.out.shape)
+    else:
+        lead = ctx.out(ctx.net.add_slice(ctx.shape_of(x), (0,), (2,), (1,)), "batch-channels")
+        layer.set_input(1, ctx.shape_tensor([lead] + [d for d in node.out.shape[2:]]))
     if "nearest" in node.op:  # PyTorch's nearest: src = floor(dst · in / out)
         layer.resize_mode = ctx.trt.InterpolationMode.NEAREST
         layer.coordinate_transformation = ctx.trt.ResizeCoordinateTransformation.ASYMMETRIC
         layer.nearest_rounding = ctx.trt.ResizeRoundMode.FLOOR
     else:
         layer.resize_mode = ctx.trt.InterpolationMode.LINEAR
-        align = bool(node.arg("align_corners", False))
         layer.coordinate_transformation = (ctx.trt.ResizeCoordinateTransformation.ALIGN_CORNERS if align
                                            else ctx.trt.ResizeCoordinateTransformation.HALF_PIXEL)
     return ctx.out(layer, "resize")
 
 
-def static_output(node, **_):
-    assert node.out is not None and node.out.is_static, f"output {node.out} has dynamic dims; the resize shape is fixed at build time"
+def static_spatial_output(node, **_):
+    meta = node.out
+    assert meta is not None and all(isinstance(d, int) for d in meta.shape[2:]) or _scales(node, meta.rank - 2) is not None, (
+        f"output {meta} has dynamic spatial dims and no scale factors; the resize sizes are fixed at build time"
+    )
 
 
 define(ns, "conv/conv", ["aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default", "aten.convolution.default",
@@ -221,10 +245,11 @@ define(ns, "pool/adaptive-avg", ["aten.adaptive_avg_pool2d.default", "aten._adap
        example=(lambda a: F.adaptive_avg_pool2d(a, 1), t(1, 3, 8, 8)),
        bad=(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 8)), match="divide",
        checks=[float_input, lambda node, **_: _adaptive_divisible(node)], emit=_emit_adaptive_avg)
-define(ns, "resize/upsample", ["aten.upsample_nearest2d.vec", "aten.upsample_bilinear2d.vec", "aten.upsample_nearest2d.default",
-                               "aten.upsample_bilinear2d.default", "aten.upsample_nearest1d.vec", "aten.upsample_linear1d.vec"],
-       "direct", layers="Resize NEAREST/LINEAR with PyTorch's coordinate transformation (align_corners or half-pixel)",
-       example=(lambda a: F.interpolate(a, scale_factor=2.0, mode="bilinear"), t(1, 3, 4, 4)), checks=[float_input, static_output],
+define(ns, "resize/upsample", [f"aten.upsample_{m}.{o}" for m in ("nearest1d", "nearest2d", "nearest3d", "linear1d", "bilinear2d",
+                                                                  "trilinear3d") for o in ("vec", "default")],
+       "direct", layers="Resize NEAREST/LINEAR with PyTorch's coordinate transformation (align_corners or half-pixel) and "
+                        "its scale factors where it was called with them",
+       example=(lambda a: F.interpolate(a, scale_factor=2.0, mode="bilinear"), t(1, 3, 4, 4)), checks=[float_input, static_spatial_output],
        emit=_emit_upsample)
 
 
