@@ -149,6 +149,24 @@ EXTRA = {
                     torch.tensor([0, 3, 3]), torch.tensor([1, 2, 2]), torch.ones(3, dtype=torch.int32)),
              accept(_put_inplace(acc), torch.randn(5, 4), torch.tensor([1, 3]), torch.randn(2, 4), node="index_put_")]
        for sid, acc in (("scatter/index-put", False), ("scatter/index-put-accumulate", True))},
+    "shape/roll": [accept(lambda a: torch.roll(a, (3, -2), (1, 2)), torch.randn(2, 5, 6, 3)),  # shifted windows
+                   accept(lambda a: torch.roll(a, 7), torch.randn(3, 4)), accept(lambda a: torch.roll(a, -9, 1), torch.randn(3, 4)),
+                   accept(lambda a: torch.roll(a, (3, -2), (1, 2)), torch.randn(2, 5, 6, 3), dynamic_shapes=({0: BATCH},))],
+    "shape/diff": [accept(lambda a, p, q: torch.diff(a, dim=1, prepend=p, append=q), torch.randn(3, 5), torch.randn(3, 2), torch.randn(3, 1)),
+                   accept(lambda a, p: torch.diff(a, n=2, dim=0, prepend=p), torch.randn(4, 5), torch.randn(1, 5)),
+                   accept(lambda a: torch.diff(a, n=3), torch.randint(0, 9, (3, 6))),
+                   accept(lambda a, q: torch.diff(a, append=q), torch.rand(3, 5) > 0.5, torch.rand(3, 1) > 0.5),
+                   accept(lambda a: torch.diff(a, dim=-1, prepend=a[..., :1]), torch.randn(3, 5), dynamic_shapes=({0: BATCH},))],
+    "reduce/vector-norm": [accept(lambda a, o=o: torch.linalg.vector_norm(a, o, dim=(0, 2)), torch.randn(3, 4, 5))
+                           for o in (2, 1, float("inf"), float("-inf"), 0, 3, 0.5)]
+                          + [accept(lambda a: torch.linalg.vector_norm(a), torch.randn(3, 4, 5)),
+                             accept(lambda a: torch.linalg.vector_norm(a, 3, dim=1, keepdim=True), torch.randn(3, 4, 5)),
+                             accept(lambda a: a.norm(dim=-1, keepdim=True), torch.randn(3, 4, 5), dynamic_shapes=({0: BATCH},))],
+    "norm/weight-norm": [accept(torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv1d(3, 4, 3), dim=d), torch.randn(2, 3, 8),
+                                node="_weight_norm") for d in (0, 2)]
+                        + [accept(torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(3, 4)), torch.randn(2, 3), node="_weight_norm",
+                                  dynamic_shapes=({0: BATCH},)),
+                           accept(lambda v, g: torch._weight_norm(v, g, -1), torch.randn(4, 3), torch.randn(()))],
     "torch/decomposition": [accept(lambda a: torch.diff(a, dim=-1, prepend=a[..., :1]), torch.randn(2, 5), node="diff")],
 }
 

@@ -271,3 +271,38 @@ def static_scan_axis(node, **_):
 define(ns, "scan/cumsum-loop", "aten.cumsum.default", "decompose",
        layers="ILoop over the axis with a recurrence accumulating the running sum",
        example=(lambda a: a.cumsum(1), t(3, 5)), checks=[no_padded_axis, static_scan_axis], emit=_emit_cumsum_loop)
+
+
+def vector_norm(ctx, x, ord, axes, keep):
+    """sum(|x|^p)^(1/p) over ``axes`` (a bit mask): p = 2 as SQRT of a sum of squares, 1 a sum of ABS, inf/-inf a
+    MAX/MIN of ABS, 0 a count of non-zeros, any other p through POW."""
+    dtype = ctx.dtype(x)
+    ones = [1] * ctx.rank(x)
+    reduce = lambda t, op: ctx.out(ctx.net.add_reduce(t, getattr(ctx.trt.ReduceOperation, op), axes, keep), op.lower())  # noqa: E731
+    if ord == 2:
+        return ctx.unary(reduce(ctx.elementwise(x, x, "PROD"), "SUM"), "SQRT")
+    a = ctx.unary(x, "ABS")
+    if ord == 1:
+        return reduce(a, "SUM")
+    if ord in (float("inf"), float("-inf")):
+        return reduce(a, "MAX" if ord > 0 else "MIN")
+    if ord == 0:
+        return reduce(ctx.cast(nonzero(ctx, x), dtype), "SUM")
+    powered = ctx.elementwise(a, ctx.const(float(ord), dtype, shape=ones), "POW")
+    total = reduce(powered, "SUM")
+    return ctx.elementwise(total, ctx.const(1.0 / ord, dtype, shape=[1] * ctx.rank(total)), "POW")
+
+
+def _emit_vector_norm(ctx, node):
+    x = ctx.cast(ctx.input("self"), ctx.output_dtype())
+    rank = ctx.rank(x)
+    if rank == 0:
+        return ctx.unary(x, "ABS")
+    ord = float(node.arg("ord", 2) if node.arg("ord") is not None else 2)
+    return vector_norm(ctx, x, ord, ctx.axes_mask(reduce_axes(node, rank), rank), bool(node.arg("keepdim", False)))
+
+
+define(ns, "reduce/vector-norm", ["aten.linalg_vector_norm.default"], "decompose",
+       layers="Reduce SUM of squares then SQRT (ord 2); SUM of ABS (1); MAX/MIN of ABS (inf/-inf); SUM of != 0 (0); "
+              "else POW, SUM, POW 1/p",
+       example=(lambda a: torch.linalg.vector_norm(a, dim=-1), t(3, 4)), checks=[float_input, no_padded_axis], emit=_emit_vector_norm)

@@ -71,10 +71,14 @@ def static_arg_dims(node, **_):
     assert meta.is_static, f"input {meta} has dynamic dims; the mask is built at build time"
 
 
-def diff_once(node, **_):
-    assert node.arg("n", 1) == 1, f"diff with n={node.arg('n')}: only n=1 is decomposed"
-    assert node.arg("prepend") is None and node.arg("append") is None, "diff with prepend/append is not decomposed"
-    assert node.meta("self").is_static, "diff along dynamic dims is not decomposed"
+def diff_static_dim(node, **_):
+    meta = node.meta("self")
+    dim = node.arg("dim", -1) % meta.rank
+    assert isinstance(meta.shape[dim], int), f"diff along the dynamic dim {meta.shape[dim]} is not decomposed"
+    for name in ("prepend", "append"):
+        other = node.meta(name)
+        assert node.arg(name) is None or other is not None, f"{name}={node.arg(name)!r}: only tensors are decomposed"
+        assert other is None or isinstance(other.shape[dim], int), f"{name} is dynamic along the diff dim"
 
 
 SHUFFLE = [
@@ -243,19 +247,30 @@ def _emit_triangle(ctx, node):
 
 
 def _emit_diff(ctx, node):
-    x = ctx.input("self")
-    shape = list(node.meta("self").shape)
-    rank = len(shape)
+    """cat(prepend, x, append) along dim, then n times: two Slices offset by one, SUB (XOR for bool). Other dims may
+    be dynamic (their sizes come from shape tensors)."""
+    meta = node.meta("self")
+    rank = meta.rank
     dim = node.arg("dim", -1) % rank
-    size = list(shape)
-    size[dim] -= 1
-    hi_start = [0] * rank
-    hi_start[dim] = 1
-    hi = _slice_layer(ctx, x, hi_start, size, [1] * rank)
-    lo = _slice_layer(ctx, x, [0] * rank, size, [1] * rank)
-    if node.meta("self").dtype == "bool":
-        return ctx.elementwise(hi, lo, "XOR")
-    return ctx.elementwise(hi, lo, "SUB")
+    parts = [ctx.input(n) for n in ("prepend", "self", "append") if node.meta(n) is not None]
+    length = sum(node.meta(n).shape[dim] for n in ("prepend", "self", "append") if node.meta(n) is not None)
+    x = parts[0]
+    if len(parts) > 1:
+        dtype = ctx.dtype(ctx.input("self"))
+        layer = ctx.net.add_concatenation([ctx.cast(p, dtype) for p in parts])
+        layer.axis = dim
+        x = ctx.out(layer, "cat")
+    size = list(meta.shape)
+    for _ in range(node.arg("n", 1)):
+        length -= 1
+        size[dim] = length
+        start = [0] * rank
+        start[dim] = 1
+        hi = _slice_layer(ctx, x, start, size, [1] * rank)
+        lo = _slice_layer(ctx, x, [0] * rank, size, [1] * rank)
+        x = ctx.elementwise(hi, lo, "XOR" if meta.dtype == "bool" else "SUB")
+    return x
+
 
 define(ns, "shape/identity", ["aten.alias.default", "aten.contiguous.default", "aten.clone.default", "aten.detach.default",
                               "aten.lift_fresh_copy.default", "aten.to.device"],
@@ -283,5 +298,43 @@ define(ns, "shape/pad", ["aten.constant_pad_nd.default", "aten.pad.default", "at
 define(ns, "shape/triu", ["aten.triu.default", "aten.tril.default"], "decompose",
        layers="a constant triangular mask, Select against zeros", example=(lambda a: a.triu(1), t(4, 4)), emit=_emit_triangle,
        checks=[static_arg_dims])
-define(ns, "shape/diff", ["aten.diff.default"], "decompose", layers="two Slices offset by one, ElementWise SUB",
-       example=(lambda a: torch.diff(a, dim=-1), t(3, 6)), emit=_emit_diff, checks=[diff_once])
+define(ns, "shape/diff", ["aten.diff.default"], "decompose",
+       layers="Concatenation of prepend/x/append, then n times two Slices offset by one and ElementWise SUB (XOR for bool)",
+       example=(lambda a: torch.diff(a, dim=-1), t(3, 6)), emit=_emit_diff, checks=[diff_static_dim])
+
+
+def _emit_roll(ctx, node):
+    """out[i] = x[(i - shift) mod n] on each rolled dim: one Slice in WRAP mode starting at -shift mod n. Without dims
+    the flattened tensor rolls. Dims that are not rolled may be dynamic."""
+    x = ctx.input("self")
+    meta = node.meta("self")
+    shifts, dims = list(node.arg("shifts")), list(node.arg("dims") or [])
+    if not dims:
+        x, shape, dims = ctx.reshape(x, [-1]), [meta.numel], [0]
+    else:
+        shape = list(meta.shape)
+    rank = len(shape)
+    start = [0] * rank
+    for shift, d in zip(shifts, dims):
+        d %= rank
+        start[d] = (start[d] - shift) % shape[d]
+    if static(shape):
+        out = _slice_layer(ctx, x, start, shape, [1] * rank, mode="WRAP")
+    else:
+        layer = ctx.net.add_slice(x, tuple(start), (1,) * rank, (1,) * rank)
+        layer.set_input(2, ctx.shape_of(x))
+        layer.mode = ctx.trt.SampleMode.WRAP
+        out = ctx.out(layer, "roll")
+    return out if node.arg("dims") else ctx.reshape(out, list(meta.shape))
+
+
+def rolled_dims_static(node, **_):
+    meta = node.meta("self")
+    dims = node.arg("dims") or []
+    rolled = [meta.shape[d % meta.rank] for d in dims] if dims else list(meta.shape)
+    assert all(isinstance(d, int) for d in rolled), f"rolled dims {rolled} are dynamic; the wrap offset is fixed at build time"
+    assert all(isinstance(v, int) for v in node.arg("shifts")), "shifts are not constant ints"
+
+
+define(ns, "shape/roll", ["aten.roll.default"], "direct", layers="Slice in WRAP mode starting at -shift on each rolled dim",
+       example=(lambda a: torch.roll(a, (1, -2), (0, 1)), t(4, 6)), checks=[rolled_dims_static], emit=_emit_roll)
