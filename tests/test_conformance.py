@@ -167,6 +167,8 @@ EXTRA = {
                         + [accept(torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(3, 4)), torch.randn(2, 3), node="_weight_norm",
                                   dynamic_shapes=({0: BATCH},)),
                            accept(lambda v, g: torch._weight_norm(v, g, -1), torch.randn(4, 3), torch.randn(()))],
+    "unique/sort-compact": [accept(lambda x: torch.unique(x, return_inverse=True), torch.randint(0, 5, (10,))),
+                            accept(lambda x: torch.unique(x, return_inverse=True)[1] * 2, torch.randn(2, 3))],  # inverse is exact
     "torch/decomposition": [accept(lambda a: torch.diff(a, dim=-1, prepend=a[..., :1]), torch.randn(2, 5), node="diff")],
 }
 
