@@ -17,18 +17,47 @@ EMITTING = [s for s in RULESET.strategies.values()
 # checked here; the others' error is measured over many seeds by `opmap measure`, never assumed.
 APPROXIMATE_BOUND = {"act/gelu-erf-as-tanh": 1e-2}
 
+def _put_inplace(accumulate):
+    def fn(a, i, v):
+        y = a * 1
+        y.index_put_((i,), v, accumulate=accumulate)  # an in-place op on an intermediate: planned as index_put
+        return y
+
+    return fn
+
+
+BATCH = torch.export.Dim("batch", min=1, max=16)
 EXTRA = {
     "ew/add": [accept(lambda a, b: a + b, torch.randn(4, 1, 3), torch.randn(2, 1)),  # broadcasting both ways
                accept(lambda a: a + 1, torch.arange(6, dtype=torch.int32).reshape(2, 3)),  # int32 with a scalar
                accept(lambda a, b: a + b, torch.randn(2, 3).half(), torch.randn(2, 3).half())],  # float16
     "ew/mul": [accept(lambda a, b: a * b, torch.randn(2, 3), torch.randint(0, 5, (2, 3)))],  # type promotion
     "ew/div": [accept(lambda a, b: a / b, torch.randint(1, 9, (2, 3)), torch.randint(1, 9, (2, 3)))],  # int true division
-    "ew/floor-div": [accept(lambda a, b: a // b, torch.randint(-9, 9, (2, 3)), torch.randint(1, 4, (2, 3)))],
+    "ew/div-mode": [accept(lambda a, b: a // b, torch.randint(-9, 9, (2, 3)), torch.randint(1, 4, (2, 3)))]
+                   + [accept(lambda a, b, m=m: torch.div(a, b, rounding_mode=m), a, b)  # negative operands, float and int
+                      for m in ("trunc", "floor", None)
+                      for a, b in ((torch.randn(3, 4) * 5, torch.randn(4)), (torch.randint(-9, 9, (3, 4)), torch.tensor([2, -3, 4, -1])))]
+                   + [accept(lambda a: torch.div(a, -3, rounding_mode="trunc"), torch.randint(-9, 9, (3, 4))),
+                      accept(lambda a, b: torch.div(a, b, rounding_mode="trunc"), torch.randn(3, 4) * 5, torch.randn(3, 4) + 3,
+                             dynamic_shapes=({0: BATCH}, {0: BATCH}))],
+    "ew/fmod": [accept(torch.fmod, torch.randn(3, 4) * 5, torch.randn(4)), accept(lambda a: torch.fmod(a, -3), torch.randint(-9, 9, (3, 4))),
+                accept(lambda a: torch.fmod(a, 1.5), torch.randn(3, 4) * 4, dynamic_shapes=({0: BATCH},))],
+    "ew/remainder": [accept(lambda a, b: a % b, torch.randn(3, 4) * 5, torch.randn(4)),
+                     accept(lambda a: torch.remainder(a, -3), torch.randint(-9, 9, (3, 4)))],
+    # "true" means != 0: floats in (0, 1) would truncate to 0 through an int cast
+    "reduce/any": [accept(lambda a: a.any(-1), torch.rand(3, 4) * 0.9), accept(lambda a: a.any(), torch.zeros(3, 4)),
+                   accept(lambda a: a.any(0, keepdim=True), torch.randint(-1, 2, (3, 4))),
+                   accept(lambda a: a.any(-1), torch.rand(3, 4) * 0.9, dynamic_shapes=({0: BATCH},))],
+    "reduce/all": [accept(lambda a: a.all(), torch.randn(3, 4)), accept(lambda a: a.all(0), torch.randint(-1, 2, (3, 4))),
+                   accept(lambda a: a.all(-1), torch.rand(3, 4) + 0.1)],
     "reduce/sum": [accept(lambda a: a.sum((0, -1)), torch.randn(2, 3, 4)), accept(lambda m: m.sum(-1), torch.rand(3, 4) > 0.5)],
     "reduce/mean": [accept(lambda a: a.mean(-1, keepdim=True), torch.randn(2, 3, 4))],
     "reduce/amax": [accept(lambda a: a.amax((-2, -1), keepdim=True), torch.randn(2, 3, 4))],
     "reduce/softmax": [accept(lambda a: a.softmax(1), torch.randn(2, 3, 4))],
-    "reduce/argmax": [accept(lambda a: a.argmax(1, keepdim=True), torch.randn(2, 5, 3))],
+    "reduce/argmax": [accept(lambda a: a.argmax(1, keepdim=True), torch.randn(2, 5, 3)),
+                      accept(lambda a: a.argmax(), torch.randn(5)), accept(lambda a: a.argmin(0, keepdim=True), torch.randn(5)),
+                      accept(lambda a: a.argmax(), torch.randn(3, 5)), accept(lambda a: a.argmin(), torch.randn(2, 3, 4)),
+                      accept(lambda a: a.argmax(-1), torch.randn(3, 5), dynamic_shapes=({0: BATCH},))],
     "shape/permute": [accept(lambda a: a.transpose(-1, -3), torch.randn(2, 3, 4))],
     "shape/view": [accept(lambda a: a.flatten(1), torch.randn(2, 3, 4)),
                    accept(lambda a: a.reshape(a.shape[0], -1) * 2, torch.randn(3, 2, 2),
@@ -48,6 +77,29 @@ EXTRA = {
     "attn/fused": [accept(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, scale=0.3),
                           torch.randn(1, 2, 4, 8), torch.randn(1, 2, 6, 8), torch.randn(1, 2, 6, 8))],
     "norm/layer-norm": [accept(lambda a: F.layer_norm(a, (3, 4)), torch.randn(2, 3, 4))],
+    # the output size needs dilation (63x63, not 61x61); output_padding crops less at the end or appends zero rows
+    "conv/conv-transpose": [accept(torch.nn.ConvTranspose2d(3, 4, 3, stride=2, dilation=2), torch.randn(1, 3, 30, 30)),
+                            accept(torch.nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1, groups=2), torch.randn(1, 4, 5, 5)),
+                            accept(torch.nn.ConvTranspose2d(4, 4, 3, stride=2, dilation=(2, 3), padding=(1, 2), output_padding=(0, 1),
+                                                            groups=2), torch.randn(1, 4, 6, 5)),
+                            accept(torch.nn.ConvTranspose1d(3, 4, 3, stride=3, output_padding=2), torch.randn(2, 3, 7)),
+                            accept(torch.nn.ConvTranspose3d(2, 2, 3, stride=2, padding=1, output_padding=1), torch.randn(1, 2, 3, 4, 3)),
+                            accept(torch.nn.ConvTranspose1d(3, 4, 3, stride=2, dilation=2, output_padding=1), torch.randn(2, 3, 7),
+                                   dynamic_shapes=({0: BATCH},))],
+    "pool/adaptive-avg": [accept(lambda a: F.adaptive_avg_pool1d(a, 2), torch.randn(3, 8)),  # below 4-D
+                          accept(lambda a: F.adaptive_avg_pool1d(a, 4), torch.randn(2, 3, 8)),
+                          accept(lambda a: F.adaptive_avg_pool2d(a, 2), torch.randn(3, 4, 8)),
+                          accept(lambda a: F.adaptive_avg_pool3d(a, (1, 2, 4)), torch.randn(1, 3, 4, 4, 8)),
+                          accept(lambda a: torch.ops.aten._adaptive_avg_pool2d(a, [2, 4]), torch.randn(1, 3, 4, 8)),
+                          accept(lambda a: F.adaptive_avg_pool2d(a, (2, 1)), torch.randn(2, 3, 4, 8), dynamic_shapes=({0: BATCH},))],
+    "shape/pad": [accept(lambda a: F.pad(a, (-1, 2, 1, -2), value=3.0), torch.randn(2, 5, 6)),  # negative pads crop
+                  accept(lambda a: F.pad(a, (1, 2, 0, 1, 2, 0)), torch.randn(2, 3, 5, 6))]
+                 + [accept(lambda a, m=m, p=p: F.pad(a, p, mode=m), torch.randn(*shape))
+                    for m in ("reflect", "replicate") for p, shape in (((2, 1), (2, 3, 6)), ((2, 1, 1, 3), (2, 3, 5, 6)),
+                                                                        ((2, 1, 1, 3, 1, 0), (1, 2, 3, 5, 6)))]
+                 + [accept(lambda a: F.pad(a, (2, 1, 1, 3), mode="circular"), torch.randn(2, 3, 5, 6)),
+                    accept(lambda a: F.pad(a, (1, 2, 1, 3), mode="replicate"), torch.randn(2, 3, 5, 6), dynamic_shapes=({0: BATCH},)),
+                    accept(lambda a: F.pad(a, (1, 2)), torch.randint(0, 5, (2, 6)), dynamic_shapes=({0: BATCH},))],
     "conv/conv": [accept(torch.nn.Conv1d(3, 4, 3, padding=1), torch.randn(1, 3, 8)),
                   accept(torch.nn.Conv2d(4, 4, 3, stride=2, groups=2, dilation=1), torch.randn(1, 4, 9, 9))],
     "pool/max": [accept(lambda a: F.max_pool2d(a, 3, 2, padding=1), torch.randn(1, 2, 7, 7)),
@@ -60,7 +112,13 @@ EXTRA = {
         torch.rand(2, 3, 4) > 0.5, torch.randint(-2, 3, (5, 3)))],  # a non-bool input: nonzero of x != 0
     "mask/static-bound": [accept(lambda x, m: x[m], torch.randn(3, 4, 2), m) for m in (
         torch.zeros(3, 4, dtype=torch.bool), torch.ones(3, 4, dtype=torch.bool),
-        torch.eye(3, 4, dtype=torch.bool)[:1].expand(3, 4).clone())],
+        torch.eye(3, 4, dtype=torch.bool)[:1].expand(3, 4).clone())] + [
+        accept(lambda x, m: x[m], torch.randn(3, 4, 2), torch.rand(3, 4, 2) > 0.5),  # mask of x's rank
+        accept(lambda x, m: x[m], torch.randn(3, 4, 2), torch.rand(3) > 0.5),  # 1-D mask on a 3-D x
+        accept(lambda x, m: x[:, m], torch.randn(3, 4, 2), torch.rand(4) > 0.5),  # a middle dim (index with None)
+        accept(lambda x, m: x[:, m], torch.randn(3, 4, 2), torch.ones(4, dtype=torch.bool)),
+        accept(lambda x, m: x[:, :, m], torch.randn(3, 4, 2, 5), torch.rand(2, 5) > 0.5),
+        accept(lambda x: x[x > 0], torch.randn(3, 4, 2))],
     "mask/masked-reduce": [
         accept(lambda x, m: (x[m].mean(), x[m].amax(), (x > 0)[m].any()), torch.randn(3, 4), torch.rand(3, 4) > 0.5),
         accept(lambda x, m: x[m].sum(0), torch.randn(3, 4, 2), torch.rand(3, 4) > 0.5),
@@ -69,8 +127,48 @@ EXTRA = {
     ],
     "scan/cumsum-loop": [accept(lambda a: a.cumsum(0), torch.randint(0, 9, (4, 3)))],
     "scan/cumsum-layer": [accept(lambda a: a.cumsum(0), torch.randint(0, 9, (4, 3)))],
-    "resize/upsample": [accept(lambda a: F.interpolate(a, scale_factor=2.0, mode="nearest"), torch.randn(1, 2, 3, 5)),
-                        accept(lambda a: F.interpolate(a, size=(7, 3), mode="bilinear", align_corners=True), torch.randn(1, 2, 3, 5))],
+    # align_corners both ways; scale factors (PyTorch maps by 1/scale, not in/out) and sizes; 1-D, 2-D, 3-D
+    "resize/upsample": [accept(lambda a, m=m, ac=ac, how=how: F.interpolate(a, mode=m, align_corners=ac, **how), torch.randn(*shape))
+                        for m, shape in (("linear", (1, 2, 5)), ("bilinear", (1, 2, 3, 5)), ("trilinear", (1, 2, 3, 4, 5)))
+                        for ac in (True, False)
+                        for how in ({"scale_factor": 2.0}, {"scale_factor": 1.7}, {"size": [7] * (len(shape) - 2)})]
+                       + [accept(lambda a, how=how: F.interpolate(a, mode="nearest", **how), torch.randn(*shape))
+                          for shape in ((1, 2, 5), (1, 2, 3, 5), (1, 2, 3, 4, 5))
+                          for how in ({"scale_factor": 2.0}, {"scale_factor": 1.7}, {"size": [6] * (len(shape) - 2)})]
+                       + [accept(lambda a: F.interpolate(a, scale_factor=1.7, mode="bilinear"), torch.randn(2, 2, 3, 5),
+                                 dynamic_shapes=({0: BATCH},)),
+                          accept(lambda a: F.interpolate(a, size=(7, 3), mode="bilinear", align_corners=True), torch.randn(2, 2, 3, 5),
+                                 dynamic_shapes=({0: BATCH},))],
+    # several index tensors (broadcasting, negative indices), accumulate both ways, and the in-place form y[i] = v
+    **{sid: [accept(lambda a, i, j, v, acc=acc: a.index_put((i, j), v, accumulate=acc),
+                    torch.randn(5, 4, 3), torch.tensor([0, 3, -1]), torch.tensor([1, 2, 3]), torch.randn(3, 3)),
+             accept(lambda a, i, j, v, acc=acc: a.index_put((i, j), v, accumulate=acc),
+                    torch.randn(5, 4), torch.tensor([[0], [3], [4]]), torch.tensor([1, 2]), torch.randn(1)),
+             accept(lambda a, i, v, acc=acc: a.index_put((i,), v, accumulate=acc), torch.randn(5, 4), torch.tensor([0, 3]), torch.randn(4)),
+             accept(lambda a, i, j, v, acc=acc: a.index_put((i, j), v, accumulate=acc), torch.zeros(5, 4, dtype=torch.int32),
+                    torch.tensor([0, 3, 3]), torch.tensor([1, 2, 2]), torch.ones(3, dtype=torch.int32)),
+             accept(_put_inplace(acc), torch.randn(5, 4), torch.tensor([1, 3]), torch.randn(2, 4), node="index_put_")]
+       for sid, acc in (("scatter/index-put", False), ("scatter/index-put-accumulate", True))},
+    "shape/roll": [accept(lambda a: torch.roll(a, (3, -2), (1, 2)), torch.randn(2, 5, 6, 3)),  # shifted windows
+                   accept(lambda a: torch.roll(a, 7), torch.randn(3, 4)), accept(lambda a: torch.roll(a, -9, 1), torch.randn(3, 4)),
+                   accept(lambda a: torch.roll(a, (3, -2), (1, 2)), torch.randn(2, 5, 6, 3), dynamic_shapes=({0: BATCH},))],
+    "shape/diff": [accept(lambda a, p, q: torch.diff(a, dim=1, prepend=p, append=q), torch.randn(3, 5), torch.randn(3, 2), torch.randn(3, 1)),
+                   accept(lambda a, p: torch.diff(a, n=2, dim=0, prepend=p), torch.randn(4, 5), torch.randn(1, 5)),
+                   accept(lambda a: torch.diff(a, n=3), torch.randint(0, 9, (3, 6))),
+                   accept(lambda a, q: torch.diff(a, append=q), torch.rand(3, 5) > 0.5, torch.rand(3, 1) > 0.5),
+                   accept(lambda a: torch.diff(a, dim=-1, prepend=a[..., :1]), torch.randn(3, 5), dynamic_shapes=({0: BATCH},))],
+    "reduce/vector-norm": [accept(lambda a, o=o: torch.linalg.vector_norm(a, o, dim=(0, 2)), torch.randn(3, 4, 5))
+                           for o in (2, 1, float("inf"), float("-inf"), 0, 3, 0.5)]
+                          + [accept(lambda a: torch.linalg.vector_norm(a), torch.randn(3, 4, 5)),
+                             accept(lambda a: torch.linalg.vector_norm(a, 3, dim=1, keepdim=True), torch.randn(3, 4, 5)),
+                             accept(lambda a: a.norm(dim=-1, keepdim=True), torch.randn(3, 4, 5), dynamic_shapes=({0: BATCH},))],
+    "norm/weight-norm": [accept(torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv1d(3, 4, 3), dim=d), torch.randn(2, 3, 8),
+                                node="_weight_norm") for d in (0, 2)]
+                        + [accept(torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(3, 4)), torch.randn(2, 3), node="_weight_norm",
+                                  dynamic_shapes=({0: BATCH},)),
+                           accept(lambda v, g: torch._weight_norm(v, g, -1), torch.randn(4, 3), torch.randn(()))],
+    "unique/sort-compact": [accept(lambda x: torch.unique(x, return_inverse=True), torch.randint(0, 5, (10,))),
+                            accept(lambda x: torch.unique(x, return_inverse=True)[1] * 2, torch.randn(2, 3))],  # inverse is exact
     "torch/decomposition": [accept(lambda a: torch.diff(a, dim=-1, prepend=a[..., :1]), torch.randn(2, 5), node="diff")],
 }
 

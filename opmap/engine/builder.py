@@ -508,7 +508,7 @@ class NetworkBuilder:
 
     def emit_plan(self, plan: Plan, prefix: str) -> None:
         for np_ in plan.nodes:
-            node = np_.node
+            node = np_.as_node or np_.node  # an in-place / out= node is emitted as its functional op
             if np_.subplan is not None:
                 self.values[node.name] = self._emit_expansion(np_, prefix)
                 continue

@@ -406,16 +406,19 @@ def _convolution(trt, layer, ins):
 
 @handles("DECONVOLUTION")
 def _deconvolution(trt, layer, ins):
+    """The full transposed convolution (with dilation), then pre_padding cropped at the start of each spatial axis
+    and post_padding at its end (TensorRT's output size: (in - 1) * stride + dilation * (kernel - 1) + 1 - pre - post)."""
     x = ins[0]
     kernel, bias = _kernel_and_bias(layer, ins)
     spatial = x.dim() - 2
     kernel = kernel.reshape(x.shape[1], layer.num_output_maps // layer.num_groups, *list(layer.kernel_size_nd)[:spatial])
-    pre = list(layer.pre_padding)[:spatial]
-    if pre != list(layer.post_padding)[:spatial]:
-        raise InterpreterError(f"layer {layer.name}: asymmetric deconvolution padding is not interpreted")
+    pre, post = list(layer.pre_padding)[:spatial], list(layer.post_padding)[:spatial]
     conv = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[spatial]
-    return [conv(x, kernel.to(x.dtype), None if bias is None else bias.to(x.dtype), stride=list(layer.stride_nd)[:spatial],
-                 padding=pre, groups=layer.num_groups)]
+    out = conv(x, kernel.to(x.dtype), None if bias is None else bias.to(x.dtype), stride=list(layer.stride_nd)[:spatial],
+               groups=layer.num_groups, dilation=list(layer.dilation_nd)[:spatial])
+    for axis, (p0, p1) in enumerate(zip(pre, post)):
+        out = out.narrow(axis + 2, p0, out.shape[axis + 2] - p0 - p1)
+    return [out]
 
 
 @handles("EINSUM")
@@ -462,18 +465,26 @@ def _pooling(trt, layer, ins):
 @handles("RESIZE")
 def _resize(trt, layer, ins):
     """The two coordinate mappings opmap emits, pinned to PyTorch's: nearest = ASYMMETRIC + FLOOR; linear =
-    HALF_PIXEL (sources below 0 clamp to 0, as PyTorch does) or ALIGN_CORNERS. Anything else is refused."""
+    HALF_PIXEL (sources below 0 clamp to 0, as PyTorch does) or ALIGN_CORNERS. Anything else is refused. With scales
+    set, the output size is floor(in * scale) and coordinates map by 1 / scale (PyTorch's scale_factor without
+    recompute_scale_factor); with a shape, by in / out."""
     x = ins[0]
-    shape = [int(v) for v in ins[1].tolist()] if len(ins) > 1 and ins[1] is not None else list(layer.shape)
-    if list(shape[:2]) != list(x.shape[:2]):
-        raise InterpreterError(f"layer {layer.name}: resizing the batch or channel dims is not interpreted")
-    size = shape[2:]
+    scales = list(layer.scales) if len(ins) < 2 or ins[1] is None else []
+    if scales:
+        if scales[:2] != [1.0, 1.0]:
+            raise InterpreterError(f"layer {layer.name}: resizing the batch or channel dims is not interpreted")
+        sizing = {"scale_factor": scales[2:], "recompute_scale_factor": False}
+    else:
+        shape = [int(v) for v in ins[1].tolist()] if len(ins) > 1 and ins[1] is not None else list(layer.shape)
+        if list(shape[:2]) != list(x.shape[:2]):
+            raise InterpreterError(f"layer {layer.name}: resizing the batch or channel dims is not interpreted")
+        sizing = {"size": shape[2:]}
     mode, ct = layer.resize_mode.name, layer.coordinate_transformation.name
     if mode == "NEAREST" and ct == "ASYMMETRIC" and layer.nearest_rounding.name == "FLOOR":
-        return [F.interpolate(x, size=size, mode="nearest")]
+        return [F.interpolate(x, mode="nearest", **sizing)]
     if mode == "LINEAR" and ct in ("HALF_PIXEL", "ALIGN_CORNERS"):
-        kind = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
-        return [F.interpolate(x, size=size, mode=kind, align_corners=ct == "ALIGN_CORNERS")]
+        kind = {1: "linear", 2: "bilinear", 3: "trilinear"}[x.dim() - 2]
+        return [F.interpolate(x, mode=kind, align_corners=ct == "ALIGN_CORNERS", **sizing)]
     raise InterpreterError(f"layer {layer.name}: Resize {mode} with {ct} is not interpreted")
 
 

@@ -22,6 +22,7 @@ from opmap.engine.collect import RuleSet
 from opmap.engine.context import Settings
 from opmap.engine.equivalence import VerdictMemo
 from opmap.engine.graph import Graph, Node
+from opmap.engine.inplace import as_functional, functional_op
 from opmap.engine.judge import Judge, Verdict
 from opmap.engine.rules import WILDCARD, Outcome, Strategy
 
@@ -64,6 +65,7 @@ class NodePlan:
     contract: str | None = None  # how the chosen strategy changes the node's outputs, if it does
     precision: str | None = None  # "fp16"/"bf16" where the node computes below fp32; None: fp32
     precision_why: str = ""
+    as_node: Node | None = None  # an in-place / out= node as its strategy sees it: the functional op (engine/inplace.py)
 
     @property
     def mapped(self) -> bool:
@@ -187,6 +189,16 @@ class Planner:
         return Plan(graph=graph, backend=self.backend, settings=self.settings, nodes=nodes, problems=list(self.ruleset.problems))
 
     def plan_node(self, node: Node) -> NodePlan:
+        if not self.candidates.get(node.op) and functional_op(node.op) is not None:
+            functional, note = as_functional(node, self._graph or node._graph)
+            if functional is None:
+                return NodePlan(node=node, verdicts=[], why=note)
+            result = self._plan_node(functional)
+            result.node, result.as_node, result.why = node, functional, f"{note}; {result.why}"
+            return result
+        return self._plan_node(node)
+
+    def _plan_node(self, node: Node) -> NodePlan:
         verdicts: list[Verdict] = []
         with self.judge.node_scope(node):  # node-scoped fixtures (and the node's memo key) serve every candidate
             for strat in self.strategies_for(node.op):

@@ -202,6 +202,18 @@ def reference(program: Any, inputs: dict[str, torch.Tensor]) -> list[Any]:
     return [v for v, kind in zip(flat, kinds) if kind == OutputKind.USER_OUTPUT]
 
 
+def padded_axis(graph: Graph, ref: Ref | None) -> int:
+    """An output's first data-dependent dim (an unbacked size): where a padded layout pads. 0 when it has none."""
+    import re
+
+    meta = graph.meta_of(ref) if ref is not None else None
+    for axis, d in enumerate(meta.shape if meta is not None else ()):
+        if isinstance(d, str) and any(graph.symbols.get(tok) is not None and graph.symbols[tok].data_dependent or tok.startswith("u")
+                                      for tok in re.findall(r"[A-Za-z_]\w*", d)):
+            return axis
+    return 0
+
+
 def compare(expected: torch.Tensor, got: torch.Tensor, compute: str | None = None) -> tuple[float, float, float, bool]:
     """max abs, max rel, mismatch fraction, ok. ``compute``: the float dtype the network computed in, if not float32."""
     dtype = str(expected.dtype).removeprefix("torch.")
@@ -315,14 +327,16 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
         count_name = next((k for k, label in built.extra_outputs.items() if k.startswith(name + ".") and label == "count"), None)
         if count_name is not None:
             count = int(got[count_name].reshape(-1)[0])
-            note = f"padded output: compared the first {count} of {value.shape[0]} rows; count {'exact' if count == exp.shape[0] else 'WRONG'}"
-            if count != exp.shape[0]:
-                if count > value.shape[0]:
-                    note += f" (true count {count} exceeds the bound {value.shape[0]}: the result was truncated)"
+            axis = padded_axis(built.graph, built.graph_outputs[i]) if built.graph is not None else 0
+            note = (f"padded output: compared the first {count} of {value.shape[axis]} rows"
+                    f"{f' along dim {axis}' if axis else ''}; count {'exact' if count == exp.shape[axis] else 'WRONG'}")
+            if count != exp.shape[axis]:
+                if count > value.shape[axis]:
+                    note += f" (true count {count} exceeds the bound {value.shape[axis]}: the result was truncated)"
                 report.outputs.append(OutputCheck(name, node, tuple(value.shape), str(exp.dtype).removeprefix("torch."),
                                                   float("inf"), float("inf"), 1.0, False, note))
                 continue
-            value = value[:count]
+            value = value.narrow(axis, 0, count)
         max_abs, max_rel, mismatch, ok = compare(exp, value, compute)
         report.outputs.append(OutputCheck(name, node, tuple(exp.shape), str(exp.dtype).removeprefix("torch."), max_abs, max_rel,
                                           mismatch, ok, note))

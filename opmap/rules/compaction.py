@@ -92,6 +92,13 @@ def _emit_unique(ctx, node):
     target, count = _slots(ctx, first, bound)
     values = _scatter_rows(ctx, ctx.reshape(s, [numel]), target, bound, [], 0, ctx.dtype(s))
     outs = [_finish(ctx, node, values, count, bound, symbol), None, None]
+    if node.arg("return_inverse", False):
+        # each element's index among the unique values = how many run heads hold a smaller value (static shape: exact)
+        flat = ctx.reshape(x, [numel, 1])
+        smaller = ctx.elementwise(ctx.reshape(s, [1, numel]), flat, "LESS")
+        heads = ctx.elementwise(smaller, ctx.reshape(first, [1, numel]), "AND")
+        rank = ctx.out(ctx.net.add_reduce(ctx.cast(heads, "int32"), ctx.trt.ReduceOperation.SUM, 1 << 1, False), "inverse")
+        outs[1] = ctx.reshape(ctx.cast(rank, "int64"), list(node.meta("self").shape))
     if node.arg("return_counts", False):
         # run start positions, compacted the same way; counts = next start - start
         positions = ctx.const(torch.arange(numel, dtype=torch.int32), "int32")
@@ -112,13 +119,13 @@ def _emit_unique(ctx, node):
           examples=[accept(torch.unique, torch.randint(0, 5, (10,))),
                     accept(lambda x: torch.unique(x, return_counts=True), torch.randint(0, 4, (3, 4))),
                     accept(torch.unique, torch.full((6,), 3)),
-                    reject(lambda x: torch.unique(x, return_inverse=True), torch.randint(0, 5, (10,)), match="return_inverse")])
+                    accept(lambda x: torch.unique(x, return_inverse=True, return_counts=True), torch.randint(0, 4, (3, 4))),
+                    reject(torch.unique, torch.randn(5000), match="3840")])
 def rule_unique_sort_compact(node, bounds, settings):
-    """Sorted unique (with counts) of a static input of at most 3840 elements (TensorRT TopK's k limit)."""
+    """Sorted unique (with inverse indices and counts) of a static input of at most 3840 elements (TensorRT TopK's k limit)."""
     trt_types(node)
     static_mask(node, None)
     assert node.arg("sorted", True), "unique(sorted=False) leaves the order unspecified; only the sorted form is decomposed"
-    assert not node.arg("return_inverse", False), "return_inverse is not decomposed (it needs a scatter of run ids back)"
     numel = math.prod(node.meta("self").shape)
     assert numel <= 3840, f"{numel} elements exceed TensorRT TopK's k limit of 3840"
     _static_bound(node, bounds, settings)

@@ -70,8 +70,7 @@ def _emit_conv(ctx, node):
         weight = np.zeros(tuple(node.meta("weight").shape), np.float32)
     bias_tensor = ctx.cast(ctx.input("bias"), ctx.compute("float32")) if bias is None and node.arg("bias") is not None else None
     stride, padding, dilation = _spatial_args(node, spatial, "stride", "padding", "dilation")
-    if transposed and any(p != 0 for p in (node.arg("output_padding") or [0])):
-        raise NotImplementedError("transposed convolution with output_padding is not emitted yet")
+    extra, = _spatial_args(node, spatial, "output_padding") if transposed and node.arg("output_padding") else ([0] * spatial,)
     if isinstance(node.arg("padding"), str):
         raise NotImplementedError("string padding modes are not emitted yet")
     groups = node.arg("groups", 1)
@@ -80,10 +79,20 @@ def _emit_conv(ctx, node):
         weight = weight.reshape(weight.shape[0], weight.shape[1], 1, weight.shape[2])
         if weight_tensor is not None:
             weight_tensor = ctx.reshape(weight_tensor, list(weight.shape))
-        stride, padding, dilation = [1] + stride, [0] + padding, [1] + dilation
+        stride, padding, dilation, extra = [1] + stride, [0] + padding, [1] + dilation, [0] + extra
+    if transposed and weight_tensor is None and any(d != 1 for d in dilation):
+        weight, dilation = _dilate(weight, dilation), [1] * len(dilation)  # RTX has no strided and dilated deconvolution
+        ctx.nb.keep.append(weight)
     kernel = tuple(weight.shape[2:])
     maps = weight.shape[1] * groups if transposed else weight.shape[0]
     w = ctx.trt.Weights() if weight_tensor is not None else ctx.trt.Weights(weight)
+    # output_padding: PyTorch crops `padding` at the start and `padding - output_padding` at the end of the full
+    # transposed output; where that is negative, the missing rows are zeros (plus bias) appended by a Slice.
+    grow = [max(e - p, 0) for p, e in zip(padding, extra)]
+    late_bias = None
+    if any(grow) and (bias is not None or bias_tensor is not None):
+        late_bias = ctx.const(torch.from_numpy(bias), ctx.compute("float32")) if bias is not None else bias_tensor
+        bias, bias_tensor = None, None
     b = ctx.trt.Weights(bias) if bias is not None else ctx.trt.Weights()
     add = ctx.net.add_deconvolution_nd if transposed else ctx.net.add_convolution_nd
     layer = add(ctx.cast(x, ctx.compute("float32") if ctx.compute("float32") != "bfloat16" else "float32"), maps, kernel, w, b)
@@ -91,13 +100,38 @@ def _emit_conv(ctx, node):
         layer.set_input(1, weight_tensor)
     if bias_tensor is not None:
         layer.set_input(2, bias_tensor)
-    layer.stride_nd, layer.padding_nd, layer.num_groups = tuple(stride), tuple(padding), groups
-    if not transposed:
-        layer.dilation_nd = tuple(dilation)
+    layer.stride_nd, layer.num_groups, layer.dilation_nd = tuple(stride), groups, tuple(dilation)
+    layer.pre_padding = tuple(padding)
+    layer.post_padding = tuple(max(p - e, 0) for p, e in zip(padding, extra)) if transposed else tuple(padding)
     out = ctx.out(layer, "conv")
+    if any(grow):
+        out = _grow_end(ctx, out, grow)
+        if late_bias is not None:
+            out = ctx.elementwise(out, ctx.reshape(late_bias, [1, -1] + [1] * len(grow)), "SUM")
     if restore is not None:
-        out = ctx.reshape(out, [d for i, d in enumerate(node.out.shape)])
+        out = ctx.reshape(out, list(node.out.shape))
     return ctx.cast(out, ctx.output_dtype())
+
+
+def _dilate(weight, dilation):
+    """The kernel with dilation - 1 zeros between taps: the same transposed convolution with dilation 1."""
+    shape = [d * (k - 1) + 1 for k, d in zip(weight.shape[2:], dilation)]
+    out = np.zeros(tuple(weight.shape[:2]) + tuple(shape), weight.dtype)
+    out[(slice(None), slice(None)) + tuple(slice(None, None, d) for d in dilation)] = weight
+    return out
+
+
+def _grow_end(ctx, x, grow):
+    """Append ``grow[i]`` zero rows at the end of each spatial axis (a Slice in FILL mode, dynamic leading dims kept)."""
+    rank = ctx.rank(x)
+    spatial = len(grow)
+    pad = ctx.const([0] * (rank - spatial) + list(grow), "int64")
+    size = ctx.elementwise(ctx.shape_of(x), pad, "SUM")
+    layer = ctx.net.add_slice(x, (0,) * rank, (1,) * rank, (1,) * rank)
+    layer.set_input(2, size)
+    layer.mode = ctx.trt.SampleMode.FILL
+    layer.set_input(4, ctx.const(0, ctx.dtype(x), shape=()))
+    return ctx.out(layer, "output-padding")
 
 
 def _emit_pool(ctx, node):
@@ -124,41 +158,69 @@ def _emit_pool(ctx, node):
 
 
 def _emit_adaptive_avg(ctx, node):
+    """Evenly dividing windows: PoolingNd AVERAGE with kernel = stride = in / out. TensorRT pools 4-D/5-D tensors
+    only, so any other rank is viewed as [-1, 1, (1,) *spatial] around the pooling (leading dims may be dynamic)."""
     x = ctx.input("self")
     rank = ctx.rank(x)
     out_size = list(node.arg("output_size"))
-    spatial = list(node.meta("self").shape[-len(out_size):])
+    n = len(out_size)
+    spatial = list(node.meta("self").shape[-n:])
     if all(o == 1 for o in out_size):
-        axes = ctx.axes_mask(range(rank - len(out_size), rank), rank)
+        axes = ctx.axes_mask(range(rank - n, rank), rank)
         return ctx.out(ctx.net.add_reduce(x, ctx.trt.ReduceOperation.AVG, axes, True), "global-avg")
     kernel = [s // o for s, o in zip(spatial, out_size)]
-    x2, restore = _to_2d(ctx, x, len(out_size))
-    if restore is not None:
-        kernel = [1] + kernel
-    layer = ctx.net.add_pooling_nd(x2, ctx.trt.PoolingType.AVERAGE, tuple(kernel))
+    pool_rank = max(n + 2, 4)
+    if rank != pool_rank or n != rank - 2:
+        x = ctx.reshape(x, [-1] + [1] * (pool_rank - 1 - n) + spatial)
+        kernel = [1] * (pool_rank - 2 - n) + kernel
+    layer = ctx.net.add_pooling_nd(x, ctx.trt.PoolingType.AVERAGE, tuple(kernel))
     layer.stride_nd = tuple(kernel)
     out = ctx.out(layer, "adaptive-avg")
-    return ctx.reshape(out, list(node.out.shape)) if restore is not None else out
+    return out if ctx.rank(out) == node.out.rank and n == rank - 2 else ctx.reshape(out, list(node.out.shape))
+
+
+def _scales(node, spatial):
+    """The scale factors the node was called with (PyTorch then maps coordinates by 1/scale), or None."""
+    if node.arg("scale_factors") is not None:
+        return [float(v) for v in node.arg("scale_factors")]
+    names = {1: ["scales"], 2: ["scales_h", "scales_w"], 3: ["scales_d", "scales_h", "scales_w"]}[spatial]
+    values = [node.arg(n) for n in names]
+    return [float(v) for v in values] if all(v is not None for v in values) else None
 
 
 def _emit_upsample(ctx, node):
-    x = ctx.input("input")
+    """Resize over the spatial dims. Called with scale factors, the layer gets the same scales (so TensorRT maps
+    coordinates by 1/scale as PyTorch does, and the output size follows a dynamic input); with sizes, the output shape
+    (batch and channels read from the input at run time)."""
+    name = "input" if node.meta("input") is not None else "self"
+    x = ctx.input(name)
+    rank = ctx.rank(x)
     layer = ctx.net.add_resize(x)
-    layer.shape = tuple(node.out.shape)
+    scales = _scales(node, rank - 2)
+    align = bool(node.arg("align_corners", False))
+    if scales is not None and not align:
+        layer.scales = (1.0, 1.0, *scales)
+    elif node.meta(name).is_static:
+        layer.shape = tuple(node.out.shape)
+    else:
+        lead = ctx.out(ctx.net.add_slice(ctx.shape_of(x), (0,), (2,), (1,)), "batch-channels")
+        layer.set_input(1, ctx.shape_tensor([lead] + [d for d in node.out.shape[2:]]))
     if "nearest" in node.op:  # PyTorch's nearest: src = floor(dst · in / out)
         layer.resize_mode = ctx.trt.InterpolationMode.NEAREST
         layer.coordinate_transformation = ctx.trt.ResizeCoordinateTransformation.ASYMMETRIC
         layer.nearest_rounding = ctx.trt.ResizeRoundMode.FLOOR
     else:
         layer.resize_mode = ctx.trt.InterpolationMode.LINEAR
-        align = bool(node.arg("align_corners", False))
         layer.coordinate_transformation = (ctx.trt.ResizeCoordinateTransformation.ALIGN_CORNERS if align
                                            else ctx.trt.ResizeCoordinateTransformation.HALF_PIXEL)
     return ctx.out(layer, "resize")
 
 
-def static_output(node, **_):
-    assert node.out is not None and node.out.is_static, f"output {node.out} has dynamic dims; the resize shape is fixed at build time"
+def static_spatial_output(node, **_):
+    meta = node.out
+    assert meta is not None and all(isinstance(d, int) for d in meta.shape[2:]) or _scales(node, meta.rank - 2) is not None, (
+        f"output {meta} has dynamic spatial dims and no scale factors; the resize sizes are fixed at build time"
+    )
 
 
 define(ns, "conv/conv", ["aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default", "aten.convolution.default",
@@ -177,15 +239,17 @@ define(ns, "pool/avg", ["aten.avg_pool1d.default", "aten.avg_pool2d.default", "a
        layers="PoolingNd AVERAGE (count_include_pad mapped to average_count_excludes_padding)",
        example=(lambda a: F.avg_pool2d(a, 2), t(1, 3, 8, 8)), checks=[float_input, spatial_rank(1, 3)], emit=_emit_pool)
 define(ns, "pool/adaptive-avg", ["aten.adaptive_avg_pool2d.default", "aten._adaptive_avg_pool2d.default",
-                                 "aten.adaptive_avg_pool1d.default"], "direct",
-       layers="Reduce AVG when the output is 1x1, else PoolingNd AVERAGE with derived kernel and stride",
+                                 "aten.adaptive_avg_pool1d.default", "aten.adaptive_avg_pool3d.default",
+                                 "aten._adaptive_avg_pool3d.default"], "direct",
+       layers="Reduce AVG when the output is 1x1, else PoolingNd AVERAGE with derived kernel and stride (viewed as 4-D/5-D)",
        example=(lambda a: F.adaptive_avg_pool2d(a, 1), t(1, 3, 8, 8)),
        bad=(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 8)), match="divide",
        checks=[float_input, lambda node, **_: _adaptive_divisible(node)], emit=_emit_adaptive_avg)
-define(ns, "resize/upsample", ["aten.upsample_nearest2d.vec", "aten.upsample_bilinear2d.vec", "aten.upsample_nearest2d.default",
-                               "aten.upsample_bilinear2d.default", "aten.upsample_nearest1d.vec", "aten.upsample_linear1d.vec"],
-       "direct", layers="Resize NEAREST/LINEAR with PyTorch's coordinate transformation (align_corners or half-pixel)",
-       example=(lambda a: F.interpolate(a, scale_factor=2.0, mode="bilinear"), t(1, 3, 4, 4)), checks=[float_input, static_output],
+define(ns, "resize/upsample", [f"aten.upsample_{m}.{o}" for m in ("nearest1d", "nearest2d", "nearest3d", "linear1d", "bilinear2d",
+                                                                  "trilinear3d") for o in ("vec", "default")],
+       "direct", layers="Resize NEAREST/LINEAR with PyTorch's coordinate transformation (align_corners or half-pixel) and "
+                        "its scale factors where it was called with them",
+       example=(lambda a: F.interpolate(a, scale_factor=2.0, mode="bilinear"), t(1, 3, 4, 4)), checks=[float_input, static_spatial_output],
        emit=_emit_upsample)
 
 

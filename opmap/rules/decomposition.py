@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from opmap.engine import diskcache
 from opmap.engine.capture import op_name
 from opmap.engine.graph import Ref
+from opmap.engine.inplace import aten_overload as resolve
 from opmap.engine.rules import accept, reject, skip, strategy
 from opmap.rules.common import t
 
@@ -47,15 +48,6 @@ class _Table:
 @lru_cache(maxsize=1)
 def _table() -> _Table:
     return _Table()
-
-
-def resolve(op: str):
-    """``"aten.gelu.default"`` -> ``torch.ops.aten.gelu.default`` (None for non-ATen targets)."""
-    parts = op.split(".")
-    if len(parts) != 3 or parts[0] != "aten":
-        return None
-    packet = getattr(torch.ops.aten, parts[1], None)
-    return getattr(packet, parts[2], None) if packet is not None else None
 
 
 def _argument(value, name: str, graph):

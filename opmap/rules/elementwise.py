@@ -9,7 +9,6 @@ from opmap.rules.common import (
     emit_compare,
     emit_unary,
     float_input,
-    not_mutating_inputs,
     t,
 )
 
@@ -21,7 +20,6 @@ BINARY = [
     ("ew/sub", ["aten.sub.Tensor", "aten.sub.Scalar", "aten.rsub.Scalar"], "direct", "ElementWise SUB", (lambda a, b: a - b, t(2, 3), t(2, 1)), emit_binary("SUB")),
     ("ew/mul", ["aten.mul.Tensor", "aten.mul.Scalar"], "direct", "ElementWise PROD", (lambda a, b: a * b, t(4, 1, 3), t(2, 1)), emit_binary("PROD")),
     ("ew/div", ["aten.div.Tensor", "aten.div.Scalar"], "direct", "ElementWise DIV", (lambda a, b: a / b, t(2, 3), t(3)), emit_binary("DIV")),
-    ("ew/floor-div", ["aten.floor_divide.default", "aten.div.Tensor_mode"], "direct", "ElementWise FLOOR_DIV", (lambda a, b: torch.div(a, b, rounding_mode="floor"), t(2, 3), t(3)), emit_binary("FLOOR_DIV")),
     ("ew/pow", ["aten.pow.Tensor_Scalar", "aten.pow.Tensor_Tensor", "aten.pow.Scalar"], "direct", "ElementWise POW", (lambda a: a.abs() ** 1.5, t(2, 3)), emit_binary("POW", "self", "exponent")),
     ("ew/maximum", ["aten.maximum.default", "aten.max.other"], "direct", "ElementWise MAX", (lambda a, b: torch.maximum(a, b), t(2, 3), t(3)), emit_binary("MAX")),
     ("ew/minimum", ["aten.minimum.default", "aten.min.other"], "direct", "ElementWise MIN", (lambda a, b: torch.minimum(a, b), t(2, 3), t(3)), emit_binary("MIN")),
@@ -35,15 +33,49 @@ BINARY = [
 for id, ops, kind, layers, example, emit in BINARY:
     define(ns, id, ops, kind, layers=layers, example=example, emit=emit)
 
-def _emit_inplace(ctx, node):
-    return emit_binary("SUM" if node.op.startswith("aten.add_") else "PROD")(ctx, node)
+
+def _trunc(ctx, q):
+    """Round toward zero: FLOOR where q >= 0, CEIL below (TensorRT has no TRUNC)."""
+    if ctx.dtype(q) not in ("float32", "float16", "bfloat16"):
+        return q
+    negative = ctx.elementwise(q, ctx.const(0, ctx.dtype(q), shape=[1] * ctx.rank(q)), "LESS")
+    return ctx.out(ctx.net.add_select(negative, ctx.unary(q, "CEIL"), ctx.unary(q, "FLOOR")), "trunc")
 
 
-define(ns, "ew/add-inplace", ["aten.add_.Tensor", "aten.mul_.Tensor"], "direct", layers="ElementWise SUM/PROD on a fresh tensor",
-       emit=_emit_inplace,
-       example=(lambda a: (a * 1).add_(a), t(2, 3)),
-       bad=(lambda a: a.add_(1.0), t(2, 3)), match="mutates", checks=[not_mutating_inputs],
-       doc="direct: an in-place add/mul on an intermediate becomes a plain ElementWise layer; never on a graph input.")
+def _rounded_div(ctx, node, mode):
+    """a / b rounded per ``mode`` (None, "trunc", "floor") in the output dtype, with the operands it used."""
+    dtype = ctx.output_dtype()
+    a = ctx.cast(ctx.input("self") if node.meta("self") else ctx.const(node.arg("self"), dtype), dtype)
+    b = ctx.cast(ctx.operand("other", a), dtype)
+    if mode == "floor":
+        return ctx.elementwise(a, b, "FLOOR_DIV"), a, b
+    q = ctx.elementwise(a, b, "DIV")  # integer DIV truncates toward zero (pinned in tests/test_interpreter.py)
+    return (_trunc(ctx, q) if mode == "trunc" else q), a, b
+
+
+def _emit_div_mode(ctx, node):
+    mode = "floor" if node.op == "aten.floor_divide.default" else node.arg("rounding_mode")
+    return _rounded_div(ctx, node, mode)[0]
+
+
+def _emit_mod(mode):
+    def emit(ctx, node):
+        q, a, b = _rounded_div(ctx, node, mode)
+        return ctx.elementwise(a, ctx.elementwise(q, b, "PROD"), "SUB")
+
+    emit.__qualname__ = f"emit_mod({mode})"
+    return emit
+
+
+define(ns, "ew/div-mode", ["aten.floor_divide.default", "aten.div.Tensor_mode", "aten.div.Scalar_mode"], "direct",
+       layers="ElementWise FLOOR_DIV (floor), DIV then FLOOR/CEIL by sign (trunc on floats; integer DIV truncates)",
+       example=(lambda a, b: torch.div(a, b, rounding_mode="trunc"), t(2, 3), t(3)), emit=_emit_div_mode)
+define(ns, "ew/fmod", ["aten.fmod.Tensor", "aten.fmod.Scalar"], "decompose",
+       layers="a - trunc(a / b) * b: ElementWise DIV, FLOOR/CEIL by sign, PROD, SUB (the result has the dividend's sign)",
+       example=(lambda a, b: torch.fmod(a, b), t(2, 3), t(3)), emit=_emit_mod("trunc"))
+define(ns, "ew/remainder", ["aten.remainder.Tensor", "aten.remainder.Scalar"], "decompose",
+       layers="a - floor(a / b) * b: ElementWise FLOOR_DIV, PROD, SUB (the result has the divisor's sign)",
+       example=(lambda a, b: torch.remainder(a, b), t(2, 3), t(3)), emit=_emit_mod("floor"))
 
 def _emit_logical(op):
     def emit(ctx, node):

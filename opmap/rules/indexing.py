@@ -82,15 +82,43 @@ def _emit_scatter(ctx, node):
     return ctx.out(layer, "scatter")
 
 
-def _emit_index_put(ctx, node):
-    x = ctx.input("self")
+def put_indices(ctx, node):
+    """index_put's index tensors broadcast to one shape S, negatives counted from the end: ([int64 S] per indexed
+    dim, S). The indexed dims are the leading ones (a skipped dim, None, is refused by the rule)."""
     refs = node.arg("indices")
-    if len(refs) != 1 or refs[0] is None:
-        raise NotImplementedError("index_put with several index tensors is not emitted yet")
-    idx = ctx.cast(ctx.tensor(refs[0]), "int64")
-    idx = ctx.reshape(idx, list(idx.shape) + [1])
-    values = ctx.cast(ctx.input("values"), ctx.dtype(x))
-    return ctx.out(ctx.net.add_scatter(x, idx, values, ctx.trt.ScatterMode.ND), "index-put")
+    shape = list(torch.broadcast_shapes(*[tuple(ctx.node._graph.meta_of(r).shape) for r in refs]))
+    sizes = node.meta("self").shape
+    out = []
+    for axis, r in enumerate(refs):
+        idx = ctx.expand_to(ctx.cast(ctx.tensor(r), "int64"), shape)
+        negative = ctx.elementwise(idx, ctx.const(0, "int64", shape=[1] * len(shape)), "LESS")
+        wrapped = ctx.elementwise(idx, ctx.const(sizes[axis], "int64", shape=[1] * len(shape)), "SUM")
+        out.append(ctx.out(ctx.net.add_select(negative, wrapped, idx), "wrap"))
+    return out, shape
+
+
+def _emit_index_put(ctx, node):
+    """ScatterND: the index tensors stacked on a last axis address the leading dims; values broadcast to S + rest."""
+    x = ctx.input("self")
+    idx, shape = put_indices(ctx, node)
+    if len(shape) == 0:
+        idx, shape = [ctx.reshape(i, [1]) for i in idx], [1]
+    layer = ctx.net.add_concatenation([ctx.reshape(i, shape + [1]) for i in idx])
+    layer.axis = len(shape)
+    stacked = ctx.out(layer, "stack-indices")
+    rest = list(node.meta("self").shape[len(idx):])
+    values = ctx.expand_to(ctx.cast(ctx.input("values"), ctx.dtype(x)), shape + rest)
+    return ctx.out(ctx.net.add_scatter(x, stacked, values, ctx.trt.ScatterMode.ND), "index-put")
+
+
+def put_indices_static(node, graph, **_):
+    refs = node.arg("indices") or []
+    assert refs and all(r is not None for r in refs), "index_put with a skipped dim (x[:, i] = v) is not decomposed"
+    for r in refs:
+        meta = graph.meta_of(r)
+        assert meta.dtype in ("int32", "int64", "int8", "uint8"), f"index is {meta}; boolean-mask assignment is not decomposed"
+        assert meta.is_static, f"index {meta} has dynamic dims; the broadcast index shape is fixed at build time"
+    assert node.meta("self").is_static, "self has dynamic dims; the scattered values are broadcast at build time"
 
 
 define(ns, "gather/embedding", "aten.embedding.default", "direct", layers="Gather on axis 0 of the weight constant",
@@ -113,11 +141,11 @@ define(ns, "scatter/scatter", ["aten.scatter.src", "aten.scatter.value", "aten.s
        example=(lambda a, i, s: a.scatter(1, i, s), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
        bad=(lambda a, i, s: a.scatter(1, i, s, reduce="add"), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
        match="cannot accumulate", checks=[no_reduce], emit=_emit_scatter)
-define(ns, "scatter/index-put", ["aten.index_put.default", "aten.index_put_.default"], "direct",
-       layers="Scatter in ND mode (overwrite)",
+define(ns, "scatter/index-put", ["aten.index_put.default"], "direct",
+       layers="Scatter in ND mode (overwrite) over the index tensors, broadcast and stacked",
        example=(lambda a, i, v: a.index_put((i,), v), t(5, 3), torch.tensor([0, 3]), t(2, 3)),
        bad=(lambda a, i, v: a.index_put((i,), v, accumulate=True), t(5, 3), torch.tensor([0, 3]), t(2, 3)), match="accumulate",
-       checks=[lambda node, **_: _no_accumulate(node)], emit=_emit_index_put)
+       checks=[lambda node, **_: _no_accumulate(node), put_indices_static], emit=_emit_index_put)
 
 
 def _no_accumulate(node):

@@ -43,8 +43,17 @@ def _bool_mask(node, graph):
     return ref
 
 
+def _mask_axis(node) -> int:
+    """Where the selected dim lands in x[..., mask]: after the dims skipped by leading ``None`` indices (x[:, m])."""
+    if node.op != "aten.index.Tensor":
+        return 0
+    indices = list(node.arg("indices") or [])
+    return next((i for i, r in enumerate(indices) if r is not None), 0)
+
+
 def _static_bound(node, bounds, settings):
-    rows = node.out.shape[0] if node.out is not None and node.out.rank else None
+    axis = _mask_axis(node)
+    rows = node.out.shape[axis] if node.out is not None and node.out.rank > axis else None
     bound = bounds.upper(rows) if rows is not None else None
     assert bound is not None, f"the output size {rows} has no static upper bound in the exported graph"
     assert bound <= settings.max_bound, f"the static bound {bound} exceeds max_bound {settings.max_bound}"
@@ -72,8 +81,8 @@ def _scatter_rows(ctx, rows, target, bound, rest, fill, dtype):
     return ctx.out(ctx.net.add_slice(scattered, (0,) * len(size), tuple(size), (1,) * len(size)), "valid-rows")
 
 
-def _bound(ctx, node):
-    symbol = node.out.shape[0]
+def _bound(ctx, node, axis=0):
+    symbol = node.out.shape[axis]
     rng = ctx.node._graph.symbols.get(symbol) if isinstance(symbol, str) else None
     if isinstance(symbol, int):
         return symbol, None
@@ -98,7 +107,8 @@ def _coordinates(ctx, shape):
 
 
 def _selection(ctx, node):
-    """For x[mask] / masked_select: (every candidate row [numel, *rest], the flat mask [numel], rest)."""
+    """For x[mask] / masked_select: (every candidate row [numel, *kept], the flat mask [numel], kept dims), where
+    kept = the dims before the mask (x[:, m]) then the dims after it; the mask's dims are moved to the front."""
     x = ctx.input("self")
     if node.op == "aten.masked_select.default":
         shape = list(torch.broadcast_shapes(tuple(node.meta("self").shape), tuple(node.meta("mask").shape)))
@@ -108,9 +118,19 @@ def _selection(ctx, node):
         mref = next(r for r in node.arg("indices") if r is not None)
         shape = list(ctx.node._graph.meta_of(mref).shape)
         mask = ctx.cast(ctx.tensor(mref), "bool")
-        rest = list(node.meta("self").shape[len(shape):])
+        xshape = list(node.meta("self").shape)
+        p, k = _mask_axis(node), len(shape)
+        if p:
+            x = _permute(ctx, x, list(range(p, p + k)) + list(range(p)) + list(range(p + k, len(xshape))))
+        rest = xshape[:p] + xshape[p + k:]
     numel = math.prod(shape)
     return ctx.reshape(x, [numel, *rest]), ctx.reshape(mask, [numel]), rest
+
+
+def _permute(ctx, x, perm):
+    layer = ctx.net.add_shuffle(x)
+    layer.first_transpose = tuple(perm)
+    return ctx.out(layer, "permute")
 
 
 def _padded_nonzero(ctx, bound, fill, name="self"):
@@ -152,9 +172,12 @@ def _emit_nonzero_static_op(ctx, node):
 
 def _emit_mask_static(ctx, node):
     rows, flat, rest = _selection(ctx, node)
-    bound, symbol = _bound(ctx, node)
+    p = _mask_axis(node)
+    bound, symbol = _bound(ctx, node, p)
     target, count = _slots(ctx, flat, bound)
     out = _scatter_rows(ctx, rows, target, bound, rest, 0, ctx.dtype(rows))
+    if p:  # the selected rows back to the mask's position
+        out = _permute(ctx, out, list(range(1, p + 1)) + [0] + list(range(p + 1, len(rest) + 1)))
     if symbol is not None:
         ctx.nb.pad(symbol, bound, count)
     ctx.extra_output("count", count)
@@ -319,6 +342,7 @@ def rule_mask_masked_reduce(node, graph, consumers):
     trt_types(node)
     if node.op in MASK_SELECT:
         _bool_mask(node, graph)
+        assert _mask_axis(node) == 0, f"the mask selects dim {_mask_axis(node)}, not the leading one; reductions see dim 0"
     assert not graph.is_output(node), "the selection itself is a graph output, so its data-dependent shape must survive"
     assert consumers, "the selection has no consumers"
     for user in consumers:

@@ -134,3 +134,26 @@ define(ns, "norm/batch-norm", ["aten.batch_norm.default", "aten._native_batch_no
        example=(lambda a, m, v: F.batch_norm(a, m, v), t(1, 3, 4, 4), t(3), t(3).abs() + 1),
        bad=(lambda a, m, v: F.batch_norm(a, m, v, training=True), t(2, 3, 4, 4), t(3), t(3).abs() + 1), match="training mode",
        checks=[float_input, inference_batch_norm], emit=_emit_batch_norm)
+
+
+def _emit_weight_norm(ctx, node):
+    """v * g / ||v||, the norm over every dim but ``dim`` (over all of them for dim = -1), kept for broadcasting."""
+    from opmap.rules.reductions import vector_norm
+
+    v, g = ctx.input("v"), ctx.input("g")
+    rank = ctx.rank(v)
+    dim = node.arg("dim", 0)
+    axes = range(rank) if dim == -1 else [a for a in range(rank) if a != dim % rank]
+    norm = vector_norm(ctx, v, 2, ctx.axes_mask(axes, rank), True)
+    return ctx.elementwise(v, ctx.elementwise(ctx.cast(g, ctx.dtype(v)), norm, "DIV"), "PROD")
+
+
+define(ns, "norm/weight-norm", ["aten._weight_norm.default"], "decompose",
+       layers="Reduce SUM of squares, SQRT, ElementWise DIV and PROD: v * g / ||v|| (norm over all dims but dim)",
+       example=(lambda v, g: torch._weight_norm(v, g, 0), t(4, 3, 3), t(4, 1, 1)),
+       checks=[lambda node, **_: _float_v(node)], emit=_emit_weight_norm)
+
+
+def _float_v(node):
+    meta = node.meta("v")
+    assert meta is not None and meta.dtype in ("float32", "float16", "bfloat16"), f"v is {meta}; weight norm takes floats"

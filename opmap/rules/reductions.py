@@ -120,17 +120,26 @@ for id, ops, layers, fn, op in REDUCE:
     define(ns, id, ops, "direct", layers=layers, example=(fn, t(3, 4)), checks=[no_padded_axis], emit=emit_reduce(op))
 
 
+def nonzero(ctx, x):
+    """x != 0 as a bool tensor (a float cast to int would truncate 0.5 to 0)."""
+    if ctx.dtype(x) == "bool":
+        return x
+    return ctx.unary(ctx.elementwise(x, ctx.const(0, ctx.dtype(x), shape=[1] * ctx.rank(x)), "EQUAL"), "NOT")
+
+
 def emit_bool_reduce(op):
     def emit(ctx, node):
         sel = ctx.masked("self")
         if sel is not None:
             from opmap.engine.builder import Masked
 
-            as_int = Masked(ctx.cast(ctx.cast(sel.rows, "bool"), "int32"), sel.mask, sel.source)
+            as_int = Masked(ctx.cast(nonzero(ctx, sel.rows), "int32"), sel.mask, sel.source)
             counted = reduce_masked(ctx, node, as_int, op)
             return ctx.elementwise(ctx.cast(counted, "int32"), ctx.const(0, "int32"), "GREATER")
-        x = ctx.cast(ctx.input("self"), "int32")
+        x = ctx.cast(nonzero(ctx, ctx.input("self")), "int32")  # "true" is "!= 0", as PyTorch reads floats and ints
         rank = ctx.rank(x)
+        if rank == 0:
+            return ctx.cast(x, "bool")
         keep = bool(node.arg("keepdim", False))
         layer = ctx.net.add_reduce(x, getattr(ctx.trt.ReduceOperation, op), ctx.axes_mask(reduce_axes(node, rank), rank), keep)
         return ctx.elementwise(ctx.out(layer, op.lower()), ctx.const(0, "int32"), "GREATER")
@@ -176,17 +185,15 @@ def _topk(ctx, x, k, axis, largest):
 
 
 def _emit_argmax(ctx, node):
+    """TopK k=1 on the reduced axis; a flattened (dim=None) or 1-D input is viewed as [1, n], since TopK takes rank >= 2."""
     x = ctx.input("self")
     dim = node.arg("dim")
-    if dim is None:
-        x = ctx.reshape(x, [-1])
-        dim = 0
-    rank = ctx.rank(x)
-    _, idx = _topk(ctx, x, 1, dim % rank, node.op == "aten.argmax.default")
-    if node.arg("keepdim", False):
+    if dim is None or ctx.rank(x) < 2:
+        x, dim = ctx.reshape(x, [1, -1]), 1
+    _, idx = _topk(ctx, x, 1, dim % ctx.rank(x), node.op == "aten.argmax.default")
+    if node.arg("keepdim", False) and node.arg("dim") is not None and ctx.rank(idx) == node.out.rank:
         return idx
-    shape = [d for i, d in enumerate(node.out.shape)]
-    return ctx.reshape(idx, shape if all(isinstance(d, int) for d in shape) else [d for d in shape])
+    return ctx.reshape(idx, list(node.out.shape))
 
 
 def _emit_topk(ctx, node):
@@ -225,8 +232,8 @@ define(ns, "reduce/log-softmax", ["aten.log_softmax.int", "aten._log_softmax.def
        layers="SoftMax then Unary LOG", example=(lambda a: a.log_softmax(-1), t(2, 5)), checks=[float_input, no_padded_axis],
        emit=lambda ctx, node: _emit_softmax(ctx, node, log=True))
 define(ns, "reduce/argmax", ["aten.argmax.default", "aten.argmin.default"], "direct",
-       layers="TopK MAX/MIN with k=1, index output (cast to int64)",
-       example=(lambda a: a.argmax(-1), t(3, 4)), checks=[rank_two_or_more], emit=_emit_argmax)
+       layers="TopK MAX/MIN with k=1, index output (cast to int64); a 1-D or flattened input viewed as [1, n]",
+       example=(lambda a: a.argmax(-1), t(3, 4)), emit=_emit_argmax)
 define(ns, "reduce/topk", "aten.topk.default", "direct", layers="TopK (k constant, k <= 3840)",
        example=(lambda a: a.topk(2, -1), t(3, 6)), bad=(lambda a: a.topk(2, -1), t(6)), match="rank >= 2",
        checks=[static_k, rank_two_or_more], emit=_emit_topk)
@@ -264,3 +271,38 @@ def static_scan_axis(node, **_):
 define(ns, "scan/cumsum-loop", "aten.cumsum.default", "decompose",
        layers="ILoop over the axis with a recurrence accumulating the running sum",
        example=(lambda a: a.cumsum(1), t(3, 5)), checks=[no_padded_axis, static_scan_axis], emit=_emit_cumsum_loop)
+
+
+def vector_norm(ctx, x, ord, axes, keep):
+    """sum(|x|^p)^(1/p) over ``axes`` (a bit mask): p = 2 as SQRT of a sum of squares, 1 a sum of ABS, inf/-inf a
+    MAX/MIN of ABS, 0 a count of non-zeros, any other p through POW."""
+    dtype = ctx.dtype(x)
+    ones = [1] * ctx.rank(x)
+    reduce = lambda t, op: ctx.out(ctx.net.add_reduce(t, getattr(ctx.trt.ReduceOperation, op), axes, keep), op.lower())  # noqa: E731
+    if ord == 2:
+        return ctx.unary(reduce(ctx.elementwise(x, x, "PROD"), "SUM"), "SQRT")
+    a = ctx.unary(x, "ABS")
+    if ord == 1:
+        return reduce(a, "SUM")
+    if ord in (float("inf"), float("-inf")):
+        return reduce(a, "MAX" if ord > 0 else "MIN")
+    if ord == 0:
+        return reduce(ctx.cast(nonzero(ctx, x), dtype), "SUM")
+    powered = ctx.elementwise(a, ctx.const(float(ord), dtype, shape=ones), "POW")
+    total = reduce(powered, "SUM")
+    return ctx.elementwise(total, ctx.const(1.0 / ord, dtype, shape=[1] * ctx.rank(total)), "POW")
+
+
+def _emit_vector_norm(ctx, node):
+    x = ctx.cast(ctx.input("self"), ctx.output_dtype())
+    rank = ctx.rank(x)
+    if rank == 0:
+        return ctx.unary(x, "ABS")
+    ord = float(node.arg("ord", 2) if node.arg("ord") is not None else 2)
+    return vector_norm(ctx, x, ord, ctx.axes_mask(reduce_axes(node, rank), rank), bool(node.arg("keepdim", False)))
+
+
+define(ns, "reduce/vector-norm", ["aten.linalg_vector_norm.default"], "decompose",
+       layers="Reduce SUM of squares then SQRT (ord 2); SUM of ABS (1); MAX/MIN of ABS (inf/-inf); SUM of != 0 (0); "
+              "else POW, SUM, POW 1/p",
+       example=(lambda a: torch.linalg.vector_norm(a, dim=-1), t(3, 4)), checks=[float_input, no_padded_axis], emit=_emit_vector_norm)

@@ -7,6 +7,7 @@ import torch
 
 from opmap.engine.rules import accept, reject, strategy
 from opmap.rules.common import float_input, t, trt_types
+from opmap.rules.indexing import put_indices, put_indices_static
 
 
 def _one_hot(ctx, idx, n):
@@ -22,45 +23,42 @@ def _static_small(node, settings, sizes):
 
 
 def _emit_index_put_accumulate(ctx, node):
+    """The indexed leading dims flattened to one row number per update, then one-hot rows summed over the updates."""
     x = ctx.input("self")
-    (ref,) = node.arg("indices")
-    idx = ctx.cast(ctx.tensor(ref), "int64")
-    n = node.meta("self").shape[0]
-    idx = ctx.elementwise(idx, ctx.const(0, "int64"), "LESS")  # negative indices count from the end
-    idx = ctx.out(ctx.net.add_select(idx, ctx.elementwise(ctx.cast(ctx.tensor(ref), "int64"), ctx.const(n, "int64"), "SUM"),
-                                     ctx.cast(ctx.tensor(ref), "int64")), "wrap")
-    hot = _one_hot(ctx, idx, n)  # [K, N]
-    values = ctx.cast(ctx.input("values"), ctx.dtype(x))
-    rest = list(node.meta("self").shape[1:])
-    k = ctx.node._graph.meta_of(ref).shape[0]
-    values = ctx.expand_to(values, [k, *rest])
-    hot = ctx.reshape(hot, [k, n] + [1] * len(rest))
+    idx, shape = put_indices(ctx, node)
+    sizes = list(node.meta("self").shape)
+    lead, rest = sizes[:len(idx)], sizes[len(idx):]
+    k, n = math.prod(shape), math.prod(lead)
+    flat = None
+    for axis, i in enumerate(idx):
+        term = ctx.elementwise(ctx.reshape(i, [k]), ctx.const(math.prod(lead[axis + 1:]), "int64", shape=[1]), "PROD")
+        flat = term if flat is None else ctx.elementwise(flat, term, "SUM")
+    hot = ctx.reshape(_one_hot(ctx, flat, n), [k, n] + [1] * len(rest))  # [K, N]
+    values = ctx.reshape(ctx.expand_to(ctx.cast(ctx.input("values"), ctx.dtype(x)), shape + rest), [k, 1, *rest])
     zero = ctx.const(0, ctx.dtype(x), shape=[1] * (2 + len(rest)))
-    spread = ctx.out(ctx.net.add_select(*ctx.broadcast(hot, ctx.reshape(values, [k, 1, *rest]), zero)), "spread")
+    spread = ctx.out(ctx.net.add_select(*ctx.broadcast(hot, values, zero)), "spread")
     added = ctx.out(ctx.net.add_reduce(spread, ctx.trt.ReduceOperation.SUM, 1, False), "sum")
-    return ctx.elementwise(x, added, "SUM")
+    return ctx.elementwise(x, ctx.reshape(added, sizes), "SUM")
 
 
 put_acc = lambda x, i, v: x.index_put((i,), v, accumulate=True)  # noqa: E731
 
 
-@strategy("scatter/index-put-accumulate", op=["aten.index_put.default", "aten.index_put_.default"], kind="decompose",
+@strategy("scatter/index-put-accumulate", op=["aten.index_put.default"], kind="decompose",
           examples=[accept(put_acc, torch.zeros(5), torch.tensor([0, 2, 2, -1]), torch.ones(4)),
                     accept(put_acc, torch.zeros(4, 2, dtype=torch.int32), torch.tensor([1, 1]), torch.ones(2, 2, dtype=torch.int32)),
                     reject(lambda x, i, v: x.index_put((i,), v), torch.zeros(5), torch.tensor([0, 2]), torch.ones(2),
                            match="accumulate=False")])
 def rule_index_put_accumulate(node, graph, settings):
-    """Duplicates add up: a one-hot [K, N] table selects each update's row, a Reduce SUM over K adds them, and the
+    """Duplicates add up: the index tensors (broadcast) give each update a flat row over the indexed dims; a one-hot [K, N] table selects each update's row, a Reduce SUM over K adds them, and the
     sum is added to self. Exact for integers; for floats the additions may happen in another order than PyTorch's."""
     trt_types(node)
     assert node.arg("accumulate", False), "index_put with accumulate=False overwrites: use scatter/index-put"
-    refs = node.arg("indices") or []
-    assert len(refs) == 1 and refs[0] is not None, f"{len(refs)} index tensors; one (on the first dim) is decomposed"
-    idx = graph.meta_of(refs[0])
-    assert idx.dtype in ("int32", "int64") and idx.rank == 1, f"index is {idx}; a 1-D integer index is decomposed"
+    put_indices_static(node, graph)
     meta = node.meta("self")
-    assert meta.is_static and idx.is_static, "dynamic sizes: the one-hot table is sized at build time"
-    _static_small(node, settings, [idx.shape[0], *meta.shape])
+    refs = node.arg("indices")
+    k = math.prod(torch.broadcast_shapes(*[tuple(graph.meta_of(r).shape) for r in refs]))
+    _static_small(node, settings, [k, *meta.shape])
 
 
 rule_index_put_accumulate.emit(_emit_index_put_accumulate)

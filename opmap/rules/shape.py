@@ -74,10 +74,14 @@ def static_arg_dims(node, **_):
     assert meta.is_static, f"input {meta} has dynamic dims; the mask is built at build time"
 
 
-def diff_once(node, **_):
-    assert node.arg("n", 1) == 1, f"diff with n={node.arg('n')}: only n=1 is decomposed"
-    assert node.arg("prepend") is None and node.arg("append") is None, "diff with prepend/append is not decomposed"
-    assert node.meta("self").is_static, "diff along dynamic dims is not decomposed"
+def diff_static_dim(node, **_):
+    meta = node.meta("self")
+    dim = node.arg("dim", -1) % meta.rank
+    assert isinstance(meta.shape[dim], int), f"diff along the dynamic dim {meta.shape[dim]} is not decomposed"
+    for name in ("prepend", "append"):
+        other = node.meta(name)
+        assert node.arg(name) is None or other is not None, f"{name}={node.arg(name)!r}: only tensors are decomposed"
+        assert other is None or isinstance(other.shape[dim], int), f"{name} is dynamic along the diff dim"
 
 
 def split_dim_static(node, **_):
@@ -202,19 +206,44 @@ def _emit_flip(ctx, node):
     return _slice_layer(ctx, x, start, shape, stride)
 
 
+PAD_MODES = {"constant": "FILL", "reflect": "REFLECT", "replicate": "CLAMP", "circular": "WRAP"}
+
+
+def _pad_mode(node) -> str:
+    if "reflection_pad" in node.op:
+        return "reflect"
+    if "replication_pad" in node.op:
+        return "replicate"
+    return node.arg("mode", "constant") or "constant"
+
+
 def _emit_pad(ctx, node):
+    """A Slice whose start is -before on each padded axis and whose size grows by before + after; the mode fills the
+    border: FILL with the value, REFLECT, CLAMP (replicate) or WRAP (circular). Negative pads crop. Dynamic dims keep
+    their run-time size (the size is the input's shape plus a constant)."""
     x = ctx.input("self")
-    shape = list(node.meta("self").shape)
-    rank = len(shape)
-    pad = node.arg("pad")
-    start, size = [0] * rank, list(shape)
+    meta = node.meta("self")
+    rank = meta.rank
+    pad = list(node.arg("pad") if node.arg("pad") is not None else node.arg("padding"))
+    start, grow = [0] * rank, [0] * rank
     for i in range(len(pad) // 2):
         axis = rank - 1 - i
-        before, after = pad[2 * i], pad[2 * i + 1]
-        start[axis] = -before
-        size[axis] = shape[axis] + before + after if isinstance(shape[axis], int) else f"{shape[axis]} + {before + after}"
-    value = node.arg("value", 0.0) or 0.0
-    return _slice_layer(ctx, x, start, size, [1] * rank, mode="FILL", fill=ctx.const(value, ctx.dtype(x), shape=()))
+        start[axis], grow[axis] = -pad[2 * i], pad[2 * i] + pad[2 * i + 1]
+    mode = PAD_MODES[_pad_mode(node)]
+    fill = ctx.const(node.arg("value", 0.0) or 0, ctx.dtype(x), shape=()) if mode == "FILL" else None
+    if meta.is_static:
+        return _slice_layer(ctx, x, start, [d + g for d, g in zip(meta.shape, grow)], [1] * rank, mode=mode, fill=fill)
+    layer = ctx.net.add_slice(x, tuple(start), (1,) * rank, (1,) * rank)
+    layer.set_input(2, ctx.elementwise(ctx.shape_of(x), ctx.const(grow, "int64"), "SUM"))
+    layer.mode = getattr(ctx.trt.SampleMode, mode)
+    if fill is not None:
+        layer.set_input(4, fill)
+    return ctx.out(layer, "pad")
+
+
+def known_pad_mode(node, **_):
+    mode = _pad_mode(node)
+    assert mode in PAD_MODES, f"pad mode {mode!r} has no Slice mode"
 
 
 def _emit_triangle(ctx, node):
@@ -232,19 +261,30 @@ def _emit_triangle(ctx, node):
 
 
 def _emit_diff(ctx, node):
-    x = ctx.input("self")
-    shape = list(node.meta("self").shape)
-    rank = len(shape)
+    """cat(prepend, x, append) along dim, then n times: two Slices offset by one, SUB (XOR for bool). Other dims may
+    be dynamic (their sizes come from shape tensors)."""
+    meta = node.meta("self")
+    rank = meta.rank
     dim = node.arg("dim", -1) % rank
-    size = list(shape)
-    size[dim] -= 1
-    hi_start = [0] * rank
-    hi_start[dim] = 1
-    hi = _slice_layer(ctx, x, hi_start, size, [1] * rank)
-    lo = _slice_layer(ctx, x, [0] * rank, size, [1] * rank)
-    if node.meta("self").dtype == "bool":
-        return ctx.elementwise(hi, lo, "XOR")
-    return ctx.elementwise(hi, lo, "SUB")
+    parts = [ctx.input(n) for n in ("prepend", "self", "append") if node.meta(n) is not None]
+    length = sum(node.meta(n).shape[dim] for n in ("prepend", "self", "append") if node.meta(n) is not None)
+    x = parts[0]
+    if len(parts) > 1:
+        dtype = ctx.dtype(ctx.input("self"))
+        layer = ctx.net.add_concatenation([ctx.cast(p, dtype) for p in parts])
+        layer.axis = dim
+        x = ctx.out(layer, "cat")
+    size = list(meta.shape)
+    for _ in range(node.arg("n", 1)):
+        length -= 1
+        size[dim] = length
+        start = [0] * rank
+        start[dim] = 1
+        hi = _slice_layer(ctx, x, start, size, [1] * rank)
+        lo = _slice_layer(ctx, x, [0] * rank, size, [1] * rank)
+        x = ctx.elementwise(hi, lo, "XOR" if meta.dtype == "bool" else "SUB")
+    return x
+
 
 define(ns, "shape/identity", ["aten.alias.default", "aten.contiguous.default", "aten.clone.default", "aten.detach.default",
                               "aten.lift_fresh_copy.default", "aten.to.device"],
@@ -264,11 +304,51 @@ define(ns, "shape/split", ["aten.split.Tensor", "aten.split_with_sizes.default",
        checks=[constant_dims("split_size", "split_sizes", "chunks"), split_dim_static], emit=_emit_split)
 define(ns, "shape/flip", ["aten.flip.default"], "direct", layers="Slice with stride -1 on the flipped dims",
        example=(lambda a: a.flip(-1), t(2, 6)), emit=_emit_flip)
-define(ns, "shape/pad", ["aten.constant_pad_nd.default", "aten.pad.default"], "direct",
-       layers="Slice in FILL mode (negative start) with the pad value",
-       example=(lambda a: torch.nn.functional.pad(a, (1, 2)), t(2, 6)), emit=_emit_pad)
+define(ns, "shape/pad", ["aten.constant_pad_nd.default", "aten.pad.default", "aten.reflection_pad1d.default",
+                         "aten.reflection_pad2d.default", "aten.reflection_pad3d.default", "aten.replication_pad1d.default",
+                         "aten.replication_pad2d.default", "aten.replication_pad3d.default", "aten._pad_circular.default"], "direct",
+       layers="Slice with a negative start: FILL mode with the pad value, REFLECT, CLAMP (replicate) or WRAP (circular)",
+       example=(lambda a: torch.nn.functional.pad(a, (1, 2)), t(2, 6)), checks=[known_pad_mode], emit=_emit_pad)
 define(ns, "shape/triu", ["aten.triu.default", "aten.tril.default"], "decompose",
        layers="a constant triangular mask, Select against zeros", example=(lambda a: a.triu(1), t(4, 4)), emit=_emit_triangle,
        checks=[static_arg_dims])
-define(ns, "shape/diff", ["aten.diff.default"], "decompose", layers="two Slices offset by one, ElementWise SUB",
-       example=(lambda a: torch.diff(a, dim=-1), t(3, 6)), emit=_emit_diff, checks=[diff_once])
+define(ns, "shape/diff", ["aten.diff.default"], "decompose",
+       layers="Concatenation of prepend/x/append, then n times two Slices offset by one and ElementWise SUB (XOR for bool)",
+       example=(lambda a: torch.diff(a, dim=-1), t(3, 6)), emit=_emit_diff, checks=[diff_static_dim])
+
+
+def _emit_roll(ctx, node):
+    """out[i] = x[(i - shift) mod n] on each rolled dim: one Slice in WRAP mode starting at -shift mod n. Without dims
+    the flattened tensor rolls. Dims that are not rolled may be dynamic."""
+    x = ctx.input("self")
+    meta = node.meta("self")
+    shifts, dims = list(node.arg("shifts")), list(node.arg("dims") or [])
+    if not dims:
+        x, shape, dims = ctx.reshape(x, [-1]), [meta.numel], [0]
+    else:
+        shape = list(meta.shape)
+    rank = len(shape)
+    start = [0] * rank
+    for shift, d in zip(shifts, dims):
+        d %= rank
+        start[d] = (start[d] - shift) % shape[d]
+    if static(shape):
+        out = _slice_layer(ctx, x, start, shape, [1] * rank, mode="WRAP")
+    else:
+        layer = ctx.net.add_slice(x, tuple(start), (1,) * rank, (1,) * rank)
+        layer.set_input(2, ctx.shape_of(x))
+        layer.mode = ctx.trt.SampleMode.WRAP
+        out = ctx.out(layer, "roll")
+    return out if node.arg("dims") else ctx.reshape(out, list(meta.shape))
+
+
+def rolled_dims_static(node, **_):
+    meta = node.meta("self")
+    dims = node.arg("dims") or []
+    rolled = [meta.shape[d % meta.rank] for d in dims] if dims else list(meta.shape)
+    assert all(isinstance(d, int) for d in rolled), f"rolled dims {rolled} are dynamic; the wrap offset is fixed at build time"
+    assert all(isinstance(v, int) for v in node.arg("shifts")), "shifts are not constant ints"
+
+
+define(ns, "shape/roll", ["aten.roll.default"], "direct", layers="Slice in WRAP mode starting at -shift on each rolled dim",
+       example=(lambda a: torch.roll(a, (1, -2), (0, 1)), t(4, 6)), checks=[rolled_dims_static], emit=_emit_roll)

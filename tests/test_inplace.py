@@ -1,0 +1,109 @@
+"""In-place and out= overloads are planned as their functional op, by one rule (opmap/engine/inplace.py), whenever the
+mutated tensor is an intermediate nobody reads again; a real export, a real build, the interpreter against PyTorch."""
+
+import torch
+
+from opmap.app import load_rules
+from opmap.engine.backend import profile
+from opmap.engine.builder import build_network, serialize
+from opmap.engine.capture import capture_callable
+from opmap.engine.examples import candidates_of
+from opmap.engine.inplace import functional_op
+from opmap.engine.planner import Planner
+from opmap.engine.verify import verify_built
+
+RULESET = load_rules(None)
+
+
+class Router(torch.nn.Module):
+    """A mixture-of-experts router: top-2 gates renormalised in place (``w /= w.sum(...)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        w, idx = torch.topk(self.gate(x).softmax(-1), 2, -1)
+        w /= w.sum(-1, keepdim=True)
+        y = x * 2
+        y.add_(1)
+        y.mul_(w[:, :1])
+        return w, idx, y
+
+
+def _plan(fn, *inputs):
+    captured = capture_callable(fn, *inputs)
+    planner = Planner(RULESET, candidates_of(RULESET), backend=profile("tensorrt_rtx"), require_emit=True)
+    plan = planner.plan(captured.graph)
+    planner.judge.close()
+    return captured, plan
+
+
+def test_functional_twins():
+    assert functional_op("aten.div_.Tensor") == ("aten.div.Tensor", ("self",))
+    assert functional_op("aten.add.out") == ("aten.add.Tensor", ("out",))
+    assert functional_op("aten.index_put_.default") == ("aten.index_put.default", ("self",))
+    assert functional_op("aten.div.Tensor") is None
+
+
+def test_router_with_inplace_div_builds_and_verifies():
+    model = Router().eval()
+    x = torch.randn(5, 8)
+    captured, plan = _plan(model, x)
+    by_op = {n.node.op: n for n in plan.nodes}
+    assert {"aten.div_.Tensor", "aten.add_.Tensor", "aten.mul_.Tensor"} <= set(by_op), "torch.export keeps the in-place ops"
+    div = by_op["aten.div_.Tensor"]
+    assert div.choice.strategy == "ew/div" and div.as_node.op == "aten.div.Tensor"
+    assert "planned as aten.div.Tensor" in div.why
+    built = serialize(build_network(plan, captured.program, RULESET.strategies))
+    assert built.engine
+    assert any(v["node"] == div.node.name for v in built.layer_map.values()), "the div_ node emitted layers"
+    report = verify_built(built, captured.program, {next(iter(captured.graph.inputs)): x})
+    assert report.ok and len(report.outputs) == 3, [o.to_dict() for o in report.outputs]
+
+
+def test_out_overload_builds_and_verifies():
+    def fn(a):
+        out = torch.empty(2, 3)
+        torch.add(a, 1, out=out)
+        return out * 2
+
+    a = torch.randn(2, 3)
+    captured, plan = _plan(fn, a)
+    add = next(n for n in plan.nodes if n.node.op == "aten.add.out")
+    assert add.choice.strategy == "ew/add" and add.as_node.op == "aten.add.Tensor" and "out" not in add.as_node.args
+    built = serialize(build_network(plan, captured.program, RULESET.strategies))
+    assert verify_built(built, captured.program, {next(iter(captured.graph.inputs)): a}).ok
+
+
+def test_mutating_an_input_a_view_or_a_tensor_read_later_is_refused():
+    def on_input(a):
+        return a.add_(1)
+
+    def on_view(a):
+        y = a * 2
+        y[:, 0].mul_(3)
+        return y
+
+    for fn, reason in ((on_input, "graph input"), (on_view, "a view")):
+        _, plan = _plan(fn, torch.randn(2, 3))
+        node = next(n for n in plan.nodes if n.node.op.split(".")[1].endswith("_"))
+        assert node.choice is None and reason in node.why, node.why
+
+
+def test_a_tensor_read_after_its_mutation_is_refused():
+    """torch.export rebinds later reads to the mutating node; a graph that still reads the old name is refused."""
+    from opmap.engine.graph import Graph, Node, Ref, TensorMeta
+    from opmap.engine.inplace import as_functional
+
+    m = TensorMeta((2, 3), "float32")
+    nodes = {"mul": Node("mul", "aten.mul.Tensor", {"self": Ref("x"), "other": 2}, [m], users=["add_", "neg"]),
+             "add_": Node("add_", "aten.add_.Tensor", {"self": Ref("mul"), "other": 1, "alpha": 1}, [m]),
+             "neg": Node("neg", "aten.neg.default", {"self": Ref("mul")}, [m])}
+    graph = Graph("g", nodes, {"x": m}, {}, [Ref("add_"), Ref("neg")], {})
+    node, why = as_functional(graph["add_"], graph)
+    assert node is None and "neg read(s) again" in why
+    del nodes["neg"], graph.outputs[1]
+    nodes["mul"].users.remove("neg")
+    node, why = as_functional(graph["add_"], graph)
+    assert node.op == "aten.add.Tensor" and node.arg("self") == Ref("mul")
