@@ -88,7 +88,7 @@ def _check_structure(path: Path, infos: list[zipfile.ZipInfo]) -> None:
     total = packed = 0
     for info in infos:
         name = info.filename
-        _check_name(path, name)
+        _check_name(path, info.orig_filename)  # the raw name: zipfile cuts info.filename at a NUL
         if name in seen:
             raise CaptureError(f"{path}: refused: member {name!r} appears twice (readers disagree on which one counts)")
         seen.add(name)
