@@ -62,10 +62,16 @@ def _emit_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+# Both names mean the same: the file may run code when loaded (pickle, native code, TorchScript).
+_TRUST_OPTION = typer.Option(False, "--trust-model", "--unsafe-pickle",
+                             help="Trust the model file: allow loaders that run its code (pickle, TorchScript, native code). "
+                                  "Without it, opmap refuses such files (see README, Security model).")
+
+
 # -- suggest ---------------------------------------------------------------------------------------
 @app.command()
 def suggest(
-    model: Path = typer.Argument(..., help="torch.export .pt2, TorchScript archive, or (with --unsafe-pickle) a pickled nn.Module."),
+    model: Path = typer.Argument(..., help="torch.export .pt2, or (with --trust-model) a TorchScript archive or a pickled nn.Module."),
     backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx (default: tensorrt if importable)."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as one JSON object (schema in the README)."),
     reasons: bool = typer.Option(False, "-r", "--reasons", help="List every rejection and rule error with its reason."),
@@ -73,7 +79,7 @@ def suggest(
     tolerance: float = typer.Option(1e-3, "--tolerance", help="Accuracy budget: max relative error an approximate strategy, "
                                     "or a node placed below fp32, may add."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16: the lowest precision a node may be placed in."),
-    unsafe_pickle: bool = typer.Option(False, "--unsafe-pickle", help="Allow unpickling a model file (this runs its code)."),
+    unsafe_pickle: bool = _TRUST_OPTION,
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
     dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:DIM=MIN..MAX: make a TorchScript input dim dynamic "
                                       "(traced shapes stay static otherwise)."),
@@ -158,7 +164,7 @@ def build(
     backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx (default: tensorrt if importable)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16: compute precision, with explicit casts at the edges."),
     shape: List[str] = typer.Option([], "--shape", help="NAME=MIN:OPT:MAX optimization profile for a dynamic input (dims like 1x128)."),
-    unsafe_pickle: bool = typer.Option(False, "--unsafe-pickle", help="Allow unpickling a model file (this runs its code)."),
+    unsafe_pickle: bool = _TRUST_OPTION,
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
     dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:DIM=MIN..MAX: make a TorchScript input dim dynamic "
                                       "(traced shapes stay static otherwise)."),
@@ -199,7 +205,7 @@ def verify(
     runtime: str = typer.Option("reference", "--runtime", help="reference (the interpreter, works anywhere) | trt (the real engine)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16."),
-    unsafe_pickle: bool = typer.Option(False, "--unsafe-pickle", help="Allow unpickling a model file (this runs its code)."),
+    unsafe_pickle: bool = _TRUST_OPTION,
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
     dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:DIM=MIN..MAX: make a TorchScript input dim dynamic "
                                       "(traced shapes stay static otherwise)."),
@@ -245,6 +251,7 @@ def measure(
     seeds: int = typer.Option(8, "--seeds", help="Seeded input redraws for approximate strategies' accuracy."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 | float16 | bfloat16: measure with float inputs in this dtype."),
     model: Optional[Path] = typer.Option(None, "--model", help="Measure at the sizes of this model's nodes (its shapes become the buckets)."),
+    trust_model: bool = _TRUST_OPTION,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Measure strategies (real builds, interpreter accuracy, estimated latency) and store the rows with provenance."""
@@ -273,7 +280,7 @@ def measure(
     if model is not None:
         from opmap.engine.capture import capture
 
-        examples = meas.node_examples(capture(model).graph, ruleset.strategies)
+        examples = meas.node_examples(capture(model, trust_model=trust_model).graph, ruleset.strategies)
         chosen = [s for s in chosen if s.id in examples]
     if not chosen:
         raise OpmapError("no strategy matches the selection (see `opmap rules list`)")

@@ -45,7 +45,9 @@ def test_symbolic_dims_and_their_ranges(tmp_path):
 def test_torchscript_traced_infers_input_shapes(tmp_path):
     path = tmp_path / "traced.pt"
     torch.jit.trace(TwoLayer().eval(), torch.randn(2, 4)).save(str(path))
-    c = capture(path)
+    with pytest.raises(CaptureError, match="TorchScript archive.*--trust-model"):
+        capture(path)  # loading TorchScript runs its code: trusted files only
+    c = capture(path, trust_model=True)
     assert c.kind == "torchscript"
     assert c.graph.ops() == {"aten.linear.default": 1, "aten.relu.default": 1}
 
@@ -54,8 +56,8 @@ def test_torchscript_scripted_needs_input_shape(tmp_path):
     path = tmp_path / "scripted.pt"
     torch.jit.script(TwoLayer().eval()).save(str(path))
     with pytest.raises(CaptureError, match="--input-shape for x"):
-        capture(path)
-    g = capture(path, input_shapes=[InputSpec.parse("x=3x4")]).graph
+        capture(path, trust_model=True)
+    g = capture(path, trust_model=True, input_shapes=[InputSpec.parse("x=3x4")]).graph
     # PyTorch's TorchScript converter exports the leading dim as dynamic (Dim.AUTO) where it can.
     assert g["linear"].out.shape[1] == 3 and g["linear"].meta("input").shape[1] == 4
 

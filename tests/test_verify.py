@@ -115,7 +115,7 @@ def test_verify_traced_torchscript(cli, tmp_path):
     model = tmp_path / "traced.pt"
     torch.jit.save(torch.jit.trace(Embedder().eval(), (torch.randint(0, 5, (2, 6)), torch.ones(2, 6, dtype=torch.int64)),
                                    strict=False), str(model))
-    r = cli("verify", model, "--json")
+    r = cli("verify", model, "--json", "--trust-model")  # loading TorchScript can run code from the file
     assert r.code == 0, r.err
     assert json.loads(r.out)["ok"]
 
@@ -135,13 +135,13 @@ def test_traced_torchscript_stays_static_unless_asked(tmp_path):
     model = tmp_path / "traced.pt"
     torch.jit.save(torch.jit.trace(Embedder().eval(), (torch.randint(0, 5, (2, 6)), torch.ones(2, 6, dtype=torch.int64)),
                                    strict=False), str(model))
-    static = capture(model).graph
+    static = capture(model, trust_model=True).graph
     assert [list(m.shape) for m in static.inputs.values()] == [[2, 6], [2, 6]]
-    dynamic = capture(model, dynamic=[DynamicSpec.parse("input_ids:0=1..8"), DynamicSpec.parse("attention_mask:0=1..8")]).graph
+    dynamic = capture(model, trust_model=True, dynamic=[DynamicSpec.parse("input_ids:0=1..8"), DynamicSpec.parse("attention_mask:0=1..8")]).graph
     (batch, seq), = {tuple(m.shape) for m in dynamic.inputs.values()}  # both inputs share the batch symbol
     assert isinstance(batch, str) and seq == 6
     assert dynamic.symbols[batch].lower in (1, 2) and dynamic.symbols[batch].upper == 8  # torch.export specializes 0/1
     with pytest.raises(CaptureError, match="forward takes"):
-        capture(model, dynamic=[DynamicSpec.parse("ids:0=1..8")])
+        capture(model, trust_model=True, dynamic=[DynamicSpec.parse("ids:0=1..8")])
     with pytest.raises(CaptureError, match="NAME:DIM=MIN..MAX"):
         DynamicSpec.parse("input_ids=1..8")

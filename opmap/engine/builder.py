@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from opmap.engine import symexpr
 from opmap.engine.backend import BackendProfile, logger, native_stderr_silenced, strongly_typed_network
 from opmap.engine.graph import Graph, Node, Ref, TensorMeta
 from opmap.engine.planner import Plan
@@ -414,7 +415,7 @@ class NetworkBuilder:
     def symbol(self, expr: str) -> Any:
         """A 1-element int64 tensor holding a symbolic size: an input dim, or arithmetic over input dims."""
         if expr not in self.symbols:
-            self.symbols[expr] = self._symbolic(_sympify(expr), expr)
+            self.symbols[expr] = self._symbolic(_size_expr(expr), expr)
         return self.symbols[expr]
 
     def _symbolic(self, e: Any, text: str) -> Any:
@@ -596,12 +597,12 @@ def symbol_range(graph: Graph, name: str, symbol: str) -> tuple[int, int, int]:
     return low, opt, rng.upper
 
 
-def _sympify(expr: str) -> Any:
-    from torch.utils._sympy.functions import FloorDiv, ModularIndexing
-
-    import sympy
-
-    return sympy.sympify(expr, locals={"FloorDiv": FloorDiv, "ModularIndexing": ModularIndexing})
+def _size_expr(expr: str) -> Any:
+    """A symbolic size as sympy, through the restricted parser (never sympify/eval)."""
+    try:
+        return symexpr.parse(expr)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
 
 
 def weights_of(program: Any) -> dict[str, torch.Tensor]:

@@ -5,11 +5,14 @@ runs: expanding an op into core ATen is one strategy among others, chosen per
 node by the planner, not a pre-pass that hides fused ops.
 
 Accepted inputs
-  * ``torch.export.save`` archives (``.pt2``, or any name holding one);
-  * TorchScript archives (``torch.jit.save``), converted to ATen through
-    PyTorch's TorchScript-to-ExportedProgram converter;
-  * a pickled ``nn.Module`` (``torch.save(model)``), only when the caller allows
-    unpickling explicitly, since loading a pickle runs code.
+  * ``torch.export.save`` archives (``.pt2``, or any name holding one): checked by the
+    gate (:mod:`opmap.engine.archive`) and loaded without running code from the file
+    (:mod:`opmap.engine.safeload`), unless the caller trusts the file;
+  * TorchScript archives (``torch.jit.save``), converted to ATen through PyTorch's
+    TorchScript-to-ExportedProgram converter, only for trusted files: loading one runs
+    its TorchScript code;
+  * a pickled ``nn.Module`` (``torch.save(model)``), only for trusted files, since
+    loading a pickle runs code.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ import logging
 import operator
 import re
 import warnings
-import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from opmap.engine.archive import Inspection, inspect_file, refusal
 from opmap.errors import CaptureError, first_line
 from opmap.engine.graph import Graph, Node, Ref, SymbolRange, TensorMeta, finite_int
 
@@ -143,46 +146,45 @@ def file_sha256(path: Path) -> str:
 
 
 def sniff(path: Path) -> str:
-    """What kind of file this is: export | torchscript | pickle-zip | unknown."""
-    if not zipfile.is_zipfile(path):
-        return "unknown"
-    try:
-        names = zipfile.ZipFile(path).namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise CaptureError(f"{path}: corrupt archive ({first_line(exc)})") from None
-    if any(n.endswith("/models/model.json") or n.endswith("archive_format") for n in names):
-        return "export"
-    if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
-        return "torchscript"
-    if any(n.endswith("data.pkl") for n in names):
-        return "pickle-zip"
-    return "unknown"
+    """What kind of file this is: export | torchscript | pickle-zip | export-legacy | unknown (zip structure checked)."""
+    return inspect_file(path).kind
 
 
 def capture(
     path: str | Path,
     *,
+    trust_model: bool = False,
     unsafe_pickle: bool = False,
     input_shapes: Sequence[InputSpec] = (),
     dynamic: Sequence[DynamicSpec] = (),
 ) -> Captured:
     """Load a model file and capture its ATen graph. Raises :class:`CaptureError`.
 
-    ``dynamic`` makes dims of a TorchScript archive's inputs dynamic (other archives carry their own)."""
+    Untrusted files (the default) go through the gate (:mod:`opmap.engine.archive`) and load
+    without running code from the file; ``trust_model`` (alias ``unsafe_pickle``) lets a file
+    that needs pickle, native code or TorchScript through to PyTorch's own loaders. ``dynamic`` makes dims of a
+    TorchScript archive's inputs dynamic (other archives carry their own).
+    """
     path = Path(path)
+    trusted = trust_model or unsafe_pickle
     if not path.exists():
         raise CaptureError(f"{path}: no such file")
     if path.is_dir():
         raise CaptureError(f"{path}: is a directory, expected a model file")
     if path.stat().st_size == 0:
         raise CaptureError(f"{path}: empty file")
-    kind = sniff(path)
-    if kind == "export":
-        program = _load_export(path)
+    insp = inspect_file(path)
+    if insp.risks and not trusted:
+        member, _, why = insp.risks[0].partition(": ")
+        raise refusal(path, member, why)
+    kind = insp.kind
+    if kind in ("export", "export-legacy"):
+        program = _load_export(path) if trusted else _load_export_safely(path, insp)
+        kind = "export"
     elif kind == "torchscript":
         program = _load_torchscript(path, input_shapes, dynamic)
     else:
-        program = _load_pickle(path, kind, unsafe_pickle, input_shapes)
+        program = _load_pickle(path, kind, trusted, input_shapes)
         kind = "pickle"
     if dynamic and kind != "torchscript":
         raise CaptureError(f"{path}: --dynamic applies to TorchScript archives; a torch.export archive carries its own dynamic dims "
@@ -228,17 +230,36 @@ def _FunctionModule(fn: Callable):
 # -- loaders -------------------------------------------------------------------------------
 
 
+def _load_export_safely(path: Path, insp: Inspection):
+    from opmap.engine.safeload import load_program
+
+    with _quiet() as log:
+        try:
+            return load_program(path, insp)
+        except CaptureError:
+            raise
+        except Exception as exc:
+            reason = _export_failure(exc, log)
+    raise CaptureError(f"{path}: cannot load torch.export archive: {reason}")
+
+
+def _export_failure(exc: Exception, log: _Collect) -> str:
+    reason = first_line(exc)
+    detail = next((line for line in reversed(log.lines) if "Ran into the following" not in line), None)
+    if "deserializ" in reason.lower() or isinstance(exc, (ImportError, AttributeError, KeyError)):
+        reason = (detail or reason) + " (the archive refers to output types or custom ops that are not importable here; import their module first)"
+    return reason
+
+
 def _load_export(path: Path):
+    """PyTorch's own loader: for trusted files only (it may unpickle, dlopen and sympify)."""
     import torch
 
     with _quiet() as log:
         try:
             return torch.export.load(str(path))
         except Exception as exc:
-            reason = first_line(exc)
-            detail = next((line for line in reversed(log.lines) if "Ran into the following" not in line), None)
-            if "deserializ" in reason or isinstance(exc, (ImportError, AttributeError, KeyError)):
-                reason = (detail or reason) + " (the archive refers to output types or custom ops that are not importable here; import their module first)"
+            reason = _export_failure(exc, log)
     raise CaptureError(f"{path}: cannot load torch.export archive: {reason}")
 
 
@@ -342,7 +363,7 @@ def _load_pickle(path: Path, kind: str, unsafe_pickle: bool, input_shapes: Seque
     if not unsafe_pickle:
         raise CaptureError(
             f"{path}: holds a pickled Python object and loading it runs code; if you trust the file, "
-            "pass --unsafe-pickle together with --input-shape NAME=DIMS for each input"
+            "pass --trust-model (or --unsafe-pickle) together with --input-shape NAME=DIMS for each input"
         )
     try:
         with _quiet():

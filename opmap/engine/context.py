@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from opmap.engine import symexpr
 from opmap.engine.graph import Dim, Graph, Node, Ref, TensorMeta, finite_int
 from opmap.engine.rules import fixture
 
@@ -31,9 +32,7 @@ class Settings:
 
 @lru_cache(maxsize=4096)
 def _parse(expr: str):
-    import sympy
-
-    return sympy.sympify(expr)
+    return symexpr.parse(expr)
 
 
 class Bounds:

@@ -252,7 +252,7 @@ def _check_scalar(name: str, node: str | None, expected: Any, got: Any) -> Outpu
 def contract_violation(graph: Graph, inputs: dict[str, torch.Tensor], flat: list[Any]) -> str | None:
     """Where PyTorch's own result contradicts the shapes the export promised at these input sizes, the export is not
     valid there (torch.export fixed a structure, e.g. the number of ``split`` pieces, without guarding it): say so."""
-    from opmap.engine.builder import _sympify
+    from opmap.engine.builder import _size_expr
 
     values: dict[str, int] = {}
     for name, meta in graph.inputs.items():
@@ -267,7 +267,7 @@ def contract_violation(graph: Graph, inputs: dict[str, torch.Tensor], flat: list
             if isinstance(d, int):
                 promised = d
             else:
-                expr = _sympify(d)
+                expr = _size_expr(d)
                 if any(str(sym) not in values for sym in expr.free_symbols):
                     continue  # a data-dependent size: not promised
                 promised = int(expr.subs(values))
