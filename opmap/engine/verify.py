@@ -270,7 +270,7 @@ def contract_violation(graph: Graph, inputs: dict[str, torch.Tensor], flat: list
                 expr = _size_expr(d)
                 if any(str(sym) not in values for sym in expr.free_symbols):
                     continue  # a data-dependent size: not promised
-                promised = int(expr.subs(values))
+                promised = int(expr.subs({sym: values[str(sym)] for sym in expr.free_symbols}))
             if promised != n:
                 return (f"PyTorch's output {ref} has {n} in dim {axis} where the export promises {d} = {promised} at "
                         f"{', '.join(f'{k}={v}' for k, v in values.items())}: the exported program is not valid at these sizes")
