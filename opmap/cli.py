@@ -39,15 +39,18 @@ class State:
 state = State()
 
 
+def _print_version(value: bool) -> None:
+    if value:  # eager: runs before Click asks for a command
+        out.print(f"opmap {opmap.__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(
     db: Optional[str] = typer.Option(None, "--db", help="Catalog: a SQLAlchemy URL or a SQLite file path (default: $OPMAP_DB, "
                                      "else the per-user catalog)."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version),
 ) -> None:
-    if version:
-        out.print(f"opmap {opmap.__version__}")
-        raise typer.Exit(0)
     state.db = db
 
 

@@ -230,3 +230,10 @@ def test_custom_op_says_what_the_user_must_provide(cli, tmp_path):
         data = json.loads(cli("suggest", model, "--json", "--backend", backend).out)
         (node,) = [n for n in data["nodes"] if n["op"] == "opmap_examples.scale.default"]
         assert node["choice"] is None and words in node["why"]
+
+
+def test_version(cli):
+    import opmap
+
+    r = cli("--version")
+    assert r.code == 0 and r.out.strip() == f"opmap {opmap.__version__}"

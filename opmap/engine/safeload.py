@@ -49,6 +49,7 @@ def load_program(path: Path, insp: Inspection) -> Any:
         raise
     except Exception as exc:  # malformed JSON / schema: the archive is not a valid export
         raise CaptureError(f"{path}: cannot read torch.export archive: {type(exc).__name__}: {first_line(exc)}") from None
+    _portable_specs(serialized)
     try:
         with no_code():
             program = ExportedProgramDeserializer().deserialize(serialized, state_dict, constants, None)
@@ -56,6 +57,32 @@ def load_program(path: Path, insp: Inspection) -> Any:
         raise CaptureError(f"{path}: refused while loading: {exc}; pass --trust-model only if you trust this file") from None
     program._guards_code = []  # never executed by opmap; dropped so that nothing downstream can
     return program
+
+
+def _portable_specs(serialized: Any) -> None:
+    """Container types this process has not registered with pytree (transformers' ``ModelOutput`` dataclasses, say)
+    become tuples of their fields in the program's input/output specs. opmap works on the flat inputs and outputs, so
+    nothing is lost, and no module named by the file is imported to register them."""
+    import torch.utils._pytree as pytree
+
+    known = pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE
+
+    def plain(spec: Any) -> Any:
+        if isinstance(spec, dict):
+            if spec.get("type") is not None and spec["type"] not in known:
+                spec = {**spec, "type": "builtins.tuple", "context": "null"}
+            return {**spec, "children_spec": [plain(c) for c in spec.get("children_spec", [])]}
+        return spec
+
+    for entry in serialized.graph_module.module_call_graph:
+        signature = entry.signature
+        if signature is None:
+            continue
+        for field in ("in_spec", "out_spec"):
+            text = getattr(signature, field, None)
+            if text:
+                protocol, spec = json.loads(text)
+                setattr(signature, field, json.dumps([protocol, plain(spec)]))
 
 
 def _tensors(zf: zipfile.ZipFile, folder: str, config: Any, path: Path) -> dict[str, Any]:
