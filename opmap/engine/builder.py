@@ -206,6 +206,9 @@ class EmitContext:
     def reshape(self, t: Any, dims: Sequence[int | str]) -> Any:
         """Reshape to dims (ints, -1, or symbolic names resolved through shape tensors)."""
         layer = self.net.add_shuffle(t)
+        unknown = [d for d in dims if not isinstance(d, int) or d == -1]
+        if len(unknown) == 1 and not isinstance(unknown[0], int):  # one symbolic dim: TensorRT infers it as -1
+            dims = [-1 if not isinstance(d, int) else d for d in dims]
         if all(isinstance(d, int) for d in dims) and sum(1 for d in dims if d == -1) <= 1:
             layer.reshape_dims = tuple(dims)
             layer.zero_is_placeholder = False
