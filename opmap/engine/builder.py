@@ -302,13 +302,14 @@ class EmitContext:
         rank = max(self.rank(t) for t in ts)
         return [self.unsqueeze_to(t, rank) for t in ts]
 
-    def expand_to(self, t: Any, shape: Sequence[int]) -> Any:
-        """Broadcast to a static shape (a Slice with stride 0 on the unit dims)."""
+    def expand_to(self, t: Any, shape: Sequence[int | str]) -> Any:
+        """Broadcast to a shape of ints and symbolic sizes (a Slice with stride 0 on the unit dims; torch.export
+        specializes sizes 0 and 1, so a dynamic dim is never a broadcast one)."""
         t = self.unsqueeze_to(t, len(shape))
         if tuple(t.shape) == tuple(shape):
             return t
-        stride = tuple(0 if s == 1 and d != 1 else 1 for s, d in zip(t.shape, shape))
-        return self.out(self.net.add_slice(t, (0,) * len(shape), tuple(shape), stride), "expand")
+        stride = [0 if s == 1 and d != 1 else 1 for s, d in zip(t.shape, shape)]
+        return self.slice(t, [0] * len(shape), list(shape), stride)
 
     def elementwise(self, a: Any, b: Any, op: str, dtype: str | None = None) -> Any:
         """ElementWise with numpy broadcasting and both operands cast to ``dtype`` (default: a's)."""
@@ -585,6 +586,17 @@ class NetworkBuilder:
         layer = self.network.add_identity(t)
         layer.name = name
         return layer.get_output(0)
+
+
+def broadcast_shape(*shapes: Sequence[int | str]) -> list[int | str]:
+    """numpy broadcasting over ints and symbolic sizes: a dim that is not 1 wins (torch.export proved the others equal)."""
+    rank = max((len(s) for s in shapes), default=0)
+    out: list[int | str] = []
+    for axis in range(rank):
+        dims = [s[axis - rank + len(s)] for s in shapes if axis - rank + len(s) >= 0]
+        sized = [d for d in dims if d != 1]
+        out.append(next((d for d in sized if isinstance(d, int)), sized[0]) if sized else 1)
+    return out
 
 
 def symbol_range(graph: Graph, name: str, symbol: str) -> tuple[int, int, int]:
