@@ -434,6 +434,8 @@ class NetworkBuilder:
             return layer.get_output(0)
 
         def combine(op: str, parts: list[Any]) -> Any:
+            if any(p.dtype == self.trt.DataType.FLOAT for p in parts):  # float size arithmetic stays in float32
+                parts = [self._cast(p, "FLOAT", text) for p in parts]
             out = parts[0]
             for p in parts[1:]:
                 layer = self.network.add_elementwise(out, p, getattr(self.trt.ElementWiseOperation, op))
@@ -446,6 +448,12 @@ class NetworkBuilder:
 
         if e.is_Integer:
             return const(int(e))
+        if e.is_Number:  # a float factor (upsampling by 1.7): computed in float32, the only float a shape tensor takes
+            arr = np.array([float(e)], np.float32)
+            self.keep.append(arr)
+            layer = self.network.add_constant((1,), self.trt.Weights(arr))
+            layer.name = f"size/{text}/f{float(e)}/{len(self.keep)}"
+            return layer.get_output(0)
         if e.is_Symbol:
             if str(e) not in self.symbols:
                 raise BuildError(f"symbolic size {e} (in {text}) is not a dim of any input; opmap resolves sizes from input dims")
@@ -464,6 +472,16 @@ class NetworkBuilder:
             num, den = sympy.fraction(sympy.together(e.args[0]))
             return self._symbolic(-sympy.floor(-num / den), text)
         name = type(e).__name__
+        if name in ("ToFloat", "TruncToInt", "TruncToFloat", "FloorToInt", "CeilToInt", "RoundToInt"):
+            inner = self._symbolic(e.args[0], text)
+            if name == "ToFloat":
+                return self._cast(inner, "FLOAT", text)
+            if name in ("FloorToInt", "CeilToInt", "RoundToInt"):
+                op = {"FloorToInt": "FLOOR", "CeilToInt": "CEIL", "RoundToInt": "ROUND"}[name]
+                unary = self.network.add_unary(self._cast(inner, "FLOAT", text), getattr(self.trt.UnaryOperation, op))
+                unary.name = f"size/{text}/{op.lower()}/{len(self.keep)}/{id(unary)}"
+                inner = unary.get_output(0)
+            return self._cast(inner, "INT64", text)  # a float-to-int cast truncates toward zero
         if name == "FloorDiv":
             return floor_div(*e.args)
         if name == "CeilDiv":
@@ -476,6 +494,13 @@ class NetworkBuilder:
         if isinstance(e, sympy.Pow) and e.exp.is_Integer and e.exp > 0:
             return combine("PROD", [self._symbolic(e.base, text)] * int(e.exp))
         raise BuildError(f"symbolic size {text}: {name} is not computed on shape tensors")
+
+    def _cast(self, t: Any, to: str, text: str) -> Any:
+        if t.dtype == getattr(self.trt.DataType, to):
+            return t
+        layer = self.network.add_cast(t, getattr(self.trt.DataType, to))
+        layer.name = f"size/{text}/cast-{to.lower()}/{id(layer)}"
+        return layer.get_output(0)
 
     # -- build ----------------------------------------------------------------------------------
     def add_inputs(self, shapes: dict[str, tuple[Sequence[int], Sequence[int], Sequence[int]]] | None = None) -> Any:
