@@ -16,6 +16,7 @@ BUILTIN_MODULES: list[str] = [
     "random_pool",
     "scatter_reduce",
     "compaction",
+    "math_extra",
     "custom",
     "decomposition",
 ]
