@@ -17,6 +17,7 @@ BUILTIN_MODULES: list[str] = [
     "scatter_reduce",
     "compaction",
     "math_extra",
+    "shape_extra",
     "custom",
     "decomposition",
 ]
