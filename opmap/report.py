@@ -253,3 +253,49 @@ def measurements_table(rows) -> Table:
         table.add_row(r.strategy_id, r.shape_bucket, r.dtype, build, fmt(r.build_seconds), fmt(r.engine_bytes, "{:,}"),
                       fmt(r.max_abs_err), fmt(r.max_rel_err), fmt(r.latency_ms, "~{:.4f} ms"), r.provenance)
     return table
+
+
+STAGE_STYLE = {"ok": "green", "export": "bold red", "parse": "bold red", "build": "bold red", "stopped": "dim"}
+
+
+def _route_line(route) -> Text:
+    head = Text(f"{route.name:<6} ", style="bold")
+    if route.ok:
+        head.append("builds", style="bold green")
+        head.append(f"  {route.seconds:.2f}s (engine build {route.build_seconds:.2f}s), {route.layers} layers, {route.engine_bytes:,} bytes")
+    else:
+        head.append(f"fails at {route.stage}", style="bold red")
+        head.append(f"  after {route.seconds:.2f}s: {route.message[:300]}")
+    if route.details.get("exporter"):
+        head.append(f"  [{route.details['exporter']}, opset {route.details.get('opset') or '-'}]", style="dim")
+    return head
+
+
+def print_compare(console: Console, result) -> None:
+    """Per ATen node: opmap's choice and kind beside the ONNX route's outcome; then both routes' whole-model lines."""
+    table = Table(title=f"{result.plan.graph.name}: opmap vs the ONNX route on {result.plan.backend}", title_justify="left",
+                  header_style="bold")
+    for col in ("node", "op", "opmap", "kind", "onnx route", "message"):
+        table.add_column(col, overflow="fold")
+    for np_ in result.plan.nodes:
+        o = result.nodes[np_.node.name]
+        table.add_row(np_.node.name, np_.node.op, np_.choice.strategy if np_.choice else Text("no mapping", style="bold red"),
+                      _kind(np_.choice.kind if np_.choice else None), Text(o.stage, style=STAGE_STYLE[o.stage]), o.message[:200])
+    console.print(table)
+    for line in result.unattributed:
+        console.print(Text(f"onnx route, not traced to a node: {line[:300]}", style="yellow"))
+    console.print(_route_line(result.opmap))
+    console.print(_route_line(result.onnx))
+    if result.opmap.ok and result.onnx.ok and result.onnx.build_seconds:
+        console.print(f"build time opmap/onnx: {result.opmap.build_seconds / result.onnx.build_seconds:.2f}x")
+    if result.check is not None:
+        chk = result.check
+        if not chk.get("ran"):
+            console.print(Text(f"check: not run ({chk['why']})", style="yellow"))
+        else:
+            for o in chk["outputs"]:
+                mark = Text("agree" if o["ok"] else "DIFFER", style="green" if o["ok"] else "bold red")
+                console.print(Text(f"  {o['output']} ({o['node']}) vs ONNX {o['onnx_output']}: ") + mark
+                              + Text(f" max abs {o['max_abs_err']}" + (f"; {o['note']}" if o["note"] else ""), style="dim"))
+            console.rule(Text("the two networks agree" if chk["ok"] else "the two networks differ",
+                              style="bold green" if chk["ok"] else "bold red"))
