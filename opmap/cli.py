@@ -494,6 +494,8 @@ def audit(
     diff: Optional[int] = typer.Option(None, "--diff", help="Compare RUN with this later (or earlier) run."),
     limit: int = typer.Option(50, "--limit", help="How many runs to list."),
     as_json: bool = typer.Option(False, "--json"),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write RUN's decisions as the graph page (the model file is "
+                                        "read again for the graph's edges; it must be unchanged)."),
 ) -> None:
     """Past runs; the decisions of one run; one node's verdicts; what changed between two runs."""
     from opmap import app as svc
@@ -514,6 +516,10 @@ def audit(
             out.print(f"no runs yet in {catalog.display_url}; `opmap suggest MODEL` records one")
         return
     the_run = catalog.run(run)
+    if html is not None:
+        from opmap.graphpage import run_graph, write_run_page
+
+        write_run_page(html, the_run, run_graph(the_run))
     if diff is not None:
         result = svc.diff_runs(the_run, catalog.run(diff))
         if as_json:

@@ -67,6 +67,7 @@ class Comparison:
     nodes: dict[str, NodeOutcome]  # ATen node name -> the ONNX route on it
     unattributed: list[str] = field(default_factory=list)  # ONNX-route failures no ATen node could be found for
     check: dict[str, Any] | None = None
+    onnx_model: bytes | None = None  # the exported ONNX model, where export succeeded and parsing too
 
     @property
     def ok(self) -> bool:
@@ -148,12 +149,26 @@ def _onnx_layer(layer: Any) -> str | None:
     return m.group(1) if m else None
 
 
+def parse_onnx(trt: Any, data: bytes) -> tuple[Any, Any, Any, Any, bool]:
+    """The backend's ONNX parser on a serialized model, into a strongly typed network: (log, builder, network, parser, ok)."""
+    from opmap.engine.backend import logger, native_stderr_silenced, strongly_typed_network
+
+    log = logger(trt)
+    log.messages = []
+    builder = trt.Builder(log)
+    network = strongly_typed_network(trt, builder)
+    parser = trt.OnnxParser(network, log)
+    with native_stderr_silenced():
+        ok = parser.parse(data)
+    return log, builder, network, parser, ok
+
+
 def run_onnx_route(program: Any, trt: Any, graph: Any) -> tuple[Route, dict[str, NodeOutcome], list[str], Any]:
     """Export, parse, build. Returns the route, per-node outcomes (only nodes with something to say, plus the ONNX
     nodes each produced), failures no node was found for, and the parsed network (None unless it parsed)."""
     import torch
 
-    from opmap.engine.backend import _relevant, logger, native_stderr_silenced, strongly_typed_network
+    from opmap.engine.backend import _relevant, native_stderr_silenced
 
     route = Route("onnx")
     nodes: dict[str, NodeOutcome] = {}
@@ -199,13 +214,8 @@ def run_onnx_route(program: Any, trt: Any, graph: Any) -> tuple[Route, dict[str,
             unattributed.append(f"{stage}: ONNX node {onnx_name or '?'} ({op_type}"
                                 + (f", from FX node {fx}" if fx else ", no FX origin recorded") + f"): {message}")
 
-    log = logger(trt)
-    log.messages = []
-    builder = trt.Builder(log)
-    network = strongly_typed_network(trt, builder)
-    parser = trt.OnnxParser(network, log)
-    with native_stderr_silenced():
-        parsed = parser.parse(model.SerializeToString())
+    data = model.SerializeToString()
+    log, builder, network, parser, parsed = parse_onnx(trt, data)
     if not parsed:
         route.seconds = time.perf_counter() - start
         errors = [parser.get_error(i) for i in range(parser.num_errors)]
@@ -232,10 +242,10 @@ def run_onnx_route(program: Any, trt: Any, graph: Any) -> tuple[Route, dict[str,
             blame(onnx_name, hit.type.name, "build", message)
         else:
             unattributed.append(f"build: {message}")
-        return route, nodes, unattributed, (network, builder, parser)
+        return route, nodes, unattributed, (network, builder, parser, data)
     route.ok = True
     route.engine_bytes = len(bytes(memoryview(engine)))
-    return route, nodes, unattributed, (network, builder, parser)
+    return route, nodes, unattributed, (network, builder, parser, data)
 
 
 # -- both routes --------------------------------------------------------------------------------------------------
@@ -269,7 +279,8 @@ def compare(captured: Any, catalog: Any, ruleset: Any, backend: Any, settings: A
             outcome = nodes.setdefault(name, NodeOutcome())
             if outcome.stage == "ok":
                 outcome.stage = "stopped"
-    result = Comparison(plan, ours, theirs, {name: nodes.get(name, NodeOutcome()) for name in captured.graph.nodes}, unattributed)
+    result = Comparison(plan, ours, theirs, {name: nodes.get(name, NodeOutcome()) for name in captured.graph.nodes}, unattributed,
+                        onnx_model=parsed[3] if parsed is not None else None)
     if check:
         result.check = check_outputs(captured, built, parsed, backend.module, seed) if built is not None and theirs.ok else \
             {"ran": False, "why": "both routes must build for --check"}

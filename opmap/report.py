@@ -186,11 +186,19 @@ def print_doctor(console: Console, report: dict) -> None:
     console.print(f"[bold]{report['summary']}[/bold]")
 
 
-KIND_COLOUR = {"direct": "#2e7d32", "decompose": "#00838f", "approximate": "#8e24aa", "plugin": "#1565c0", "no mapping": "#c62828"}
+from opmap.graphpage import KIND_COLOUR  # noqa: E402  (one palette for the table and the graph)
 
 
 def plan_html(plan: Plan, run_id: int | None, model: str) -> str:
-    """A self-contained page: a bar of how the nodes map, then every node with its verdicts."""
+    """A self-contained page: the data-flow graph (opmap.graphpage), then every node with its verdicts as a table."""
+    from opmap.graphpage import page_data, plan_decisions, render
+
+    title = f"{plan.graph.name} on {plan.backend}" + (f" — run {run_id}" if run_id else "")
+    return render(page_data(plan.graph, plan_decisions(plan)), title, f"{model} — {plan.summary_line()}", plan_table_html(plan))
+
+
+def plan_table_html(plan: Plan) -> str:
+    """The plan as a table section: a bar of how the nodes map, then every node with its verdicts."""
     from html import escape
 
     summary = plan.summary()
@@ -223,24 +231,12 @@ def plan_html(plan: Plan, run_id: int | None, model: str) -> str:
             + (f"<p class='contract'>{escape(np_.contract)}</p>" if np_.contract else "")
             + f"<p>{escape(np_.why)}</p></details></td></tr>"
         )
-    title = f"{escape(plan.graph.name)} on {escape(str(plan.backend))}" + (f" — run {run_id}" if run_id else "")
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>opmap: {title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
-h1 {{ font-size: 20px; }} .chip {{ color: white; padding: 2px 8px; border-radius: 10px; margin-right: 6px; font-size: 13px; }}
-table {{ border-collapse: collapse; width: 100%; font-size: 13px; }} td, th {{ border-bottom: 1px solid #ddd; padding: 4px 6px; text-align: left; vertical-align: top; }}
-td.bar {{ width: 6px; padding: 0; }} .REJECTED {{ color: #b26a00; }} .ERROR {{ color: #c62828; }} .APPLIES {{ color: #2e7d32; }}
-.NOT_APPLICABLE {{ color: #777; }} .contract {{ color: #8e24aa; }} summary {{ cursor: pointer; }}
-</style></head><body>
-<h1>opmap plan: {title}</h1>
-<p>{escape(model)} — {escape(plan.summary_line())}</p>
+    return f"""<section><h2>every node</h2>
 <svg width="900" height="28" role="img" aria-label="{escape(plan.summary_line())}">{''.join(bars)}</svg>
 <p>{''.join(legend)}</p>
 <table><tr><th></th><th>node</th><th>op</th><th>strategy</th><th>kind</th><th>cost</th><th>runner-up</th><th>verdicts</th></tr>
 {''.join(rows)}
-</table></body></html>
-"""
+</table></section>"""
 
 
 def measurements_table(rows) -> Table:
