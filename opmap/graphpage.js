@@ -68,7 +68,7 @@
     let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
     for (const p of pos) { x0 = Math.min(x0, p.x - W / 2); x1 = Math.max(x1, p.x + W / 2); y0 = Math.min(y0, p.y); y1 = Math.max(y1, p.y + H); }
     const vw = view.clientWidth, vh = view.clientHeight;
-    scale = Math.min(vw / (x1 - x0 + 40), vh / (y1 - y0 + 40), 1.5);
+    scale = Math.min((vw - 40) / (x1 - x0), (vh - 40) / (y1 - y0), 1.5);  // 20px margins, in screen space
     ox = vw / 2 - scale * (x0 + x1) / 2; oy = 20 - scale * y0;
     draw();
   }
@@ -107,13 +107,14 @@
       ctx.fillStyle = colourOf(u);
       ctx.fillRect(p.x - W / 2, p.y, W, H);
       const n = u.group ? null : nodes[u.node];
-      if (n && n.contract) { ctx.strokeStyle = "#6a1b9a"; ctx.lineWidth = 4 / Math.max(scale, 0.3); ctx.strokeRect(p.x - W / 2, p.y, W, H); }
+      const padded = n && n.contract && /pad/i.test(n.contract);
+      if (padded) { ctx.strokeStyle = "#6a1b9a"; ctx.lineWidth = 4 / Math.max(scale, 0.3); ctx.strokeRect(p.x - W / 2, p.y, W, H); }
       if (n && n.onnx) { ctx.fillStyle = STAGE[n.onnx.stage] || "#444"; ctx.beginPath(); ctx.arc(p.x + W / 2 - 7, p.y + 7, 5, 0, 7); ctx.fill(); }
       if (labels) {
         ctx.fillStyle = "white";
         const text = u.group ? `▸ ${u.group} (${u.members.length})` : `${n.name} · ${n.op.replace(/^aten\./, "")}`;
         ctx.fillText(text.length > 26 ? text.slice(0, 25) + "…" : text, p.x - W / 2 + 5, p.y + H / 2 - (n && n.contract ? 5 : 0));
-        if (n && n.contract) { ctx.fillText("padded + count", p.x - W / 2 + 5, p.y + H / 2 + 8); }
+        if (n && n.contract) { ctx.fillText(padded ? "padded + count" : "changed contract", p.x - W / 2 + 5, p.y + H / 2 + 8); }
       }
     });
   }
