@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_DB ?= .opmap-demo/catalog.db
 
-.PHONY: demo test venv census bench-build bench-choice bench-speed coverage measurements clean
+.PHONY: demo test venv census bench-build bench-choice bench-speed bench-compare coverage measurements clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ census: $(STAMP)
 
 bench-build: $(STAMP)
 	$(PY) bench/build_zoo.py
+
+# opmap vs the ONNX route on every zoo model and the detector (bench/COMPARE.md); QUICK=1 for four models.
+bench-compare: $(STAMP)
+	$(PY) bench/compare.py $(if $(QUICK),--quick)
 
 bench-choice: $(STAMP)
 	$(PY) bench/choice.py

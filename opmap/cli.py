@@ -269,6 +269,45 @@ def verify(
     raise typer.Exit(0 if ok else 1)
 
 
+# -- compare ---------------------------------------------------------------------------------------
+@app.command()
+def compare(
+    model: Path = typer.Argument(..., help="The model file (as for suggest)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx (default: tensorrt if importable)."),
+    check: bool = typer.Option(False, "--check", help="Where both routes build, run both networks through the reference "
+                               "interpreter on the same inputs and compare their outputs."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --check's inputs."),
+    unsafe_pickle: bool = _TRUST_OPTION,
+    input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write the graph page, with the ONNX route's outcome per node."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as one JSON object (schema in the README)."),
+) -> None:
+    """opmap beside the ONNX route (torch.onnx dynamo export -> the backend's ONNX parser -> build), node by node.
+
+    Exits 1 when opmap has a node without a mapping (as suggest does)."""
+    from opmap.compare import comparison_json, compare as run_compare, require_onnx
+    from opmap.engine.backend import profile
+    from opmap.engine.context import Settings
+
+    _check_backend_and_precision(backend, "fp32")
+    require_onnx()
+    with _progress(not as_json) as progress:
+        captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress)
+        result = run_compare(captured, catalog, ruleset, profile(backend), Settings(), check=check, seed=seed,
+                             on_node=lambda _n: progress.advance(task))
+    if html is not None:
+        from opmap.graphpage import write_page
+
+        write_page(html, result.plan, None, str(model), onnx=result)
+    if as_json:
+        _emit_json(comparison_json(result, str(model)))
+    else:
+        from opmap.report import print_compare
+
+        print_compare(out, result)
+    raise typer.Exit(0 if result.ok else 1)
+
+
 @app.command()
 def measure(
     op: Optional[str] = typer.Option(None, "--op", help="Only strategies for this ATen op (e.g. aten.cumsum.default)."),
@@ -480,6 +519,8 @@ def audit(
     diff: Optional[int] = typer.Option(None, "--diff", help="Compare RUN with this later (or earlier) run."),
     limit: int = typer.Option(50, "--limit", help="How many runs to list."),
     as_json: bool = typer.Option(False, "--json"),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write RUN's decisions as the graph page (the model file is "
+                                        "read again for the graph's edges; it must be unchanged)."),
 ) -> None:
     """Past runs; the decisions of one run; one node's verdicts; what changed between two runs."""
     from opmap import app as svc
@@ -500,6 +541,10 @@ def audit(
             out.print(f"no runs yet in {catalog.display_url}; `opmap suggest MODEL` records one")
         return
     the_run = catalog.run(run)
+    if html is not None:
+        from opmap.graphpage import run_graph, write_run_page
+
+        write_run_page(html, the_run, run_graph(the_run))
     if diff is not None:
         result = svc.diff_runs(the_run, catalog.run(diff))
         if as_json:
@@ -550,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = command.main(args=argv, prog_name="opmap", standalone_mode=False)
     except OpmapError as exc:
-        err.print(f"error: {exc}", style="red", highlight=False, soft_wrap=True)
+        err.print(f"error: {exc}", style="red", highlight=False, soft_wrap=True, markup=False)
         code = exc.exit_code
     except typer.Abort:
         err.print("aborted")

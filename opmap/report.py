@@ -187,11 +187,19 @@ def print_doctor(console: Console, report: dict) -> None:
     console.print(f"[bold]{report['summary']}[/bold]")
 
 
-KIND_COLOUR = {"direct": "#2e7d32", "decompose": "#00838f", "approximate": "#8e24aa", "plugin": "#1565c0", "no mapping": "#c62828"}
+from opmap.graphpage import KIND_COLOUR  # noqa: E402  (one palette for the table and the graph)
 
 
 def plan_html(plan: Plan, run_id: int | None, model: str) -> str:
-    """A self-contained page: a bar of how the nodes map, then every node with its verdicts."""
+    """A self-contained page: the data-flow graph (opmap.graphpage), then every node with its verdicts as a table."""
+    from opmap.graphpage import page_data, plan_decisions, render
+
+    title = f"{plan.graph.name} on {plan.backend}" + (f" — run {run_id}" if run_id else "")
+    return render(page_data(plan.graph, plan_decisions(plan)), title, f"{model} — {plan.summary_line()}", plan_table_html(plan))
+
+
+def plan_table_html(plan: Plan) -> str:
+    """The plan as a table section: a bar of how the nodes map, then every node with its verdicts."""
     from html import escape
 
     summary = plan.summary()
@@ -224,24 +232,12 @@ def plan_html(plan: Plan, run_id: int | None, model: str) -> str:
             + (f"<p class='contract'>{escape(np_.contract)}</p>" if np_.contract else "")
             + f"<p>{escape(np_.why)}</p></details></td></tr>"
         )
-    title = f"{escape(plan.graph.name)} on {escape(str(plan.backend))}" + (f" — run {run_id}" if run_id else "")
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>opmap: {title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
-h1 {{ font-size: 20px; }} .chip {{ color: white; padding: 2px 8px; border-radius: 10px; margin-right: 6px; font-size: 13px; }}
-table {{ border-collapse: collapse; width: 100%; font-size: 13px; }} td, th {{ border-bottom: 1px solid #ddd; padding: 4px 6px; text-align: left; vertical-align: top; }}
-td.bar {{ width: 6px; padding: 0; }} .REJECTED {{ color: #b26a00; }} .ERROR {{ color: #c62828; }} .APPLIES {{ color: #2e7d32; }}
-.NOT_APPLICABLE {{ color: #777; }} .contract {{ color: #8e24aa; }} summary {{ cursor: pointer; }}
-</style></head><body>
-<h1>opmap plan: {title}</h1>
-<p>{escape(model)} — {escape(plan.summary_line())}</p>
+    return f"""<section><h2>every node</h2>
 <svg width="900" height="28" role="img" aria-label="{escape(plan.summary_line())}">{''.join(bars)}</svg>
 <p>{''.join(legend)}</p>
 <table><tr><th></th><th>node</th><th>op</th><th>strategy</th><th>kind</th><th>cost</th><th>runner-up</th><th>verdicts</th></tr>
 {''.join(rows)}
-</table></body></html>
-"""
+</table></section>"""
 
 
 def measurements_table(rows) -> Table:
@@ -254,3 +250,49 @@ def measurements_table(rows) -> Table:
         table.add_row(r.strategy_id, r.shape_bucket, r.dtype, build, fmt(r.build_seconds), fmt(r.engine_bytes, "{:,}"),
                       fmt(r.max_abs_err), fmt(r.max_rel_err), fmt(r.latency_ms, "~{:.4f} ms"), r.provenance)
     return table
+
+
+STAGE_STYLE = {"ok": "green", "export": "bold red", "parse": "bold red", "build": "bold red", "stopped": "dim"}
+
+
+def _route_line(route) -> Text:
+    head = Text(f"{route.name:<6} ", style="bold")
+    if route.ok:
+        head.append("builds", style="bold green")
+        head.append(f"  {route.seconds:.2f}s (engine build {route.build_seconds:.2f}s), {route.layers} layers, {route.engine_bytes:,} bytes")
+    else:
+        head.append(f"fails at {route.stage}", style="bold red")
+        head.append(f"  after {route.seconds:.2f}s: {route.message[:300]}")
+    if route.details.get("exporter"):
+        head.append(f"  [{route.details['exporter']}, opset {route.details.get('opset') or '-'}]", style="dim")
+    return head
+
+
+def print_compare(console: Console, result) -> None:
+    """Per ATen node: opmap's choice and kind beside the ONNX route's outcome; then both routes' whole-model lines."""
+    table = Table(title=f"{result.plan.graph.name}: opmap vs the ONNX route on {result.plan.backend}", title_justify="left",
+                  header_style="bold")
+    for col in ("node", "op", "opmap", "kind", "onnx route", "message"):
+        table.add_column(col, overflow="fold")
+    for np_ in result.plan.nodes:
+        o = result.nodes[np_.node.name]
+        table.add_row(np_.node.name, np_.node.op, np_.choice.strategy if np_.choice else Text("no mapping", style="bold red"),
+                      _kind(np_.choice.kind if np_.choice else None), Text(o.stage, style=STAGE_STYLE[o.stage]), o.message[:200])
+    console.print(table)
+    for line in result.unattributed:
+        console.print(Text(f"onnx route, not traced to a node: {line[:300]}", style="yellow"))
+    console.print(_route_line(result.opmap))
+    console.print(_route_line(result.onnx))
+    if result.opmap.ok and result.onnx.ok and result.onnx.build_seconds:
+        console.print(f"build time opmap/onnx: {result.opmap.build_seconds / result.onnx.build_seconds:.2f}x")
+    if result.check is not None:
+        chk = result.check
+        if not chk.get("ran"):
+            console.print(Text(f"check: not run ({chk['why']})", style="yellow"))
+        else:
+            for o in chk["outputs"]:
+                mark = Text("agree" if o["ok"] else "DIFFER", style="green" if o["ok"] else "bold red")
+                console.print(Text(f"  {o['output']} ({o['node']}) vs ONNX {o['onnx_output']}: ") + mark
+                              + Text(f" max abs {o['max_abs_err']}" + (f"; {o['note']}" if o["note"] else ""), style="dim"))
+            console.rule(Text("the two networks agree" if chk["ok"] else "the two networks differ",
+                              style="bold green" if chk["ok"] else "bold red"))

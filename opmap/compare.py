@@ -1,0 +1,354 @@
+"""``opmap compare``: the ONNX route (torch.onnx dynamo exporter -> the backend's ONNX parser -> build) beside opmap's,
+on the same captured program in the same process, with every ONNX-route failure traced back to the ATen node(s) behind it.
+
+The dynamo exporter writes each ONNX node's originating FX node into its ``metadata_props``
+(``pkg.torch.onnx.fx_node`` = ``%name : ...``); TensorRT's ONNX parser names the ONNX node in its errors and tags each
+layer it adds with ``[ONNX Layer: <onnx node>]`` in the layer's metadata. Those two links carry parse and build
+failures back to FX nodes, which are opmap's graph nodes (same names)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from opmap.errors import OpmapError, first_line
+
+STAGES = ("ok", "export", "parse", "build", "stopped")  # per node: where the ONNX route failed on it ("stopped": elsewhere)
+INSTALL_HINT = "opmap compare needs the ONNX exporter's packages: pip install 'opmap[onnx]' (onnx and onnxscript)"
+
+
+def require_onnx() -> None:
+    """One line naming what to install when onnx/onnxscript are missing (exit 2)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise OpmapError(INSTALL_HINT) from None
+
+
+@dataclass
+class Route:
+    """One route's whole-model outcome."""
+
+    name: str  # "opmap" | "onnx"
+    ok: bool = False
+    stage: str = ""  # where it stopped ("" when it built): export | parse | build | plan
+    message: str = ""
+    seconds: float = 0.0  # the whole route, export/plan through build
+    build_seconds: float | None = None  # the engine build alone
+    layers: int | None = None
+    engine_bytes: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # the ONNX route: opset, exporter, onnx nodes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "stage": self.stage or None, "message": self.message or None, "seconds": round(self.seconds, 3),
+                "build_seconds": None if self.build_seconds is None else round(self.build_seconds, 3), "layers": self.layers,
+                "engine_bytes": self.engine_bytes, **self.details}
+
+
+@dataclass
+class NodeOutcome:
+    stage: str = "ok"  # one of STAGES
+    message: str = ""
+    onnx_nodes: list[str] = field(default_factory=list)  # the ONNX nodes the exporter made of it
+
+
+@dataclass
+class Comparison:
+    plan: Any  # opmap's Plan
+    opmap: Route
+    onnx: Route
+    nodes: dict[str, NodeOutcome]  # ATen node name -> the ONNX route on it
+    unattributed: list[str] = field(default_factory=list)  # ONNX-route failures no ATen node could be found for
+    check: dict[str, Any] | None = None
+    onnx_model: bytes | None = None  # the exported ONNX model, where export succeeded and parsing too
+
+    @property
+    def ok(self) -> bool:
+        return self.plan.complete
+
+
+# -- the ONNX route -----------------------------------------------------------------------------------------------
+_FX_NAME = re.compile(r"^%(\w+)\s*:")
+
+
+def fx_origin(onnx_node: Any) -> str | None:
+    """The FX node an ONNX node came from, from the dynamo exporter's metadata."""
+    for prop in onnx_node.metadata_props:
+        if prop.key == "pkg.torch.onnx.fx_node":
+            m = _FX_NAME.match(prop.value)
+            if m:
+                return m.group(1)
+    return None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter prints progress and registry warnings; compare reports its own outcome."""
+    logs = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for log, level in zip(logs, levels):
+            log.setLevel(level)
+
+
+def _export_failure(exc: BaseException) -> tuple[str | None, str]:
+    """(the FX node the exporter failed on, the exporter's own reason) from its exception text."""
+    text = str(exc)
+    node = re.search(r"Error when translating node %(\w+)", text)
+    reason = None
+    for m in re.finditer(r"<class '[\w.]+\.(\w+)'>: (.+)", text):
+        if m.group(1) != "ConversionError":
+            reason = m.group(2).strip()
+            break
+    if reason is None:
+        reason = next((ln.strip() for ln in text.splitlines() if ln.strip() and "step" not in ln), type(exc).__name__)
+    reason = re.sub(r"<OpOverload\(op='([\w.]+)', overload='(\w+)'\)>", r"\1.\2", reason)
+    return (node.group(1) if node else None), reason
+
+
+def decomposed_origins(program: Any, graph: Any) -> dict[str, str]:
+    """The exporter decomposes the program before translating it: its FX node -> the graph node it came from, by the
+    ``from_node`` provenance torch.fx keeps through decompositions."""
+    found: dict[str, str] = {}
+    for node in getattr(getattr(program, "graph", None), "nodes", ()):
+        frontier = list(node.meta.get("from_node") or ())
+        while frontier:
+            source = frontier.pop(0)
+            if getattr(source, "name", None) in graph.nodes:
+                found[node.name] = source.name
+                break
+            frontier.extend(getattr(source, "from_node", None) or ())
+    return found
+
+
+def _parse_message(error: Any, messages: list[str]) -> str:
+    """The parser's error for a node, with the logger's fuller line about that node where the description is terse."""
+    desc = error.desc()
+    if len(desc) > 40:
+        return desc
+    detail = next((m for m in reversed(messages) if "ERROR" in m), None)
+    detail = detail.split("ERROR:", 1)[-1].strip() if detail else f"in {error.func()}"
+    return f"{desc} ({detail})"
+
+
+def _onnx_layer(layer: Any) -> str | None:
+    m = re.search(r"\[ONNX Layer: ([^\]]+)\]", getattr(layer, "metadata", "") or "")
+    return m.group(1) if m else None
+
+
+def parse_onnx(trt: Any, data: bytes) -> tuple[Any, Any, Any, Any, bool]:
+    """The backend's ONNX parser on a serialized model, into a strongly typed network: (log, builder, network, parser, ok)."""
+    from opmap.engine.backend import logger, native_stderr_silenced, strongly_typed_network
+
+    log = logger(trt)
+    log.messages = []
+    builder = trt.Builder(log)
+    network = strongly_typed_network(trt, builder)
+    parser = trt.OnnxParser(network, log)
+    with native_stderr_silenced():
+        ok = parser.parse(data)
+    return log, builder, network, parser, ok
+
+
+def run_onnx_route(program: Any, trt: Any, graph: Any) -> tuple[Route, dict[str, NodeOutcome], list[str], Any]:
+    """Export, parse, build. Returns the route, per-node outcomes (only nodes with something to say, plus the ONNX
+    nodes each produced), failures no node was found for, and the parsed network (None unless it parsed)."""
+    import torch
+
+    from opmap.engine.backend import _relevant, native_stderr_silenced
+
+    route = Route("onnx")
+    nodes: dict[str, NodeOutcome] = {}
+    unattributed: list[str] = []
+    start = time.perf_counter()
+    try:
+        with _quiet():
+            exported = torch.onnx.export(program, dynamo=True, verbose=False)
+        model = exported.model_proto
+    except Exception as exc:
+        route.seconds = time.perf_counter() - start
+        node, reason = _export_failure(exc)
+        route.stage, route.message = "export", (f"{node}: " if node else "") + reason
+        route.details = {"exporter": f"torch.onnx dynamo (torch {torch.__version__})", "opset": None, "onnx_nodes": None}
+        op = re.search(r"\b(aten\.\w+\.\w+)", reason)
+        named = [node] if node in graph.nodes else [n.name for n in graph if op and n.op == op.group(1)]
+        for name in named:  # the exporter's node, else every graph node of the op it names
+            nodes[name] = NodeOutcome("export", reason)
+        if not named:
+            unattributed.append(route.message)
+        return route, nodes, unattributed, None
+    route.details = {
+        "exporter": f"torch.onnx dynamo ({model.producer_name} {model.producer_version})",
+        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+        "onnx_nodes": len(model.graph.node),
+    }
+    provenance = decomposed_origins(getattr(exported, "exported_program", None), graph)
+    origin: dict[str, str | None] = {}  # onnx node name -> the graph node it came from (else the exporter's FX node)
+    for n in model.graph.node:
+        fx = fx_origin(n)
+        fx = provenance.get(fx, fx) if fx else None
+        origin[n.name] = fx
+        if fx in graph.nodes:
+            nodes.setdefault(fx, NodeOutcome()).onnx_nodes.append(n.name)
+
+    def blame(onnx_name: str | None, op_type: str, stage: str, message: str) -> None:
+        fx = origin.get(onnx_name or "")
+        if fx in graph.nodes:
+            outcome = nodes.setdefault(fx, NodeOutcome())
+            if outcome.stage == "ok":
+                outcome.stage, outcome.message = stage, message
+        else:
+            unattributed.append(f"{stage}: ONNX node {onnx_name or '?'} ({op_type}"
+                                + (f", from FX node {fx}" if fx else ", no FX origin recorded") + f"): {message}")
+
+    data = model.SerializeToString()
+    log, builder, network, parser, parsed = parse_onnx(trt, data)
+    if not parsed:
+        route.seconds = time.perf_counter() - start
+        errors = [parser.get_error(i) for i in range(parser.num_errors)]
+        said = [_parse_message(e, log.messages) for e in errors]
+        for e, text in zip(errors, said):
+            blame(e.node_name() or None, e.node_operator() or "?", "parse", text)
+        route.stage = "parse"
+        route.message = "; ".join(f"{e.node_name() or '?'} ({e.node_operator()}): {t}" for e, t in zip(errors, said)) or "the parser failed"
+        return route, nodes, unattributed, None
+    route.layers = network.num_layers
+    config = builder.create_builder_config()
+    b0 = time.perf_counter()
+    with native_stderr_silenced():
+        engine = builder.build_serialized_network(network, config)
+    route.build_seconds = time.perf_counter() - b0
+    route.seconds = time.perf_counter() - start
+    if engine is None:
+        message = _relevant(log.messages) or "build_serialized_network returned None"
+        route.stage, route.message = "build", message
+        layers = sorted((network.get_layer(i) for i in range(network.num_layers)), key=lambda layer: -len(layer.name))
+        hit = next((layer for layer in layers if layer.name and layer.name in message), None)
+        onnx_name = _onnx_layer(hit) if hit is not None else None
+        if hit is not None and onnx_name:
+            blame(onnx_name, hit.type.name, "build", message)
+        else:
+            unattributed.append(f"build: {message}")
+        return route, nodes, unattributed, (network, builder, parser, data)
+    route.ok = True
+    route.engine_bytes = len(bytes(memoryview(engine)))
+    return route, nodes, unattributed, (network, builder, parser, data)
+
+
+# -- both routes --------------------------------------------------------------------------------------------------
+def compare(captured: Any, catalog: Any, ruleset: Any, backend: Any, settings: Any, *, check: bool = False, seed: int = 0,
+            on_node=None) -> Comparison:
+    """Plan and build opmap's route, run the ONNX route on the same program; with ``check``, run both networks through
+    the reference interpreter on the same inputs and compare their outputs."""
+    from opmap import app as svc
+    from opmap.engine.builder import build_network, serialize
+
+    require_onnx()
+    ours = Route("opmap")
+    start = time.perf_counter()
+    plan = svc.make_plan(captured, catalog, ruleset, backend, settings, on_node=on_node, for_build=True)
+    built = None
+    if not plan.complete:
+        ours.stage = "plan"
+        ours.message = "; ".join(f"{n.node.name} ({n.node.op}): no mapping" for n in plan.nodes if not n.mapped)
+    else:
+        try:
+            built = build_network(plan, captured.program, ruleset.strategies)
+            ours.layers = built.network.num_layers
+            serialize(built)
+            ours.ok, ours.engine_bytes, ours.build_seconds = True, len(built.engine), built.build_seconds
+        except OpmapError as exc:
+            ours.stage, ours.message = "build", first_line(exc)
+    ours.seconds = time.perf_counter() - start
+    theirs, nodes, unattributed, parsed = run_onnx_route(captured.program, backend.module, captured.graph)
+    if not theirs.ok:  # nodes the failure did not name: the route stopped before judging them
+        for name in captured.graph.nodes:
+            outcome = nodes.setdefault(name, NodeOutcome())
+            if outcome.stage == "ok":
+                outcome.stage = "stopped"
+    result = Comparison(plan, ours, theirs, {name: nodes.get(name, NodeOutcome()) for name in captured.graph.nodes}, unattributed,
+                        onnx_model=parsed[3] if parsed is not None else None)
+    if check:
+        result.check = check_outputs(captured, built, parsed, backend.module, seed) if built is not None and theirs.ok else \
+            {"ran": False, "why": "both routes must build for --check"}
+    return result
+
+
+def check_outputs(captured: Any, built: Any, parsed: Any, trt: Any, seed: int) -> dict[str, Any]:
+    """Both networks through the reference interpreter on the same drawn inputs; per graph output, how far apart.
+    opmap's padded outputs are cut to their count first. An uninterpretable layer fails the check (never skipped)."""
+    import torch
+
+    from opmap.engine.interpreter import run_network
+    from opmap.engine.verify import compare as close, draw_inputs, padded_axis
+
+    network = parsed[0]
+    values, drawn = draw_inputs(captured.graph, seed)
+    outputs: list[dict[str, Any]] = []
+    result: dict[str, Any] = {"ran": True, "inputs": drawn, "outputs": outputs}
+    try:
+        torch.manual_seed(seed)
+        ours = run_network(built.network, built.trt, values, built.attention)
+        torch.manual_seed(seed)
+        names = {network.get_input(i).name for i in range(network.num_inputs)}
+        theirs = run_network(network, trt, {k: v for k, v in values.items() if k in names})
+    except OpmapError as exc:
+        return {"ran": False, "why": f"the reference interpreter: {first_line(exc)}", "inputs": drawn, "outputs": []}
+    onnx_names = [network.get_output(i).name for i in range(network.num_outputs)]
+    for i, ref in enumerate(built.graph_outputs):
+        name = f"output{i}"
+        mine = ours.get(name)
+        other = theirs.get(onnx_names[i]) if i < len(onnx_names) else None
+        row: dict[str, Any] = {"output": name, "node": ref.node if ref is not None else None, "onnx_output": onnx_names[i] if
+                               i < len(onnx_names) else None, "note": ""}
+        if mine is None or other is None:
+            row.update(ok=False, max_abs_err=None, note="missing from " + ("opmap's network" if mine is None else "the ONNX network"))
+            outputs.append(row)
+            continue
+        count = next((k for k, label in built.extra_outputs.items() if k.startswith(name + ".") and label == "count"), None)
+        if count is not None:
+            axis = padded_axis(built.graph, ref)
+            n = int(ours[count].reshape(-1)[0])
+            mine = mine.narrow(axis, 0, min(n, mine.shape[axis]))
+            row["note"] = f"opmap's padded output cut to its count {n}"
+        max_abs, _, mismatch, ok = close(other.to(mine.dtype) if other.dtype != mine.dtype and other.is_floating_point() ==
+                                         mine.is_floating_point() else other, mine)
+        row.update(ok=ok, max_abs_err=max_abs, mismatch_frac=mismatch)
+        outputs.append(row)
+    result["ok"] = bool(outputs) and all(o["ok"] for o in outputs)
+    return result
+
+
+def comparison_json(c: Comparison, model: str) -> dict[str, Any]:
+    """The stable ``compare --json`` schema (documented in the README)."""
+    nodes = []
+    for np_ in c.plan.nodes:
+        o = c.nodes.get(np_.node.name, NodeOutcome())
+        nodes.append({
+            "name": np_.node.name, "op": np_.node.op,
+            "opmap": {"strategy": np_.choice.strategy if np_.choice else None, "kind": np_.choice.kind if np_.choice else None,
+                      "why": np_.why},
+            "onnx": {"stage": o.stage, "message": o.message or None, "onnx_nodes": o.onnx_nodes},
+        })
+    return {
+        "model": model,
+        "backend": {"name": c.plan.backend.name, "version": c.plan.backend.version},
+        "routes": {"opmap": c.opmap.to_dict(), "onnx": c.onnx.to_dict()},
+        "summary": {**c.plan.summary(), "onnx": {s: sum(1 for o in c.nodes.values() if o.stage == s) for s in STAGES}},
+        "nodes": nodes,
+        "unattributed": c.unattributed,
+        "check": c.check,
+    }

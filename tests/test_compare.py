@@ -1,0 +1,82 @@
+"""opmap compare: the ONNX route (dynamo export -> TensorRT-RTX's ONNX parser -> build) beside opmap's, for real."""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+from tests.conftest import ROOT, export_to
+
+
+class Det(torch.nn.Module):
+    def forward(self, x):
+        return torch.linalg.det(x) + 1
+
+
+class Spectrum(torch.nn.Module):
+    def forward(self, x):
+        return torch.fft.rfft(x).abs()
+
+
+class ConvNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3))).softmax(-1)
+
+
+def test_export_failure_is_traced_to_its_aten_node(cli, detector_pt2):
+    r = cli("compare", detector_pt2, "--json")
+    assert r.code == 0, r.err
+    data = json.loads(r.out)
+    assert data["routes"]["opmap"]["ok"] and data["routes"]["opmap"]["engine_bytes"] > 0
+    onnx = data["routes"]["onnx"]
+    assert not onnx["ok"] and onnx["stage"] == "export" and "torch.onnx dynamo" in onnx["exporter"]
+    by_name = {n["name"]: n for n in data["nodes"]}
+    failing = by_name["fractional_max_pool2d"]
+    assert failing["onnx"]["stage"] == "export" and "aten.fractional_max_pool2d" in failing["onnx"]["message"]
+    assert failing["opmap"]["strategy"] and failing["opmap"]["kind"]
+    assert {n["onnx"]["stage"] for n in data["nodes"] if n["name"] != "fractional_max_pool2d"} == {"stopped"}
+    assert data["summary"]["onnx"]["export"] == 1 and data["summary"]["nodes"] == len(data["nodes"])
+
+
+def test_parse_failures_are_traced_through_metadata_and_decompositions(cli, tmp_path):
+    det = json.loads(cli("compare", export_to(tmp_path / "det.pt2", Det(), torch.randn(2, 3, 3)), "--json").out)
+    assert det["routes"]["onnx"]["stage"] == "parse" and det["routes"]["onnx"]["opset"] >= 18
+    stages = {n["name"]: n["onnx"]["stage"] for n in det["nodes"]}
+    assert stages["linalg_det"] == "parse" and stages["add"] == "stopped"
+    assert "checkDet" in next(n for n in det["nodes"] if n["name"] == "linalg_det")["onnx"]["message"]
+    # the exporter decomposes fft_rfft into _fft_r2c: from_node provenance carries the blame back
+    fft = json.loads(cli("compare", export_to(tmp_path / "fft.pt2", Spectrum(), torch.randn(2, 8)), "--json").out)
+    node = next(n for n in fft["nodes"] if n["name"] == "fft_rfft")
+    assert node["onnx"]["stage"] == "parse" and any("DFT" in o for o in node["onnx"]["onnx_nodes"]) and not fft["unattributed"]
+
+
+def test_both_routes_build_and_the_networks_agree(cli, tmp_path):
+    path = export_to(tmp_path / "conv.pt2", ConvNet(), torch.randn(2, 3, 8, 8))
+    r = cli("compare", path, "--json", "--check")
+    assert r.code == 0, r.err
+    data = json.loads(r.out)
+    for route in ("opmap", "onnx"):
+        got = data["routes"][route]
+        assert got["ok"] and got["layers"] > 0 and got["engine_bytes"] > 0 and got["build_seconds"] > 0, got
+    assert {n["onnx"]["stage"] for n in data["nodes"]} == {"ok"}
+    assert data["check"]["ran"] and data["check"]["ok"] and len(data["check"]["outputs"]) == 1
+    table = cli("compare", path)
+    assert "builds" in table.out and "build time opmap/onnx" in table.out
+
+
+def test_without_onnx_compare_says_what_to_install(tmp_path, detector_pt2):
+    fake = tmp_path / "shadow" / "onnxscript"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('not installed')\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'shadow'}{os.pathsep}{ROOT}"}
+    proc = subprocess.run([sys.executable, "-m", "opmap.cli", "--db", str(tmp_path / "c.db"), "compare", str(detector_pt2)],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "pip install 'opmap[onnx]'" in proc.stderr
