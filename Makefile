@@ -23,6 +23,10 @@ demo: $(STAMP)
 	$(VENV)/bin/opmap --db $(DEMO_DB) suggest examples/detector.pt2 -r --html .opmap-demo/detector-plan.html
 	$(VENV)/bin/opmap --db $(DEMO_DB) build examples/detector.pt2 -o .opmap-demo/detector.engine
 	$(VENV)/bin/opmap --db $(DEMO_DB) verify examples/detector.pt2
+	# a BERT exported by keyword with dynamic batch (1..32) and sequence (2..128): one engine, verified at min, opt and max
+	$(PY) examples/dynamic.py examples bert_dynamic
+	$(VENV)/bin/opmap --db $(DEMO_DB) build examples/bert_dynamic.pt2 -o .opmap-demo/bert_dynamic.engine
+	$(VENV)/bin/opmap --db $(DEMO_DB) verify examples/bert_dynamic.pt2
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider

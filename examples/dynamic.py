@@ -4,12 +4,17 @@ Used by the dynamic-shape tests, the zoo bench and ``make demo``. Random weights
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from examples.zoo import _DECODER, _ENCODER, VOCAB
+if __package__ in (None, ""):  # run as a script: `python examples/dynamic.py OUT_DIR`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from examples.zoo import _DECODER, _ENCODER, VOCAB  # noqa: E402
 
 BATCH = (1, 32)
 SEQ = (2, 128)
@@ -74,10 +79,10 @@ def export_masked_selection(batch: tuple[int, int] = BATCH):
 
 
 if __name__ == "__main__":
-    import sys
-
-    folder = sys.argv[1] if len(sys.argv) > 1 else "."
-    for label, ep in (("bert_dynamic", export_text("bert")), ("llama_dynamic", export_text("llama")),
-                      ("masked_selection_dynamic", export_masked_selection())):
-        torch.export.save(ep, f"{folder}/{label}.pt2")
+    folder = sys.argv[1] if len(sys.argv) > 1 else "examples"
+    wanted = sys.argv[2:] or ["bert_dynamic", "llama_dynamic", "masked_selection_dynamic"]
+    makers = {"bert_dynamic": lambda: export_text("bert"), "llama_dynamic": lambda: export_text("llama"),
+              "masked_selection_dynamic": export_masked_selection}
+    for label in wanted:
+        torch.export.save(makers[label](), f"{folder}/{label}.pt2")
         print(f"{folder}/{label}.pt2")

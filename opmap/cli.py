@@ -86,6 +86,8 @@ def suggest(
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
     dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:DIM=MIN..MAX: make a TorchScript input dim dynamic "
                                       "(traced shapes stay static otherwise)."),
+    bound: List[str] = typer.Option([], "--bound", help="NODE=N or SYMBOL=N: an upper bound for a data-dependent size "
+                                    "(repeatable); the count output still carries the true count."),
     record: bool = typer.Option(True, "--record/--no-record", help="Store the run in the catalog for `opmap audit`."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write the plan as a self-contained HTML page."),
     objective: str = typer.Option("latency", "--objective", help="latency | build-time | size: the cost to minimise."),
@@ -116,7 +118,7 @@ def suggest(
         catalog, ruleset = svc.open_catalog(state.db)
         progress.update(task, description="planning", total=len(captured.graph), completed=0)
         plan = svc.make_plan(
-            captured, catalog, ruleset, profile(backend), Settings(tolerance=tolerance, precision=precision),
+            captured, catalog, ruleset, profile(backend), Settings(tolerance=tolerance, precision=precision, declared_bounds=_bounds(bound)),
             on_node=lambda _node: progress.advance(task), objective=objective,
         )
     run_id = svc.record(catalog, plan, captured, str(model)) if record else None
@@ -134,6 +136,17 @@ def suggest(
 
         print_plan(out, plan, run_id, reasons=reasons, all_verdicts=all_verdicts)
     raise typer.Exit(0 if plan.complete else 1)
+
+
+def _bounds(specs: list[str]) -> tuple[tuple[str, int], ...]:
+    """``--bound NODE=N`` / ``--bound u0=N``: user-declared upper bounds of data-dependent sizes."""
+    out = []
+    for spec in specs:
+        name, _, value = spec.partition("=")
+        if not name or not value.isdigit() or int(value) < 1:
+            raise OpmapError(f"bad --bound {spec!r}: expected NODE=N or SYMBOL=N with N >= 1 (e.g. --bound nonzero=64)")
+        out.append((name, int(value)))
+    return tuple(out)
 
 
 def _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic=()):
@@ -171,6 +184,8 @@ def build(
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
     dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:DIM=MIN..MAX: make a TorchScript input dim dynamic "
                                       "(traced shapes stay static otherwise)."),
+    bound: List[str] = typer.Option([], "--bound", help="NODE=N or SYMBOL=N: an upper bound for a data-dependent size "
+                                    "(repeatable); the count output still carries the true count."),
     as_json: bool = typer.Option(False, "--json", help="Print the sidecar as JSON."),
 ) -> None:
     """Build a real TensorRT engine through the network API (ahead-of-time; no GPU needed on TensorRT-RTX)."""
@@ -186,7 +201,7 @@ def build(
     with _progress(not as_json) as progress:
         captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic)
         svc.check_shapes(captured.graph, shapes)
-        plan, built = svc.build(captured, catalog, ruleset, profile(backend), Settings(precision=precision), precision, shapes,
+        plan, built = svc.build(captured, catalog, ruleset, profile(backend), Settings(precision=precision, declared_bounds=_bounds(bound)), precision, shapes,
                                 on_node=lambda _n: progress.advance(task))
     sidecar = write_engine(built, plan, output, precision)
     if as_json:
@@ -213,6 +228,8 @@ def verify(
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
     dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:DIM=MIN..MAX: make a TorchScript input dim dynamic "
                                       "(traced shapes stay static otherwise)."),
+    bound: List[str] = typer.Option([], "--bound", help="NODE=N or SYMBOL=N: an upper bound for a data-dependent size "
+                                    "(repeatable); the count output still carries the true count."),
     shape: List[str] = typer.Option([], "--shape", help="NAME=MIN:OPT:MAX optimization profile for a dynamic input (as for build)."),
     shapes: Optional[str] = typer.Option(None, "--shapes", help="Profile points to verify at: any of min,opt,max "
                                          "(default: all three for a dynamic model)."),
@@ -242,7 +259,7 @@ def verify(
         captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic)
         svc.check_shapes(captured.graph, profile_shapes)
         points = svc.verify_points(captured.graph, profile_shapes, shapes, point)
-        plan, built = svc.build(captured, catalog, ruleset, prof, Settings(precision=precision), precision, profile_shapes,
+        plan, built = svc.build(captured, catalog, ruleset, prof, Settings(precision=precision, declared_bounds=_bounds(bound)), precision, profile_shapes,
                                 on_node=lambda _n: progress.advance(task))
         reports, skipped = {}, {}
         progress.update(task, description="verifying", total=len(points) if not inputs else 1, completed=0)

@@ -28,6 +28,7 @@ class Settings:
     tolerance: float = 1e-3  # accuracy budget: max relative error an approximate strategy may add
     precision: str = "fp32"  # the precision the user asked for (fp32 | fp16 | bf16)
     max_bound: int = 1 << 20  # largest static bound a padded (static-bound) strategy may allocate
+    declared_bounds: tuple[tuple[str, int], ...] = ()  # (node name or size symbol, N) the user declared (--bound)
 
 
 @lru_cache(maxsize=4096)

@@ -330,7 +330,7 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
             axis = padded_axis(built.graph, built.graph_outputs[i]) if built.graph is not None else 0
             note = (f"padded output: compared the first {count} of {value.shape[axis]} rows"
                     f"{f' along dim {axis}' if axis else ''}; count {'exact' if count == exp.shape[axis] else 'WRONG'}")
-            if count != exp.shape[axis]:
+            if count != exp.shape[axis] or count > value.shape[axis]:
                 if count > value.shape[axis]:
                     note += f" (true count {count} exceeds the bound {value.shape[axis]}: the result was truncated)"
                 report.outputs.append(OutputCheck(name, node, tuple(value.shape), str(exp.dtype).removeprefix("torch."),

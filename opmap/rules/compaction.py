@@ -61,7 +61,7 @@ def _repeat(x, r):
           examples=[accept(_repeat, torch.arange(4.0), torch.tensor([1, 2, 0, 3])),
                     accept(lambda x, r: torch.repeat_interleave(x, r, output_size=6), torch.arange(4.0), torch.tensor([1, 2, 0, 3])),
                     reject(lambda x, r: torch.repeat_interleave(x, r), torch.arange(4.0), torch.tensor([1, 2, 0, 3]),
-                           match="no static upper bound")])
+                           match="no upper bound")])
 def rule_repeat_static_bound(node, bounds, settings):
     """An output length that is the sum of the repeats needs a static bound: torch._check(y.shape[0] <= N) or
     output_size= gives one."""

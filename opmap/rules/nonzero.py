@@ -52,12 +52,32 @@ def _mask_axis(node) -> int:
     return next((i for i, r in enumerate(indices) if r is not None), 0)
 
 
-def selection_bound(node, bounds) -> int | None:
-    """How many rows a selection can have at most: the export's proven range of its size, else the element count of
-    its mask at the profile's maximum (a selection never has more rows than its mask has elements)."""
+# ops whose output rows are a subset of their input's elements: never more rows than the input has elements
+SUBSET_OPS = set(NONZERO + MASK_SELECT + ["aten.where.default", "aten._unique2.default", "aten.unique_dim.default",
+                                          "aten._unique.default", "aten.unique_consecutive.default"])
+
+
+def declared_bound(node, settings) -> int | None:
+    """A bound the user declared for this node's data-dependent size (``--bound NODE=N`` or ``--bound u0=N``)."""
+    declared = dict(getattr(settings, "declared_bounds", ()) or ())
+    axis = _mask_axis(node)
+    size = node.out.shape[axis] if node.out is not None and node.out.rank > axis else None
+    return declared.get(node.name, declared.get(size) if isinstance(size, str) else None)
+
+
+def selection_bound(node, bounds, settings=None) -> int | None:
+    """How many rows a data-dependent output can have at most: the user's declared bound, else the export's proven range
+    of its size, else — for a selection — the element count of its mask at the profile's maximum (a selection never has
+    more rows than its mask has elements). A declared bound may be smaller than the truth: rows past it are dropped and
+    the count output still carries the true count, so truncation is visible."""
+    declared = declared_bound(node, settings) if settings is not None else None
+    if declared is not None:
+        return declared
     axis = _mask_axis(node)
     rows = node.out.shape[axis] if node.out is not None and node.out.rank > axis else None
     bound = bounds.upper(rows) if rows is not None else None
+    if node.op not in SUBSET_OPS:
+        return bound
     if node.op in MASK_SELECT:
         mask = node.meta("mask") if node.op == "aten.masked_select.default" else next(
             (node._graph.meta_of(r) for r in node.arg("indices") or [] if r is not None), None)
@@ -70,8 +90,9 @@ def selection_bound(node, bounds) -> int | None:
 
 
 def _static_bound(node, bounds, settings):
-    bound = selection_bound(node, bounds)
-    assert bound is not None, "the selection's size has no upper bound in the exported graph (nor has its mask)"
+    bound = selection_bound(node, bounds, settings)
+    assert bound is not None, ("the data-dependent size has no upper bound in the exported graph; declare one with "
+                               f"--bound {node.name}=N (or torch._check(size <= N) before export)")
     assert bound <= settings.max_bound, f"the static bound {bound} exceeds max_bound {settings.max_bound}"
     return bound
 
@@ -107,7 +128,7 @@ def _bound(ctx, node, axis=0):
     symbol = node.out.shape[axis]
     if isinstance(symbol, int):
         return symbol, None
-    bound = selection_bound(node, Bounds(ctx.node._graph))
+    bound = selection_bound(node, Bounds(ctx.node._graph), ctx.nb.plan.settings)
     if bound is None:
         raise ValueError(f"the output size {symbol} has no static upper bound")
     return bound, symbol
