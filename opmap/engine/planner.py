@@ -63,8 +63,9 @@ class NodePlan:
     subplan: "Plan | None" = None  # for an expanding strategy: the plan of its sub-graph
     sub_inputs: list = field(default_factory=list)  # the node's tensor arguments feeding the sub-graph's inputs
     contract: str | None = None  # how the chosen strategy changes the node's outputs, if it does
-    precision: str | None = None  # "fp16"/"bf16" where the node computes below fp32; None: fp32
+    precision: str | None = None  # "fp16"/"bf16"/"int8" where the node computes below fp32; None: fp32
     precision_why: str = ""
+    quant: dict[str, tuple] = field(default_factory=dict)  # int8: argument -> (scale, axis, dtype) of its Q/DQ pair
     as_node: Node | None = None  # an in-place / out= node as its strategy sees it: the functional op (engine/inplace.py)
 
     @property
