@@ -54,21 +54,10 @@ def float_cone(graph: Graph, node: Node) -> dict[str, int]:
 
 
 def _pytorch(program: Any, batch: dict[str, torch.Tensor], names: set[str], seed: int) -> dict[str, Any]:
-    from opmap.engine.verify import lifted_inputs
+    from opmap.engine.verify import node_values
 
-    seen: dict[str, Any] = {}
-
-    class Recorder(torch.fx.Interpreter):
-        def run_node(self, n):
-            result = super().run_node(n)
-            if n.name in names:
-                seen[n.name] = result
-            return result
-
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        Recorder(program.graph_module).run(*lifted_inputs(program, batch))
-    return seen
+    torch.manual_seed(seed)  # random ops draw as the interpreter's run does
+    return node_values(program, batch, names)
 
 
 def _network(plan: Plan, program: Any, strategies: dict, batch: dict[str, torch.Tensor], seed: int) -> tuple[Any, dict[str, Any]]:

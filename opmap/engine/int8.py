@@ -47,25 +47,11 @@ class Quantizer:
 
     def _capture(self, batches: list[dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
         """Per batch, PyTorch's values of every candidate node's arguments and outputs."""
-        from opmap.engine.verify import lifted_inputs
+        from opmap.engine.verify import node_values
 
         wanted = {n.name for n in self.graph if n.op in INT8_OPS}
         wanted |= {r.node for n in self.graph if n.op in INT8_OPS for r in n.args.values() if isinstance(r, Ref)}
-        out = []
-        for batch in batches:
-            seen: dict[str, Any] = {}
-
-            class Recorder(torch.fx.Interpreter):
-                def run_node(self, n):
-                    result = super().run_node(n)
-                    if n.name in wanted:
-                        seen[n.name] = result
-                    return result
-
-            with torch.no_grad():
-                Recorder(self.program.graph_module).run(*lifted_inputs(self.program, batch))
-            out.append(seen)
-        return out
+        return [node_values(self.program, batch, wanted) for batch in batches]
 
     def __call__(self, node: Node, strategy_id: str) -> tuple[str | None, dict[str, tuple], str]:
         spec = INT8_OPS.get(node.op)

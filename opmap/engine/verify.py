@@ -208,6 +208,22 @@ def reference(program: Any, inputs: dict[str, torch.Tensor]) -> list[Any]:
     return [v for v, kind in zip(flat, kinds) if kind == OutputKind.USER_OUTPUT]
 
 
+def node_values(program: Any, inputs: dict[str, torch.Tensor], names: set[str]) -> dict[str, Any]:
+    """PyTorch's values of the named graph nodes (the flat graph, as :func:`reference` runs it)."""
+    seen: dict[str, Any] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n):
+            result = super().run_node(n)
+            if n.name in names:
+                seen[n.name] = result
+            return result
+
+    with torch.no_grad():
+        Recorder(program.graph_module).run(*lifted_inputs(program, inputs))
+    return seen
+
+
 def padded_axis(graph: Graph, ref: Ref | None) -> int:
     """An output's first data-dependent dim (an unbacked size): where a padded layout pads. 0 when it has none."""
     import re
