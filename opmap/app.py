@@ -134,19 +134,66 @@ def make_plan(
     for_build: bool = False,
     objective: str = "latency",
     cache: bool = True,
+    int8_budget: float = 2e-2,
+    protect: bool = True,
 ) -> Plan:
     measured = fresh_measurements(catalog, backend.name, ruleset)  # read once, for costs, buckets and precision
+    batches, label, quantizer = [], "", None
+    if settings.precision != "fp32" and captured.program is not None:
+        batches, label, ranges = precision_batches(captured, catalog, settings.precision)
+        if settings.precision == "int8":
+            from opmap.engine.int8 import Quantizer
+
+            quantizer = Quantizer(captured.program, captured.graph, backend, ruleset.strategies, ranges, batches, int8_budget)
     planner = Planner(
         ruleset, catalog.candidates_by_op(), backend=backend, settings=settings,
         costs=costs_from_catalog(measured, objective), require_emit=for_build,
         precision_errors=precision_errors(measured), bucket_costs=bucket_costs(measured, objective),
-        memo=cache and diskcache.enabled(),
+        memo=cache and diskcache.enabled(), quantizer=quantizer,
     )
     try:
-        return planner.plan(captured.graph, on_node=on_node)
+        plan = planner.plan(captured.graph, on_node=on_node)
     finally:
         planner.judge.close()
         catalog.record_probes(backend.name, backend.version, backend.probed)
+    if batches and protect:
+        plan.precision_notes = protect_discrete(plan, captured, ruleset, batches[:PROTECT_BATCHES], label)
+    return plan
+
+
+PROTECT_BATCHES = 4
+
+
+def precision_batches(captured: Captured, catalog: Catalog, precision: str) -> tuple[list, str, dict]:
+    """The batches reduced precision is measured on, what they are, and the calibrated ranges: the model's latest
+    calibration (required for int8), else two verification batches drawn as verify draws (seeds 0 and 1)."""
+    from opmap.calibrate import batches_of, generate_batches, latest
+
+    calib = latest(catalog, captured.sha256)
+    if calib is None:
+        if precision == "int8":
+            raise OpmapError(f"--precision int8 needs a calibration of this model (sha256 {(captured.sha256 or '?')[:12]}): "
+                             "run `opmap calibrate MODEL --data FILE|DIR`, or `--generate N` to draw N batches")
+        return generate_batches(captured.graph, 2, 0), "verification (generated)", {}
+    label = "calibration (generated)" if calib.generated else "calibration"
+    return batches_of(calib, captured.graph), label, calib.ranges
+
+
+def protect_discrete(plan: Plan, captured: Captured, ruleset: RuleSet, batches: list, label: str) -> list[str]:
+    """engine/discrete.py's rule; where the network cannot be built to measure, every reduced-precision producer of a
+    discrete result goes back to fp32 (unmeasured is not proven safe)."""
+    from opmap.engine import discrete
+
+    try:
+        return discrete.protect(plan, captured.program, ruleset.strategies, batches, label)
+    except OpmapError as exc:
+        by_name = {np_.node.name: np_ for np_ in plan.nodes}
+        for d in discrete.discrete_nodes(plan.graph):
+            for name in discrete.float_cone(plan.graph, d):
+                if by_name[name].precision:
+                    discrete.demote(by_name[name], f"fp32 (discrete protection): feeds {d.name} ({d.op}), and the "
+                                                    f"network could not be measured ({first_line(exc)})")
+        return [f"discrete protection could not measure ({first_line(exc)}): producers of discrete results kept fp32"]
 
 
 def signature(node: Node) -> str:
@@ -174,7 +221,7 @@ def record(catalog: Catalog, plan: Plan, captured: Captured, model_path: str) ->
             choice_kind=np_.choice.kind if np_.choice else None,
             cost=np_.cost.to_dict() if np_.choice else None,
             runner_up=np_.runner_up.strategy if np_.runner_up else None,
-            why=np_.why,
+            why=np_.why, precision=np_.precision, precision_why=np_.precision_why or None,
         )
         for vseq, v in enumerate(np_.verdicts):
             reason = v.reason
@@ -225,6 +272,7 @@ def plan_json(plan: Plan, run_id: int | None, model: str) -> dict[str, Any]:
         "summary": {**plan.summary(), "cost": plan.total_cost()},
         "nodes": nodes,
         "problems": plan.problems,
+        "precision_notes": plan.precision_notes,
     }
 
 
@@ -285,7 +333,7 @@ def run_json(run: Run, node: str | None = None) -> dict[str, Any]:
             {
                 "name": d.node, "op": d.op, "signature": d.signature,
                 "choice": {"strategy": d.choice, "kind": d.choice_kind, "cost": d.cost} if d.choice else None,
-                "runner_up": d.runner_up, "why": d.why,
+                "runner_up": d.runner_up, "why": d.why, "precision": d.precision, "precision_why": d.precision_why,
                 "verdicts": [
                     {"strategy": v.strategy, "rule": v.rule, "source_hash": v.source_hash, "outcome": v.outcome, "reason": v.reason,
                      "expression": v.expression, "evidence": v.evidence, "location": v.location}
@@ -306,11 +354,14 @@ def build(
     precision: str = "fp32",
     shapes: dict | None = None,
     on_node: Callable[[Node], None] | None = None,
+    int8_budget: float = 2e-2,
+    protect: bool = True,
 ):
     """Plan, then emit every node into one network and build the engine for real. Returns (plan, built)."""
     from opmap.engine.builder import build_network, serialize
 
-    plan = make_plan(captured, catalog, ruleset, backend, settings, on_node=on_node, for_build=True)
+    plan = make_plan(captured, catalog, ruleset, backend, settings, on_node=on_node, for_build=True, int8_budget=int8_budget,
+                     protect=protect)
     if not plan.complete:
         reasons = "; ".join(f"{n.node.name} ({n.node.op}): {n.why}" for n in plan.nodes if not n.mapped)
         raise OpmapError(f"cannot build: {reasons}", exit_code=1)
@@ -411,4 +462,9 @@ def verify_json(reports: dict, built, model: str, runtime: str, skipped: dict | 
                     "inputs": r.inputs} for label, r in reports.items()],
         "skipped": skipped or {},
         "outputs": [{**o.to_dict(), "point": label} for label, r in reports.items() for o in r.outputs],
+        "discrete": {  # every point's discrete outputs together: they must agree exactly at each
+            "outputs": sum(r.discrete_summary()["outputs"] for r in reports.values()),
+            "agree": sum(r.discrete_summary()["agree"] for r in reports.values()),
+            "items": [{**d, "point": label} for label, r in reports.items() for d in r.discrete],
+        },
     }

@@ -71,6 +71,14 @@ _TRUST_OPTION = typer.Option(False, "--trust-model", "--unsafe-pickle",
                                   "Without it, opmap refuses such files (see README, Security model).")
 
 
+_PROTECT_OPTION = typer.Option(True, "--protect-discrete/--no-protect-discrete",
+                               help="Keep producers of comparisons, argmax/topk/sort, indices and counts at the precision that "
+                                    "reproduces PyTorch's discrete result (measured); off only to see what it prevents.")
+
+
+_INT8_BUDGET_OPTION = typer.Option(2e-2, "--int8-budget", help="int8: the error a node may add, relative to its output's range.")
+
+
 # -- suggest ---------------------------------------------------------------------------------------
 @app.command()
 def suggest(
@@ -81,7 +89,9 @@ def suggest(
     all_verdicts: bool = typer.Option(False, "--all-verdicts", help="With the rejections, also list NOT_APPLICABLE skips."),
     tolerance: float = typer.Option(1e-3, "--tolerance", help="Accuracy budget: max relative error an approximate strategy, "
                                     "or a node placed below fp32, may add."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16: the lowest precision a node may be placed in."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16 | int8: the lowest precision a node may be placed in."),
+    int8_budget: float = _INT8_BUDGET_OPTION,
+    protect_discrete: bool = _PROTECT_OPTION,
     unsafe_pickle: bool = _TRUST_OPTION,
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
     dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:DIM=MIN..MAX: make a TorchScript input dim dynamic "
@@ -103,8 +113,8 @@ def suggest(
 
     if backend is not None and backend not in BACKENDS:
         raise OpmapError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if precision not in ("fp32", "fp16", "bf16"):
-        raise OpmapError(f"unknown precision {precision!r}: choose fp32, fp16 or bf16")
+    if precision not in ("fp32", "fp16", "bf16", "int8"):
+        raise OpmapError(f"unknown precision {precision!r}: choose fp32, fp16, bf16 or int8")
     if not tolerance >= 0:
         raise OpmapError(f"--tolerance must be a non-negative number, got {tolerance}")
     if objective not in svc.OBJECTIVES:
@@ -119,7 +129,7 @@ def suggest(
         progress.update(task, description="planning", total=len(captured.graph), completed=0)
         plan = svc.make_plan(
             captured, catalog, ruleset, profile(backend), Settings(tolerance=tolerance, precision=precision, declared_bounds=_bounds(bound)),
-            on_node=lambda _node: progress.advance(task), objective=objective,
+            on_node=lambda _node: progress.advance(task), objective=objective, int8_budget=int8_budget, protect=protect_discrete,
         )
     run_id = svc.record(catalog, plan, captured, str(model)) if record else None
     if html is not None:
@@ -178,7 +188,9 @@ def build(
     model: Path = typer.Argument(..., help="The model file (as for suggest)."),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the serialized engine (a .json sidecar goes beside it)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx (default: tensorrt if importable)."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16: compute precision, with explicit casts at the edges."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16 | int8: per-node precision, with explicit casts/Q-DQ."),
+    int8_budget: float = _INT8_BUDGET_OPTION,
+    protect_discrete: bool = _PROTECT_OPTION,
     shape: List[str] = typer.Option([], "--shape", help="NAME=MIN:OPT:MAX optimization profile for a dynamic input (dims like 1x128)."),
     unsafe_pickle: bool = _TRUST_OPTION,
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
@@ -202,7 +214,7 @@ def build(
         captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic)
         svc.check_shapes(captured.graph, shapes)
         plan, built = svc.build(captured, catalog, ruleset, profile(backend), Settings(precision=precision, declared_bounds=_bounds(bound)), precision, shapes,
-                                on_node=lambda _n: progress.advance(task))
+                                on_node=lambda _n: progress.advance(task), int8_budget=int8_budget, protect=protect_discrete)
     sidecar = write_engine(built, plan, output, precision)
     if as_json:
         _emit_json(json.loads(sidecar.read_text()))
@@ -223,7 +235,9 @@ def verify(
     seed: int = typer.Option(0, "--seed", help="Seed for the random inputs."),
     runtime: str = typer.Option("reference", "--runtime", help="reference (the interpreter, works anywhere) | trt (the real engine)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16 | int8."),
+    int8_budget: float = _INT8_BUDGET_OPTION,
+    protect_discrete: bool = _PROTECT_OPTION,
     unsafe_pickle: bool = _TRUST_OPTION,
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
     dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:DIM=MIN..MAX: make a TorchScript input dim dynamic "
@@ -260,7 +274,7 @@ def verify(
         svc.check_shapes(captured.graph, profile_shapes)
         points = svc.verify_points(captured.graph, profile_shapes, shapes, point)
         plan, built = svc.build(captured, catalog, ruleset, prof, Settings(precision=precision, declared_bounds=_bounds(bound)), precision, profile_shapes,
-                                on_node=lambda _n: progress.advance(task))
+                                on_node=lambda _n: progress.advance(task), int8_budget=int8_budget, protect=protect_discrete)
         reports, skipped = {}, {}
         progress.update(task, description="verifying", total=len(points) if not inputs else 1, completed=0)
         runs = [("given", *load_inputs(str(inputs), captured.graph))] if inputs else \
@@ -323,6 +337,35 @@ def compare(
 
         print_compare(out, result)
     raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command()
+def calibrate(
+    model: Path = typer.Argument(..., help="The model file (as for suggest)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="torch.save'd input dict or list of them, or a directory of such files."),
+    generate: Optional[int] = typer.Option(None, "--generate", help="No data: draw N batches as verify draws its inputs (labelled so)."),
+    seed: int = typer.Option(0, "--seed", help="First seed for --generate."),
+    percentile: float = typer.Option(99.99, "--percentile", help="The percentile of |x| recorded beside the max."),
+    unsafe_pickle: bool = _TRUST_OPTION,
+    input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run calibration batches through PyTorch; store activation ranges and per-channel weight ranges for --precision int8."""
+    from opmap import app as svc
+    from opmap import calibrate as cal
+    from opmap.engine.capture import InputSpec, capture
+
+    captured = capture(model, unsafe_pickle=unsafe_pickle, input_shapes=[InputSpec.parse(x) for x in input_shape])
+    catalog, _ = svc.open_catalog(state.db)
+    row = cal.calibrate(catalog, captured, str(model), data=data, generate=generate, seed=seed, percentile=percentile)
+    summary = {"calibration_id": row.id, "model_sha256": row.model_sha256, "source": row.source, "generated": row.generated,
+               "batches": row.batches, "percentile": row.percentile, "activations": len(row.ranges["activations"]),
+               "weights": len(row.ranges["weights"])}
+    if as_json:
+        _emit_json({**summary, "ranges": row.ranges})
+        return
+    out.print(f"calibration {row.id} of {model} ({row.model_sha256[:12]}): {summary['activations']} activation ranges, "
+              f"{summary['weights']} weights; {row.source}", highlight=False)
 
 
 @app.command()

@@ -63,6 +63,8 @@ def print_plan(console: Console, plan: Plan, run_id: int | None, *, reasons: boo
                     console.print(line)
             for sid, why in np_.set_aside.items():
                 console.print(Text(f"  {np_.node.name} ", style="bold") + Text("SET ASIDE ", style="magenta") + Text(f"{sid}: {why}"))
+    if plan.settings.precision != "fp32":
+        print_precision(console, plan)
     for np_ in plan.nodes:
         if not np_.mapped:
             console.print(Text(f"no mapping for {np_.node.name} ({np_.node.op}): {np_.why}", style="red"))
@@ -71,6 +73,17 @@ def print_plan(console: Console, plan: Plan, run_id: int | None, *, reasons: boo
     summary = plan.summary_line()
     style = "bold green" if plan.complete and not plan.summary()["errors"] else "bold red" if not plan.complete else "bold yellow"
     console.rule(Text(summary, style=style))
+
+
+def print_precision(console: Console, plan: Plan) -> None:
+    """Every node's precision and why (--precision fp16/bf16/int8), then what the discrete-result protection did."""
+    console.print(f"[bold]precision[/bold] (asked: {plan.settings.precision})")
+    for np_ in plan.nodes:
+        if np_.choice:
+            console.print(Text(f"  {np_.node.name}: {np_.precision or 'fp32'}", style="bold")
+                          + Text(f"  {np_.precision_why or 'no float output: precision does not apply'}"))
+    for note in plan.precision_notes:
+        console.print(Text(f"  discrete protection: {note}", style="yellow"))
 
 
 _PLAIN_FIXTURES = {"node", "graph", "backend", "settings", "bounds", "consumers", "inputs"}
@@ -167,6 +180,10 @@ def print_verify(console: Console, report, built, runtime: str, point: str | Non
     console.print(table)
     for name, how in report.inputs.items():
         console.print(f"  input {name}: {how}", markup=False, highlight=False)
+    discrete = report.discrete_summary()
+    if discrete["outputs"]:
+        console.print(f"  discrete outputs (indices, masks, counts): {discrete['agree']} of {discrete['outputs']} agree exactly "
+                      "with PyTorch", markup=False, highlight=False)
     bad = sum(1 for o in report.outputs if not o.ok) + (report.expected - report.compared)
     text = f"{report.compared - sum(1 for o in report.outputs if not o.ok)} passed, {bad} failed"
     if report.compared != report.expected or not report.expected:

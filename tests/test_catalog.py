@@ -157,7 +157,9 @@ def test_upgrade_from_the_first_schema_keeps_data(tmp_path):
     assert inspect(cat.engine).has_table("probes")
     assert [r.model_path for r in cat.runs()] == ["old.pt2"]
     with cat.engine.connect() as conn:
-        assert migrations.applied(conn) == ["0001_initial", "0002_probes"]
+        assert migrations.applied(conn) == sorted(name for name, _ in migrations.MIGRATIONS)
+    assert {"precision", "precision_why"} <= {c["name"] for c in inspect(cat.engine).get_columns("decisions")}
+    assert inspect(cat.engine).has_table("calibrations")
 
 
 def test_probe_builds_are_recorded(cli, detector_pt2, db_url):

@@ -100,3 +100,66 @@ def test_layers_added_out_of_order_are_run_in_dependency_order(net):
     net.mark_output(shuffle.get_output(0))
     (out,) = run(net, x=torch.arange(6.0).reshape(2, 3)).values()
     assert out.shape == (3, 2)
+
+
+# -- explicit quantization (Q/DQ) --------------------------------------------------------------------------------
+def _qdq(network, x, scale, dtype, axis=None):
+    s = const(network, np.asarray(scale, np.float32))
+    q = network.add_quantize(x, s, dtype)
+    d = network.add_dequantize(q.get_output(0), s, trt.float32)
+    if axis is not None:
+        q.axis = d.axis = axis
+    return q.get_output(0), d.get_output(0)
+
+
+def test_int8_quantize_rounds_half_to_even_and_saturates(net):
+    x = net.add_input("x", trt.float32, (8,))
+    q, d = _qdq(net, x, np.float32(0.5), trt.int8)
+    net.mark_output(q)
+    net.mark_output(d)
+    values = torch.tensor([0.25, 0.75, 1.25, -0.25, -0.75, 100.0, -100.0, 63.4])
+    qv, dv = run(net, x=values).values()
+    # x / 0.5 = 0.5, 1.5, 2.5, -0.5, -1.5 -> 0, 2, 2, -0, -2 (ties to even); ±200 saturate to 127 / -128
+    assert qv.dtype == torch.int8 and qv.tolist() == [0, 2, 2, 0, -2, 127, -128, 127]
+    assert dv.tolist() == [0.0, 1.0, 1.0, 0.0, -1.0, 63.5, -64.0, 63.5]
+
+
+def test_int8_per_channel_scales_follow_the_axis(net):
+    x = net.add_input("x", trt.float32, (2, 3))
+    _, d = _qdq(net, x, np.array([1.0, 0.1, 0.01], np.float32), trt.int8, axis=1)
+    net.mark_output(d)
+    values = torch.tensor([[1.26, 1.26, 1.26], [-3.0, 300.0, 0.333]])
+    (out,) = run(net, x=values).values()
+    expected = torch.tensor([[1.0, 1.3, 1.26], [-3.0, 12.7, 0.33]])
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_fp8_quantize_saturates_to_448(net):
+    x = net.add_input("x", trt.float32, (3,))
+    q, d = _qdq(net, x, np.float32(2.0), trt.fp8)
+    net.mark_output(d)
+    (out,) = run(net, x=torch.tensor([2000.0, -2000.0, 3.0])).values()
+    assert out.tolist() == [896.0, -896.0, 3.0]  # ±1000 saturate to ±448, times the scale
+
+
+def test_int4_quantize_is_refused_not_guessed(net):
+    x = net.add_input("x", trt.float32, (4,))
+    _, d = _qdq(net, x, np.float32(1.0), trt.int4)
+    net.mark_output(d)
+    with pytest.raises(InterpreterError):
+        run(net, x=torch.zeros(4))
+
+
+def test_qdq_convolution_builds_per_channel_on_rtx(net):
+    """INT8 Q/DQ around a convolution (per-tensor activation, per-channel weight) builds for real, and interprets."""
+    x = net.add_input("x", trt.float32, (1, 2, 5, 5))
+    w = const(net, np.random.default_rng(0).standard_normal((4, 2, 3, 3)).astype(np.float32))
+    _, xq = _qdq(net, x, np.float32(0.05), trt.int8)
+    _, wq = _qdq(net, w, np.full(4, 0.03, np.float32), trt.int8, axis=0)
+    conv = net.add_convolution_nd(xq, 4, (3, 3), trt.Weights(), trt.Weights())
+    conv.set_input(1, wq)
+    net.mark_output(conv.get_output(0))
+    builder = trt.Builder(logger(trt))
+    assert builder.build_serialized_network(net, builder.create_builder_config()) is not None
+    (out,) = run(net, x=torch.randn(1, 2, 5, 5)).values()
+    assert out.shape == (1, 4, 3, 3)

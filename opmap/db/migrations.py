@@ -147,9 +147,33 @@ def m0002_probes(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def m0003_int8_calibration(conn: Connection) -> None:
+    """Calibrations (activation ranges and per-channel weight scales, tied to the model's hash), and each decision's
+    precision with its reason."""
+    md = MetaData()
+    Table(
+        "calibrations", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("model_sha256", String(64), nullable=False, index=True),
+        Column("model_path", Text, nullable=False),
+        Column("source", Text, nullable=False),
+        Column("generated", Boolean, nullable=False),
+        Column("batches", Integer, nullable=False),
+        Column("percentile", Float, nullable=False),
+        Column("data", JSON, nullable=False),
+        Column("ranges", JSON, nullable=False),
+        Column("opmap_version", String(32), nullable=False),
+        Column("created_at", DateTime, nullable=False),
+    )
+    md.create_all(conn)
+    conn.execute(text("ALTER TABLE decisions ADD COLUMN precision VARCHAR(8)"))
+    conn.execute(text("ALTER TABLE decisions ADD COLUMN precision_why TEXT"))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", m0001_initial),
     ("0002_probes", m0002_probes),
+    ("0003_int8_calibration", m0003_int8_calibration),
 ]
 
 _LEDGER = Table(

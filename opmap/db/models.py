@@ -123,6 +123,8 @@ class Decision(Base):
     cost: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     runner_up: Mapped[str | None] = mapped_column(String(200), nullable=True)
     why: Mapped[str] = mapped_column(Text, default="")  # why the choice won (or why nothing maps)
+    precision: Mapped[str | None] = mapped_column(String(8), nullable=True)  # fp16/bf16/int8; None: fp32
+    precision_why: Mapped[str | None] = mapped_column(Text, nullable=True)
     run: Mapped[Run] = relationship(back_populates="decisions")
     verdicts: Mapped[list["VerdictRow"]] = relationship(
         cascade="all, delete-orphan", back_populates="decision", order_by="VerdictRow.seq"
@@ -159,4 +161,22 @@ class Probe(Base):
     ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     message: Mapped[str] = mapped_column(Text)
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Calibration(Base):
+    """A model's calibration: activation ranges (max and a percentile of |x|) and per-channel weight ranges, measured
+    by running batches through PyTorch, tied to the model file's sha256. ``data`` says how to redraw the batches."""
+
+    __tablename__ = "calibrations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    model_path: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)  # what the batches were, in words
+    generated: Mapped[bool] = mapped_column(Boolean)  # drawn by opmap (no user data), labelled so
+    batches: Mapped[int] = mapped_column(Integer)
+    percentile: Mapped[float] = mapped_column(Float)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)  # {"path", "sha256"} or {"generate", "seed"}
+    ranges: Mapped[dict] = mapped_column(JSON, default=dict)  # {"activations": {...}, "weights": {...}}
+    opmap_version: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

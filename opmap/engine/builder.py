@@ -25,14 +25,15 @@ from opmap.errors import OpmapError
 
 TORCH_TO_TRT = {
     "float32": "FLOAT", "float16": "HALF", "bfloat16": "BF16", "int32": "INT32", "int64": "INT64",
-    "bool": "BOOL", "int8": "INT8", "uint8": "UINT8",
+    "bool": "BOOL", "int8": "INT8", "uint8": "UINT8", "float8_e4m3fn": "FP8",
 }
 TRT_TO_TORCH = {v: getattr(torch, k) for k, v in TORCH_TO_TRT.items()}
 NP_DTYPE = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "int64": np.int64, "bool": np.bool_,
             "int8": np.int8, "uint8": np.uint8}
 
 
-PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16",
+              "int8": "float32"}  # an INT8 node computes between Q/DQ pairs; the float around them stays float32
 
 
 class BuildError(OpmapError):
@@ -69,6 +70,7 @@ class Built:
     graph_outputs: list = field(default_factory=list)  # the graph's output refs by position (None: a constant, not computed)
     graph: Graph | None = None  # the captured graph the network was built from
     attention: dict[str, Any] = field(default_factory=dict)  # IAttention helpers by their name (the interpreter reads them)
+    node_tensors: dict[str, list[str]] = field(default_factory=dict)  # graph node -> its output tensors' names (discrete checks)
     engine: bytes | None = None
     build_seconds: float | None = None
     keep: list = field(default_factory=list, repr=False)  # numpy arrays TensorRT's Weights point into
@@ -109,8 +111,9 @@ class EmitContext:
     """What an emit function works with: its node's inputs as TensorRT tensors, and helpers."""
 
     def __init__(self, net_builder: "NetworkBuilder", node: Node, strategy: Strategy, prefix: str = "",
-                 precision: str | None = None) -> None:
+                 precision: str | None = None, quant: dict[str, tuple] | None = None) -> None:
         self.nb = net_builder
+        self.quant = quant or {}  # argument name -> (scale, axis, dtype): Q/DQ on that input (an INT8/FP8 node)
         self.prefix = prefix
         self.precision = precision or net_builder.compute_dtype  # the float dtype this node computes in
         self.trt = net_builder.trt
@@ -134,6 +137,8 @@ class EmitContext:
                              f"reductions can take; plan {t.source} with another strategy")
         if t is not None and self.dtype(t) in ("float32", "float16", "bfloat16") and self.dtype(t) != self.precision:
             t = self.cast(t, self.precision)  # explicit casts where precision changes between nodes
+        if t is not None and name in self.quant:
+            t = self.qdq(t, *self.quant[name])
         return t
 
     def masked(self, name: str) -> Masked | None:
@@ -348,6 +353,26 @@ class EmitContext:
         meta = self.node.outputs[index]
         return self.compute(meta.dtype if meta is not None else "float32")
 
+    # -- explicit quantization ------------------------------------------------------------------
+    def quantized(self, name: str) -> bool:
+        """Whether the plan puts Q/DQ on this argument: a quantized weight must then travel as a tensor, not Weights."""
+        return name in self.quant
+
+    def qdq(self, t: Any, scale: Any, axis: int | None = None, dtype: str = "int8") -> Any:
+        """Quantize then dequantize ``t`` (explicit quantization, the only way to INT8/FP8 in a strongly typed network):
+        TensorRT fuses the pair into its consumer's low-precision kernel. ``scale``: one float (per tensor) or a 1-D
+        per-channel scale along ``axis``."""
+        s = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
+        per_channel = s.numel() > 1
+        s = self.const(s if per_channel else s.reshape(()), self.dtype(t))
+        q = self.net.add_quantize(t, s, trt_dtype(self.trt, dtype))
+        if per_channel:
+            q.axis = axis % self.rank(t)
+        d = self.net.add_dequantize(self.out(q, f"quantize-{dtype}"), s, t.dtype)
+        if per_channel:
+            d.axis = axis % self.rank(t)
+        return self.out(d, "dequantize")
+
 
 class NetworkBuilder:
     def __init__(self, backend: BackendProfile, graph: Graph, plan: Plan, weights: dict[str, torch.Tensor], strategies: dict[str, Strategy],
@@ -550,7 +575,7 @@ class NetworkBuilder:
                     f"node {node.name}: strategy {np_.choice.strategy} has no emit function yet"
                     + (f"; runner-up: {np_.runner_up.strategy}" if np_.runner_up else "")
                 )
-            ctx = EmitContext(self, node, strat, prefix, PRECISIONS.get(np_.precision) if np_.precision else None)
+            ctx = EmitContext(self, node, strat, prefix, PRECISIONS.get(np_.precision) if np_.precision else None, np_.quant)
             try:
                 result = strat.emit_fn(ctx, node)
             except BuildError:
@@ -669,7 +694,9 @@ def build_network(plan: Plan, program: Any, strategies: dict[str, Strategy], sha
         config.add_optimization_profile(profile)
     return Built(trt=nb.trt, builder=nb.builder, network=nb.network, config=config, inputs=dict(plan.graph.inputs),
                  outputs=outputs, output_nodes=output_nodes, layer_map=nb.layer_map, extra_outputs=nb.extra_outputs, keep=nb.keep,
-                 attention=nb.attention, graph_outputs=list(plan.graph.outputs), graph=plan.graph)
+                 attention=nb.attention, graph_outputs=list(plan.graph.outputs), graph=plan.graph,
+                 node_tensors={k: [t.name for t in (v if isinstance(v, list) else [v]) if hasattr(t, "is_network_input")]
+                               for k, v in nb.values.items()})
 
 
 def serialize(built: Built) -> Built:

@@ -8,7 +8,9 @@ An unknown layer kind is an error, never a silent skip.
 
 Where TensorRT's documentation leaves a choice open, the choice is pinned here and in a named
 test (tests/test_interpreter.py): integer DIV truncates toward zero, ROUND is half-to-even,
-Gather accepts negative indices (counted from the end, as ONNX does).
+Gather accepts negative indices (counted from the end, as ONNX does). Quantize is TensorRT's explicit
+quantization: ``x / scale``, rounded half to even, saturated to the type's range (INT8 [-128, 127], FP8 E4M3
+[-448, 448]), zero point 0, the scale per tensor or 1-D along ``axis``; Dequantize is ``q * scale``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ _CLASS_NAMES = {
     "RESIZE": "IResizeLayer", "SCATTER": "IScatterLayer", "SELECT": "ISelectLayer", "SHAPE": "IShapeLayer",
     "SHUFFLE": "IShuffleLayer", "SLICE": "ISliceLayer", "SOFTMAX": "ISoftMaxLayer", "SQUEEZE": "ISqueezeLayer",
     "TOPK": "ITopKLayer", "EINSUM": "IEinsumLayer", "RESIZE": "IResizeLayer", "NON_ZERO": "INonZeroLayer", "UNARY": "IUnaryLayer", "UNSQUEEZE": "IUnsqueezeLayer", "ONE_HOT": "IOneHotLayer",
+    "QUANTIZE": "IQuantizeLayer", "DEQUANTIZE": "IDequantizeLayer",
 }
 
 HANDLERS: dict[str, Callable] = {}
@@ -517,6 +520,46 @@ def _squeeze(trt, layer, ins):
     for a in axes:
         x = x.squeeze(a)
     return [x]
+
+
+# the range a Quantize saturates to, per output type (TensorRT's IQuantizeLayer)
+QUANT_RANGE = {torch.int8: (-128.0, 127.0), torch.float8_e4m3fn: (-448.0, 448.0)}
+
+
+def _quant_scale(layer, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The scale broadcast against x: one value per tensor, or a 1-D vector along the layer's axis."""
+    if scale.numel() == 1:
+        return scale.reshape(()).float()
+    if scale.dim() != 1:
+        raise InterpreterError(f"layer {layer.name}: block quantization (a {scale.dim()}-D scale) is not interpreted")
+    axis = layer.axis % x.dim()
+    if scale.shape[0] != x.shape[axis]:
+        raise InterpreterError(f"layer {layer.name}: {scale.shape[0]} scales along axis {axis} of a {tuple(x.shape)} tensor")
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    return scale.float().reshape(shape)
+
+
+@handles("QUANTIZE")
+def _quantize(trt, layer, ins):
+    x, scale = ins[0], ins[1]
+    if len(ins) > 2 and ins[2] is not None and bool(ins[2].ne(0).any()):
+        raise InterpreterError(f"layer {layer.name}: a non-zero zero point (TensorRT supports only 0)")
+    if layer.to_type.name not in ("INT8", "FP8"):
+        raise InterpreterError(f"layer {layer.name}: Quantize to {layer.to_type.name} is not interpreted (torch has no "
+                               "arithmetic for it)")
+    target = torch_dtype_of(layer.to_type)
+    lo, hi = QUANT_RANGE[target]
+    y = x.float() / _quant_scale(layer, x, scale)
+    if target == torch.int8:
+        y = torch.round(y)  # torch.round is half to even, as TensorRT's quantization rounds
+    return [y.clamp(lo, hi).to(target)]  # FP8: clamped, then rounded to nearest even by the cast
+
+
+@handles("DEQUANTIZE")
+def _dequantize(trt, layer, ins):
+    q, scale = ins[0], ins[1]
+    return [(q.float() * _quant_scale(layer, q, scale)).to(torch_dtype_of(layer.to_type))]
 
 
 def _attention(helper: Any, q, k, v, mask) -> torch.Tensor:

@@ -63,8 +63,9 @@ class NodePlan:
     subplan: "Plan | None" = None  # for an expanding strategy: the plan of its sub-graph
     sub_inputs: list = field(default_factory=list)  # the node's tensor arguments feeding the sub-graph's inputs
     contract: str | None = None  # how the chosen strategy changes the node's outputs, if it does
-    precision: str | None = None  # "fp16"/"bf16" where the node computes below fp32; None: fp32
+    precision: str | None = None  # "fp16"/"bf16"/"int8" where the node computes below fp32; None: fp32
     precision_why: str = ""
+    quant: dict[str, tuple] = field(default_factory=dict)  # int8: argument -> (scale, axis, dtype) of its Q/DQ pair
     as_node: Node | None = None  # an in-place / out= node as its strategy sees it: the functional op (engine/inplace.py)
 
     @property
@@ -83,6 +84,7 @@ class Plan:
     settings: Settings
     nodes: list[NodePlan]
     problems: list[str] = field(default_factory=list)
+    precision_notes: list[str] = field(default_factory=list)  # what the discrete-result protection measured and did
 
     def summary(self) -> dict[str, int]:
         counts = {"nodes": len(self.nodes)}
@@ -142,6 +144,7 @@ class Planner:
         precision_errors: dict[tuple[str, str], list[tuple[int, float]]] | None = None,
         bucket_costs: dict[str, list[tuple[int, Cost]]] | None = None,
         memo: VerdictMemo | None | bool = True,
+        quantizer: Callable[[Node, str], tuple[str | None, dict, str]] | None = None,
     ) -> None:
         self.ruleset = ruleset
         self.candidates = candidates  # op -> strategy ids, from the catalog
@@ -158,6 +161,8 @@ class Planner:
         self.precision_errors = precision_errors or {}
         # strategy -> [(elements in the measured bucket, cost)]: a node takes the bucket nearest its own size
         self.bucket_costs = bucket_costs or {}
+        # --precision int8: node, strategy -> ("int8" or None, Q/DQ scales, why), measured with the calibration (engine/int8.py)
+        self.quantizer = quantizer
         self._node_numel: int | None = None
         self._nearest_seen: dict[tuple[int, int | None], Any] = {}
         self._graph: Graph | None = None
@@ -290,15 +295,24 @@ class Planner:
         wanted = self.settings.precision
         if wanted == "fp32" or not any(m is not None and m.dtype == "float32" for m in node.outputs):
             return
+        lead = ""
+        if wanted == "int8":  # INT8 where measured with the calibration; otherwise fp16 by the same rule as --precision fp16
+            if self.quantizer is not None:
+                precision, quant, why = self.quantizer(node, result.choice.strategy)
+                if precision is not None:
+                    result.precision, result.quant, result.precision_why = precision, quant, why
+                    return
+                lead = f"{why}; "
+            wanted = "fp16"
         measured = self.precision_errors.get((result.choice.strategy, wanted))
         error = self._nearest(measured) if measured else None
         if error is None:
-            result.precision_why = f"fp32: {result.choice.strategy} has no measured {wanted} accuracy"
+            result.precision_why = f"{lead}fp32: {result.choice.strategy} has no measured {wanted} accuracy"
         elif error > self.settings.tolerance:
-            result.precision_why = f"fp32: in {wanted} its measured max rel error {error:.3g} exceeds the tolerance {self.settings.tolerance:g}"
+            result.precision_why = f"{lead}fp32: in {wanted} its measured max rel error {error:.3g} exceeds the tolerance {self.settings.tolerance:g}"
         else:
             result.precision = wanted
-            result.precision_why = f"{wanted}: measured max rel error {error:.3g} within the tolerance"
+            result.precision_why = f"{lead}{wanted}: measured max rel error {error:.3g} within the tolerance"
 
     def _expand(self, node: Node, v: Verdict, result: NodePlan):
         """True for a strategy that does not expand; for one that does, its (sub-plan, argument refs), or False

@@ -27,6 +27,7 @@ TOLERANCE = {
     "float16": (1e-2, 1e-2),
     "bfloat16": (5e-2, 5e-2),
 }
+INT8_RANGE_TOLERANCE = 5e-2  # int8 builds: max |a-b| <= 5% of max |b| (INT8 error is relative to a tensor's range)
 
 
 @dataclass
@@ -52,6 +53,11 @@ class Report:
     expected: int = 0  # how many outputs the program has (every one must be compared)
     inputs: dict[str, str] = field(default_factory=dict)  # input name -> how its values were drawn / given
     shape: str = ""  # the input shapes this report is for (``input_ids=2x6``)
+    discrete: list[dict[str, Any]] = field(default_factory=list)  # integer/bool outputs and valid counts: exact agreement
+
+    def discrete_summary(self) -> dict[str, Any]:
+        """Discrete outputs (indices, masks, argmax, counts) reported apart from float error: they must agree exactly."""
+        return {"outputs": len(self.discrete), "agree": sum(1 for d in self.discrete if d["agree"]), "items": self.discrete}
 
     @property
     def compared(self) -> int:
@@ -202,6 +208,22 @@ def reference(program: Any, inputs: dict[str, torch.Tensor]) -> list[Any]:
     return [v for v, kind in zip(flat, kinds) if kind == OutputKind.USER_OUTPUT]
 
 
+def node_values(program: Any, inputs: dict[str, torch.Tensor], names: set[str]) -> dict[str, Any]:
+    """PyTorch's values of the named graph nodes (the flat graph, as :func:`reference` runs it)."""
+    seen: dict[str, Any] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n):
+            result = super().run_node(n)
+            if n.name in names:
+                seen[n.name] = result
+            return result
+
+    with torch.no_grad():
+        Recorder(program.graph_module).run(*lifted_inputs(program, inputs))
+    return seen
+
+
 def padded_axis(graph: Graph, ref: Ref | None) -> int:
     """An output's first data-dependent dim (an unbacked size): where a padded layout pads. 0 when it has none."""
     import re
@@ -227,6 +249,8 @@ def compare(expected: torch.Tensor, got: torch.Tensor, compute: str | None = Non
         return (float(bad.max()) if bad.numel() else 0.0), frac, frac, frac == 0
     atol, rtol = TOLERANCE.get(dtype, (1e-4, 1e-4))
     e, g = expected.double(), got.double()
+    if dtype == "int8" and e.numel():
+        atol, rtol = INT8_RANGE_TOLERANCE * float(e.abs().max()), 0.0
     diff = (e - g).abs()
     both_nan = torch.isnan(e) & torch.isnan(g)
     diff = torch.where(both_nan, torch.zeros_like(diff), diff)
@@ -304,7 +328,7 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
     torch.manual_seed(seed)
     got = run_engine(built, inputs) if runtime == "trt" else run_network(built.network, built.trt, inputs, built.attention)
     report = Report(inputs=dict(drawn or {}), shape=", ".join(f"{k}={'x'.join(map(str, v.shape)) or 'scalar'}" for k, v in inputs.items()))
-    compute = {"fp16": "float16", "bf16": "bfloat16"}.get(precision)
+    compute = {"fp16": "float16", "bf16": "bfloat16", "int8": "int8"}.get(precision)
     for i, (exp, kind) in enumerate(zip(flat, kinds)):
         if kind != OutputKind.USER_OUTPUT:
             continue  # buffer mutations: a TensorRT engine keeps no state
@@ -330,6 +354,8 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
             axis = padded_axis(built.graph, built.graph_outputs[i]) if built.graph is not None else 0
             note = (f"padded output: compared the first {count} of {value.shape[axis]} rows"
                     f"{f' along dim {axis}' if axis else ''}; count {'exact' if count == exp.shape[axis] else 'WRONG'}")
+            report.discrete.append({"name": count_name, "node": node, "kind": "count", "expected": int(exp.shape[axis]),
+                                    "got": count, "agree": count == exp.shape[axis]})
             if count != exp.shape[axis] or count > value.shape[axis]:
                 if count > value.shape[axis]:
                     note += f" (true count {count} exceeds the bound {value.shape[axis]}: the result was truncated)"
@@ -338,6 +364,11 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
                 continue
             value = value.narrow(axis, 0, count)
         max_abs, max_rel, mismatch, ok = compare(exp, value, compute)
+        if not exp.is_floating_point():
+            kind = "mask" if exp.dtype == torch.bool else "indices/values"
+            wrong = int((exp != value.to(exp.dtype)).sum()) if exp.shape == value.shape else exp.numel()
+            report.discrete.append({"name": name, "node": node, "kind": kind, "elements": exp.numel(), "mismatched": wrong,
+                                    "agree": wrong == 0})
         report.outputs.append(OutputCheck(name, node, tuple(exp.shape), str(exp.dtype).removeprefix("torch."), max_abs, max_rel,
                                           mismatch, ok, note))
     return report
@@ -357,6 +388,13 @@ def load_inputs(path: str, graph: Graph, program: Any = None) -> tuple[dict[str,
         raise OpmapError(f"{path}: cannot load inputs: {first_line(exc)} (expected torch.save of {{name: tensor}})") from None
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise OpmapError(f"{path}: expected a dict of input name -> tensor, got {type(data).__name__}")
+    values = check_inputs(data, graph, path)
+    return values, {k: f"{graph.inputs[k].dtype} {list(values[k].shape)}: from {path}" for k in graph.inputs}
+
+
+def check_inputs(data: dict[str, torch.Tensor], graph: Graph, path: str) -> dict[str, torch.Tensor]:
+    """Input values checked against the export (names, dtypes, static dims, dynamic ranges and ties); ``path`` names
+    where they came from in the one-line error."""
     expected = graph.inputs
     missing = sorted(set(expected) - set(data))
     if missing:
@@ -384,7 +422,7 @@ def load_inputs(path: str, graph: Graph, program: Any = None) -> tuple[dict[str,
                 raise OpmapError(f"{path}: input {name} dim {axis} is {n}, outside the export's range {d} in [{lo}, {hi if hi is not None else 'inf'}]")
             if seen.setdefault(d, n) != n:
                 raise OpmapError(f"{path}: input {name} dim {axis} is {n}, but {d} is {seen[d]} in another input (the export ties them)")
-    return {k: data[k] for k in expected}, {k: f"{expected[k].dtype} {list(data[k].shape)}: from {path}" for k in expected}
+    return {k: data[k] for k in expected}
 
 
 def run_engine(built: Built, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -33,8 +33,8 @@ def _weight_array(ctx, name):
     if ref is None:
         return None
     tensor = ctx.nb.weights.get(ref.node)
-    if tensor is None:
-        return None  # a graph tensor: passed as a layer input
+    if tensor is None or ctx.quantized(name):
+        return None  # a graph tensor (or a quantized weight: Q/DQ layers feed it): passed as a layer input
     dtype = np.float16 if ctx.compute("float32") == "float16" else np.float32
     arr = np.array(tensor.detach().float().numpy(), dtype=dtype, order="C")
     ctx.nb.keep.append(arr)

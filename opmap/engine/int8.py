@@ -1,0 +1,123 @@
+"""INT8 placement: a node computes in INT8 only where its measured error with the calibrated scales fits the budget.
+
+The measurement is real: the node's chosen strategy is emitted into a network of its own with Q/DQ pairs on its
+activation input(s) (per tensor, from the calibrated range) and its weight (per output channel), the reference
+interpreter runs it on the node's own inputs from the calibration batches (captured from PyTorch), and the result is
+compared with PyTorch's fp32 output of that node: the error is max |int8 - fp32| / max |fp32| (relative to the
+output's range: INT8 has no precision to offer an element near zero). Both scale methods are tried — the
+percentile of |x| (clips outliers) and the max — and the one with the lower error is kept.
+
+Only convolutions and matrix products are candidates: they are where INT8 kernels pay (Tensor Core throughput,
+a quarter of fp32's weight bytes); a Q/DQ pair around anything else costs more than it saves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from opmap.engine.graph import Graph, Node, Ref
+
+# op -> (activation arguments, weight argument quantized per output channel along axis 0, or None)
+INT8_OPS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "aten.conv1d.default": (("input",), "weight"), "aten.conv2d.default": (("input",), "weight"),
+    "aten.conv3d.default": (("input",), "weight"), "aten.convolution.default": (("input",), "weight"),
+    "aten.linear.default": (("input",), "weight"),
+    "aten.mm.default": (("self", "mat2"), None), "aten.bmm.default": (("self", "mat2"), None),
+    "aten.matmul.default": (("self", "other"), None), "aten.addmm.default": (("mat1", "mat2"), None),
+}
+QMAX = 127.0
+METHODS = ("percentile", "max")
+DEFAULT_BUDGET = 2e-2  # max |int8 - fp32| / max |fp32| a node may add
+
+
+class Quantizer:
+    """Decides, per node, INT8 or not, with the measured error as the reason. Call it as ``quantizer(node, strategy_id)``
+    -> (``"int8"`` or None, {argument: (scale, axis, "int8")}, why)."""
+
+    def __init__(self, program: Any, graph: Graph, backend: Any, strategies: dict, ranges: dict[str, Any],
+                 batches: list[dict[str, torch.Tensor]], budget: float = DEFAULT_BUDGET, max_batches: int = 2) -> None:
+        from opmap.engine.builder import weights_of
+
+        self.program, self.graph, self.backend, self.strategies = program, graph, backend, strategies
+        self.ranges, self.budget = ranges, budget
+        self.weights = weights_of(program)
+        self.samples = self._capture(batches[:max_batches])
+
+    def _capture(self, batches: list[dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
+        """Per batch, PyTorch's values of every candidate node's arguments and outputs."""
+        from opmap.engine.verify import node_values
+
+        wanted = {n.name for n in self.graph if n.op in INT8_OPS}
+        wanted |= {r.node for n in self.graph if n.op in INT8_OPS for r in n.args.values() if isinstance(r, Ref)}
+        return [node_values(self.program, batch, wanted) for batch in batches]
+
+    def __call__(self, node: Node, strategy_id: str) -> tuple[str | None, dict[str, tuple], str]:
+        spec = INT8_OPS.get(node.op)
+        if spec is None:
+            return None, {}, f"not INT8: {node.op} is not a convolution or matrix product (INT8 pays only there)"
+        strat = self.strategies.get(strategy_id)
+        if strat is None or strat.emit_fn is None:
+            return None, {}, f"not INT8: {strategy_id} cannot emit layers to measure"
+        best: tuple[float, str, dict] | None = None
+        for method in METHODS:
+            quant, missing = self._scales(node, spec, method)
+            if missing:
+                return None, {}, f"not INT8: {missing}"
+            try:
+                error = self._measure(node, strat, quant)
+            except Exception as exc:  # a measurement that cannot run is a reason, never a crash of the plan
+                return None, {}, f"not INT8: its Q/DQ network could not be measured ({type(exc).__name__}: {exc})"
+            if best is None or error < best[0]:
+                best = (error, method, quant)
+        error, method, quant = best
+        if error > self.budget:
+            return None, {}, f"not INT8: measured error {error:.3g} of the output's range (calibrated {method} scales) exceeds the budget {self.budget:g}"
+        return "int8", quant, f"int8: measured error {error:.3g} of the output's range with {method} scales, within the budget {self.budget:g}"
+
+    def _scales(self, node: Node, spec: tuple, method: str) -> tuple[dict[str, tuple], str]:
+        activations, weight = spec
+        quant: dict[str, tuple] = {}
+        for name in (*activations, weight):
+            ref = node.arg(name)
+            if name is None or not isinstance(ref, Ref):
+                continue
+            if ref.node in self.weights:
+                w = self.ranges.get("weights", {}).get(ref.node)
+                if w is None:
+                    return {}, f"no calibrated range for weight {ref.node}"
+                if name == weight and w.get("channels"):
+                    quant[name] = ([max(a, 1e-12) / QMAX for a in w["channels"]], 0, "int8")
+                else:
+                    quant[name] = (max(w["amax"], 1e-12) / QMAX, None, "int8")
+                continue
+            a = self.ranges.get("activations", {}).get(ref.node if ref.index is None else f"{ref.node}#{ref.index}")
+            if a is None:
+                return {}, f"no calibrated range for input {ref}"
+            quant[name] = (max(a["amax" if method == "max" else "percentile"], 1e-12) / QMAX, None, "int8")
+        return quant, ""
+
+    def _measure(self, node: Node, strat: Any, quant: dict[str, tuple]) -> float:
+        """max |y - y_fp32| / max |y_fp32| over the captured batches, through the reference interpreter."""
+        from opmap.engine.builder import EmitContext, NetworkBuilder, trt_dtype
+        from opmap.engine.interpreter import run_network
+
+        worst = 0.0
+        for seen in self.samples:
+            nb = NetworkBuilder(self.backend, self.graph, None, self.weights, self.strategies)
+            feeds: dict[str, torch.Tensor] = {}
+            for i, ref in enumerate(r for r in node.args.values() if isinstance(r, Ref) and r.node not in self.weights):
+                value = seen[ref.node] if ref.index is None else seen[ref.node][ref.index]
+                t = nb.network.add_input(f"in{i}", trt_dtype(nb.trt, str(value.dtype).removeprefix("torch.")), tuple(value.shape))
+                nb.values[ref.node] = t if ref.index is None else [t] * (ref.index + 1)
+                feeds[f"in{i}"] = value
+            result = strat.emit_fn(EmitContext(nb, node, strat, "", None, quant), node)
+            y = result[0] if isinstance(result, list) else result
+            nb.network.mark_output(y)
+            got = next(iter(run_network(nb.network, nb.trt, feeds).values())).double()
+            ref_out = seen[node.name]
+            ref_out = (ref_out[0] if isinstance(ref_out, (list, tuple)) else ref_out).double()
+            scale = float(ref_out.abs().max()) or 1.0
+            worst = max(worst, float((got - ref_out).abs().max()) / scale)
+        return worst
