@@ -357,6 +357,12 @@ def load_inputs(path: str, graph: Graph, program: Any = None) -> tuple[dict[str,
         raise OpmapError(f"{path}: cannot load inputs: {first_line(exc)} (expected torch.save of {{name: tensor}})") from None
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise OpmapError(f"{path}: expected a dict of input name -> tensor, got {type(data).__name__}")
+    return check_inputs(data, graph, str(path))
+
+
+def check_inputs(data: dict[str, torch.Tensor], graph: Graph, path: str = "inputs") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Given input tensors checked against the export (every input, no unknown names, dtypes, static dims, dynamic
+    dims inside their range and equal where tied); ``path`` names where they came from in messages."""
     expected = graph.inputs
     missing = sorted(set(expected) - set(data))
     if missing:
