@@ -122,10 +122,10 @@ def suggest(
     specs = [InputSpec.parse(s) for s in input_shape]
     dynamics = [DynamicSpec.parse(s) for s in dynamic]
     with _progress(not as_json) as progress:
-        task = progress.add_task("capturing", total=None)
+        task = progress.add_task("opening catalog", total=None)
+        catalog, ruleset = svc.open_catalog(state.db)  # first: user rules may import the custom ops the model calls
+        progress.update(task, description="capturing")
         captured = capture(model, unsafe_pickle=unsafe_pickle, input_shapes=specs, dynamic=dynamics)
-        progress.update(task, description="opening catalog")
-        catalog, ruleset = svc.open_catalog(state.db)
         progress.update(task, description="planning", total=len(captured.graph), completed=0)
         plan = svc.make_plan(
             captured, catalog, ruleset, profile(backend), Settings(tolerance=tolerance, precision=precision, declared_bounds=_bounds(bound)),
@@ -165,10 +165,10 @@ def _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic=()):
 
     specs = [InputSpec.parse(s) for s in input_shape]
     dynamics = [DynamicSpec.parse(s) for s in dynamic]
-    task = progress.add_task("capturing", total=None)
+    task = progress.add_task("opening catalog", total=None)
+    catalog, ruleset = svc.open_catalog(state.db)  # first: user rules may import the custom ops the model calls
+    progress.update(task, description="capturing")
     captured = capture(model, unsafe_pickle=unsafe_pickle, input_shapes=specs, dynamic=dynamics)
-    progress.update(task, description="opening catalog")
-    catalog, ruleset = svc.open_catalog(state.db)
     progress.update(task, description="planning and building", total=len(captured.graph), completed=0)
     return captured, catalog, ruleset, task
 

@@ -36,6 +36,12 @@ def test_every_command_and_option_is_documented():
 
 
 def test_public_api():
-    assert set(opmap.__all__) == {"__version__", "strategy", "fixture", "parametrize", "skip", "accept", "reject", "Outcome"}
+    assert sorted(opmap.__all__) == sorted([
+        "__version__",
+        "plan", "build", "verify", "compare", "Plan", "NodeChoice", "Engine", "Binding", "Report", "PointReport",
+        "OpmapError", "CaptureError", "CatalogError", "RuleDefinitionError", "BuildError",
+        "strategy", "fixture", "parametrize", "skip", "accept", "reject", "Outcome", "EmitContext",
+    ])
+    assert len(set(opmap.__all__)) == len(opmap.__all__)
     for name in opmap.__all__:
         assert getattr(opmap, name) is not None

@@ -108,7 +108,16 @@ class Masked:
 
 
 class EmitContext:
-    """What an emit function works with: its node's inputs as TensorRT tensors, and helpers."""
+    """The converter API for rule authors: what a strategy's ``@rule_x.emit`` function works with.
+
+    ``emit(ctx, node)`` returns the node's output as a TensorRT ``ITensor`` (a list for several outputs). ``ctx`` gives
+    the node's arguments by ATen schema name (:meth:`input`, :meth:`operand`, :meth:`meta`), constants and casts, and
+    layer helpers that name every layer ``node/strategy/tag`` (so build errors and the sidecar trace back to the node).
+    Dtypes are torch names (``"float32"``, ``"int64"``, ``"bool"``); ops are TensorRT enum names (``"SUM"``, ``"TANH"``).
+    Anything the helpers do not cover: ``ctx.out(ctx.net.add_*(...), "tag")`` on the raw ``INetworkDefinition``
+    (``ctx.net``, enums through ``ctx.trt``). Stable since 0.1 (README, "Writing rules that build"); ``node``,
+    ``strategy``, ``precision``, ``trt`` and ``net`` are public attributes, ``nb`` is not.
+    """
 
     def __init__(self, net_builder: "NetworkBuilder", node: Node, strategy: Strategy, prefix: str = "",
                  precision: str | None = None, quant: dict[str, tuple] | None = None) -> None:
@@ -124,10 +133,12 @@ class EmitContext:
 
     # -- inputs ---------------------------------------------------------------------------------
     def tensor(self, ref: Ref) -> Any:
+        """The value of any graph reference (a ``Ref`` from ``node.arg``), as built so far: an ITensor, no cast."""
         return self.nb.tensor(ref)
 
     def input(self, name: str) -> Any:
-        """A tensor argument by schema name, as an ITensor."""
+        """A tensor argument by schema name (``ctx.input("self")``), as an ITensor; a float one is cast to the node's
+        precision. A non-tensor argument is a :class:`BuildError`: read it with ``node.arg(name)``."""
         value = self.node.arg(name)
         if not isinstance(value, Ref):
             raise BuildError(f"{self.node.name}: argument {name!r} is {value!r}, not a tensor")
@@ -156,6 +167,7 @@ class EmitContext:
         return self.const(value, dtype)
 
     def meta(self, name: str) -> TensorMeta | None:
+        """An argument's captured meta by schema name: ``shape`` (ints, or symbolic dims like ``"s0"``), ``dtype``."""
         return self.node.meta(name)
 
     def graph_meta(self, ref: Ref) -> TensorMeta | None:
@@ -165,6 +177,7 @@ class EmitContext:
 
     # -- naming ---------------------------------------------------------------------------------
     def layer(self, layer: Any, tag: str = "") -> Any:
+        """Name a layer ``node/strategy/tag`` and record it in the sidecar's layer map; returns the layer."""
         self._count += 1
         name = f"{self.prefix}{self.node.name}/{self.strategy.id}/{tag or self._count}"
         layer.name = name
@@ -175,10 +188,14 @@ class EmitContext:
         return layer
 
     def out(self, layer: Any, tag: str = "", index: int = 0) -> Any:
+        """Name a layer (:meth:`layer`) and return its output ``index``: ``ctx.out(ctx.net.add_topk(...), "topk")``."""
         return self.layer(layer, tag).get_output(index)
 
     # -- constants and dtypes -------------------------------------------------------------------
     def const(self, value: Any, dtype: str | None = None, shape: Sequence[int] | None = None) -> Any:
+        """A Constant layer from a Python number, list or tensor; ``dtype`` defaults to the value's (a float follows the
+        node's precision; float64 becomes float32), ``shape`` reshapes it. A 0-d value stays 0-d: pass it to
+        :meth:`elementwise`, which broadcasts."""
         arr = value.detach().cpu() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
         if dtype is None:  # inferred from the value: a float follows the node's precision
             dtype = str(arr.dtype).removeprefix("torch.")
@@ -197,14 +214,17 @@ class EmitContext:
         return self.out(layer, "const")
 
     def dtype(self, t: Any) -> str:
+        """An ITensor's dtype as a torch name (``"float32"``)."""
         return dtype_name(t.dtype)
 
     def cast(self, t: Any, dtype: str) -> Any:
+        """``t`` as ``dtype`` (a Cast layer; none when it already is)."""
         if self.dtype(t) == dtype:
             return t
         return self.out(self.net.add_cast(t, trt_dtype(self.trt, dtype)), f"cast-{dtype}")
 
     def rank(self, t: Any) -> int:
+        """How many dims ``t`` has (known at build time, even where its sizes are not)."""
         return len(t.shape)
 
     # -- shapes ---------------------------------------------------------------------------------
@@ -222,6 +242,7 @@ class EmitContext:
         return self.out(layer, "reshape")
 
     def shape_tensor(self, dims: Sequence[int | str | Any]) -> Any:
+        """An int64 [len(dims)] shape tensor from ints, symbolic sizes and [1] (or longer) shape tensors, concatenated."""
         parts = []
         for d in dims:
             if isinstance(d, int):
@@ -237,6 +258,7 @@ class EmitContext:
         return self.out(layer, "shape")
 
     def shape_of(self, t: Any) -> Any:
+        """``t``'s shape as an int64 [rank] tensor (a Shape layer), for shapes only known at run time."""
         return self.out(self.net.add_shape(t), "shape-of")
 
     def dim_of(self, t: Any, axis: int) -> Any:
@@ -304,6 +326,7 @@ class EmitContext:
         return self.out(layer, "unsqueeze")
 
     def broadcast(self, *ts: Any) -> list[Any]:
+        """The tensors with unit dims prepended to a common rank (TensorRT broadcasts equal ranks only)."""
         rank = max(self.rank(t) for t in ts)
         return [self.unsqueeze_to(t, rank) for t in ts]
 
@@ -317,15 +340,19 @@ class EmitContext:
         return self.slice(t, [0] * len(shape), list(shape), stride)
 
     def elementwise(self, a: Any, b: Any, op: str, dtype: str | None = None) -> Any:
-        """ElementWise with numpy broadcasting and both operands cast to ``dtype`` (default: a's)."""
+        """ElementWise with numpy broadcasting and both operands cast to ``dtype`` (default: a's). ``op`` is a
+        ``trt.ElementWiseOperation`` name: SUM, SUB, PROD, DIV, FLOOR_DIV, POW, MAX, MIN, LESS, GREATER, EQUAL, AND, OR..."""
         dtype = dtype or self.dtype(a)
         a, b = self.broadcast(self.cast(a, dtype), self.cast(b, dtype))
         return self.out(self.net.add_elementwise(a, b, getattr(self.trt.ElementWiseOperation, op)), op.lower())
 
     def unary(self, t: Any, op: str) -> Any:
+        """IUnaryLayer: ``op`` is a ``trt.UnaryOperation`` name (``"EXP"``, ``"ABS"``, ``"SQRT"``, ``"FLOOR"``...)."""
         return self.out(self.net.add_unary(t, getattr(self.trt.UnaryOperation, op)), op.lower())
 
     def activation(self, t: Any, kind: str, alpha: float | None = None, beta: float | None = None) -> Any:
+        """IActivationLayer: ``kind`` is a ``trt.ActivationType`` name (``"RELU"``, ``"TANH"``, ``"SIGMOID"``...),
+        ``alpha``/``beta`` its parameters where the kind has them."""
         layer = self.net.add_activation(t, getattr(self.trt.ActivationType, kind))
         if alpha is not None:
             layer.alpha = alpha
@@ -334,15 +361,16 @@ class EmitContext:
         return self.out(layer, kind.lower())
 
     def axes_mask(self, dims: Sequence[int], rank: int) -> int:
+        """The bit mask TensorRT's reduce layers take, from dims (negative ones counted from the end)."""
         mask = 0
         for d in dims:
             mask |= 1 << (d % rank if rank else 0)
         return mask
 
     def extra_output(self, label: str, t: Any) -> None:
-        """An output the strategy adds to the node's contract (e.g. the valid count of a padded result).
-
-        It becomes a network output when the node's result is a graph output."""
+        """An output the strategy adds to the node's contract (e.g. the valid count of a padded result), labelled
+        ``label``; state the change in the strategy's ``contract=``. It becomes the network output ``outputN.label`` when
+        the node's result is graph output N, and the sidecar lists it as extra."""
         self.nb.extras.setdefault(self.node.name, []).append((label, t))
 
     def compute(self, dtype: str) -> str:
@@ -350,6 +378,7 @@ class EmitContext:
         return self.precision if dtype == "float32" else dtype
 
     def output_dtype(self, index: int = 0) -> str:
+        """The dtype the node's output ``index`` is computed in (its captured dtype, under the node's precision)."""
         meta = self.node.outputs[index]
         return self.compute(meta.dtype if meta is not None else "float32")
 
@@ -372,6 +401,39 @@ class EmitContext:
         if per_channel:
             d.axis = axis % self.rank(t)
         return self.out(d, "dequantize")
+
+    # -- public helpers for rule authors (README, "Writing rules that build") -------------------------
+    def reduce(self, t: Any, op: str, dims: Sequence[int], keepdim: bool = False) -> Any:
+        """IReduceLayer over ``dims`` (negative ones from the end): ``op`` is a ``trt.ReduceOperation`` name (SUM, AVG,
+        MAX, MIN, PROD)."""
+        layer = self.net.add_reduce(t, getattr(self.trt.ReduceOperation, op), self.axes_mask(dims, self.rank(t)), keepdim)
+        return self.out(layer, f"reduce-{op.lower()}")
+
+    def gather(self, t: Any, index: Any, axis: int, mode: str = "DEFAULT") -> Any:
+        """IGatherLayer: ``t`` indexed along ``axis`` by an int32/int64 ``index`` tensor (``mode`` a ``trt.GatherMode``
+        name: DEFAULT as ``index_select``, ELEMENT as ``torch.gather``, ND)."""
+        layer = self.net.add_gather_v2(t, index, getattr(self.trt.GatherMode, mode))
+        if mode != "ND":
+            layer.axis = axis % self.rank(t)
+        return self.out(layer, "gather")
+
+    def scatter(self, t: Any, index: Any, updates: Any, axis: int) -> Any:
+        """IScatterLayer in ELEMENT mode: ``t`` with ``updates`` written where ``index`` says along ``axis`` (as
+        ``torch.scatter``; TensorRT overwrites, it never accumulates)."""
+        layer = self.net.add_scatter(t, index, self.cast(updates, self.dtype(t)), self.trt.ScatterMode.ELEMENT)
+        layer.axis = axis % self.rank(t)
+        return self.out(layer, "scatter")
+
+    def concat(self, ts: Sequence[Any], axis: int) -> Any:
+        """IConcatenationLayer of equal-rank tensors along ``axis`` (negative from the end)."""
+        layer = self.net.add_concatenation(list(ts))
+        layer.axis = axis % self.rank(ts[0])
+        return self.out(layer, "concat")
+
+    def where(self, condition: Any, a: Any, b: Any) -> Any:
+        """ISelectLayer: ``a`` where ``condition`` (bool) holds, else ``b``; broadcast, ``b`` cast to ``a``'s dtype."""
+        cond, a, b = self.broadcast(condition, a, self.cast(b, self.dtype(a)))
+        return self.out(self.net.add_select(cond, a, b), "where")
 
 
 class NetworkBuilder:

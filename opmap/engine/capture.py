@@ -247,7 +247,7 @@ def _export_failure(exc: Exception, log: _Collect) -> str:
     reason = first_line(exc)
     detail = next((line for line in reversed(log.lines) if "Ran into the following" not in line), None)
     if "deserializ" in reason.lower() or isinstance(exc, (ImportError, AttributeError, KeyError)):
-        reason = (detail or reason) + " (the archive refers to output types or custom ops that are not importable here; import their module first)"
+        reason = (detail or reason) + " (the archive refers to output types or custom ops that are not importable here; import their module first: for a custom op, a rule file in the catalog that imports it)"
     return reason
 
 

@@ -135,13 +135,22 @@ class Strategy:
         return op in self.ops or WILDCARD in self.ops
 
     def emit(self, fn: Callable) -> Callable:
-        """Decorator: the layer-emitting half of the strategy (used by the builder)."""
+        """Decorator: the layer-emitting half of the strategy, public API for rule authors.
+
+        ``@rule_x.emit`` registers ``fn(ctx, node)``, called by the builder for every node planned with this strategy:
+        ``ctx`` is an :class:`opmap.EmitContext` (inputs by schema name, constants, casts, layer helpers, symbolic
+        sizes), ``node`` the same node the rule judged. It returns the node's output ITensor (a list for several
+        outputs). A strategy without an emit function can be judged but never built (``opmap build`` plans only with
+        strategies that emit). The emit function's source is part of the strategy's source hash."""
         self.emit_fn = fn
         self._hash = None
         return fn
 
     def expand(self, fn: Callable) -> Callable:
-        """Decorator: the strategy replaces the node by a sub-graph that the planner plans node by node."""
+        """Decorator: the strategy replaces the node by a sub-graph that the planner plans node by node.
+
+        ``fn(node, graph)`` returns ``(sub-graph, argument refs)``; the builder emits the sub-graph's nodes with their own
+        chosen strategies (how ``torch/decomposition`` works). An alternative to :meth:`emit`, not a companion."""
         self.expand_fn = fn
         self._hash = None
         return fn
@@ -205,7 +214,13 @@ def strategy(
     no_reject: str | None = None,
     no_accept: str | None = None,
 ) -> Callable[[Callable], Strategy | StrategyFamily]:
-    """Declare a strategy: ``id`` is ``pack/slug``; ``op`` an ATen overload key or a list of them."""
+    """Declare a strategy: ``id`` is ``pack/slug``; ``op`` an ATen overload key (``"aten.relu.default"``, or a custom
+    op's ``"mylib.soft_clip.default"``) or a list of them; ``kind`` one of direct, decompose, approximate, plugin.
+
+    ``contract``: how the strategy changes the node's outputs (padding, an extra output added with
+    ``ctx.extra_output``), shown by ``suggest`` and ``build`` and stored in the sidecar; None when it keeps them.
+    ``examples``: :func:`accept` / :func:`reject` calls that ``opmap rules test`` runs. Add the layers with
+    ``@rule_x.emit`` (see :meth:`Strategy.emit`)."""
     if not _ID_RE.match(id):
         raise RuleDefinitionError(f"strategy id {id!r} must look like 'pack/slug' (lowercase letters, digits, '-', '_', '.')")
     if kind not in KINDS:
