@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 from examples.detector import export_detector  # noqa: E402
 from examples.zoo import TRANSFORMERS, export_transformer  # noqa: E402
 from opmap import app as svc  # noqa: E402
-from opmap.compare import compare, parse_onnx  # noqa: E402
+from opmap.onnxroute import compare, parse_onnx  # noqa: E402
 from opmap.engine.backend import native_stderr_silenced, profile  # noqa: E402
 from opmap.engine.builder import build_network, serialize  # noqa: E402
 from opmap.engine.capture import capture  # noqa: E402

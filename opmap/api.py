@@ -329,7 +329,17 @@ def _by_point(points: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     return out
 
 
-def compare(model: Any, *args: Any, **kwargs: Any) -> Any:
-    """opmap against the ONNX route, node by node: not in the Python API yet."""
-    raise OpmapError("opmap.compare is not available in the Python API yet: the ONNX route comparison lives in "
-                     "`opmap compare MODEL` (issue 13)")
+def compare(model: Any, example_inputs: Any = None, *, backend: str | None = None, check: bool = False, seed: int = 0,
+            db: str | None = None, dynamic_shapes: Any = None, trust_model: bool = False) -> dict[str, Any]:
+    """opmap against the ONNX route (torch.onnx dynamo export -> the backend's ONNX parser -> build), node by node, as
+    ``opmap compare`` does; returns its JSON object (schema in the README). Needs ``pip install 'opmap[onnx]'``."""
+    from opmap import app as svc
+    from opmap.engine.backend import profile
+    from opmap.engine.context import Settings
+    from opmap.onnxroute import compare as run, comparison_json, require_onnx
+
+    require_onnx()
+    _check(backend, "fp32", 1e-3, "latency")
+    captured, name = _capture(model, example_inputs, dynamic_shapes, trust_model)
+    catalog, ruleset = svc.open_catalog(db)
+    return comparison_json(run(captured, catalog, ruleset, profile(backend), Settings(), check=check, seed=seed), name)

@@ -316,7 +316,7 @@ def compare(
     """opmap beside the ONNX route (torch.onnx dynamo export -> the backend's ONNX parser -> build), node by node.
 
     Exits 1 when opmap has a node without a mapping (as suggest does)."""
-    from opmap.compare import comparison_json, compare as run_compare, require_onnx
+    from opmap.onnxroute import comparison_json, compare as run_compare, require_onnx
     from opmap.engine.backend import profile
     from opmap.engine.context import Settings
 

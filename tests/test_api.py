@@ -120,7 +120,7 @@ def test_bad_input_is_one_opmap_error(db, tmp_path):
         (lambda: opmap.plan(tmp_path, torch.randn(2), db=db), "example_inputs and dynamic_shapes are for an nn.Module"),
         (lambda: opmap.plan(Gate(), (torch.randn(2, 8), 1, 2, 3), db=db), "torch.export failed"),
         (lambda: opmap.verify(Gate(), torch.randn(2, 8), runtime="gpu", db=db), "unknown runtime"),
-        (lambda: opmap.compare(Gate()), "opmap compare MODEL"),
+        (lambda: opmap.compare(Gate(), db=db), "an nn.Module needs example_inputs"),
     ]
     for call, words in cases:
         with pytest.raises(opmap.OpmapError, match=re.escape(words)) as info:
@@ -138,3 +138,11 @@ def test_readme_example_runs(tmp_path, monkeypatch, db):
     monkeypatch.setenv("OPMAP_DB", db)
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     assert (tmp_path / "gate.engine").stat().st_size > 0 and (tmp_path / "gate.engine.json").exists()
+
+
+def test_compare_against_the_onnx_route(tmp_path):
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    result = opmap.compare(Gate(), torch.randn(2, 8), check=True, db=db)
+    assert result["routes"]["opmap"]["ok"] and result["routes"]["onnx"]["ok"], result["routes"]
+    assert result["check"]["ran"] and result["check"]["ok"], result["check"]
+    assert json.dumps(result, allow_nan=False)
