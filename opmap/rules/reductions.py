@@ -1,5 +1,7 @@
 """Reductions, softmax, cumsum, argmax/argmin, topk and sort."""
 
+import math
+
 import torch
 
 from opmap.rules.common import define, float_input, t
@@ -25,14 +27,6 @@ def no_padded_axis(node, bounds, graph, upstream=None, **_):
                 f"reduces over dim {d} of data-dependent size {size}; its producer {producer} is planned as "
                 f"{chosen or 'nothing yet'}, not as the masked rewrite {MASKED}"
             )
-
-
-def static_reduced_dims(node, **_):
-    meta = node.meta("self")
-    dims = node.arg("dim")
-    axes = range(meta.rank) if dims in (None, []) else ([dims] if isinstance(dims, int) else dims)
-    for d in axes:
-        assert isinstance(meta.shape[d], int), f"reduced dim {d} is dynamic ({meta.shape[d]}); the divisor is fixed at build time"
 
 
 def static_k(node, **_):
@@ -163,13 +157,17 @@ def _emit_var(ctx, node):
     mean = ctx.out(ctx.net.add_reduce(x, ctx.trt.ReduceOperation.AVG, axes, True), "mean")
     centered = ctx.elementwise(x, mean, "SUB")
     sq = ctx.out(ctx.net.add_reduce(ctx.elementwise(centered, centered, "PROD"), ctx.trt.ReduceOperation.SUM, axes, keep), "sumsq")
-    n = 1
-    for d in reduce_axes(node, rank):
-        n *= node.meta("self").shape[d]
+    sizes = [node.meta("self").shape[d] for d in reduce_axes(node, rank)]
     correction = node.arg("correction", 1)
     if correction is None:
         correction = 1 if node.arg("unbiased", True) else 0
-    var = ctx.elementwise(sq, ctx.const(float(max(n - correction, 0)), ctx.dtype(x)), "DIV")
+    if all(isinstance(d, int) for d in sizes):
+        divisor = ctx.const(float(max(math.prod(sizes) - correction, 0)), ctx.dtype(x))
+    else:  # a dynamic reduced dim: n - correction from the shape tensor, clamped at 0 as PyTorch does
+        n = ctx.size("*".join(f"({d})" for d in sizes))
+        n = ctx.elementwise(ctx.elementwise(n, ctx.const([correction], "int64"), "SUB"), ctx.const([0], "int64"), "MAX")
+        divisor = ctx.reshape(ctx.cast(n, ctx.dtype(x)), [1] * ctx.rank(sq)) if ctx.rank(sq) else ctx.scalar(ctx.cast(n, ctx.dtype(x)))
+    var = ctx.elementwise(sq, divisor, "DIV")
     if node.op.startswith("aten.std"):
         return ctx.unary(var, "SQRT")
     if node.op.startswith("aten.var_mean"):
@@ -229,7 +227,7 @@ define(ns, "reduce/all", ["aten.all.default", "aten.all.dim", "aten.all.dims"], 
        checks=[no_padded_axis], emit=emit_bool_reduce("MIN"))
 define(ns, "reduce/var-mean", ["aten.var.correction", "aten.var_mean.correction", "aten.std.correction", "aten.var.dim", "aten.std.dim", "aten.var_mean.dim"], "decompose",
        layers="Reduce AVG, ElementWise SUB/PROD, Reduce SUM, DIV by n - correction",
-       example=(lambda a: a.var(-1), t(3, 4)), checks=[float_input, no_padded_axis, static_reduced_dims], emit=_emit_var)
+       example=(lambda a: a.var(-1), t(3, 4)), checks=[float_input, no_padded_axis], emit=_emit_var)
 define(ns, "reduce/softmax", ["aten.softmax.int", "aten._softmax.default"], "direct", layers="SoftMax on one axis",
        example=(lambda a: a.softmax(-1), t(2, 5)), checks=[float_input, no_padded_axis], emit=_emit_softmax)
 define(ns, "reduce/log-softmax", ["aten.log_softmax.int", "aten._log_softmax.default"], "decompose",
