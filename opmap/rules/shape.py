@@ -69,11 +69,6 @@ def _emit_repeat(ctx, node):
     return _slice_layer(ctx, x, [0] * len(target), target, [1] * len(target), mode="WRAP")
 
 
-def static_arg_dims(node, **_):
-    meta = node.meta("self")
-    assert meta.is_static, f"input {meta} has dynamic dims; the mask is built at build time"
-
-
 def diff_static_dim(node, **_):
     meta = node.meta("self")
     dim = node.arg("dim", -1) % meta.rank
@@ -251,10 +246,15 @@ def _emit_triangle(ctx, node):
     shape = node.meta("self").shape
     rows, cols = shape[-2], shape[-1]
     k = node.arg("diagonal", 0)
-    i = torch.arange(rows).reshape(-1, 1)
-    j = torch.arange(cols).reshape(1, -1)
-    keep = (j - i >= k) if node.op == "aten.triu.default" else (j - i <= k)
-    mask = ctx.const(keep, "bool")
+    triu = node.op == "aten.triu.default"
+    if isinstance(rows, int) and isinstance(cols, int):
+        i = torch.arange(rows).reshape(-1, 1)
+        j = torch.arange(cols).reshape(1, -1)
+        mask = ctx.const((j - i >= k) if triu else (j - i <= k), "bool")
+    else:  # symbolic sizes: the mask from two aranges, j - i compared with the diagonal
+        offset = ctx.elementwise(ctx.reshape(ctx.arange(cols), [1, cols]), ctx.reshape(ctx.arange(rows), [rows, 1]), "SUB")
+        bound = ctx.const([[k - 1 if triu else k + 1]], "int64")
+        mask = ctx.elementwise(offset, bound, "GREATER" if triu else "LESS")
     zero = ctx.const(0, ctx.dtype(x), shape=())
     cond, a, b = ctx.broadcast(mask, x, zero)
     return ctx.out(ctx.net.add_select(cond, a, b), "triangle")
@@ -310,8 +310,8 @@ define(ns, "shape/pad", ["aten.constant_pad_nd.default", "aten.pad.default", "at
        layers="Slice with a negative start: FILL mode with the pad value, REFLECT, CLAMP (replicate) or WRAP (circular)",
        example=(lambda a: torch.nn.functional.pad(a, (1, 2)), t(2, 6)), checks=[known_pad_mode], emit=_emit_pad)
 define(ns, "shape/triu", ["aten.triu.default", "aten.tril.default"], "decompose",
-       layers="a constant triangular mask, Select against zeros", example=(lambda a: a.triu(1), t(4, 4)), emit=_emit_triangle,
-       checks=[static_arg_dims])
+       layers="a triangular mask (a constant, or two aranges over symbolic sizes), Select against zeros",
+       example=(lambda a: a.triu(1), t(4, 4)), emit=_emit_triangle)
 define(ns, "shape/diff", ["aten.diff.default"], "decompose",
        layers="Concatenation of prepend/x/append, then n times two Slices offset by one and ElementWise SUB (XOR for bool)",
        example=(lambda a: torch.diff(a, dim=-1), t(3, 6)), emit=_emit_diff, checks=[diff_static_dim])
