@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import List, Optional
 
@@ -17,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import opmap
-from opmap.errors import OpmapError
+from opmap.errors import OpmapError, first_line
 
 app = typer.Typer(
     add_completion=False,
@@ -59,7 +61,9 @@ def _progress(enabled: bool) -> Progress:
 
 
 def _emit_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    from opmap.nonfinite import dumps
+
+    sys.stdout.write(dumps(data, indent=2, default=str) + "\n")
 
 
 # -- suggest ---------------------------------------------------------------------------------------
@@ -360,27 +364,24 @@ def rules_add(
     from opmap import app as svc
     from opmap import measure as meas
     from opmap.engine.backend import default_backend
-    from opmap.engine.collect import load_source, rule_files
+    from opmap.engine.collect import rule_files
     from opmap.engine.costmodel import DeviceProfile
 
     files = rule_files(path)
     catalog, ruleset = svc.open_catalog(state.db)
-    for file in files:
-        text = svc.read_rule_file(file)
-        strategies = load_source(text, str(file.resolve()), origin="user")
-        if not strategies:
-            raise OpmapError(f"{file}: no rule_* functions with @strategy found")
-        clash = [s.id for s in strategies if s.id in ruleset.strategies and ruleset.strategies[s.id].origin != "user"]
-        if clash:
-            raise OpmapError(f"{file}: strategy id {clash[0]} is already a {ruleset.strategies[clash[0]].origin} strategy; use your own pack name")
-        ids = catalog.add_user_rules(str(file.resolve()), text, strategies)
-        out.print(f"added {len(ids)} strateg{'y' if len(ids) == 1 else 'ies'} from {file}: {', '.join(ids)}")
-        if do_measure:
-            ruleset = svc.load_rules(catalog)
-            rows = meas.run(catalog, ruleset, [ruleset.strategies[i] for i in ids], default_backend(), DeviceProfile.load(), seeds=3)
-            built = sum(1 for r in rows if r.build_ok)
-            out.print(f"measured {len(ids)} strateg{'y' if len(ids) == 1 else 'ies'}: {built} of {len(rows)} example builds succeeded"
-                      + ("" if built == len(rows) else " (see `opmap measure --strategy ID` for the errors)"))
+    loaded = svc.load_user_files(files, ruleset)  # every file loads and every id is unique, or nothing is stored
+    ids = catalog.add_user_rules([(str(file.resolve()), text, strategies) for file, text, strategies in loaded])
+    for file, _, strategies in loaded:
+        out.print(f"added {len(strategies)} strateg{'y' if len(strategies) == 1 else 'ies'} from {file}: {', '.join(s.id for s in strategies)}")
+    if do_measure:
+        ruleset = svc.load_rules(catalog)
+        missing = [i for i in ids if i not in ruleset.strategies]
+        if missing:
+            raise OpmapError(f"the stored rules {', '.join(missing)} did not load back: {'; '.join(ruleset.problems) or 'unknown reason'}")
+        rows = meas.run(catalog, ruleset, [ruleset.strategies[i] for i in ids], default_backend(), DeviceProfile.load(), seeds=3)
+        built = sum(1 for r in rows if r.build_ok)
+        out.print(f"measured {len(ids)} strateg{'y' if len(ids) == 1 else 'ies'}: {built} of {len(rows)} example builds succeeded"
+                  + ("" if built == len(rows) else " (see `opmap measure --strategy ID` for the errors)"))
     out.print(f"catalog {catalog.display_url} is now v{catalog.version}")
 
 
@@ -503,18 +504,25 @@ def _print_diff(result: dict) -> None:
 # -- entry point -----------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one-line errors, never a traceback (OPMAP_DEBUG=1 shows it)."""
+    from opmap import interrupt
+
     command = typer.main.get_command(app)
+    previous = signal.getsignal(signal.SIGINT)
+    interrupt.install()
     try:
         code = command.main(args=argv, prog_name="opmap", standalone_mode=False)
+        if interrupt.interrupted():  # a Ctrl-C that something swallowed still ends the command as interrupted
+            raise KeyboardInterrupt
+    except (KeyboardInterrupt, typer.Abort):
+        err.print("interrupted")
+        code = 130
     except OpmapError as exc:
         err.print(f"error: {exc}", style="red", highlight=False, soft_wrap=True)
         code = exc.exit_code
-    except typer.Abort:
-        err.print("aborted")
-        code = 130
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        code = 130
+    except OSError as exc:  # the file system refused a path the user gave (too long, read-only, not a directory, ...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        err.print(f"error: {where}{exc.strerror or first_line(exc)}", style="red", highlight=False, soft_wrap=True)
+        code = 2
     except Exception as exc:
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # a usage error from Typer/Click
             err.print(f"error: {exc.format_message()}", style="red", highlight=False, soft_wrap=True)
@@ -525,11 +533,20 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"internal error: {type(exc).__name__}: {exc} (set OPMAP_DEBUG=1 for the traceback)", style="red",
                   highlight=False, soft_wrap=True)
         code = 3
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
     return int(code or 0)
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        # A rule module left a thread running (reported as an error): exit anyway rather than hang on it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
