@@ -166,7 +166,9 @@ def signature(node: Node) -> str:
     return f"({ins}) -> {outs}"
 
 
-def record(catalog: Catalog, plan: Plan, captured: Captured, model_path: str) -> int:
+def record(catalog: Catalog, plan: Plan, captured: Captured, model_path: str,
+           before_commit: Callable[[int], None] | None = None) -> int:
+    """Store the run; ``before_commit(run_id)`` is the rest of the command's work: if it fails, nothing is recorded."""
     run = Run(
         model_path=str(Path(model_path).resolve()) if model_path else captured.graph.name,
         model_sha256=captured.sha256,
@@ -198,7 +200,7 @@ def record(catalog: Catalog, plan: Plan, captured: Captured, model_path: str) ->
                 )
             )
         run.decisions.append(d)
-    return catalog.record_run(run)
+    return catalog.record_run(run, before_commit)
 
 
 def plan_json(plan: Plan, run_id: int | None, model: str) -> dict[str, Any]:

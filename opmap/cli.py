@@ -101,6 +101,8 @@ def suggest(
     if objective not in svc.OBJECTIVES:
         raise OpmapError(f"unknown objective {objective!r}: choose {', '.join(svc.OBJECTIVES)}")
     specs = [InputSpec.parse(s) for s in input_shape]
+    if html is not None:
+        _check_target(html, "--html")
     with _progress(not as_json) as progress:
         task = progress.add_task("capturing", total=None)
         captured = capture(model, unsafe_pickle=unsafe_pickle, input_shapes=specs)
@@ -111,14 +113,20 @@ def suggest(
             captured, catalog, ruleset, profile(backend), Settings(tolerance=tolerance, precision=precision),
             on_node=lambda _node: progress.advance(task), objective=objective,
         )
-    run_id = svc.record(catalog, plan, captured, str(model)) if record else None
-    if html is not None:
-        from opmap.report import plan_html
+    def write_html(run_id: int | None) -> None:
+        if html is not None:
+            from opmap.atomic import write_atomic
+            from opmap.report import plan_html
 
-        try:
-            html.write_text(plan_html(plan, run_id, str(model)), encoding="utf-8")
-        except OSError as exc:
-            raise OpmapError(f"cannot write {html}: {exc.strerror or exc}") from None
+            try:
+                write_atomic({html: plan_html(plan, run_id, str(model)).encode("utf-8")})
+            except OSError as exc:
+                raise OpmapError(f"cannot write {html}: {exc.strerror or exc}") from None
+
+    # The run is recorded only if the HTML page could be written too (one transaction).
+    run_id = svc.record(catalog, plan, captured, str(model), before_commit=write_html) if record else None
+    if not record:
+        write_html(None)
     if as_json:
         _emit_json(svc.plan_json(plan, run_id, str(model)))
     else:
@@ -139,6 +147,17 @@ def _capture_and_open(model, unsafe_pickle, input_shape, progress):
     catalog, ruleset = svc.open_catalog(state.db)
     progress.update(task, description="planning and building", total=len(captured.graph), completed=0)
     return captured, catalog, ruleset, task
+
+
+def _check_target(path: Path, flag: str) -> None:
+    """Fail before any work if ``path`` cannot be written: a directory, or a parent that is missing or read-only."""
+    parent = path.parent
+    if path.is_dir():
+        raise OpmapError(f"cannot write {flag} {path}: it is a directory; give a file name")
+    if not parent.is_dir():
+        raise OpmapError(f"cannot write {flag} {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OpmapError(f"cannot write {flag} {path}: the directory {parent} is not writable")
 
 
 def _check_backend_and_precision(backend, precision):
@@ -170,8 +189,7 @@ def build(
 
     _check_backend_and_precision(backend, precision)
     shapes = svc.parse_shapes(shape)
-    if output.is_dir():
-        raise OpmapError(f"{output} is a directory; give the engine's file name")
+    _check_target(output, "-o")
     with _progress(not as_json) as progress:
         captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress)
         plan, built = svc.build(captured, catalog, ruleset, profile(backend), Settings(precision=precision), precision, shapes,
@@ -193,7 +211,7 @@ def build(
 def verify(
     model: Path = typer.Argument(..., help="The model file (as for suggest)."),
     inputs: Optional[Path] = typer.Option(None, "--inputs", help="torch.save'd dict {input name: tensor} (default: seeded random)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the random inputs."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed for the random inputs."),
     runtime: str = typer.Option("reference", "--runtime", help="reference (the interpreter, works anywhere) | trt (the real engine)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16."),
@@ -238,7 +256,7 @@ def measure(
     k: Optional[str] = typer.Option(None, "-k", help="Select strategies by id/name/op substring."),
     backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx."),
     device_profile: Optional[Path] = typer.Option(None, "--profile", help="Device profile JSON (default: the shipped H100 profile)."),
-    seeds: int = typer.Option(8, "--seeds", help="Seeded input redraws for approximate strategies' accuracy."),
+    seeds: int = typer.Option(8, "--seeds", max=10_000, help="Seeded input redraws for approximate strategies' accuracy."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 | float16 | bfloat16: measure with float inputs in this dtype."),
     model: Optional[Path] = typer.Option(None, "--model", help="Measure at the sizes of this model's nodes (its shapes become the buckets)."),
     as_json: bool = typer.Option(False, "--json"),
@@ -260,8 +278,8 @@ def measure(
         raise OpmapError(f"{device_profile}: no such device profile")
     try:
         prof = DeviceProfile.load(str(device_profile) if device_profile else None)
-    except (ValueError, KeyError) as exc:
-        raise OpmapError(f"{device_profile}: not a device profile ({exc})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise OpmapError(f"{device_profile}: not a device profile ({type(exc).__name__}: {first_line(exc)})") from None
     catalog, ruleset = svc.open_catalog(state.db)
     chosen = [s for s in select(ruleset.strategies.values(), k, None)
               if (op is None or op in s.ops) and (strategy_id is None or s.id == strategy_id)]
@@ -336,7 +354,7 @@ def rules_list(
     from opmap import app as svc
     from opmap.engine.collect import select
 
-    catalog, ruleset = svc.open_catalog(state.db)
+    catalog, ruleset = svc.open_catalog(state.db, write=False)
     enabled = {row.id for row in catalog.strategy_rows()}
     chosen = [s for s in select(ruleset.strategies.values(), k, m) if s.id in enabled]
     if as_json:
@@ -415,7 +433,7 @@ def rules_test(
             ruleset.add(load_source(svc.read_rule_file(file), str(file.resolve()), origin="user"))
         ops = frozenset(op for s in list(base.strategies.values()) + list(ruleset.strategies.values()) for op in s.ops if op != "*")
     else:
-        catalog, ruleset = svc.open_catalog(state.db)
+        catalog, ruleset = svc.open_catalog(state.db, write=False)
         ops = frozenset(op for op in catalog.candidates_by_op() if op != "*")
     chosen = select(ruleset.strategies.values(), k, m)
     with _progress(not as_json) as progress:
@@ -433,10 +451,10 @@ def rules_test(
 # -- audit -----------------------------------------------------------------------------------------
 @app.command()
 def audit(
-    run: Optional[int] = typer.Argument(None, help="A run id (see `opmap audit`)."),
+    run: Optional[int] = typer.Argument(None, min=1, max=2**63 - 1, help="A run id (see `opmap audit`)."),
     node: Optional[str] = typer.Option(None, "--node", help="Show every verdict for one node, with reason and evidence."),
-    diff: Optional[int] = typer.Option(None, "--diff", help="Compare RUN with this later (or earlier) run."),
-    limit: int = typer.Option(50, "--limit", help="How many runs to list."),
+    diff: Optional[int] = typer.Option(None, "--diff", min=1, max=2**63 - 1, help="Compare RUN with this later (or earlier) run."),
+    limit: int = typer.Option(50, "--limit", min=1, max=2**31 - 1, help="How many runs to list."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Past runs; the decisions of one run; one node's verdicts; what changed between two runs."""
@@ -502,17 +520,21 @@ def _print_diff(result: dict) -> None:
 
 
 # -- entry point -----------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: one-line errors, never a traceback (OPMAP_DEBUG=1 shows it)."""
+def main(argv: list[str] | None = None, _process: bool = False) -> int:
+    """Console entry point: one-line errors, never a traceback (OPMAP_DEBUG=1 shows it). Ctrl-C: exit 130, one line."""
     from opmap import interrupt
 
     command = typer.main.get_command(app)
+    in_main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT)
     interrupt.install()
     try:
-        code = command.main(args=argv, prog_name="opmap", standalone_mode=False)
-        if interrupt.interrupted():  # a Ctrl-C that something swallowed still ends the command as interrupted
-            raise KeyboardInterrupt
+        try:
+            code = command.main(args=argv, prog_name="opmap", standalone_mode=False)
+        finally:
+            if in_main:  # the command is over: a Ctrl-C from here on is too late to stop anything
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            interrupt.check()  # a Ctrl-C that something swallowed (or turned into another error) ends the command as interrupted
     except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted")
         code = 130
@@ -534,13 +556,15 @@ def main(argv: list[str] | None = None) -> int:
                   highlight=False, soft_wrap=True)
         code = 3
     finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, previous)
+        if in_main:
+            # int(): CPython's finalization resets a handler that is not exactly the int SIG_IGN back to SIG_DFL
+            signal.signal(signal.SIGINT, int(signal.SIG_IGN) if _process else previous)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     return int(code or 0)
 
 
 def entry() -> None:
-    code = main()
+    code = main(_process=True)
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         # A rule module left a thread running (reported as an error): exit anyway rather than hang on it.
         sys.stdout.flush()
