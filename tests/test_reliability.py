@@ -34,7 +34,7 @@ def opmap(*args, **kw) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+def finish(proc: subprocess.Popen, timeout: float = 900) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
 
@@ -409,3 +409,23 @@ def test_ctrl_c_exits_130_with_no_partial_engine_and_no_stray_rows(tmp_path, det
                 p.unlink()
         assert counts(str(db)) == before, "no stray rows (probes, measurements, runs)"
     assert interrupted, "no attempt was interrupted before it finished: the test proved nothing"
+
+
+def test_a_read_only_catalog_is_refused_before_work_on_every_backend(url):  # noqa: F811
+    from opmap.app import open_catalog
+
+    open_catalog(url)[0].close()
+    if url.startswith("sqlite"):
+        read_only = f"sqlite:///file:{url.removeprefix('sqlite:///')}?mode=ro&uri=true"
+    else:
+        engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" SET default_transaction_read_only = on'))
+        engine.dispose()
+        read_only = url
+    with pytest.raises(CatalogError, match="is read-only") as info:
+        open_catalog(read_only)
+    assert "WHERE" not in str(info.value) and "[SQL" not in str(info.value), "the driver's message, never the SQL"
+    cat, ruleset = open_catalog(read_only, write=False)  # reading still works
+    assert "act/relu" in ruleset.strategies and cat.run_count() == 0
+    cat.close()

@@ -165,7 +165,7 @@ class Catalog:
     def check_writable(self) -> None:
         """Fail now, in one line, if this catalog cannot be written (a read-only file or role), not after planning."""
         with self.locked() as conn:
-            conn.execute(text("UPDATE meta SET value = value WHERE key = 'catalog_version'"))
+            conn.execute(text("UPDATE meta SET value = value WHERE 1 = 0"))  # refused by a read-only catalog; writes nothing
 
     # -- schema ---------------------------------------------------------------------------------
     def _refuse_foreign(self, conn: Connection) -> None:
