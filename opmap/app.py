@@ -32,15 +32,22 @@ def load_rules(catalog: Catalog | None = None) -> RuleSet:
     return ruleset
 
 
-def open_catalog(url: str | None, ruleset: RuleSet | None = None) -> tuple[Catalog, RuleSet]:
-    """Open (and migrate) the catalog, sync shipped strategies, load every rule."""
-    from opmap.measure import load_shipped
+def open_catalog(url: str | None, ruleset: RuleSet | None = None, write: bool = True) -> tuple[Catalog, RuleSet]:
+    """Open (and migrate) the catalog, sync shipped strategies and measurements, load every rule. ``write``: the
+    command will write, so a read-only catalog fails here, in one line, before any work."""
+    from opmap.measure import shipped_measurements
 
     catalog = Catalog(url)
-    shipped = ruleset or load_rules(None)
-    catalog.sync(shipped.strategies.values())
-    loaded = load_rules(catalog)
-    load_shipped(catalog, loaded)
+    try:
+        shipped = ruleset or load_rules(None)
+        catalog.sync(shipped.strategies.values(), *shipped_measurements(shipped))
+        if write:
+            catalog.check_writable()
+        loaded = load_rules(catalog)
+        loaded.problems[:0] = [p for p in shipped.problems if p not in loaded.problems]
+    except BaseException:
+        catalog.close()
+        raise
     return catalog, loaded
 
 
@@ -78,8 +85,15 @@ def costs_from_catalog(rows: list[Any], objective: str = "latency") -> dict[str,
         errors = [m.max_rel_err for m in rows if m.max_rel_err is not None]
         provenance = rows[-1].provenance if objective == "latency" else "measured-build"
         costs[sid] = Cost(value=float(statistics.median(values)) if values else None, unit=unit,
-                          provenance=provenance if values else "unmeasured", max_rel_err=max(errors) if errors else None)
+                          provenance=provenance if values else "unmeasured", max_rel_err=_worst(errors))
     return costs
+
+
+def _worst(errors: list[float]) -> float | None:
+    """The largest error; NaN (one side produced NaN, the other did not) beats every number."""
+    if not errors:
+        return None
+    return float("nan") if any(e != e for e in errors) else max(errors)
 
 
 def bucket_numel(bucket: str) -> int:
@@ -202,7 +216,9 @@ def signature(node: Node) -> str:
     return f"({ins}) -> {outs}"
 
 
-def record(catalog: Catalog, plan: Plan, captured: Captured, model_path: str) -> int:
+def record(catalog: Catalog, plan: Plan, captured: Captured, model_path: str,
+           before_commit: Callable[[int], None] | None = None) -> int:
+    """Store the run; ``before_commit(run_id)`` is the rest of the command's work: if it fails, nothing is recorded."""
     run = Run(
         model_path=str(Path(model_path).resolve()) if model_path else captured.graph.name,
         model_sha256=captured.sha256,
@@ -234,7 +250,7 @@ def record(catalog: Catalog, plan: Plan, captured: Captured, model_path: str) ->
                 )
             )
         run.decisions.append(d)
-    return catalog.record_run(run)
+    return catalog.record_run(run, before_commit)
 
 
 def plan_json(plan: Plan, run_id: int | None, model: str) -> dict[str, Any]:
@@ -274,6 +290,29 @@ def plan_json(plan: Plan, run_id: int | None, model: str) -> dict[str, Any]:
         "problems": plan.problems,
         "precision_notes": plan.precision_notes,
     }
+
+
+def load_user_files(files: list[Path], ruleset: RuleSet) -> list[tuple[Path, str, list[Any]]]:
+    """Load rule files for `rules add`, all before anything is stored: each must load and define strategies, and
+    every id must be new to ``ruleset`` (the loaded catalog) or already belong to the same file (a re-add), and
+    unique within the call. Errors name the file, and for a clash the other file too."""
+    paths = {str(f.resolve()) for f in files}
+    owner = {sid: s.source_path or s.origin for sid, s in ruleset.strategies.items() if not (s.origin == "user" and s.source_path in paths)}
+    loaded = []
+    for file in files:
+        text = read_rule_file(file)
+        strategies = load_source(text, str(file.resolve()), origin="user")
+        if not strategies:
+            raise OpmapError(f"{file}: no rule_* functions with @strategy found")
+        for s in strategies:
+            other = ruleset.strategies.get(s.id)
+            if other is not None and other.origin != "user":
+                raise OpmapError(f"{file}: strategy id {s.id} is already a {other.origin} strategy; use your own pack name")
+            if s.id in owner:
+                raise OpmapError(f"{file}: strategy id {s.id} is already defined in {owner[s.id]}; ids must be unique, rename one of them")
+            owner[s.id] = str(file)
+        loaded.append((file, text, strategies))
+    return loaded
 
 
 def read_rule_file(path: Path) -> str:

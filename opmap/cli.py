@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import List, Optional
 
@@ -17,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import opmap
-from opmap.errors import OpmapError
+from opmap.errors import OpmapError, first_line
 
 app = typer.Typer(
     add_completion=False,
@@ -62,7 +64,9 @@ def _progress(enabled: bool) -> Progress:
 
 
 def _emit_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    from opmap.nonfinite import dumps
+
+    sys.stdout.write(dumps(data, indent=2, default=str) + "\n")
 
 
 # Both names mean the same: the file may run code when loaded (pickle, native code, TorchScript).
@@ -121,6 +125,8 @@ def suggest(
         raise OpmapError(f"unknown objective {objective!r}: choose {', '.join(svc.OBJECTIVES)}")
     specs = [InputSpec.parse(s) for s in input_shape]
     dynamics = [DynamicSpec.parse(s) for s in dynamic]
+    if html is not None:
+        _check_target(html, "--html")
     with _progress(not as_json) as progress:
         task = progress.add_task("opening catalog", total=None)
         catalog, ruleset = svc.open_catalog(state.db)  # first: user rules may import the custom ops the model calls
@@ -131,14 +137,20 @@ def suggest(
             captured, catalog, ruleset, profile(backend), Settings(tolerance=tolerance, precision=precision, declared_bounds=_bounds(bound)),
             on_node=lambda _node: progress.advance(task), objective=objective, int8_budget=int8_budget, protect=protect_discrete,
         )
-    run_id = svc.record(catalog, plan, captured, str(model)) if record else None
-    if html is not None:
-        from opmap.report import plan_html
+    def write_html(run_id: int | None) -> None:
+        if html is not None:
+            from opmap.atomic import write_atomic
+            from opmap.report import plan_html
 
-        try:
-            html.write_text(plan_html(plan, run_id, str(model)), encoding="utf-8")
-        except OSError as exc:
-            raise OpmapError(f"cannot write {html}: {exc.strerror or exc}") from None
+            try:
+                write_atomic({html: plan_html(plan, run_id, str(model)).encode("utf-8")})
+            except OSError as exc:
+                raise OpmapError(f"cannot write {html}: {exc.strerror or exc}") from None
+
+    # The run is recorded only if the HTML page could be written too (one transaction).
+    run_id = svc.record(catalog, plan, captured, str(model), before_commit=write_html) if record else None
+    if not record:
+        write_html(None)
     if as_json:
         _emit_json(svc.plan_json(plan, run_id, str(model)))
     else:
@@ -171,6 +183,17 @@ def _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic=()):
     captured = capture(model, unsafe_pickle=unsafe_pickle, input_shapes=specs, dynamic=dynamics)
     progress.update(task, description="planning and building", total=len(captured.graph), completed=0)
     return captured, catalog, ruleset, task
+
+
+def _check_target(path: Path, flag: str) -> None:
+    """Fail before any work if ``path`` cannot be written: a directory, or a parent that is missing or read-only."""
+    parent = path.parent
+    if path.is_dir():
+        raise OpmapError(f"cannot write {flag} {path}: it is a directory; give a file name")
+    if not parent.is_dir():
+        raise OpmapError(f"cannot write {flag} {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OpmapError(f"cannot write {flag} {path}: the directory {parent} is not writable")
 
 
 def _check_backend_and_precision(backend, precision):
@@ -208,8 +231,7 @@ def build(
 
     _check_backend_and_precision(backend, precision)
     shapes = svc.parse_shapes(shape)
-    if output.is_dir():
-        raise OpmapError(f"{output} is a directory; give the engine's file name")
+    _check_target(output, "-o")
     with _progress(not as_json) as progress:
         captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic)
         svc.check_shapes(captured.graph, shapes)
@@ -232,7 +254,7 @@ def build(
 def verify(
     model: Path = typer.Argument(..., help="The model file (as for suggest)."),
     inputs: Optional[Path] = typer.Option(None, "--inputs", help="torch.save'd dict {input name: tensor} (default: seeded random)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the random inputs."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed for the random inputs."),
     runtime: str = typer.Option("reference", "--runtime", help="reference (the interpreter, works anywhere) | trt (the real engine)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16 | int8."),
@@ -375,7 +397,7 @@ def measure(
     k: Optional[str] = typer.Option(None, "-k", help="Select strategies by id/name/op substring."),
     backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx."),
     device_profile: Optional[Path] = typer.Option(None, "--profile", help="Device profile JSON (default: the shipped H100 profile)."),
-    seeds: int = typer.Option(8, "--seeds", help="Seeded input redraws for approximate strategies' accuracy."),
+    seeds: int = typer.Option(8, "--seeds", max=10_000, help="Seeded input redraws for approximate strategies' accuracy."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 | float16 | bfloat16: measure with float inputs in this dtype."),
     model: Optional[Path] = typer.Option(None, "--model", help="Measure at the sizes of this model's nodes (its shapes become the buckets)."),
     trust_model: bool = _TRUST_OPTION,
@@ -398,8 +420,8 @@ def measure(
         raise OpmapError(f"{device_profile}: no such device profile")
     try:
         prof = DeviceProfile.load(str(device_profile) if device_profile else None)
-    except (ValueError, KeyError) as exc:
-        raise OpmapError(f"{device_profile}: not a device profile ({exc})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise OpmapError(f"{device_profile}: not a device profile ({type(exc).__name__}: {first_line(exc)})") from None
     catalog, ruleset = svc.open_catalog(state.db)
     chosen = [s for s in select(ruleset.strategies.values(), k, None)
               if (op is None or op in s.ops) and (strategy_id is None or s.id == strategy_id)]
@@ -474,7 +496,7 @@ def rules_list(
     from opmap import app as svc
     from opmap.engine.collect import select
 
-    catalog, ruleset = svc.open_catalog(state.db)
+    catalog, ruleset = svc.open_catalog(state.db, write=False)
     enabled = {row.id for row in catalog.strategy_rows()}
     chosen = [s for s in select(ruleset.strategies.values(), k, m) if s.id in enabled]
     if as_json:
@@ -502,27 +524,24 @@ def rules_add(
     from opmap import app as svc
     from opmap import measure as meas
     from opmap.engine.backend import default_backend
-    from opmap.engine.collect import load_source, rule_files
+    from opmap.engine.collect import rule_files
     from opmap.engine.costmodel import DeviceProfile
 
     files = rule_files(path)
     catalog, ruleset = svc.open_catalog(state.db)
-    for file in files:
-        text = svc.read_rule_file(file)
-        strategies = load_source(text, str(file.resolve()), origin="user")
-        if not strategies:
-            raise OpmapError(f"{file}: no rule_* functions with @strategy found")
-        clash = [s.id for s in strategies if s.id in ruleset.strategies and ruleset.strategies[s.id].origin != "user"]
-        if clash:
-            raise OpmapError(f"{file}: strategy id {clash[0]} is already a {ruleset.strategies[clash[0]].origin} strategy; use your own pack name")
-        ids = catalog.add_user_rules(str(file.resolve()), text, strategies)
-        out.print(f"added {len(ids)} strateg{'y' if len(ids) == 1 else 'ies'} from {file}: {', '.join(ids)}")
-        if do_measure:
-            ruleset = svc.load_rules(catalog)
-            rows = meas.run(catalog, ruleset, [ruleset.strategies[i] for i in ids], default_backend(), DeviceProfile.load(), seeds=3)
-            built = sum(1 for r in rows if r.build_ok)
-            out.print(f"measured {len(ids)} strateg{'y' if len(ids) == 1 else 'ies'}: {built} of {len(rows)} example builds succeeded"
-                      + ("" if built == len(rows) else " (see `opmap measure --strategy ID` for the errors)"))
+    loaded = svc.load_user_files(files, ruleset)  # every file loads and every id is unique, or nothing is stored
+    ids = catalog.add_user_rules([(str(file.resolve()), text, strategies) for file, text, strategies in loaded])
+    for file, _, strategies in loaded:
+        out.print(f"added {len(strategies)} strateg{'y' if len(strategies) == 1 else 'ies'} from {file}: {', '.join(s.id for s in strategies)}")
+    if do_measure:
+        ruleset = svc.load_rules(catalog)
+        missing = [i for i in ids if i not in ruleset.strategies]
+        if missing:
+            raise OpmapError(f"the stored rules {', '.join(missing)} did not load back: {'; '.join(ruleset.problems) or 'unknown reason'}")
+        rows = meas.run(catalog, ruleset, [ruleset.strategies[i] for i in ids], default_backend(), DeviceProfile.load(), seeds=3)
+        built = sum(1 for r in rows if r.build_ok)
+        out.print(f"measured {len(ids)} strateg{'y' if len(ids) == 1 else 'ies'}: {built} of {len(rows)} example builds succeeded"
+                  + ("" if built == len(rows) else " (see `opmap measure --strategy ID` for the errors)"))
     out.print(f"catalog {catalog.display_url} is now v{catalog.version}")
 
 
@@ -556,7 +575,7 @@ def rules_test(
             ruleset.add(load_source(svc.read_rule_file(file), str(file.resolve()), origin="user"))
         ops = frozenset(op for s in list(base.strategies.values()) + list(ruleset.strategies.values()) for op in s.ops if op != "*")
     else:
-        catalog, ruleset = svc.open_catalog(state.db)
+        catalog, ruleset = svc.open_catalog(state.db, write=False)
         ops = frozenset(op for op in catalog.candidates_by_op() if op != "*")
     chosen = select(ruleset.strategies.values(), k, m)
     with _progress(not as_json) as progress:
@@ -574,10 +593,10 @@ def rules_test(
 # -- audit -----------------------------------------------------------------------------------------
 @app.command()
 def audit(
-    run: Optional[int] = typer.Argument(None, help="A run id (see `opmap audit`)."),
+    run: Optional[int] = typer.Argument(None, min=1, max=2**63 - 1, help="A run id (see `opmap audit`)."),
     node: Optional[str] = typer.Option(None, "--node", help="Show every verdict for one node, with reason and evidence."),
-    diff: Optional[int] = typer.Option(None, "--diff", help="Compare RUN with this later (or earlier) run."),
-    limit: int = typer.Option(50, "--limit", help="How many runs to list."),
+    diff: Optional[int] = typer.Option(None, "--diff", min=1, max=2**63 - 1, help="Compare RUN with this later (or earlier) run."),
+    limit: int = typer.Option(50, "--limit", min=1, max=2**31 - 1, help="How many runs to list."),
     as_json: bool = typer.Option(False, "--json"),
     html: Optional[Path] = typer.Option(None, "--html", help="Write RUN's decisions as the graph page (the model file is "
                                         "read again for the graph's edges; it must be unchanged)."),
@@ -649,20 +668,31 @@ def _print_diff(result: dict) -> None:
 
 
 # -- entry point -----------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: one-line errors, never a traceback (OPMAP_DEBUG=1 shows it)."""
+def main(argv: list[str] | None = None, _process: bool = False) -> int:
+    """Console entry point: one-line errors, never a traceback (OPMAP_DEBUG=1 shows it). Ctrl-C: exit 130, one line."""
+    from opmap import interrupt
+
     command = typer.main.get_command(app)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT)
+    interrupt.install()
     try:
-        code = command.main(args=argv, prog_name="opmap", standalone_mode=False)
+        try:
+            code = command.main(args=argv, prog_name="opmap", standalone_mode=False)
+        finally:
+            if in_main:  # the command is over: a Ctrl-C from here on is too late to stop anything
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            interrupt.check()  # a Ctrl-C that something swallowed (or turned into another error) ends the command as interrupted
+    except (KeyboardInterrupt, typer.Abort):
+        err.print("interrupted")
+        code = 130
     except OpmapError as exc:
         err.print(f"error: {exc}", style="red", highlight=False, soft_wrap=True, markup=False)
         code = exc.exit_code
-    except typer.Abort:
-        err.print("aborted")
-        code = 130
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        code = 130
+    except OSError as exc:  # the file system refused a path the user gave (too long, read-only, not a directory, ...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        err.print(f"error: {where}{exc.strerror or first_line(exc)}", style="red", highlight=False, soft_wrap=True)
+        code = 2
     except Exception as exc:
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # a usage error from Typer/Click
             err.print(f"error: {exc.format_message()}", style="red", highlight=False, soft_wrap=True)
@@ -673,11 +703,22 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"internal error: {type(exc).__name__}: {exc} (set OPMAP_DEBUG=1 for the traceback)", style="red",
                   highlight=False, soft_wrap=True)
         code = 3
+    finally:
+        if in_main:
+            # int(): CPython's finalization resets a handler that is not exactly the int SIG_IGN back to SIG_DFL
+            signal.signal(signal.SIGINT, int(signal.SIG_IGN) if _process else previous)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     return int(code or 0)
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main(_process=True)
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        # A rule module left a thread running (reported as an error): exit anyway rather than hang on it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -182,9 +182,10 @@ def to_json(rows: Iterable[Measurement]) -> list[dict]:
     return [{f: getattr(r, f) for f in FIELDS} for r in rows]
 
 
-def load_shipped(catalog: Catalog, ruleset: RuleSet) -> int:
-    """Measurements shipped with opmap (opmap/data/measurements.json, `make measurements`) enter the catalog once,
-    for rules whose source still matches; a rule edited since has no shipped numbers (they would be stale)."""
+def shipped_measurements(ruleset: RuleSet) -> tuple[str, Callable[[], list[Measurement]]]:
+    """The measurements shipped with opmap (opmap/data/measurements.json, `make measurements`): their hash, and a
+    function making the rows for rules whose source still matches (a rule edited since has no shipped numbers; they
+    would be stale). :meth:`Catalog.sync` stores them once per hash."""
     import hashlib
     import json
     from importlib import resources
@@ -192,20 +193,19 @@ def load_shipped(catalog: Catalog, ruleset: RuleSet) -> int:
     try:
         text = resources.files("opmap.data").joinpath("measurements.json").read_text()
     except FileNotFoundError:
-        return 0
+        return "", list
     digest = hashlib.sha256(text.encode()).hexdigest()
-    if catalog.get_meta("shipped_measurements") == digest:
-        return 0
-    try:
-        items = json.loads(text)
-        rows = [Measurement(**item) for item in items
-                if item["strategy_id"] in ruleset.strategies and ruleset.strategies[item["strategy_id"]].source_hash == item["source_hash"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        ruleset.problems.append(f"the shipped measurements (opmap/data/measurements.json) are unreadable: {exc}")
-        return 0
-    catalog.add_measurements(rows)
-    catalog.set_meta("shipped_measurements", digest)
-    return len(rows)
+
+    def rows() -> list[Measurement]:
+        try:
+            items = json.loads(text)
+            return [Measurement(**item) for item in items
+                    if item["strategy_id"] in ruleset.strategies and ruleset.strategies[item["strategy_id"]].source_hash == item["source_hash"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            ruleset.problems.append(f"the shipped measurements (opmap/data/measurements.json) are unreadable: {exc}")
+            return []
+
+    return digest, rows
 
 
 def node_examples(graph, strategies: dict[str, Strategy]) -> dict[str, list[Example]]:

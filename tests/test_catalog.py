@@ -9,6 +9,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from opmap.app import load_rules, open_catalog
 from opmap.db import Catalog
+from opmap.db.catalog import BUSY_TIMEOUT_S
 from opmap.db import migrations
 from opmap.db.models import Base
 from opmap.engine.collect import load_source
@@ -64,7 +65,7 @@ def test_sqlite_pragmas(tmp_path):
     with cat.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == BUSY_TIMEOUT_S * 1000
     cat.close()
 
 
@@ -79,7 +80,7 @@ def test_sync_is_idempotent_and_versioned(url):
 def test_user_rules_survive_builtin_upgrade(url):
     cat, ruleset = open_catalog(url)
     strategies = load_source(USER_RULE, "/home/me/rule_mine.py", origin="user")
-    cat.add_user_rules("/home/me/rule_mine.py", USER_RULE, strategies)
+    cat.add_user_rules([("/home/me/rule_mine.py", USER_RULE, strategies)])
     # An "upgrade": one built-in changes, one disappears.
     from dataclasses import replace
 
@@ -98,9 +99,9 @@ def test_user_rules_survive_builtin_upgrade(url):
 def test_add_replace_remove_user_rules(url):
     cat, _ = open_catalog(url)
     path = "/home/me/rule_mine.py"
-    cat.add_user_rules(path, USER_RULE, load_source(USER_RULE, path, origin="user"))
+    cat.add_user_rules([(path, USER_RULE, load_source(USER_RULE, path, origin="user"))])
     renamed = USER_RULE.replace("mine/relu", "mine/relu2")
-    cat.add_user_rules(path, renamed, load_source(renamed, path, origin="user"))
+    cat.add_user_rules([(path, renamed, load_source(renamed, path, origin="user"))])
     ids = {r.id for r in cat.strategy_rows() if r.origin == "user"}
     assert ids == {"mine/relu2"}, "re-adding a file replaces what it defined before"
     cat.remove_user_rule("mine/relu2")
@@ -116,7 +117,7 @@ def test_clash_with_builtin_changes_nothing(url):
     before = (cat.version, len(cat.strategy_rows()))
     src = USER_RULE.replace("mine/relu", "act/relu")
     with pytest.raises(CatalogError, match="already a builtin strategy"):
-        cat.add_user_rules("/x/rule_clash.py", src, load_source(src, "/x/rule_clash.py", origin="user"))
+        cat.add_user_rules([("/x/rule_clash.py", src, load_source(src, "/x/rule_clash.py", origin="user"))])
     assert (cat.version, len(cat.strategy_rows())) == before
     assert cat.user_sources() == []
 

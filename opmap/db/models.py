@@ -5,12 +5,47 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+import math
+
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class _RawFloat(Float):
+    """Float without SQLAlchemy's value conversions (which would turn the text 'NaN' back into a NaN float)."""
+
+    def bind_processor(self, dialect):
+        return None
+
+    def result_processor(self, dialect, coltype):
+        return None
+
+
+class Real(TypeDecorator):
+    """A float column that keeps NaN and infinities on every backend (same DDL as ``Float``).
+
+    PostgreSQL's double precision holds them natively. SQLite holds infinities but turns NaN into NULL, so NaN is
+    stored there as the text ``'NaN'`` (SQLite columns are dynamically typed) and read back as ``float('nan')``.
+    """
+
+    impl = Float
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        return _RawFloat() if dialect.name == "sqlite" else dialect.type_descriptor(Float())
+
+    def process_bind_param(self, value, dialect):
+        if isinstance(value, float) and math.isnan(value) and dialect.name == "sqlite":
+            return "NaN"
+        return value
+
+    def process_result_value(self, value, dialect):
+        return float(value) if isinstance(value, str) else value
 
 
 class Base(DeclarativeBase):
@@ -80,12 +115,12 @@ class Measurement(Base):
     device: Mapped[str | None] = mapped_column(String(200), nullable=True)
     build_ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     build_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    build_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    build_seconds: Mapped[float | None] = mapped_column(Real, nullable=True)
     engine_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    max_abs_err: Mapped[float | None] = mapped_column(Float, nullable=True)
-    max_rel_err: Mapped[float | None] = mapped_column(Float, nullable=True)
-    mismatch_frac: Mapped[float | None] = mapped_column(Float, nullable=True)
-    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_abs_err: Mapped[float | None] = mapped_column(Real, nullable=True)
+    max_rel_err: Mapped[float | None] = mapped_column(Real, nullable=True)
+    mismatch_frac: Mapped[float | None] = mapped_column(Real, nullable=True)
+    latency_ms: Mapped[float | None] = mapped_column(Real, nullable=True)
     provenance: Mapped[str] = mapped_column(String(32))  # measured-runtime | measured-build | estimated
     opmap_version: Mapped[str] = mapped_column(String(32))
     source_hash: Mapped[str] = mapped_column(String(64))
@@ -160,7 +195,7 @@ class Probe(Base):
     probe: Mapped[str] = mapped_column(String(64))
     ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     message: Mapped[str] = mapped_column(Text)
-    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Real, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
 
+from opmap import interrupt
 from opmap.errors import OpmapError, first_line
 
 BACKENDS = ("tensorrt", "tensorrt_rtx")
@@ -29,6 +30,7 @@ def import_backend(name: str) -> Any | None:
     try:
         return importlib.import_module(name)
     except Exception:  # ImportError, or a broken native library
+        interrupt.check()  # a Ctrl-C during the native import can surface as an ImportError: it is not "not installed"
         return None
 
 
@@ -190,7 +192,9 @@ def _run_probe(name: str, probe: str) -> ProbeResult:
         with native_stderr_silenced():
             engine = builder.build_serialized_network(net, config)
     except Exception as exc:
+        interrupt.check()  # an interrupted probe proves nothing: never a (cached, recorded) false result
         return ProbeResult(False, f"probe {probe} raised: {first_line(exc)}", time.perf_counter() - start)
+    interrupt.check()
     seconds = time.perf_counter() - start
     if engine is None:
         detail = _relevant(recorder.messages) or "build_serialized_network returned None"

@@ -7,7 +7,6 @@ back to its node; the layer-to-node map goes into the engine's sidecar JSON.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -786,7 +785,13 @@ def _blame(built: Built, message: str) -> str:
 
 
 def write_engine(built: Built, plan: Plan, path: Path, precision: str) -> Path:
-    path.write_bytes(built.engine or b"")
+    """The engine and its JSON sidecar, written to temporary files beside them and renamed into place together: a
+    failure or a Ctrl-C leaves neither a partial file nor one without the other (nor a stray temporary)."""
+    from opmap import interrupt
+    from opmap.atomic import write_atomic
+    from opmap.nonfinite import dumps
+
     sidecar = path.with_suffix(path.suffix + ".json")
-    sidecar.write_text(json.dumps(built.sidecar(plan, plan.backend, precision), indent=2) + "\n")
+    text = dumps(built.sidecar(plan, plan.backend, precision), indent=2) + "\n"
+    write_atomic({path: built.engine or b"", sidecar: text.encode()}, before_rename=interrupt.check)
     return sidecar

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import re
+import sys
 import types
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -101,14 +103,51 @@ def load_source(source: str, filename: str, origin: str = "user") -> list[Strate
     safe = re.sub(r"\W", "_", Path(filename).stem)
     module_name = f"opmap_user_rules.{safe}_{source_hash(source + filename)}"
     try:
-        module = rewrite.exec_rule_source(source, filename, module_name)
+        module = _import_limited(source, filename, module_name)
     except OpmapError:
         raise
     except SyntaxError as exc:
         raise RuleDefinitionError(f"{filename}:{exc.lineno}: syntax error: {exc.msg}") from None
-    except Exception as exc:
-        raise RuleDefinitionError(f"{filename}: importing the rule file failed: {type(exc).__name__}: {first_line(exc)}") from None
+    except BaseException as exc:  # SystemExit, a KeyboardInterrupt raised by the file itself, ...: refused, in one line
+        detail = f": {first_line(exc)}" if str(exc) else ""
+        raise RuleDefinitionError(f"{filename}: importing the rule file failed: {type(exc).__name__}{detail}") from None
     return collect_module(module, origin, filename)
+
+
+IMPORT_TIMEOUT_ENV = "OPMAP_RULE_IMPORT_TIMEOUT"
+
+
+def _import_limited(source: str, filename: str, module_name: str) -> types.ModuleType:
+    """Run a rule file's top level in a daemon worker thread, with a time limit ($OPMAP_RULE_IMPORT_TIMEOUT seconds,
+    default 30). A thread rather than a subprocess: the module must live in this process, and a subprocess pre-check
+    would run the file's code twice. A file that hangs is abandoned (the daemon thread cannot keep opmap alive); one
+    that leaves non-daemon threads running is refused, since those would keep the process from exiting."""
+    import threading
+
+    limit = float(os.environ.get(IMPORT_TIMEOUT_ENV) or 30)
+    before = set(threading.enumerate())
+    result: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            result["module"] = rewrite.exec_rule_source(source, filename, module_name)
+        except BaseException as exc:  # handed to the caller's thread
+            result["error"] = exc
+
+    worker = threading.Thread(target=work, name=f"opmap-import {Path(filename).name}", daemon=True)
+    worker.start()
+    worker.join(limit)
+    if worker.is_alive():
+        raise RuleDefinitionError(f"{filename}: importing the rule file did not finish within {limit:g}s (a rule module must not "
+                                  f"block at import; the limit is ${IMPORT_TIMEOUT_ENV})")
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive() and not t.daemon]
+    if left:
+        sys.modules.pop(module_name, None)
+        raise RuleDefinitionError(f"{filename}: importing the rule file started threads that are still running "
+                                  f"({', '.join(t.name for t in left)}); a rule module must not leave non-daemon threads behind")
+    return result["module"]  # type: ignore[return-value]
 
 
 def rule_files(path: Path) -> list[Path]:

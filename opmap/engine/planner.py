@@ -235,7 +235,7 @@ class Planner:
                 if cost.max_rel_err is None:
                     result.set_aside[v.strategy] = "outside the accuracy budget: approximate, and its accuracy is unmeasured (run `opmap measure`)"
                     continue
-                if cost.max_rel_err > self.settings.tolerance:
+                if not cost.max_rel_err <= self.settings.tolerance:  # NaN (an error that is not a number) is outside too
                     result.set_aside[v.strategy] = (
                         f"outside the accuracy budget: measured max rel error {cost.max_rel_err:.3g} exceeds the tolerance {self.settings.tolerance:g}"
                     )
