@@ -145,3 +145,13 @@ def test_traced_torchscript_stays_static_unless_asked(tmp_path):
         capture(model, trust_model=True, dynamic=[DynamicSpec.parse("ids:0=1..8")])
     with pytest.raises(CaptureError, match="NAME:DIM=MIN..MAX"):
         DynamicSpec.parse("input_ids=1..8")
+
+
+def test_compare_treats_nan_and_infinity_honestly():
+    from opmap.engine.verify import compare
+
+    inf, nan = float("inf"), float("nan")
+    assert compare(torch.tensor([inf, -inf, nan, 1.0]), torch.tensor([inf, -inf, nan, 1.0]))[3]  # equal: agree
+    max_abs, _, mismatch, ok = compare(torch.tensor([1.0, 2.0]), torch.tensor([nan, 2.0]))
+    assert not ok and max_abs == inf and mismatch == 0.5  # NaN on one side is a mismatch, never a pass
+    assert not compare(torch.tensor([inf]), torch.tensor([1.0]))[3]

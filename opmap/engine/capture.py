@@ -268,7 +268,10 @@ def _load_torchscript(path: Path, input_shapes: Sequence[InputSpec], dynamic: Se
 
     try:
         with _quiet():
-            module = torch.jit.load(str(path), map_location="cpu", _restore_shapes=True)
+            from opmap.engine.backend import native_stderr_silenced
+
+            with native_stderr_silenced():  # a scripted module has no traced shapes: torch's C++ warns on fd 2
+                module = torch.jit.load(str(path), map_location="cpu", _restore_shapes=True)
     except Exception as exc:
         raise CaptureError(f"{path}: cannot load TorchScript archive: {first_line(exc)}") from None
     names = [a.name for a in module.forward.schema.arguments][1:]  # drop self

@@ -252,8 +252,9 @@ def compare(expected: torch.Tensor, got: torch.Tensor, compute: str | None = Non
     if dtype == "int8" and e.numel():
         atol, rtol = INT8_RANGE_TOLERANCE * float(e.abs().max()), 0.0
     diff = (e - g).abs()
-    both_nan = torch.isnan(e) & torch.isnan(g)
-    diff = torch.where(both_nan, torch.zeros_like(diff), diff)
+    same = (e == g) | (torch.isnan(e) & torch.isnan(g))  # equal infinities and NaN against NaN agree
+    diff = torch.where(same, torch.zeros_like(diff), diff)
+    diff = torch.where(torch.isnan(diff), torch.full_like(diff, float("inf")), diff)  # NaN on one side only: a mismatch
     if diff.numel() == 0:
         return 0.0, 0.0, 0.0, True
     rel = diff / e.abs().clamp_min(1e-12)
