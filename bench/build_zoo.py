@@ -3,12 +3,14 @@ engine and verify it against PyTorch through the reference interpreter (dynamic 
 interior point and its max). Regenerate with `make bench-build` (writes bench/BUILD.md after every architecture, so an
 interrupted sweep leaves its rows and marks the rest not run).
 
-    python bench/build_zoo.py [--only bert,llama] [--quick] [--variants "keyword dynamic"] [--budget 1500] [--out FILE]
+    python bench/build_zoo.py [--only bert,llama] [--quick] [--variants "keyword dynamic"] [--budget 1500] [--jobs 2]
+                              [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -90,16 +92,34 @@ def render(rows: dict[tuple[str, str], Row], names: list[str], variants: list[st
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+_WORKER: dict = {}
 
+
+def _open(folder: str, threads: int) -> None:
+    """A worker's own catalog (SQLite is one writer at a time) and rules."""
     from opmap import app as svc
+
+    torch.set_num_threads(threads)
+    _WORKER["opened"] = svc.open_catalog(str(Path(folder) / f"catalog-{os.getpid()}.db"))
+
+
+def _run(name: str, variant: str, deadline: float) -> Row | None:
+    if deadline and time.time() > deadline:
+        return None  # past the budget: not run
+    return check(name, variant, *_WORKER["opened"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="comma-separated architectures (default: the whole zoo)")
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
     ap.add_argument("--variants", default="", help="comma-separated subset of: " + ", ".join(VARIANTS))
     ap.add_argument("--budget", type=float, default=0, help="seconds; after it, remaining rows are marked not run")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes (each with its own catalog)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "BUILD.md"))
     args = ap.parse_args(argv)
     names = QUICK if args.quick else [n.strip() for n in args.only.split(",") if n.strip()] or list(ZOO)
@@ -109,20 +129,27 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: unknown architecture or variant: {', '.join(unknown + [v for v in variants if v not in VARIANTS])}")
     rows: dict[tuple[str, str], Row] = {}
     start = time.perf_counter()
+    deadline = time.time() + args.budget if args.budget else 0.0
+    order = [(n, v) for v in variants for n in names]  # variant by variant: a sweep cut short still covers every model
+    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     with tempfile.TemporaryDirectory() as tmp, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                                        TimeElapsedColumn()) as progress:
-        catalog, ruleset = svc.open_catalog(str(Path(tmp) / "catalog.db"))
-        task = progress.add_task("zoo", total=len(names) * len(variants))
-        for v in variants:  # variant by variant: a sweep cut short by --budget still covers every architecture once
-            for n in names:
-                if args.budget and time.perf_counter() - start > args.budget:
-                    progress.advance(task)
-                    continue
-                progress.update(task, description=f"{n} ({v})")
-                row = rows[(n, v)] = check(n, v, catalog, ruleset)
-                progress.console.print(f"{n:16} {v:18} {'ok' if row.ok else 'FAIL'} {row.seconds:5.1f}s {row.failure[:110]}")
-                progress.advance(task)
-                Path(args.out).write_text(render(rows, names, variants, time.perf_counter() - start))
+                                                        TimeElapsedColumn()) as progress, \
+            ProcessPoolExecutor(args.jobs, initializer=_open, initargs=(tmp, threads)) as pool:
+        task = progress.add_task(f"zoo ({args.jobs} jobs)", total=len(order))
+        futures = {pool.submit(_run, n, v, deadline): (n, v) for n, v in order}
+        for future in as_completed(futures):
+            n, v = futures[future]
+            try:
+                row = future.result()
+            except Exception as exc:  # the worker itself died (e.g. killed for memory): the row says so
+                row = Row(n, v, failure=f"worker: {type(exc).__name__}: {str(exc)[:150]}")
+            progress.advance(task)
+            if row is None:
+                continue
+            rows[(n, v)] = row
+            progress.console.print(f"{n:16} {v:18} {'ok' if row.ok else 'FAIL'} {row.seconds:5.1f}s {row.failure[:110]}")
+            Path(args.out).write_text(render(rows, names, variants, time.perf_counter() - start))
+    Path(args.out).write_text(render(rows, names, variants, time.perf_counter() - start))
     print(f"wrote {args.out}: {sum(r.ok for r in rows.values())} of {len(rows)} rows ok")
 
 

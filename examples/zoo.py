@@ -190,7 +190,7 @@ _VIT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermed
 _SPEECH = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, conv_dim=(32, 32, 32),
                conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
 _CLIP_TEXT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=VOCAB,
-                  max_position_embeddings=64)
+                  max_position_embeddings=64, pad_token_id=1, bos_token_id=0, eos_token_id=2)
 _CLIP_VISION = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=IMAGE, patch_size=8)
 
 
@@ -204,6 +204,7 @@ def _detection_inputs():
 
 _FIXED = "image size: position embeddings of one grid size"
 _REFUSED = "Constraints violated"
+_SEG = f"image size: torch.export refuses ({_REFUSED}: overlapping patch embeddings)"
 _MM_DIMS = {"input_ids": {0: "batch", 1: "seq"}, "pixel_values": {0: "batch"}}
 _RESNET = dict(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic")
 
@@ -264,7 +265,8 @@ ZOO: dict[str, Arch] = {
     "resnet": _image("ResNetConfig", "ResNetModel", "vision CNN", **_RESNET),
     "convnext": _image("ConvNextConfig", "ConvNextModel", "vision CNN", hidden_sizes=[16, 32], depths=[1, 1], num_stages=2),
     "efficientnet": _image("EfficientNetConfig", "EfficientNetModel", "vision CNN", width_coefficient=0.25, depth_coefficient=0.25,
-                           hidden_dim=320, image_size=IMAGE),
+                           hidden_dim=320, image_size=IMAGE,
+                           static=f"image size: torch.export refuses ({_REFUSED}: TF-style padding)"),
     "mobilenet_v2": _image("MobileNetV2Config", "MobileNetV2Model", "vision CNN", depth_multiplier=0.25, image_size=IMAGE,
                            static=f"image size: torch.export refuses ({_REFUSED}: TF-style padding)"),
     "mobilenet_v1": _image("MobileNetV1Config", "MobileNetV1Model", "vision CNN", depth_multiplier=0.25, image_size=IMAGE,
@@ -280,10 +282,10 @@ ZOO: dict[str, Arch] = {
                    depths=[2, 2], num_heads=[2, 4], window_size=4),
     "pvt": _image("PvtConfig", "PvtModel", "vision transformer (hierarchical)", static=_FIXED, image_size=IMAGE,
                   hidden_sizes=[16, 32, 48, 64], depths=[1, 1, 1, 1], num_attention_heads=[1, 2, 2, 4]),
-    "segformer": _image("SegformerConfig", "SegformerModel", "vision transformer (hierarchical)", hidden_sizes=[16, 32, 48, 64],
+    "segformer": _image("SegformerConfig", "SegformerModel", "vision transformer (hierarchical)", static=_SEG, hidden_sizes=[16, 32, 48, 64],
                         depths=[1, 1, 1, 1], num_attention_heads=[1, 2, 2, 4], decoder_hidden_size=64),
     # detection and segmentation heads
-    "segformer_seg": _image("SegformerConfig", "SegformerForSemanticSegmentation", "segmentation", hidden_sizes=[16, 32, 48, 64],
+    "segformer_seg": _image("SegformerConfig", "SegformerForSemanticSegmentation", "segmentation", static=_SEG, hidden_sizes=[16, 32, 48, 64],
                             depths=[1, 1, 1, 1], num_attention_heads=[1, 2, 2, 4], decoder_hidden_size=64, num_labels=5),
     "mobilenet_v2_seg": _image("MobileNetV2Config", "MobileNetV2ForSemanticSegmentation", "segmentation", depth_multiplier=0.25,
                                image_size=IMAGE, num_labels=5, static=f"image size: torch.export refuses ({_REFUSED}: TF-style padding)"),
