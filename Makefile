@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_DB ?= .opmap-demo/catalog.db
 
-.PHONY: demo test venv census bench-build bench-choice bench-speed measurements clean
+.PHONY: demo test venv census bench-build bench-choice bench-speed coverage measurements clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ bench-choice: $(STAMP)
 # Whole-process suggest against a bare torch.export.load, and planning per node, 20 to 10,000 nodes (bench/SPEED.md).
 bench-speed: $(STAMP)
 	$(PY) bench/speed.py
+
+# bench/COVERAGE.md: Core ATen, Torch-TensorRT's converter list and the catalog, proven by the conformance machinery
+# (results cached per strategy source and example, so a rerun only redoes what changed).
+coverage: $(STAMP)
+	$(PY) bench/coverage.py
 
 # Regenerate the measurements shipped with the catalog: every built-in strategy on its own examples and at the
 # node sizes of the detector and three zoo models (the census buckets), on tensorrt_rtx.

@@ -334,16 +334,81 @@ def parse_shapes(specs: list[str]) -> dict[str, tuple[list[int], list[int], list
     return shapes
 
 
-def verify_json(report, built, model: str, runtime: str) -> dict[str, Any]:
+def check_shapes(graph: Any, shapes: dict) -> None:
+    """``--shape`` profiles against the export: known input names, the input's rank, 1 <= min <= opt <= max, static dims
+    equal to the export's, dynamic dims inside the export's proven range."""
+    for name, (lo, opt, hi) in shapes.items():
+        meta = graph.inputs.get(name)
+        if meta is None:
+            raise OpmapError(f"--shape names {name}, but the model's inputs are {', '.join(graph.inputs) or 'none'}")
+        if len(lo) != meta.rank:
+            raise OpmapError(f"--shape {name}: {len(lo)} dims given, the input {meta} has {meta.rank}")
+        for axis, (d, a, b, c) in enumerate(zip(meta.shape, lo, opt, hi)):
+            if not 1 <= a <= b <= c:
+                raise OpmapError(f"--shape {name} dim {axis}: needs 1 <= MIN <= OPT <= MAX, got {a}:{b}:{c}")
+            if isinstance(d, int):
+                if (a, b, c) != (d, d, d):
+                    raise OpmapError(f"--shape {name} dim {axis} is static ({d}) in the export; it cannot range over {a}..{c}")
+                continue
+            rng = graph.symbols.get(d)
+            low = rng.lower if rng and rng.lower is not None else 0
+            high = rng.upper if rng and rng.upper is not None else None
+            if a < low or (high is not None and c > high):
+                raise OpmapError(f"--shape {name} dim {axis}: {a}..{c} is outside the export's range for {d}, "
+                                 f"[{low}, {high if high is not None else 'inf'}]")
+
+
+def verify_points(graph: Any, shapes: dict, labels: str | None, point: list[str]) -> dict[str, dict[str, int]]:
+    """Where ``verify`` runs: the profile's min/opt/max (``--shapes`` picks some), one explicit ``--point``, or the
+    one shape of a static model. Returns label -> {symbol: value}."""
+    from opmap.engine.verify import profile_points
+
+    if point:
+        values: dict[str, int] = {}
+        for spec in point:
+            name, _, dims = spec.partition("=")
+            meta = graph.inputs.get(name)
+            try:
+                given = [int(d) for d in dims.split("x")]
+            except ValueError:
+                given = []
+            if meta is None or len(given) != meta.rank:
+                raise OpmapError(f"bad --point {spec!r}: expected NAME=DIMS for an input of the model ({', '.join(graph.inputs)})")
+            for axis, (d, n) in enumerate(zip(meta.shape, given)):
+                if isinstance(d, int) and d != n:
+                    raise OpmapError(f"--point {name} dim {axis} is {n}, the export has it static at {d}")
+                if isinstance(d, str):
+                    if values.setdefault(d, n) != n:
+                        raise OpmapError(f"--point gives {d} = {values[d]} and {n}; the export ties these dims")
+                    rng = graph.symbols.get(d)
+                    if rng is not None and ((rng.lower is not None and n < rng.lower) or (rng.upper is not None and n > rng.upper)):
+                        raise OpmapError(f"--point {name} dim {axis} is {n}, outside the export's range [{rng.lower}, {rng.upper}]")
+        return {"point": values}
+    points = profile_points(graph, shapes)
+    if not points:
+        return {"static": {}}
+    chosen = [x.strip() for x in labels.split(",")] if labels else list(points)
+    unknown = [x for x in chosen if x not in points]
+    if unknown or not chosen:
+        raise OpmapError(f"bad --shapes {labels!r}: choose among {', '.join(points)}")
+    return {label: points[label] for label in chosen}
+
+
+def verify_json(reports: dict, built, model: str, runtime: str, skipped: dict | None = None) -> dict[str, Any]:
+    """The ``verify --json`` object: every point's outputs (each tagged with its point), and the points themselves."""
+    first = next(iter(reports.values()))
     return {
         "model": model,
         "runtime": runtime,
         "backend": {"name": built.trt.__name__, "version": getattr(built.trt, "__version__", None)},
         "engine_bytes": len(built.engine) if built.engine else None,
         "build_seconds": built.build_seconds,
-        "ok": report.ok,
-        "compared": report.compared,
-        "expected": report.expected,
-        "inputs": report.inputs,
-        "outputs": [o.to_dict() for o in report.outputs],
+        "ok": all(r.ok for r in reports.values()),
+        "compared": sum(r.compared for r in reports.values()),
+        "expected": sum(r.expected for r in reports.values()),
+        "inputs": first.inputs,
+        "points": [{"point": label, "shape": r.shape, "ok": r.ok, "compared": r.compared, "expected": r.expected,
+                    "inputs": r.inputs} for label, r in reports.items()],
+        "skipped": skipped or {},
+        "outputs": [{**o.to_dict(), "point": label} for label, r in reports.items() for o in r.outputs],
     }

@@ -185,6 +185,7 @@ def build(
         raise OpmapError(f"{output} is a directory; give the engine's file name")
     with _progress(not as_json) as progress:
         captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic)
+        svc.check_shapes(captured.graph, shapes)
         plan, built = svc.build(captured, catalog, ruleset, profile(backend), Settings(precision=precision), precision, shapes,
                                 on_node=lambda _n: progress.advance(task))
     sidecar = write_engine(built, plan, output, precision)
@@ -212,15 +213,20 @@ def verify(
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
     dynamic: List[str] = typer.Option([], "--dynamic", help="NAME:DIM=MIN..MAX: make a TorchScript input dim dynamic "
                                       "(traced shapes stay static otherwise)."),
+    shape: List[str] = typer.Option([], "--shape", help="NAME=MIN:OPT:MAX optimization profile for a dynamic input (as for build)."),
+    shapes: Optional[str] = typer.Option(None, "--shapes", help="Profile points to verify at: any of min,opt,max "
+                                         "(default: all three for a dynamic model)."),
+    point: List[str] = typer.Option([], "--point", help="NAME=DIMS: verify at these input dims instead (repeatable, one point)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Build the network, run the same inputs through PyTorch and through it; per output max abs / rel error.
 
-    Exits 1 on a mismatch beyond the per-dtype tolerance."""
+    A dynamic model is verified at the profile's minimum, an interior point and its maximum. Exits 1 on a mismatch
+    beyond the per-dtype tolerance."""
     from opmap import app as svc
     from opmap.engine.backend import profile
     from opmap.engine.context import Settings
-    from opmap.engine.verify import draw_inputs, load_inputs, verify_built
+    from opmap.engine.verify import ReferenceFailed, draw_inputs, load_inputs, verify_built
 
     _check_backend_and_precision(backend, precision)
     if runtime not in ("reference", "trt"):
@@ -229,19 +235,38 @@ def verify(
     if runtime == "trt" and prof.is_rtx:
         raise OpmapError("--runtime trt needs full TensorRT (tensorrt) and a supported GPU; here the backend is tensorrt_rtx, "
                          "whose engines are built ahead-of-time but cannot run on this machine")
+    profile_shapes = svc.parse_shapes(shape)
+    if sum(bool(x) for x in (inputs, shapes, point)) > 1:
+        raise OpmapError("--inputs, --shapes and --point each choose where to verify: give one of them")
     with _progress(not as_json) as progress:
         captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic)
-        plan, built = svc.build(captured, catalog, ruleset, prof, Settings(precision=precision), precision,
+        svc.check_shapes(captured.graph, profile_shapes)
+        points = svc.verify_points(captured.graph, profile_shapes, shapes, point)
+        plan, built = svc.build(captured, catalog, ruleset, prof, Settings(precision=precision), precision, profile_shapes,
                                 on_node=lambda _n: progress.advance(task))
-        values, drawn = load_inputs(str(inputs), captured.graph) if inputs else draw_inputs(captured.graph, seed)
-        report = verify_built(built, captured.program, values, runtime, seed=seed, precision=precision, drawn=drawn)
+        reports, skipped = {}, {}
+        progress.update(task, description="verifying", total=len(points) if not inputs else 1, completed=0)
+        runs = [("given", *load_inputs(str(inputs), captured.graph))] if inputs else \
+            [(label, *draw_inputs(captured.graph, seed, values)) for label, values in points.items()]
+        for label, values, drawn in runs:
+            try:
+                reports[label] = verify_built(built, captured.program, values, runtime, seed=seed, precision=precision, drawn=drawn)
+            except ReferenceFailed as exc:
+                skipped[label] = str(exc)
+            progress.advance(task)
+    if not reports:
+        raise OpmapError(f"nothing verified: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}", exit_code=1)
+    ok = all(r.ok for r in reports.values())
     if as_json:
-        _emit_json(svc.verify_json(report, built, str(model), runtime))
+        _emit_json(svc.verify_json(reports, built, str(model), runtime, skipped))
     else:
         from opmap.report import print_verify
 
-        print_verify(out, report, built, runtime)
-    raise typer.Exit(0 if report.ok else 1)
+        for label, report in reports.items():
+            print_verify(out, report, built, runtime, label if len(runs) > 1 or label not in ("static", "given") else None)
+        for label, why in skipped.items():
+            out.print(f"point {label} skipped: {why}", markup=False, highlight=False)
+    raise typer.Exit(0 if ok else 1)
 
 
 @app.command()

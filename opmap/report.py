@@ -154,9 +154,10 @@ def print_node(console: Console, run: Run, decision: Decision) -> None:
             console.print(Text(f"      at {v.location}", style="dim"))
 
 
-def print_verify(console: Console, report, built, runtime: str) -> None:
+def print_verify(console: Console, report, built, runtime: str, point: str | None = None) -> None:
+    where = f" at {point} ({report.shape})" if point else ""
     table = Table(header_style="bold", title=f"verify ({'reference interpreter' if runtime == 'reference' else 'TensorRT runtime'}) "
-                                             f"vs PyTorch — engine {len(built.engine or b''):,} bytes, built in {built.build_seconds:.2f}s",
+                                             f"vs PyTorch{where} — engine {len(built.engine or b''):,} bytes, built in {built.build_seconds:.2f}s",
                   title_justify="left")
     for col in ("output", "node", "shape", "dtype", "max abs", "max rel", "mismatch", "ok", "note"):
         table.add_column(col, overflow="fold")

@@ -8,12 +8,24 @@ from opmap.engine.examples import dynamic_conformance
 from tests.test_conformance import EMITTING, EXTRA, RULESET
 
 
+# Known disagreements, each stated in the README's dynamic-shapes limits (strict: they fail today, and a fix shows).
+KNOWN = {
+    # nearest upsampling by a fractional scale factor: at sizes where output_index / scale lands exactly on an integer
+    # (20 -> 34 at 1.7), float32 rounding of the scale picks the neighbouring source pixel for a few outputs
+    "resize/upsample-20": "nearest, fractional scale: float32 rounding at exact integer coordinates",
+    "resize/upsample-23": "nearest, fractional scale: float32 rounding at exact integer coordinates",
+    "resize/upsample-26": "nearest, fractional scale: float32 rounding at exact integer coordinates",
+}
+
+
 def cases():
     for s in EMITTING:
         examples = [e for e in s.examples if e.expect == "accept"] + EXTRA.get(s.id, [])
         for i, ex in enumerate(examples):
             if ex.dynamic_shapes is None:
-                yield pytest.param(s, ex, id=f"{s.id}-{i}")
+                key = f"{s.id}-{i}"
+                marks = [pytest.mark.xfail(reason=KNOWN[key], strict=True)] if key in KNOWN else []
+                yield pytest.param(s, ex, id=key, marks=marks)
 
 
 @pytest.mark.parametrize("strategy, example", list(cases()))

@@ -206,6 +206,9 @@ class EmitContext:
     def reshape(self, t: Any, dims: Sequence[int | str]) -> Any:
         """Reshape to dims (ints, -1, or symbolic names resolved through shape tensors)."""
         layer = self.net.add_shuffle(t)
+        unknown = [d for d in dims if not isinstance(d, int) or d == -1]
+        if len(unknown) == 1 and not isinstance(unknown[0], int):  # one symbolic dim: TensorRT infers it as -1
+            dims = [-1 if not isinstance(d, int) else d for d in dims]
         if all(isinstance(d, int) for d in dims) and sum(1 for d in dims if d == -1) <= 1:
             layer.reshape_dims = tuple(dims)
             layer.zero_is_placeholder = False
@@ -299,13 +302,14 @@ class EmitContext:
         rank = max(self.rank(t) for t in ts)
         return [self.unsqueeze_to(t, rank) for t in ts]
 
-    def expand_to(self, t: Any, shape: Sequence[int]) -> Any:
-        """Broadcast to a static shape (a Slice with stride 0 on the unit dims)."""
+    def expand_to(self, t: Any, shape: Sequence[int | str]) -> Any:
+        """Broadcast to a shape of ints and symbolic sizes (a Slice with stride 0 on the unit dims; torch.export
+        specializes sizes 0 and 1, so a dynamic dim is never a broadcast one)."""
         t = self.unsqueeze_to(t, len(shape))
         if tuple(t.shape) == tuple(shape):
             return t
-        stride = tuple(0 if s == 1 and d != 1 else 1 for s, d in zip(t.shape, shape))
-        return self.out(self.net.add_slice(t, (0,) * len(shape), tuple(shape), stride), "expand")
+        stride = [0 if s == 1 and d != 1 else 1 for s, d in zip(t.shape, shape)]
+        return self.slice(t, [0] * len(shape), list(shape), stride)
 
     def elementwise(self, a: Any, b: Any, op: str, dtype: str | None = None) -> Any:
         """ElementWise with numpy broadcasting and both operands cast to ``dtype`` (default: a's)."""
@@ -430,6 +434,8 @@ class NetworkBuilder:
             return layer.get_output(0)
 
         def combine(op: str, parts: list[Any]) -> Any:
+            if any(p.dtype == self.trt.DataType.FLOAT for p in parts):  # float size arithmetic stays in float32
+                parts = [self._cast(p, "FLOAT", text) for p in parts]
             out = parts[0]
             for p in parts[1:]:
                 layer = self.network.add_elementwise(out, p, getattr(self.trt.ElementWiseOperation, op))
@@ -442,6 +448,12 @@ class NetworkBuilder:
 
         if e.is_Integer:
             return const(int(e))
+        if e.is_Number:  # a float factor (upsampling by 1.7): computed in float32, the only float a shape tensor takes
+            arr = np.array([float(e)], np.float32)
+            self.keep.append(arr)
+            layer = self.network.add_constant((1,), self.trt.Weights(arr))
+            layer.name = f"size/{text}/f{float(e)}/{len(self.keep)}"
+            return layer.get_output(0)
         if e.is_Symbol:
             if str(e) not in self.symbols:
                 raise BuildError(f"symbolic size {e} (in {text}) is not a dim of any input; opmap resolves sizes from input dims")
@@ -460,6 +472,16 @@ class NetworkBuilder:
             num, den = sympy.fraction(sympy.together(e.args[0]))
             return self._symbolic(-sympy.floor(-num / den), text)
         name = type(e).__name__
+        if name in ("ToFloat", "TruncToInt", "TruncToFloat", "FloorToInt", "CeilToInt", "RoundToInt"):
+            inner = self._symbolic(e.args[0], text)
+            if name == "ToFloat":
+                return self._cast(inner, "FLOAT", text)
+            if name in ("FloorToInt", "CeilToInt", "RoundToInt"):
+                op = {"FloorToInt": "FLOOR", "CeilToInt": "CEIL", "RoundToInt": "ROUND"}[name]
+                unary = self.network.add_unary(self._cast(inner, "FLOAT", text), getattr(self.trt.UnaryOperation, op))
+                unary.name = f"size/{text}/{op.lower()}/{len(self.keep)}/{id(unary)}"
+                inner = unary.get_output(0)
+            return self._cast(inner, "INT64", text)  # a float-to-int cast truncates toward zero
         if name == "FloorDiv":
             return floor_div(*e.args)
         if name == "CeilDiv":
@@ -472,6 +494,13 @@ class NetworkBuilder:
         if isinstance(e, sympy.Pow) and e.exp.is_Integer and e.exp > 0:
             return combine("PROD", [self._symbolic(e.base, text)] * int(e.exp))
         raise BuildError(f"symbolic size {text}: {name} is not computed on shape tensors")
+
+    def _cast(self, t: Any, to: str, text: str) -> Any:
+        if t.dtype == getattr(self.trt.DataType, to):
+            return t
+        layer = self.network.add_cast(t, getattr(self.trt.DataType, to))
+        layer.name = f"size/{text}/cast-{to.lower()}/{id(layer)}"
+        return layer.get_output(0)
 
     # -- build ----------------------------------------------------------------------------------
     def add_inputs(self, shapes: dict[str, tuple[Sequence[int], Sequence[int], Sequence[int]]] | None = None) -> Any:
@@ -582,6 +611,17 @@ class NetworkBuilder:
         layer = self.network.add_identity(t)
         layer.name = name
         return layer.get_output(0)
+
+
+def broadcast_shape(*shapes: Sequence[int | str]) -> list[int | str]:
+    """numpy broadcasting over ints and symbolic sizes: a dim that is not 1 wins (torch.export proved the others equal)."""
+    rank = max((len(s) for s in shapes), default=0)
+    out: list[int | str] = []
+    for axis in range(rank):
+        dims = [s[axis - rank + len(s)] for s in shapes if axis - rank + len(s) >= 0]
+        sized = [d for d in dims if d != 1]
+        out.append(next((d for d in sized if isinstance(d, int)), sized[0]) if sized else 1)
+    return out
 
 
 def symbol_range(graph: Graph, name: str, symbol: str) -> tuple[int, int, int]:

@@ -438,16 +438,22 @@ def profile_points(graph: Graph, shapes: dict | None = None) -> dict[str, dict[s
 
 
 def resize_inputs(inputs: dict[str, torch.Tensor], graph: Graph, point: dict[str, int]) -> dict[str, torch.Tensor]:
-    """Given inputs tiled or cropped to the shapes of ``point``: values keep their kind (masks stay masks); an integer
-    input that indexes a table is taken modulo the table's size at that point."""
+    """Given inputs redrawn at the shapes of ``point``, of the same kind: masks stay masks (with their density), integers
+    stay in their range, and an integer input that indexes a table is taken modulo the table's size at that point."""
     dims = symbol_values(graph, point)
+    g = torch.Generator().manual_seed(sum(dims.values()))
     out = {}
     for name, meta in graph.inputs.items():
         value = inputs[name]
         shape = [d if isinstance(d, int) else dims[d] for d in meta.shape]
-        if value.numel() and list(value.shape) != shape:
-            reps = [max(1, -(-n // max(o, 1))) for n, o in zip(shape, value.shape)]
-            value = value.repeat(reps)[tuple(slice(0, n) for n in shape)]
+        if list(value.shape) != shape:  # fresh draws of the same kind (tiling would repeat values and make ties)
+            if value.dtype == torch.bool:
+                value = torch.rand(shape, generator=g) < (value.float().mean() if value.numel() else 0.5)
+            elif value.is_floating_point():
+                value = torch.randn(shape, generator=g).to(value.dtype)
+            else:
+                lo, hi = (int(value.min()), int(value.max())) if value.numel() else (0, 9)
+                value = torch.randint(lo, hi + 1, shape, generator=g, dtype=value.dtype)
         if not value.is_floating_point() and value.dtype != torch.bool:
             high = min((n for n, _ in _index_uses(graph, name, dims)), default=None)
             if high is not None:

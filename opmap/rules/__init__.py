@@ -16,6 +16,9 @@ BUILTIN_MODULES: list[str] = [
     "random_pool",
     "scatter_reduce",
     "compaction",
+    "math_extra",
+    "shape_extra",
+    "no_network",
     "custom",
     "decomposition",
 ]

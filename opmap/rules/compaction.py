@@ -8,7 +8,13 @@ import torch
 
 from opmap.engine.rules import accept, reject, strategy
 from opmap.rules.common import t, trt_types
-from opmap.rules.nonzero import _bound, _scatter_rows, _slots, _static_bound, static_mask
+from opmap.rules.nonzero import _bound, _scatter_rows, _slots, _static_bound
+
+
+def static_mask(node, graph):
+    """Compactions sort or one-hot their input against constants sized at build time."""
+    for name, meta in node.tensor_args().items():
+        assert meta.is_static, f"{name} has dynamic dims {meta.shape}; the compaction's tables are built at build time"
 
 CONTRACT = "output padded to the static bound N with zeros; an extra int64 output holds the valid count"
 

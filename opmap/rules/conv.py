@@ -54,7 +54,8 @@ def _to_2d(ctx, x, spatial):
     """TensorRT's convolution and pooling take 2-D or 3-D windows: a 1-D op gets a unit height."""
     if spatial != 1:
         return x, None
-    shape = list(x.shape)
+    meta = ctx.meta("input") or ctx.meta("self")
+    shape = list(meta.shape) if meta is not None else list(x.shape)  # symbolic dims by name, not TensorRT's -1
     return ctx.reshape(x, shape[:2] + [1] + shape[2:]), shape
 
 

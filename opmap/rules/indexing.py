@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from opmap.engine.graph import Ref
+from opmap.engine.builder import broadcast_shape
 from opmap.rules.common import define, static_arg, t
 
 ns = globals()
@@ -62,7 +63,7 @@ def _emit_index_nd(ctx, node):
     refs = node.arg("indices")
     if any(r is None for r in refs):
         raise NotImplementedError("GatherND with skipped leading dims is not emitted yet")
-    shape = list(torch.broadcast_shapes(*[tuple(ctx.node._graph.meta_of(r).shape) for r in refs]))
+    shape = broadcast_shape(*[ctx.graph_meta(r).shape for r in refs])
     idx = [ctx.expand_to(ctx.cast(ctx.tensor(r), "int64"), shape) for r in refs]
     parts = [ctx.reshape(i, shape + [1]) for i in idx]
     layer = ctx.net.add_concatenation(parts)
@@ -86,7 +87,7 @@ def put_indices(ctx, node):
     """index_put's index tensors broadcast to one shape S, negatives counted from the end: ([int64 S] per indexed
     dim, S). The indexed dims are the leading ones (a skipped dim, None, is refused by the rule)."""
     refs = node.arg("indices")
-    shape = list(torch.broadcast_shapes(*[tuple(ctx.node._graph.meta_of(r).shape) for r in refs]))
+    shape = broadcast_shape(*[ctx.graph_meta(r).shape for r in refs])
     sizes = node.meta("self").shape
     out = []
     for axis, r in enumerate(refs):

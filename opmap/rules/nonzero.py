@@ -12,6 +12,7 @@ import torch
 
 import math
 
+from opmap.engine.builder import broadcast_shape
 from opmap.engine.rules import accept, reject, strategy
 from opmap.plugins import plugin_available
 from opmap.rules.common import max_rank, t, trt_types
@@ -51,11 +52,26 @@ def _mask_axis(node) -> int:
     return next((i for i, r in enumerate(indices) if r is not None), 0)
 
 
-def _static_bound(node, bounds, settings):
+def selection_bound(node, bounds) -> int | None:
+    """How many rows a selection can have at most: the export's proven range of its size, else the element count of
+    its mask at the profile's maximum (a selection never has more rows than its mask has elements)."""
     axis = _mask_axis(node)
     rows = node.out.shape[axis] if node.out is not None and node.out.rank > axis else None
     bound = bounds.upper(rows) if rows is not None else None
-    assert bound is not None, f"the output size {rows} has no static upper bound in the exported graph"
+    if node.op in MASK_SELECT:
+        mask = node.meta("mask") if node.op == "aten.masked_select.default" else next(
+            (node._graph.meta_of(r) for r in node.arg("indices") or [] if r is not None), None)
+    else:
+        mask = node.meta("self") or node.meta("condition")
+    by_mask = bounds.upper(mask) if mask is not None else None
+    if bound is None or (by_mask is not None and by_mask < bound):
+        bound = by_mask
+    return bound
+
+
+def _static_bound(node, bounds, settings):
+    bound = selection_bound(node, bounds)
+    assert bound is not None, "the selection's size has no upper bound in the exported graph (nor has its mask)"
     assert bound <= settings.max_bound, f"the static bound {bound} exceeds max_bound {settings.max_bound}"
     return bound
 
@@ -74,21 +90,34 @@ def _slots(ctx, mask_flat, bound):
 
 
 def _scatter_rows(ctx, rows, target, bound, rest, fill, dtype):
-    """ScatterND the rows into bound+1 rows of ``fill`` (the last row collects the unselected), keep the first bound."""
-    buffer = ctx.const(torch.full([bound + 1, *rest], fill), dtype)
+    """ScatterND the rows into bound+1 rows of ``fill`` (the last row collects the unselected), keep the first bound.
+    The kept dims ``rest`` may be symbolic: the buffer is a broadcast scalar."""
+    if all(isinstance(d, int) for d in rest):
+        buffer = ctx.const(torch.full([bound + 1, *rest], fill), dtype)
+    else:
+        buffer = ctx.expand_to(ctx.const(torch.full([1] * (1 + len(rest)), fill), dtype), [bound + 1, *rest])
     scattered = ctx.out(ctx.net.add_scatter(buffer, target, rows, ctx.trt.ScatterMode.ND), "scatter")
-    size = [bound, *rest]
-    return ctx.out(ctx.net.add_slice(scattered, (0,) * len(size), tuple(size), (1,) * len(size)), "valid-rows")
+    return ctx.slice(scattered, [0] * (1 + len(rest)), [bound, *rest], [1] * (1 + len(rest)))
 
 
 def _bound(ctx, node, axis=0):
+    """(the static bound of the node's selected dim, its size symbol or None when the size is static)."""
+    from opmap.engine.context import Bounds
+
     symbol = node.out.shape[axis]
-    rng = ctx.node._graph.symbols.get(symbol) if isinstance(symbol, str) else None
     if isinstance(symbol, int):
         return symbol, None
-    if rng is None or rng.upper is None:
+    bound = selection_bound(node, Bounds(ctx.node._graph))
+    if bound is None:
         raise ValueError(f"the output size {symbol} has no static upper bound")
-    return rng.upper, symbol
+    return bound, symbol
+
+
+def numel_of(shape):
+    """The element count of a shape of ints and symbolic sizes: an int, or a symbolic product."""
+    if all(isinstance(d, int) for d in shape):
+        return math.prod(shape)
+    return "*".join(f"({d})" for d in shape)
 
 
 def _flat_nonzero_mask(ctx, name="self"):
@@ -96,14 +125,26 @@ def _flat_nonzero_mask(ctx, name="self"):
     x = ctx.input(name)
     shape = list(ctx.node.meta(name).shape)
     mask = x if ctx.dtype(x) == "bool" else ctx.unary(ctx.elementwise(x, ctx.const(0, ctx.dtype(x), shape=()), "EQUAL"), "NOT")
-    return ctx.reshape(mask, [math.prod(shape)]), shape
+    return ctx.reshape(mask, [numel_of(shape)]), shape
 
 
 def _coordinates(ctx, shape):
-    """Every element's coordinates, row-major, as an int64 constant [numel, rank]."""
-    numel = math.prod(shape)
-    coords = torch.stack(torch.unravel_index(torch.arange(numel), tuple(shape)), -1) if shape else torch.zeros(1, 0, dtype=torch.int64)
-    return ctx.const(coords, "int64")
+    """Every element's coordinates, row-major, int64 [numel, rank]: a constant for a static shape, else computed from
+    a flat index over the symbolic sizes (coordinate k = index // stride_k mod size_k)."""
+    if all(isinstance(d, int) for d in shape):
+        numel = math.prod(shape)
+        coords = torch.stack(torch.unravel_index(torch.arange(numel), tuple(shape)), -1) if shape else torch.zeros(1, 0, dtype=torch.int64)
+        return ctx.const(coords, "int64")
+    flat = ctx.reshape(ctx.arange(numel_of(shape)), [numel_of(shape), 1])
+    columns = []
+    for k, size in enumerate(shape):
+        stride = numel_of(shape[k + 1:]) if shape[k + 1:] else 1
+        q = ctx.elementwise(flat, ctx.reshape(ctx.size(stride) if isinstance(stride, str) else ctx.const([stride], "int64"), [1, 1]), "FLOOR_DIV")
+        n = ctx.reshape(ctx.size(size) if isinstance(size, str) else ctx.const([size], "int64"), [1, 1])
+        columns.append(ctx.elementwise(q, ctx.elementwise(ctx.elementwise(q, n, "FLOOR_DIV"), n, "PROD"), "SUB"))
+    layer = ctx.net.add_concatenation(columns)
+    layer.axis = 1
+    return ctx.out(layer, "coordinates")
 
 
 def _selection(ctx, node):
@@ -111,7 +152,7 @@ def _selection(ctx, node):
     kept = the dims before the mask (x[:, m]) then the dims after it; the mask's dims are moved to the front."""
     x = ctx.input("self")
     if node.op == "aten.masked_select.default":
-        shape = list(torch.broadcast_shapes(tuple(node.meta("self").shape), tuple(node.meta("mask").shape)))
+        shape = broadcast_shape(node.meta("self").shape, node.meta("mask").shape)
         mask = ctx.expand_to(ctx.cast(ctx.input("mask"), "bool"), shape)
         x, rest = ctx.expand_to(x, shape), []
     else:
@@ -123,7 +164,7 @@ def _selection(ctx, node):
         if p:
             x = _permute(ctx, x, list(range(p, p + k)) + list(range(p)) + list(range(p + k, len(xshape))))
         rest = xshape[:p] + xshape[p + k:]
-    numel = math.prod(shape)
+    numel = numel_of(shape)
     return ctx.reshape(x, [numel, *rest]), ctx.reshape(mask, [numel]), rest
 
 
@@ -159,8 +200,7 @@ def _emit_where_static(ctx, node):
     rank = len(node.outputs)
     cols = []
     for i in range(rank):
-        col = ctx.out(ctx.net.add_slice(out, (0, i), (bound, 1), (1, 1)), f"column{i}")
-        cols.append(ctx.reshape(col, [bound]))
+        cols.append(ctx.reshape(ctx.slice(out, [0, i], [bound, 1], [1, 1]), [bound]))
     return cols
 
 
@@ -232,11 +272,6 @@ def _emit_mask_nonzero_gather(ctx, node):
     return ctx.out(ctx.net.add_gather_v2(x, idx, ctx.trt.GatherMode.ND), "gather-nd")
 
 
-def static_mask(node, graph):
-    for name, meta in node.tensor_args().items():
-        assert meta.is_static, f"{name} has dynamic dims {meta.shape}; the slot table is built at build time"
-
-
 @strategy("nonzero/direct", op=NONZERO, kind="direct", tags=("data-dependent",),
           examples=[accept(torch.nonzero, t(3, 4, dtype=torch.bool), backend="tensorrt"),
                     reject(torch.nonzero, t(3, 4, dtype=torch.bool), backend="tensorrt_rtx", match="no runners")])
@@ -258,7 +293,6 @@ def rule_nonzero_static_bound(node, bounds, settings):
     ScatterND into N+1 rows filled with -1; Slice the first N; Reduce SUM counts. Exact, but the contract changes."""
     trt_types(node)
     max_rank(node)
-    static_mask(node, None)
     _static_bound(node, bounds, settings)
 
 
@@ -272,7 +306,6 @@ rule_nonzero_static_bound.emit(_emit_nonzero_static)
 def rule_where_static_bound(node, bounds, settings):
     """torch.where(cond): the columns of the static-bound nonzero."""
     trt_types(node)
-    static_mask(node, None)
     _static_bound(node, bounds, settings)
 
 
@@ -286,7 +319,6 @@ rule_where_static_bound.emit(_emit_where_static)
 def rule_nonzero_static(node, settings):
     """PyTorch's own fixed-size nonzero: the static-bound layout with its size and fill value, exact, contract unchanged."""
     trt_types(node)
-    static_mask(node, None)
     size = node.arg("size")
     assert size <= settings.max_bound, f"size {size} exceeds max_bound {settings.max_bound}"
 
@@ -326,7 +358,6 @@ def rule_mask_static_bound(node, graph, bounds, settings):
     """Slots from an exclusive Cumulative of the mask, ScatterND of the selected rows into N+1 rows, Slice N, count."""
     trt_types(node)
     _bool_mask(node, graph)
-    static_mask(node, graph)
     _static_bound(node, bounds, settings)
 
 
@@ -348,7 +379,6 @@ def rule_mask_masked_reduce(node, graph, consumers):
     for user in consumers:
         assert user.op in REDUCTIONS, f"consumer {user.name} ({user.op}) is not a reduction"
     reduces_selected_dim(node, graph, consumers)
-    static_mask(node, graph)
 
 
 rule_mask_masked_reduce.emit(_emit_masked_reduce)

@@ -24,10 +24,9 @@ def _affine_param(ctx, name, rank, axis_from, default):
 
     ref = ctx.node.arg(name)
     shape = list(ctx.node.meta("input").shape[axis_from:])
-    if isinstance(ref, Ref):
-        t = ctx.cast(ctx.tensor(ref), ctx.dtype(ctx.input("input")))
-    else:
-        t = ctx.const(torch.full(shape, float(default)), ctx.dtype(ctx.input("input")))
+    if not isinstance(ref, Ref):  # no weight/bias: a scalar that broadcasts, whatever the (symbolic) feature sizes
+        return ctx.const(torch.full([1] * rank, float(default)), ctx.dtype(ctx.input("input")))
+    t = ctx.cast(ctx.tensor(ref), ctx.dtype(ctx.input("input")))
     return ctx.reshape(t, [1] * axis_from + shape)
 
 
@@ -78,9 +77,10 @@ def _channel_param(ctx, name, default, rank):
     from opmap.engine.graph import Ref
 
     ref = ctx.node.arg(name)
+    if not isinstance(ref, Ref):  # a scalar that broadcasts over every (possibly symbolic) channel count
+        return ctx.const(torch.full([1] * rank, float(default)), ctx.dtype(ctx.input("input")))
     channels = ctx.node.meta("input").shape[1]
-    t = ctx.tensor(ref) if isinstance(ref, Ref) else ctx.const(torch.full([channels], float(default)), "float32")
-    return ctx.reshape(ctx.cast(t, ctx.dtype(ctx.input("input"))), [1, channels] + [1] * (rank - 2))
+    return ctx.reshape(ctx.cast(ctx.tensor(ref), ctx.dtype(ctx.input("input"))), [1, channels] + [1] * (rank - 2))
 
 
 def _emit_batch_norm(ctx, node):

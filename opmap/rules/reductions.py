@@ -179,7 +179,11 @@ def _emit_var(ctx, node):
 
 
 def _topk(ctx, x, k, axis, largest):
-    layer = ctx.net.add_topk(x, ctx.trt.TopKOperation.MAX if largest else ctx.trt.TopKOperation.MIN, k, 1 << axis)
+    """TopK on one axis; a symbolic k (sorting a dynamic axis) travels as a 0-d int32 shape tensor."""
+    op = ctx.trt.TopKOperation.MAX if largest else ctx.trt.TopKOperation.MIN
+    layer = ctx.net.add_topk(x, op, k if isinstance(k, int) else 1, 1 << axis)
+    if not isinstance(k, int):
+        layer.set_input(1, ctx.scalar(ctx.cast(ctx.size(k), "int32")))
     ctx.layer(layer, "topk")
     return layer.get_output(0), ctx.cast(layer.get_output(1), "int64")
 
@@ -237,8 +241,17 @@ define(ns, "reduce/argmax", ["aten.argmax.default", "aten.argmin.default"], "dir
 define(ns, "reduce/topk", "aten.topk.default", "direct", layers="TopK (k constant, k <= 3840)",
        example=(lambda a: a.topk(2, -1), t(3, 6)), bad=(lambda a: a.topk(2, -1), t(6)), match="rank >= 2",
        checks=[static_k, rank_two_or_more], emit=_emit_topk)
+def sort_length_fits_topk(node, bounds, **_):
+    """TopK sorts at most 3840 elements along its axis; a dynamic axis is judged by its upper bound."""
+    meta = node.meta("self")
+    n = meta.shape[node.arg("dim", -1) % meta.rank]
+    upper = bounds.upper(n)
+    assert upper is not None and upper <= 3840, f"sorts an axis of up to {upper if upper is not None else 'unbounded'} elements; TopK takes k <= 3840"
+
+
 define(ns, "reduce/sort-topk", "aten.sort.default", "decompose", layers="TopK with k = the full axis length (<= 3840)",
-       example=(lambda a: a.sort(-1), t(3, 6)), bad=(lambda a: a.double().sort(-1), t(3, 6)), checks=[rank_two_or_more],
+       example=(lambda a: a.sort(-1), t(3, 6)), bad=(lambda a: a.double().sort(-1), t(3, 6)),
+       checks=[rank_two_or_more, sort_length_fits_topk],
        emit=_emit_sort)
 define(ns, "scan/cumsum-layer", "aten.cumsum.default", "direct", layers="Cumulative SUM (inclusive, forward)",
        example=(lambda a: a.cumsum(-1), t(3, 5)), checks=[no_padded_axis], emit=_emit_cumsum_layer)
