@@ -34,8 +34,11 @@ test: $(STAMP)
 census: $(STAMP)
 	$(PY) bench/census.py
 
+# Every zoo architecture x (positional, keyword) x (static, dynamic), built and verified (bench/BUILD.md).
+# ZOO_ARGS="--quick" for three models, "--only bert,llama", "--jobs 2", "--budget 1500" (seconds; the rest: not run).
+ZOO_ARGS ?=
 bench-build: $(STAMP)
-	$(PY) bench/build_zoo.py
+	$(PY) bench/build_zoo.py $(ZOO_ARGS)
 
 # opmap vs the ONNX route on every zoo model and the detector (bench/COMPARE.md); QUICK=1 for four models.
 bench-compare: $(STAMP)
