@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
+	mkdir -p .opmap-demo
 	$(PY) examples/detector.py examples/detector.pt2
 	$(VENV)/bin/opmap --db $(DEMO_DB) suggest examples/detector.pt2 -r --html .opmap-demo/detector-plan.html
 	$(VENV)/bin/opmap --db $(DEMO_DB) build examples/detector.pt2 -o .opmap-demo/detector.engine
