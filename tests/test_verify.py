@@ -50,7 +50,9 @@ def test_verify_keyword_export(cli, tmp_path, dynamic):
     r = cli("verify", model, "--json")
     assert r.code == 0, r.err
     report = json.loads(r.out)
-    assert report["ok"] and report["compared"] == report["expected"] == 2
+    points = report["points"]
+    assert report["ok"] and len(points) == (3 if dynamic else 1)  # a dynamic model: min, opt and max
+    assert all(p["compared"] == p["expected"] == 2 for p in points)
     assert "[0, 5)" in report["inputs"]["input_ids"] and "embedding" in report["inputs"]["input_ids"]
     assert "padding mask" in report["inputs"]["attention_mask"]
 
@@ -106,9 +108,10 @@ def test_verify_compares_scalar_outputs(cli, tmp_path):
     r = cli("verify", model, "--json")
     assert r.code == 0, r.err
     report = json.loads(r.out)
-    assert report["compared"] == report["expected"] == 2
-    scalar = report["outputs"][1]
-    assert scalar["ok"] and "scalar: PyTorch" in scalar["note"]
+    assert [p["compared"] for p in report["points"]] == [2, 2, 2] and report["compared"] == report["expected"]
+    scalars = [o for o in report["outputs"] if o["name"] == "output1"]
+    assert len(scalars) == 3 and all(o["ok"] and "scalar: PyTorch" in o["note"] for o in scalars)
+    assert len({o["note"] for o in scalars}) == 3  # numel differs at min, opt and max: compared as values each time
 
 
 def test_verify_traced_torchscript(cli, tmp_path):

@@ -196,9 +196,16 @@ def function_source(fn: Callable) -> str:
     return _code_source(code) if code is not None else inspect.getsource(fn)
 
 
-@lru_cache(maxsize=None)
+_CODE_SOURCES: dict[int, tuple[Any, str]] = {}
+
+
 def _code_source(code) -> str:
-    return inspect.getsource(code)
+    """Cached by the code object's identity, not its value: two texts that differ only in comments compile to equal
+    code objects, and a rule edited that way must still get its new source (and hash)."""
+    hit = _CODE_SOURCES.get(id(code))
+    if hit is None or hit[0] is not code:
+        hit = _CODE_SOURCES[id(code)] = (code, inspect.getsource(code))  # the entry keeps the code alive: its id stays its own
+    return hit[1]
 
 
 def strategy(

@@ -257,7 +257,7 @@ def compare(expected: torch.Tensor, got: torch.Tensor, compute: str | None = Non
     diff = torch.where(torch.isnan(diff), torch.full_like(diff, float("inf")), diff)  # NaN on one side only: a mismatch
     if diff.numel() == 0:
         return 0.0, 0.0, 0.0, True
-    rel = diff / e.abs().clamp_min(1e-12)
+    rel = torch.where(same, torch.zeros_like(diff), diff / e.abs().clamp_min(1e-12))
     bad = (diff > atol + rtol * e.abs()) | (~same & ~torch.isfinite(e))  # a non-finite expected value must be matched exactly
     return float(diff.max()), float(rel.max()), float(bad.double().mean()), not bool(bad.any())
 
