@@ -52,6 +52,8 @@ EXTRA = {
                    accept(lambda a: a.all(-1), torch.rand(3, 4) + 0.1)],
     "reduce/sum": [accept(lambda a: a.sum((0, -1)), torch.randn(2, 3, 4)), accept(lambda m: m.sum(-1), torch.rand(3, 4) > 0.5)],
     "shape/triu": [accept(lambda a: a.tril(-1), torch.randn(2, 3, 5)), accept(lambda a: a.tril(2), torch.randn(3, 5))],
+    "reduce/sort-topk": [accept(lambda a: a.sort(descending=True), torch.randn(7)),  # 1-D (a mixture-of-experts router)
+                         accept(lambda a: a.sort(0), torch.randn(5, 3))],
     "reduce/var-mean": [accept(lambda a: a.std((0, 1), keepdim=True), torch.randn(3, 5, 2)),
                         accept(lambda a: torch.var_mean(a, 1, correction=0), torch.randn(3, 5))],
     "reduce/mean": [accept(lambda a: a.mean(-1, keepdim=True), torch.randn(2, 3, 4))],

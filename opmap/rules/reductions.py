@@ -205,10 +205,15 @@ def _emit_topk(ctx, node):
 
 
 def _emit_sort(ctx, node):
+    """TopK over the whole axis; a 1-D input is viewed as [1, n] (TopK takes rank >= 2) and its results viewed back."""
     x = ctx.input("self")
     rank = ctx.rank(x)
-    axis = node.arg("dim", -1) % rank
-    return list(_topk(ctx, x, node.meta("self").shape[axis], axis, bool(node.arg("descending", False))))
+    axis = node.arg("dim", -1) % max(rank, 1)
+    n = node.meta("self").shape[axis] if rank else 1
+    if rank >= 2:
+        return list(_topk(ctx, x, n, axis, bool(node.arg("descending", False))))
+    values, indices = _topk(ctx, ctx.reshape(x, [1, n]), n, 1, bool(node.arg("descending", False)))
+    return [ctx.reshape(values, [n]), ctx.reshape(indices, [n])]
 
 
 def _emit_cumsum_layer(ctx, node):
@@ -249,7 +254,7 @@ def sort_length_fits_topk(node, bounds, **_):
 
 define(ns, "reduce/sort-topk", "aten.sort.default", "decompose", layers="TopK with k = the full axis length (<= 3840)",
        example=(lambda a: a.sort(-1), t(3, 6)), bad=(lambda a: a.double().sort(-1), t(3, 6)),
-       checks=[rank_two_or_more, sort_length_fits_topk],
+       checks=[sort_length_fits_topk],
        emit=_emit_sort)
 define(ns, "scan/cumsum-layer", "aten.cumsum.default", "direct", layers="Cumulative SUM (inclusive, forward)",
        example=(lambda a: a.cumsum(-1), t(3, 5)), checks=[no_padded_axis], emit=_emit_cumsum_layer)
