@@ -440,9 +440,7 @@ def check_shapes(graph: Any, shapes: dict) -> None:
                 if (a, b, c) != (d, d, d):
                     raise OpmapError(f"--shape {name} dim {axis} is static ({d}) in the export; it cannot range over {a}..{c}")
                 continue
-            rng = graph.symbols.get(d)
-            low = rng.lower if rng and rng.lower is not None else 0
-            high = rng.upper if rng and rng.upper is not None else None
+            low, high = graph.dim_range(d)
             if a < low or (high is not None and c > high):
                 raise OpmapError(f"--shape {name} dim {axis}: {a}..{c} is outside the export's range for {d}, "
                                  f"[{low}, {high if high is not None else 'inf'}]")
@@ -470,9 +468,9 @@ def verify_points(graph: Any, shapes: dict, labels: str | None, point: list[str]
                 if isinstance(d, str):
                     if values.setdefault(d, n) != n:
                         raise OpmapError(f"--point gives {d} = {values[d]} and {n}; the export ties these dims")
-                    rng = graph.symbols.get(d)
-                    if rng is not None and ((rng.lower is not None and n < rng.lower) or (rng.upper is not None and n > rng.upper)):
-                        raise OpmapError(f"--point {name} dim {axis} is {n}, outside the export's range [{rng.lower}, {rng.upper}]")
+                    low, high = graph.dim_range(d)
+                    if n < low or (high is not None and n > high):
+                        raise OpmapError(f"--point {name} dim {axis} is {n}, outside the export's range [{low}, {high}]")
         return {"point": values}
     points = profile_points(graph, shapes)
     if not points:

@@ -90,12 +90,23 @@ def test_nonfinite_numbers_round_trip_in_the_catalog(url):  # noqa: F811
     cat.close()
 
 
-def test_suggest_json_is_strict_and_the_shipped_nan_is_kept(cli, detector_pt2, db_url):
+def test_suggest_json_is_strict_and_a_nan_measurement_is_kept(cli, detector_pt2, db_url):
+    """A NaN accuracy measured for a strategy (as batch norm's once was) reaches --json as "NaN", never a bare NaN."""
+    from opmap.app import open_catalog
+
+    cat, ruleset = open_catalog(db_url)
+    strat = ruleset.strategies["norm/batch-norm"]
+    buckets = {(m.shape_bucket, m.dtype) for m in cat.measurements("tensorrt_rtx") if m.strategy_id == strat.id}
+    cat.add_measurements([Measurement(strategy_id=strat.id, op="aten.batch_norm.default", shape_bucket=b, dtype=d,
+                                      backend="tensorrt_rtx", provenance="estimated", opmap_version="t",
+                                      source_hash=strat.source_hash, build_ok=True, latency_ms=1e-6, max_rel_err=float("nan"))
+                          for b, d in sorted(buckets)])  # the latest row of every bucket the node could take
+    cat.close()
     result = cli("suggest", detector_pt2, "--json")
     assert result.code == 0, result.err
     data = json.loads(result.out, parse_constant=lambda c: pytest.fail(f"bare {c} in --json output"))
     norms = [n["choice"]["cost"] for n in data["nodes"] if n["choice"] and n["choice"]["strategy"] == "norm/batch-norm"]
-    assert norms and all(c["max_rel_err"] == "NaN" for c in norms), "the shipped NaN error is explicit, not dropped"
+    assert norms and all(c["max_rel_err"] == "NaN" for c in norms), "the NaN error is explicit, not dropped"
     assert any(m.max_rel_err != m.max_rel_err for m in Catalog(db_url).measurements("tensorrt_rtx")), "SQLite keeps NaN"
 
 

@@ -165,6 +165,11 @@ class Graph:
         index = ref.index or 0
         return node.outputs[index] if index < len(node.outputs) else None
 
+    def dim_range(self, symbol: str) -> tuple[int, int | None]:
+        """The export's proven range of a size symbol: (lower, upper or None when unbounded); (0, None) if unknown."""
+        rng = self.symbols.get(symbol)
+        return (rng.lower if rng and rng.lower is not None else 0, rng.upper if rng and rng.upper is not None else None)
+
     def producer(self, ref: Ref) -> Node | None:
         return self.nodes.get(ref.node)
 

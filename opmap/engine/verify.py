@@ -416,9 +416,7 @@ def check_inputs(data: dict[str, torch.Tensor], graph: Graph, path: str) -> dict
                 if d != n:
                     raise OpmapError(f"{path}: input {name} dim {axis} is {n}, the model was exported with {d} there")
                 continue
-            rng = graph.symbols.get(d)
-            lo = rng.lower if rng and rng.lower is not None else 0
-            hi = rng.upper if rng and rng.upper is not None else None
+            lo, hi = graph.dim_range(d)
             if n < lo or (hi is not None and n > hi):
                 raise OpmapError(f"{path}: input {name} dim {axis} is {n}, outside the export's range {d} in [{lo}, {hi if hi is not None else 'inf'}]")
             if seen.setdefault(d, n) != n:
