@@ -43,7 +43,7 @@ bench-build: $(STAMP)
 
 # opmap vs the ONNX route on every zoo model and the detector (bench/COMPARE.md); QUICK=1 for four models.
 bench-compare: $(STAMP)
-	$(PY) bench/compare.py $(if $(QUICK),--quick)
+	$(PY) bench/compare.py $(if $(QUICK),--quick) $(if $(BUDGET),--budget $(BUDGET))
 
 bench-choice: $(STAMP)
 	$(PY) bench/choice.py
