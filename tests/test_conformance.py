@@ -67,7 +67,14 @@ EXTRA = {
     "shape/view": [accept(lambda a: a.flatten(1), torch.randn(2, 3, 4)),
                    accept(lambda a: a.reshape(a.shape[0], -1) * 2, torch.randn(3, 2, 2),
                           dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=16)},))],  # dynamic batch
-    "shape/slice": [accept(lambda a: a[..., -3:], torch.randn(2, 5))],
+    "shape/slice": [accept(lambda a: a[..., -3:], torch.randn(2, 5)),
+                    # a start computed in the graph (a SymInt from another input's size), positive and negative
+                    accept(lambda x, y: x[:, y.shape[1]:] * 2, torch.randn(3, 10), torch.randn(3, 4),
+                           dynamic_shapes=({0: torch.export.Dim("b", min=2, max=8)},
+                                           {0: torch.export.Dim("b", min=2, max=8), 1: torch.export.Dim("s", min=2, max=6)})),
+                    accept(lambda x, y: x[:, -y.shape[1]:] * 2, torch.randn(3, 10), torch.randn(3, 4),
+                           dynamic_shapes=({0: torch.export.Dim("b", min=2, max=8)},
+                                           {0: torch.export.Dim("b", min=2, max=8), 1: torch.export.Dim("s", min=2, max=6)}))],
     "shape/select": [accept(lambda a: a[:, -1], torch.randn(2, 5))],
     "shape/cat": [accept(lambda a, b: torch.cat([a, b], 0), torch.randn(2, 3), torch.randn(1, 3))],
     "mm/matmul": [accept(torch.matmul, torch.randn(2, 1, 3, 4), torch.randn(5, 4, 2)), accept(torch.matmul, torch.randn(3, 4), torch.randn(4))],

@@ -2,6 +2,8 @@
 
 import torch
 
+from opmap.engine.graph import Ref
+
 from opmap.rules.common import define, emit_identity, int_arg, out_dims, static, t
 
 ns = globals()
@@ -118,7 +120,14 @@ def _emit_slice(ctx, node):
     n = _dim_size(node, "self", dim)
     step = node.arg("step", 1)
     start = node.arg("start") or 0
-    start = ctx.size(start) if isinstance(start, str) else _in_range(ctx, n, start)  # the size is the export's own
+    if isinstance(start, Ref):  # a start computed in the graph (a SymInt): negative counts from the end, then [0, n]
+        value = ctx.reshape(ctx.cast(ctx.tensor(start), "int64"), [1])
+        size = ctx.size(n) if isinstance(n, str) else ctx.const([n], "int64")
+        zero = ctx.const([0], "int64")
+        value = ctx.where(ctx.elementwise(value, zero, "LESS"), ctx.elementwise(value, size, "SUM"), value)
+        start = ctx.elementwise(ctx.elementwise(value, zero, "MAX"), size, "MIN")
+    else:
+        start = ctx.size(start) if isinstance(start, str) else _in_range(ctx, n, start)  # the size is the export's own
     start_v = [0] * rank
     start_v[dim] = start
     size = out_dims(node)
