@@ -50,6 +50,19 @@ def _spatial_args(node, spatial, *names):
     return out
 
 
+def _padding(node, spatial, kernel, dilation):
+    """(pre, post) padding per spatial dim. ``padding="same"`` (the ``.padding`` overloads, stride 1) pads
+    dilation·(k-1) in all, the extra one at the end as PyTorch does; ``"valid"`` pads nothing."""
+    mode = node.arg("padding")
+    if mode == "valid":
+        return [0] * spatial, [0] * spatial
+    if mode == "same":
+        total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+        return [t // 2 for t in total], [t - t // 2 for t in total]
+    pad, = _spatial_args(node, spatial, "padding")
+    return pad, list(pad)
+
+
 def _to_2d(ctx, x, spatial):
     """TensorRT's convolution and pooling take 2-D or 3-D windows: a 1-D op gets a unit height."""
     if spatial != 1:
@@ -70,17 +83,17 @@ def _emit_conv(ctx, node):
         weight_tensor = ctx.cast(ctx.input("weight"), ctx.compute("float32"))
         weight = np.zeros(tuple(node.meta("weight").shape), np.float32)
     bias_tensor = ctx.cast(ctx.input("bias"), ctx.compute("float32")) if bias is None and node.arg("bias") is not None else None
-    stride, padding, dilation = _spatial_args(node, spatial, "stride", "padding", "dilation")
+    stride, dilation = _spatial_args(node, spatial, "stride", "dilation")
     extra, = _spatial_args(node, spatial, "output_padding") if transposed and node.arg("output_padding") else ([0] * spatial,)
-    if isinstance(node.arg("padding"), str):
-        raise NotImplementedError("string padding modes are not emitted yet")
+    kernel_sizes = list(node.meta("weight").shape[2:])
+    padding, post = _padding(node, spatial, kernel_sizes, dilation)
     groups = node.arg("groups", 1)
     x, restore = _to_2d(ctx, x, spatial)
     if restore is not None:
         weight = weight.reshape(weight.shape[0], weight.shape[1], 1, weight.shape[2])
         if weight_tensor is not None:
             weight_tensor = ctx.reshape(weight_tensor, list(weight.shape))
-        stride, padding, dilation, extra = [1] + stride, [0] + padding, [1] + dilation, [0] + extra
+        stride, padding, dilation, extra, post = [1] + stride, [0] + padding, [1] + dilation, [0] + extra, [0] + post
     if transposed and weight_tensor is None and any(d != 1 for d in dilation):
         weight, dilation = _dilate(weight, dilation), [1] * len(dilation)  # RTX has no strided and dilated deconvolution
         ctx.nb.keep.append(weight)
@@ -103,7 +116,7 @@ def _emit_conv(ctx, node):
         layer.set_input(2, bias_tensor)
     layer.stride_nd, layer.num_groups, layer.dilation_nd = tuple(stride), groups, tuple(dilation)
     layer.pre_padding = tuple(padding)
-    layer.post_padding = tuple(max(p - e, 0) for p, e in zip(padding, extra)) if transposed else tuple(padding)
+    layer.post_padding = tuple(max(p - e, 0) for p, e in zip(padding, extra)) if transposed else tuple(post)
     out = ctx.out(layer, "conv")
     if any(grow):
         out = _grow_end(ctx, out, grow)
@@ -225,7 +238,7 @@ def static_spatial_output(node, **_):
 
 
 define(ns, "conv/conv", ["aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default", "aten.convolution.default",
-                         "aten._convolution.default"], "direct",
+                         "aten._convolution.default", "aten.conv1d.padding", "aten.conv2d.padding", "aten.conv3d.padding"], "direct",
        layers="ConvolutionNd (1-D as 2-D with a unit dim), weights and bias as constants",
        example=(F.conv2d, t(1, 3, 8, 8), t(4, 3, 3, 3)), checks=[float_input, static_arg("weight"), channels_static, spatial_rank(1, 3)], emit=_emit_conv)
 define(ns, "conv/conv-transpose", ["aten.conv_transpose1d.default", "aten.conv_transpose2d.input", "aten.conv_transpose3d.input"],
