@@ -64,7 +64,8 @@ EXTRA = {
                       accept(lambda a: a.argmax(), torch.randn(3, 5)), accept(lambda a: a.argmin(), torch.randn(2, 3, 4)),
                       accept(lambda a: a.argmax(-1), torch.randn(3, 5), dynamic_shapes=({0: BATCH},))],
     "shape/permute": [accept(lambda a: a.transpose(-1, -3), torch.randn(2, 3, 4))],
-    "shape/view": [accept(lambda a: a.flatten(1), torch.randn(2, 3, 4)),
+    "shape/view": [accept(lambda a: a.reshape_as(a.t()) * 2, torch.randn(3, 4)),  # reshape_as (RoFormer)
+accept(lambda a: a.flatten(1), torch.randn(2, 3, 4)),
                    accept(lambda a: a.reshape(a.shape[0], -1) * 2, torch.randn(3, 2, 2),
                           dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=16)},))],  # dynamic batch
     "shape/slice": [accept(lambda a: a[..., -3:], torch.randn(2, 5)),
@@ -112,6 +113,9 @@ EXTRA = {
                  + [accept(lambda a: F.pad(a, (2, 1, 1, 3), mode="circular"), torch.randn(2, 3, 5, 6)),
                     accept(lambda a: F.pad(a, (1, 2, 1, 3), mode="replicate"), torch.randn(2, 3, 5, 6), dynamic_shapes=({0: BATCH},)),
                     accept(lambda a: F.pad(a, (1, 2)), torch.randint(0, 5, (2, 6)), dynamic_shapes=({0: BATCH},))],
+    "pool/adaptive-avg": [accept(lambda a: F.adaptive_avg_pool2d(a, 1), torch.randn(2, 3, 8, 8),
+                                 dynamic_shapes=({0: torch.export.Dim("b", min=1, max=4), 2: torch.export.Dim("h", min=2, max=32),
+                                                  3: torch.export.Dim("w", min=2, max=32)},))],  # ResNet's head at any image size
     "conv/conv": [accept(lambda x, w: F.conv2d(x, w, padding="same", dilation=(1, 2)), torch.randn(1, 3, 8, 9), torch.randn(4, 3, 2, 3)),
                   accept(lambda x, w: F.conv1d(x, w, padding="valid"), torch.randn(2, 3, 9), torch.randn(4, 3, 3)),
                   accept(lambda x, w: F.conv2d(x, w, padding="same"), torch.randn(2, 3, 8, 8), torch.randn(4, 3, 4, 4),

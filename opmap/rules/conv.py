@@ -271,7 +271,8 @@ def _adaptive_divisible(node):
     meta = node.meta("self")
     out = node.arg("output_size") or []
     spatial = meta.shape[-len(out):] if out else ()
+    if all(o == 1 for o in out):
+        return  # global average: a Reduce AVG over the spatial dims, whatever their (symbolic) sizes
     for size, o in zip(spatial, out):
-        assert isinstance(size, int) and (o == 1 or size % o == 0), (
-            f"input size {size} does not divide into {o} outputs; adaptive windows would be uneven"
-        )
+        assert isinstance(size, int), f"input size {size} is dynamic; the adaptive window is fixed at build time"
+        assert o == 1 or size % o == 0, f"input size {size} does not divide into {o} outputs; adaptive windows would be uneven"
