@@ -102,7 +102,7 @@ SHUFFLE = [
     ("shape/unsqueeze", ["aten.unsqueeze.default"], "Shuffle reshape", lambda a: a.unsqueeze(1), _emit_view),
     ("shape/squeeze", ["aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default"], "Shuffle reshape",
      lambda a: a.unsqueeze(0).squeeze(0), _emit_view),
-    ("shape/expand", ["aten.expand.default", "aten.expand_as.default"], "Slice with stride 0 on broadcast dims",
+    ("shape/expand", ["aten.expand.default", "aten.expand_as.default", "aten.broadcast_to.default"], "Slice with stride 0 on broadcast dims",
      lambda a: a[:, :1].expand(4, 6), _emit_expand),
     ("shape/repeat", ["aten.repeat.default"], "Slice in WRAP mode over the tiled size", lambda a: a.repeat(2, 1), _emit_repeat),
 ]
