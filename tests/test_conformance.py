@@ -125,7 +125,8 @@ accept(torch.nn.Conv1d(3, 4, 3, padding=1), torch.randn(1, 3, 8)),
                   accept(torch.nn.Conv2d(4, 4, 3, stride=2, groups=2, dilation=1), torch.randn(1, 4, 9, 9))],
     "pool/max": [accept(lambda a: F.max_pool2d(a, 3, 2, padding=1), torch.randn(1, 2, 7, 7)),
                  accept(lambda a: F.max_pool2d(a, 2, ceil_mode=True), torch.randn(1, 2, 7, 7))],
-    "pool/avg": [accept(lambda a: F.avg_pool2d(a, 3, 2, padding=1, count_include_pad=False), torch.randn(1, 2, 7, 7))],
+    "pool/avg": [accept(lambda a: F.avg_pool2d(a, 320, 320, ceil_mode=True), torch.randn(2, 5, 1, 1)),  # EfficientNet's head
+accept(lambda a: F.avg_pool2d(a, 3, 2, padding=1, count_include_pad=False), torch.randn(1, 2, 7, 7))],
     # Masks: all false, all true (the upper bound exactly reached), a single true element, random.
     "nonzero/static-bound": [accept(torch.nonzero, m) for m in (
         torch.zeros(3, 4, dtype=torch.bool), torch.ones(3, 4, dtype=torch.bool),

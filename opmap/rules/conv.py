@@ -155,10 +155,17 @@ def _emit_pool(ctx, node):
     stride = node.arg("stride") or kernel
     stride = list(stride) * spatial if len(stride) == 1 else list(stride)
     padding, = _spatial_args(node, spatial, "padding")
+    is_max = "max_pool" in node.op
+    out_spatial = list(node.out.shape[-spatial:])
+    if out_spatial == [1] * spatial and not any(padding) and node.op != "aten.max_pool2d_with_indices.default":
+        # one window covering the whole input (EfficientNet's 320x320 kernel on a 1x1 map, with ceil_mode): TensorRT
+        # refuses a window larger than its input, and PyTorch clips it to the input, so it is a global reduction
+        axes = ctx.axes_mask(range(ctx.rank(x) - spatial, ctx.rank(x)), ctx.rank(x))
+        op = ctx.trt.ReduceOperation.MAX if is_max else ctx.trt.ReduceOperation.AVG
+        return ctx.out(ctx.net.add_reduce(x, op, axes, True), "global-pool")
     x, restore = _to_2d(ctx, x, spatial)
     if restore is not None:
         kernel, stride, padding = [1] + kernel, [1] + stride, [0] + padding
-    is_max = "max_pool" in node.op
     layer = ctx.net.add_pooling_nd(x, ctx.trt.PoolingType.MAX if is_max else ctx.trt.PoolingType.AVERAGE, tuple(kernel))
     layer.stride_nd, layer.padding_nd = tuple(stride), tuple(padding)
     if node.arg("ceil_mode", False):
