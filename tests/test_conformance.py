@@ -66,6 +66,7 @@ EXTRA = {
     "shape/permute": [accept(lambda a: a.transpose(-1, -3), torch.randn(2, 3, 4))],
     "shape/expand": [accept(lambda a: torch.broadcast_to(a, (3, 2, 4)) * 2, torch.randn(2, 1))],  # WavLM
     "shape/view": [accept(lambda a: a.reshape_as(a.t()) * 2, torch.randn(3, 4)),  # reshape_as (RoFormer)
+                   accept(lambda a: a.unflatten(-1, (2, 3)) * 2, torch.randn(4, 6)),  # unflatten (SigLIP)
 accept(lambda a: a.flatten(1), torch.randn(2, 3, 4)),
                    accept(lambda a: a.reshape(a.shape[0], -1) * 2, torch.randn(3, 2, 2),
                           dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=16)},))],  # dynamic batch

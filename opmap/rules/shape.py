@@ -95,7 +95,7 @@ def split_dim_static(node, **_):
 
 SHUFFLE = [
     ("shape/view", ["aten.view.default", "aten.reshape.default", "aten._unsafe_view.default", "aten.flatten.using_ints",
-                    "aten.reshape_as.default", "aten.view_as.default"],
+                    "aten.reshape_as.default", "aten.view_as.default", "aten.unflatten.int"],
      "Shuffle reshape (dynamic sizes from shape tensors)", lambda a: a.reshape(2, -1), _emit_view),
     ("shape/permute", ["aten.permute.default", "aten.transpose.int", "aten.t.default", "aten.numpy_T.default"],
      "Shuffle first_transpose", lambda a: a.permute(1, 0), _emit_permute),
