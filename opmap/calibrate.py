@@ -31,6 +31,9 @@ class CalibrationError(OpmapError):
 
 # -- the batches -------------------------------------------------------------------------------------------------
 def _load(path: Path) -> list[Any]:
+    from opmap.engine.archive import inspect_file
+
+    inspect_file(Path(path))  # the zip structure limits of model files (sizes, ratios, names) before torch reads it
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -158,3 +158,19 @@ def test_compare_treats_nan_and_infinity_honestly():
     max_abs, _, mismatch, ok = compare(torch.tensor([1.0, 2.0]), torch.tensor([nan, 2.0]))
     assert not ok and max_abs == inf and mismatch == 0.5  # NaN on one side is a mismatch, never a pass
     assert not compare(torch.tensor([inf]), torch.tensor([1.0]))[3]
+
+
+def test_inputs_files_get_the_archive_gate(cli, tmp_path):
+    """--inputs is a zip torch.load would read: a member declaring 2 GiB is refused from the directory alone."""
+    from tests.hostile import _set_declared_size
+
+    model = _kw_export(tmp_path / "kw.pt2")
+    bomb = tmp_path / "in.pt"
+    torch.save({"input_ids": torch.zeros(2, 6, dtype=torch.int64), "attention_mask": torch.ones(2, 6, dtype=torch.int64)}, bomb)
+    import zipfile
+
+    with zipfile.ZipFile(bomb) as zf:
+        member = next(n for n in zf.namelist() if n.endswith("/data/0"))
+    _set_declared_size(bomb, member, 2 << 30)
+    r = cli("verify", model, "--inputs", bomb)
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and "declares 2147483648 bytes" in r.err, r.err

@@ -381,6 +381,13 @@ def load_inputs(path: str, graph: Graph, program: Any = None) -> tuple[dict[str,
     Names are the exported program's input names: the forward's parameter names for positional and keyword inputs
     (``input_ids``), flattened names for nested containers (``x_0``, ``batch_image``). Shapes must fit the export's
     static dims and ranges, dtypes must match."""
+    from pathlib import Path
+
+    from opmap.engine.archive import inspect_file
+
+    if not Path(path).is_file():
+        raise OpmapError(f"{path}: no such file")
+    inspect_file(Path(path))  # the same zip structure limits as model files (sizes, ratios, names) before torch reads it
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
