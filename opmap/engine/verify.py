@@ -197,15 +197,10 @@ def lifted_inputs(program: Any, inputs: dict[str, torch.Tensor]) -> list[Any]:
 
 
 def reference(program: Any, inputs: dict[str, torch.Tensor]) -> list[Any]:
-    """PyTorch's own user outputs of the exported program, in graph output order (tensors and scalars)."""
-    from torch.export.graph_signature import OutputKind
-
+    """Every output of the exported program's flat graph (buffer mutations included), in graph output order."""
     with torch.no_grad():
         flat = torch.fx.Interpreter(program.graph_module).run(*lifted_inputs(program, inputs))
-    if not isinstance(flat, (list, tuple)):
-        flat = [flat]
-    kinds = [spec.kind for spec in program.graph_signature.output_specs]
-    return [v for v, kind in zip(flat, kinds) if kind == OutputKind.USER_OUTPUT]
+    return list(flat) if isinstance(flat, (list, tuple)) else [flat]
 
 
 def node_values(program: Any, inputs: dict[str, torch.Tensor], names: set[str]) -> dict[str, Any]:
@@ -312,15 +307,13 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
 
     torch.manual_seed(seed)
     try:
-        with torch.no_grad():
-            flat = torch.fx.Interpreter(program.graph_module).run(*lifted_inputs(program, inputs))
+        flat = reference(program, inputs)
     except OpmapError:
         raise
     except Exception as exc:  # the program itself fails on these inputs (a shape its export did not guard against)
         from opmap.errors import first_line
 
         raise ReferenceFailed(f"PyTorch itself fails on these inputs ({type(exc).__name__}: {first_line(exc)})") from None
-    flat = list(flat) if isinstance(flat, (list, tuple)) else [flat]
     kinds = [spec.kind for spec in program.graph_signature.output_specs]
     if built.graph is not None:
         broken = contract_violation(built.graph, inputs, flat)
