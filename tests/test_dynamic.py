@@ -78,3 +78,41 @@ def test_shape_overrides_are_checked_against_the_export(cli, tmp_path):
     r = cli("verify", path, "--shape", "x=2x8:4x8:6x8", "--json")
     assert r.code == 0, r.err
     assert [p["shape"] for p in json.loads(r.out)["points"]] == ["x=2x8", "x=4x8", "x=6x8"]
+
+
+class _Decomposed(torch.nn.Module):
+    """Ops that only PyTorch's decomposition serves along a dynamic dim (diff, roll) next to ones it shares."""
+
+    def forward(self, x):
+        return torch.diff(x, dim=1).sum(1) + torch.roll(x, 2, 1).mean(1) + torch.logsumexp(torch.nn.functional.glu(x, -1), 1).sum(-1, keepdim=True)
+
+
+def test_pytorch_decomposition_traces_over_dynamic_dims(cli, tmp_path):
+    """torch/decomposition traces symbolically: the sub-graph's sizes are the export's symbols, so it builds once and
+    verifies across the profile."""
+    path = tmp_path / "decomposed.pt2"
+    dims = {0: torch.export.Dim("batch", min=1, max=8), 1: torch.export.Dim("seq", min=3, max=24)}
+    torch.export.save(torch.export.export(_Decomposed(), (torch.randn(2, 6, 4),), dynamic_shapes=(dims,)), str(path))
+    r = cli("suggest", path, "--json", "--no-record")
+    plan = json.loads(r.out)
+    assert r.code == 0, [n["why"] for n in plan["nodes"] if n["choice"] is None]
+    chosen = {n["op"]: n["choice"]["strategy"] for n in plan["nodes"]}
+    assert chosen["aten.diff.default"] == chosen["aten.roll.default"] == "torch/decomposition", chosen
+    _verify_at_three_points(cli, path)
+
+
+def test_a_decomposition_that_holds_only_on_part_of_the_range_is_rejected():
+    """The symbolic trace may assume a size; unless the export's range proves it, the rule says which."""
+    from opmap.engine.graph import Graph, Node, Ref, SymbolRange, TensorMeta
+    from opmap.rules import decomposition
+
+    node = Node(name="diff", op="aten.diff.default", args={"self": Ref("x"), "n": 1, "dim": 0, "prepend": None, "append": None},
+                outputs=[TensorMeta(("s0 - 1", 4), "float32")])
+    graph = Graph(name="g", nodes={"diff": node}, inputs={"x": TensorMeta(("s0", 4), "float32")}, params={},
+                  outputs=[Ref("diff")], symbols={"s0": SymbolRange(1, 16, False)})
+    with pytest.raises(AssertionError, match=r"holds only where .*s0"):
+        decomposition.expansion(node, graph)
+    bounded = Graph(name="g", nodes={"diff": node}, inputs=graph.inputs, params={}, outputs=graph.outputs,
+                    symbols={"s0": SymbolRange(3, 16, False)})
+    sub, refs = decomposition.expansion(node, bounded)
+    assert refs == [Ref("x")] and all("s0" in str(d) for n in sub for m in n.outputs if m for d in m.shape[:1])

@@ -6,7 +6,9 @@ applies to a node when PyTorch's core-ATen table decomposes its op and every op 
 expansion yields has a strategy in the catalog.
 """
 
+import math
 import pickle
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 
 from opmap.engine import diskcache
 from opmap.engine.capture import op_name
-from opmap.engine.graph import Ref
+from opmap.engine.graph import Graph, Node, Ref, TensorMeta
 from opmap.engine.inplace import aten_overload as resolve
 from opmap.engine.rules import accept, reject, skip, strategy
 from opmap.rules.common import t
@@ -50,14 +52,17 @@ def _table() -> _Table:
     return _Table()
 
 
-def _argument(value, name: str, graph):
-    """Rebuild an ATen argument from its captured form (tensors as empty ones of the same meta)."""
+def _argument(value, name: str, graph, tensor=None):
+    """Rebuild an ATen argument from its captured form (tensors as empty ones of the same meta, made by ``tensor``)."""
     if isinstance(value, Ref):
         meta = graph.meta_of(value)
-        assert meta is not None and meta.is_static, f"argument {value} has dynamic dims {meta.shape if meta else '?'}"
+        assert meta is not None, f"argument {value} has no tensor meta"
+        if tensor is not None:
+            return tensor(meta)
+        assert meta.is_static, f"argument {value} has dynamic dims {meta.shape}"
         return torch.empty(meta.shape, dtype=getattr(torch, meta.dtype))
     if isinstance(value, list):
-        return [_argument(v, name, graph) for v in value]
+        return [_argument(v, name, graph, tensor) for v in value]
     if isinstance(value, str) and name in ("dtype", "layout", "memory_format"):  # ATen's names for these enums
         return getattr(torch, value.removeprefix("torch."))
     if isinstance(value, str) and name == "device":
@@ -65,12 +70,162 @@ def _argument(value, name: str, graph):
     return value
 
 
+_SYMBOL = re.compile(r"\b[su]\d+\b")  # torch's names for size symbols (backed s0..., unbacked u0...)
+_SIZE = re.compile(r"[\w\s+*/%()-]+")
+
+
+def _ranges(node, graph) -> tuple:
+    """The export's ranges of the size symbols in the node's tensor arguments: a symbolic trace depends on them."""
+    names = sorted({m for meta in node.tensor_args().values() for d in meta.shape if isinstance(d, str)
+                    for m in _SYMBOL.findall(d)})
+    return tuple((n, graph.dim_range(n)) for n in names)
+
+
+class _Symbolic:
+    """Fake tensors whose dynamic dims are symbols of a private ShapeEnv standing for the outer graph's symbols.
+
+    Each outer symbol gets one ShapeEnv symbol with the export's range and an interior hint; a dim that is an
+    expression of outer symbols becomes the same expression of theirs. After tracing, :meth:`rename` writes the
+    sub-graph back in the outer graph's symbols, so the builder resolves its sizes against the engine's inputs.
+    Like torch.export, the trace assumes sizes of at least 2 (PyTorch's 0/1 specialisation); every guard the
+    decomposition records must then follow from the ranges, else the rule rejects.
+    """
+
+    def __init__(self, graph) -> None:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+        self.graph = graph
+        self.env = ShapeEnv()
+        self.mode = FakeTensorMode(shape_env=self.env)
+        self.symbols: dict[str, object] = {}  # outer name -> this env's sympy symbol
+        self.hints: dict[object, int] = {}
+        self.ranges: dict[object, tuple] = {}  # this env's symbol -> (lower, upper or int_oo) as traced
+
+    def _symbol(self, name: str):
+        import sympy
+        from torch._dynamo.source import ConstantSource
+        from torch.fx.experimental.symbolic_shapes import DimDynamic
+
+        if name not in self.symbols:
+            lo, hi = self.graph.dim_range(name)
+            assert not name.startswith("u") and not (self.graph.symbols.get(name) and self.graph.symbols[name].data_dependent), \
+                f"size {name} is data-dependent: the decomposition is traced over input-dim symbols only"
+            lo = max(lo, 2)
+            hint = max(8, lo) if hi is None else min(max(8, lo), hi)
+            sym = self.env.create_symbol(hint, ConstantSource(f"opmap_{name}"), dynamic_dim=DimDynamic.DYNAMIC)
+            from torch.utils._sympy.numbers import int_oo
+
+            if isinstance(sym, sympy.Symbol):
+                self.env.constrain_symbol_range(sym, compiler_min=min(lo, hint), compiler_max=int_oo if hi is None else hi)
+            self.ranges[sym] = (min(lo, hint), int_oo if hi is None else hi)
+            self.symbols[name] = sym
+            self.hints[sym] = hint
+        return self.symbols[name]
+
+    def dim(self, d):
+        if isinstance(d, int):
+            return d
+        from opmap.engine import symexpr
+
+        outer = symexpr.parse(d)
+        expr = outer.subs({s: self._symbol(str(s)) for s in outer.free_symbols}, simultaneous=True)
+        if expr.is_Integer:
+            return int(expr)
+        return self.env.create_symintnode(expr, hint=int(expr.subs(self.hints)))
+
+    def tensor(self, meta):
+        with self.mode:
+            return torch.empty([self.dim(d) for d in meta.shape], dtype=getattr(torch, meta.dtype))
+
+    def check_guards(self, op: str) -> None:
+        """Every size assumption the trace recorded (guards, runtime asserts) must hold over the export's ranges:
+        proven by value-range reasoning from the ranges alone (not from the other guards), or, for bounded sizes,
+        by trying every value of the symbols it involves."""
+        import sympy
+        from torch.utils._sympy.value_ranges import ValueRanges
+
+        ranges = tuple((sym, ValueRanges(lo, hi)) for sym, (lo, hi) in self.ranges.items())
+        axioms = self._export_asserts()
+        facts = [g.expr for g in self.env.guards]
+        facts += [a.expr for asserts in self.env.deferred_runtime_asserts.values() for a in asserts]
+        for expr in facts:
+            if expr in axioms or self.env._maybe_evaluate_static(expr, axioms=axioms, var_to_range=ranges) == sympy.true:
+                continue
+            assert self._holds_everywhere(expr), (
+                f"PyTorch's decomposition of {op} holds only where {self.rename(str(expr))}, "
+                "which the export's ranges do not prove")
+
+    def _export_asserts(self) -> tuple:
+        """The size facts torch.export proved with runtime asserts (``_assert_scalar`` nodes, e.g. that a size is
+        even), in this env's symbols: the outer graph checks them, so the trace may rely on them."""
+        from opmap.engine import symexpr
+
+        facts = []
+        for node in self.graph:
+            text = node.arg("self") if node.op == "aten._assert_scalar.default" else None
+            if not isinstance(text, str):
+                continue
+            try:
+                expr = symexpr.parse(text)
+            except ValueError:
+                continue
+            if all(str(sym) in self.symbols for sym in expr.free_symbols):
+                facts.append(expr.subs({sym: self.symbols[str(sym)] for sym in expr.free_symbols}, simultaneous=True))
+        return tuple(facts)
+
+    def _holds_everywhere(self, expr, limit: int = 4096) -> bool:
+        import itertools
+
+        import sympy
+
+        syms = sorted(expr.free_symbols, key=str)
+        spans = [self.ranges.get(s) for s in syms]
+        if any(span is None or not isinstance(span[1], int) for span in spans):
+            return False
+        if math.prod(hi - lo + 1 for lo, hi in spans) > limit:
+            return False
+        return all(expr.xreplace(dict(zip(syms, map(sympy.Integer, point)))) == sympy.true
+                   for point in itertools.product(*(range(lo, hi + 1) for lo, hi in spans)))
+
+    def rename(self, value):
+        """``value`` (a sub-graph, or any part of one) with this env's symbols replaced by the outer names."""
+        import dataclasses
+
+        names = {str(sym): outer for outer, sym in self.symbols.items()}
+
+        def text(s: str) -> str:
+            def one(m):
+                assert m.group() in names, f"the decomposition introduced a size {m.group()} of its own"
+                return names[m.group()]
+            return _SYMBOL.sub(one, s)
+
+        def walk(v):
+            if isinstance(v, str):
+                return text(v)
+            if isinstance(v, list):
+                return [walk(x) for x in v]
+            if isinstance(v, tuple):
+                return tuple(walk(x) for x in v)
+            if isinstance(v, dict):
+                return {k: walk(x) for k, x in v.items()}
+            if isinstance(v, TensorMeta):
+                return dataclasses.replace(v, shape=tuple(walk(d) for d in v.shape))
+            if isinstance(v, Node):
+                return dataclasses.replace(v, args=walk(v.args), outputs=walk(v.outputs),
+                                           scalar_outputs=walk(v.scalar_outputs))
+            return v
+
+        return walk(value)
+
+
 _EXPANSIONS: dict[tuple[str, str], object] = {}
 
 
 def _trace(node, graph):
     """The traced expansion, from the disk cache when this op was traced with these argument metas before."""
-    name = diskcache.key("decomposition", torch.__version__, _code_hash(), node.op, repr(_signature(node.args, graph)))
+    name = diskcache.key("decomposition", torch.__version__, _code_hash(), node.op, repr(_signature(node.args, graph)),
+                        repr(_ranges(node, graph)))
     cached = diskcache.load("decompositions", name)
     if cached is not None:
         try:
@@ -102,20 +257,25 @@ def _code_hash() -> str:
 
 
 def _make_fx(node, graph):
-    """make_fx of the op under PyTorch's core-ATen table, with the node's tensor arguments as the only inputs."""
+    """make_fx of the op under PyTorch's core-ATen table, with the node's tensor arguments as the only inputs.
+
+    Static arguments are traced at their sizes; with a dynamic dim anywhere, symbolically (:class:`_Symbolic`)."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
     from opmap.engine.capture import graph_from_fx
 
     overload = resolve(node.op)
+    symbolic = _Symbolic(graph) if not all(m.is_static for m in node.tensor_args().values()) else None
     tensors: list = []
 
     def collect(value, name):
         if isinstance(value, Ref):
-            tensors.append(_argument(value, name, graph))
+            tensors.append(_argument(value, name, graph, symbolic.tensor if symbolic else None))
             return ("tensor", len(tensors) - 1)
         if isinstance(value, list):
             return [collect(v, name) for v in value]
+        if symbolic is not None and isinstance(value, str) and _SIZE.fullmatch(value) and _SYMBOL.search(value):
+            return ("const", symbolic.dim(value))  # a SymInt argument ("s0 - 1"): the same expression of the trace's
         return ("const", _argument(value, name, graph))
 
     plan = []
@@ -134,13 +294,26 @@ def _make_fx(node, graph):
         kwargs = {name: rebuild(spec, live) for name, kw, spec in plan if kw}
         return overload(*args, **kwargs)
 
-    gm = make_fx(call, decomposition_table=_full_table(), tracing_mode="fake")(*tensors)
-    return graph_from_fx(gm, f"{node.op}:decomposed")
+    if symbolic is None:
+        gm = make_fx(call, decomposition_table=_full_table(), tracing_mode="fake")(*tensors)
+        return graph_from_fx(gm, f"{node.op}:decomposed")
+    try:
+        gm = make_fx(call, decomposition_table=_full_table(), tracing_mode="symbolic")(*tensors)
+    except Exception as exc:  # e.g. a decomposition that branches on a size it cannot decide symbolically
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise AssertionError(f"PyTorch's decomposition of {node.op} does not trace over symbolic sizes: "
+                             f"{type(exc).__name__}: {first[:200]}") from None
+    symbolic.check_guards(node.op)
+    sub = graph_from_fx(gm, f"{node.op}:decomposed")
+    return Graph(name=sub.name, nodes={k: symbolic.rename(n) for k, n in sub.nodes.items()},
+                 inputs=symbolic.rename(sub.inputs), params=symbolic.rename(sub.params), outputs=sub.outputs,
+                 symbols={k: v for k, v in graph.symbols.items() if k in symbolic.symbols})
 
 
 def expansion(node, graph):
     """(sub-graph, the node's tensor arguments feeding its inputs in order), traced once per signature."""
-    key = (node.op, repr(sorted((k, str(graph.meta_of(v)) if isinstance(v, Ref) else repr(v)) for k, v in node.args.items())))
+    key = (node.op, repr(sorted((k, str(graph.meta_of(v)) if isinstance(v, Ref) else repr(v)) for k, v in node.args.items())),
+           _ranges(node, graph))
     if key not in _EXPANSIONS:
         _EXPANSIONS[key] = _trace(node, graph)
     return _EXPANSIONS[key], _tensor_args(node)
@@ -165,7 +338,7 @@ def _tensor_args(node) -> list[Ref]:
 
 
 def decomposed_ops(node, graph) -> frozenset:
-    """The ops PyTorch's core-ATen decomposition of this node yields (traced at the node's static sizes)."""
+    """The ops PyTorch's core-ATen decomposition of this node yields (traced at its sizes, symbolic ones too)."""
     sub, _ = expansion(node, graph)
     return frozenset(n.op for n in sub)
 
