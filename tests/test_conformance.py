@@ -62,7 +62,11 @@ EXTRA = {
     "reduce/argmax": [accept(lambda a: a.argmax(1, keepdim=True), torch.randn(2, 5, 3)),
                       accept(lambda a: a.argmax(), torch.randn(5)), accept(lambda a: a.argmin(0, keepdim=True), torch.randn(5)),
                       accept(lambda a: a.argmax(), torch.randn(3, 5)), accept(lambda a: a.argmin(), torch.randn(2, 3, 4)),
-                      accept(lambda a: a.argmax(-1), torch.randn(3, 5), dynamic_shapes=({0: BATCH},))],
+                      accept(lambda a: a.argmax(-1), torch.randn(3, 5), dynamic_shapes=({0: BATCH},)),
+                      # ties: the first index, as PyTorch (token ids tie all the time: CLIP pools at ids.argmax(-1))
+                      accept(lambda a: a.int().argmax(-1), torch.randint(0, 3, (4, 16))),
+                      accept(lambda a: a.argmin(0), torch.tensor([[1.0, 2.0], [1.0, 0.5], [3.0, 0.5]])),
+                      accept(lambda a: torch.relu(a).argmax(-1), -torch.rand(3, 6))],
     "shape/permute": [accept(lambda a: a.transpose(-1, -3), torch.randn(2, 3, 4))],
     "shape/expand": [accept(lambda a: torch.broadcast_to(a, (3, 2, 4)) * 2, torch.randn(2, 1))],  # WavLM
     "shape/view": [accept(lambda a: a.reshape_as(a.t()) * 2, torch.randn(3, 4)),  # reshape_as (RoFormer)

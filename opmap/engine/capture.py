@@ -230,17 +230,47 @@ def _FunctionModule(fn: Callable):
 # -- loaders -------------------------------------------------------------------------------
 
 
+# Libraries whose own custom ops appear in the exported graphs of their models, and the installed module that
+# registers them. An archive only names the namespace; the module imported for it comes from this table, never from
+# the file (importing installed library code runs nothing of the model's).
+CUSTOM_OP_PROVIDERS = {"transformers": "transformers.integrations.moe"}
+
+
 def _load_export_safely(path: Path, insp: Inspection):
     from opmap.engine.safeload import load_program
 
-    with _quiet() as log:
+    tried: set[str] = set()
+    while True:
+        with _quiet() as log:
+            try:
+                return load_program(path, insp)
+            except CaptureError:
+                raise
+            except Exception as exc:
+                provider = _provider_for(exc, log, tried)
+                if provider is not None:
+                    continue
+                reason = _export_failure(exc, log)
+        raise CaptureError(f"{path}: cannot load torch.export archive: {reason}")
+
+
+def _provider_for(exc: Exception, log: "_Collect", tried: set[str]) -> str | None:
+    """Import the known provider of a custom-op namespace the archive needs (once); its module name, or None."""
+    import importlib
+    import re
+
+    text = " ".join([str(exc), *log.lines])
+    for namespace in re.findall(r"torch\.ops\.(\w+)\.", text):
+        module = CUSTOM_OP_PROVIDERS.get(namespace)
+        if module is None or module in tried:
+            continue
+        tried.add(module)
         try:
-            return load_program(path, insp)
-        except CaptureError:
-            raise
-        except Exception as exc:
-            reason = _export_failure(exc, log)
-    raise CaptureError(f"{path}: cannot load torch.export archive: {reason}")
+            importlib.import_module(module)
+        except Exception:  # not installed here: the load fails with its usual message
+            return None
+        return module
+    return None
 
 
 def _export_failure(exc: Exception, log: _Collect) -> str:

@@ -19,6 +19,7 @@ BUILTIN_MODULES: list[str] = [
     "math_extra",
     "shape_extra",
     "no_network",
+    "moe",
     "custom",
     "decomposition",
 ]

@@ -93,7 +93,9 @@ def put_indices(ctx, node):
     for axis, r in enumerate(refs):
         idx = ctx.expand_to(ctx.cast(ctx.tensor(r), "int64"), shape)
         negative = ctx.elementwise(idx, ctx.const(0, "int64", shape=[1] * len(shape)), "LESS")
-        wrapped = ctx.elementwise(idx, ctx.const(sizes[axis], "int64", shape=[1] * len(shape)), "SUM")
+        size = ctx.const(sizes[axis], "int64", shape=[1] * len(shape)) if isinstance(sizes[axis], int) else \
+            ctx.reshape(ctx.size(sizes[axis]), [1] * len(shape))
+        wrapped = ctx.elementwise(idx, size, "SUM")
         out.append(ctx.out(ctx.net.add_select(negative, wrapped, idx), "wrap"))
     return out, shape
 
@@ -113,13 +115,24 @@ def _emit_index_put(ctx, node):
 
 
 def put_indices_static(node, graph, **_):
+    """Integer index tensors on the leading dims, all static (the one-hot accumulation is sized at build time)."""
+    put_indices_dynamic(node, graph)
+    for r in node.arg("indices"):
+        assert graph.meta_of(r).is_static, f"index {graph.meta_of(r)} has dynamic dims; the one-hot table is sized at build time"
+    assert node.meta("self").is_static, "self has dynamic dims; the one-hot table is sized at build time"
+
+
+def put_indices_dynamic(node, graph, **_):
+    """Integer index tensors on the leading dims; their broadcast shape may have one dynamic dim (the stacked indices
+    are reshaped with TensorRT's -1 there); self and values may be dynamic (ScatterND takes any shape)."""
     refs = node.arg("indices") or []
     assert refs and all(r is not None for r in refs), "index_put with a skipped dim (x[:, i] = v) is not decomposed"
     for r in refs:
         meta = graph.meta_of(r)
         assert meta.dtype in ("int32", "int64", "int8", "uint8"), f"index is {meta}; boolean-mask assignment is not decomposed"
-        assert meta.is_static, f"index {meta} has dynamic dims; the broadcast index shape is fixed at build time"
-    assert node.meta("self").is_static, "self has dynamic dims; the scattered values are broadcast at build time"
+    shape = broadcast_shape(*[graph.meta_of(r).shape for r in refs])
+    dynamic = [d for d in shape if not isinstance(d, int)]
+    assert len(dynamic) <= 1, f"the index tensors broadcast to {shape}, with more than one dynamic dim"
 
 
 define(ns, "gather/embedding", "aten.embedding.default", "direct", layers="Gather on axis 0 of the weight constant",
@@ -146,7 +159,7 @@ define(ns, "scatter/index-put", ["aten.index_put.default"], "direct",
        layers="Scatter in ND mode (overwrite) over the index tensors, broadcast and stacked",
        example=(lambda a, i, v: a.index_put((i,), v), t(5, 3), torch.tensor([0, 3]), t(2, 3)),
        bad=(lambda a, i, v: a.index_put((i,), v, accumulate=True), t(5, 3), torch.tensor([0, 3]), t(2, 3)), match="accumulate",
-       checks=[lambda node, **_: _no_accumulate(node), put_indices_static], emit=_emit_index_put)
+       checks=[lambda node, **_: _no_accumulate(node), put_indices_dynamic], emit=_emit_index_put)
 
 
 def _no_accumulate(node):

@@ -187,15 +187,30 @@ def _topk(ctx, x, k, axis, largest):
 
 
 def _emit_argmax(ctx, node):
-    """TopK k=1 on the reduced axis; a flattened (dim=None) or 1-D input is viewed as [1, n], since TopK takes rank >= 2."""
+    """The first index of the extreme, as PyTorch defines argmax/argmin on ties: Reduce MAX/MIN, EQUAL, the axis'
+    indices where equal (else a sentinel), Reduce MIN. TopK with k=1 leaves ties to the implementation, and integer
+    inputs (token ids: CLIP pools its text at ``input_ids.argmax(-1)``) tie all the time. A flattened (dim=None)
+    input is viewed as [1, n]."""
     x = ctx.input("self")
     dim = node.arg("dim")
-    if dim is None or ctx.rank(x) < 2:
+    n = node.meta("self").shape[dim % max(ctx.rank(x), 1)] if dim is not None and ctx.rank(x) else None
+    if dim is None or ctx.rank(x) == 0:
         x, dim = ctx.reshape(x, [1, -1]), 1
-    _, idx = _topk(ctx, x, 1, dim % ctx.rank(x), node.op == "aten.argmax.default")
-    if node.arg("keepdim", False) and node.arg("dim") is not None and ctx.rank(idx) == node.out.rank:
-        return idx
-    return ctx.reshape(idx, list(node.out.shape))
+        n = -1
+    if ctx.dtype(x) == "bool":
+        x = ctx.cast(x, "int32")
+    axis = dim % ctx.rank(x)
+    extreme = ctx.reduce(x, "MAX" if node.op == "aten.argmax.default" else "MIN", [axis], keepdim=True)
+    hit = ctx.elementwise(x, extreme, "EQUAL")
+    length = ctx.dims_of(x)[axis] if n == -1 else ctx.size(n)
+    positions = ctx.arange(length, dtype="int32")
+    positions = ctx.reshape(positions, [1] * axis + [-1] + [1] * (ctx.rank(x) - axis - 1))
+    sentinel = ctx.const([2**31 - 1], "int32")
+    first = ctx.reduce(ctx.where(hit, positions, sentinel), "MIN", [axis], keepdim=True)
+    first = ctx.cast(first, "int64")
+    if node.arg("keepdim", False) and node.arg("dim") is not None:
+        return first
+    return ctx.reshape(first, list(node.out.shape))
 
 
 def _emit_topk(ctx, node):
@@ -238,8 +253,9 @@ define(ns, "reduce/softmax", ["aten.softmax.int", "aten._softmax.default"], "dir
 define(ns, "reduce/log-softmax", ["aten.log_softmax.int", "aten._log_softmax.default"], "decompose",
        layers="SoftMax then Unary LOG", example=(lambda a: a.log_softmax(-1), t(2, 5)), checks=[float_input, no_padded_axis],
        emit=lambda ctx, node: _emit_softmax(ctx, node, log=True))
-define(ns, "reduce/argmax", ["aten.argmax.default", "aten.argmin.default"], "direct",
-       layers="TopK MAX/MIN with k=1, index output (cast to int64); a 1-D or flattened input viewed as [1, n]",
+define(ns, "reduce/argmax", ["aten.argmax.default", "aten.argmin.default"], "decompose",
+       layers="Reduce MAX/MIN, ElementWise EQUAL, Select over the axis' indices, Reduce MIN (the first index on ties, "
+              "as PyTorch); a flattened input viewed as [1, n]",
        example=(lambda a: a.argmax(-1), t(3, 4)), emit=_emit_argmax)
 define(ns, "reduce/topk", "aten.topk.default", "direct", layers="TopK (k constant, k <= 3840)",
        example=(lambda a: a.topk(2, -1), t(3, 6)), bad=(lambda a: a.topk(2, -1), t(6)), match="rank >= 2",

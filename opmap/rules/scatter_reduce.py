@@ -88,15 +88,19 @@ def _emit_histc(ctx, node):
 @strategy("hist/histc-one-hot", op="aten.histc.default", kind="decompose",
           examples=[accept(lambda x: torch.histc(x, bins=4, min=-2, max=2), torch.randn(50)),
                     accept(lambda x: torch.histc(x, bins=5), torch.randn(6, 5)),
+                    accept(lambda x: torch.histc(x, bins=4, min=0, max=4), torch.rand(6, 5) * 4,
+                           dynamic_shapes=({0: torch.export.Dim("rows", min=1, max=32)},)),
                     reject(lambda x: torch.histc(x, bins=4, min=-2, max=2), torch.randn(50).double(), match="float64")])
-def rule_histc_one_hot(node, settings):
+def rule_histc_one_hot(node, settings, bounds):
     """Each element's bin as floor((x - min)·bins / (max - min)) (the maximum in the last bin, outside elements
-    dropped), a one-hot [numel, bins] table, Reduce SUM. Exact for the same float arithmetic."""
+    dropped), a one-hot [numel, bins] table, Reduce SUM. Exact for the same float arithmetic. The table's rows follow
+    the input's length, so dynamic dims are served (mixture-of-experts routers count tokens per expert this way);
+    its size is checked at the export's largest input."""
     trt_types(node)
     float_input(node)
-    meta = node.meta("self")
-    assert meta.is_static, f"input {meta} has dynamic dims; the one-hot table is sized at build time"
-    _static_small(node, settings, [math.prod(meta.shape), node.arg("bins", 100)])
+    numel = bounds.upper(node.meta("self"))
+    assert numel is not None, f"input {node.meta('self')} has no upper bound in the export; the one-hot table would be unbounded"
+    _static_small(node, settings, [numel, node.arg("bins", 100)])
 
 
 rule_histc_one_hot.emit(_emit_histc)
