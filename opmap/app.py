@@ -58,7 +58,7 @@ def fresh_measurements(catalog: Catalog, backend: str, ruleset: RuleSet) -> list
     """A backend's measurements, oldest first, without the stale ones: those of another rule source than the
     loaded one (the rule changed since they were taken)."""
     rows = []
-    for m in catalog.measurements(backend):
+    for m in catalog.measurement_rows(backend):
         strat = ruleset.strategies.get(m.strategy_id)
         if strat is None or m.source_hash == strat.source_hash:
             rows.append(m)

@@ -91,17 +91,22 @@ SRC = textwrap.dedent('''
 ''')
 
 
-def test_repeated_blocks_are_judged_once_and_context_is_not_shared():
-    """Six identical relus: a node-local rule is judged once; a rule that reads the graph is judged per node."""
+def _relu_chain(source, path, n):
+    """The rules of ``source`` and the graph of ``n`` identical relu blocks."""
     rs = RuleSet()
-    rs.add(load_source(SRC, "/v/rule_q.py"))
+    rs.add(load_source(source, path))
 
     def blocks(x):
-        for _ in range(6):
+        for _ in range(n):
             x = torch.relu(x * 2)
         return x
 
-    graph = capture_callable(blocks, torch.randn(2, 3)).graph
+    return rs, capture_callable(blocks, torch.randn(2, 3)).graph
+
+
+def test_repeated_blocks_are_judged_once_and_context_is_not_shared():
+    """Six identical relus: a node-local rule is judged once; a rule that reads the graph is judged per node."""
+    rs, graph = _relu_chain(SRC, "/v/rule_q.py", 6)
     planner = Planner(rs, {"aten.relu.default": ["q/local", "q/ctx", "q/join"]}, backend=profile("tensorrt_rtx"))
     plan = planner.plan(graph)
     memo = planner.memo.verdicts
@@ -133,3 +138,34 @@ def test_reading_context_marks_the_verdict():
     _ = view.name
     assert watch.dirty
     assert node_key(node, graph) == node_key(node, graph) and CONTEXT is not None
+
+
+LOCAL = textwrap.dedent('''
+    from opmap import strategy
+    @strategy("r/one", op="aten.relu.default", kind="direct")
+    def rule_one(node):
+        assert node.out.dtype == "float32", "float only"
+    @strategy("r/two", op="aten.relu.default", kind="decompose")
+    def rule_two(node):
+        pass
+''')
+
+
+def test_a_class_of_served_verdicts_is_chosen_once(monkeypatch):
+    """Ten identical relus with node-local rules: the first three are chosen in full, the rest reuse that
+    choice with their own verdict copies; a node pinned by name is chosen in full and gets its pin."""
+    rs, graph = _relu_chain(LOCAL, "/v/rule_r.py", 10)
+    relus = [n.name for n in graph if n.op == "aten.relu.default"]
+    calls = []
+    choose = Planner.choose
+    monkeypatch.setattr(Planner, "choose", lambda self, node, verdicts: calls.append(node.name) or choose(self, node, verdicts))
+    planner = Planner(rs, {"aten.relu.default": ["r/one", "r/two"]}, backend=profile("tensorrt_rtx"), pins={relus[6]: "r/two"})
+    plan = planner.plan(graph)
+    chosen = [n for n in plan.nodes if n.node.op == "aten.relu.default"]
+    # judged in full twice (the second confirms the memo), chosen in full once more (the class's template), then pinned
+    assert [c for c in calls if c in relus] == relus[:3] + [relus[6]]
+    assert [n.choice.strategy for n in chosen] == ["r/one"] * 6 + ["r/two"] + ["r/one"] * 3
+    for n in chosen:  # each node's choice is its own verdict object, as the audit trail records it
+        assert n.choice is next(v for v in n.verdicts if v.strategy == n.choice.strategy)
+        assert n.node.op == "aten.relu.default" and n.why
+    assert len({id(n.choice) for n in chosen}) == 10
