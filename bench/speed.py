@@ -88,8 +88,8 @@ def _model(arch: str, blocks: int):
 # nodes per block (as exported): mlp 6, attention 13, conv 4, unique 3
 SIZES = {
     "quick": [("mlp", 4), ("attention", 8), ("unique", 7)],
-    "full": [("mlp", 4), ("mlp", 170), ("mlp", 1700), ("attention", 8), ("attention", 77), ("attention", 770),
-             ("conv", 5), ("conv", 250), ("conv", 2500), ("unique", 7), ("unique", 333), ("unique", 3333)],
+    "full": [("mlp", 4), ("attention", 8), ("conv", 5), ("unique", 7), ("mlp", 170), ("attention", 77), ("conv", 250),
+             ("unique", 333), ("attention", 200), ("conv", 625), ("unique", 833), ("mlp", 1700), ("unique", 3333)],
 }
 PAIRS = {"quick": 2, "full": 2}  # A B pairs per model for the whole-process comparison
 # which models get the (slow) whole-process comparison, and with how many pairs
@@ -108,7 +108,7 @@ def export(arch: str, blocks: int, folder: Path) -> tuple[Path, int]:
         model, args = _model(arch, blocks)
         with torch.no_grad():
             ep = torch.export.export(model, args)
-        partial = path.with_name(f".{path.name}")
+        partial = path.with_name(f".{os.getpid()}.{path.name}")  # runs sharing the folder never write one file
         torch.export.save(ep, str(partial))
         os.replace(partial, path)
         count.write_text(str(sum(1 for n in ep.graph.nodes if n.op == "call_function")))
@@ -238,14 +238,18 @@ with tempfile.TemporaryDirectory() as tmp:
 """
 
 
-def soundness(env: dict) -> list[dict]:
+def soundness(env: dict, rows: list[dict], on_row) -> None:
     """Every zoo model planned with the per-class memos and without them, compared field by field (the audit trail,
-    choices, costs, sub-plans): tests/test_equivalence.py's check over the whole zoo."""
-    proc = subprocess.run([PY, "-c", SOUND_ONE, str(ROOT)], env=env, capture_output=True, text=True)
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode:
-        rows.append({"model": "(the sweep)", "error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:200]})
-    return rows
+    choices, costs, sub-plans): tests/test_equivalence.py's check over the whole zoo. Rows arrive as models finish."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([PY, "-c", SOUND_ONE, str(ROOT)], env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        for line in proc.stdout:
+            if line.startswith("{"):
+                rows.append(json.loads(line))
+                on_row()
+        if proc.wait():
+            err.seek(0)
+            rows.append({"model": "(the sweep)", "error": (err.read().strip().splitlines() or ["failed"])[-1][:200]})
 
 
 def build_pairs(name: str, env: dict, pairs: int) -> dict:
@@ -435,7 +439,7 @@ def main() -> None:
                 print(json.dumps(builds[-1]), file=sys.stderr, flush=True)
                 write()
         if "soundness" in sections:
-            sound[:] = soundness(env)  # the per-class memos are sound: every zoo model, with and without them
+            soundness(env, sound, write)  # the per-class memos are sound: every zoo model, with and without them
         write()
     print(f"wrote {out}")
 
