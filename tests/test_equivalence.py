@@ -169,3 +169,23 @@ def test_a_class_of_served_verdicts_is_chosen_once(monkeypatch):
         assert n.choice is next(v for v in n.verdicts if v.strategy == n.choice.strategy)
         assert n.node.op == "aten.relu.default" and n.why
     assert len({id(n.choice) for n in chosen}) == 10
+
+
+def test_planning_reads_the_catalog_as_the_mapped_objects_hold_it(catalog):
+    """Plain rows for speed: the same candidates and measurements as the ORM objects, and the collector left as found."""
+    import gc
+
+    cat, ruleset = catalog
+    mapped = {}
+    for row in cat.strategy_rows():
+        for link in row.ops:
+            mapped.setdefault(link.op.name, []).append(row.id)
+    assert cat.candidates_by_op() == mapped and "aten.relu.default" in mapped
+    columns = [c.name for c in cat.measurements("tensorrt_rtx")[0].__table__.columns]
+    as_rows = [tuple(getattr(m, c) for c in columns) for m in cat.measurement_rows("tensorrt_rtx")]
+    as_objects = [tuple(getattr(m, c) for c in columns) for m in cat.measurements("tensorrt_rtx")]
+    assert len(as_rows) > 100 and json.dumps(as_rows, default=str) == json.dumps(as_objects, default=str)
+    captured = capture_callable(lambda x: torch.relu(x) * 2, torch.randn(2, 3))
+    before = gc.get_freeze_count()
+    plan = make_plan(captured, cat, ruleset, profile("tensorrt_rtx"), Settings())
+    assert plan.complete and gc.get_freeze_count() == before
