@@ -189,3 +189,22 @@ def test_planning_reads_the_catalog_as_the_mapped_objects_hold_it(catalog):
     before = gc.get_freeze_count()
     plan = make_plan(captured, cat, ruleset, profile("tensorrt_rtx"), Settings())
     assert plan.complete and gc.get_freeze_count() == before
+
+
+def test_in_place_nodes_of_one_class_keep_their_own_notes(catalog):
+    """In-place ops on intermediates are planned as their functional op, with a note naming what each mutates: the
+    class's shared choice must not carry one node's note to the next (Falcon's attention bias adds, found by the
+    zoo sweep)."""
+    cat, ruleset = catalog
+
+    def blocks(x):
+        for _ in range(4):
+            x = torch.tanh((x * 2).add_(1))
+        return x
+
+    captured = capture_callable(blocks, torch.randn(2, 3))
+    assert sum(n.op == "aten.add_.Tensor" for n in captured.graph) == 4
+    with_memo, without = (plan_fields(make_plan(captured, cat, ruleset, profile("tensorrt_rtx"), Settings(), cache=c)) for c in (True, False))
+    assert json.dumps(with_memo, sort_keys=True, default=str) == json.dumps(without, sort_keys=True, default=str)
+    notes = [n["why"] for n in with_memo if n["op"] == "aten.add_.Tensor"]
+    assert len(set(notes)) == 4 and all("planned as aten.add.Tensor" in w for w in notes)

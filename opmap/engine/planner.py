@@ -13,6 +13,7 @@ Policy, in order:
 
 from __future__ import annotations
 
+import copy
 import gc
 import math
 from contextlib import contextmanager
@@ -246,8 +247,8 @@ class Planner:
                 return reused
         self._subs = {}
         result = self.choose(node, verdicts)
-        if key is not None:
-            self.memo.choices[key] = (result, self._subs)
+        if key is not None:  # a copy: plan_node rewrites the result of an in-place node (its node, why) for that node only
+            self.memo.choices[key] = (copy.copy(result), self._subs)
         return result
 
     def _reuse(self, known: tuple | None, node: Node, verdicts: list[Verdict]) -> NodePlan | None:
