@@ -402,9 +402,13 @@ def page(mode: str, rows: list[dict], builds: list[dict], load: tuple, seconds: 
             lines.append(f"| {r['arch']} ×{r['blocks']} | {r['nodes']} | {r['first_s'] * 1e3:.0f} ms ({r['first_wall'] * 1e3:.0f}) | "
                          f"{r['first_s'] / r['nodes'] * 1e6:.0f} µs | {r['again_s'] * 1e3:.0f} ms ({r['again_wall'] * 1e3:.0f}) | "
                          f"{r['again_s'] / r['nodes'] * 1e6:.0f} µs | {r['rss_before_mib']} → {r['rss_mib']} MiB |")
-        fit = [(k, slope([r for r in rows if "first_s" in r], k)) for k in ("again_s", "first_s")]
-        lines += ["", "Growth with nodes (least-squares exponent of time in nodes, models above 500 nodes; 1 is linear): "
-                  + ", ".join(f"{label} {v:.2f}" for (k, v), label in zip(fit, ("amortised", "first run")) if v is not None) + ".",
+        fits = []
+        for arch in dict.fromkeys(r["arch"] for r in rows):
+            mine = [r for r in rows if r["arch"] == arch and "first_s" in r]
+            if slope(mine, "again_s") is not None:
+                fits.append(f"{arch} {slope(mine, 'again_s'):.2f} amortised, {slope(mine, 'first_s'):.2f} first run")
+        lines += ["", "Growth with nodes, per architecture (least-squares exponent of planning time in nodes over its models "
+                  "above 500 nodes; 1 is linear): " + ("; ".join(fits) or "fewer than two such models per architecture") + ".",
                   "", "![planning time against nodes](speed.svg)", ""]
         names = list(rows[0]["phases"]) if "phases" in rows[0] else []
         lines += [
