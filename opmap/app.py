@@ -14,7 +14,7 @@ from opmap.engine.capture import Captured
 from opmap.engine.collect import RuleSet, load_builtin, load_packs, load_source
 from opmap.engine.context import Settings
 from opmap.engine.graph import Node
-from opmap.engine.planner import Cost, Plan, Planner
+from opmap.engine.planner import Cost, Plan, Planner, heap_frozen
 from opmap.errors import OpmapError, first_line
 
 
@@ -58,7 +58,7 @@ def fresh_measurements(catalog: Catalog, backend: str, ruleset: RuleSet) -> list
     """A backend's measurements, oldest first, without the stale ones: those of another rule source than the
     loaded one (the rule changed since they were taken)."""
     rows = []
-    for m in catalog.measurements(backend):
+    for m in catalog.measurement_rows(backend):
         strat = ruleset.strategies.get(m.strategy_id)
         if strat is None or m.source_hash == strat.source_hash:
             rows.append(m)
@@ -151,6 +151,11 @@ def make_plan(
     int8_budget: float = 2e-2,
     protect: bool = True,
 ) -> Plan:
+    with heap_frozen():
+        return _make_plan(captured, catalog, ruleset, backend, settings, on_node, for_build, objective, cache, int8_budget, protect)
+
+
+def _make_plan(captured, catalog, ruleset, backend, settings, on_node, for_build, objective, cache, int8_budget, protect) -> Plan:
     measured = fresh_measurements(catalog, backend.name, ruleset)  # read once, for costs, buckets and precision
     batches, label, quantizer = [], "", None
     if settings.precision != "fp32" and captured.program is not None:

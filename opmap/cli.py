@@ -6,6 +6,7 @@ input (one line on stderr, nothing changed in the catalog); 3 an internal error.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -711,8 +712,18 @@ def main(argv: list[str] | None = None, _process: bool = False) -> int:
     return int(code or 0)
 
 
+def _tune_gc() -> None:
+    """One command, one process: torch's import and a loaded program leave ~10^6 long-lived objects, and CPython's
+    default thresholds rescan them all in full collections again and again (seconds on a large model; a bare
+    ``torch.export.load`` pays them too). Young garbage is still collected as usual; full collections become rare.
+    Only at the process entry point: a library caller's collector stays its own."""
+    gc.set_threshold(50_000, 20, 100)
+
+
 def entry() -> None:
+    _tune_gc()
     code = main(_process=True)
+    gc.freeze()  # the process ends here: the collection at interpreter exit would only rescan what the OS frees anyway
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         # A rule module left a thread running (reported as an error): exit anyway rather than hang on it.
         sys.stdout.flush()

@@ -110,3 +110,51 @@ def test_decomposition_traces_are_cached_per_op_and_argument_metas(tmp_path, mon
     assert [(n.op, n.outputs) for n in second] == [(n.op, n.outputs) for n in first] and len(first) > 1
     assert decomposition.resolve("aten.layer_norm.default") in decomposition._table()
     assert decomposition.resolve("aten.relu.default") not in decomposition._table()
+
+
+_GETSOURCE = __import__("inspect").getsource
+
+
+def _define(path, body):
+    """Write and import a module with one function; the function's code object (what rules hash the text of)."""
+    import importlib.util
+
+    path.write_text(body)
+    spec = importlib.util.spec_from_file_location(f"m_{abs(hash(body))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.f.__code__
+
+
+def test_function_source_text_is_cached_per_file_content(tmp_path, monkeypatch):
+    import inspect
+
+    from opmap.engine import sourcetext
+
+    monkeypatch.setenv("OPMAP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sourcetext, "_FILES", {})
+    path = tmp_path / "mod.py"
+    code = _define(path, "x = 1\n\ndef f(a):\n    # one\n    return a + 1\n")
+    assert sourcetext.code_source(code) == inspect.getsource(code) == "def f(a):\n    # one\n    return a + 1\n"
+    # a fresh process (no in-memory state) reads the text from disk: inspect is not asked again
+    monkeypatch.setattr(sourcetext, "_FILES", {})
+    monkeypatch.setattr(sourcetext.inspect, "getsource", None)
+    assert sourcetext.code_source(code) == "def f(a):\n    # one\n    return a + 1\n"
+    # an edit that changes only a comment compiles to equal code, yet its new text is found (a new entry)
+    monkeypatch.setattr(sourcetext.inspect, "getsource", _GETSOURCE)
+    code2 = _define(path, "x = 1\n\ndef f(a):\n    # two, longer\n    return a + 1\n")
+    assert sourcetext.code_source(code2) == "def f(a):\n    # two, longer\n    return a + 1\n"
+    assert len(list((tmp_path / "cache" / "source").iterdir())) == 2
+
+
+def test_a_corrupt_source_entry_is_ignored(tmp_path, monkeypatch):
+    from opmap.engine import sourcetext
+
+    monkeypatch.setenv("OPMAP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sourcetext, "_FILES", {})
+    code = _define(tmp_path / "mod.py", "def f():\n    return 2\n")
+    sourcetext.code_source(code)
+    (entry,) = (tmp_path / "cache" / "source").iterdir()
+    diskcache.store("source", entry.name, b'{"1:f": 5}')  # valid checksum, wrong content
+    monkeypatch.setattr(sourcetext, "_FILES", {})
+    assert sourcetext.code_source(code) == "def f():\n    return 2\n"

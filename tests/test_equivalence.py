@@ -91,17 +91,22 @@ SRC = textwrap.dedent('''
 ''')
 
 
-def test_repeated_blocks_are_judged_once_and_context_is_not_shared():
-    """Six identical relus: a node-local rule is judged once; a rule that reads the graph is judged per node."""
+def _relu_chain(source, path, n):
+    """The rules of ``source`` and the graph of ``n`` identical relu blocks."""
     rs = RuleSet()
-    rs.add(load_source(SRC, "/v/rule_q.py"))
+    rs.add(load_source(source, path))
 
     def blocks(x):
-        for _ in range(6):
+        for _ in range(n):
             x = torch.relu(x * 2)
         return x
 
-    graph = capture_callable(blocks, torch.randn(2, 3)).graph
+    return rs, capture_callable(blocks, torch.randn(2, 3)).graph
+
+
+def test_repeated_blocks_are_judged_once_and_context_is_not_shared():
+    """Six identical relus: a node-local rule is judged once; a rule that reads the graph is judged per node."""
+    rs, graph = _relu_chain(SRC, "/v/rule_q.py", 6)
     planner = Planner(rs, {"aten.relu.default": ["q/local", "q/ctx", "q/join"]}, backend=profile("tensorrt_rtx"))
     plan = planner.plan(graph)
     memo = planner.memo.verdicts
@@ -133,3 +138,73 @@ def test_reading_context_marks_the_verdict():
     _ = view.name
     assert watch.dirty
     assert node_key(node, graph) == node_key(node, graph) and CONTEXT is not None
+
+
+LOCAL = textwrap.dedent('''
+    from opmap import strategy
+    @strategy("r/one", op="aten.relu.default", kind="direct")
+    def rule_one(node):
+        assert node.out.dtype == "float32", "float only"
+    @strategy("r/two", op="aten.relu.default", kind="decompose")
+    def rule_two(node):
+        pass
+''')
+
+
+def test_a_class_of_served_verdicts_is_chosen_once(monkeypatch):
+    """Ten identical relus with node-local rules: the first three are chosen in full, the rest reuse that
+    choice with their own verdict copies; a node pinned by name is chosen in full and gets its pin."""
+    rs, graph = _relu_chain(LOCAL, "/v/rule_r.py", 10)
+    relus = [n.name for n in graph if n.op == "aten.relu.default"]
+    calls = []
+    choose = Planner.choose
+    monkeypatch.setattr(Planner, "choose", lambda self, node, verdicts: calls.append(node.name) or choose(self, node, verdicts))
+    planner = Planner(rs, {"aten.relu.default": ["r/one", "r/two"]}, backend=profile("tensorrt_rtx"), pins={relus[6]: "r/two"})
+    plan = planner.plan(graph)
+    chosen = [n for n in plan.nodes if n.node.op == "aten.relu.default"]
+    # judged in full twice (the second confirms the memo), chosen in full once more (the class's template), then pinned
+    assert [c for c in calls if c in relus] == relus[:3] + [relus[6]]
+    assert [n.choice.strategy for n in chosen] == ["r/one"] * 6 + ["r/two"] + ["r/one"] * 3
+    for n in chosen:  # each node's choice is its own verdict object, as the audit trail records it
+        assert n.choice is next(v for v in n.verdicts if v.strategy == n.choice.strategy)
+        assert n.node.op == "aten.relu.default" and n.why
+    assert len({id(n.choice) for n in chosen}) == 10
+
+
+def test_planning_reads_the_catalog_as_the_mapped_objects_hold_it(catalog):
+    """Plain rows for speed: the same candidates and measurements as the ORM objects, and the collector left as found."""
+    import gc
+
+    cat, ruleset = catalog
+    mapped = {}
+    for row in cat.strategy_rows():
+        for link in row.ops:
+            mapped.setdefault(link.op.name, []).append(row.id)
+    assert cat.candidates_by_op() == mapped and "aten.relu.default" in mapped
+    columns = [c.name for c in cat.measurements("tensorrt_rtx")[0].__table__.columns]
+    as_rows = [tuple(getattr(m, c) for c in columns) for m in cat.measurement_rows("tensorrt_rtx")]
+    as_objects = [tuple(getattr(m, c) for c in columns) for m in cat.measurements("tensorrt_rtx")]
+    assert len(as_rows) > 100 and json.dumps(as_rows, default=str) == json.dumps(as_objects, default=str)
+    captured = capture_callable(lambda x: torch.relu(x) * 2, torch.randn(2, 3))
+    before = gc.get_freeze_count()
+    plan = make_plan(captured, cat, ruleset, profile("tensorrt_rtx"), Settings())
+    assert plan.complete and gc.get_freeze_count() == before
+
+
+def test_in_place_nodes_of_one_class_keep_their_own_notes(catalog):
+    """In-place ops on intermediates are planned as their functional op, with a note naming what each mutates: the
+    class's shared choice must not carry one node's note to the next (Falcon's attention bias adds, found by the
+    zoo sweep)."""
+    cat, ruleset = catalog
+
+    def blocks(x):
+        for _ in range(4):
+            x = torch.tanh((x * 2).add_(1))
+        return x
+
+    captured = capture_callable(blocks, torch.randn(2, 3))
+    assert sum(n.op == "aten.add_.Tensor" for n in captured.graph) == 4
+    with_memo, without = (plan_fields(make_plan(captured, cat, ruleset, profile("tensorrt_rtx"), Settings(), cache=c)) for c in (True, False))
+    assert json.dumps(with_memo, sort_keys=True, default=str) == json.dumps(without, sort_keys=True, default=str)
+    notes = [n["why"] for n in with_memo if n["op"] == "aten.add_.Tensor"]
+    assert len(set(notes)) == 4 and all("planned as aten.add.Tensor" in w for w in notes)

@@ -205,3 +205,9 @@ class VerdictMemo:
     def __init__(self) -> None:
         self.verdicts: dict[tuple, Any] = {}  # (session, rule, node key) -> (verdict, confirmed by a 2nd node) | CONTEXT
         self.subplans: dict[tuple, Any] = {}  # (strategy, sub-graph, depth) -> planned expansion (see Planner._expand)
+        self.choices: dict[tuple, Any] = {}  # (depth, node class) -> a node's plan and the sub-graphs it saw (Planner._plan_node)
+        self._classes: dict[tuple, int] = {}
+
+    def intern(self, key: tuple) -> int:
+        """A small number standing for a key (a node's, a session's): hashed and compared once, not per rule."""
+        return self._classes.setdefault(key, len(self._classes))

@@ -62,11 +62,12 @@ class Judge:
         self._memo = memo
         self._watch = Watch()
         backend = base.get("backend")
-        self._session_key = (getattr(backend, "name", None), getattr(backend, "version", None), base.get("settings"),
-                             hash(base.get("catalog_ops")))
+        session = (getattr(backend, "name", None), getattr(backend, "version", None), base.get("settings"), hash(base.get("catalog_ops")))
+        self._session_key = memo.intern(("session", session)) if memo is not None else None
         self._graph: Graph | None = None
         self._node: Node | None = None
-        self._node_key: tuple | None = None
+        self._node_key: int | None = None
+        self.served = False  # every verdict for the node in scope so far came from the memo, confirmed (see node_key)
         self._cache: dict[str, dict[int, Any]] = {s: {} for s in SCOPES}
         self._finalizers: dict[str, list[Iterator]] = {s: [] for s in SCOPES}
         self._values: dict[str, dict[str, Any]] = {"session": dict(base), "graph": {}, "node": {}}
@@ -92,14 +93,21 @@ class Judge:
     def node_scope(self, node: Node):
         self._node = node
         if self._memo is not None:
-            self._node_key = node_key(node, self._graph or node._graph)
-        self._values["node"] = {"node": NodeView(node, self._watch) if self._memo is not None else node}
+            self._node_key = self._memo.intern(node_key(node, self._graph or node._graph))
+        self.served = self._memo is not None
+        # with a memo, the watching view is made only when a rule is judged rather than served (see _judge)
+        self._values["node"] = {} if self._memo is not None else {"node": node}
         try:
             yield self
         finally:
             self._teardown("node")
             self._values["node"] = {}
             self._node = None
+
+    @property
+    def node_key(self) -> int | None:
+        """The equivalence class of the node in scope, interned by the memo (None without a memo)."""
+        return self._node_key if self._memo is not None else None
 
     def close(self) -> None:
         for scope in SCOPES:
@@ -126,10 +134,11 @@ class Judge:
             return self._judge(strat)
         key = (self._session_key, strat.id, strat.source_hash, self._node_key)
         known = self._memo.verdicts.get(key)
+        if known is not None and known is not CONTEXT and known[1]:
+            return known[0].copy()
+        self.served = False
         if known is CONTEXT:
             return self._judge(strat)
-        if known is not None and known[1]:
-            return known[0].copy()
         self._watch.dirty = False
         verdict = self._judge(strat)
         if self._watch.dirty or (known is not None and verdict != known[0]):
@@ -139,6 +148,8 @@ class Judge:
         return verdict
 
     def _judge(self, strat: Strategy) -> Verdict:
+        if "node" not in self._values["node"]:
+            self._values["node"]["node"] = NodeView(self._node, self._watch)
         verdict = Verdict(strategy=strat.id, rule=strat.ref, kind=strat.kind, outcome=Outcome.APPLIES, source_hash=strat.source_hash)
         try:
             kwargs = {name: self._resolve(name, strat, "node", ()) for name in strat.argnames}

@@ -13,7 +13,10 @@ Policy, in order:
 
 from __future__ import annotations
 
+import copy
+import gc
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -49,6 +52,25 @@ class Cost:
 
 
 UNMEASURED = Cost(None)
+
+
+_FROZEN = [0]  # nesting depth of heap_frozen
+
+
+@contextmanager
+def heap_frozen():
+    """Planning allocates many short-lived objects over a heap it does not change (torch, the loaded program, ~10^6
+    objects): frozen for the run, a full collection scans only what planning made (without it, one full collection
+    while the catalog's rows load costs most of a small model's planning time)."""
+    if _FROZEN[0] == 0:
+        gc.freeze()
+    _FROZEN[0] += 1
+    try:
+        yield
+    finally:
+        _FROZEN[0] -= 1
+        if _FROZEN[0] == 0:
+            gc.unfreeze()
 
 
 @dataclass
@@ -166,6 +188,7 @@ class Planner:
         self._node_numel: int | None = None
         self._nearest_seen: dict[tuple[int, int | None], Any] = {}
         self._graph: Graph | None = None
+        self._subs: dict[str, Graph | None] = {}  # expanding strategy -> the sub-graph it returned for the node being chosen
         catalog_ops = frozenset(op for op in candidates if op != WILDCARD)
         # verdicts judged once per equivalence class of nodes, shared with the planners of sub-graphs; False: judge every node
         self.memo = VerdictMemo() if memo is True else (memo if isinstance(memo, VerdictMemo) else None)
@@ -214,7 +237,42 @@ class Planner:
                     )
                     continue
                 verdicts.append(self.judge.judge(strat, node))
-        return self.choose(node, verdicts)
+            # The choice is a function of the verdicts, the node's key (sizes for costs, outputs for precision), the
+            # planner's settings and the sub-graphs expansions return: when every verdict came from the memo, a node
+            # of the same class chose before, and its expansions return the same sub-graphs, its choice is this one's.
+            key = (self.depth, self.judge.node_key) if self.judge.served and self.quantizer is None and node.name not in self.pins else None
+        if key is not None:
+            reused = self._reuse(self.memo.choices.get(key), node, verdicts)
+            if reused is not None:
+                return reused
+        self._subs = {}
+        result = self.choose(node, verdicts)
+        if key is not None:  # a copy: plan_node rewrites the result of an in-place node (its node, why) for that node only
+            self.memo.choices[key] = (copy.copy(result), self._subs)
+        return result
+
+    def _reuse(self, known: tuple | None, node: Node, verdicts: list[Verdict]) -> NodePlan | None:
+        """The plan of an earlier node of this node's class, for this node (its own verdicts and sub-graph inputs), or
+        None when there is none or an expansion returns another sub-graph for this node."""
+        if known is None:
+            return None
+        template, subs = known
+        refs = None
+        for sid, sub in subs.items():
+            try:
+                got, got_refs = self.ruleset.strategies[sid].expand_fn(node, self._graph)
+            except Exception:
+                return None
+            if got is not sub:
+                return None
+            if template.choice is not None and sid == template.choice.strategy:
+                refs = got_refs
+        by_id = {v.strategy: v for v in verdicts}
+        pick = lambda v: by_id[v.strategy] if v is not None else None  # noqa: E731
+        return NodePlan(node=node, verdicts=verdicts, choice=pick(template.choice), runner_up=pick(template.runner_up),
+                        cost=template.cost, why=template.why, set_aside=dict(template.set_aside), subplan=template.subplan,
+                        sub_inputs=list(refs) if template.subplan is not None else [], contract=template.contract,
+                        precision=template.precision, precision_why=template.precision_why, quant=dict(template.quant))
 
     def choose(self, node: Node, verdicts: list[Verdict]) -> NodePlan:
         result = NodePlan(node=node, verdicts=verdicts)
@@ -327,7 +385,9 @@ class Planner:
             sub, refs = strat.expand_fn(node, self._graph)
         except Exception as exc:  # an expansion that cannot be traced is not a crash of the run
             result.set_aside[v.strategy] = f"the expansion failed: {type(exc).__name__}: {exc}"
+            self._subs[v.strategy] = None  # never the same sub-graph again: no reuse of this choice
             return False
+        self._subs[v.strategy] = sub
         # the same sub-graph object (an expansion traced once per signature) plans the same way: plan it once
         key = (v.strategy, id(sub), self.depth)
         known = self.memo.subplans.get(key) if self.memo is not None else None

@@ -24,6 +24,7 @@ from enum import Enum
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Sequence
 
+from opmap.engine import sourcetext
 from opmap.errors import RuleDefinitionError
 
 KINDS = ("direct", "approximate", "decompose", "plugin")
@@ -204,7 +205,7 @@ def _code_source(code) -> str:
     code objects, and a rule edited that way must still get its new source (and hash)."""
     hit = _CODE_SOURCES.get(id(code))
     if hit is None or hit[0] is not code:
-        hit = _CODE_SOURCES[id(code)] = (code, inspect.getsource(code))  # the entry keeps the code alive: its id stays its own
+        hit = _CODE_SOURCES[id(code)] = (code, sourcetext.code_source(code))  # the entry keeps the code alive: its id stays its own
     return hit[1]
 
 
