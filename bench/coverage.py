@@ -25,8 +25,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from opmap.engine import diskcache  # noqa: E402
-from opmap.engine.capture import capture_callable  # noqa: E402
-from opmap.engine.examples import _dynamic, conformance, dynamic_conformance, find_node, judge_example  # noqa: E402
+from opmap.engine.examples import capture_example, conformance, dynamic_conformance, find_node, judge_example  # noqa: E402
 from opmap.engine.inplace import functional_op  # noqa: E402
 from opmap.engine.rules import WILDCARD, function_source  # noqa: E402
 from tests.test_conformance import EXTRA, FULL_TENSORRT_ONLY, RULESET  # noqa: E402
@@ -60,7 +59,7 @@ def _key(strat, i: int, ex, what: str) -> str:
         src = repr(ex.fn)
     shapes = repr([(tuple(x.shape), str(x.dtype)) if hasattr(x, "shape") else repr(x) for x in ex.inputs])
     return diskcache.key("coverage", what, torch.__version__, ENGINE_SOURCES, strat.id, strat.source_hash, str(i), src, shapes,
-                         repr(ex.node), repr(ex.dynamic_shapes is None))
+                         repr(ex.node), repr(ex.dynamic_shapes is None), repr(ex.decompose))
 
 
 def _cached(key: str, compute):
@@ -81,7 +80,7 @@ def run_accept(strat, i, ex) -> dict:
     """One accept example: the node's op, and whether it built and verified (static), and under all-dynamic dims."""
     def static():
         try:
-            graph = capture_callable(ex.fn, *ex.inputs, dynamic_shapes=_dynamic(ex)).graph
+            graph = capture_example(ex).graph
             op = find_node(graph, strat, ex.node).op
         except Exception as exc:  # noqa: BLE001 - an example that does not export is a failed row
             return {"op": None, "built": False, "verified": False, "why": _short(exc)}
