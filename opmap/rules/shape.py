@@ -298,8 +298,13 @@ def _emit_diff(ctx, node):
 
 define(ns, "shape/identity", ["aten.alias.default", "aten.contiguous.default", "aten.clone.default", "aten.detach.default",
                               "aten.lift_fresh_copy.default", "aten.to.device"],
-       "direct", layers="no layer: the tensor passes through (TensorRT has no memory format or device per tensor)",
-       example=(lambda a: a.contiguous().clone(), t(2, 3)), emit=emit_identity)
+       "direct", layers="no layer: the tensor passes through (TensorRT has no memory format or device per tensor); "
+                        "a Cast where to.device also changes the dtype (x.to(other_tensor))",
+       example=(lambda a: a.contiguous().clone(), t(2, 3)),
+       examples=[(lambda a: torch.ops.aten.alias(a) * 2, t(2, 3)), (lambda a: a.t().contiguous() * 2, t(2, 3)),
+                 (lambda a: a.detach() * 2, t(2, 3)), (lambda a: a + torch.tensor([1.0, 2.0, 3.0]), t(2, 3)),
+                 (lambda a, b: a.to(b).view(-1).sum(), t(2, 3) * 4, t(2, dtype=torch.int32))],
+       emit=lambda ctx, node: ctx.cast(emit_identity(ctx, node), ctx.output_dtype()))
 define(ns, "shape/slice", ["aten.slice.Tensor"], "direct", layers="Slice (start, size, stride; negative ends resolved)",
        example=(lambda a: a[:, 1:-1:2], t(4, 8)), checks=[int_arg("step")], emit=_emit_slice)
 define(ns, "shape/select", ["aten.select.int"], "direct", layers="Gather with a constant scalar index (drops the dim)",
