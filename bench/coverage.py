@@ -12,6 +12,7 @@ example (``$OPMAP_CACHE_DIR``), so a rerun only redoes what changed. Run: ``make
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -52,13 +53,22 @@ def torch_trt() -> set[str]:
     return {line.strip() for line in TORCH_TRT.read_text().splitlines() if line.strip() and not line.startswith("#")}
 
 
+@functools.lru_cache(maxsize=None)
+def _module_source(module: str) -> str:
+    """A hash of the rule module and the shared emit helpers: an emit function's helpers are not in its source hash."""
+    path = getattr(sys.modules.get(module), "__file__", None)
+    files = [p for p in (path, ROOT / "opmap" / "rules" / "common.py") if p]
+    return hashlib.sha256(b"".join(Path(p).read_bytes() for p in files)).hexdigest()
+
+
 def _key(strat, i: int, ex, what: str) -> str:
     try:
         src = function_source(ex.fn) if not isinstance(ex.fn, torch.nn.Module) else repr(ex.fn)
     except (OSError, TypeError):
         src = repr(ex.fn)
     shapes = repr([(tuple(x.shape), str(x.dtype)) if hasattr(x, "shape") else repr(x) for x in ex.inputs])
-    return diskcache.key("coverage", what, torch.__version__, ENGINE_SOURCES, strat.id, strat.source_hash, str(i), src, shapes,
+    return diskcache.key("coverage", what, torch.__version__, ENGINE_SOURCES, strat.id, strat.source_hash,
+                         _module_source(getattr(strat.rule, "__module__", "")), str(i), src, shapes,
                          repr(ex.node), repr(ex.dynamic_shapes is None), repr(ex.decompose))
 
 
