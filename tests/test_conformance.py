@@ -106,7 +106,10 @@ accept(lambda a: a.flatten(1), torch.randn(2, 3, 4)),
                           accept(lambda a: F.adaptive_avg_pool2d(a, 2), torch.randn(3, 4, 8)),
                           accept(lambda a: F.adaptive_avg_pool3d(a, (1, 2, 4)), torch.randn(1, 3, 4, 4, 8)),
                           accept(lambda a: torch.ops.aten._adaptive_avg_pool2d(a, [2, 4]), torch.randn(1, 3, 4, 8)),
-                          accept(lambda a: F.adaptive_avg_pool2d(a, (2, 1)), torch.randn(2, 3, 4, 8), dynamic_shapes=({0: BATCH},))],
+                          accept(lambda a: F.adaptive_avg_pool2d(a, (2, 1)), torch.randn(2, 3, 4, 8), dynamic_shapes=({0: BATCH},)),
+                          accept(lambda a: F.adaptive_avg_pool2d(a, 1), torch.randn(2, 3, 8, 8),
+                                 dynamic_shapes=({0: torch.export.Dim("b", min=1, max=4), 2: torch.export.Dim("h", min=2, max=32),
+                                                  3: torch.export.Dim("w", min=2, max=32)},))],  # ResNet's head at any image size
     "shape/pad": [accept(lambda a: F.pad(a, (-1, 2, 1, -2), value=3.0), torch.randn(2, 5, 6)),  # negative pads crop
                   accept(lambda a: F.pad(a, (1, 2, 0, 1, 2, 0)), torch.randn(2, 3, 5, 6))]
                  + [accept(lambda a, m=m, p=p: F.pad(a, p, mode=m), torch.randn(*shape))
@@ -115,9 +118,6 @@ accept(lambda a: a.flatten(1), torch.randn(2, 3, 4)),
                  + [accept(lambda a: F.pad(a, (2, 1, 1, 3), mode="circular"), torch.randn(2, 3, 5, 6)),
                     accept(lambda a: F.pad(a, (1, 2, 1, 3), mode="replicate"), torch.randn(2, 3, 5, 6), dynamic_shapes=({0: BATCH},)),
                     accept(lambda a: F.pad(a, (1, 2)), torch.randint(0, 5, (2, 6)), dynamic_shapes=({0: BATCH},))],
-    "pool/adaptive-avg": [accept(lambda a: F.adaptive_avg_pool2d(a, 1), torch.randn(2, 3, 8, 8),
-                                 dynamic_shapes=({0: torch.export.Dim("b", min=1, max=4), 2: torch.export.Dim("h", min=2, max=32),
-                                                  3: torch.export.Dim("w", min=2, max=32)},))],  # ResNet's head at any image size
     "conv/conv": [accept(lambda x, w: F.conv2d(x, w, padding="same", dilation=(1, 2)), torch.randn(1, 3, 8, 9), torch.randn(4, 3, 2, 3)),
                   accept(lambda x, w: F.conv1d(x, w, padding="valid"), torch.randn(2, 3, 9), torch.randn(4, 3, 3)),
                   accept(lambda x, w: F.conv2d(x, w, padding="same"), torch.randn(2, 3, 8, 8), torch.randn(4, 3, 4, 4),
