@@ -160,5 +160,7 @@ define(ns, "core/build-time-check", ["aten._assert_tensor_metadata.default", "at
 define(ns, "core/dropout-eval", ["aten.dropout.default", "aten.feature_dropout.default", "aten.native_dropout.default",
                                  "aten.alpha_dropout.default"], "direct", layers="no layer: dropout is the identity in eval mode",
        example=(lambda a: F.dropout(a, 0.1, training=False), t(2, 3)),
+       examples=[(lambda a: torch.feature_dropout(a, 0.1, False) * 2, t(2, 3, 4)), (lambda a: torch.alpha_dropout(a, 0.1, False) * 2, t(2, 3)),
+                 (lambda a: torch.ops.aten.native_dropout(a, 0.1, False)[0] * 2, t(2, 3))],
        bad=(lambda a: F.dropout(a, 0.1, training=True), t(2, 3)), match="training mode", checks=[eval_mode],
        emit=lambda ctx, node: [ctx.input("input"), None] if node.op == "aten.native_dropout.default" else ctx.input("input"))
