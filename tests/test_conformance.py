@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from opmap.app import load_rules
-from opmap.engine.examples import conformance
+from opmap.engine.examples import capture_example, conformance
 from opmap.engine.rules import accept
 
 RULESET = load_rules(None)
@@ -214,6 +214,18 @@ def test_conformance(strategy, example):
         assert all(o.max_abs < bound and o.max_abs == o.max_abs for o in report.outputs), [o.to_dict() for o in report.outputs]
     else:
         assert report.ok, [o.to_dict() for o in report.outputs if not o.ok]
+
+
+def test_decompose_examples_are_judged_on_the_core_aten_graph():
+    """accept(..., decompose=True) exports, then lowers to Core ATen: the overloads users' decomposed archives hold."""
+    plain = accept(lambda a: a.softmax(-1), torch.randn(2, 3))
+    lowered = accept(lambda a: a.softmax(-1), torch.randn(2, 3), decompose=True)
+    assert set(capture_example(plain).graph.ops()) == {"aten.softmax.int"}
+    assert set(capture_example(lowered).graph.ops()) == {"aten._softmax.default"}
+    strat = RULESET.strategies["reduce/softmax"]
+    assert any(e.decompose for e in strat.examples), "the built-in rule carries a Core ATen example"
+    report, _ = conformance(strat, lowered, RULESET)
+    assert report.ok
 
 
 def test_emit_coverage_is_reported_honestly():
