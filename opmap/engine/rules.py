@@ -63,6 +63,7 @@ class Example:
     settings: dict = field(default_factory=dict)
     dynamic_shapes: Any = None
     decompose: bool = False  # export, then lower to Core ATen (``run_decompositions()``), as users do before saving
+    extra: bool = False  # one more call, exercising another listed overload: the all-dynamic test samples these
 
 
 def accept(fn: Callable, *inputs: Any, backend: str | None = None, node: str | None = None, dynamic_shapes: Any = None,

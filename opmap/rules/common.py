@@ -8,6 +8,7 @@ family module lists its ops in a table; :func:`define` turns each row into a rea
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import torch
@@ -126,7 +127,8 @@ def define(
 
     ``example`` is ``(fn, *inputs)``, a call the rule must accept; ``examples`` more of them, each a tuple or an
     ``accept(...)`` (e.g. ``decompose=True`` for an overload only Core ATen lowering produces), so that every
-    overload the strategy lists is exercised. ``bad`` is one it must reject
+    overload the strategy lists is exercised (every one built and verified; the all-dynamic test samples them).
+    ``bad`` is one it must reject
     (default: the first call with float inputs made float64, which TensorRT cannot hold).
     A rule with no input it could refuse says why in ``no_reject`` instead of a ``bad`` example.
     """
@@ -147,7 +149,7 @@ def define(
     dynamic_shapes = None
     if dynamic is not None:  # ({axis: "name"}, ...) per input -> torch.export Dims
         dynamic_shapes = _dims(dynamic)
-    more = [e if isinstance(e, Example) else accept(*e) for e in examples]
+    more = [dataclasses.replace(e if isinstance(e, Example) else accept(*e), extra=True) for e in examples]
     cases = [accept(fn, *inputs, dynamic_shapes=dynamic_shapes), *more] if expect_accept else []
     if bad is not None:
         cases.append(reject(bad[0], *bad[1:], match=match, dynamic_shapes=dynamic_shapes if bad[0] is fn else None))
