@@ -37,9 +37,11 @@ ENGINE_SOURCES = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((ROOT / 
 
 
 def core_aten() -> set[str]:
-    """Overloads tagged ``torch.Tag.core`` in this torch, less the ``*_backward`` ones (training only)."""
+    """Overloads tagged ``torch.Tag.core`` in this torch, less the ``*_backward`` ones (training only). Every aten
+    schema is walked: ``dir(torch.ops.aten)`` lists only the packets loaded so far, so it varied with what ran first."""
     out = set()
-    for name in dir(torch.ops.aten):
+    names = {s.name.split("::", 1)[1].split(".")[0] for s in torch._C._jit_get_all_schemas() if s.name.startswith("aten::")}
+    for name in sorted(names):
         packet = getattr(torch.ops.aten, name, None)
         if not hasattr(packet, "overloads") or "backward" in name:
             continue

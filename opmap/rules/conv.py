@@ -273,6 +273,7 @@ define(ns, "conv/conv", ["aten.conv1d.default", "aten.conv2d.default", "aten.con
        layers="ConvolutionNd (1-D as 2-D with a unit dim), weights and bias as constants",
        example=(F.conv2d, t(1, 3, 8, 8), t(4, 3, 3, 3)),
        examples=[(F.conv3d, t(1, 2, 4, 5, 4), t(3, 2, 2, 3, 2)),
+                 (lambda x, w: F.conv3d(x, w, padding="same"), t(1, 2, 4, 5, 4), t(3, 2, 2, 3, 2)),
                  accept(torch.nn.Conv2d(3, 4, 3, padding=1, stride=2), t(1, 3, 7, 7), decompose=True),  # convolution
                  accept(torch.nn.ConvTranspose2d(3, 4, 3, stride=2, output_padding=1), t(1, 3, 4, 5), decompose=True),  # transposed
                  (lambda x, w, b: A._convolution(x, w, b, [1], [1], [2], False, [0], 1, False, False, True, True),

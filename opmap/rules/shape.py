@@ -109,7 +109,8 @@ SHUFFLE = [
 A = torch.ops.aten
 # more accept examples on t(4, 6): every listed overload exercised
 MORE = {
-    "shape/view": [lambda a: a.view(a.shape[0], 2, 3) * 2, lambda a: A._unsafe_view(a, [a.shape[0], 3, 2]) * 2],
+    "shape/view": [lambda a: a.view(a.shape[0], 2, 3) * 2, lambda a: A._unsafe_view(a, [a.shape[0], 3, 2]) * 2,
+                   lambda a: (a * 2).view_as(a.t())],
     "shape/permute": [lambda a: a.t() * 2, lambda a: a.T * 2],
     "shape/squeeze": [lambda a: a.reshape(1, 4, 1, 6).squeeze() * 2, lambda a: a.reshape(1, 4, 1, 6).squeeze((0, 2)) * 2],
     "shape/expand": [lambda a: a[:1].expand_as(a) * 2],
