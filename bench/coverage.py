@@ -12,6 +12,7 @@ example (``$OPMAP_CACHE_DIR``), so a rerun only redoes what changed. Run: ``make
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -25,8 +26,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from opmap.engine import diskcache  # noqa: E402
-from opmap.engine.capture import capture_callable  # noqa: E402
-from opmap.engine.examples import _dynamic, conformance, dynamic_conformance, find_node, judge_example  # noqa: E402
+from opmap.engine.examples import capture_example, conformance, dynamic_conformance, find_node, judge_example  # noqa: E402
 from opmap.engine.inplace import functional_op  # noqa: E402
 from opmap.engine.rules import WILDCARD, function_source  # noqa: E402
 from tests.test_conformance import EXTRA, FULL_TENSORRT_ONLY, RULESET  # noqa: E402
@@ -37,9 +37,11 @@ ENGINE_SOURCES = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((ROOT / 
 
 
 def core_aten() -> set[str]:
-    """Overloads tagged ``torch.Tag.core`` in this torch, less the ``*_backward`` ones (training only)."""
+    """Overloads tagged ``torch.Tag.core`` in this torch, less the ``*_backward`` ones (training only). Every aten
+    schema is walked: ``dir(torch.ops.aten)`` lists only the packets loaded so far, so it varied with what ran first."""
     out = set()
-    for name in dir(torch.ops.aten):
+    names = {s.name.split("::", 1)[1].split(".")[0] for s in torch._C._jit_get_all_schemas() if s.name.startswith("aten::")}
+    for name in sorted(names):
         packet = getattr(torch.ops.aten, name, None)
         if not hasattr(packet, "overloads") or "backward" in name:
             continue
@@ -53,14 +55,23 @@ def torch_trt() -> set[str]:
     return {line.strip() for line in TORCH_TRT.read_text().splitlines() if line.strip() and not line.startswith("#")}
 
 
+@functools.lru_cache(maxsize=None)
+def _module_source(module: str) -> str:
+    """A hash of the rule module and the shared emit helpers: an emit function's helpers are not in its source hash."""
+    path = getattr(sys.modules.get(module), "__file__", None)
+    files = [p for p in (path, ROOT / "opmap" / "rules" / "common.py") if p]
+    return hashlib.sha256(b"".join(Path(p).read_bytes() for p in files)).hexdigest()
+
+
 def _key(strat, i: int, ex, what: str) -> str:
     try:
         src = function_source(ex.fn) if not isinstance(ex.fn, torch.nn.Module) else repr(ex.fn)
     except (OSError, TypeError):
         src = repr(ex.fn)
     shapes = repr([(tuple(x.shape), str(x.dtype)) if hasattr(x, "shape") else repr(x) for x in ex.inputs])
-    return diskcache.key("coverage", what, torch.__version__, ENGINE_SOURCES, strat.id, strat.source_hash, str(i), src, shapes,
-                         repr(ex.node), repr(ex.dynamic_shapes is None))
+    return diskcache.key("coverage", what, torch.__version__, ENGINE_SOURCES, strat.id, strat.source_hash,
+                         _module_source(getattr(strat.rule, "__module__", "")), str(i), src, shapes,
+                         repr(ex.node), repr(ex.dynamic_shapes is None), repr(ex.decompose))
 
 
 def _cached(key: str, compute):
@@ -81,7 +92,7 @@ def run_accept(strat, i, ex) -> dict:
     """One accept example: the node's op, and whether it built and verified (static), and under all-dynamic dims."""
     def static():
         try:
-            graph = capture_callable(ex.fn, *ex.inputs, dynamic_shapes=_dynamic(ex)).graph
+            graph = capture_example(ex).graph
             op = find_node(graph, strat, ex.node).op
         except Exception as exc:  # noqa: BLE001 - an example that does not export is a failed row
             return {"op": None, "built": False, "verified": False, "why": _short(exc)}

@@ -8,6 +8,7 @@ and a device profile measured on a real GPU. Nothing is invented: what cannot be
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Iterable
 
 import torch
@@ -42,7 +43,7 @@ def _redraw(ex: Example, seed: int) -> Example:
         return (torch.rand(x.shape, generator=g) if unit else torch.randn(x.shape, generator=g)).to(x.dtype)
 
     inputs = tuple(draw(x) for x in ex.inputs)
-    return Example(ex.fn, inputs, ex.expect, ex.backend, ex.match, ex.node, ex.settings, ex.dynamic_shapes)
+    return dataclasses.replace(ex, inputs=inputs)
 
 
 def _as_dtype(ex: Example, dtype: str | None) -> Example:
@@ -51,7 +52,7 @@ def _as_dtype(ex: Example, dtype: str | None) -> Example:
         return ex
     target = getattr(torch, dtype)
     inputs = tuple(x.to(target) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in ex.inputs)
-    return Example(ex.fn, inputs, ex.expect, ex.backend, ex.match, ex.node, ex.settings, ex.dynamic_shapes)
+    return dataclasses.replace(ex, inputs=inputs)
 
 
 def runtime_available(backend: str) -> bool:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from opmap.app import load_rules
-from opmap.engine.examples import conformance
+from opmap.engine.examples import capture_example, conformance
 from opmap.engine.rules import accept
 
 RULESET = load_rules(None)
@@ -110,7 +110,10 @@ accept(lambda a: a.flatten(1), torch.randn(2, 3, 4)),
                           accept(lambda a: F.adaptive_avg_pool2d(a, 2), torch.randn(3, 4, 8)),
                           accept(lambda a: F.adaptive_avg_pool3d(a, (1, 2, 4)), torch.randn(1, 3, 4, 4, 8)),
                           accept(lambda a: torch.ops.aten._adaptive_avg_pool2d(a, [2, 4]), torch.randn(1, 3, 4, 8)),
-                          accept(lambda a: F.adaptive_avg_pool2d(a, (2, 1)), torch.randn(2, 3, 4, 8), dynamic_shapes=({0: BATCH},))],
+                          accept(lambda a: F.adaptive_avg_pool2d(a, (2, 1)), torch.randn(2, 3, 4, 8), dynamic_shapes=({0: BATCH},)),
+                          accept(lambda a: F.adaptive_avg_pool2d(a, 1), torch.randn(2, 3, 8, 8),
+                                 dynamic_shapes=({0: torch.export.Dim("b", min=1, max=4), 2: torch.export.Dim("h", min=2, max=32),
+                                                  3: torch.export.Dim("w", min=2, max=32)},))],  # ResNet's head at any image size
     "shape/pad": [accept(lambda a: F.pad(a, (-1, 2, 1, -2), value=3.0), torch.randn(2, 5, 6)),  # negative pads crop
                   accept(lambda a: F.pad(a, (1, 2, 0, 1, 2, 0)), torch.randn(2, 3, 5, 6))]
                  + [accept(lambda a, m=m, p=p: F.pad(a, p, mode=m), torch.randn(*shape))
@@ -119,9 +122,6 @@ accept(lambda a: a.flatten(1), torch.randn(2, 3, 4)),
                  + [accept(lambda a: F.pad(a, (2, 1, 1, 3), mode="circular"), torch.randn(2, 3, 5, 6)),
                     accept(lambda a: F.pad(a, (1, 2, 1, 3), mode="replicate"), torch.randn(2, 3, 5, 6), dynamic_shapes=({0: BATCH},)),
                     accept(lambda a: F.pad(a, (1, 2)), torch.randint(0, 5, (2, 6)), dynamic_shapes=({0: BATCH},))],
-    "pool/adaptive-avg": [accept(lambda a: F.adaptive_avg_pool2d(a, 1), torch.randn(2, 3, 8, 8),
-                                 dynamic_shapes=({0: torch.export.Dim("b", min=1, max=4), 2: torch.export.Dim("h", min=2, max=32),
-                                                  3: torch.export.Dim("w", min=2, max=32)},))],  # ResNet's head at any image size
     "conv/conv": [accept(lambda x, w: F.conv2d(x, w, padding="same", dilation=(1, 2)), torch.randn(1, 3, 8, 9), torch.randn(4, 3, 2, 3)),
                   accept(lambda x, w: F.conv1d(x, w, padding="valid"), torch.randn(2, 3, 9), torch.randn(4, 3, 3)),
                   accept(lambda x, w: F.conv2d(x, w, padding="same"), torch.randn(2, 3, 8, 8), torch.randn(4, 3, 4, 4),
@@ -218,6 +218,18 @@ def test_conformance(strategy, example):
         assert all(o.max_abs < bound and o.max_abs == o.max_abs for o in report.outputs), [o.to_dict() for o in report.outputs]
     else:
         assert report.ok, [o.to_dict() for o in report.outputs if not o.ok]
+
+
+def test_decompose_examples_are_judged_on_the_core_aten_graph():
+    """accept(..., decompose=True) exports, then lowers to Core ATen: the overloads users' decomposed archives hold."""
+    plain = accept(lambda a: a.softmax(-1), torch.randn(2, 3))
+    lowered = accept(lambda a: a.softmax(-1), torch.randn(2, 3), decompose=True)
+    assert set(capture_example(plain).graph.ops()) == {"aten.softmax.int"}
+    assert set(capture_example(lowered).graph.ops()) == {"aten._softmax.default"}
+    strat = RULESET.strategies["reduce/softmax"]
+    assert any(e.decompose for e in strat.examples), "the built-in rule carries a Core ATen example"
+    report, _ = conformance(strat, lowered, RULESET)
+    assert report.ok
 
 
 def test_emit_coverage_is_reported_honestly():

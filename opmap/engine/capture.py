@@ -193,8 +193,10 @@ def capture(
     return Captured(graph=graph, program=program, kind=kind, sha256=file_sha256(path))
 
 
-def capture_callable(fn: Callable | Any, *inputs: Any, name: str | None = None, dynamic_shapes: Any = None) -> Captured:
-    """Export a module or a plain function on example inputs (used by rule examples and tests)."""
+def capture_callable(fn: Callable | Any, *inputs: Any, name: str | None = None, dynamic_shapes: Any = None,
+                     decompose: bool = False) -> Captured:
+    """Export a module or a plain function on example inputs (used by rule examples and tests); ``decompose``
+    lowers the export to Core ATen with PyTorch's default table, as ``ep.run_decompositions()`` does."""
     import torch
 
     module = fn if isinstance(fn, torch.nn.Module) else _FunctionModule(fn)
@@ -203,6 +205,8 @@ def capture_callable(fn: Callable | Any, *inputs: Any, name: str | None = None, 
     try:
         with _quiet():
             program = torch.export.export(module, tuple(inputs), dynamic_shapes=dynamic_shapes, strict=False)
+            if decompose:
+                program = program.run_decompositions()
     except Exception as exc:  # torch.export raises many kinds; all mean "could not export"
         raise CaptureError(f"torch.export failed: {first_line(exc)}") from None
     label = name or getattr(fn, "__name__", type(fn).__name__)

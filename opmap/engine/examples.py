@@ -39,7 +39,7 @@ def find_node(graph: Graph, strat: Strategy, name: str | None = None) -> Node:
 
 
 def judge_example(strat: Strategy, ex: Example, ruleset: RuleSet, catalog_ops: frozenset) -> tuple[Verdict, Node]:
-    graph = capture_callable(ex.fn, *ex.inputs, dynamic_shapes=_dynamic(ex)).graph
+    graph = capture_example(ex).graph
     node = find_node(graph, strat, ex.node)
     settings = Settings(**ex.settings)
     judge = Judge(base={"settings": settings, "backend": profile(ex.backend), "catalog_ops": catalog_ops},
@@ -115,7 +115,7 @@ def conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend: str = "
     from opmap.engine.planner import Planner
     from opmap.engine.verify import verify_built
 
-    captured = capture_callable(ex.fn, *ex.inputs, dynamic_shapes=_dynamic(ex))
+    captured = capture_example(ex)
     graph = captured.graph
     node = find_node(graph, strat, ex.node)
     judged_as = profile(backend)
@@ -172,7 +172,7 @@ def dynamic_conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend:
     from opmap.engine.planner import Planner
     from opmap.engine.verify import ReferenceFailed, profile_points, resize_inputs, verify_built
 
-    captured = capture_callable(ex.fn, *ex.inputs, dynamic_shapes=all_dynamic(ex))
+    captured = capture_example(ex, all_dynamic(ex))
     graph = captured.graph
     node = find_node(graph, strat, ex.node)
     n_dynamic = sum(1 for m in graph.inputs.values() for d in m.shape if isinstance(d, str))
@@ -204,6 +204,12 @@ def dynamic_conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend:
         except ReferenceFailed as exc:  # e.g. ``a.split(2)[1]`` at a length of 2: the export did not guard it
             result.skipped[label] = str(exc)
     return result
+
+
+def capture_example(ex: Example, dynamic_shapes: Any = None):
+    """The example exported (with its own dynamic shapes unless others are given), decomposed where it asks."""
+    return capture_callable(ex.fn, *ex.inputs, dynamic_shapes=dynamic_shapes if dynamic_shapes is not None else _dynamic(ex),
+                            decompose=ex.decompose)
 
 
 def _dynamic(ex: Example):

@@ -63,11 +63,15 @@ class Example:
     node: str | None = None  # which node of the exported graph to judge (default: first of the op)
     settings: dict = field(default_factory=dict)
     dynamic_shapes: Any = None
+    decompose: bool = False  # export, then lower to Core ATen (``run_decompositions()``), as users do before saving
+    extra: bool = False  # one more call, exercising another listed overload: the all-dynamic test samples these
 
 
-def accept(fn: Callable, *inputs: Any, backend: str | None = None, node: str | None = None, dynamic_shapes: Any = None, **settings: Any) -> Example:
-    """An example the rule must judge APPLIES."""
-    return Example(fn, inputs, "accept", backend, None, node, settings, dynamic_shapes)
+def accept(fn: Callable, *inputs: Any, backend: str | None = None, node: str | None = None, dynamic_shapes: Any = None,
+           decompose: bool = False, **settings: Any) -> Example:
+    """An example the rule must judge APPLIES; ``decompose``: judged on the Core ATen graph of the export (where ops
+    such as ``_softmax``, ``_to_copy`` or ``_native_batch_norm_legit_no_training`` first appear)."""
+    return Example(fn, inputs, "accept", backend, None, node, settings, dynamic_shapes, decompose)
 
 
 def reject(
@@ -77,10 +81,11 @@ def reject(
     backend: str | None = None,
     node: str | None = None,
     dynamic_shapes: Any = None,
+    decompose: bool = False,
     **settings: Any,
 ) -> Example:
     """An example the rule must judge REJECTED or NOT_APPLICABLE (reason containing ``match``)."""
-    return Example(fn, inputs, "reject", backend, match, node, settings, dynamic_shapes)
+    return Example(fn, inputs, "reject", backend, match, node, settings, dynamic_shapes, decompose)
 
 
 @dataclass

@@ -55,8 +55,10 @@ ACTIVATIONS = [
     ("act/clamp", ["aten.clamp.default", "aten.hardtanh.default", "aten.clamp_min.default", "aten.clamp_max.default"],
      "ElementWise MAX and MIN with the bounds", lambda a: a.clamp(-0.5, 0.5), _emit_clamp),
 ]
+MORE = {"act/clamp": [lambda a: torch.clamp_min(a, 0.1), lambda a: torch.clamp_max(a, -0.2), F.hardtanh]}
 for id, ops, layers, fn, emit in ACTIVATIONS:
-    define(ns, id, ops, "direct", layers=layers, example=(fn, torch.randn(2, 3)), checks=[float_input], emit=emit)
+    define(ns, id, ops, "direct", layers=layers, example=(fn, torch.randn(2, 3)), examples=[(f, torch.randn(2, 3)) for f in MORE.get(id, ())],
+           checks=[float_input], emit=emit)
 
 
 def _emit_silu(ctx, node):

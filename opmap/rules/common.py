@@ -8,13 +8,14 @@ family module lists its ops in a table; :func:`define` turns each row into a rea
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import torch
 
 from opmap.engine.context import FLOAT_DTYPES, MAX_RANK, TRT_DTYPES
 from opmap.engine.graph import Ref
-from opmap.engine.rules import accept, function_source, reject, strategy
+from opmap.engine.rules import Example, accept, function_source, reject, strategy
 
 Check = Callable[..., None]
 
@@ -109,6 +110,7 @@ def define(
     *,
     layers: str,
     example: tuple,
+    examples: Sequence[tuple | Example] = (),
     bad: tuple | None = None,
     match: str = "float64",
     checks: Sequence[Check] = (),
@@ -123,8 +125,11 @@ def define(
 ) -> None:
     """Define ``rule_<slug>`` in ``namespace`` (a family module's globals).
 
-    ``example`` is ``(fn, *inputs)``, a call the rule must accept; ``bad`` one it must reject
-    (default: the same call with float inputs made float64, which TensorRT cannot hold).
+    ``example`` is ``(fn, *inputs)``, a call the rule must accept; ``examples`` more of them, each a tuple or an
+    ``accept(...)`` (e.g. ``decompose=True`` for an overload only Core ATen lowering produces), so that every
+    overload the strategy lists is exercised (every one built and verified; the all-dynamic test samples them).
+    ``bad`` is one it must reject
+    (default: the first call with float inputs made float64, which TensorRT cannot hold).
     A rule with no input it could refuse says why in ``no_reject`` instead of a ``bad`` example.
     """
     all_checks = tuple(BASE_CHECKS) + tuple(checks)
@@ -144,11 +149,12 @@ def define(
     dynamic_shapes = None
     if dynamic is not None:  # ({axis: "name"}, ...) per input -> torch.export Dims
         dynamic_shapes = _dims(dynamic)
-    examples = [accept(fn, *inputs, dynamic_shapes=dynamic_shapes)] if expect_accept else []
+    more = [dataclasses.replace(e if isinstance(e, Example) else accept(*e), extra=True) for e in examples]
+    cases = [accept(fn, *inputs, dynamic_shapes=dynamic_shapes), *more] if expect_accept else []
     if bad is not None:
-        examples.append(reject(bad[0], *bad[1:], match=match, dynamic_shapes=dynamic_shapes if bad[0] is fn else None))
+        cases.append(reject(bad[0], *bad[1:], match=match, dynamic_shapes=dynamic_shapes if bad[0] is fn else None))
     no_accept = None if expect_accept else (doc or "no exported graph holds a case it accepts")
-    s = strategy(id, op=op, kind=kind, version=version, tags=tags, examples=examples, contract=contract, spec=spec,
+    s = strategy(id, op=op, kind=kind, version=version, tags=tags, examples=cases, contract=contract, spec=spec,
                  no_reject=no_reject, no_accept=no_accept)(rule)
     if emit is not None:
         s.emit(emit)
@@ -198,11 +204,11 @@ def emit_binary(op: str, first: str = "self", second: str = "other"):
         dtype = ctx.output_dtype() if node.out is not None and node.out.dtype != "bool" else ctx.compute(compute_dtype(node, first, second))
         a = ctx.cast(ctx.input(first) if node.meta(first) else ctx.const(node.arg(first), dtype), dtype)
         b = ctx.cast(ctx.operand(second, a), dtype)
+        if node.op == "aten.rsub.Scalar":  # other - alpha * self: alpha scales self
+            a, b = b, a
         alpha = node.arg("alpha", 1)
         if alpha not in (1, None):
             b = ctx.elementwise(b, ctx.const(alpha, dtype), "PROD")
-        if node.op == "aten.rsub.Scalar":
-            a, b = b, a
         return ctx.cast(ctx.elementwise(a, b, op), ctx.output_dtype())
 
     emit.__qualname__ = f"emit_binary({op})"

@@ -4,9 +4,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from opmap.engine.rules import accept
 from opmap.rules.common import define, float_input, static_arg, t
 
 ns = globals()
+A = torch.ops.aten
 
 
 def spatial_rank(lo, hi):
@@ -26,6 +28,28 @@ def channels_static(node, **_):
 def no_ceil_mode_with_dilation(node, **_):
     dilation = node.arg("dilation") or [1]
     assert all(d == 1 for d in dilation), f"pooling with dilation {dilation}: TensorRT's Pooling has no dilation"
+
+
+def no_partial_average_window(node, **_):
+    """ceil_mode average pooling whose last window hangs past the padded input: PyTorch divides that window by its
+    clipped size, TensorRT's divisor for it is unspecified (and the reference interpreter cannot verify one)."""
+    if "avg_pool" not in node.op or not node.arg("ceil_mode", False):
+        return
+    meta, out = node.meta("self"), node.out
+    spatial = meta.rank - 2
+    sizes, outs = list(meta.shape[-spatial:]), list(out.shape[-spatial:])
+    kernel, padding = _spatial_args(node, spatial, "kernel_size", "padding")
+    stride = node.arg("stride") or kernel
+    stride = list(stride) * spatial if len(stride) == 1 else list(stride)
+    if outs == [1] * spatial and not any(padding):
+        return  # one window over the whole input: emitted as a global reduction
+    for n, o, k, s_, p in zip(sizes, outs, kernel, stride, padding):
+        assert isinstance(n, int) and isinstance(o, int), (
+            f"ceil_mode average pooling over a dynamic size {n}: whether its last window is partial is known only at run time")
+        assert (o - 1) * s_ + k <= n + 2 * p, (
+            f"ceil_mode average pooling: the last window over size {n} (kernel {k}, stride {s_}, padding {p}) hangs past the "
+            "padded input, and PyTorch's divisor for it (the clipped window) is not TensorRT's; export with ceil_mode=False, "
+            "or pad the input so the windows fit")
 
 
 def _weight_array(ctx, name):
@@ -168,7 +192,7 @@ def _emit_pool(ctx, node):
         kernel, stride, padding = [1] + kernel, [1] + stride, [0] + padding
     layer = ctx.net.add_pooling_nd(x, ctx.trt.PoolingType.MAX if is_max else ctx.trt.PoolingType.AVERAGE, tuple(kernel))
     layer.stride_nd, layer.padding_nd = tuple(stride), tuple(padding)
-    if node.arg("ceil_mode", False):
+    if node.arg("ceil_mode", False) and is_max:  # average pooling's windows fit (its rule checks): rounding down is the same
         layer.padding_mode = ctx.trt.PaddingMode.EXPLICIT_ROUND_UP
     if not is_max:
         layer.average_count_excludes_padding = not node.arg("count_include_pad", True)
@@ -247,30 +271,49 @@ def static_spatial_output(node, **_):
 define(ns, "conv/conv", ["aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default", "aten.convolution.default",
                          "aten._convolution.default", "aten.conv1d.padding", "aten.conv2d.padding", "aten.conv3d.padding"], "direct",
        layers="ConvolutionNd (1-D as 2-D with a unit dim), weights and bias as constants",
-       example=(F.conv2d, t(1, 3, 8, 8), t(4, 3, 3, 3)), checks=[float_input, static_arg("weight"), channels_static, spatial_rank(1, 3)], emit=_emit_conv)
+       example=(F.conv2d, t(1, 3, 8, 8), t(4, 3, 3, 3)),
+       examples=[(F.conv3d, t(1, 2, 4, 5, 4), t(3, 2, 2, 3, 2)),
+                 (lambda x, w: F.conv3d(x, w, padding="same"), t(1, 2, 4, 5, 4), t(3, 2, 2, 3, 2)),
+                 accept(torch.nn.Conv2d(3, 4, 3, padding=1, stride=2), t(1, 3, 7, 7), decompose=True),  # convolution
+                 accept(torch.nn.ConvTranspose2d(3, 4, 3, stride=2, output_padding=1), t(1, 3, 4, 5), decompose=True),  # transposed
+                 (lambda x, w, b: A._convolution(x, w, b, [1], [1], [2], False, [0], 1, False, False, True, True),
+                  t(2, 3, 9), t(4, 3, 3), t(4))],
+       checks=[float_input, static_arg("weight"), channels_static, spatial_rank(1, 3)], emit=_emit_conv)
 define(ns, "conv/conv-transpose", ["aten.conv_transpose1d.default", "aten.conv_transpose2d.input", "aten.conv_transpose3d.input"],
        "direct", layers="DeconvolutionNd", example=(F.conv_transpose2d, t(1, 3, 8, 8), t(3, 4, 3, 3)),
        checks=[float_input, static_arg("weight"), channels_static, spatial_rank(1, 3)], emit=_emit_conv)
 define(ns, "pool/max", ["aten.max_pool1d.default", "aten.max_pool2d.default", "aten.max_pool3d.default",
                         "aten.max_pool2d_with_indices.default"], "direct", layers="PoolingNd MAX",
        example=(lambda a: F.max_pool2d(a, 2), t(1, 3, 8, 8)),
+       examples=[(lambda a: F.max_pool1d(a, 3, 2), t(2, 3, 9)), (lambda a: F.max_pool3d(a, 2, padding=1), t(1, 2, 4, 5, 4)),
+                 accept(lambda a: F.max_pool2d(a, 3, 2, padding=1), t(1, 3, 7, 7), decompose=True)],  # with_indices
        bad=(lambda a: F.max_pool2d(a, 2, dilation=2), t(1, 3, 8, 8)), match="dilation",
        checks=[float_input, spatial_rank(1, 3), no_ceil_mode_with_dilation], emit=_emit_pool)
 define(ns, "pool/avg", ["aten.avg_pool1d.default", "aten.avg_pool2d.default", "aten.avg_pool3d.default"], "direct",
        layers="PoolingNd AVERAGE (count_include_pad mapped to average_count_excludes_padding)",
-       example=(lambda a: F.avg_pool2d(a, 2), t(1, 3, 8, 8)), checks=[float_input, spatial_rank(1, 3)], emit=_emit_pool)
+       example=(lambda a: F.avg_pool2d(a, 2), t(1, 3, 8, 8)),
+       examples=[(lambda a: F.avg_pool1d(a, 3, 2, padding=1), t(2, 3, 9)), (lambda a: F.avg_pool3d(a, 2, ceil_mode=True), t(1, 2, 4, 6, 4))],
+       bad=(lambda a: F.avg_pool3d(a, 2, ceil_mode=True), t(1, 2, 4, 5, 4)), match="hangs past",
+       checks=[float_input, spatial_rank(1, 3), no_partial_average_window], emit=_emit_pool)
 define(ns, "pool/adaptive-avg", ["aten.adaptive_avg_pool2d.default", "aten._adaptive_avg_pool2d.default",
                                  "aten.adaptive_avg_pool1d.default", "aten.adaptive_avg_pool3d.default",
                                  "aten._adaptive_avg_pool3d.default"], "direct",
        layers="Reduce AVG when the output is 1x1, else PoolingNd AVERAGE with derived kernel and stride (viewed as 4-D/5-D)",
        example=(lambda a: F.adaptive_avg_pool2d(a, 1), t(1, 3, 8, 8)),
+       examples=[accept(lambda a: F.adaptive_avg_pool3d(a, (1, 2, 2)), t(1, 2, 3, 4, 6), decompose=True)],
        bad=(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 8)), match="divide",
        checks=[float_input, lambda node, **_: _adaptive_divisible(node)], emit=_emit_adaptive_avg)
 define(ns, "resize/upsample", [f"aten.upsample_{m}.{o}" for m in ("nearest1d", "nearest2d", "nearest3d", "linear1d", "bilinear2d",
                                                                   "trilinear3d") for o in ("vec", "default")],
        "direct", layers="Resize NEAREST/LINEAR with PyTorch's coordinate transformation (align_corners or half-pixel) and "
                         "its scale factors where it was called with them",
-       example=(lambda a: F.interpolate(a, scale_factor=2.0, mode="bilinear"), t(1, 3, 4, 4)), checks=[float_input, static_spatial_output],
+       example=(lambda a: F.interpolate(a, scale_factor=2.0, mode="bilinear"), t(1, 3, 4, 4)),
+       examples=[(lambda a: A.upsample_nearest1d(a, [7]), t(1, 2, 5)), (lambda a: A.upsample_nearest2d(a, [6, 8]), t(1, 2, 3, 5)),
+                 (lambda a: A.upsample_nearest3d(a, [4, 6, 7]), t(1, 2, 3, 4, 5)),
+                 (lambda a: A.upsample_linear1d(a, [7], True), t(1, 2, 5)),
+                 (lambda a: A.upsample_bilinear2d(a, [6, 8], False), t(1, 2, 3, 5)),
+                 (lambda a: A.upsample_trilinear3d(a, [4, 6, 7], True), t(1, 2, 3, 4, 5))],
+       checks=[float_input, static_spatial_output],
        emit=_emit_upsample)
 
 

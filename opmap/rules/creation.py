@@ -2,6 +2,7 @@
 
 import torch
 
+from opmap.engine.rules import accept
 from opmap.rules.common import define, out_dims, static, t
 
 ns = globals()
@@ -46,12 +47,26 @@ CREATE = [
      "a scalar Constant broadcast to the input's shape (Shape + Slice)", lambda a: torch.full_like(a, 2.0),
      lambda a: torch.full_like(a, 2.0, dtype=torch.float64)),
 ]
+# every listed overload, each as a model writes it (empty values are arbitrary: they are filled before use)
+MORE = {
+    "create/arange": [lambda a: torch.arange(2, 5) + a, lambda a: torch.arange(0.5, 2.0, 0.5) + a],
+    "create/full": [lambda a: torch.full((2, 3), 2.5) + a, lambda a: torch.zeros(2, 3) + a, lambda a: torch.scalar_tensor(-1.5) + a,
+                    lambda a: torch.empty(2, 3).fill_(3.0) + a, lambda a: a.new_ones((3,)) + a, lambda a: a.new_zeros((2, 1)) + a,
+                    lambda a: a.new_full((3,), 4.0) + a, lambda a: a.new_empty((3,)).fill_(2.0) + a],
+    "create/full-like": [lambda a: torch.ones_like(a) + a, lambda a: torch.zeros_like(a, dtype=torch.int32),
+                         lambda a: torch.empty_like(a).fill_(1.0) + a],
+}
 for (id, ops, layers, fn, bad), emit in zip(CREATE, (_emit_arange, _emit_full, _emit_full)):
-    define(ns, id, ops, "direct", layers=layers, example=(fn, t(2, 3)), bad=(bad, t(2, 3)), emit=emit)
+    define(ns, id, ops, "direct", layers=layers, example=(fn, t(2, 3)), examples=[(f, t(2, 3)) for f in MORE[id]], bad=(bad, t(2, 3)),
+           emit=emit)
 
 define(ns, "cast/cast", ["aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy.default", "aten.type_as.default",
                          "aten.to.other"],
        "direct", layers="Cast to the target dtype (no layer when the dtype is unchanged)",
        example=(lambda a: a.to(torch.float16), t(2, 3)), bad=(lambda a: a.to(torch.float64), t(2, 3)),
+       examples=[accept(lambda a: a.to(torch.int32), t(2, 3) * 4, decompose=True),
+                 (lambda a, b: a.type_as(b), t(2, 3) * 4, t(2, dtype=torch.int32)),
+                 (lambda a, b: torch.ops.aten.to.other(a, b), t(2, 3), t(2, dtype=torch.float16)),
+                 (lambda a: torch.ops.aten.to.dtype_layout(a, dtype=torch.bfloat16), t(2, 3))],
        doc="direct: an explicit Cast layer, as strongly typed networks require.",
        emit=lambda ctx, node: ctx.cast(ctx.input("self"), ctx.output_dtype()))

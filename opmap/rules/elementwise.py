@@ -13,6 +13,7 @@ from opmap.rules.common import (
 )
 
 ns = globals()
+A = torch.ops.aten
 
 # (id, ops, kind, layers, example)
 BINARY = [
@@ -30,8 +31,24 @@ BINARY = [
     ("cmp/ge", ["aten.ge.Tensor", "aten.ge.Scalar"], "decompose", "ElementWise GREATER, EQUAL, OR (NaN-correct)", (lambda a, b: a >= b, t(2, 3), t(3)), emit_compare("GREATER", "EQUAL")),
     ("cmp/le", ["aten.le.Tensor", "aten.le.Scalar"], "decompose", "ElementWise LESS, EQUAL, OR (NaN-correct)", (lambda a, b: a <= b, t(2, 3), t(3)), emit_compare("LESS", "EQUAL")),
 ]
+# more accept examples: every listed overload exercised (Scalar overloads, alpha, reversed operands)
+MORE = {
+    "ew/add": [(lambda a: A.add.Scalar(a, 2, 3), t(2, 3)), (lambda a: A.add.Scalar(a, 1.5), t(2, 3, dtype=torch.int32))],
+    "ew/sub": [(lambda a: A.sub.Scalar(a, 2, 3), t(2, 3)), (lambda a: A.rsub.Scalar(a, 2, 3), t(2, 3)), (lambda a: 1 - a, t(2, 3))],
+    "ew/mul": [(lambda a: A.mul.Scalar(a, 2.5), t(2, 3, dtype=torch.int32))],
+    "ew/div": [(lambda a: A.div.Scalar(a, 2), t(2, 3, dtype=torch.int32))],
+    "ew/pow": [(lambda a, b: torch.pow(a.abs() + 0.5, b), t(2, 3), t(3)), (lambda a: torch.pow(2.0, a), t(2, 3))],
+    "ew/maximum": [(lambda a, b: torch.max(a, b), t(2, 3), t(3))],
+    "ew/minimum": [(lambda a, b: torch.min(a, b), t(2, 3), t(3))],
+    "cmp/eq": [(lambda a: a == 2, t(2, 3, dtype=torch.int32))],
+    "cmp/gt": [(lambda a, b: a > b, t(2, 3), t(3))],
+    "cmp/lt": [(lambda a, b: a < b, t(2, 3), t(3))],
+    "cmp/ne": [(lambda a, b: a != b, t(2, 3, dtype=torch.int32), t(3, dtype=torch.int32))],
+    "cmp/ge": [(lambda a: a >= 0.5, t(2, 3))],
+    "cmp/le": [(lambda a: a <= 0.5, t(2, 3))],
+}
 for id, ops, kind, layers, example, emit in BINARY:
-    define(ns, id, ops, kind, layers=layers, example=example, emit=emit)
+    define(ns, id, ops, kind, layers=layers, example=example, examples=MORE.get(id, ()), emit=emit)
 
 
 def _trunc(ctx, q):
@@ -69,7 +86,8 @@ def _emit_mod(mode):
 
 define(ns, "ew/div-mode", ["aten.floor_divide.default", "aten.div.Tensor_mode", "aten.div.Scalar_mode"], "direct",
        layers="ElementWise FLOOR_DIV (floor), DIV then FLOOR/CEIL by sign (trunc on floats; integer DIV truncates)",
-       example=(lambda a, b: torch.div(a, b, rounding_mode="trunc"), t(2, 3), t(3)), emit=_emit_div_mode)
+       example=(lambda a, b: torch.div(a, b, rounding_mode="trunc"), t(2, 3), t(3)),
+       examples=[(lambda a: A.div.Scalar_mode(a, -2, rounding_mode=m), t(2, 3) * 5) for m in ("floor", "trunc")], emit=_emit_div_mode)
 define(ns, "ew/fmod", ["aten.fmod.Tensor", "aten.fmod.Scalar"], "decompose",
        layers="a - trunc(a / b) * b: ElementWise DIV, FLOOR/CEIL by sign, PROD, SUB (the result has the dividend's sign)",
        example=(lambda a, b: torch.fmod(a, b), t(2, 3), t(3)), emit=_emit_mod("trunc"))
@@ -86,17 +104,21 @@ def _emit_logical(op):
 
 
 LOGICAL = [
-    ("logic/and", ["aten.logical_and.default", "aten.__and__.Tensor", "aten.bitwise_and.Tensor"], "ElementWise AND", lambda a, b: a & b, "AND"),
-    ("logic/or", ["aten.logical_or.default", "aten.__or__.Tensor", "aten.bitwise_or.Tensor"], "ElementWise OR", lambda a, b: a | b, "OR"),
-    ("logic/xor", ["aten.logical_xor.default", "aten.__xor__.Tensor", "aten.bitwise_xor.Tensor"], "ElementWise XOR", lambda a, b: a ^ b, "XOR"),
+    ("logic/and", ["aten.logical_and.default", "aten.__and__.Tensor", "aten.bitwise_and.Tensor"], "ElementWise AND", lambda a, b: a & b,
+     [torch.logical_and, torch.bitwise_and], "AND"),
+    ("logic/or", ["aten.logical_or.default", "aten.__or__.Tensor", "aten.bitwise_or.Tensor"], "ElementWise OR", lambda a, b: a | b,
+     [torch.logical_or, torch.bitwise_or], "OR"),
+    ("logic/xor", ["aten.logical_xor.default", "aten.__xor__.Tensor", "aten.bitwise_xor.Tensor"], "ElementWise XOR", lambda a, b: a ^ b,
+     [torch.logical_xor, torch.bitwise_xor], "XOR"),
 ]
-for id, ops, layers, fn, op in LOGICAL:
+for id, ops, layers, fn, more, op in LOGICAL:
     define(ns, id, ops, "direct", layers=layers, example=(fn, t(2, 3, dtype=torch.bool), t(3, dtype=torch.bool)),
+           examples=[(f, t(2, 3, dtype=torch.bool), t(2, 1, dtype=torch.bool)) for f in more],
            bad=(fn, t(2, 3, dtype=torch.int32), t(3, dtype=torch.int32)), match="bool tensors only", checks=[bool_or_int_only],
            emit=_emit_logical(op))
 
 define(ns, "logic/not", ["aten.logical_not.default", "aten.bitwise_not.default"], "direct", layers="Unary NOT",
-       example=(lambda a: ~a, t(2, 3, dtype=torch.bool)), bad=(lambda a: ~a, t(2, 3, dtype=torch.int32)), match="bool tensors only",
+       example=(lambda a: ~a, t(2, 3, dtype=torch.bool)), examples=[(torch.logical_not, t(2, 3, dtype=torch.bool))], bad=(lambda a: ~a, t(2, 3, dtype=torch.int32)), match="bool tensors only",
        checks=[bool_or_int_only], emit=lambda ctx, node: ctx.unary(ctx.cast(ctx.input("self"), "bool"), "NOT"))
 
 def _select(ctx, cond, a, b):
@@ -118,9 +140,12 @@ def _emit_masked_fill(ctx, node):
 
 define(ns, "select/where", ["aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar"], "direct",
        layers="Select (condition, then, else) with broadcasting", example=(lambda c, a: torch.where(c, a, 0.0), t(2, 3, dtype=torch.bool), t(3)),
+       examples=[(lambda c, b: torch.where(c, 1.5, b), t(2, 3, dtype=torch.bool), t(3)),
+                 (lambda c: torch.where(c, 1.0, -2.0), t(2, 3, dtype=torch.bool))],
        emit=_emit_where)
 define(ns, "select/masked-fill", ["aten.masked_fill.Scalar", "aten.masked_fill.Tensor"], "direct", layers="Select with a constant fill",
-       example=(lambda a, m: a.masked_fill(m, -1e4), t(2, 3), t(2, 3, dtype=torch.bool)), emit=_emit_masked_fill)
+       example=(lambda a, m: a.masked_fill(m, -1e4), t(2, 3), t(2, 3, dtype=torch.bool)),
+       examples=[(lambda a, m, v: a.masked_fill(m, v), t(2, 3), t(3, dtype=torch.bool), t())], emit=_emit_masked_fill)
 
 UNARY = [
     ("unary/abs", "aten.abs.default", "Unary ABS", torch.abs, False),

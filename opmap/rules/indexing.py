@@ -77,7 +77,8 @@ def _emit_scatter(ctx, node):
     src = ctx.input("src") if isinstance(node.arg("src"), Ref) else None
     idx = ctx.input("index")
     if src is None:
-        src = ctx.const(torch.full([d for d in node.meta("index").shape], node.arg("value")), ctx.dtype(x))
+        shape = list(node.meta("index").shape)  # ints, or symbols: the scalar broadcast to the index's run-time shape
+        src = ctx.expand_to(ctx.const(node.arg("value"), ctx.dtype(x), shape=[1] * len(shape)), shape)
     layer = ctx.net.add_scatter(x, idx, ctx.cast(src, ctx.dtype(x)), ctx.trt.ScatterMode.ELEMENT)
     layer.axis = node.arg("dim") % ctx.rank(x)
     return ctx.out(layer, "scatter")
@@ -153,6 +154,7 @@ define(ns, "gather/index-nd", "aten.index.Tensor", "direct",
        emit=_emit_index_nd)
 define(ns, "scatter/scatter", ["aten.scatter.src", "aten.scatter.value", "aten.scatter.reduce", "aten.scatter.value_reduce"], "direct", layers="Scatter in ELEMENT mode",
        example=(lambda a, i, s: a.scatter(1, i, s), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
+       examples=[(lambda a, i: a.scatter(0, i, -2.5), t(3, 5), torch.tensor([[2, 0, 1, 1, 0]]))],
        bad=(lambda a, i, s: a.scatter(1, i, s, reduce="add"), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
        match="cannot accumulate", checks=[no_reduce], emit=_emit_scatter)
 define(ns, "scatter/index-put", ["aten.index_put.default"], "direct",

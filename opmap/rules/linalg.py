@@ -48,9 +48,12 @@ define(ns, "mm/linear", "aten.linear.default", "decompose",
        example=(F.linear, t(2, 4), t(3, 4), t(3)), checks=[float_input], emit=_emit_linear)
 define(ns, "mm/addmm", ["aten.addmm.default", "aten.baddbmm.default"], "decompose",
        layers="MatrixMultiply then ElementWise SUM (beta/alpha folded as PROD)",
-       example=(lambda b, x, w: torch.addmm(b, x, w), t(3), t(2, 4), t(4, 3)), checks=[float_input], emit=_emit_addmm)
+       example=(lambda b, x, w: torch.addmm(b, x, w), t(3), t(2, 4), t(4, 3)),
+       examples=[(lambda c, a, b: torch.baddbmm(c, a, b, beta=0.5, alpha=2), t(2, 1, 5), t(2, 3, 4), t(2, 4, 5))],
+       checks=[float_input], emit=_emit_addmm)
 define(ns, "mm/matmul", ["aten.mm.default", "aten.bmm.default", "aten.matmul.default"], "direct",
-       layers="MatrixMultiply (batch dims broadcast)", example=(torch.matmul, t(2, 3, 4), t(4, 5)), checks=[float_input],
+       layers="MatrixMultiply (batch dims broadcast)", example=(torch.matmul, t(2, 3, 4), t(4, 5)),
+       examples=[(torch.mm, t(3, 4), t(4, 2)), (torch.bmm, t(2, 3, 4), t(2, 4, 5))], checks=[float_input],
        emit=_emit_matmul)
 define(ns, "mm/einsum", "aten.einsum.default", "direct", layers="Einsum (TensorRT's subset: no ellipsis, each label ≤ 2 inputs)",
        example=(lambda a, b: torch.einsum("ij,jk->ik", a, b), t(2, 3), t(3, 4)),

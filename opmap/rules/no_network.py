@@ -27,7 +27,9 @@ FFT = ("{op} takes or returns complex tensors: TensorRT has no complex dtype. A 
                              "aten.view_as_real.default", "aten.view_as_complex.default"], kind="plugin",
           examples=[reject(lambda a: torch.view_as_real(A._fft_r2c.default(a, [0], 0, True)), t(8), match="complex dtype"),
                     reject(lambda a: A._fft_c2r.default(torch.view_as_complex(a), [0], 0, 8), t(5, 2), match="complex dtype",
-                           node="_fft_c2r")],
+                           node="_fft_c2r")]
+                   + [reject(lambda a: torch.view_as_real(torch.fft.fft(torch.view_as_complex(a))), t(8, 2), match="complex dtype",
+                             node=name, decompose=True) for name in ("view_as_complex", "_fft_c2c", "view_as_real")],
           no_accept="TensorRT has no complex tensors; the rule can only refuse")
 def rule_fft_complex(node):
     """FFTs and complex views: refused (no complex dtype in TensorRT), with the exact real-valued rewrite to use."""
@@ -35,7 +37,8 @@ def rule_fft_complex(node):
 
 
 @strategy("core/host-scalar", op=["aten._local_scalar_dense.default", "aten.item.default"], kind="plugin",
-          examples=[reject(lambda a: a * A._local_scalar_dense.default(a.sum()), t(3), match="host")],
+          examples=[reject(lambda a: a * A._local_scalar_dense.default(a.sum()), t(3), match="host"),
+                    reject(lambda a: a * a.sum().item(), t(3), match="host")],
           no_accept="a network's values never leave the device as host scalars; the rule can only refuse")
 def rule_host_scalar(node):
     """``.item()``: the tensor's value read back to the host as a Python number."""
@@ -47,7 +50,8 @@ def rule_host_scalar(node):
 @strategy("norm/batch-norm-training", op=["aten._native_batch_norm_legit.default", "aten._native_batch_norm_legit_functional.default"],
           kind="plugin",
           examples=[reject(lambda a, rm, rv: A._native_batch_norm_legit.default(a, None, None, rm, rv, True, 0.1, 1e-5)[0],
-                           t(2, 3, 4), torch.zeros(3), torch.ones(3), match="model.eval()")],
+                           t(2, 3, 4), torch.zeros(3), torch.ones(3), match="model.eval()"),
+                    reject(torch.nn.BatchNorm1d(3), t(2, 3, 4), match="model.eval()", decompose=True)],  # a training-mode module
           no_accept="training-mode batch norm updates its running statistics; the rule can only refuse")
 def rule_batch_norm_training(node):
     """Batch norm in training mode: normalises by batch statistics and writes running_mean/running_var."""
@@ -57,7 +61,8 @@ def rule_batch_norm_training(node):
 
 
 @strategy("core/resize-storage", op=["aten.resize_.default", "aten.resize.default"], kind="plugin",
-          examples=[reject(lambda a: (a * 1).resize_(6), t(2, 3), match="storage")],
+          examples=[reject(lambda a: (a * 1).resize_(6), t(2, 3), match="storage"),
+                    reject(lambda a: A.resize(a * 1, [6]), t(2, 3), match="storage")],
           no_accept="resize_ reallocates storage and leaves new elements uninitialised; the rule can only refuse")
 def rule_resize_storage(node):
     """``resize_``: a tensor's storage reallocated in place."""

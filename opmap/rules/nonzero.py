@@ -307,7 +307,7 @@ rule_nonzero_direct.emit(_emit_nonzero_direct)
 
 
 @strategy("nonzero/static-bound", op=NONZERO, kind="decompose", tags=("data-dependent",), contract=NONZERO_CONTRACT,
-          examples=[accept(torch.nonzero, t(3, 4, dtype=torch.bool)), accept(torch.nonzero, all_true),
+          examples=[accept(torch.nonzero, t(3, 4, dtype=torch.bool)), accept(torch.nonzero, all_true), accept(torch.argwhere, t(2, 3)),
                     reject(torch.nonzero, t(3, 4, dtype=torch.bool), match="max_bound", max_bound=4)])
 def rule_nonzero_static_bound(node, bounds, settings):
     """Exclusive Cumulative of the mask gives each true element its slot; Select sends false ones to a dump slot;

@@ -3,6 +3,7 @@
 import torch
 import torch.nn.functional as F
 
+from opmap.engine.rules import accept
 from opmap.rules.common import define, float_input, static_arg, t
 
 ns = globals()
@@ -31,7 +32,8 @@ def _affine_param(ctx, name, rank, axis_from, default):
 
 
 def _layer_norm_outputs(ctx, node, y):
-    return [y, None, None] if node.op == "aten.native_layer_norm.default" else y
+    """native_layer_norm / native_group_norm return (y, mean, rstd): only y is computed (inference uses no other)."""
+    return [y, None, None] if node.op in ("aten.native_layer_norm.default", "aten.native_group_norm.default") else y
 
 
 def _emit_layer_norm(ctx, node):
@@ -83,6 +85,15 @@ def _channel_param(ctx, name, default, rank):
     return ctx.reshape(ctx.cast(ctx.tensor(ref), ctx.dtype(ctx.input("input"))), [1, channels] + [1] * (rank - 2))
 
 
+def _trained(bn):
+    """A batch norm in eval mode with non-trivial statistics and affine parameters (a fresh one is the identity)."""
+    with torch.no_grad():
+        for p in (bn.weight, bn.bias, bn.running_mean):
+            p.copy_(t(*p.shape) if p is not bn.running_mean else t(*p.shape) * 0.5)
+        bn.running_var.copy_(t(*bn.running_var.shape).abs() + 0.5)
+    return bn.eval()
+
+
 def _emit_batch_norm(ctx, node):
     """(x - mean) · weight / sqrt(var + eps) + bias, as one per-channel scale and shift."""
     x = ctx.input("input")
@@ -111,27 +122,32 @@ def _emit_group_norm(ctx, node):
     layer.epsilon = float(node.arg("eps", 1e-5))
     y = ctx.out(layer, "groupnorm")
     y = ctx.elementwise(y, _channel_param(ctx, "weight", 1.0, rank), "PROD")
-    return ctx.elementwise(y, _channel_param(ctx, "bias", 0.0, rank), "SUM")
+    return _layer_norm_outputs(ctx, node, ctx.elementwise(y, _channel_param(ctx, "bias", 0.0, rank), "SUM"))
 
 
 define(ns, "norm/layer-norm", ["aten.layer_norm.default", "aten.native_layer_norm.default"], "direct",
        layers="Normalization over the trailing axes, weight and bias as constants",
        example=(lambda a, w, b: F.layer_norm(a, (4,), w, b), t(2, 3, 4), t(4), t(4)),
+       examples=[accept(torch.nn.LayerNorm((3, 4)), t(2, 3, 4), decompose=True)],  # native_layer_norm
        checks=[float_input, normalized_shape_static], emit=_emit_layer_norm)
 define(ns, "norm/layer-norm-decomposed", ["aten.layer_norm.default", "aten.native_layer_norm.default"], "decompose",
        layers="Reduce AVG, SUB, PROD, Reduce AVG, SUM eps, Unary SQRT, DIV, scale and shift (exact)",
-       example=(lambda a: F.layer_norm(a, (4,)), t(2, 3, 4)), checks=[float_input, normalized_shape_static],
-       emit=_emit_layer_norm_decomposed)
+       example=(lambda a: F.layer_norm(a, (4,)), t(2, 3, 4)), examples=[accept(torch.nn.LayerNorm(4), t(2, 3, 4), decompose=True)],
+       checks=[float_input, normalized_shape_static], emit=_emit_layer_norm_decomposed)
 define(ns, "norm/rms-norm", ["aten.rms_norm.default"], "decompose",
        layers="PROD, Reduce AVG, SUM eps, Unary SQRT, DIV, PROD weight", example=(lambda a: F.rms_norm(a, (4,)), t(2, 3, 4)),
        checks=[float_input], emit=_emit_rms_norm)
 define(ns, "norm/group-norm", ["aten.group_norm.default", "aten.native_group_norm.default"], "direct",
        layers="Normalization with num_groups", example=(lambda a: F.group_norm(a, 2), t(1, 4, 3, 3)),
+       examples=[accept(torch.nn.GroupNorm(2, 6), t(2, 6, 5), decompose=True)],  # native_group_norm
        checks=[float_input, static_arg("weight", "bias")], emit=_emit_group_norm)
 define(ns, "norm/batch-norm", ["aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
                                "aten.native_batch_norm.default"], "decompose",
        layers="inference batch norm folded into one per-channel Scale (shift, scale) from the running statistics",
        example=(lambda a, m, v: F.batch_norm(a, m, v), t(1, 3, 4, 4), t(3), t(3).abs() + 1),
+       examples=[accept(_trained(torch.nn.BatchNorm2d(3)), t(2, 3, 4, 4), decompose=True),  # _native_batch_norm_legit_no_training
+                 (lambda a, w, b, m, v: torch.ops.aten.native_batch_norm(a, w, b, m, v, False, 0.1, 1e-3)[0],
+                  t(2, 3, 5), t(3), t(3), t(3), t(3).abs() + 1)],
        bad=(lambda a, m, v: F.batch_norm(a, m, v, training=True), t(2, 3, 4, 4), t(3), t(3).abs() + 1), match="training mode",
        checks=[float_input, inference_batch_norm], emit=_emit_batch_norm)
 

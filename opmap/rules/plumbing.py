@@ -1,10 +1,12 @@
 """Graph plumbing: tuple unpacking, symbolic shape arithmetic, runtime asserts, eval-mode identities."""
 
+import operator
 import re
 
 import torch
 import torch.nn.functional as F
 
+from opmap.engine.rules import accept
 from opmap.rules.common import define, emit_identity, eval_mode, t
 from opmap.engine.graph import Ref
 
@@ -138,8 +140,28 @@ define(ns, "core/getitem", "operator.getitem", "direct",
 define(ns, "shape/sym-size", "aten.sym_size.int", "direct", layers="Shape, then Gather of one dim (an int64 shape tensor)",
        example=(lambda a: a.new_zeros(a.shape[0]) + a.sum(-1), t(3, 4)), dynamic=({0: "batch"},),
        no_reject="a size of a TensorRT tensor is always readable with a Shape layer", emit=_emit_sym_size)
+def _batch(lo: int = 4):
+    """dynamic_shapes for one input with a dynamic first dim (at least ``lo``: sizes derived from it stay above 1, which
+    torch.export would specialise)."""
+    return lambda: ({0: torch.export.Dim("batch", min=lo, max=64)},)
+
+
+def _sym(fn):
+    return accept(fn, t(6, 4), dynamic_shapes=_batch())
+
+
+# every listed symbolic operator, as size arithmetic a model does (comparisons yield SymBools used as values)
+SYM_EXAMPLES = [_sym(lambda a: a.new_zeros(a.shape[0] + 1)), _sym(lambda a: a.new_zeros(a.shape[0] - 1)),
+                _sym(lambda a: a.new_zeros(a.shape[0] // 2)), _sym(lambda a: a.new_zeros(a.shape[0] % 3 + 2)),
+                _sym(lambda a: a.new_zeros(a.numel())), _sym(lambda a: a[-a.shape[0] + 1:] * 2)]
+SYM_EXAMPLES += [accept(lambda a, b, f=f: a.new_zeros(f(a.shape[0], b.shape[0])), t(3, 4), t(5),
+                        dynamic_shapes=lambda: ({0: torch.export.Dim("n", max=64)}, {0: torch.export.Dim("m", max=64)}))
+                 for f in (torch.sym_max, torch.sym_min)]
+SYM_EXAMPLES += [_sym(lambda a, c=c: a * c(a.shape[0], 3)) for c in
+                 (operator.eq, operator.ne, operator.ge, operator.gt, operator.le, operator.lt)]
+SYM_EXAMPLES += [accept(lambda a: a * torch.sym_not(a.shape[0] == 3), t(6, 4), dynamic_shapes=_batch(), node="sym_not")]
 define(ns, "shape/sym-arith", SYM_OPS, "direct", layers="ElementWise on int64 shape tensors",
-       example=(lambda a: a.new_zeros(a.shape[0] * 2), t(3, 4)), dynamic=({0: "batch"},), checks=[integer_scalar],
+       example=(lambda a: a.new_zeros(a.shape[0] * 2), t(3, 4)), examples=SYM_EXAMPLES, dynamic=({0: "batch"},), checks=[integer_scalar],
        no_reject="graphs exported from models hold integer size arithmetic only", emit=_emit_sym_arith)
 define(ns, "core/runtime-assert", ["aten._assert_scalar.default", "aten._assert_async.msg"], "direct",
        layers="Assertion on the shape-tensor condition (checked when the engine runs)",
@@ -160,5 +182,7 @@ define(ns, "core/build-time-check", ["aten._assert_tensor_metadata.default", "at
 define(ns, "core/dropout-eval", ["aten.dropout.default", "aten.feature_dropout.default", "aten.native_dropout.default",
                                  "aten.alpha_dropout.default"], "direct", layers="no layer: dropout is the identity in eval mode",
        example=(lambda a: F.dropout(a, 0.1, training=False), t(2, 3)),
+       examples=[(lambda a: torch.feature_dropout(a, 0.1, False) * 2, t(2, 3, 4)), (lambda a: torch.alpha_dropout(a, 0.1, False) * 2, t(2, 3)),
+                 (lambda a: torch.ops.aten.native_dropout(a, 0.1, False)[0] * 2, t(2, 3))],
        bad=(lambda a: F.dropout(a, 0.1, training=True), t(2, 3)), match="training mode", checks=[eval_mode],
        emit=lambda ctx, node: [ctx.input("input"), None] if node.op == "aten.native_dropout.default" else ctx.input("input"))

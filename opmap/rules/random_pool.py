@@ -22,7 +22,9 @@ def _emit_random(ctx, node):
 
 define(ns, "random/fill", ["aten.rand.default", "aten.randn.default", "aten.rand_like.default", "aten.randn_like.default"],
        "direct", layers="Fill RANDOM_UNIFORM / RANDOM_NORMAL (same distribution, a different random stream than PyTorch)",
-       example=(lambda a: torch.rand(2, 3) + a, t(2, 3)), bad=(lambda a: torch.rand(2, 3, dtype=torch.float64) + a, t(2, 3)),
+       example=(lambda a: torch.rand(2, 3) + a, t(2, 3)),
+       examples=[(lambda a: torch.randn(4, 3) * a, t(4, 3)), (lambda a: torch.rand_like(a) + a, t(4, 3)),
+                 (lambda a: torch.randn_like(a) + a, t(4, 3))], bad=(lambda a: torch.rand(2, 3, dtype=torch.float64) + a, t(2, 3)),
        contract="same distribution as PyTorch, different values: compare statistics, not elements",
        checks=[lambda node, **_: _static_out(node)], emit=_emit_random)
 

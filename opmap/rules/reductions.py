@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from opmap.engine.rules import accept
 from opmap.rules.common import define, float_input, t
 
 ns = globals()
@@ -103,15 +104,16 @@ def emit_reduce(op):
     return emit
 
 
-REDUCE = [
-    ("reduce/sum", ["aten.sum.default", "aten.sum.dim_IntList"], "Reduce SUM", lambda a: a.sum(-1, keepdim=True), "SUM"),
-    ("reduce/mean", ["aten.mean.default", "aten.mean.dim"], "Reduce AVG", lambda a: a.mean((0, 1)), "AVG"),
-    ("reduce/amax", ["aten.amax.default", "aten.max.default"], "Reduce MAX", lambda a: a.amax(-1), "MAX"),
-    ("reduce/amin", ["aten.amin.default", "aten.min.default"], "Reduce MIN", lambda a: a.amin(0), "MIN"),
-    ("reduce/prod", ["aten.prod.default", "aten.prod.dim_int"], "Reduce PROD", lambda a: a.prod(1), "PROD"),
+REDUCE = [  # (id, ops, layers, example, the whole-tensor overload's example, Reduce op)
+    ("reduce/sum", ["aten.sum.default", "aten.sum.dim_IntList"], "Reduce SUM", lambda a: a.sum(-1, keepdim=True), lambda a: a.sum(), "SUM"),
+    ("reduce/mean", ["aten.mean.default", "aten.mean.dim"], "Reduce AVG", lambda a: a.mean((0, 1)), lambda a: a.mean(), "AVG"),
+    ("reduce/amax", ["aten.amax.default", "aten.max.default"], "Reduce MAX", lambda a: a.amax(-1), lambda a: a.max(), "MAX"),
+    ("reduce/amin", ["aten.amin.default", "aten.min.default"], "Reduce MIN", lambda a: a.amin(0), lambda a: a.min(), "MIN"),
+    ("reduce/prod", ["aten.prod.default", "aten.prod.dim_int"], "Reduce PROD", lambda a: a.prod(1), lambda a: a.prod(), "PROD"),
 ]
-for id, ops, layers, fn, op in REDUCE:
-    define(ns, id, ops, "direct", layers=layers, example=(fn, t(3, 4)), checks=[no_padded_axis], emit=emit_reduce(op))
+for id, ops, layers, fn, whole, op in REDUCE:
+    define(ns, id, ops, "direct", layers=layers, example=(fn, t(3, 4)),
+           examples=[(whole, t(3, 4))] + ([(whole, t(2, 3, dtype=torch.int32))] if op != "AVG" else []), checks=[no_padded_axis], emit=emit_reduce(op))
 
 
 def nonzero(ctx, x):
@@ -239,19 +241,24 @@ def _emit_cumsum_layer(ctx, node):
 
 define(ns, "reduce/any", ["aten.any.default", "aten.any.dim", "aten.any.dims"], "decompose",
        layers="Cast bool to int32, Reduce MAX, compare with 0 (Reduce has no boolean OR)",
-       example=(lambda m: m.any(-1), t(3, 4, dtype=torch.bool)), bad=(lambda m: m.double().any(-1), t(3, 4, dtype=torch.bool)),
+       example=(lambda m: m.any(-1), t(3, 4, dtype=torch.bool)), examples=[(lambda m: m.any((0, 2)), t(3, 4, 2, dtype=torch.bool))], bad=(lambda m: m.double().any(-1), t(3, 4, dtype=torch.bool)),
        checks=[no_padded_axis], emit=emit_bool_reduce("MAX"))
 define(ns, "reduce/all", ["aten.all.default", "aten.all.dim", "aten.all.dims"], "decompose",
        layers="Cast bool to int32, Reduce MIN, compare with 0",
-       example=(lambda m: m.all(-1), t(3, 4, dtype=torch.bool)), bad=(lambda m: m.double().all(-1), t(3, 4, dtype=torch.bool)),
+       example=(lambda m: m.all(-1), t(3, 4, dtype=torch.bool)),
+       examples=[(lambda m: torch.ops.aten.all.dims(m, [0, 2]), t(3, 4, 2, dtype=torch.bool))], bad=(lambda m: m.double().all(-1), t(3, 4, dtype=torch.bool)),
        checks=[no_padded_axis], emit=emit_bool_reduce("MIN"))
 define(ns, "reduce/var-mean", ["aten.var.correction", "aten.var_mean.correction", "aten.std.correction", "aten.var.dim", "aten.std.dim", "aten.var_mean.dim"], "decompose",
        layers="Reduce AVG, ElementWise SUB/PROD, Reduce SUM, DIV by n - correction",
-       example=(lambda a: a.var(-1), t(3, 4)), checks=[float_input, no_padded_axis], emit=_emit_var)
+       example=(lambda a: a.var(-1), t(3, 4)),
+       examples=[(lambda a: a.var(), t(3, 4)), (lambda a: a.std(), t(3, 4)), (lambda a: a.std(1, keepdim=True), t(3, 4)),
+                 (lambda a: torch.var_mean(a, 1), t(3, 4)), (lambda a: torch.var_mean(a, (0, 1), correction=0), t(3, 4))],
+       checks=[float_input, no_padded_axis], emit=_emit_var)
 define(ns, "reduce/softmax", ["aten.softmax.int", "aten._softmax.default"], "direct", layers="SoftMax on one axis",
-       example=(lambda a: a.softmax(-1), t(2, 5)), checks=[float_input, no_padded_axis], emit=_emit_softmax)
+       example=(lambda a: a.softmax(-1), t(2, 5)), examples=[accept(lambda a: a.softmax(1), t(2, 5, 3), decompose=True)], checks=[float_input, no_padded_axis], emit=_emit_softmax)
 define(ns, "reduce/log-softmax", ["aten.log_softmax.int", "aten._log_softmax.default"], "decompose",
-       layers="SoftMax then Unary LOG", example=(lambda a: a.log_softmax(-1), t(2, 5)), checks=[float_input, no_padded_axis],
+       layers="SoftMax then Unary LOG", example=(lambda a: a.log_softmax(-1), t(2, 5)),
+       examples=[accept(lambda a: a.log_softmax(0), t(2, 5, 3), decompose=True)], checks=[float_input, no_padded_axis],
        emit=lambda ctx, node: _emit_softmax(ctx, node, log=True))
 define(ns, "reduce/argmax", ["aten.argmax.default", "aten.argmin.default"], "decompose",
        layers="Reduce MAX/MIN, ElementWise EQUAL, Select over the axis' indices, Reduce MIN (the first index on ties, "

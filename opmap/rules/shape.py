@@ -106,8 +106,17 @@ SHUFFLE = [
      lambda a: a[:, :1].expand(4, 6), _emit_expand),
     ("shape/repeat", ["aten.repeat.default"], "Slice in WRAP mode over the tiled size", lambda a: a.repeat(2, 1), _emit_repeat),
 ]
+A = torch.ops.aten
+# more accept examples on t(4, 6): every listed overload exercised
+MORE = {
+    "shape/view": [lambda a: a.view(a.shape[0], 2, 3) * 2, lambda a: A._unsafe_view(a, [a.shape[0], 3, 2]) * 2,
+                   lambda a: (a * 2).view_as(a.t())],
+    "shape/permute": [lambda a: a.t() * 2, lambda a: a.T * 2],
+    "shape/squeeze": [lambda a: a.reshape(1, 4, 1, 6).squeeze() * 2, lambda a: a.reshape(1, 4, 1, 6).squeeze((0, 2)) * 2],
+    "shape/expand": [lambda a: a[:1].expand_as(a) * 2],
+}
 for id, ops, layers, fn, emit in SHUFFLE:
-    define(ns, id, ops, "direct", layers=layers, example=(fn, t(4, 6)), emit=emit)
+    define(ns, id, ops, "direct", layers=layers, example=(fn, t(4, 6)), examples=[(f, t(4, 6)) for f in MORE.get(id, ())], emit=emit)
 
 
 def _dim_size(node, name, dim):
@@ -219,6 +228,8 @@ def _pad_mode(node) -> str:
         return "reflect"
     if "replication_pad" in node.op:
         return "replicate"
+    if node.op == "aten._pad_circular.default":
+        return "circular"
     return node.arg("mode", "constant") or "constant"
 
 
@@ -298,19 +309,26 @@ def _emit_diff(ctx, node):
 
 define(ns, "shape/identity", ["aten.alias.default", "aten.contiguous.default", "aten.clone.default", "aten.detach.default",
                               "aten.lift_fresh_copy.default", "aten.to.device"],
-       "direct", layers="no layer: the tensor passes through (TensorRT has no memory format or device per tensor)",
-       example=(lambda a: a.contiguous().clone(), t(2, 3)), emit=emit_identity)
+       "direct", layers="no layer: the tensor passes through (TensorRT has no memory format or device per tensor); "
+                        "a Cast where to.device also changes the dtype (x.to(other_tensor))",
+       example=(lambda a: a.contiguous().clone(), t(2, 3)),
+       examples=[(lambda a: torch.ops.aten.alias(a) * 2, t(2, 3)), (lambda a: a.t().contiguous() * 2, t(2, 3)),
+                 (lambda a: a.detach() * 2, t(2, 3)), (lambda a: a + torch.tensor([1.0, 2.0, 3.0]), t(2, 3)),
+                 (lambda a, b: a.to(b).view(-1).sum(), t(2, 3) * 4, t(2, dtype=torch.int32))],
+       emit=lambda ctx, node: ctx.cast(emit_identity(ctx, node), ctx.output_dtype()))
 define(ns, "shape/slice", ["aten.slice.Tensor"], "direct", layers="Slice (start, size, stride; negative ends resolved)",
        example=(lambda a: a[:, 1:-1:2], t(4, 8)), checks=[int_arg("step")], emit=_emit_slice)
 define(ns, "shape/select", ["aten.select.int"], "direct", layers="Gather with a constant scalar index (drops the dim)",
        example=(lambda a: a[:, 2], t(4, 8)), checks=[int_arg("index")], emit=_emit_select)
 define(ns, "shape/narrow", ["aten.narrow.default"], "direct", layers="Slice", example=(lambda a: a.narrow(1, 2, 3), t(4, 8)), emit=_emit_narrow)
 define(ns, "shape/cat", ["aten.cat.default", "aten.concat.default"], "direct", layers="Concatenation on one axis",
-       example=(lambda a, b: torch.cat([a, b], -1), t(2, 3), t(2, 5)), emit=_emit_cat)
+       example=(lambda a, b: torch.cat([a, b], -1), t(2, 3), t(2, 5)), examples=[(lambda a, b: torch.concat([a, b]), t(2, 3), t(1, 3))],
+       emit=_emit_cat)
 define(ns, "shape/stack", ["aten.stack.default"], "decompose", layers="Unsqueeze each input, then Concatenation",
        example=(lambda a, b: torch.stack([a, b], 1), t(2, 3), t(2, 3)), emit=_emit_stack)
 define(ns, "shape/split", ["aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default", "aten.unbind.int"],
        "decompose", layers="one Slice per piece", example=(lambda a: a.split(2, -1), t(2, 6)),
+       examples=[(lambda a: a.split([1, 3, 2], 1), t(2, 6)), (lambda a: a.chunk(4, 1), t(2, 6)), (lambda a: a.unbind(0), t(2, 6))],
        checks=[constant_dims("split_size", "split_sizes", "chunks"), split_dim_static], emit=_emit_split)
 define(ns, "shape/flip", ["aten.flip.default"], "direct", layers="Slice with stride -1 on the flipped dims",
        example=(lambda a: a.flip(-1), t(2, 6)), emit=_emit_flip)
@@ -318,10 +336,16 @@ define(ns, "shape/pad", ["aten.constant_pad_nd.default", "aten.pad.default", "at
                          "aten.reflection_pad2d.default", "aten.reflection_pad3d.default", "aten.replication_pad1d.default",
                          "aten.replication_pad2d.default", "aten.replication_pad3d.default", "aten._pad_circular.default"], "direct",
        layers="Slice with a negative start: FILL mode with the pad value, REFLECT, CLAMP (replicate) or WRAP (circular)",
-       example=(lambda a: torch.nn.functional.pad(a, (1, 2)), t(2, 6)), checks=[known_pad_mode], emit=_emit_pad)
+       example=(lambda a: torch.nn.functional.pad(a, (1, 2)), t(2, 6)),
+       examples=[(lambda a: A.constant_pad_nd(a, [1, 2, 0, 1], 3.0), t(2, 6)), (lambda a: A._pad_circular(a, [2, 1]), t(2, 3, 6)),
+                 (lambda a: A.reflection_pad1d(a, [2, 1]), t(2, 3, 6)), (lambda a: A.reflection_pad2d(a, [1, 2, 2, 1]), t(2, 3, 4, 5)),
+                 (lambda a: A.reflection_pad3d(a, [1, 0, 0, 1, 1, 1]), t(1, 2, 3, 4, 5)),
+                 (lambda a: A.replication_pad1d(a, [2, 1]), t(2, 3, 6)), (lambda a: A.replication_pad2d(a, [1, 2, 2, 1]), t(2, 3, 4, 5)),
+                 (lambda a: A.replication_pad3d(a, [1, 0, 0, 1, 1, 1]), t(1, 2, 3, 4, 5))],
+       checks=[known_pad_mode], emit=_emit_pad)
 define(ns, "shape/triu", ["aten.triu.default", "aten.tril.default"], "decompose",
        layers="a triangular mask (a constant, or two aranges over symbolic sizes), Select against zeros",
-       example=(lambda a: a.triu(1), t(4, 4)), emit=_emit_triangle)
+       example=(lambda a: a.triu(1), t(4, 4)), examples=[(lambda a: a.tril(), t(2, 4, 3))], emit=_emit_triangle)
 define(ns, "shape/diff", ["aten.diff.default"], "decompose",
        layers="Concatenation of prepend/x/append, then n times two Slices offset by one and ElementWise SUB (XOR for bool)",
        example=(lambda a: torch.diff(a, dim=-1), t(3, 6)), emit=_emit_diff, checks=[diff_static_dim])
