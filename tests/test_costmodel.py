@@ -160,3 +160,23 @@ def test_reshape_is_a_view_and_transpose_is_not():
     t.first_transpose = (0, 2, 1, 3)
     est = net.estimate(t.get_output(0))
     assert est.kernels == 1 and est.by_layer[0][1] == "SHUFFLE"
+
+
+def test_pointwise_after_a_reshape_still_fuses():
+    net = Net()
+    y = net.conv(net.input("x", (1, 64, 56, 56)), 64)
+    r = net.net.add_shuffle(y)
+    r.reshape_dims = (1, 64, 56 * 56)
+    out = net.net.add_activation(r.get_output(0), trt.ActivationType.RELU).get_output(0)
+    est = net.estimate(out)
+    assert est.kernels == 1 and est.fused == 1
+
+
+def test_a_gather_reads_the_rows_it_selects_not_its_table():
+    net = Net()
+    table = net.const(np.zeros((30522, 768), dtype=np.float32))
+    ids = net.net.add_input("ids", trt.DataType.INT32, (8, 128))
+    net.inputs["ids"] = torch.randint(0, 30522, (8, 128), dtype=torch.int32)
+    est = net.estimate(net.net.add_gather(table, ids, 0).get_output(0))
+    rows = 8 * 128 * 768 * 4
+    assert est.ms == pytest.approx(PROFILE.predict("GATHER", 0, 2 * rows + 8 * 128 * 4))

@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from opmap.engine.fusion import MATRIX, Fusion
 from opmap.engine.interpreter import run_network
@@ -132,6 +133,22 @@ def _flops(layer: Any, kind: str, ins, outs) -> float:
     return 0.0
 
 
+class _HalfProductsInFloat(TorchDispatchMode):
+    """While estimating, fp16/bf16 matrix products and convolutions run in fp32 and are cast back: the estimate needs
+    each tensor's size and dtype, not the last bits of its values, and PyTorch's CPU half-precision products are
+    several times slower than its fp32 ones (served sizes would take minutes)."""
+
+    HEAVY = {"mm", "bmm", "addmm", "baddbmm", "convolution"}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        low = next((a.dtype for a in args if isinstance(a, torch.Tensor) and a.dtype in (torch.float16, torch.bfloat16)), None)
+        if low is None or func.overloadpacket.__name__ not in self.HEAVY:
+            return func(*args, **kwargs)
+        up = [a.float() if isinstance(a, torch.Tensor) and a.dtype == low else a for a in args]
+        return func(*up, **kwargs).to(low)
+
+
 def estimate(built: Any, inputs: dict[str, torch.Tensor], profile: DeviceProfile, seed: int = 0,
              strategy: str | None = None) -> Estimate:
     """Estimated engine latency: every kernel the network becomes, charged by the profile — or, with ``strategy``,
@@ -157,8 +174,10 @@ def estimate(built: Any, inputs: dict[str, torch.Tensor], profile: DeviceProfile
             ms, label = profile.memory_ms(kind, extra, dtype), f"{kind} (fused)"
             result.fused += 1
         else:
-            in_bytes = sum(sizes.get(name, _nbytes([t])) if name else _nbytes([t])
-                           for name, t in zip(fusion.read_names(layer), ins))
+            reads = [sizes.get(name, _nbytes([t])) if name else _nbytes([t]) for name, t in zip(fusion.read_names(layer), ins)]
+            if kind == "GATHER" and reads:  # a gather reads the rows it selects, not its whole table
+                reads[0] = min(reads[0], _nbytes(outs))
+            in_bytes = sum(reads)
             if kind in MATRIX:
                 dtype = fusion.compute_dtype(layer, ins, dtype)
             ms = profile.predict(kind, _flops(layer, kind, ins, outs), in_bytes + _nbytes(outs), dtype)
@@ -168,5 +187,6 @@ def estimate(built: Any, inputs: dict[str, torch.Tensor], profile: DeviceProfile
         result.by_layer.append((layer.name, label, ms))
 
     torch.manual_seed(seed)
-    run_network(built.network, built.trt, inputs, built.attention, observer=observe)
+    with _HalfProductsInFloat():
+        run_network(built.network, built.trt, inputs, built.attention, observer=observe)
     return result

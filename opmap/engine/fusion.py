@@ -12,7 +12,8 @@ model follows the part of that catalog that decides whether a layer costs a laun
   is the single-consumer output of a convolution, matrix product, reduction, normalization or another pointwise layer
   runs in that producer's kernel: no launch and no round-trip of that input; only its other inputs (a residual, a
   bias) and any growth of its output are charged;
-* **reshapes are views** — a Shuffle that only reshapes (no transposition) moves no data.
+* **reshapes are views** — a Shuffle that only reshapes (no transposition) moves no data, and a pointwise layer
+  after it still fuses into the producer behind it.
 
 Not modelled: horizontal merges of independent layers, fusions that need a specific kernel (multi-head attention
 patterns, GELU/LayerNorm pattern matching beyond the pointwise rule), and when TensorRT declines a fusion for lack of
@@ -55,6 +56,7 @@ class Fusion:
                     self.consumers.setdefault(name, []).append(layer.type.name)
         self.outputs = {network.get_output(i).name for i in range(network.num_outputs)}
         self.folded = self._constant_derived(layers)
+        self.views: set[str] = set()  # pure reshapes, found as the walk reaches them
         # a fused Dequantize's output name -> the quantized tensor its consumers read instead
         self.read_from = {dq.get_output(0).name: dq.get_input(0).name for dq in layers
                           if dq.type.name == "DEQUANTIZE" and self._only_matrix_consumers(dq.get_output(0).name)}
@@ -83,9 +85,10 @@ class Fusion:
             return True
         if kind == "SHUFFLE":  # the interpreter hands over the downcast layer: its transposes read back
             identity = lambda p, n: list(p)[:n] == list(range(n))  # noqa: E731
-            out = layer.get_output(0)
-            rank = len(out.shape) if out.shape is not None else 0
-            return identity(layer.first_transpose, len(layer.get_input(0).shape)) and identity(layer.second_transpose, rank)
+            rank = len(layer.get_output(0).shape)
+            if identity(layer.first_transpose, len(layer.get_input(0).shape)) and identity(layer.second_transpose, rank):
+                self.views.add(layer.name)  # seen before its consumers: the walk is topological
+                return True
         return False
 
     def read_names(self, layer: Any) -> list[str | None]:
@@ -98,6 +101,9 @@ class Fusion:
             return None
         for j, name in enumerate(_names(layer)):
             src = self.producer.get(name) if name is not None else None
+            while src is not None and src.name in self.views and len(self.consumers.get(name, [])) == 1:
+                name = src.get_input(0).name  # a reshape moves no data: look through it to what produced the data
+                src = self.producer.get(name)
             if (src is None or src.name in self.folded or self.kind[src.name] not in EPILOGUE_HOSTS or name in self.outputs
                     or len(self.consumers.get(name, [])) != 1):
                 continue
