@@ -1,6 +1,8 @@
 """Does the choice matter? Over the zoo, the cost-chosen plan against plans that always take one fixed strategy
-(the way converters pick by priority). Each plan is built for real on tensorrt_rtx, its latency estimated by the
-cost model over the whole network it produced (H100 profile), and its accuracy verified against PyTorch.
+(the way converters pick by priority); then, at served sizes (a BERT-base encoder at 8x128 and 32x512, a CNN at
+224^2 and 640^2), fp32 against fp16- and int8-placed plans. Each plan is built for real on tensorrt_rtx, its latency
+estimated by the cost model over the whole network it produced (the default device profile), and its accuracy
+verified against PyTorch.
 
     make bench-choice        # writes bench/CHOICE.md
 """
@@ -27,6 +29,9 @@ from opmap.engine.costmodel import DeviceProfile, estimate  # noqa: E402
 from opmap.engine.planner import Planner  # noqa: E402
 from opmap.engine.verify import random_inputs, verify_built  # noqa: E402
 from opmap.errors import OpmapError  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from choice_served import served_section  # noqa: E402
 
 SDPA, GELU, LN, CUMSUM = ("aten.scaled_dot_product_attention.default", "aten.gelu.default", "aten.layer_norm.default",
                           "aten.cumsum.default")
@@ -59,6 +64,15 @@ def export_masked_stats():
 MODELS = {"masked-stats": export_masked_stats, "bert": lambda: export_transformer("bert"), "gpt2": lambda: export_transformer("gpt2"),
           "llama": lambda: export_transformer("llama"), "roberta": lambda: export_transformer("roberta"),
           "vit": lambda: export_transformer("vit"), "detector": export_detector}
+
+
+def served_only() -> None:
+    """`python bench/choice.py --served`: regenerate only the served-size section, keeping the zoo tables."""
+    page = ROOT / "bench" / "CHOICE.md"
+    head = page.read_text().split("## At served sizes")[0].rstrip("\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        catalog, ruleset = svc.open_catalog(str(Path(tmp) / "c.db"))
+        page.write_text(head + "\n\n" + "\n".join(served_section(tmp, catalog, ruleset, DeviceProfile.load())) + "\n")
 
 
 def main() -> None:
@@ -111,9 +125,10 @@ def main() -> None:
                     lines.append(f"| {variant} | {changed} | - | - | not built: {str(exc)[:120]} |")
             lines.append("")
             print(f"{name} done", file=sys.stderr)
+        lines += served_section(tmp, catalog, ruleset, device)
     (ROOT / "bench" / "CHOICE.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main()
+    served_only() if "--served" in sys.argv[1:] else main()

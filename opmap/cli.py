@@ -397,7 +397,7 @@ def measure(
     strategy_id: Optional[str] = typer.Option(None, "--strategy", help="Only this strategy."),
     k: Optional[str] = typer.Option(None, "-k", help="Select strategies by id/name/op substring."),
     backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx."),
-    device_profile: Optional[Path] = typer.Option(None, "--profile", help="Device profile JSON (default: the shipped H100 profile)."),
+    device_profile: Optional[Path] = typer.Option(None, "--profile", help="Device profile JSON (default: the shipped H200 profile)."),
     seeds: int = typer.Option(8, "--seeds", max=10_000, help="Seeded input redraws for approximate strategies' accuracy."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 | float16 | bfloat16: measure with float inputs in this dtype."),
     model: Optional[Path] = typer.Option(None, "--model", help="Measure at the sizes of this model's nodes (its shapes become the buckets)."),
