@@ -32,8 +32,26 @@ INT8_OPS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "aten.matmul.default": (("self", "other"), None), "aten.addmm.default": (("mat1", "mat2"), None),
 }
 QMAX = 127.0
+# Precisions below INT8 that TensorRT-RTX builds but opmap does not place, and why (probed on tensorrt-rtx 1.7.1.116;
+# tests/test_int8.py builds both so the reasons stay true)
+NOT_PLACED = {
+    "fp8": "FP8 (E4M3) is not placed: a Q/DQ FP8 matmul builds on TensorRT-RTX only for SM89 and newer targets (Ada, "
+           "Blackwell) — for SM75/SM80/SM86 the build fails ('contains HW-specific datatypes: fp8_e4m3') — and opmap "
+           "has no per-target placement or FP8 cost terms yet; use --precision int8 (SM80 and newer)",
+    "int4": "INT4 weight-only is not placed: a block-quantized INT4 weight matmul builds on TensorRT-RTX (SM80 and "
+            "newer), but the reference interpreter cannot check it (torch has no INT4 dtype), and opmap places nothing "
+            "it cannot verify; use --precision int8",
+}
 METHODS = ("percentile", "max")
 DEFAULT_BUDGET = 2e-2  # max |int8 - fp32| / max |fp32| a node may add
+
+
+def refuse_unplaced(precision: str) -> None:
+    """One-line refusal, with the reason, of a precision the backend builds but opmap does not place."""
+    from opmap.errors import OpmapError
+
+    if precision in NOT_PLACED:
+        raise OpmapError(f"--precision {precision}: {NOT_PLACED[precision]}")
 
 
 class Quantizer:
