@@ -3,8 +3,9 @@
 The batches run through the exported program's flat graph with its lifted weights (as ``verify`` runs it; never
 ``program.module()``, which would run the archive's guard code). Every float value a node produces (and every float
 user input) gets its max |x| and a percentile of |x|; every float weight of rank >= 2 gets its max |w| per output
-channel (axis 0). The result is stored in the catalog's ``calibrations`` table, tied to the model file's sha256,
-with what the batches were — user data (a file or a directory of ``torch.save``d input dicts) or batches drawn by
+channel (axis 0), and a 2-D one also per column (axis 1: the output channel of a [K, N] weight that mm/addmm
+multiply by). The result is stored in the catalog's ``calibrations`` table, tied to the model file's sha256, with what
+the batches were — user data (a file or a directory of ``torch.save``d input dicts) or batches drawn by
 :func:`opmap.engine.verify.draw_inputs`, labelled as generated — so that the placement can redraw the same batches.
 """
 
@@ -157,8 +158,10 @@ def observe(program: Any, batches: list[dict[str, torch.Tensor]], percentile: fl
     weights = {}
     for name, w in weights_of(program).items():
         if w.is_floating_point() and w.numel():
-            per_channel = w.detach().float().abs().reshape(w.shape[0], -1).amax(dim=1).tolist() if w.dim() >= 2 else None
-            weights[name] = {"amax": float(w.detach().abs().max()), "channels": per_channel, "axis": 0}
+            a = w.detach().float().abs()
+            per_channel = a.reshape(w.shape[0], -1).amax(dim=1).tolist() if w.dim() >= 2 else None
+            columns = a.amax(dim=0).tolist() if w.dim() == 2 else None  # a [K, N] right operand of mm/addmm: per column
+            weights[name] = {"amax": float(a.max()), "channels": per_channel, "axis": 0, "columns": columns}
     return {"activations": activations, "weights": weights, "percentile": percentile}
 
 

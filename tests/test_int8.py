@@ -179,3 +179,31 @@ def test_the_refusal_reasons_hold_on_tensorrt_rtx(kind, builds_for, fails_for):
         config.set_compute_capability(getattr(trt.ComputeCapability, target), 0)
         results[target] = builder.build_serialized_network(net, config) is not None
     assert results == {builds_for: True, fails_for: False}
+
+
+class Conv1DProjection(nn.Module):
+    """GPT-2's Conv1D: a [K, N] weight, ``addmm(bias, x, weight)``; one column scaled far beyond the others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.weight = nn.Parameter(torch.randn(32, 24) * 0.1)
+        with torch.no_grad():
+            self.weight[:, 0] *= 50.0  # per tensor, this column's range would swamp the other 23
+        self.bias = nn.Parameter(torch.zeros(24))
+
+    def forward(self, x):
+        return torch.addmm(self.bias, x.view(-1, 32), self.weight).view(x.shape[0], -1, 24)
+
+
+def test_addmm_weights_are_quantized_per_output_column(cli, tmp_path):
+    model = export_to(tmp_path / "proj.pt2", Conv1DProjection(), torch.randn(2, 8, 32))
+    cal = json.loads(cli("calibrate", model, "--generate", "2", "--json").out)
+    w = cal["ranges"]["weights"]["p_weight"]
+    assert len(w["columns"]) == 24 and max(w["columns"]) == pytest.approx(w["amax"])
+    built = cli("build", model, "-o", tmp_path / "p.engine", "--backend", "tensorrt_rtx", "--precision", "int8", "--json")
+    assert built.code == 0, built.err
+    (addmm,) = [n for n in json.loads(built.out)["plan"] if n["op"] == "aten.addmm.default"]
+    assert addmm["precision"] == "int8" and "mat2 per output column x24" in addmm["precision_why"]
+    r = cli("verify", model, "--backend", "tensorrt_rtx", "--precision", "int8", "--json")
+    assert r.code == 0 and json.loads(r.out)["ok"], r.out

@@ -23,13 +23,14 @@ import torch
 
 from opmap.engine.graph import Graph, Node, Ref
 
-# op -> (activation arguments, weight argument quantized per output channel along axis 0, or None)
-INT8_OPS: dict[str, tuple[tuple[str, ...], str | None]] = {
-    "aten.conv1d.default": (("input",), "weight"), "aten.conv2d.default": (("input",), "weight"),
-    "aten.conv3d.default": (("input",), "weight"), "aten.convolution.default": (("input",), "weight"),
-    "aten.linear.default": (("input",), "weight"),
-    "aten.mm.default": (("self", "mat2"), None), "aten.bmm.default": (("self", "mat2"), None),
-    "aten.matmul.default": (("self", "other"), None), "aten.addmm.default": (("mat1", "mat2"), None),
+# op -> (activation arguments, weight argument quantized per output channel along axis 0, or None, right operand whose
+# constant 2-D weight [K, N] is quantized per output column along axis 1 — GPT-2's Conv1D projections are addmm so)
+INT8_OPS: dict[str, tuple[tuple[str, ...], str | None, str | None]] = {
+    "aten.conv1d.default": (("input",), "weight", None), "aten.conv2d.default": (("input",), "weight", None),
+    "aten.conv3d.default": (("input",), "weight", None), "aten.convolution.default": (("input",), "weight", None),
+    "aten.linear.default": (("input",), "weight", None),
+    "aten.mm.default": (("self", "mat2"), None, "mat2"), "aten.bmm.default": (("self", "mat2"), None, None),
+    "aten.matmul.default": (("self", "other"), None, "other"), "aten.addmm.default": (("mat1", "mat2"), None, "mat2"),
 }
 QMAX = 127.0
 # Precisions below INT8 that TensorRT-RTX builds but opmap does not place, and why (probed on tensorrt-rtx 1.7.1.116;
@@ -102,7 +103,7 @@ class Quantizer:
                                f"scales, within the budget {self.budget:g}")
 
     def _scales(self, node: Node, spec: tuple, method: str) -> tuple[dict[str, tuple], str]:
-        activations, weight = spec
+        activations, weight, right = spec
         quant: dict[str, tuple] = {}
         for name in (*activations, weight):
             ref = node.arg(name)
@@ -114,6 +115,8 @@ class Quantizer:
                     return {}, f"no calibrated range for weight {ref.node}"
                 if name == weight and w.get("channels"):
                     quant[name] = ([max(a, 1e-12) / QMAX for a in w["channels"]], 0, "int8")
+                elif name == right and w.get("columns"):  # a calibration from before columns were recorded: per tensor
+                    quant[name] = ([max(a, 1e-12) / QMAX for a in w["columns"]], 1, "int8")
                 else:
                     quant[name] = (max(w["amax"], 1e-12) / QMAX, None, "int8")
                 continue
@@ -153,7 +156,7 @@ def _describe(quant: dict[str, tuple]) -> str:
     parts = []
     for name, (scale, axis, _dtype) in quant.items():
         parts.append(f"{name} per tensor" if axis is None else
-                     f"{name} per {'output channel' if axis == 0 else f'channel along axis {axis}'} x{len(scale)}")
+                     f"{name} per {'output channel' if axis == 0 else 'output column'} x{len(scale)}")
     return ", ".join(parts)
 
 
