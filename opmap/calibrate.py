@@ -3,8 +3,9 @@
 The batches run through the exported program's flat graph with its lifted weights (as ``verify`` runs it; never
 ``program.module()``, which would run the archive's guard code). Every float value a node produces (and every float
 user input) gets its max |x| and a percentile of |x|; every float weight of rank >= 2 gets its max |w| per output
-channel (axis 0). The result is stored in the catalog's ``calibrations`` table, tied to the model file's sha256,
-with what the batches were — user data (a file or a directory of ``torch.save``d input dicts) or batches drawn by
+channel (axis 0), and a 2-D one also per column (axis 1: the output channel of a [K, N] weight that mm/addmm
+multiply by). The result is stored in the catalog's ``calibrations`` table, tied to the model file's sha256, with what
+the batches were — user data (a file or a directory of ``torch.save``d input dicts) or batches drawn by
 :func:`opmap.engine.verify.draw_inputs`, labelled as generated — so that the placement can redraw the same batches.
 """
 
@@ -74,11 +75,26 @@ def load_batches(path: Path, graph: Graph) -> list[dict[str, torch.Tensor]]:
     return batches
 
 
+def generate_points(graph: Graph) -> list[dict[str, int] | None]:
+    """The shapes generated batches take in turn: for dynamic dims, the profile's interior point and its maximum (so
+    the ranges see full-length sequences and the largest images, not verify's default of 2 per dim); ``[None]`` for a
+    static graph or dims without an upper bound (verify's default then)."""
+    from opmap.engine.verify import profile_points
+
+    try:
+        points = profile_points(graph)
+    except OpmapError:  # a dim with no upper bound: no profile to draw from
+        return [None]
+    return [points["opt"], points["max"]] if points else [None]
+
+
 def generate_batches(graph: Graph, n: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    """``--generate N``: N batches drawn as verify draws its inputs (seeds seed .. seed+N-1)."""
+    """``--generate N``: N batches drawn as verify draws its inputs (seeds seed .. seed+N-1), at the shapes of
+    :func:`generate_points` in turn."""
     from opmap.engine.verify import draw_inputs
 
-    return [draw_inputs(graph, seed + i)[0] for i in range(n)]
+    points = generate_points(graph)
+    return [draw_inputs(graph, seed + i, points[i % len(points)])[0] for i in range(n)]
 
 
 def batches_of(calib: Any, graph: Graph) -> list[dict[str, torch.Tensor]]:
@@ -142,8 +158,10 @@ def observe(program: Any, batches: list[dict[str, torch.Tensor]], percentile: fl
     weights = {}
     for name, w in weights_of(program).items():
         if w.is_floating_point() and w.numel():
-            per_channel = w.detach().float().abs().reshape(w.shape[0], -1).amax(dim=1).tolist() if w.dim() >= 2 else None
-            weights[name] = {"amax": float(w.detach().abs().max()), "channels": per_channel, "axis": 0}
+            a = w.detach().float().abs()
+            per_channel = a.reshape(w.shape[0], -1).amax(dim=1).tolist() if w.dim() >= 2 else None
+            columns = a.amax(dim=0).tolist() if w.dim() == 2 else None  # a [K, N] right operand of mm/addmm: per column
+            weights[name] = {"amax": float(a.max()), "channels": per_channel, "axis": 0, "columns": columns}
     return {"activations": activations, "weights": weights, "percentile": percentile}
 
 
@@ -167,7 +185,9 @@ def calibrate(catalog: Any, captured: Any, model_path: str, data: Path | None = 
             raise CalibrationError(f"--generate must be between 1 and {MAX_BATCHES}, got {generate}")
         batches = generate_batches(captured.graph, generate, seed)
         spec = {"generate": generate, "seed": seed}
-        source = f"generated: {generate} batches drawn as verify draws inputs (seeds {seed}..{seed + generate - 1}), not user data"
+        shapes = ", ".join(sorted({"x".join(map(str, v.shape)) for b in batches for v in b.values()}))
+        source = (f"generated: {generate} batches drawn as verify draws inputs (seeds {seed}..{seed + generate - 1}; "
+                  f"shapes {shapes}), not user data")
     row = Calibration(model_sha256=captured.sha256, model_path=str(Path(model_path).resolve()), source=source,
                       generated=data is None, batches=len(batches), percentile=percentile, data=spec,
                       ranges=observe(captured.program, batches, percentile), opmap_version=opmap.__version__)

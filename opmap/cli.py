@@ -118,6 +118,9 @@ def suggest(
 
     if backend is not None and backend not in BACKENDS:
         raise OpmapError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    from opmap.engine.int8 import refuse_unplaced
+
+    refuse_unplaced(precision)
     if precision not in ("fp32", "fp16", "bf16", "int8"):
         raise OpmapError(f"unknown precision {precision!r}: choose fp32, fp16, bf16 or int8")
     if not tolerance >= 0:
@@ -200,9 +203,11 @@ def _check_target(path: Path, flag: str) -> None:
 def _check_backend_and_precision(backend, precision):
     from opmap.engine.backend import BACKENDS
     from opmap.engine.builder import PRECISIONS
+    from opmap.engine.int8 import refuse_unplaced
 
     if backend is not None and backend not in BACKENDS:
         raise OpmapError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    refuse_unplaced(precision)
     if precision not in PRECISIONS:
         raise OpmapError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
 

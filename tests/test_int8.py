@@ -109,3 +109,101 @@ def test_cnn_builds_in_int8_and_verifies(cli, tmp_path, db_url):
     catalog = Catalog(db_url)
     run = catalog.run(max(r.id for r in catalog.runs()))
     assert any(d.precision == "int8" and "measured error" in d.precision_why for d in run.decisions)
+
+
+def test_end_to_end_check_demotes_int8_nodes_whose_outputs_miss(cli, tmp_path, monkeypatch):
+    """With a margin no INT8 network meets, every round of the end-to-end check moves INT8 nodes back, and says why."""
+    from opmap.engine import int8
+
+    model = export_to(tmp_path / "cnn.pt2", SmallCNN(), torch.randn(1, 3, 16, 16))
+    assert cli("calibrate", model, "--generate", "2").code == 0
+    monkeypatch.setattr(int8, "FIT_MARGIN", 1e-9)
+    built = cli("build", model, "-o", tmp_path / "cnn.engine", "--backend", "tensorrt_rtx", "--precision", "int8", "--json")
+    assert built.code == 0, built.err
+    plan = json.loads(built.out)["plan"]
+    assert not [n for n in plan if n.get("precision") == "int8"]
+    demoted = [n for n in plan if "INT8 end to end" in (n.get("precision_why") or "")]
+    assert {n["op"] for n in demoted} >= {"aten.conv2d.default"} and all("exceeded" in n["precision_why"] for n in demoted)
+
+
+@pytest.mark.parametrize("precision, reason", [("fp8", "SM89"), ("int4", "cannot check it")])
+def test_fp8_and_int4_are_refused_with_the_reason(cli, threshold_pt2, tmp_path, precision, reason):
+    for command in (["suggest"], ["build", "-o", tmp_path / "e"], ["verify"]):
+        r = cli(*command, threshold_pt2, "--backend", "tensorrt_rtx", "--precision", precision)
+        assert r.code == 2 and reason in r.err and "Traceback" not in r.err, (command, r.err)
+
+
+def _matmul_network(trt, weight_dtype):
+    """x[16,64] @ w[64,32] with Q/DQ on both (FP8), or an INT4 weight dequantized per 32-element block (weight-only)."""
+    import numpy as np
+
+    from opmap.engine.backend import logger, strongly_typed_network
+
+    builder = trt.Builder(logger(trt))
+    net = strongly_typed_network(trt, builder)
+    keep = []
+
+    def const(a):
+        keep.append(a)
+        return net.add_constant(a.shape, trt.Weights(a)).get_output(0)
+
+    x = net.add_input("x", trt.float16, (16, 64))
+    if weight_dtype == "fp8":
+        s = const(np.array(0.05, np.float16))
+        w = const(np.random.default_rng(0).standard_normal((64, 32)).astype(np.float16))
+        xq = net.add_dequantize(net.add_quantize(x, s, trt.fp8).get_output(0), s, trt.float16).get_output(0)
+        wq = net.add_dequantize(net.add_quantize(w, s, trt.fp8).get_output(0), s, trt.float16).get_output(0)
+        out = net.add_matrix_multiply(xq, trt.MatrixOperation.NONE, wq, trt.MatrixOperation.NONE)
+    else:
+        q = np.random.default_rng(0).integers(-8, 8, size=(32, 64)).astype(np.int8)
+        packed = ((q[:, 0::2] & 0xF) | ((q[:, 1::2] & 0xF) << 4)).astype(np.uint8)  # two INT4 per byte
+        keep.append(packed)
+        w = net.add_constant((32, 64), trt.Weights(trt.int4, packed.ctypes.data, 32 * 64)).get_output(0)
+        wq = net.add_dequantize(w, const(np.full((32, 2), 0.01, np.float16)), trt.float16).get_output(0)
+        out = net.add_matrix_multiply(x, trt.MatrixOperation.NONE, wq, trt.MatrixOperation.TRANSPOSE)
+    net.mark_output(out.get_output(0))
+    return builder, net, keep
+
+
+@pytest.mark.parametrize("kind, builds_for, fails_for", [("fp8", "SM89", "SM86"), ("int4", "SM80", "SM75")])
+def test_the_refusal_reasons_hold_on_tensorrt_rtx(kind, builds_for, fails_for):
+    """The facts NOT_PLACED states: FP8 builds only for SM89+, INT4 weight-only builds (SM80+) — real AOT builds."""
+    from opmap.engine.backend import import_backend
+
+    trt = import_backend("tensorrt_rtx")
+    results = {}
+    for target in (builds_for, fails_for):
+        builder, net, _keep = _matmul_network(trt, kind)
+        config = builder.create_builder_config()
+        config.num_compute_capabilities = 1
+        config.set_compute_capability(getattr(trt.ComputeCapability, target), 0)
+        results[target] = builder.build_serialized_network(net, config) is not None
+    assert results == {builds_for: True, fails_for: False}
+
+
+class Conv1DProjection(nn.Module):
+    """GPT-2's Conv1D: a [K, N] weight, ``addmm(bias, x, weight)``; one column scaled far beyond the others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.weight = nn.Parameter(torch.randn(32, 24) * 0.1)
+        with torch.no_grad():
+            self.weight[:, 0] *= 50.0  # per tensor, this column's range would swamp the other 23
+        self.bias = nn.Parameter(torch.zeros(24))
+
+    def forward(self, x):
+        return torch.addmm(self.bias, x.view(-1, 32), self.weight).view(x.shape[0], -1, 24)
+
+
+def test_addmm_weights_are_quantized_per_output_column(cli, tmp_path):
+    model = export_to(tmp_path / "proj.pt2", Conv1DProjection(), torch.randn(2, 8, 32))
+    cal = json.loads(cli("calibrate", model, "--generate", "2", "--json").out)
+    w = cal["ranges"]["weights"]["p_weight"]
+    assert len(w["columns"]) == 24 and max(w["columns"]) == pytest.approx(w["amax"])
+    built = cli("build", model, "-o", tmp_path / "p.engine", "--backend", "tensorrt_rtx", "--precision", "int8", "--json")
+    assert built.code == 0, built.err
+    (addmm,) = [n for n in json.loads(built.out)["plan"] if n["op"] == "aten.addmm.default"]
+    assert addmm["precision"] == "int8" and "mat2 per output column x24" in addmm["precision_why"]
+    r = cli("verify", model, "--backend", "tensorrt_rtx", "--precision", "int8", "--json")
+    assert r.code == 0 and json.loads(r.out)["ok"], r.out

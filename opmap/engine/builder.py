@@ -89,7 +89,8 @@ class Built:
             ],
             "plan": [
                 {"node": n.node.name, "op": n.node.op, "strategy": n.choice.strategy if n.choice else None,
-                 "kind": n.choice.kind if n.choice else None, "contract": n.contract}
+                 "kind": n.choice.kind if n.choice else None, "contract": n.contract,
+                 **({"precision": n.precision, "precision_why": n.precision_why} if n.precision_why else {})}
                 for n in plan.nodes
             ],
             "layers": self.layer_map,

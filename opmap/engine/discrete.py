@@ -53,14 +53,16 @@ def float_cone(graph: Graph, node: Node) -> dict[str, int]:
     return cone
 
 
-def _pytorch(program: Any, batch: dict[str, torch.Tensor], names: set[str], seed: int) -> dict[str, Any]:
+def pytorch_values(program: Any, batch: dict[str, torch.Tensor], names: set[str], seed: int) -> dict[str, Any]:
+    """PyTorch's values of the named nodes on ``batch``, random ops seeded as the interpreter's run is."""
     from opmap.engine.verify import node_values
 
     torch.manual_seed(seed)  # random ops draw as the interpreter's run does
     return node_values(program, batch, names)
 
 
-def _network(plan: Plan, program: Any, strategies: dict, batch: dict[str, torch.Tensor], seed: int) -> tuple[Any, dict[str, Any]]:
+def network_values(plan: Plan, program: Any, strategies: dict, batch: dict[str, torch.Tensor], seed: int) -> tuple[Any, dict[str, Any]]:
+    """The plan's network built, and every tensor's value (by tensor name) as the interpreter runs it on ``batch``."""
     from opmap.engine.builder import build_network
     from opmap.engine.interpreter import run_network
 
@@ -81,8 +83,8 @@ def disagreements(plan: Plan, program: Any, strategies: dict, batches: list[dict
     """Per discrete node: (elements differing from PyTorch's, elements compared) over the batches."""
     counts = {n.name: [0, 0] for n in nodes}
     for seed, batch in enumerate(batches):
-        expected = _pytorch(program, batch, set(counts), seed)
-        built, values = _network(plan, program, strategies, batch, seed)
+        expected = pytorch_values(program, batch, set(counts), seed)
+        built, values = network_values(plan, program, strategies, batch, seed)
         for name in counts:
             exp = expected.get(name)
             exp = list(exp) if isinstance(exp, (list, tuple)) else [exp]
