@@ -18,6 +18,7 @@ BUILTIN_MODULES: list[str] = [
     "compaction",
     "math_extra",
     "shape_extra",
+    "sampling",
     "no_network",
     "custom",
     "decomposition",
