@@ -80,3 +80,4 @@ def test_bicubic_dynamic_image_size_with_scale_factors():
 def test_grid_sample_networks_build_and_match(mode, padding, align):
     _built("sample/grid-sample", lambda a, g: F.grid_sample(a, g, mode=mode, padding_mode=padding, align_corners=align),
            torch.randn(2, 3, 5, 4), GRID)
+

@@ -19,6 +19,7 @@ BUILTIN_MODULES: list[str] = [
     "math_extra",
     "shape_extra",
     "sampling",
+    "bags",
     "no_network",
     "custom",
     "decomposition",
