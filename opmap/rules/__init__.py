@@ -20,6 +20,7 @@ BUILTIN_MODULES: list[str] = [
     "shape_extra",
     "sampling",
     "bags",
+    "scatter_more",
     "no_network",
     "custom",
     "decomposition",
