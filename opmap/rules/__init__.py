@@ -21,6 +21,7 @@ BUILTIN_MODULES: list[str] = [
     "sampling",
     "bags",
     "scatter_more",
+    "distances",
     "no_network",
     "custom",
     "decomposition",
