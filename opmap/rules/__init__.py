@@ -22,6 +22,7 @@ BUILTIN_MODULES: list[str] = [
     "bags",
     "scatter_more",
     "distances",
+    "compaction_extra",
     "no_network",
     "custom",
     "decomposition",
