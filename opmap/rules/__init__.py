@@ -23,6 +23,7 @@ BUILTIN_MODULES: list[str] = [
     "scatter_more",
     "distances",
     "compaction_extra",
+    "strided",
     "no_network",
     "custom",
     "decomposition",
