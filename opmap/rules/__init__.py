@@ -24,6 +24,7 @@ BUILTIN_MODULES: list[str] = [
     "distances",
     "compaction_extra",
     "strided",
+    "folding",
     "no_network",
     "custom",
     "decomposition",
