@@ -62,6 +62,14 @@ def rule_diagonal(node):
 rule_diagonal.emit(_emit_diagonal)
 
 
+def contiguous_input(node, graph):
+    """The input is dense in its logical order (a graph input, or a non-view op's result)."""
+    producer = graph.producer(node.arg("self"))
+    assert producer is None or producer.op not in STRIDED_VIEWS, (
+        f"the input comes from {producer.op if producer else ''}, a strided view whose storage order is not its logical "
+        "order: opmap does not track strides; call .contiguous() first in the model")
+
+
 def _emit_as_strided(ctx, node):
     """Gather of the flattened input at offset + Σ index_k · stride_k for every output element."""
     sizes, strides = list(node.arg("size")), list(node.arg("stride"))
@@ -87,10 +95,7 @@ def rule_as_strided(node, graph):
     meta = node.meta("self")
     assert meta.is_static, f"input {meta} has dynamic dims; the gathered positions are fixed at build time"
     assert all(isinstance(v, int) for v in [*node.arg("size"), *node.arg("stride")]), "size or stride is not constant"
-    producer = graph.producer(node.arg("self"))
-    assert producer is None or producer.op not in STRIDED_VIEWS, (
-        f"the input comes from {producer.op if producer else ''}, a strided view whose storage order is not its logical "
-        "order: as_strided over it reads storage opmap does not model; call .contiguous() before as_strided in the model")
+    contiguous_input(node, graph)
     sizes, strides = node.arg("size"), node.arg("stride")
     last = (node.arg("storage_offset") or 0) + sum((s - 1) * st for s, st in zip(sizes, strides) if s > 0)
     assert last < math.prod(meta.shape), f"as_strided reads position {last}, past the input's {math.prod(meta.shape)} elements"
@@ -98,3 +103,35 @@ def rule_as_strided(node, graph):
 
 
 rule_as_strided.emit(_emit_as_strided)
+
+
+def _emit_sym_stride(ctx, node):
+    """A dense tensor's stride along dim d is the product of the later sizes (Shape, Slice, Reduce PROD)."""
+    x = ctx.input("self")
+    rank = ctx.rank(x)
+    d = node.arg("dim") % rank
+    if d == rank - 1:
+        return ctx.const([1], "int64")
+    later = ctx.slice(ctx.shape_of(x), [d + 1], [rank - d - 1], [1])
+    return ctx.reduce(later, "PROD", [0], keepdim=True)
+
+
+def _stride_of(dim):
+    def fn(a):
+        return a.new_zeros(a.stride(dim)) + 1
+    return fn
+
+
+@strategy("shape/sym-stride", op="aten.sym_stride.int", kind="direct",
+          examples=[accept(_stride_of(0), t(3, 4, 5), dynamic_shapes=lambda: ({1: torch.export.Dim("n", min=2, max=16)},)),
+                    accept(_stride_of(0), t(3, 4, 5), dynamic_shapes=lambda: ({0: torch.export.Dim("b", min=2, max=8),
+                                                                              2: torch.export.Dim("n", min=2, max=16)},))],
+          no_reject=("torch.export computes a view's strides from its sizes itself, so a sym_stride node reads a dense "
+                     "tensor; the rule still refuses a strided view's result, which no export has produced"))
+def rule_sym_stride(node, graph):
+    """A stride of a dense input: the product of its later sizes, read from a Shape layer (TensorRT tensors are dense
+    and have no strides of their own)."""
+    contiguous_input(node, graph)
+
+
+rule_sym_stride.emit(_emit_sym_stride)
