@@ -28,6 +28,7 @@ BUILTIN_MODULES: list[str] = [
     "batch_stats",
     "pool_indices",
     "random_refusals",
+    "split_sizes",
     "no_network",
     "custom",
     "decomposition",
