@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from opmap.engine import sampling
 from opmap.engine.builder import torch_dtype_of
 from opmap.errors import OpmapError
 
@@ -42,7 +43,7 @@ _CLASS_NAMES = {
     "RESIZE": "IResizeLayer", "SCATTER": "IScatterLayer", "SELECT": "ISelectLayer", "SHAPE": "IShapeLayer",
     "SHUFFLE": "IShuffleLayer", "SLICE": "ISliceLayer", "SOFTMAX": "ISoftMaxLayer", "SQUEEZE": "ISqueezeLayer",
     "TOPK": "ITopKLayer", "EINSUM": "IEinsumLayer", "RESIZE": "IResizeLayer", "NON_ZERO": "INonZeroLayer", "UNARY": "IUnaryLayer", "UNSQUEEZE": "IUnsqueezeLayer", "ONE_HOT": "IOneHotLayer",
-    "QUANTIZE": "IQuantizeLayer", "DEQUANTIZE": "IDequantizeLayer",
+    "QUANTIZE": "IQuantizeLayer", "DEQUANTIZE": "IDequantizeLayer", "GRID_SAMPLE": "IGridSampleLayer",
 }
 
 HANDLERS: dict[str, Callable] = {}
@@ -467,8 +468,9 @@ def _pooling(trt, layer, ins):
 
 @handles("RESIZE")
 def _resize(trt, layer, ins):
-    """The two coordinate mappings opmap emits, pinned to PyTorch's: nearest = ASYMMETRIC + FLOOR; linear =
-    HALF_PIXEL (sources below 0 clamp to 0, as PyTorch does) or ALIGN_CORNERS. Anything else is refused. With scales
+    """The coordinate mappings opmap emits, pinned to PyTorch's: nearest = ASYMMETRIC + FLOOR; linear =
+    HALF_PIXEL (sources below 0 clamp to 0, as PyTorch does) or ALIGN_CORNERS; cubic (any of the three, with the
+    layer's coefficient and exclude_outside) by opmap/engine/sampling.py. Anything else is refused. With scales
     set, the output size is floor(in * scale) and coordinates map by 1 / scale (PyTorch's scale_factor without
     recompute_scale_factor); with a shape, by in / out."""
     x = ins[0]
@@ -483,12 +485,28 @@ def _resize(trt, layer, ins):
             raise InterpreterError(f"layer {layer.name}: resizing the batch or channel dims is not interpreted")
         sizing = {"size": shape[2:]}
     mode, ct = layer.resize_mode.name, layer.coordinate_transformation.name
+    if mode == "CUBIC" and ct in ("HALF_PIXEL", "ALIGN_CORNERS", "ASYMMETRIC"):  # opmap/engine/sampling.py
+        spatial = x.dim() - 2
+        sizes = sampling.resize_sizes(x, spatial, scales[2:] if scales else None, sizing.get("size"))
+        return [sampling.cubic_resize(x, sizes, scales[2:] if scales else None, ct, layer.cubic_coeff, layer.exclude_outside)]
     if mode == "NEAREST" and ct == "ASYMMETRIC" and layer.nearest_rounding.name == "FLOOR":
         return [F.interpolate(x, mode="nearest", **sizing)]
     if mode == "LINEAR" and ct in ("HALF_PIXEL", "ALIGN_CORNERS"):
         kind = {1: "linear", 2: "bilinear", 3: "trilinear"}[x.dim() - 2]
         return [F.interpolate(x, mode=kind, align_corners=ct == "ALIGN_CORNERS", **sizing)]
     raise InterpreterError(f"layer {layer.name}: Resize {mode} with {ct} is not interpreted")
+
+
+@handles("GRID_SAMPLE")
+def _grid_sample(trt, layer, ins):
+    """Bilinear or nearest sampling with zero, border or reflection padding (opmap/engine/sampling.py)."""
+    x, grid = ins
+    if x.dim() != 4:
+        raise InterpreterError(f"layer {layer.name}: GridSample of a {x.dim()}-D input is not interpreted")
+    mode, padding = layer.interpolation_mode.name, layer.sample_mode.name
+    if mode not in ("LINEAR", "NEAREST") or padding not in ("FILL", "CLAMP", "REFLECT"):
+        raise InterpreterError(f"layer {layer.name}: GridSample {mode} with {padding} padding is not interpreted")
+    return [sampling.grid_sample(x, grid, mode, padding, layer.align_corners)]
 
 
 @handles("NON_ZERO")

@@ -103,7 +103,9 @@ def _index_uses(graph: Graph, name: str, dims: dict[str, int]) -> list[tuple[int
                 frontier.append(node.name)
                 continue
             n = None
-            if node.op == "aten.embedding.default" and "indices" in uses:
+            if node.op in EMBEDDING_BAG and "indices" in uses:
+                n, what = size(node.meta("weight"), 0), f"the rows of {node.arg('weight')} ({node.op.split('.')[1]} {node.name})"
+            elif node.op == "aten.embedding.default" and "indices" in uses:
                 n, what = size(node.meta("weight"), 0), f"the rows of {node.arg('weight')} (embedding {node.name})"
             elif node.op in ("aten.index_select.default", "aten.gather.default") and "index" in uses:
                 axis = node.arg("dim")
@@ -116,6 +118,29 @@ def _index_uses(graph: Graph, name: str, dims: dict[str, int]) -> list[tuple[int
             if n is not None and n > 0:
                 found.append((n, what))
     return found
+
+
+EMBEDDING_BAG = ("aten.embedding_bag.default", "aten.embedding_bag.padding_idx", "aten._embedding_bag.default",
+                 "aten._embedding_bag_forward_only.default")
+
+
+def _bag_offsets(graph: Graph, name: str, dims: dict[str, int]) -> tuple[int, bool] | None:
+    """(how many indices, include_last_offset) when input ``name`` is the offsets of an embedding bag, else None."""
+    for node in graph:
+        if node.op in EMBEDDING_BAG and node.arg("offsets") == Ref(name):
+            k = node.meta("indices").shape[0]
+            return (k if isinstance(k, int) else dims[k]), bool(node.arg("include_last_offset", False))
+    return None
+
+
+def _draw_offsets(shape: list[int], k: int, last: bool, g: torch.Generator) -> torch.Tensor:
+    """Ascending offsets starting at 0 (bags of random length, some empty); the last is k with include_last_offset."""
+    offsets = torch.randint(0, k + 1, shape, generator=g).sort().values
+    if offsets.numel():
+        offsets[0] = 0
+        if last:
+            offsets[-1] = k
+    return offsets
 
 
 def symbol_values(graph: Graph, point: dict[str, int] | None = None) -> dict[str, int]:
@@ -136,7 +161,7 @@ def draw_inputs(graph: Graph, seed: int = 0, point: dict[str, int] | None = None
     """Seeded random inputs that are valid inputs, and how each was drawn.
 
     An integer input that indexes a table (embedding rows, a gathered or indexed dim) is drawn inside every table
-    it indexes; an input named like a mask is a 0/1 (or boolean) padding mask; floats are standard normal."""
+    it indexes; embedding-bag offsets ascend from 0; an input named like a mask is a 0/1 (or boolean) padding mask; floats are standard normal."""
     g = torch.Generator().manual_seed(seed)
     dims = symbol_values(graph, point)
     values: dict[str, torch.Tensor] = {}
@@ -159,6 +184,9 @@ def draw_inputs(graph: Graph, seed: int = 0, point: dict[str, int] | None = None
         elif dtype.is_floating_point:
             values[name] = torch.randn(shape, generator=g).to(dtype)
             how[name] = f"{meta.dtype} {shape}: standard normal"
+        elif (bag := _bag_offsets(graph, name, dims)) is not None and len(shape) == 1:
+            values[name] = _draw_offsets(shape, *bag, g).to(dtype)
+            how[name] = f"{meta.dtype} {shape}: embedding-bag offsets, ascending from 0 within the {bag[0]} indices"
         else:
             uses = _index_uses(graph, name, dims)
             high = min((n for n, _ in uses), default=int_high)
@@ -476,14 +504,18 @@ def profile_points(graph: Graph, shapes: dict | None = None) -> dict[str, dict[s
 
 def resize_inputs(inputs: dict[str, torch.Tensor], graph: Graph, point: dict[str, int]) -> dict[str, torch.Tensor]:
     """Given inputs redrawn at the shapes of ``point``, of the same kind: masks stay masks (with their density), integers
-    stay in their range, and an integer input that indexes a table is taken modulo the table's size at that point."""
+    stay in their range, an integer input that indexes a table is taken modulo the table's size at that point, and
+    embedding-bag offsets are drawn again ascending from 0."""
     dims = symbol_values(graph, point)
     g = torch.Generator().manual_seed(sum(dims.values()))
     out = {}
     for name, meta in graph.inputs.items():
         value = inputs[name]
         shape = [d if isinstance(d, int) else dims[d] for d in meta.shape]
-        if list(value.shape) != shape:  # fresh draws of the same kind (tiling would repeat values and make ties)
+        bag = _bag_offsets(graph, name, dims) if not value.is_floating_point() and len(shape) == 1 else None
+        if bag is not None:  # offsets must stay ascending from 0 within the indices drawn at this point
+            value = _draw_offsets(shape, *bag, g).to(value.dtype)
+        elif list(value.shape) != shape:  # fresh draws of the same kind (tiling would repeat values and make ties)
             if value.dtype == torch.bool:
                 value = torch.rand(shape, generator=g) < (value.float().mean() if value.numel() else 0.5)
             elif value.is_floating_point():

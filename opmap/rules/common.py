@@ -78,6 +78,16 @@ def not_mutating_inputs(node, graph, **_):
     assert name not in graph.inputs and name not in graph.params, f"in-place op mutates {name}, a graph input or weight"
 
 
+def outputs_unused(node, graph, names: dict[int, str]) -> None:
+    """The node's extra outputs ``{index: name}`` are read by nothing (the strategy computes the others only)."""
+    for user in graph.consumers(node):
+        index = user.arg("arg1") if user.op == "operator.getitem" else None
+        if index in names:
+            assert not user.users and not graph.is_output(user), (
+                f"output {index} ({names[index]}) is used by {', '.join(user.users) or 'the graph output'}; this strategy "
+                "does not compute it")
+
+
 def bool_or_int_only(node, **_):
     for name, meta in node.tensor_args().items():
         assert meta.dtype == "bool", f"{name} is {meta.dtype}: TensorRT's AND/OR/XOR take bool tensors only"

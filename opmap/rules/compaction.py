@@ -85,16 +85,7 @@ def _emit_unique(ctx, node):
     top = ctx.net.add_topk(x, ctx.trt.TopKOperation.MIN, numel, 1 << 1)
     ctx.layer(top, "sort")
     s = ctx.reshape(top.get_output(0), [numel])
-    if numel > 1:
-        head = ctx.const([True], "bool")
-        later = ctx.out(ctx.net.add_slice(s, (1,), (numel - 1,), (1,)), "later")
-        earlier = ctx.out(ctx.net.add_slice(s, (0,), (numel - 1,), (1,)), "earlier")
-        changed = ctx.unary(ctx.elementwise(later, earlier, "EQUAL"), "NOT")
-        cat = ctx.net.add_concatenation([head, changed])
-        cat.axis = 0
-        first = ctx.out(cat, "first-of-run")
-    else:
-        first = ctx.const([True], "bool")
+    first = run_heads(ctx, s, numel)
     target, count = _slots(ctx, first, bound)
     values = _scatter_rows(ctx, ctx.reshape(s, [numel]), target, bound, [], 0, ctx.dtype(s))
     outs = [_finish(ctx, node, values, count, bound, symbol), None, None]
@@ -106,19 +97,37 @@ def _emit_unique(ctx, node):
         rank = ctx.out(ctx.net.add_reduce(ctx.cast(heads, "int32"), ctx.trt.ReduceOperation.SUM, 1 << 1, False), "inverse")
         outs[1] = ctx.reshape(ctx.cast(rank, "int64"), list(node.meta("self").shape))
     if node.arg("return_counts", False):
-        # run start positions, compacted the same way; counts = next start - start
-        positions = ctx.const(torch.arange(numel, dtype=torch.int32), "int32")
-        starts = _scatter_rows(ctx, positions, target, bound, [], numel, "int32")
-        nexts = ctx.out(ctx.net.add_slice(starts, (1,), (bound - 1,), (1,)), "next-start")
-        end = ctx.const([numel], "int32")
-        cat = ctx.net.add_concatenation([nexts, end])
-        cat.axis = 0
-        ends = ctx.out(cat, "ends")
-        lengths = ctx.elementwise(ctx.elementwise(ends, starts, "SUB"), ctx.const(0, "int32"), "MAX")
-        valid = ctx.elementwise(ctx.const(torch.arange(bound, dtype=torch.int64), "int64"), count, "LESS")
-        # the last valid run's next start is the fill value numel, so its length is already right
-        outs[2] = ctx.out(ctx.net.add_select(*ctx.broadcast(valid, ctx.cast(lengths, "int64"), ctx.const(0, "int64", shape=[1]))), "counts")
+        outs[2] = run_lengths(ctx, target, count, bound, numel)
     return outs
+
+
+def run_heads(ctx, s, numel):
+    """[numel] bool: element k starts a run of equal values (k = 0, or s[k] != s[k - 1])."""
+    if numel == 1:
+        return ctx.const([True], "bool")
+    head = ctx.const([True], "bool")
+    later = ctx.out(ctx.net.add_slice(s, (1,), (numel - 1,), (1,)), "later")
+    earlier = ctx.out(ctx.net.add_slice(s, (0,), (numel - 1,), (1,)), "earlier")
+    changed = ctx.unary(ctx.elementwise(later, earlier, "EQUAL"), "NOT")
+    cat = ctx.net.add_concatenation([head, changed])
+    cat.axis = 0
+    return ctx.out(cat, "first-of-run")
+
+
+def run_lengths(ctx, target, count, bound, numel):
+    """[bound] int64 run lengths: run start positions compacted like the values (``target``), next start - start;
+    slots past ``count`` are 0."""
+    positions = ctx.const(torch.arange(numel, dtype=torch.int32), "int32")
+    starts = _scatter_rows(ctx, positions, target, bound, [], numel, "int32")
+    nexts = ctx.out(ctx.net.add_slice(starts, (1,), (bound - 1,), (1,)), "next-start")
+    end = ctx.const([numel], "int32")
+    cat = ctx.net.add_concatenation([nexts, end])
+    cat.axis = 0
+    ends = ctx.out(cat, "ends")
+    lengths = ctx.elementwise(ctx.elementwise(ends, starts, "SUB"), ctx.const(0, "int32"), "MAX")
+    valid = ctx.elementwise(ctx.const(torch.arange(bound, dtype=torch.int64), "int64"), count, "LESS")
+    # the last valid run's next start is the fill value numel, so its length is already right
+    return ctx.out(ctx.net.add_select(*ctx.broadcast(valid, ctx.cast(lengths, "int64"), ctx.const(0, "int64", shape=[1]))), "counts")
 
 
 @strategy("unique/sort-compact", op="aten._unique2.default", kind="decompose", tags=("data-dependent",), contract=CONTRACT,

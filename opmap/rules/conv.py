@@ -233,15 +233,14 @@ def _scales(node, spatial):
     return [float(v) for v in values] if all(v is not None for v in values) else None
 
 
-def _emit_upsample(ctx, node):
-    """Resize over the spatial dims. Called with scale factors, the layer gets the same scales (so TensorRT maps
-    coordinates by 1/scale as PyTorch does, and the output size follows a dynamic input); with sizes, the output shape
-    (batch and channels read from the input at run time)."""
+def resize_layer(ctx, node):
+    """A Resize over the spatial dims, sized as PyTorch sizes it. Called with scale factors, the layer gets the same
+    scales (so TensorRT maps coordinates by 1/scale as PyTorch does, and the output size follows a dynamic input); with
+    sizes, the output shape (batch and channels read from the input at run time). Returns (layer, align_corners)."""
     name = "input" if node.meta("input") is not None else "self"
     x = ctx.input(name)
-    rank = ctx.rank(x)
     layer = ctx.net.add_resize(x)
-    scales = _scales(node, rank - 2)
+    scales = _scales(node, ctx.rank(x) - 2)
     align = bool(node.arg("align_corners", False))
     if scales is not None and not align:
         layer.scales = (1.0, 1.0, *scales)
@@ -250,6 +249,12 @@ def _emit_upsample(ctx, node):
     else:
         lead = ctx.out(ctx.net.add_slice(ctx.shape_of(x), (0,), (2,), (1,)), "batch-channels")
         layer.set_input(1, ctx.shape_tensor([lead] + [d for d in node.out.shape[2:]]))
+    return layer, align
+
+
+def _emit_upsample(ctx, node):
+    """Resize NEAREST or LINEAR with PyTorch's coordinate mapping (:func:`resize_layer` sizes it)."""
+    layer, align = resize_layer(ctx, node)
     if "nearest" in node.op:  # PyTorch's nearest: src = floor(dst · in / out)
         layer.resize_mode = ctx.trt.InterpolationMode.NEAREST
         layer.coordinate_transformation = ctx.trt.ResizeCoordinateTransformation.ASYMMETRIC

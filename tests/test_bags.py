@@ -1,0 +1,28 @@
+"""embedding_bag through a bag-membership table: built networks beyond the rule's own examples, and verify's input
+drawing (offsets ascending from 0, indices inside the table)."""
+
+import torch
+import torch.nn.functional as F
+
+from opmap.engine.capture import capture_callable
+from opmap.engine.verify import draw_inputs
+from tests.test_sampling import _built
+
+
+def test_embedding_bag_of_2d_indices_builds_and_matches():
+    """A 2-D input: PyTorch flattens it and makes the offsets with arange (kept static here: create/arange cannot yet
+    emit a symbolic step, which a dynamic bag length would give)."""
+    _built("bag/membership", lambda w, i: F.embedding_bag(i, w, mode="max"), torch.randn(10, 4), torch.tensor([[1, 2, 7], [4, 5, 0]]))
+    _built("bag/membership", lambda w, i: F.embedding_bag(i, w, mode="mean"), torch.randn(10, 4), torch.tensor([[1, 2, 7], [4, 5, 0]]))
+
+
+def test_verify_draws_valid_offsets_and_indices():
+    fn = lambda w, i, o: F.embedding_bag(i, w, o, mode="sum", include_last_offset=True)  # noqa: E731
+    graph = capture_callable(fn, torch.randn(6, 3), torch.tensor([1, 2, 4, 5, 4]), torch.tensor([0, 2, 5])).graph
+    for seed in range(20):
+        values, how = draw_inputs(graph, seed=seed)
+        w, i, o = values.values()  # in argument order
+        offsets, indices = o, i
+        assert offsets[0] == 0 and offsets[-1] == 5 and bool((offsets[1:] >= offsets[:-1]).all()), offsets
+        assert int(indices.max()) < 6 and "rows of" in list(how.values())[1], how
+        torch.testing.assert_close(fn(w, indices, offsets).shape, torch.Size([2, 3]))
