@@ -41,7 +41,7 @@ def test_suggest_table_summary_and_exit(cli, detector_pt2):
     r = cli("suggest", detector_pt2)
     assert r.code == 0, r.err
     assert "nonzero/static-bound" in r.out and "mask/static-bound" in r.out and "fmp/exact-samples" in r.out
-    assert "27 nodes: 22 direct, 5 decompose" in r.out
+    assert "27 nodes: 21 direct, 6 decompose" in r.out
     assert "changed output contracts" in r.out and "padded to the static bound" in r.out
     assert r.err == ""
 
@@ -200,7 +200,7 @@ def test_console_script_end_to_end(tmp_path, detector_pt2):
     exe = sys.executable.replace("python", "opmap")
     proc = subprocess.run([exe, "--db", str(tmp_path / "c.db"), "suggest", str(detector_pt2)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "27 nodes: 22 direct, 5 decompose" in proc.stdout
+    assert "27 nodes: 21 direct, 6 decompose" in proc.stdout
     proc = subprocess.run([exe, "--db", str(tmp_path / "c.db"), "suggest", str(tmp_path / "nope.pt2")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and proc.stderr.count("\n") == 1
 
@@ -210,7 +210,7 @@ def test_suggest_html_picture(cli, detector_pt2, tmp_path):
     r = cli("suggest", detector_pt2, "--html", page)
     assert r.code == 0
     html = page.read_text()
-    assert html.startswith("<!doctype html>") and "<svg" in html and "22 direct" in html
+    assert html.startswith("<!doctype html>") and "<svg" in html and "21 direct" in html
     assert html.count("<tr>") == 28  # header + one row per node
     assert "nonzero/static-bound" in html and "no runners that implement it" in html
     bad = cli("suggest", detector_pt2, "--html", tmp_path / "missing-dir" / "plan.html")

@@ -208,6 +208,9 @@ class EmitContext:
             arr = arr.reshape(tuple(shape))
         if dtype == "bfloat16":  # numpy has no bfloat16: build in float32 and cast
             return self.cast(self.const(arr.float(), "float32"), "bfloat16")
+        if arr.numel() == 0 and arr.dim() > 0:  # a Constant needs weights: an empty tensor is a zero-length Slice of one
+            one = self.const(torch.zeros([1] * arr.dim(), dtype=arr.dtype), dtype)
+            return self.out(self.net.add_slice(one, (0,) * arr.dim(), tuple(arr.shape), (1,) * arr.dim()), "empty")
         np_arr = np.array(arr.numpy(), dtype=NP_DTYPE[dtype], order="C")  # keeps 0-d arrays 0-d
         self.nb.keep.append(np_arr)
         layer = self.net.add_constant(tuple(np_arr.shape), self.trt.Weights(np_arr))

@@ -85,6 +85,10 @@ OFFSETS = torch.tensor([0, 2, 2, 5])  # bag 1 is empty
                            t(10, 3), torch.tensor([1, 2, 4, 5, 4, 3]), torch.tensor([0, 2, 3, 6]), t(6)),
                     accept(lambda w, i, o: A._embedding_bag.default(w, i, o, False, 1)[0], t(6, 2), torch.tensor([5, 0, 1]),
                            torch.tensor([0, 1])),
+                    accept(lambda w, i, o: A.embedding_bag.default(w, i, o, False, 1)[0], t(6, 2), torch.tensor([5, 0, 1]),
+                           torch.tensor([0, 1])),
+                    accept(lambda w, i, o: A._embedding_bag_forward_only.default(w, i, o, False, 0)[0], t(6, 2),
+                           torch.tensor([5, 0, 1]), torch.tensor([0, 1])),
                     reject(_bag("sum"), t(10, 3).double(), torch.tensor([1, 2, 4]), torch.tensor([0, 2]), match="float64"),
                     reject(lambda w, i, o: A._embedding_bag.default(w, i, o, False, 2)[3], t(6, 2), torch.tensor([5, 0, 1]),
                            torch.tensor([0, 1]), match="max_indices")])

@@ -52,7 +52,9 @@ MORE = {
     "create/arange": [lambda a: torch.arange(2, 5) + a, lambda a: torch.arange(0.5, 2.0, 0.5) + a],
     "create/full": [lambda a: torch.full((2, 3), 2.5) + a, lambda a: torch.zeros(2, 3) + a, lambda a: torch.scalar_tensor(-1.5) + a,
                     lambda a: torch.empty(2, 3).fill_(3.0) + a, lambda a: a.new_ones((3,)) + a, lambda a: a.new_zeros((2, 1)) + a,
-                    lambda a: a.new_full((3,), 4.0) + a, lambda a: a.new_empty((3,)).fill_(2.0) + a],
+                    lambda a: a.new_full((3,), 4.0) + a, lambda a: a.new_empty((3,)).fill_(2.0) + a,
+                    # a zero-size tensor (WavLM starts a concatenation from torch.empty(0))
+                    lambda a: torch.cat([torch.empty(0), a.flatten()])],
     "create/full-like": [lambda a: torch.ones_like(a) + a, lambda a: torch.zeros_like(a, dtype=torch.int32),
                          lambda a: torch.empty_like(a).fill_(1.0) + a],
 }

@@ -179,6 +179,18 @@ define(ns, "core/build-time-check", ["aten._assert_tensor_metadata.default", "at
        layers="no layer: TensorRT's own type and shape inference checks the same facts when the engine is built",
        example=(lambda a: a.to(torch.float16), t(2, 3)), no_reject="the check is metadata TensorRT re-derives itself",
        emit=lambda ctx, node: None)
+def _answered_at_export(node, **_):
+    """torch.export answered the query already: its graph uses the value as a constant and keeps only this dead node."""
+    assert not node.users, (f"{node.op}'s value feeds {', '.join(node.users)}: it asks about PyTorch strides, "
+                            "and an engine's tensors have none; make the model not depend on memory layout")
+
+
+define(ns, "core/layout-query", ["aten.sym_is_contiguous.default"], "direct",
+       layers="no layer: a memory-layout query torch.export answered at export time (the graph uses its value as a "
+              "constant; only the unused query node remains)",
+       example=(lambda a: a * int(torch.ops.aten.sym_is_contiguous.default(a.t())), t(4, 3)),
+       no_reject="torch.export specializes a layout query to a constant, so the node it leaves is never used",
+       checks=[_answered_at_export], emit=lambda ctx, node: None)
 define(ns, "core/dropout-eval", ["aten.dropout.default", "aten.feature_dropout.default", "aten.native_dropout.default",
                                  "aten.alpha_dropout.default"], "direct", layers="no layer: dropout is the identity in eval mode",
        example=(lambda a: F.dropout(a, 0.1, training=False), t(2, 3)),
