@@ -124,7 +124,7 @@ def bucket_costs(rows: list[Any], objective: str = "latency") -> dict[str, list[
 
 
 def precision_errors(rows: list[Any]) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    """(strategy, "fp16"/"bf16") -> [(bucket size, measured max rel error computed in that precision)], from fresh
+    """(strategy, "fp16"/"bf16") -> [(bucket size, measured error computed in that precision, relative to the output's range)], from fresh
     measurements; a failed build in that precision counts as an infinite error."""
     latest: dict[tuple[str, str, str], tuple[int, float]] = {}
     for m in rows:

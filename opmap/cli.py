@@ -727,7 +727,10 @@ def _tune_gc() -> None:
 
 def entry() -> None:
     _tune_gc()
-    code = main(_process=True)
+    try:
+        code = main(_process=True)
+    except KeyboardInterrupt:  # a Ctrl-C noted twice (native code re-delivering it) while the first was reported
+        code = 130  # not re-raised: CPython would end the process by SIGINT (-2) instead of exiting 130
     gc.freeze()  # the process ends here: the collection at interpreter exit would only rescan what the OS frees anyway
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         # A rule module left a thread running (reported as an error): exit anyway rather than hang on it.

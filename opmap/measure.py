@@ -138,7 +138,9 @@ def measure_strategy(strat: Strategy, ruleset: RuleSet, backend: str, profile: D
 
 def _precision_rows(strat, ex, ruleset, backend, profile, base, shapes) -> list[Measurement]:
     """The strategy computed in fp16 and in bf16 (its inputs and outputs as exported), against the fp32 op: the
-    evidence the planner needs before it places a node below fp32."""
+    evidence the planner needs before it places a node below fp32. Their error column is relative to the output's
+    largest magnitude (``OutputCheck.range_rel``), not elementwise: a product's outputs near zero would otherwise
+    keep every matmul in fp32 whatever its real accuracy."""
     out = []
     for prec in ("fp16", "bf16"):
         row = Measurement(**base, shape_bucket=shapes[:200], dtype=f"compute:{prec}", provenance="measured-build")
@@ -152,7 +154,7 @@ def _precision_rows(strat, ex, ruleset, backend, profile, base, shapes) -> list[
             continue  # no float output: precision does not apply
         row.build_ok, row.build_seconds, row.engine_bytes = True, built.build_seconds, len(built.engine or b"")
         row.max_abs_err = max(o.max_abs for o in report.outputs)
-        row.max_rel_err = max(o.max_rel for o in report.outputs)
+        row.max_rel_err = max(o.range_rel for o in report.outputs)  # relative to the output's range: see range_rel
         row.mismatch_frac = max(o.mismatch for o in report.outputs)
         named = dict(zip(list(built.inputs), [x for x in ex.inputs if isinstance(x, torch.Tensor)]))
         row.latency_ms = estimate(built, named, profile, strategy=strat.id).ms

@@ -179,7 +179,7 @@ class Planner:
         # op (or "*" for any op) -> strategy to take whenever it is eligible: a fixed-priority policy, the way
         # converters without costs choose; used to compare such policies with the cost-based choice (bench/choice.py)
         self.prefer = prefer or {}
-        # (strategy, "fp16"/"bf16") -> [(bucket size, measured max rel error computed in that precision vs fp32)]
+        # (strategy, "fp16"/"bf16") -> [(bucket size, measured error in that precision vs fp32, relative to the output's range)]
         self.precision_errors = precision_errors or {}
         # strategy -> [(elements in the measured bucket, cost)]: a node takes the bucket nearest its own size
         self.bucket_costs = bucket_costs or {}
@@ -367,10 +367,10 @@ class Planner:
         if error is None:
             result.precision_why = f"{lead}fp32: {result.choice.strategy} has no measured {wanted} accuracy"
         elif error > self.settings.tolerance:
-            result.precision_why = f"{lead}fp32: in {wanted} its measured max rel error {error:.3g} exceeds the tolerance {self.settings.tolerance:g}"
+            result.precision_why = f"{lead}fp32: in {wanted} its measured error {error:.3g} (of the output's range) exceeds the tolerance {self.settings.tolerance:g}"
         else:
             result.precision = wanted
-            result.precision_why = f"{lead}{wanted}: measured max rel error {error:.3g} within the tolerance"
+            result.precision_why = f"{lead}{wanted}: measured error {error:.3g} (of the output's range) within the tolerance"
 
     def _expand(self, node: Node, v: Verdict, result: NodePlan):
         """True for a strategy that does not expand; for one that does, its (sub-plan, argument refs), or False

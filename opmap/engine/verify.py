@@ -41,6 +41,15 @@ class OutputCheck:
     mismatch: float  # fraction of elements outside the tolerance
     ok: bool
     note: str = ""
+    scale: float = 0.0  # the largest finite magnitude PyTorch's output has (0 for non-float outputs)
+
+    @property
+    def range_rel(self) -> float:
+        """The worst error relative to the output's largest magnitude, ‖Δ‖∞ / ‖y‖∞: what a reduced-precision
+        placement is judged by (an elementwise relative error explodes on outputs near zero, e.g. any matmul's)."""
+        if self.max_abs == 0:
+            return 0.0
+        return self.max_abs / self.scale if self.scale > 0 else float("inf")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "node": self.node, "shape": list(self.shape), "dtype": self.dtype, "max_abs_err": self.max_abs,
@@ -391,8 +400,10 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
             wrong = int((exp != value.to(exp.dtype)).sum()) if exp.shape == value.shape else exp.numel()
             report.discrete.append({"name": name, "node": node, "kind": kind, "elements": exp.numel(), "mismatched": wrong,
                                     "agree": wrong == 0})
+        finite = exp[torch.isfinite(exp)] if exp.is_floating_point() else None
+        scale = float(finite.abs().max()) if finite is not None and finite.numel() else 0.0
         report.outputs.append(OutputCheck(name, node, tuple(exp.shape), str(exp.dtype).removeprefix("torch."), max_abs, max_rel,
-                                          mismatch, ok, note))
+                                          mismatch, ok, note, scale))
     return report
 
 
