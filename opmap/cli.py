@@ -732,6 +732,12 @@ def entry() -> None:
     except KeyboardInterrupt:  # a Ctrl-C noted twice (native code re-delivering it) while the first was reported
         code = 130  # not re-raised: CPython would end the process by SIGINT (-2) instead of exiting 130
     gc.freeze()  # the process ends here: the collection at interpreter exit would only rescan what the OS frees anyway
+    if code == 130:
+        # Interrupted: nothing is left to finish (catalog writes are transactions, engines are renamed into place), and
+        # interpreter finalization could still deliver a pending SIGINT with the default action (exit -2, not 130).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         # A rule module left a thread running (reported as an error): exit anyway rather than hang on it.
         sys.stdout.flush()
