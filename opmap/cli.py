@@ -112,17 +112,11 @@ def suggest(
     Exits 1 when a node has no mapping, so CI can gate on it.
     """
     from opmap import app as svc
-    from opmap.engine.backend import BACKENDS, profile
+    from opmap.engine.backend import profile
     from opmap.engine.capture import DynamicSpec, InputSpec, capture
     from opmap.engine.context import Settings
 
-    if backend is not None and backend not in BACKENDS:
-        raise OpmapError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    from opmap.engine.int8 import refuse_unplaced
-
-    refuse_unplaced(precision)
-    if precision not in ("fp32", "fp16", "bf16", "int8"):
-        raise OpmapError(f"unknown precision {precision!r}: choose fp32, fp16, bf16 or int8")
+    _check_backend_and_precision(backend, precision)
     if not tolerance >= 0:
         raise OpmapError(f"--tolerance must be a non-negative number, got {tolerance}")
     if objective not in svc.OBJECTIVES:

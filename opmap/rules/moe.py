@@ -9,6 +9,7 @@ matmul layer; the exact network below computes every expert for every row and ke
 import torch
 
 from opmap.rules.common import define, float_input, t
+from opmap.rules.linalg import _matmul
 
 ns = globals()
 
@@ -32,12 +33,10 @@ def _emit_grouped_mm(ctx, node):
     x, w, offs = ctx.input("input"), ctx.input("weight"), ctx.cast(ctx.input("offs"), "int64")
     w = ctx.cast(w, ctx.dtype(x))
     rows_n, experts_n = node.meta("input").shape[0], node.meta("weight").shape[0]
-    rows = ctx.reshape(ctx.arange(rows_n, dtype="int64"), [-1, 1])  # [S, 1]
-    next_rows = ctx.elementwise(rows, ctx.const([[1]], "int64"), "SUM")
+    next_rows = ctx.reshape(ctx.arange(rows_n, start=1, dtype="int64"), [-1, 1])  # s + 1 for each row s: [S, 1]
     started = ctx.elementwise(ctx.reshape(offs, [1, -1]), next_rows, "LESS")  # offs[i] < s + 1: offs[i] <= s
     expert = ctx.reduce(ctx.cast(started, "int32"), "SUM", [1])  # [S]
-    every = ctx.out(ctx.net.add_matrix_multiply(ctx.reshape(x, [1] + list(node.meta("input").shape)),
-                                                ctx.trt.MatrixOperation.NONE, w, ctx.trt.MatrixOperation.NONE), "experts")
+    every = _matmul(ctx, x, w)  # [S, in] broadcast against [E, in, out]: [E, S, out]
     ids = ctx.reshape(ctx.arange(experts_n, dtype="int32"), [-1, 1])  # [E, 1]
     own = ctx.reshape(ctx.elementwise(ids, ctx.reshape(expert, [1, -1]), "EQUAL"), [experts_n, -1, 1])  # [E, S, 1]
     kept = ctx.where(own, every, ctx.const([0.0], ctx.dtype(every)))
