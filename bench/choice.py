@@ -88,8 +88,7 @@ def main(tables_only: bool = False) -> None:
              "fits the budget, and pay for their casts at these sizes.", ""]
     with tempfile.TemporaryDirectory() as tmp:
         catalog, ruleset = svc.open_catalog(str(Path(tmp) / "c.db"))
-        measured = svc.fresh_measurements(catalog, "tensorrt_rtx", ruleset)
-        costs, precision_errors, buckets = svc.costs_from_catalog(measured), svc.precision_errors(measured), svc.bucket_costs(measured)
+        costs, precision_errors, buckets = svc.planning_tables(svc.fresh_measurements(catalog, "tensorrt_rtx", ruleset))
         for name, make in MODELS.items():
             path = Path(tmp) / f"{name}.pt2"
             torch.export.save(make(), str(path))

@@ -54,39 +54,62 @@ def open_catalog(url: str | None, ruleset: RuleSet | None = None, write: bool = 
 OBJECTIVES = {"latency": ("latency_ms", "ms"), "build-time": ("build_seconds", "s"), "size": ("engine_bytes", "bytes")}
 
 
-def fresh_measurements(catalog: Catalog, backend: str, ruleset: RuleSet) -> list[Any]:
-    """A backend's measurements, oldest first, without the stale ones: those of another rule source than the
-    loaded one (the rule changed since they were taken)."""
-    rows = []
-    for m in catalog.measurement_rows(backend):
-        strat = ruleset.strategies.get(m.strategy_id)
-        if strat is None or m.source_hash == strat.source_hash:
-            rows.append(m)
-    return rows
+def fresh_measurements(catalog: Catalog, backend: str, ruleset: RuleSet, objective: str = "latency") -> list[Any]:
+    """A backend's measurements, oldest first, as rows of the columns planning reads, without the stale ones: those of
+    another rule source than the loaded one (the rule changed since they were taken)."""
+    loaded = {sid: strat.source_hash for sid, strat in ruleset.strategies.items()}
+    rows = catalog.measurement_rows(backend, _PLANNING_COLUMNS + (OBJECTIVES[objective][0],))
+    return [m for m in rows if loaded.get(m[0], m[1]) == m[1]]
 
 
-def costs_from_catalog(rows: list[Any], objective: str = "latency") -> dict[str, Cost]:
-    """Per strategy: the median of its latest measurement per shape bucket, for the objective, with provenance.
-    ``rows``: fresh measurements (see :func:`fresh_measurements`)."""
+# the columns fresh_measurements reads, in this order (planning_tables unpacks them), then the objective's
+_PLANNING_COLUMNS = ("strategy_id", "source_hash", "shape_bucket", "dtype", "build_ok", "max_rel_err", "provenance")
+
+
+def planning_tables(rows: list[Any], objective: str = "latency") -> tuple[dict, dict, dict]:
+    """What planning reads of fresh measurements (:func:`fresh_measurements`), in one pass:
+
+    - costs: strategy -> :class:`Cost`, the median over shape buckets of its latest float32 measurement per bucket, for
+      the objective, with provenance and the worst measured error;
+    - precision errors: (strategy, "fp16"/"bf16") -> [(bucket size, error computed in that precision, relative to the
+      output's range)]; a failed build in that precision counts as an infinite error;
+    - bucket costs: strategy -> [(elements in the bucket, cost)] from the latest *successful* measurement per bucket
+      (a node takes the bucket nearest its own size).
+    """
     import statistics
 
-    field_name, unit = OBJECTIVES[objective]
-    latest: dict[tuple[str, str, str], Any] = {}
+    unit = OBJECTIVES[objective][1]
+    latest: dict[tuple, Any] = {}  # (strategy, bucket, dtype) -> latest row
+    latest_ok: dict[tuple, Any] = {}  # the same, among rows that built and have the objective
+    reduced: dict[tuple, tuple[str, float]] = {}  # (strategy, precision, bucket) -> error
     for m in rows:
-        if m.dtype.startswith("compute:"):
-            continue  # reduced-precision evidence: see precision_errors
-        latest[(m.strategy_id, m.shape_bucket, m.dtype)] = m
+        sid, _, bucket, dtype, ok, error, _, value = m
+        if dtype.startswith("compute:"):
+            reduced[(sid, dtype[8:], bucket)] = error if ok and error is not None else float("inf")
+            continue
+        latest[(sid, bucket, dtype)] = m
+        if ok and value is not None:
+            latest_ok[(sid, bucket, dtype)] = m
+    numel: dict[str, int] = {}
+    size = lambda bucket: numel[bucket] if bucket in numel else numel.setdefault(bucket, bucket_numel(bucket))  # noqa: E731
     grouped: dict[str, list[Any]] = {}
     for (sid, _, _), m in latest.items():
         grouped.setdefault(sid, []).append(m)
     costs: dict[str, Cost] = {}
-    for sid, rows in grouped.items():
-        values = [getattr(m, field_name) for m in rows if m.build_ok and getattr(m, field_name) is not None]
-        errors = [m.max_rel_err for m in rows if m.max_rel_err is not None]
-        provenance = rows[-1].provenance if objective == "latency" else "measured-build"
+    for sid, group in grouped.items():
+        values = [m[7] for m in group if m[4] and m[7] is not None]
+        errors = [m[5] for m in group if m[5] is not None]
+        provenance = group[-1][6] if objective == "latency" else "measured-build"
         costs[sid] = Cost(value=float(statistics.median(values)) if values else None, unit=unit,
                           provenance=provenance if values else "unmeasured", max_rel_err=_worst(errors))
-    return costs
+    buckets: dict[str, list[tuple[int, Cost]]] = {}
+    for (sid, bucket, _), m in latest_ok.items():
+        prov = m[6] if objective == "latency" else "measured-build"
+        buckets.setdefault(sid, []).append((size(bucket), Cost(float(m[7]), unit, prov, m[5])))
+    precision: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for (sid, prec, bucket), error in reduced.items():
+        precision.setdefault((sid, prec), []).append((size(bucket), error))
+    return costs, precision, buckets
 
 
 def _worst(errors: list[float]) -> float | None:
@@ -107,37 +130,6 @@ def bucket_numel(bucket: str) -> int:
     return total
 
 
-def bucket_costs(rows: list[Any], objective: str = "latency") -> dict[str, list[tuple[int, Cost]]]:
-    """Per strategy, its cost in each measured shape bucket (fresh float32 measurements), by bucket size."""
-    field_name, unit = OBJECTIVES[objective]
-    latest: dict[tuple[str, str], Any] = {}
-    for m in rows:
-        if m.dtype.startswith("compute:"):
-            continue
-        if m.build_ok and getattr(m, field_name) is not None:
-            latest[(m.strategy_id, m.shape_bucket + "|" + m.dtype)] = m
-    out: dict[str, list[tuple[int, Cost]]] = {}
-    for (sid, key), m in latest.items():
-        prov = m.provenance if objective == "latency" else "measured-build"
-        out.setdefault(sid, []).append((bucket_numel(key.split("|")[0]), Cost(float(getattr(m, field_name)), unit, prov, m.max_rel_err)))
-    return out
-
-
-def precision_errors(rows: list[Any]) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    """(strategy, "fp16"/"bf16") -> [(bucket size, measured error computed in that precision, relative to the output's range)], from fresh
-    measurements; a failed build in that precision counts as an infinite error."""
-    latest: dict[tuple[str, str, str], tuple[int, float]] = {}
-    for m in rows:
-        if not m.dtype.startswith("compute:"):
-            continue
-        error = m.max_rel_err if m.build_ok and m.max_rel_err is not None else float("inf")
-        latest[(m.strategy_id, m.dtype.split(":", 1)[1], m.shape_bucket)] = (bucket_numel(m.shape_bucket), error)
-    out: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    for (sid, prec, _), entry in latest.items():
-        out.setdefault((sid, prec), []).append(entry)
-    return out
-
-
 def make_plan(
     captured: Captured,
     catalog: Catalog,
@@ -156,7 +148,7 @@ def make_plan(
 
 
 def _make_plan(captured, catalog, ruleset, backend, settings, on_node, for_build, objective, cache, int8_budget, protect) -> Plan:
-    measured = fresh_measurements(catalog, backend.name, ruleset)  # read once, for costs, buckets and precision
+    costs, errors, buckets = planning_tables(fresh_measurements(catalog, backend.name, ruleset, objective), objective)
     batches, label, quantizer = [], "", None
     if settings.precision != "fp32" and captured.program is not None:
         batches, label, ranges = precision_batches(captured, catalog, settings.precision)
@@ -166,8 +158,7 @@ def _make_plan(captured, catalog, ruleset, backend, settings, on_node, for_build
             quantizer = Quantizer(captured.program, captured.graph, backend, ruleset.strategies, ranges, batches, int8_budget)
     planner = Planner(
         ruleset, catalog.candidates_by_op(), backend=backend, settings=settings,
-        costs=costs_from_catalog(measured, objective), require_emit=for_build,
-        precision_errors=precision_errors(measured), bucket_costs=bucket_costs(measured, objective),
+        costs=costs, require_emit=for_build, precision_errors=errors, bucket_costs=buckets,
         memo=cache and diskcache.enabled(), quantizer=quantizer,
     )
     try:

@@ -4,6 +4,7 @@ A fixed sample of models (the whole zoo: ``make bench-speed`` sweeps it); each i
 memo and without, and compared field by field, sub-plans of expansions included.
 """
 
+import itertools
 import json
 import textwrap
 import warnings
@@ -208,3 +209,35 @@ def test_in_place_nodes_of_one_class_keep_their_own_notes(catalog):
     assert json.dumps(with_memo, sort_keys=True, default=str) == json.dumps(without, sort_keys=True, default=str)
     notes = [n["why"] for n in with_memo if n["op"] == "aten.add_.Tensor"]
     assert len(set(notes)) == 4 and all("planned as aten.add.Tensor" in w for w in notes)
+
+
+class _Permuted(torch.nn.Module):
+    """Six addcmuls of one class (same metas) fed by the same tensors in all six orders: only PyTorch's
+    decomposition serves addcmul, so each is an expansion; the first three are judged and chosen in full, the
+    rest take the class's choice (see test_a_class_of_served_verdicts_is_chosen_once)."""
+
+    def forward(self, x, y, z):
+        out = x
+        for a, b, c in itertools.permutations((x, y, z)):
+            out = out * torch.addcmul(a, b, c, value=0.5)
+        return out
+
+
+def test_a_keyed_expansion_is_planned_once_per_class_and_fed_by_each_nodes_own_arguments(catalog, cli, tmp_path):
+    cat, ruleset = catalog
+    inputs = tuple(torch.randn(3, 5) for _ in range(3))
+    program = torch.export.export(_Permuted(), inputs)
+    captured = Captured(graph=capture_callable(_Permuted(), *inputs).graph, program=program, kind="export", sha256="-")
+    plans = {memo: make_plan(captured, cat, ruleset, profile("tensorrt_rtx"), Settings(), cache=memo) for memo in (True, False)}
+    assert plan_fields(plans[True]) == plan_fields(plans[False])
+    expanded = [n for n in plans[True].nodes if n.node.op == "aten.addcmul.default"]
+    assert [n.choice.strategy for n in expanded] == ["torch/decomposition"] * 6
+    assert len({id(n.subplan) for n in expanded}) == 1  # one class: one sub-graph, planned once
+    orders = [[r.node for r in n.sub_inputs] for n in expanded]
+    assert orders == [[r.node for r in n.node.tensor_refs()] for n in expanded] and len({tuple(o) for o in orders}) == 6
+    path = tmp_path / "permuted.pt2"
+    torch.export.save(program, str(path))
+    r = cli("verify", path, "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["ok"] and report["compared"] == report["expected"] == 1, report  # a wrong order changes the value

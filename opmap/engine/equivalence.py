@@ -170,6 +170,9 @@ class NodeView:
     def input_dtypes(self):
         return self._node.input_dtypes()
 
+    def tensor_refs(self):
+        return Node.tensor_refs(self)  # over the keyed arguments: a producer's name is context only when read
+
     def __getattr__(self, name: str) -> Any:
         self._watch.dirty = True
         return getattr(self._node, name)

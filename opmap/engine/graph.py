@@ -118,6 +118,16 @@ class Node:
                         found[key if i is None else f"{key}[{i}]"] = meta
         return found
 
+    def tensor_refs(self) -> list[Ref]:
+        """Every tensor argument as its Ref, in argument order, lists flattened (repeats kept)."""
+        refs: list[Ref] = []
+        for value in self.args.values():
+            if isinstance(value, Ref):
+                refs.append(value)
+            elif isinstance(value, (list, tuple)):
+                refs.extend(v for v in value if isinstance(v, Ref))
+        return refs
+
     def input_dtypes(self) -> set[str]:
         return {m.dtype for m in self.tensor_args().values()}
 

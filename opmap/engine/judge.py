@@ -55,10 +55,13 @@ class Judge:
     others (see :mod:`opmap.engine.equivalence`); rules then see watching wrappers of node, graph and upstream.
     """
 
-    def __init__(self, *, base: dict[str, Any], builtin_fixtures: dict[str, FixtureDef], memo: VerdictMemo | None = None) -> None:
+    def __init__(self, *, base: dict[str, Any], builtin_fixtures: dict[str, FixtureDef], memo: VerdictMemo | None = None,
+                 visible: dict[int, tuple] | None = None) -> None:
         # base values: name -> value, available as session-scoped fixtures ("settings", "backend", ...)
         self._base = dict(base)
         self._builtins = builtin_fixtures
+        # rule module globals -> (globals, the fixtures a rule there sees): shared with the judges of sub-graphs
+        self.visible = visible if visible is not None else {}
         self._memo = memo
         self._watch = Watch()
         backend = base.get("backend")
@@ -90,10 +93,11 @@ class Judge:
             self._values["graph"] = {}
 
     @contextmanager
-    def node_scope(self, node: Node):
+    def node_scope(self, node: Node, key: int | None = None):
+        """``key``: the node's class as the memo interned it, when the caller has it already."""
         self._node = node
         if self._memo is not None:
-            self._node_key = self._memo.intern(node_key(node, self._graph or node._graph))
+            self._node_key = key if key is not None else self._memo.intern(node_key(node, self._graph or node._graph))
         self.served = self._memo is not None
         # with a memo, the watching view is made only when a rule is judged rather than served (see _judge)
         self._values["node"] = {} if self._memo is not None else {"node": node}
@@ -183,11 +187,18 @@ class Judge:
 
     # -- fixtures ------------------------------------------------------------------------------
     def available(self, strat: Strategy) -> dict[str, FixtureDef]:
+        """The built-in fixtures and those of the rule's own module (read once per module: rule modules are loaded
+        whole before anything is judged)."""
+        scope = strat.rule.__globals__
+        known = self.visible.get(id(scope))
+        if known is not None and known[0] is scope:
+            return known[1]
         visible = dict(self._builtins)
-        for value in strat.rule.__globals__.values():
+        for value in scope.values():
             fdef = getattr(value, "__opmap_fixture__", None)
             if isinstance(fdef, FixtureDef):
                 visible[fdef.name] = fdef
+        self.visible[id(scope)] = (scope, visible)
         return visible
 
     def _resolve(self, name: str, strat: Strategy, requester_scope: str, chain: tuple[str, ...]) -> Any:

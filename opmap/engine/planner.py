@@ -23,7 +23,7 @@ from typing import Any, Callable
 from opmap.engine.backend import BackendProfile
 from opmap.engine.collect import RuleSet
 from opmap.engine.context import Settings
-from opmap.engine.equivalence import VerdictMemo
+from opmap.engine.equivalence import VerdictMemo, node_key
 from opmap.engine.graph import Graph, Node
 from opmap.engine.inplace import as_functional, functional_op
 from opmap.engine.judge import Judge, Verdict
@@ -167,6 +167,7 @@ class Planner:
         bucket_costs: dict[str, list[tuple[int, Cost]]] | None = None,
         memo: VerdictMemo | None | bool = True,
         quantizer: Callable[[Node, str], tuple[str | None, dict, str]] | None = None,
+        parent: "Planner | None" = None,
     ) -> None:
         self.ruleset = ruleset
         self.candidates = candidates  # op -> strategy ids, from the catalog
@@ -189,18 +190,23 @@ class Planner:
         self._nearest_seen: dict[tuple[int, int | None], Any] = {}
         self._graph: Graph | None = None
         self._subs: dict[str, Graph | None] = {}  # expanding strategy -> the sub-graph it returned for the node being chosen
-        catalog_ops = frozenset(op for op in candidates if op != WILDCARD)
+        # parent: the planner whose expansion this one plans (same catalog and rules): what they share is read once
+        self._for_op: dict[str, list] = parent._for_op if parent else {}  # op -> strategies_for(op)
+        self.catalog_ops = parent.catalog_ops if parent else frozenset(op for op in candidates if op != WILDCARD)
         # verdicts judged once per equivalence class of nodes, shared with the planners of sub-graphs; False: judge every node
         self.memo = VerdictMemo() if memo is True else (memo if isinstance(memo, VerdictMemo) else None)
         self.judge = Judge(
-            base={"settings": settings, "backend": backend, "catalog_ops": catalog_ops}, builtin_fixtures=ruleset.fixtures,
-            memo=self.memo,
+            base={"settings": settings, "backend": backend, "catalog_ops": self.catalog_ops}, builtin_fixtures=ruleset.fixtures,
+            memo=self.memo, visible=parent.judge.visible if parent else None,
         )
 
     def strategies_for(self, op: str) -> list[Strategy | str]:
         """Catalog candidates for an op, as loaded strategies (or the bare id when its code is missing)."""
-        ids = self.candidates.get(op, []) + [i for i in self.candidates.get(WILDCARD, []) if i not in self.candidates.get(op, [])]
-        return [self.ruleset.strategies.get(i, i) for i in ids]
+        found = self._for_op.get(op)
+        if found is None:
+            ids = self.candidates.get(op, []) + [i for i in self.candidates.get(WILDCARD, []) if i not in self.candidates.get(op, [])]
+            found = self._for_op[op] = [self.ruleset.strategies.get(i, i) for i in ids]
+        return found
 
     def plan(self, graph: Graph, on_node: Callable[[Node], None] | None = None) -> Plan:
         nodes: list[NodePlan] = []
@@ -227,8 +233,19 @@ class Planner:
         return self._plan_node(node)
 
     def _plan_node(self, node: Node) -> NodePlan:
+        # The choice is a function of the verdicts, the node's class (sizes for costs, outputs for precision), the
+        # planner's settings and the sub-graphs expansions return. A class's choice is kept only when every verdict of
+        # the node that made it came from the memo, confirmed (judge.py): those verdicts are served for good, so a later
+        # node of the class takes the same verdicts and choice without judging, if its expansions return the same
+        # sub-graphs (checked in _reuse).
+        key = None
+        if self.memo is not None and self.quantizer is None and node.name not in self.pins:
+            key = (self.depth, self.memo.intern(node_key(node, self._graph or node._graph)))
+            reused = self._reuse(self.memo.choices.get(key), node)
+            if reused is not None:
+                return reused
         verdicts: list[Verdict] = []
-        with self.judge.node_scope(node):  # node-scoped fixtures (and the node's memo key) serve every candidate
+        with self.judge.node_scope(node, key[1] if key else None):  # node-scoped fixtures serve every candidate
             for strat in self.strategies_for(node.op):
                 if isinstance(strat, str):
                     verdicts.append(
@@ -237,36 +254,33 @@ class Planner:
                     )
                     continue
                 verdicts.append(self.judge.judge(strat, node))
-            # The choice is a function of the verdicts, the node's key (sizes for costs, outputs for precision), the
-            # planner's settings and the sub-graphs expansions return: when every verdict came from the memo, a node
-            # of the same class chose before, and its expansions return the same sub-graphs, its choice is this one's.
-            key = (self.depth, self.judge.node_key) if self.judge.served and self.quantizer is None and node.name not in self.pins else None
-        if key is not None:
-            reused = self._reuse(self.memo.choices.get(key), node, verdicts)
-            if reused is not None:
-                return reused
+            served = self.judge.served
         self._subs = {}
         result = self.choose(node, verdicts)
-        if key is not None:  # a copy: plan_node rewrites the result of an in-place node (its node, why) for that node only
+        if key is not None and served:  # a copy: plan_node rewrites the result of an in-place node (its node, why) for that node only
             self.memo.choices[key] = (copy.copy(result), self._subs)
         return result
 
-    def _reuse(self, known: tuple | None, node: Node, verdicts: list[Verdict]) -> NodePlan | None:
-        """The plan of an earlier node of this node's class, for this node (its own verdicts and sub-graph inputs), or
-        None when there is none or an expansion returns another sub-graph for this node."""
+    def _reuse(self, known: tuple | None, node: Node) -> NodePlan | None:
+        """The plan of an earlier node of this node's class, for this node (its own copies of the verdicts, its own
+        sub-graph inputs), or None when there is none or an expansion returns another sub-graph for this node."""
         if known is None:
             return None
         template, subs = known
         refs = None
-        for sid, sub in subs.items():
-            try:
-                got, got_refs = self.ruleset.strategies[sid].expand_fn(node, self._graph)
-            except Exception:
-                return None
+        for sid, (sub, keyed) in subs.items():
+            if keyed:  # the same sub-graph for the whole class, fed by the node's tensor arguments in order
+                got, got_refs = sub, node.tensor_refs()
+            else:
+                try:
+                    got, got_refs = self.ruleset.strategies[sid].expand_fn(node, self._graph)
+                except Exception:
+                    return None
             if got is not sub:
                 return None
             if template.choice is not None and sid == template.choice.strategy:
                 refs = got_refs
+        verdicts = [v.copy() for v in template.verdicts]
         by_id = {v.strategy: v for v in verdicts}
         pick = lambda v: by_id[v.strategy] if v is not None else None  # noqa: E731
         return NodePlan(node=node, verdicts=verdicts, choice=pick(template.choice), runner_up=pick(template.runner_up),
@@ -385,9 +399,9 @@ class Planner:
             sub, refs = strat.expand_fn(node, self._graph)
         except Exception as exc:  # an expansion that cannot be traced is not a crash of the run
             result.set_aside[v.strategy] = f"the expansion failed: {type(exc).__name__}: {exc}"
-            self._subs[v.strategy] = None  # never the same sub-graph again: no reuse of this choice
+            self._subs[v.strategy] = (None, False)  # never the same sub-graph again: no reuse of this choice
             return False
-        self._subs[v.strategy] = sub
+        self._subs[v.strategy] = (sub, strat.expand_keyed and refs == node.tensor_refs())
         # the same sub-graph object (an expansion traced once per signature) plans the same way: plan it once
         key = (v.strategy, id(sub), self.depth)
         known = self.memo.subplans.get(key) if self.memo is not None else None
@@ -405,7 +419,8 @@ class Planner:
         """The plan of an expansion's sub-graph, or why it cannot be planned completely."""
         child = Planner(self.ruleset, self.candidates, backend=self.backend, settings=self.settings, costs=self.costs,
                         depth=self.depth + 1, require_emit=self.require_emit, prefer=self.prefer,
-                        precision_errors=self.precision_errors, memo=self.memo if self.memo is not None else False)
+                        precision_errors=self.precision_errors, memo=self.memo if self.memo is not None else False,
+                        parent=self)
         try:
             subplan = child.plan(sub)
         finally:

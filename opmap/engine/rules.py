@@ -21,7 +21,7 @@ import inspect
 import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Callable, Iterable, Sequence
 
 from opmap.engine import sourcetext
@@ -103,6 +103,7 @@ class Strategy:
     params: dict[str, Any] = field(default_factory=dict)  # parametrize values bound to this variant
     emit_fn: Callable | None = None
     expand_fn: Callable | None = None  # (node, graph) -> (sub-graph, argument refs): planned node by node
+    expand_keyed: bool = False  # the expansion is a function of the node's class (see :meth:`expand`)
     origin: str = "builtin"  # builtin | user | pack:<name>
     source_path: str | None = None
     contract: str | None = None  # how the strategy changes the node's output contract, if it does
@@ -152,14 +153,22 @@ class Strategy:
         self._hash = None
         return fn
 
-    def expand(self, fn: Callable) -> Callable:
+    def expand(self, fn: Callable | None = None, *, keyed: bool = False) -> Callable:
         """Decorator: the strategy replaces the node by a sub-graph that the planner plans node by node.
 
         ``fn(node, graph)`` returns ``(sub-graph, argument refs)``; the builder emits the sub-graph's nodes with their own
-        chosen strategies (how ``torch/decomposition`` works). An alternative to :meth:`emit`, not a companion."""
-        self.expand_fn = fn
-        self._hash = None
-        return fn
+        chosen strategies (how ``torch/decomposition`` works). An alternative to :meth:`emit`, not a companion.
+
+        ``keyed=True`` (``@rule_x.expand(keyed=True)``) promises that the sub-graph depends only on what a node-local rule
+        may read (op, arguments with tensors by meta, outputs; :func:`opmap.engine.equivalence.node_key`) and the graph's
+        symbol ranges, and returns the same sub-graph object for nodes of one class: the planner then expands once per
+        class. The refs must be the node's tensor arguments in argument order (:meth:`Node.tensor_refs`); where they are
+        not, the planner calls ``fn`` for every node as it does without the promise."""
+        def register(f: Callable) -> Callable:
+            self.expand_fn, self.expand_keyed, self._hash = f, keyed, None
+            return f
+
+        return register(fn) if fn is not None else register
 
     # A Strategy stands in for the decorated function in its module, so it stays callable.
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -311,7 +320,7 @@ class FixtureDef:
     scope: str
     origin: str  # module that defined it
 
-    @property
+    @cached_property
     def argnames(self) -> list[str]:
         return list(inspect.signature(self.fn).parameters)
 

@@ -25,10 +25,12 @@ from opmap.rules.common import t
 
 
 @lru_cache(maxsize=1)
-def _full_table():
+def _full_table() -> dict:
+    """PyTorch's core-ATen decomposition table as a plain dict: make_fx copies the table it is given on every trace,
+    and copying torch's lazily materialising table costs ~20 ms a trace."""
     from torch._decomp import core_aten_decompositions
 
-    return core_aten_decompositions()
+    return dict(core_aten_decompositions())
 
 
 class _Table:
@@ -278,10 +280,8 @@ def _make_fx(node, graph):
             return ("const", symbolic.dim(value))  # a SymInt argument ("s0 - 1"): the same expression of the trace's
         return ("const", _argument(value, name, graph))
 
-    plan = []
-    for p in overload._schema.arguments:
-        if p.name in node.args:
-            plan.append((p.name, p.kwarg_only, collect(node.args[p.name], p.name)))
+    specs = {name: collect(value, name) for name, value in node.args.items()}  # inputs in argument order (tensor_refs)
+    plan = [(p.name, p.kwarg_only, specs[p.name]) for p in overload._schema.arguments if p.name in specs]
 
     def rebuild(spec, live):
         if isinstance(spec, list):
@@ -311,30 +311,12 @@ def _make_fx(node, graph):
 
 
 def expansion(node, graph):
-    """(sub-graph, the node's tensor arguments feeding its inputs in order), traced once per signature."""
-    key = (node.op, repr(sorted((k, str(graph.meta_of(v)) if isinstance(v, Ref) else repr(v)) for k, v in node.args.items())),
-           _ranges(node, graph))
+    """(sub-graph, the node's tensor arguments feeding its inputs in argument order), traced once per signature."""
+    key = (node.op, repr([(k, str(graph.meta_of(v)) if isinstance(v, Ref) else repr(v)) for k, v in node.args.items()]),
+           _ranges(node, graph))  # in argument order, as the sub-graph's inputs are
     if key not in _EXPANSIONS:
         _EXPANSIONS[key] = _trace(node, graph)
-    return _EXPANSIONS[key], _tensor_args(node)
-
-
-def _tensor_args(node) -> list[Ref]:
-    """The node's tensor arguments in schema order, lists flattened: the sub-graph's inputs, in order."""
-    refs: list[Ref] = []
-
-    def collect(value):
-        if isinstance(value, Ref):
-            refs.append(value)
-        elif isinstance(value, list):
-            for v in value:
-                collect(v)
-
-    overload = resolve(node.op)
-    for p in overload._schema.arguments:
-        if p.name in node.args:
-            collect(node.args[p.name])
-    return refs
+    return _EXPANSIONS[key], node.tensor_refs()
 
 
 def decomposed_ops(node, graph) -> frozenset:
@@ -361,4 +343,4 @@ def rule_torch_decomposition(node, graph, catalog_ops):
     assert not missing, f"the decomposition yields {', '.join(missing)}, which no catalog strategy maps"
 
 
-rule_torch_decomposition.expand(expansion)
+rule_torch_decomposition.expand(expansion, keyed=True)  # a function of the node's class: traced per signature
