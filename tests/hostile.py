@@ -183,6 +183,18 @@ def foreign_target(base: Path, out: Path, marker: Path) -> Path:
     return rewrite(base, out, edit)
 
 
+def escaped_target(base: Path, out: Path, marker: Path) -> Path:
+    """The same foreign target hidden from a text scan: a duplicate key spelled with a JSON escape, after an innocent
+    one (a JSON parser keeps the last of duplicate keys, so torch's loader would see the foreign target)."""
+    def edit(root, m):
+        name = f"{root}/models/model.json"
+        text = m[name].decode()
+        start = text.index('"target": "torch.ops.aten.relu')
+        end = text.index('"', start + len('"target": "'))
+        m[name] = (text[:end + 1] + ', "t\\u0061rget": "torch.os.system"' + text[end + 1:]).encode()
+    return rewrite(base, out, edit)
+
+
 def guard_code(base: Path, out: Path, marker: Path) -> Path:
     """Guard code that ExportedProgram.module() would exec; opmap never runs it (the archive is otherwise fine)."""
     code = f"__import__('pathlib').Path({str(marker)!r}).write_text('ran') is None"
@@ -334,6 +346,7 @@ REFUSED = {
     "custom_object": (custom_object, "custom constant", False),
     "eval_expr": (eval_expr, "is not allowed", True),
     "foreign_target": (foreign_target, "outside torch's operator namespaces", False),
+    "escaped_target": (escaped_target, "outside torch's operator namespaces", False),
     "shared_library": (shared_library, "native shared library", False),
     "aotinductor": (aotinductor, "AOTInductor native code", False),
     "dotdot_name": (dotdot_name, "climbs out of the archive", False),

@@ -36,3 +36,14 @@ def test_rules_list_imports_no_model_machinery(tmp_path):
     modules, out = _modules_after(["rules", "list"], str(tmp_path / "c.db"))
     assert "torch/decomposition" in out
     assert not set(HEAVY) & modules
+
+
+def test_suggest_as_json_imports_no_progress_bar(tmp_path):
+    """A hidden progress bar (--json, or stderr not a terminal) costs nothing: rich.progress is not even imported."""
+    import torch
+
+    path = tmp_path / "relu.pt2"
+    torch.export.save(torch.export.export(torch.nn.ReLU(), (torch.randn(2, 3),)), str(path))
+    modules, out = _modules_after(["suggest", str(path), "--json", "--no-record"], str(tmp_path / "c.db"))
+    assert json.loads(out)["nodes"][0]["choice"]["strategy"]
+    assert "rich.progress" not in modules

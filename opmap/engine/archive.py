@@ -20,7 +20,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from opmap.engine import symexpr
 from opmap.errors import CaptureError, first_line
@@ -49,6 +49,13 @@ class Inspection:
     root: str = ""  # the archive's top-level folder (PyTorch writes every record under one)
     names: list[str] = field(default_factory=list)  # member names relative to root
     risks: list[str] = field(default_factory=list)  # content refusals, waived by --trust-model
+    # the JSON members the gate parsed and checked (model programs, payload configs), by name: the loader deserializes
+    # these very objects (:meth:`take`), so the file is parsed once and what is loaded is what was checked
+    parsed: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def take(self, name: str) -> Any:
+        """A parsed member, handed over once (the loader's copy; None when the gate did not parse it)."""
+        return self.parsed.pop(name, None)
 
 
 def refusal(path: Path, member: str, why: str) -> CaptureError:
@@ -71,7 +78,7 @@ def inspect_file(path: Path) -> Inspection:
         root, names = _relative(path, infos)
         insp = Inspection(_kind(names), root, names)
         if insp.kind == "export":
-            insp.risks = list(_export_risks(zf, root, names))
+            insp.risks = list(_export_risks(zf, root, names, insp.parsed))
         elif insp.kind == "torchscript":
             insp.risks = ["TorchScript archive: torch.jit.load compiles and runs the TorchScript code it holds "
                           "(__setstate__ runs at load time and can read and overwrite files through torch.from_file)"]
@@ -156,15 +163,15 @@ def read_member(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
     return data
 
 
-def read_json(zf: zipfile.ZipFile, name: str) -> Any:
+def read_json(zf: zipfile.ZipFile, name: str, object_hook: Callable[[dict], Any] | None = None) -> Any:
     try:
-        return json.loads(read_member(zf, name, MAX_JSON))
+        return json.loads(read_member(zf, name, MAX_JSON), object_hook=object_hook)
     except (ValueError, RecursionError) as exc:
         raise CaptureError(f"{zf.filename}: corrupt archive: {name} is not JSON ({first_line(exc)})") from None
 
 
-def _export_risks(zf: zipfile.ZipFile, root: str, names: list[str]) -> Iterator[str]:
-    """Content that would make torch.export.load run code, as ``member: why`` lines."""
+def _export_risks(zf: zipfile.ZipFile, root: str, names: list[str], parsed: dict[str, Any]) -> Iterator[str]:
+    """Content that would make torch.export.load run code, as ``member: why`` lines; the JSON it parsed into ``parsed``."""
     members = set(names)
     for name in names:
         if name.startswith("data/aotinductor/"):
@@ -191,8 +198,23 @@ def _export_risks(zf: zipfile.ZipFile, root: str, names: list[str]) -> Iterator[
                 if f"data/{folder}/{stem}.pt" not in members:
                     yield f"{config}: missing"
                 continue
-            yield from _payload_risks(config, read_json(zf, f"{root}/{config}"))
-        yield from _program_risks(model, read_json(zf, f"{root}/{model}"))
+            parsed[config] = read_json(zf, f"{root}/{config}")
+            yield from _payload_risks(config, parsed[config])
+        fields: list[tuple[str, Any]] = []  # every "target" and "expr_str" of any object, collected while parsing
+        parsed[model] = read_json(zf, f"{root}/{model}", _collector(fields))
+        yield from _program_risks(model, parsed[model], fields)
+
+
+def _collector(fields: list[tuple[str, Any]]) -> Callable[[dict], dict]:
+    """A JSON object hook noting the fields that name code (node targets, symbolic expressions) of every object, at any
+    depth, as the parser builds it (after escapes are decoded, and the last of duplicate keys, as the loader sees it)."""
+    def hook(obj: dict) -> dict:
+        for key in ("target", "expr_str"):
+            if key in obj:
+                fields.append((key, obj[key]))
+        return obj
+
+    return hook
 
 
 def _payload_risks(config: str, data: Any) -> Iterator[str]:
@@ -213,14 +235,14 @@ def _payload_risks(config: str, data: Any) -> Iterator[str]:
             yield f"{config}: {fqn!r} has no tensor metadata"
 
 
-def _program_risks(model: str, program: Any) -> Iterator[str]:
+def _program_risks(model: str, program: Any, fields: list[tuple[str, Any]]) -> Iterator[str]:
     if not isinstance(program, dict) or not isinstance(program.get("graph_module"), dict):
         yield f"{model}: not a serialized ExportedProgram"
         return
     ranges = program.get("range_constraints") or {}
     for key in ranges if isinstance(ranges, dict) else ():
         yield from _expr_risk(model, key)
-    for key, value in _walk(program["graph_module"]):
+    for key, value in fields:
         if key == "expr_str":
             yield from _expr_risk(model, value)
         elif key == "target" and isinstance(value, str) and not _TARGET.match(value):
@@ -234,14 +256,3 @@ def _expr_risk(model: str, text: Any) -> Iterator[str]:
         yield f"{model}: {exc}"
 
 
-def _walk(obj: Any) -> Iterator[tuple[str, Any]]:
-    stack = [obj]
-    while stack:
-        cur = stack.pop()
-        if isinstance(cur, dict):
-            for k, v in cur.items():
-                yield k, v
-                if isinstance(v, (dict, list)):
-                    stack.append(v)
-        elif isinstance(cur, list):
-            stack.extend(v for v in cur if isinstance(v, (dict, list)))

@@ -28,21 +28,23 @@ class Refused(Exception):
 def load_program(path: Path, insp: Inspection) -> Any:
     """The ExportedProgram of ``models/model.json`` in an archive the gate accepted."""
     from torch._export.serde import schema
-    from torch._export.serde.serialize import ExportedProgramDeserializer, _bytes_to_dataclass, _dict_to_dataclass
+    from torch._export.serde.serialize import ExportedProgramDeserializer, _dict_to_dataclass
 
     try:
         with zipfile.ZipFile(path) as zf:
             prefix = f"{insp.root}/"
 
+            def parsed(name: str) -> Any:  # what the gate parsed and checked; read here only if it did not
+                known = insp.take(name)
+                return known if known is not None else json.loads(read_member(zf, prefix + name, MAX_JSON))
+
             def payloads(kind: str) -> dict[str, Any]:
-                config_name = f"data/{kind}/model_{kind}_config.json"
-                raw = read_member(zf, prefix + config_name, MAX_JSON)
-                config = _dict_to_dataclass(schema.PayloadConfig, json.loads(raw))
+                config = _dict_to_dataclass(schema.PayloadConfig, parsed(f"data/{kind}/model_{kind}_config.json"))
                 return _tensors(zf, f"{prefix}data/{kind}/", config, path)
 
             state_dict = payloads("weights")
             constants = payloads("constants")
-            serialized = _bytes_to_dataclass(schema.ExportedProgram, read_member(zf, prefix + "models/model.json", MAX_JSON))
+            serialized = _dict_to_dataclass(schema.ExportedProgram, parsed("models/model.json"))
     except zipfile.BadZipFile as exc:
         raise CaptureError(f"{path}: corrupt zip archive ({first_line(exc)})") from None
     except CaptureError:
