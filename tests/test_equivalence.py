@@ -172,6 +172,16 @@ def test_a_class_of_served_verdicts_is_chosen_once(monkeypatch):
     assert len({id(n.choice) for n in chosen}) == 10
 
 
+def test_only_the_pinned_node_says_it_was_pinned():
+    """A pin names one node; other nodes that choose the same strategy on their own merits say why they did."""
+    rs, graph = _relu_chain(LOCAL, "/v/rule_r.py", 4)
+    relus = [n.name for n in graph if n.op == "aten.relu.default"]
+    plan = Planner(rs, {"aten.relu.default": ["r/one", "r/two"]}, backend=profile("tensorrt_rtx"), pins={relus[2]: "r/one"}).plan(graph)
+    whys = {n.node.name: n.why for n in plan.nodes if n.node.op == "aten.relu.default"}
+    assert whys.pop(relus[2]) == "pinned by the user"
+    assert whys and all(w.startswith("tie-break") for w in whys.values()), whys
+
+
 def test_planning_reads_the_catalog_as_the_mapped_objects_hold_it(catalog):
     """Plain rows for speed: the same candidates and measurements as the ORM objects, and the collector left as found."""
     import gc

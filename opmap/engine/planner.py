@@ -357,7 +357,7 @@ class Planner:
         self._place(node, result)
         chosen = self.ruleset.strategies.get(result.choice.strategy)
         result.contract = chosen.contract if chosen else None
-        result.why = self._why(result.choice, result.runner_up)
+        result.why = self._why(result.choice, result.runner_up, pin)
         return result
 
     MAX_DEPTH = 3
@@ -453,8 +453,8 @@ class Planner:
         origin = strat.origin.split(":")[0] if strat else "builtin"
         return (cost.value is None, _band(cost.value), KIND_RANK.get(v.kind, 9), ORIGIN_RANK.get(origin, 9), v.strategy)
 
-    def _why(self, choice: Verdict, runner_up: Verdict | None) -> str:
-        if choice.strategy in (self.pins.get(n) for n in self.pins):
+    def _why(self, choice: Verdict, runner_up: Verdict | None, pin: str | None = None) -> str:
+        if pin is not None and choice.strategy == pin:  # this node's pin (by name or op), not any pin of the run
             return "pinned by the user"
         if runner_up is None:
             return "the only applicable strategy"
