@@ -334,6 +334,14 @@ def contract_violation(graph: Graph, inputs: dict[str, torch.Tensor], flat: list
     return None
 
 
+def engine_buffer(value: Any) -> Any:
+    """An input as an engine receives it: a dense buffer bound at its first element. A view with a storage offset or
+    strides is copied, so PyTorch's reference sees what the engine sees (``x.storage_offset()`` is 0 in both)."""
+    if isinstance(value, torch.Tensor) and (value.storage_offset() or not value.is_contiguous()):
+        return value.clone(memory_format=torch.contiguous_format)
+    return value
+
+
 def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], runtime: str = "reference", seed: int = 0,
                  precision: str = "fp32", drawn: dict[str, str] | None = None) -> Report:
     """Compare every user output of the network with PyTorch's, by the reference interpreter or (``trt``) the real engine.
@@ -342,6 +350,7 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
     network does not produce is a failure, never a skip."""
     from torch.export.graph_signature import OutputKind
 
+    inputs = {name: engine_buffer(value) for name, value in inputs.items()}
     torch.manual_seed(seed)
     try:
         flat = reference(program, inputs)
