@@ -95,3 +95,17 @@ def test_doctor_says_what_this_machine_can_do(cli):
     assert data["engines_run_here"] is False and "none can be executed here" in data["summary"]
     text = cli("doctor").out
     assert "engines are built ahead-of-time" in text
+
+
+def test_max_pool_indices_read_by_the_graph_are_refused_at_plan_time(cli, tmp_path):
+    """PoolingNd MAX yields no positions: a graph reading ``return_indices=True``'s indices gets the rule's reason
+    (exit 1, the plan has a node with no mapping), never a crash in the builder."""
+    class Unpool(torch.nn.Module):
+        def forward(self, x):
+            values, indices = torch.nn.functional.max_pool2d(x, 2, return_indices=True)
+            return torch.nn.functional.max_unpool2d(values, indices, 2)
+
+    model = export_to(tmp_path / "unpool.pt2", Unpool(), torch.randn(1, 3, 8, 8))
+    r = cli("build", model, "-o", tmp_path / "x.engine")
+    assert r.code == 1 and "pool/max: output 1 (indices) is used by max_unpool2d" in r.err
+    assert not (tmp_path / "x.engine").exists()

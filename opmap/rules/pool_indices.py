@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from opmap.engine.rules import accept, reject, strategy
-from opmap.rules.common import float_input, outputs_unused, t, trt_types
-from opmap.rules.conv import _emit_pool, no_ceil_mode_with_dilation
+from opmap.rules.common import float_input, t, trt_types
+from opmap.rules.conv import _emit_pool, indices_unused, no_ceil_mode_with_dilation
 
 
 def _emit_values(ctx, node):
@@ -25,7 +25,7 @@ def rule_max_pool3d_values(node, graph):
     trt_types(node)
     float_input(node)
     no_ceil_mode_with_dilation(node)
-    outputs_unused(node, graph, {1: "indices"})
+    indices_unused(node=node, graph=graph)
 
 
 rule_max_pool3d_values.emit(_emit_values)
