@@ -304,17 +304,23 @@ class EmitContext:
 
     def arange(self, length: int | str | Any, start: Any = 0, step: Any = 1, dtype: str = "int64") -> Any:
         """[start, start + step, ...] of ``length`` elements: a Constant when everything is known, else Fill LINSPACE
-        over a shape tensor (int64, or float32 then cast)."""
-        if isinstance(length, int) and not isinstance(start, (str, type(None))) and isinstance(start, (int, float)) \
-                and isinstance(step, (int, float)):
+        over a shape tensor (int64, or float32 then cast). ``start`` and ``step`` are numbers, symbolic sizes or
+        1-element tensors (values computed in the graph, such as a bag length)."""
+        if isinstance(length, int) and all(isinstance(v, (int, float)) for v in (start, step)):
             values = torch.arange(length, dtype=torch.float64) * step + start
             return self.const(values, dtype)
-        fill_type = "int64" if dtype in ("int64", "int32") and isinstance(step, int) else "float32"
+        floats = any(isinstance(v, float) or not isinstance(v, (int, str)) and self.dtype(v) not in ("int32", "int64")
+                     for v in (start, step))
+        fill_type = "int64" if dtype in ("int64", "int32") and not floats else "float32"
+
+        def one(v: Any) -> Any:  # a [1] tensor of fill_type
+            t = self.size(v) if isinstance(v, str) else self.const([v], fill_type) if isinstance(v, (int, float)) else v
+            return self.cast(self.reshape(t, [1]), fill_type)
+
         layer = self.net.add_fill((1,), self.trt.FillOperation.LINSPACE, trt_dtype(self.trt, fill_type))
         layer.set_input(0, self.shape_tensor([length]))
-        first = self.size(start) if isinstance(start, str) else self.const([start], fill_type)
-        layer.set_input(1, self.scalar(self.cast(first, fill_type)))
-        layer.set_input(2, self.const([step], fill_type))
+        layer.set_input(1, self.scalar(one(start)))
+        layer.set_input(2, one(step))
         return self.cast(self.out(layer, "arange"), dtype)
 
     def unsqueeze_to(self, t: Any, rank: int) -> Any:
