@@ -465,6 +465,7 @@ class NetworkBuilder:
         self.network = strongly_typed_network(self.trt, self.builder)
         self.values: dict[str, Any] = {}  # node/input name -> ITensor or list of ITensors (or python values)
         self.symbols: dict[str, Any] = {}  # symbol -> 1-element int64 ITensor
+        self._points: dict[str, dict[str, int]] | None = None  # profile min/opt/max per symbol, made on first use
         self.layer_map: dict[str, dict[str, str]] = {}
         self.keep: list = []
         self.extra_outputs: dict[str, str] = {}
@@ -623,11 +624,16 @@ class NetworkBuilder:
         return profile if dynamic else None
 
     def _profile_from_symbols(self, name: str, meta: TensorMeta):
-        lo, opt, hi = [], [], []
-        for d in meta.shape:
-            a, b, c = (d, d, d) if isinstance(d, int) else symbol_range(self.graph, name, d)
-            lo.append(a), opt.append(b), hi.append(c)
-        return lo, opt, hi
+        """The input's dims at the profile's min, opt and max (points satisfying the export's facts: shapefacts)."""
+        if self._points is None:
+            from opmap.engine.shapefacts import ShapeFactError, symbol_points
+
+            try:
+                self._points = symbol_points(self.graph)
+            except ShapeFactError as exc:
+                raise BuildError(str(exc)) from None
+        return tuple([d if isinstance(d, int) else self._points[label][d] for d in meta.shape]
+                     for label in ("min", "opt", "max"))
 
     def emit_all(self) -> None:
         self.emit_plan(self.plan, prefix="")

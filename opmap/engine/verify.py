@@ -507,19 +507,24 @@ def run_engine(built: Built, inputs: dict[str, torch.Tensor]) -> dict[str, torch
 # -- points of a dynamic range -----------------------------------------------------------------------------------
 def profile_points(graph: Graph, shapes: dict | None = None) -> dict[str, dict[str, int]]:
     """``{"min": {...}, "opt": {...}, "max": {...}}``: a value per input-dim symbol at the profile's minimum, an
-    interior point and its maximum (empty for a static graph). ``shapes``: ``--shape`` overrides, NAME -> (min, opt, max)
-    dims; a symbol takes the override of the first input dim it names."""
-    from opmap.engine.builder import symbol_range
+    interior point and its maximum (empty for a static graph), each satisfying the export's facts (shapefacts).
+    ``shapes``: ``--shape`` overrides, NAME -> (min, opt, max) dims; a symbol takes the override of the first input dim
+    it names."""
+    from opmap.engine.builder import BuildError
+    from opmap.engine.shapefacts import ShapeFactError, symbol_points
 
-    points: dict[str, dict[str, int]] = {"min": {}, "opt": {}, "max": {}}
+    try:
+        points = symbol_points(graph)
+    except ShapeFactError as exc:
+        raise BuildError(str(exc)) from None
+    given_for: set[str] = set()
     for name, meta in graph.inputs.items():
+        given = (shapes or {}).get(name)
         for axis, d in enumerate(meta.shape):
-            if not isinstance(d, str) or d in points["min"]:
-                continue
-            given = (shapes or {}).get(name)
-            lo, opt, hi = (given[0][axis], given[1][axis], given[2][axis]) if given else symbol_range(graph, name, d)
-            points["min"][d], points["opt"][d], points["max"][d] = lo, opt, hi
-    return points if points["min"] else {}
+            if given and isinstance(d, str) and d not in given_for:
+                given_for.add(d)
+                points["min"][d], points["opt"][d], points["max"][d] = given[0][axis], given[1][axis], given[2][axis]
+    return points
 
 
 def resize_inputs(inputs: dict[str, torch.Tensor], graph: Graph, point: dict[str, int]) -> dict[str, torch.Tensor]:
