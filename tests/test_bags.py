@@ -5,15 +5,28 @@ import torch
 import torch.nn.functional as F
 
 from opmap.engine.capture import capture_callable
+from opmap.engine.examples import all_dynamic, capture_example, dynamic_conformance
+from opmap.engine.graph import Ref
+from opmap.engine.rules import accept
 from opmap.engine.verify import draw_inputs
-from tests.test_sampling import _built
+from tests.test_sampling import RULESET, _built
 
 
 def test_embedding_bag_of_2d_indices_builds_and_matches():
-    """A 2-D input: PyTorch flattens it and makes the offsets with arange (kept static here: create/arange cannot yet
-    emit a symbolic step, which a dynamic bag length would give)."""
+    """A 2-D input: PyTorch flattens it and makes the offsets with arange."""
     _built("bag/membership", lambda w, i: F.embedding_bag(i, w, mode="max"), torch.randn(10, 4), torch.tensor([[1, 2, 7], [4, 5, 0]]))
     _built("bag/membership", lambda w, i: F.embedding_bag(i, w, mode="mean"), torch.randn(10, 4), torch.tensor([[1, 2, 7], [4, 5, 0]]))
+
+
+def test_embedding_bag_of_2d_indices_with_a_dynamic_bag_length():
+    """Every dim dynamic: the offsets are ``arange(0, numel, bag length)``, a step the graph computes (a SymInt), which
+    create/arange feeds to Fill LINSPACE as a tensor; verified at the profile's min, an interior point and its max."""
+    example = accept(lambda w, i: F.embedding_bag(i, w, mode="sum"), torch.randn(10, 4), torch.tensor([[1, 2, 7], [4, 5, 0]]))
+    result = dynamic_conformance(RULESET.strategies["bag/membership"], example, RULESET)
+    arange = next(n for n in capture_example(example, all_dynamic(example)).graph if n.op.startswith("aten.arange"))
+    assert isinstance(arange.arg("step"), Ref), "the step is a graph value"
+    assert result.reports and set(result.reports) == {"min", "opt", "max"}, (result.verdict, result.unmapped, result.skipped)
+    assert all(r.ok for r in result.reports.values()), {k: [o.to_dict() for o in r.outputs] for k, r in result.reports.items()}
 
 
 def test_verify_draws_valid_offsets_and_indices():

@@ -95,3 +95,29 @@ def test_doctor_says_what_this_machine_can_do(cli):
     assert data["engines_run_here"] is False and "none can be executed here" in data["summary"]
     text = cli("doctor").out
     assert "engines are built ahead-of-time" in text
+
+
+def test_max_pool_indices_read_by_the_graph_get_the_strategy_that_computes_them(cli, tmp_path):
+    """PoolingNd MAX yields no positions: pool/max refuses a graph that reads ``return_indices=True``'s indices, and
+    pool/max-with-indices serves it (the round trip through max_unpool2d verifies), never a crash in the builder.
+    When only the values are read, the single Pooling layer stays the choice."""
+    class Unpool(torch.nn.Module):
+        def forward(self, x):
+            values, indices = torch.nn.functional.max_pool2d(x, 2, return_indices=True)
+            return torch.nn.functional.max_unpool2d(values, indices, 2)
+
+    class Values(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.max_pool2d(x, 2, return_indices=True)[0] * 2
+
+    model = export_to(tmp_path / "unpool.pt2", Unpool(), torch.randn(1, 3, 8, 8))
+    plan = json.loads(cli("suggest", model, "-r", "--json", "--no-record").out)
+    pool = next(n for n in plan["nodes"] if n["op"] == "aten.max_pool2d_with_indices.default")
+    assert pool["choice"]["strategy"] == "pool/max-with-indices"
+    refused = next(v for v in pool["verdicts"] if v["strategy"] == "pool/max")
+    assert refused["outcome"] == "REJECTED" and "output 1 (indices) is used by max_unpool2d" in refused["reason"]
+    r = cli("verify", model)
+    assert r.code == 0, r.err
+    model = export_to(tmp_path / "values.pt2", Values(), torch.randn(1, 3, 8, 8))
+    plan = json.loads(cli("suggest", model, "--json", "--no-record").out)
+    assert next(n for n in plan["nodes"] if n["op"] == "aten.max_pool2d_with_indices.default")["choice"]["strategy"] == "pool/max"

@@ -21,3 +21,21 @@ def test_unique_consecutive_combinations(x, inverse, counts):
                                     (torch.tensor([[0.5, -1.0], [0.5, -2.0], [-3.0, 4.0], [0.5, -1.0]]), 0)])
 def test_unique_dim_combinations(x, dim):
     _built("unique/dim-pairwise", lambda a: torch.unique(a, dim=dim, return_inverse=True, return_counts=True), x)
+
+
+def test_selection_bound_takes_the_data_dependent_axis():
+    """unique(dim=1)'s data-dependent size is its dim 1 (dim 0 is static): the bound is the input's size along dim 1,
+    a bound declared on that size symbol applies, and nonzero's rows stay axis 0."""
+    from opmap.engine.capture import capture_callable
+    from opmap.engine.context import Bounds, Settings
+    from opmap.rules.nonzero import selected_axis, selection_bound
+
+    graph = capture_callable(lambda a: (torch.unique(a, dim=1), torch.nonzero(a)), torch.tensor([[3, 1, 3, 2, 1]] * 2)).graph
+    unique = next(n for n in graph if n.op == "aten.unique_dim.default")
+    nonzero = next(n for n in graph if n.op == "aten.nonzero.default")
+    assert selected_axis(unique) == 1 and isinstance(unique.out.shape[1], str) and unique.out.shape[0] == 2
+    bounds = Bounds(graph)
+    assert selection_bound(unique, bounds) == 5, "at most the input's 5 columns (not dim 0's static 2)"
+    assert selection_bound(unique, bounds, Settings(declared_bounds=((unique.out.shape[1], 3),))) == 3
+    assert selected_axis(nonzero) == 0 and selection_bound(nonzero, bounds) == 10
+    _built("unique/dim-pairwise", lambda a: torch.unique(a, dim=1, return_counts=True), torch.tensor([[3, 1, 3, 2, 1]] * 2))

@@ -304,17 +304,23 @@ class EmitContext:
 
     def arange(self, length: int | str | Any, start: Any = 0, step: Any = 1, dtype: str = "int64") -> Any:
         """[start, start + step, ...] of ``length`` elements: a Constant when everything is known, else Fill LINSPACE
-        over a shape tensor (int64, or float32 then cast)."""
-        if isinstance(length, int) and not isinstance(start, (str, type(None))) and isinstance(start, (int, float)) \
-                and isinstance(step, (int, float)):
+        over a shape tensor (int64, or float32 then cast). ``start`` and ``step`` are numbers, symbolic sizes or
+        1-element tensors (values computed in the graph, such as a bag length)."""
+        if isinstance(length, int) and all(isinstance(v, (int, float)) for v in (start, step)):
             values = torch.arange(length, dtype=torch.float64) * step + start
             return self.const(values, dtype)
-        fill_type = "int64" if dtype in ("int64", "int32") and isinstance(step, int) else "float32"
+        floats = any(isinstance(v, float) or not isinstance(v, (int, str)) and self.dtype(v) not in ("int32", "int64")
+                     for v in (start, step))
+        fill_type = "int64" if dtype in ("int64", "int32") and not floats else "float32"
+
+        def one(v: Any) -> Any:  # a [1] tensor of fill_type
+            t = self.size(v) if isinstance(v, str) else self.const([v], fill_type) if isinstance(v, (int, float)) else v
+            return self.cast(self.reshape(t, [1]), fill_type)
+
         layer = self.net.add_fill((1,), self.trt.FillOperation.LINSPACE, trt_dtype(self.trt, fill_type))
         layer.set_input(0, self.shape_tensor([length]))
-        first = self.size(start) if isinstance(start, str) else self.const([start], fill_type)
-        layer.set_input(1, self.scalar(self.cast(first, fill_type)))
-        layer.set_input(2, self.const([step], fill_type))
+        layer.set_input(1, self.scalar(one(start)))
+        layer.set_input(2, one(step))
         return self.cast(self.out(layer, "arange"), dtype)
 
     def unsqueeze_to(self, t: Any, rank: int) -> Any:
@@ -459,6 +465,7 @@ class NetworkBuilder:
         self.network = strongly_typed_network(self.trt, self.builder)
         self.values: dict[str, Any] = {}  # node/input name -> ITensor or list of ITensors (or python values)
         self.symbols: dict[str, Any] = {}  # symbol -> 1-element int64 ITensor
+        self._points: dict[str, dict[str, int]] | None = None  # profile min/opt/max per symbol, made on first use
         self.layer_map: dict[str, dict[str, str]] = {}
         self.keep: list = []
         self.extra_outputs: dict[str, str] = {}
@@ -617,11 +624,16 @@ class NetworkBuilder:
         return profile if dynamic else None
 
     def _profile_from_symbols(self, name: str, meta: TensorMeta):
-        lo, opt, hi = [], [], []
-        for d in meta.shape:
-            a, b, c = (d, d, d) if isinstance(d, int) else symbol_range(self.graph, name, d)
-            lo.append(a), opt.append(b), hi.append(c)
-        return lo, opt, hi
+        """The input's dims at the profile's min, opt and max (points satisfying the export's facts: shapefacts)."""
+        if self._points is None:
+            from opmap.engine.shapefacts import ShapeFactError, symbol_points
+
+            try:
+                self._points = symbol_points(self.graph)
+            except ShapeFactError as exc:
+                raise BuildError(str(exc)) from None
+        return tuple([d if isinstance(d, int) else self._points[label][d] for d in meta.shape]
+                     for label in ("min", "opt", "max"))
 
     def emit_all(self) -> None:
         self.emit_plan(self.plan, prefix="")

@@ -550,9 +550,14 @@ def _stack(node) -> str | None:
 def graph_from_program(program: Any, name: str = "model") -> Graph:
     from torch.export.graph_signature import InputKind
 
+    from opmap.engine.shapefacts import facts_of
+
     user = {spec.arg.name for spec in program.graph_signature.input_specs
             if hasattr(spec.arg, "name") and spec.kind == InputKind.USER_INPUT}
-    return graph_from_fx(program.graph_module, name, is_input=lambda n: n in user, symbols=_symbols(program))
+    graph = graph_from_fx(program.graph_module, name, is_input=lambda n: n in user, symbols=_symbols(program))
+    asserts = [str(n.arg("assert_msg") or "") for n in graph if n.op == "aten._assert_scalar.default"]
+    graph.facts = facts_of(program, graph.inputs, asserts)
+    return graph
 
 
 def graph_from_fx(gm: Any, name: str, is_input: Callable[[str], bool] = lambda _n: True,

@@ -147,6 +147,7 @@ class Graph:
     params: dict[str, TensorMeta]  # parameters, buffers and constants lifted to inputs
     outputs: list[Ref | None]
     symbols: dict[str, SymbolRange]
+    facts: tuple[str, ...] = ()  # relations between input-dim symbols the export states (``Eq(s0*s1, 24)``): shapefacts
 
     def __post_init__(self) -> None:
         for node in self.nodes.values():

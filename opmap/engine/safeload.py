@@ -57,7 +57,10 @@ def load_program(path: Path, insp: Inspection) -> Any:
             program = ExportedProgramDeserializer().deserialize(serialized, state_dict, constants, None)
     except Refused as exc:
         raise CaptureError(f"{path}: refused while loading: {exc}; pass --trust-model only if you trust this file") from None
-    program._guards_code = []  # never executed by opmap; dropped so that nothing downstream can
+    # never executed by opmap; dropped so that nothing downstream can. Their text is kept apart, read only by the
+    # restricted size-expression parser (the export's facts about input dims: opmap.engine.shapefacts)
+    program.opmap_guard_text = [str(g) for g in (program._guards_code or ()) if isinstance(g, str)]
+    program._guards_code = []
     return program
 
 

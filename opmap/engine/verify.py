@@ -334,6 +334,14 @@ def contract_violation(graph: Graph, inputs: dict[str, torch.Tensor], flat: list
     return None
 
 
+def engine_buffer(value: Any) -> Any:
+    """An input as an engine receives it: a dense buffer bound at its first element. A view with a storage offset or
+    strides is copied, so PyTorch's reference sees what the engine sees (``x.storage_offset()`` is 0 in both)."""
+    if isinstance(value, torch.Tensor) and (value.storage_offset() or not value.is_contiguous()):
+        return value.clone(memory_format=torch.contiguous_format)
+    return value
+
+
 def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], runtime: str = "reference", seed: int = 0,
                  precision: str = "fp32", drawn: dict[str, str] | None = None) -> Report:
     """Compare every user output of the network with PyTorch's, by the reference interpreter or (``trt``) the real engine.
@@ -342,6 +350,7 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
     network does not produce is a failure, never a skip."""
     from torch.export.graph_signature import OutputKind
 
+    inputs = {name: engine_buffer(value) for name, value in inputs.items()}
     torch.manual_seed(seed)
     try:
         flat = reference(program, inputs)
@@ -498,19 +507,24 @@ def run_engine(built: Built, inputs: dict[str, torch.Tensor]) -> dict[str, torch
 # -- points of a dynamic range -----------------------------------------------------------------------------------
 def profile_points(graph: Graph, shapes: dict | None = None) -> dict[str, dict[str, int]]:
     """``{"min": {...}, "opt": {...}, "max": {...}}``: a value per input-dim symbol at the profile's minimum, an
-    interior point and its maximum (empty for a static graph). ``shapes``: ``--shape`` overrides, NAME -> (min, opt, max)
-    dims; a symbol takes the override of the first input dim it names."""
-    from opmap.engine.builder import symbol_range
+    interior point and its maximum (empty for a static graph), each satisfying the export's facts (shapefacts).
+    ``shapes``: ``--shape`` overrides, NAME -> (min, opt, max) dims; a symbol takes the override of the first input dim
+    it names."""
+    from opmap.engine.builder import BuildError
+    from opmap.engine.shapefacts import ShapeFactError, symbol_points
 
-    points: dict[str, dict[str, int]] = {"min": {}, "opt": {}, "max": {}}
+    try:
+        points = symbol_points(graph)
+    except ShapeFactError as exc:
+        raise BuildError(str(exc)) from None
+    given_for: set[str] = set()
     for name, meta in graph.inputs.items():
+        given = (shapes or {}).get(name)
         for axis, d in enumerate(meta.shape):
-            if not isinstance(d, str) or d in points["min"]:
-                continue
-            given = (shapes or {}).get(name)
-            lo, opt, hi = (given[0][axis], given[1][axis], given[2][axis]) if given else symbol_range(graph, name, d)
-            points["min"][d], points["opt"][d], points["max"][d] = lo, opt, hi
-    return points if points["min"] else {}
+            if given and isinstance(d, str) and d not in given_for:
+                given_for.add(d)
+                points["min"][d], points["opt"][d], points["max"][d] = given[0][axis], given[1][axis], given[2][axis]
+    return points
 
 
 def resize_inputs(inputs: dict[str, torch.Tensor], graph: Graph, point: dict[str, int]) -> dict[str, torch.Tensor]:

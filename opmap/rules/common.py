@@ -172,11 +172,14 @@ def define(
 
 
 def _dims(dynamic: tuple) -> Callable[[], tuple]:
-    """torch.export Dims, made when an example is exported (importing torch.export is slow; listing rules needs none)."""
+    """torch.export Dims, made when an example is exported (importing torch.export is slow; listing rules needs none);
+    the name ``"auto"`` asks for ``Dim.AUTO`` (torch.export names the symbol; a dim it may specialise stays static)."""
+
+    def dim(name: str):
+        return torch.export.Dim.AUTO(max=64) if name == "auto" else torch.export.Dim(name, min=1, max=64)
 
     def make() -> tuple:
-        return tuple({axis: torch.export.Dim(name, min=1, max=64) for axis, name in spec.items()} if spec else None
-                     for spec in dynamic)
+        return tuple({axis: dim(name) for axis, name in spec.items()} if spec else None for spec in dynamic)
 
     return make
 

@@ -10,7 +10,7 @@ import torch
 from opmap.engine.rules import accept, reject, strategy
 from opmap.rules.common import t, trt_types
 from opmap.rules.compaction import CONTRACT, _finish, run_heads, run_lengths, static_mask
-from opmap.rules.nonzero import _bound, _scatter_rows, _slots, _static_bound, declared_bound
+from opmap.rules.nonzero import _bound, _scatter_rows, _slots, _static_bound, selection_bound
 
 
 def _emit_unique_consecutive(ctx, node):
@@ -87,28 +87,12 @@ def _row_order(ctx, rows, n):
     return less, same
 
 
-def _slices_bound(node, bounds, settings):
-    """(bound, size symbol or None) of the unique slices' dim: declared, else the export's proven range, at most the
-    input's slice count."""
-    axis = node.arg("dim") % node.meta("self").rank
-    size, n = node.out.shape[axis], node.meta("self").shape[axis]
-    if isinstance(size, int):
-        return size, None
-    declared = declared_bound(node, settings)
-    if declared is None:
-        declared = dict(getattr(settings, "declared_bounds", ()) or ()).get(size)
-    upper = bounds.upper(size)
-    return (declared if declared is not None else min(upper, n) if upper is not None else n), size
-
-
 def _emit_unique_dim(ctx, node):
     """Pairwise lexicographic order of the slices; a slice's rank = how many distinct slices are smaller (its inverse
     index and its slot); first occurrences scattered to their slots; counts = a one-hot sum of the ranks."""
     rows, perm = _as_rows(ctx, node)
     n, width = (int(d) for d in rows.shape)
-    from opmap.engine.context import Bounds
-
-    bound, symbol = _slices_bound(node, Bounds(ctx.node._graph), ctx.nb.plan.settings)
+    bound, symbol = _bound(ctx, node)
     less, same = _row_order(ctx, rows, n)
     earlier = ctx.const(torch.ones(n, n, dtype=torch.bool).triu(1), "bool")  # i < j
     repeated = ctx.reduce(ctx.cast(ctx.elementwise(same, earlier, "AND"), "int32"), "SUM", [0])  # [n]: earlier copies of j
@@ -160,7 +144,7 @@ def rule_unique_dim(node, bounds, settings):
     n = shape[node.arg("dim") % len(shape)]
     table = n * math.prod(shape)
     assert table <= settings.max_bound, f"the pairwise comparison table has {table} elements, over max_bound {settings.max_bound}"
-    bound, _ = _slices_bound(node, bounds, settings)
+    bound = selection_bound(node, bounds, settings)
     assert bound <= settings.max_bound, f"the static bound {bound} exceeds max_bound {settings.max_bound}"
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from opmap.engine.rules import accept
-from opmap.rules.common import define, float_input, static_arg, t
+from opmap.engine.rules import accept, reject
+from opmap.rules.common import define, float_input, outputs_unused, static_arg, t
 
 ns = globals()
 A = torch.ops.aten
@@ -287,13 +287,20 @@ define(ns, "conv/conv", ["aten.conv1d.default", "aten.conv2d.default", "aten.con
 define(ns, "conv/conv-transpose", ["aten.conv_transpose1d.default", "aten.conv_transpose2d.input", "aten.conv_transpose3d.input"],
        "direct", layers="DeconvolutionNd", example=(F.conv_transpose2d, t(1, 3, 8, 8), t(3, 4, 3, 3)),
        checks=[float_input, static_arg("weight"), channels_static, spatial_rank(1, 3)], emit=_emit_conv)
+def indices_unused(node, graph, **_):
+    """PoolingNd MAX yields the maxima only, not where they were: ``*_with_indices``' indices must be unread."""
+    if node.op.endswith("_with_indices.default"):
+        outputs_unused(node, graph, {1: "indices"})
+
+
 define(ns, "pool/max", ["aten.max_pool1d.default", "aten.max_pool2d.default", "aten.max_pool3d.default",
                         "aten.max_pool2d_with_indices.default"], "direct", layers="PoolingNd MAX",
        example=(lambda a: F.max_pool2d(a, 2), t(1, 3, 8, 8)),
        examples=[(lambda a: F.max_pool1d(a, 3, 2), t(2, 3, 9)), (lambda a: F.max_pool3d(a, 2, padding=1), t(1, 2, 4, 5, 4)),
-                 accept(lambda a: F.max_pool2d(a, 3, 2, padding=1), t(1, 3, 7, 7), decompose=True)],  # with_indices
+                 accept(lambda a: F.max_pool2d(a, 3, 2, padding=1), t(1, 3, 7, 7), decompose=True),  # with_indices
+                 reject(lambda a: F.max_pool2d(a, 2, return_indices=True)[1], t(1, 3, 8, 8), match="indices")],
        bad=(lambda a: F.max_pool2d(a, 2, dilation=2), t(1, 3, 8, 8)), match="dilation",
-       checks=[float_input, spatial_rank(1, 3), no_ceil_mode_with_dilation], emit=_emit_pool)
+       checks=[float_input, spatial_rank(1, 3), no_ceil_mode_with_dilation, indices_unused], emit=_emit_pool)
 define(ns, "pool/avg", ["aten.avg_pool1d.default", "aten.avg_pool2d.default", "aten.avg_pool3d.default"], "direct",
        layers="PoolingNd AVERAGE (count_include_pad mapped to average_count_excludes_padding)",
        example=(lambda a: F.avg_pool2d(a, 2), t(1, 3, 8, 8)),

@@ -2,7 +2,8 @@
 
 import torch
 
-from opmap.engine.rules import accept
+from opmap.engine.graph import Ref
+from opmap.engine.rules import Example, accept
 from opmap.rules.common import define, out_dims, static, t
 
 ns = globals()
@@ -31,8 +32,11 @@ def _emit_full(ctx, node):
 
 
 def _emit_arange(ctx, node):
-    (length,) = out_dims(node)  # torch.export's own ceil((end - start) / step), static or symbolic
-    return ctx.arange(length, node.arg("start", 0) or 0, node.arg("step", 1) or 1, ctx.output_dtype())
+    """The length is torch.export's own ceil((end - start) / step), static or symbolic; start and step may be values
+    the graph computes (SymInts such as a bag length)."""
+    (length,) = out_dims(node)
+    start, step = (ctx.tensor(v) if isinstance(v, Ref) else v for v in (node.arg("start", 0) or 0, node.arg("step", 1) or 1))
+    return ctx.arange(length, start, step, ctx.output_dtype())
 
 CREATE = [
     ("create/arange", ["aten.arange.default", "aten.arange.start", "aten.arange.start_step"],
@@ -47,9 +51,17 @@ CREATE = [
      "a scalar Constant broadcast to the input's shape (Shape + Slice)", lambda a: torch.full_like(a, 2.0),
      lambda a: torch.full_like(a, 2.0, dtype=torch.float64)),
 ]
+def _all_auto():
+    return ({0: torch.export.Dim.AUTO(max=32), 1: torch.export.Dim.AUTO(max=32)},)
+
+
 # every listed overload, each as a model writes it (empty values are arbitrary: they are filled before use)
 MORE = {
-    "create/arange": [lambda a: torch.arange(2, 5) + a, lambda a: torch.arange(0.5, 2.0, 0.5) + a],
+    "create/arange": [lambda a: torch.arange(2, 5) + a, lambda a: torch.arange(0.5, 2.0, 0.5) + a,
+                      # start, end and step computed by the graph (SymInts), e.g. embedding_bag's offsets of a 2-D input
+                      accept(lambda a: torch.arange(a.shape[0], 3 * a.shape[0] + 1, a.shape[1]) * 1.5, t(6, 4),
+                             dynamic_shapes=lambda: ({0: torch.export.Dim("n", min=4, max=32), 1: torch.export.Dim("m", min=2, max=8)},)),
+                      accept(lambda a: torch.arange(0, a.numel(), a.shape[1]) * 2, t(3, 5), dynamic_shapes=_all_auto)],
     "create/full": [lambda a: torch.full((2, 3), 2.5) + a, lambda a: torch.zeros(2, 3) + a, lambda a: torch.scalar_tensor(-1.5) + a,
                     lambda a: torch.empty(2, 3).fill_(3.0) + a, lambda a: a.new_ones((3,)) + a, lambda a: a.new_zeros((2, 1)) + a,
                     lambda a: a.new_full((3,), 4.0) + a, lambda a: a.new_empty((3,)).fill_(2.0) + a,
@@ -59,7 +71,8 @@ MORE = {
                          lambda a: torch.empty_like(a).fill_(1.0) + a],
 }
 for (id, ops, layers, fn, bad), emit in zip(CREATE, (_emit_arange, _emit_full, _emit_full)):
-    define(ns, id, ops, "direct", layers=layers, example=(fn, t(2, 3)), examples=[(f, t(2, 3)) for f in MORE[id]], bad=(bad, t(2, 3)),
+    define(ns, id, ops, "direct", layers=layers, example=(fn, t(2, 3)), bad=(bad, t(2, 3)),
+           examples=[f if isinstance(f, Example) else (f, t(2, 3)) for f in MORE[id]],
            emit=emit)
 
 define(ns, "cast/cast", ["aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy.default", "aten.type_as.default",

@@ -57,35 +57,47 @@ SUBSET_OPS = set(NONZERO + MASK_SELECT + ["aten.where.default", "aten._unique2.d
                                           "aten._unique.default", "aten.unique_consecutive.default"])
 
 
-def declared_bound(node, settings) -> int | None:
+def selected_axis(node) -> int:
+    """The output dim whose size is data-dependent: where the mask's dim lands in ``x[..., mask]``, ``unique(dim=)``'s
+    dim, else 0 (nonzero's rows, a flat selection's elements, unique's values)."""
+    if node.op == "aten.unique_dim.default":
+        return node.arg("dim") % node.meta("self").rank
+    return _mask_axis(node)
+
+
+def declared_bound(node, settings, axis: int | None = None) -> int | None:
     """A bound the user declared for this node's data-dependent size (``--bound NODE=N`` or ``--bound u0=N``)."""
     declared = dict(getattr(settings, "declared_bounds", ()) or ())
-    axis = _mask_axis(node)
+    axis = selected_axis(node) if axis is None else axis
     size = node.out.shape[axis] if node.out is not None and node.out.rank > axis else None
     return declared.get(node.name, declared.get(size) if isinstance(size, str) else None)
 
 
-def selection_bound(node, bounds, settings=None) -> int | None:
-    """How many rows a data-dependent output can have at most: the user's declared bound, else the export's proven range
-    of its size, else — for a selection — the element count of its mask at the profile's maximum (a selection never has
-    more rows than its mask has elements). A declared bound may be smaller than the truth: rows past it are dropped and
-    the count output still carries the true count, so truncation is visible."""
-    declared = declared_bound(node, settings) if settings is not None else None
+def selection_bound(node, bounds, settings=None, axis: int | None = None) -> int | None:
+    """How many entries the data-dependent dim ``axis`` (default :func:`selected_axis`) can have at most: the user's
+    declared bound, else the export's proven range of its size, else — for a selection — what it selects from: the
+    element count of its mask at the profile's maximum, or for ``unique(dim=)`` the input's size along that dim (a
+    subset is never larger than its source). A declared bound may be smaller than the truth: rows past it are dropped
+    and the count output still carries the true count, so truncation is visible."""
+    axis = selected_axis(node) if axis is None else axis
+    declared = declared_bound(node, settings, axis) if settings is not None else None
     if declared is not None:
         return declared
-    axis = _mask_axis(node)
     rows = node.out.shape[axis] if node.out is not None and node.out.rank > axis else None
     bound = bounds.upper(rows) if rows is not None else None
     if node.op not in SUBSET_OPS:
         return bound
-    if node.op in MASK_SELECT:
+    if node.op == "aten.unique_dim.default":
+        by_source = bounds.upper(node.meta("self").shape[axis])
+    elif node.op in MASK_SELECT:
         mask = node.meta("mask") if node.op == "aten.masked_select.default" else next(
             (node._graph.meta_of(r) for r in node.arg("indices") or [] if r is not None), None)
+        by_source = bounds.upper(mask) if mask is not None else None
     else:
         mask = node.meta("self") or node.meta("condition")
-    by_mask = bounds.upper(mask) if mask is not None else None
-    if bound is None or (by_mask is not None and by_mask < bound):
-        bound = by_mask
+        by_source = bounds.upper(mask) if mask is not None else None
+    if bound is None or (by_source is not None and by_source < bound):
+        bound = by_source
     return bound
 
 
@@ -121,14 +133,15 @@ def _scatter_rows(ctx, rows, target, bound, rest, fill, dtype):
     return ctx.slice(scattered, [0] * (1 + len(rest)), [bound, *rest], [1] * (1 + len(rest)))
 
 
-def _bound(ctx, node, axis=0):
+def _bound(ctx, node, axis: int | None = None):
     """(the static bound of the node's selected dim, its size symbol or None when the size is static)."""
     from opmap.engine.context import Bounds
 
+    axis = selected_axis(node) if axis is None else axis
     symbol = node.out.shape[axis]
     if isinstance(symbol, int):
         return symbol, None
-    bound = selection_bound(node, Bounds(ctx.node._graph), ctx.nb.plan.settings)
+    bound = selection_bound(node, Bounds(ctx.node._graph), ctx.nb.plan.settings, axis)
     if bound is None:
         raise ValueError(f"the output size {symbol} has no static upper bound")
     return bound, symbol

@@ -14,7 +14,7 @@ ns = globals()
 
 SYM_OPS = ["operator.add", "operator.sub", "operator.mul", "operator.floordiv", "operator.mod", "operator.neg",
            "operator.ge", "operator.gt", "operator.le", "operator.lt", "operator.eq", "operator.ne",
-           "torch.sym_max", "torch.sym_min", "torch.sym_not", "aten.sym_numel.default", "aten.sym_storage_offset.default"]
+           "torch.sym_max", "torch.sym_min", "torch.sym_not", "aten.sym_numel.default"]
 
 
 _BOUND = re.compile(r"expression (?:(?P<sym>[a-z]\d+) (?P<op>>=|<=|>|<) (?P<value>-?\d+)"
@@ -102,8 +102,6 @@ def _emit_sym_unary(ctx, node):
         if ctx.rank(t) == 0:
             return ctx.const([1], "int64")
         return ctx.out(ctx.net.add_reduce(ctx.shape_of(t), ctx.trt.ReduceOperation.PROD, 1, True), "numel")
-    if node.op == "aten.sym_storage_offset.default":
-        return ctx.const([0], "int64")  # TensorRT tensors are dense: no storage offset
     a = ctx.tensor(node.arg("arg0")) if isinstance(node.arg("arg0"), Ref) else ctx.const([node.arg("arg0")], "bool")
     if node.op == "torch.sym_not":
         return ctx.unary(ctx.cast(a, "bool"), "NOT")
@@ -111,7 +109,7 @@ def _emit_sym_unary(ctx, node):
 
 
 def _emit_sym_arith(ctx, node):
-    if node.op in ("aten.sym_numel.default", "aten.sym_storage_offset.default", "torch.sym_not", "operator.neg"):
+    if node.op in ("aten.sym_numel.default", "torch.sym_not", "operator.neg"):
         return _emit_sym_unary(ctx, node)
     a, b = _sym_value(ctx, node.arg("arg0")), _sym_value(ctx, node.arg("arg1"))
     if node.op == "operator.mod":  # Python's modulo takes the divisor's sign: a - (a // b) * b
@@ -163,6 +161,29 @@ SYM_EXAMPLES += [accept(lambda a: a * torch.sym_not(a.shape[0] == 3), t(6, 4), d
 define(ns, "shape/sym-arith", SYM_OPS, "direct", layers="ElementWise on int64 shape tensors",
        example=(lambda a: a.new_zeros(a.shape[0] * 2), t(3, 4)), examples=SYM_EXAMPLES, dynamic=({0: "batch"},), checks=[integer_scalar],
        no_reject="graphs exported from models hold integer size arithmetic only", emit=_emit_sym_arith)
+def _offset_of_input(node, graph, **_):
+    """An engine input is a dense buffer bound at its first element, so its storage offset is 0. Inside the graph an
+    offset is a PyTorch memory-layout fact (a view shares its base's storage) that an engine's tensors do not have."""
+    src = node.arg("self")
+    assert isinstance(src, Ref) and src.node in graph.inputs, (
+        f"asks for the storage offset of {src}, a tensor computed inside the graph: only a graph input's offset is "
+        "known (0: the engine's inputs are dense buffers); make the model not depend on memory layout")
+
+
+# torch.export keeps the query only where an input's own offset is a symbol: a view with an offset, exported with
+# Dim.AUTO (the offsets of views made inside the graph are computed from sizes). The input is fed as the dense buffer
+# the engine receives, where the offset is 0.
+_OFFSET_INPUT = t(7, 4)[1:]
+define(ns, "shape/storage-offset", "aten.sym_storage_offset.default", "direct",
+       layers="Constant 0 (int64): an engine input is a dense buffer bound at its first element (its offset is the "
+              "buffer's, not that of a view the caller copied it from)",
+       example=(lambda a: a + a.storage_offset(), _OFFSET_INPUT), dynamic=({0: "auto", 1: "auto"},),
+       checks=[_offset_of_input],
+       contract="answers the offset of the engine's dense input buffer (0); PyTorch answers a view's offset into its "
+                "base when the caller passes a view",
+       no_reject="torch.export emits the query only on a graph input (offsets of views made inside the graph are "
+                 "computed from sizes); the rule still refuses any other tensor",
+       emit=lambda ctx, node: ctx.const([0], "int64"))
 define(ns, "core/runtime-assert", ["aten._assert_scalar.default", "aten._assert_async.msg"], "direct",
        layers="Assertion on the shape-tensor condition (checked when the engine runs)",
        example=(lambda m: torch.nonzero(m), t(4, 4, dtype=torch.bool)), bad=(lambda m: torch.nonzero(m), t(4, 4, dtype=torch.bool)),
