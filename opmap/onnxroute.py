@@ -106,10 +106,10 @@ def _quiet():
 
 def _export_failure(exc: BaseException) -> tuple[str | None, str]:
     """(the FX node the exporter failed on, the exporter's own reason) from its exception text."""
-    text = str(exc)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # the exporter colours its text for terminals
     node = re.search(r"Error when translating node %(\w+)", text)
     reason = None
-    for m in re.finditer(r"<class '[\w.]+\.(\w+)'>: (.+)", text):
+    for m in re.finditer(r"<class '(?:[\w.]+\.)?(\w+)'>: (.+)", text):  # a builtin exception's class has no module
         if m.group(1) != "ConversionError":
             reason = m.group(2).strip()
             break

@@ -80,3 +80,17 @@ def test_without_onnx_compare_says_what_to_install(tmp_path, detector_pt2):
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "pip install 'opmap[onnx]'" in proc.stderr
+
+
+def test_an_export_failure_of_a_builtin_exception_is_read_through_the_exporters_colours():
+    """The exporter's text (as torch 2.13 words it for T5 and Swin) colours its boilerplate and names a builtin
+    exception without a module: the reason is the exception's message, never the boilerplate's first line."""
+    from opmap.onnxroute import _export_failure
+
+    text = ("Failed to decompose the FX graph for ONNX compatibility. \x1b[96mThis is step 2/3\x1b[0m of exporting the model "
+            "to ONNX. Next steps:\n- Create an issue in the PyTorch GitHub repository against the \x1b[96m*torch.export*\x1b[0m "
+            "component and attach the full error stack as well as reproduction scripts.\n\n## Exception summary\n\n"
+            "<class 'ValueError'>: Cannot view a tensor with shape torch.Size([2, 16, 4, 16]) and strides (1024, 16, 256, 1) "
+            "as a tensor with shape (2, 16, 64)!\n\nWhile executing %view_4 : [num_users=1] = call_function[...]")
+    node, reason = _export_failure(RuntimeError(text))
+    assert reason.startswith("Cannot view a tensor with shape") and "\x1b" not in reason
