@@ -172,6 +172,29 @@ def test_a_class_of_served_verdicts_is_chosen_once(monkeypatch):
     assert len({id(n.choice) for n in chosen}) == 10
 
 
+REJECTING = textwrap.dedent('''
+    from opmap import strategy
+    @strategy("z/big", op="aten.relu.default", kind="direct")
+    def rule_big(node):
+        assert node.out.rank > 5 and node is not None, "needs rank > 5"
+    @strategy("z/any", op="aten.relu.default", kind="decompose")
+    def rule_any(node):
+        pass
+''')
+
+
+def test_a_rejection_naming_the_node_is_still_judged_once_per_class():
+    """A failed assert's evidence holds its sub-expressions' values but not the node (or graph) itself: the audit record
+    names the node already, and its name would make every rejection that mentions ``node`` differ per node."""
+    rs, graph = _relu_chain(REJECTING, "/v/rule_z.py", 6)
+    planner = Planner(rs, {"aten.relu.default": ["z/big", "z/any"]}, backend=profile("tensorrt_rtx"))
+    plan = planner.plan(graph)
+    big = [v for n in plan.nodes if n.node.op == "aten.relu.default" for v in n.verdicts if v.strategy == "z/big"]
+    assert len(big) == 6 and all(v.reason == "needs rank > 5" and v.evidence["node.out.rank"] == "2" and "node" not in v.evidence
+                                 for v in big)
+    assert CONTEXT not in planner.memo.verdicts.values()
+
+
 def test_only_the_pinned_node_says_it_was_pinned():
     """A pin names one node; other nodes that choose the same strategy on their own merits say why they did."""
     rs, graph = _relu_chain(LOCAL, "/v/rule_r.py", 4)

@@ -22,6 +22,8 @@ import sys
 import types
 from typing import Any
 
+from opmap.engine.graph import Graph, Node
+
 _REC = "__opmap_rec__"
 _FAIL = "__opmap_fail__"
 _VALS = "__opmap_vals__"
@@ -54,8 +56,8 @@ def __opmap_rec__(values: dict, source: str, value: Any) -> Any:
 def __opmap_fail__(values: dict, expression: str, message: Any) -> RuleAssertion:
     evidence: dict[str, str] = {}
     for source, value in values.items():
-        if source == expression or isinstance(value, (types.ModuleType, types.FunctionType, type)):
-            continue
+        if source == expression or isinstance(value, (types.ModuleType, types.FunctionType, type, Node, Graph)):
+            continue  # the node and graph themselves: the audit record names them already (and their names are per node)
         if source == _short_repr(value):  # a literal tells nothing new
             continue
         evidence[source] = _short_repr(value)
