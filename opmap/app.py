@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -81,7 +82,7 @@ def planning_tables(rows: list[Any], objective: str = "latency") -> tuple[dict, 
     unit = OBJECTIVES[objective][1]
     latest: dict[tuple, Any] = {}  # (strategy, bucket, dtype) -> latest row
     latest_ok: dict[tuple, Any] = {}  # the same, among rows that built and have the objective
-    reduced: dict[tuple, tuple[str, float]] = {}  # (strategy, precision, bucket) -> error
+    reduced: dict[tuple, float] = {}  # (strategy, precision, bucket) -> error
     for m in rows:
         sid, _, bucket, dtype, ok, error, _, value = m
         if dtype.startswith("compute:"):
@@ -90,25 +91,23 @@ def planning_tables(rows: list[Any], objective: str = "latency") -> tuple[dict, 
         latest[(sid, bucket, dtype)] = m
         if ok and value is not None:
             latest_ok[(sid, bucket, dtype)] = m
-    numel: dict[str, int] = {}
-    size = lambda bucket: numel[bucket] if bucket in numel else numel.setdefault(bucket, bucket_numel(bucket))  # noqa: E731
     grouped: dict[str, list[Any]] = {}
     for (sid, _, _), m in latest.items():
         grouped.setdefault(sid, []).append(m)
     costs: dict[str, Cost] = {}
     for sid, group in grouped.items():
-        values = [m[7] for m in group if m[4] and m[7] is not None]
-        errors = [m[5] for m in group if m[5] is not None]
+        values = [value for _, _, _, _, ok, _, _, value in group if ok and value is not None]
+        errors = [error for _, _, _, _, _, error, _, _ in group if error is not None]
         provenance = group[-1][6] if objective == "latency" else "measured-build"
         costs[sid] = Cost(value=float(statistics.median(values)) if values else None, unit=unit,
                           provenance=provenance if values else "unmeasured", max_rel_err=_worst(errors))
     buckets: dict[str, list[tuple[int, Cost]]] = {}
-    for (sid, bucket, _), m in latest_ok.items():
-        prov = m[6] if objective == "latency" else "measured-build"
-        buckets.setdefault(sid, []).append((size(bucket), Cost(float(m[7]), unit, prov, m[5])))
+    for (sid, bucket, _), (_, _, _, _, _, error, provenance, value) in latest_ok.items():
+        prov = provenance if objective == "latency" else "measured-build"
+        buckets.setdefault(sid, []).append((bucket_numel(bucket), Cost(float(value), unit, prov, error)))
     precision: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for (sid, prec, bucket), error in reduced.items():
-        precision.setdefault((sid, prec), []).append((size(bucket), error))
+        precision.setdefault((sid, prec), []).append((bucket_numel(bucket), error))
     return costs, precision, buckets
 
 
@@ -119,6 +118,7 @@ def _worst(errors: list[float]) -> float | None:
     return float("nan") if any(e != e for e in errors) else max(errors)
 
 
+@lru_cache(maxsize=None)  # planning asks for each of a few thousand buckets, several times
 def bucket_numel(bucket: str) -> int:
     """Elements in a shape bucket ("2x3,4" -> 10)."""
     total = 0

@@ -626,12 +626,9 @@ class NetworkBuilder:
     def _profile_from_symbols(self, name: str, meta: TensorMeta):
         """The input's dims at the profile's min, opt and max (points satisfying the export's facts: shapefacts)."""
         if self._points is None:
-            from opmap.engine.shapefacts import ShapeFactError, symbol_points
+            from opmap.engine.verify import profile_points
 
-            try:
-                self._points = symbol_points(self.graph)
-            except ShapeFactError as exc:
-                raise BuildError(str(exc)) from None
+            self._points = profile_points(self.graph)
         return tuple([d if isinstance(d, int) else self._points[label][d] for d in meta.shape]
                      for label in ("min", "opt", "max"))
 

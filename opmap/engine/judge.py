@@ -108,11 +108,6 @@ class Judge:
             self._values["node"] = {}
             self._node = None
 
-    @property
-    def node_key(self) -> int | None:
-        """The equivalence class of the node in scope, interned by the memo (None without a memo)."""
-        return self._node_key if self._memo is not None else None
-
     def close(self) -> None:
         for scope in SCOPES:
             self._teardown(scope)

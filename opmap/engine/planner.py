@@ -189,7 +189,8 @@ class Planner:
         self._node_numel: int | None = None
         self._nearest_seen: dict[tuple[int, int | None], Any] = {}
         self._graph: Graph | None = None
-        self._subs: dict[str, Graph | None] = {}  # expanding strategy -> the sub-graph it returned for the node being chosen
+        # expanding strategy -> (the sub-graph it returned for the node being chosen, whether it is keyed: see _reuse)
+        self._subs: dict[str, tuple[Graph | None, bool]] = {}
         # parent: the planner whose expansion this one plans (same catalog and rules): what they share is read once
         self._for_op: dict[str, list] = parent._for_op if parent else {}  # op -> strategies_for(op)
         self.catalog_ops = parent.catalog_ops if parent else frozenset(op for op in candidates if op != WILDCARD)

@@ -224,10 +224,11 @@ class _Symbolic:
 _EXPANSIONS: dict[tuple[str, str], object] = {}
 
 
-def _trace(node, graph):
-    """The traced expansion, from the disk cache when this op was traced with these argument metas before."""
+def _trace(node, graph, ranges: tuple | None = None):
+    """The traced expansion, from the disk cache when this op was traced with these argument metas (and, for dynamic
+    dims, these symbol ranges: :func:`_ranges`) before."""
     name = diskcache.key("decomposition", torch.__version__, _code_hash(), node.op, repr(_signature(node.args, graph)),
-                        repr(_ranges(node, graph)))
+                        repr(_ranges(node, graph) if ranges is None else ranges))
     cached = diskcache.load("decompositions", name)
     if cached is not None:
         try:
@@ -312,10 +313,11 @@ def _make_fx(node, graph):
 
 def expansion(node, graph):
     """(sub-graph, the node's tensor arguments feeding its inputs in argument order), traced once per signature."""
+    ranges = _ranges(node, graph)
     key = (node.op, repr([(k, str(graph.meta_of(v)) if isinstance(v, Ref) else repr(v)) for k, v in node.args.items()]),
-           _ranges(node, graph))  # in argument order, as the sub-graph's inputs are
+           ranges)  # in argument order, as the sub-graph's inputs are
     if key not in _EXPANSIONS:
-        _EXPANSIONS[key] = _trace(node, graph)
+        _EXPANSIONS[key] = _trace(node, graph, ranges)
     return _EXPANSIONS[key], node.tensor_refs()
 
 
