@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_DB ?= .opmap-demo/catalog.db
 
-.PHONY: demo test venv census bench-build bench-choice bench-speed bench-compare coverage measurements clean
+.PHONY: demo test fuzz venv census bench-build bench-choice bench-speed bench-compare coverage measurements clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# Differential fuzzing of every strategy over its argument space (bench/FUZZ.md); FUZZ_ARGS="--cases 30 --seed 1",
+# "--only norm/group-norm", "--budget 1800" (seconds).
+FUZZ_ARGS ?=
+fuzz: $(STAMP)
+	$(PY) bench/fuzz.py $(FUZZ_ARGS)
 
 census: $(STAMP)
 	$(PY) bench/census.py

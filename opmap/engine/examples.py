@@ -168,15 +168,24 @@ def dynamic_conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend:
     """The example exported with every dim dynamic: either the strategy's rule rejects the node (with its reason), or
     the network builds for real with an optimization profile from the export's ranges and agrees with PyTorch at the
     profile's minimum, an interior point and its maximum."""
+    captured = capture_example(ex, all_dynamic(ex))
+    tensors = dict(zip(captured.graph.inputs, [x for x in ex.inputs if hasattr(x, "shape")]))
+    return judged_build(strat, captured, tensors, ruleset, backend, node_name=ex.node, settings=Settings(**ex.settings))
+
+
+def judged_build(strat: Strategy, captured: Any, tensors: dict, ruleset: RuleSet, backend: str = "tensorrt_rtx",
+                 node_name: str | None = None, settings: Settings | None = None, resize: bool = True) -> DynamicResult:
+    """Judge the captured graph's node with ``strat``; where it applies, plan the graph with ``strat`` pinned there,
+    build for real and compare with PyTorch: at the profile's min/opt/max (``tensors`` resized to each) for a dynamic
+    graph, else at ``tensors`` themselves (also where ``resize`` is off: the given values are the point)."""
     from opmap.engine.builder import build_network, serialize
     from opmap.engine.planner import Planner
     from opmap.engine.verify import ReferenceFailed, profile_points, resize_inputs, verify_built
 
-    captured = capture_example(ex, all_dynamic(ex))
     graph = captured.graph
-    node = find_node(graph, strat, ex.node)
+    node = find_node(graph, strat, node_name)
     n_dynamic = sum(1 for m in graph.inputs.values() for d in m.shape if isinstance(d, str))
-    settings = Settings(**ex.settings)
+    settings = settings or Settings()
     judge = Judge(base={"settings": settings, "backend": profile(backend), "catalog_ops": frozenset(candidates_of(ruleset))},
                   builtin_fixtures=ruleset.fixtures)
     try:
@@ -192,15 +201,15 @@ def dynamic_conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend:
     plan = planner.plan(graph)
     planner.judge.close()
     result.unmapped = {n.node.name: n.why for n in plan.nodes if not n.mapped}
-    if result.unmapped:  # another node of the example cannot be served under dynamic shapes (its own rule says why)
+    if result.unmapped:  # another node of the example cannot be served (its own rule says why)
         return result
     built = serialize(build_network(plan, captured.program, ruleset.strategies))
-    tensors = dict(zip(graph.inputs, [x for x in ex.inputs if hasattr(x, "shape")]))
-    points = profile_points(graph) or {"static": {}}
+    points = (profile_points(graph) if resize else None) or {"static": {}}
     result.reports, result.skipped = {}, {}
     for label, point in points.items():
+        values = resize_inputs(tensors, graph, point) if resize else tensors
         try:
-            result.reports[label] = verify_built(built, captured.program, resize_inputs(tensors, graph, point), seed=0)
+            result.reports[label] = verify_built(built, captured.program, values, seed=0)
         except ReferenceFailed as exc:  # e.g. ``a.split(2)[1]`` at a length of 2: the export did not guard it
             result.skipped[label] = str(exc)
     return result

@@ -17,6 +17,8 @@ def fused_attention_supported(node, backend, settings, **_):
     q = node.meta("query")
     assert q is not None and q.rank == 4, f"query has rank {q.rank if q else '?'}; IAttention takes [batch, heads, seq, dim]"
     assert not node.arg("enable_gqa", False) or q.shape[1] == node.meta("key").shape[1], "grouped-query attention needs its K/V heads repeated first"
+    k, v = node.meta("key"), node.meta("value")
+    assert k.shape == v.shape, f"key {k.shape} and value {v.shape} differ in shape; IAttention takes one shape for both (a build refuses others)"
     heads = (q.shape[1], node.meta("key").shape[1])
     assert all(isinstance(h, int) for h in heads), (
         f"head counts {heads} are dynamic; IAttention decides MHA, MQA or GQA when the engine is built")
@@ -25,8 +27,24 @@ def fused_attention_supported(node, backend, settings, **_):
 def static_gqa_heads(node, **_):
     """Grouped-query attention repeats K/V heads by q_heads // kv_heads, a factor the network fixes at build time."""
     if node.arg("enable_gqa", False):
-        heads = (node.meta("query").shape[1], node.meta("key").shape[1])
+        q, k = node.meta("query"), node.meta("key")
+        assert q.rank >= 3 and k.rank >= 3, f"grouped-query attention on rank {q.rank}: there is no head axis (dim -3) to repeat"
+        heads = (q.shape[-3], k.shape[-3])
         assert all(isinstance(h, int) for h in heads), f"grouped-query head counts {heads} are dynamic; the repeat factor must be static"
+
+
+def same_batch_dims(node, **_):
+    """Q, K and V have one rank and the same leading (batch) dims — K/V heads may be fewer under enable_gqa: the
+    decomposition multiplies them batch by batch and emits no broadcasting of batch dims."""
+    q, k, v = node.meta("query"), node.meta("key"), node.meta("value")
+    assert q.rank >= 2 and q.rank == k.rank == v.rank, f"query, key and value have ranks {q.rank}, {k.rank}, {v.rank}; the decomposition takes one rank >= 2"
+    gqa = 3 if node.arg("enable_gqa", False) else None
+    for axis in range(q.rank - 2):
+        dims = (q.shape[axis], k.shape[axis], v.shape[axis])
+        if q.rank - axis == gqa:
+            assert k.shape[axis] == v.shape[axis], f"key and value head counts differ: {dims[1]} and {dims[2]}"
+            continue
+        assert dims[0] == dims[1] == dims[2], f"batch dim {axis} differs between query, key and value {dims}; broadcasting them is not emitted"
 
 
 def float_query(node, **_):
@@ -48,23 +66,26 @@ def _scale(ctx, node, dtype):
 
 
 def _kv_heads(ctx, node, t):
-    """Grouped-query attention: repeat K/V heads to the query's head count (PyTorch's enable_gqa)."""
-    q_heads, kv_heads = node.meta("query").shape[1], node.meta("key").shape[1]
+    """Grouped-query attention: repeat K/V heads (dim -3) to the query's head count (PyTorch's enable_gqa), any rank."""
+    q_heads, kv_heads = node.meta("query").shape[-3], node.meta("key").shape[-3]
     if q_heads == kv_heads:
         return t
-    b, _, s, h = node.meta("key").shape
+    *lead, _, s, h = node.meta("key").shape
     rep = q_heads // kv_heads
-    t = ctx.reshape(t, [b, kv_heads, 1, s, h])
-    repeated = ctx.slice(t, [0] * 5, [b, kv_heads, rep, s, h], [1, 1, 0, 1, 1])
-    return ctx.reshape(repeated, [b, q_heads, s, h])
+    n = len(lead) + 4
+    t = ctx.reshape(t, [*lead, kv_heads, 1, s, h])
+    repeated = ctx.slice(t, [0] * n, [*lead, kv_heads, rep, s, h], [1] * (n - 3) + [0, 1, 1])
+    return ctx.reshape(repeated, [*lead, q_heads, s, h])
 
 
-def _causal_keep(ctx, L, S):
-    """[1, 1, L, S] bool: query i sees key j <= i (PyTorch's is_causal, top-left aligned), for static or symbolic L, S."""
+def _causal_keep(ctx, L, S, rank):
+    """[1, ..., 1, L, S] bool of ``rank`` dims: query i sees key j <= i (PyTorch's is_causal, top-left aligned), for
+    static or symbolic L, S."""
+    ones = [1] * (rank - 2)
     if isinstance(L, int) and isinstance(S, int):
-        return ctx.const(torch.ones(L, S, dtype=torch.bool).tril().reshape(1, 1, L, S), "bool")
-    rows = ctx.reshape(ctx.arange(L), [1, 1, L, 1])
-    cols = ctx.reshape(ctx.arange(S), [1, 1, 1, S])
+        return ctx.const(torch.ones(L, S, dtype=torch.bool).tril().reshape(*ones, L, S), "bool")
+    rows = ctx.reshape(ctx.arange(L), [*ones, L, 1])
+    cols = ctx.reshape(ctx.arange(S), [*ones, 1, S])
     return ctx.unary(ctx.elementwise(rows, cols, "LESS"), "NOT")
 
 
@@ -75,9 +96,10 @@ def _emit_decomposed(ctx, node):
     q = ctx.elementwise(q, _scale(ctx, node, dt), "PROD")
     scores = ctx.out(ctx.net.add_matrix_multiply(q, op.NONE, k, op.TRANSPOSE), "qk")
     L, S = node.meta("query").shape[-2], node.meta("key").shape[-2]
-    neg_inf = ctx.const(float("-inf"), dt, shape=[1, 1, 1, 1])
+    rank = ctx.rank(scores)
+    neg_inf = ctx.const(float("-inf"), dt, shape=[1] * rank)
     if node.arg("is_causal", False):
-        keep = _causal_keep(ctx, L, S)
+        keep = _causal_keep(ctx, L, S, rank)
         scores = ctx.out(ctx.net.add_select(*ctx.broadcast(keep, scores, neg_inf)), "causal")
     mask = node.arg("attn_mask")
     if mask is not None:
@@ -87,7 +109,7 @@ def _emit_decomposed(ctx, node):
         else:
             scores = ctx.elementwise(scores, m, "SUM")
     sm = ctx.net.add_softmax(scores)
-    sm.axes = 1 << 3
+    sm.axes = 1 << (rank - 1)  # the key axis, whatever the rank (5-D block-local attention too)
     probs = ctx.out(sm, "softmax")
     return ctx.out(ctx.net.add_matrix_multiply(probs, op.NONE, v, op.NONE), "pv")
 
@@ -113,9 +135,9 @@ define(ns, "attn/fused", ["aten.scaled_dot_product_attention.default"], "direct"
        layers="Attention (IAttention, marked decomposable so fp32 builds where no dedicated kernel exists)",
        example=(sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16)),
        bad=(lambda q, k, v: F.scaled_dot_product_attention(q, k, v), t(2, 8, 16), t(2, 8, 16), t(2, 8, 16)), match="rank 3",
-       checks=[float_query, fused_attention_supported], emit=_emit_fused)
+       checks=[float_query, fused_attention_supported, same_batch_dims], emit=_emit_fused)
 define(ns, "attn/decomposed", ["aten.scaled_dot_product_attention.default"], "decompose",
        layers="MatrixMultiply Q·Kᵀ, scale, causal/additive mask via Select, SoftMax, MatrixMultiply with V",
        example=(sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16)),
-       checks=[float_query, no_dropout, static_gqa_heads], emit=_emit_decomposed)
+       checks=[float_query, no_dropout, static_gqa_heads, same_batch_dims], emit=_emit_decomposed)
 

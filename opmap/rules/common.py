@@ -215,6 +215,8 @@ def emit_binary(op: str, first: str = "self", second: str = "other"):
     def emit(ctx, node):
         # PyTorch computes arithmetic in the result dtype (int / int is a float division)
         dtype = ctx.output_dtype() if node.out is not None and node.out.dtype != "bool" else ctx.compute(compute_dtype(node, first, second))
+        if dtype == "bool":  # bool arithmetic (True + True is True, * is AND) as 0/1 numbers, cast back by != 0
+            dtype = "int32"
         a = ctx.cast(ctx.input(first) if node.meta(first) else ctx.const(node.arg(first), dtype), dtype)
         b = ctx.cast(ctx.operand(second, a), dtype)
         if node.op == "aten.rsub.Scalar":  # other - alpha * self: alpha scales self
@@ -233,6 +235,8 @@ def emit_compare(*ops: str, negate: bool = False):
 
     def emit(ctx, node):
         dtype = ctx.compute(compute_dtype(node, "self", "other"))
+        if dtype == "bool":  # PyTorch orders False < True; TensorRT compares numbers only
+            dtype = "int32"
         a = ctx.cast(ctx.input("self"), dtype)
         b = ctx.cast(ctx.operand("other", a), dtype)
         out = None

@@ -64,4 +64,6 @@ define(ns, "mm/einsum", "aten.einsum.default", "direct", layers="Einsum (TensorR
 def _einsum_subset(node):
     eq = node.arg("equation") or ""
     assert "..." not in eq, f"einsum {eq!r} uses an ellipsis, which TensorRT's Einsum does not support"
+    dtypes = [m.dtype for m in node.tensor_args().values()]
+    assert all(d in ("float32", "float16", "bfloat16") for d in dtypes), f"einsum inputs are {dtypes}; TensorRT's Einsum takes float types only"
     assert len(node.arg("tensors") or []) <= 2, "TensorRT's Einsum takes at most two inputs"

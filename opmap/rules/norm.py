@@ -112,15 +112,32 @@ def _emit_batch_norm(ctx, node):
 
 
 def _emit_group_norm(ctx, node):
+    """TensorRT splits the channels into groups only where num_groups != 1 (its operator docs); with one group the layer
+    normalizes over exactly the axes given, so GroupNorm(1, C) (the "layer norm over C, H, W" of PoolFormer- and
+    ConvNeXt-style blocks) is a normalization over every axis but the batch — spatial axes alone would be an instance
+    norm. A rank-2 input [N, C] has no spatial axes for TensorRT's group split: it is reshaped to [N, G, C/G] and
+    normalized over the last axis."""
     x = ctx.input("input")
     rank = ctx.rank(x)
     groups = node.arg("num_groups", node.arg("group"))
-    ones = ctx.const(torch.ones([1, groups] + [1] * (rank - 2)), ctx.dtype(x))
-    zeros = ctx.const(torch.zeros([1, groups] + [1] * (rank - 2)), ctx.dtype(x))
-    layer = ctx.net.add_normalization(x, ones, zeros, ctx.axes_mask(range(2, rank), rank))
-    layer.num_groups = groups
-    layer.epsilon = float(node.arg("eps", 1e-5))
-    y = ctx.out(layer, "groupnorm")
+    eps = float(node.arg("eps", 1e-5))
+    if groups == 1 or rank == 2:
+        channels = node.meta("input").shape[1]
+        grouped = x if groups == 1 else ctx.reshape(x, [node.meta("input").shape[0], groups, channels // groups])
+        one = ctx.const(torch.ones([1] * ctx.rank(grouped)), ctx.dtype(x))
+        zero = ctx.const(torch.zeros([1] * ctx.rank(grouped)), ctx.dtype(x))
+        layer = ctx.net.add_normalization(grouped, one, zero, ctx.axes_mask(range(ctx.rank(grouped) - 1 if groups > 1 else 1,
+                                                                                       ctx.rank(grouped)), ctx.rank(grouped)))
+        layer.epsilon = eps
+        y = ctx.out(layer, "groupnorm")
+        y = y if groups == 1 else ctx.reshape(y, list(node.meta("input").shape))
+    else:
+        ones = ctx.const(torch.ones([1, groups] + [1] * (rank - 2)), ctx.dtype(x))
+        zeros = ctx.const(torch.zeros([1, groups] + [1] * (rank - 2)), ctx.dtype(x))
+        layer = ctx.net.add_normalization(x, ones, zeros, ctx.axes_mask(range(2, rank), rank))
+        layer.num_groups = groups
+        layer.epsilon = eps
+        y = ctx.out(layer, "groupnorm")
     y = ctx.elementwise(y, _channel_param(ctx, "weight", 1.0, rank), "PROD")
     return _layer_norm_outputs(ctx, node, ctx.elementwise(y, _channel_param(ctx, "bias", 0.0, rank), "SUM"))
 

@@ -95,6 +95,8 @@ def emit_reduce(op):
         dtype = ctx.output_dtype()
         if op in ("SUM", "PROD", "AVG") and dtype != ctx.dtype(x):
             x = ctx.cast(x, dtype)  # bool/int sums accumulate in the output dtype, as PyTorch does
+        if ctx.dtype(x) == "bool":  # Reduce takes numbers: max/min of bools is OR/AND over 0/1
+            x = ctx.cast(x, "int32")
         if rank == 0:
             return ctx.cast(x, dtype)
         keep = bool(node.arg("keepdim", False))
@@ -144,11 +146,25 @@ def emit_bool_reduce(op):
 
 
 def _emit_softmax(ctx, node, log=False):
+    """SoftMax on one axis (TensorRT's layer wants rank >= 2: a 0-d or 1-d input is viewed as [1, n]). log_softmax is
+    x - max - log(sum(exp(x - max))), never log(softmax): that underflows to -inf where PyTorch's stays finite."""
     x = ctx.cast(ctx.input("self"), ctx.output_dtype())
-    layer = ctx.net.add_softmax(x)
-    layer.axes = 1 << (node.arg("dim") % ctx.rank(x))
-    out = ctx.out(layer, "softmax")
-    return ctx.unary(out, "LOG") if log else out
+    rank = ctx.rank(x)
+    shape = list(node.meta("self").shape)
+    if rank < 2:
+        x = ctx.reshape(x, [1, shape[0] if shape else 1])
+    axis = 1 if rank < 2 else node.arg("dim") % rank
+    if log:
+        bit = 1 << axis
+        peak = ctx.out(ctx.net.add_reduce(x, ctx.trt.ReduceOperation.MAX, bit, True), "max")
+        shifted = ctx.elementwise(x, peak, "SUB")
+        total = ctx.out(ctx.net.add_reduce(ctx.unary(shifted, "EXP"), ctx.trt.ReduceOperation.SUM, bit, True), "sum")
+        out = ctx.elementwise(shifted, ctx.unary(total, "LOG"), "SUB")
+    else:
+        layer = ctx.net.add_softmax(x)
+        layer.axes = 1 << axis
+        out = ctx.out(layer, "softmax")
+    return ctx.reshape(out, shape) if rank < 2 else out
 
 
 def _emit_var(ctx, node):
@@ -257,7 +273,7 @@ define(ns, "reduce/var-mean", ["aten.var.correction", "aten.var_mean.correction"
 define(ns, "reduce/softmax", ["aten.softmax.int", "aten._softmax.default"], "direct", layers="SoftMax on one axis",
        example=(lambda a: a.softmax(-1), t(2, 5)), examples=[accept(lambda a: a.softmax(1), t(2, 5, 3), decompose=True)], checks=[float_input, no_padded_axis], emit=_emit_softmax)
 define(ns, "reduce/log-softmax", ["aten.log_softmax.int", "aten._log_softmax.default"], "decompose",
-       layers="SoftMax then Unary LOG", example=(lambda a: a.log_softmax(-1), t(2, 5)),
+       layers="Reduce MAX, SUB, Unary EXP, Reduce SUM, Unary LOG, SUB (x - max - log Σ exp(x - max))", example=(lambda a: a.log_softmax(-1), t(2, 5)),
        examples=[accept(lambda a: a.log_softmax(0), t(2, 5, 3), decompose=True)], checks=[float_input, no_padded_axis],
        emit=lambda ctx, node: _emit_softmax(ctx, node, log=True))
 define(ns, "reduce/argmax", ["aten.argmax.default", "aten.argmin.default"], "decompose",
