@@ -257,7 +257,7 @@ def _reduce(trt, layer, ins):
         out = x
         for a in sorted(axes, reverse=True):
             out = out.prod(dim=a, keepdim=keep)
-        return [out]
+        return [out.to(x.dtype)]  # torch's prod of int32 is int64; TensorRT's stays int32
     if op == "AVG" and not x.is_floating_point():
         raise InterpreterError(f"layer {layer.name}: Reduce AVG on {x.dtype}")
     out = _REDUCE[op](x, dim=axes, keepdim=keep) if axes else x

@@ -140,6 +140,7 @@ def rule_unique_dim(node, bounds, settings):
     comparison table (n × n × slice size) stays within max_bound."""
     trt_types(node)
     static_mask(node, None)
+    assert node.meta("self").dtype != "bool", "self is bool: the pairwise comparison and sort take numbers; unique a cast to int"
     shape = node.meta("self").shape
     n = shape[node.arg("dim") % len(shape)]
     table = n * math.prod(shape)

@@ -19,6 +19,10 @@ def _emit_linear(ctx, node):
     y = _matmul(ctx, x, ctx.cast(ctx.input("weight"), ctx.dtype(x)), transpose_b=True)
     if isinstance(node.arg("bias"), Ref):
         y = ctx.elementwise(y, ctx.input("bias"), "SUM")
+    if ctx.rank(x) == 1:  # a 1-D input is one row: PyTorch's result drops it again
+        from opmap.rules.common import out_dims
+
+        y = ctx.reshape(y, out_dims(node))
     return y
 
 
@@ -35,12 +39,19 @@ def _emit_addmm(ctx, node):
 
 
 def _emit_matmul(ctx, node):
-    a, b = ctx.input("self"), ctx.input("mat2" if node.op in ("aten.mm.default", "aten.bmm.default") else "other")
-    op = ctx.trt.MatrixOperation
-    if ctx.rank(a) == 1 or ctx.rank(b) == 1:
-        layer = ctx.net.add_matrix_multiply(a, op.VECTOR if ctx.rank(a) == 1 else op.NONE, b, op.VECTOR if ctx.rank(b) == 1 else op.NONE)
-        return ctx.out(layer, "matmul")
-    return _matmul(ctx, a, b)
+    """PyTorch's matmul: a 1-D operand is a row (left) or a column (right) of a matrix product, the added dim removed
+    afterwards; batch dims broadcast. (TensorRT's VECTOR operand needs the other to have exactly one more dim.)"""
+    from opmap.rules.common import out_dims
+
+    first, second = ("self", "mat2") if node.op in ("aten.mm.default", "aten.bmm.default") else ("self", "other")
+    a, b = ctx.input(first), ctx.input(second)
+    ra, rb = ctx.rank(a), ctx.rank(b)
+    if ra == 1:
+        a = ctx.reshape(a, [1, node.meta(first).shape[0]])
+    if rb == 1:
+        b = ctx.reshape(b, [node.meta(second).shape[0], 1])
+    y = _matmul(ctx, a, b)
+    return ctx.reshape(y, out_dims(node)) if 1 in (ra, rb) else y
 
 
 define(ns, "mm/linear", "aten.linear.default", "decompose",

@@ -80,6 +80,12 @@ def one_hot_size(node, settings, **_):
         _static_small(node, settings, [*ishape, n])
 
 
+def numeric_self(node, **_):
+    """Reductions through the one-hot table compute in numbers (bool has no Select neutral or Reduce)."""
+    dtype = node.meta("self").dtype
+    assert dtype != "bool", "self is bool: a scatter that reduces bools (OR/AND) is not decomposed; scatter them as int"
+
+
 def known_reduction(node, **_):
     how = _reduction(node)
     assert how in NEUTRAL, f"reduce={how!r} is not one of PyTorch's sum, prod, mean, amax, amin"
@@ -91,7 +97,7 @@ LAYERS = ("ElementWise EQUAL against an iota makes a one-hot table along the sca
 define(ns, "scatter/scatter-add", "aten.scatter_add.default", "decompose", layers=LAYERS,
        example=(lambda a, i, s: a.scatter_add(0, i, s), t(5, 3), torch.tensor([[0, 3, 1], [4, 3, 3], [0, 0, 2]]), t(3, 3)),
        bad=(lambda a, i, s: a.scatter_add(1, i, s), t(5, 3), torch.tensor([[0, 2]]), t(1, 2)), match="narrower",
-       checks=[index_fits_self, one_hot_size], emit=_emit_scatter_reduce)
+       checks=[index_fits_self, one_hot_size, numeric_self], emit=_emit_scatter_reduce)
 
 
 def _reducing(how, include_self=True, dim=0):
@@ -116,6 +122,7 @@ def rule_scatter_reduce(node, settings):
     """sum, prod, mean, amax, amin, include_self both ways: a one-hot table along the scattered dim and a Reduce."""
     trt_types(node)
     known_reduction(node)
+    numeric_self(node)
     index_fits_self(node)
     one_hot_size(node, settings)
 
