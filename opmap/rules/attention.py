@@ -17,6 +17,8 @@ def fused_attention_supported(node, backend, settings, **_):
     q = node.meta("query")
     assert q is not None and q.rank == 4, f"query has rank {q.rank if q else '?'}; IAttention takes [batch, heads, seq, dim]"
     assert not node.arg("enable_gqa", False) or q.shape[1] == node.meta("key").shape[1], "grouped-query attention needs its K/V heads repeated first"
+    mask = node.meta("attn_mask")
+    assert mask is None or mask.rank == 4, f"attn_mask has rank {mask.rank}; IAttention takes a 4-D mask"
     k, v = node.meta("key"), node.meta("value")
     assert k.shape == v.shape, f"key {k.shape} and value {v.shape} differ in shape; IAttention takes one shape for both (a build refuses others)"
     heads = (q.shape[1], node.meta("key").shape[1])
@@ -65,12 +67,13 @@ def _scale(ctx, node, dtype):
     return ctx.cast(ctx.elementwise(ctx.const([1.0], "float32"), root, "DIV"), dtype)
 
 
-def _kv_heads(ctx, node, t):
+def _kv_heads(ctx, node, name):
     """Grouped-query attention: repeat K/V heads (dim -3) to the query's head count (PyTorch's enable_gqa), any rank."""
-    q_heads, kv_heads = node.meta("query").shape[-3], node.meta("key").shape[-3]
+    t = ctx.input(name)
+    q_heads, kv_heads = node.meta("query").shape[-3], node.meta(name).shape[-3]
     if q_heads == kv_heads:
         return t
-    *lead, _, s, h = node.meta("key").shape
+    *lead, _, s, h = node.meta(name).shape
     rep = q_heads // kv_heads
     n = len(lead) + 4
     t = ctx.reshape(t, [*lead, kv_heads, 1, s, h])
@@ -90,7 +93,7 @@ def _causal_keep(ctx, L, S, rank):
 
 
 def _emit_decomposed(ctx, node):
-    q, k, v = ctx.input("query"), _kv_heads(ctx, node, ctx.input("key")), _kv_heads(ctx, node, ctx.input("value"))
+    q, k, v = ctx.input("query"), _kv_heads(ctx, node, "key"), _kv_heads(ctx, node, "value")
     dt = ctx.dtype(q)
     op = ctx.trt.MatrixOperation
     q = ctx.elementwise(q, _scale(ctx, node, dt), "PROD")

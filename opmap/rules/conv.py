@@ -30,6 +30,34 @@ def no_ceil_mode_with_dilation(node, **_):
     assert all(d == 1 for d in dilation), f"pooling with dilation {dilation}: TensorRT's Pooling has no dilation"
 
 
+def ceil_mode_sizes_agree(node, **_):
+    """ceil_mode max pooling: TensorRT rounds the output size up; PyTorch also drops a last window that would start in
+    the right padding. Where that drop happens the sizes differ, and the rule refuses."""
+    if "max_pool" not in node.op or not node.arg("ceil_mode", False):
+        return
+    meta, out = node.meta("self"), node.out
+    spatial = meta.rank - 2
+    kernel, padding = _spatial_args(node, spatial, "kernel_size", "padding")
+    stride = node.arg("stride") or kernel
+    stride = list(stride) * spatial if len(stride) == 1 else list(stride)
+    if list(out.shape[-spatial:]) == [1] * spatial and not any(padding):
+        return  # one window over the whole input: emitted as a global reduction
+    for n, o, k, s_, p in zip(meta.shape[-spatial:], out.shape[-spatial:], kernel, stride, padding):
+        assert isinstance(n, int) and isinstance(o, int), f"ceil_mode max pooling over a dynamic size {n}: its output size is known only at run time"
+        rounded_up = -(-(n + 2 * p - k) // s_) + 1
+        assert rounded_up == o, (f"ceil_mode max pooling over size {n} (kernel {k}, stride {s_}, padding {p}): PyTorch drops "
+                                 f"a last window starting in the padding ({o} outputs), TensorRT's round-up keeps it ({rounded_up})")
+
+
+def no_strided_dilated_deconvolution(node, **_):
+    if "transpose" not in node.op and not node.arg("transposed", False):
+        return
+    stride, dilation = node.arg("stride") or [1], node.arg("dilation") or [1]
+    assert not (any(s > 1 for s in stride) and any(d > 1 for d in dilation)), (
+        f"a transposed convolution with stride {list(stride)} and dilation {list(dilation)}: TensorRT's builder refuses "
+        "strided and dilated deconvolution")
+
+
 def no_partial_average_window(node, **_):
     """ceil_mode average pooling whose last window hangs past the padded input: PyTorch divides that window by its
     clipped size, TensorRT's divisor for it is unspecified (and the reference interpreter cannot verify one)."""
@@ -283,10 +311,11 @@ define(ns, "conv/conv", ["aten.conv1d.default", "aten.conv2d.default", "aten.con
                  accept(torch.nn.ConvTranspose2d(3, 4, 3, stride=2, output_padding=1), t(1, 3, 4, 5), decompose=True),  # transposed
                  (lambda x, w, b: A._convolution(x, w, b, [1], [1], [2], False, [0], 1, False, False, True, True),
                   t(2, 3, 9), t(4, 3, 3), t(4))],
-       checks=[float_input, static_arg("weight"), channels_static, spatial_rank(1, 3)], emit=_emit_conv)
+       checks=[float_input, static_arg("weight"), channels_static, spatial_rank(1, 3), no_strided_dilated_deconvolution],
+       emit=_emit_conv)
 define(ns, "conv/conv-transpose", ["aten.conv_transpose1d.default", "aten.conv_transpose2d.input", "aten.conv_transpose3d.input"],
        "direct", layers="DeconvolutionNd", example=(F.conv_transpose2d, t(1, 3, 8, 8), t(3, 4, 3, 3)),
-       checks=[float_input, static_arg("weight"), channels_static, spatial_rank(1, 3)], emit=_emit_conv)
+       checks=[float_input, static_arg("weight"), channels_static, spatial_rank(1, 3), no_strided_dilated_deconvolution], emit=_emit_conv)
 def indices_unused(node, graph, **_):
     """PoolingNd MAX yields the maxima only, not where they were: ``*_with_indices``' indices must be unread."""
     if node.op.endswith("_with_indices.default"):
@@ -300,7 +329,7 @@ define(ns, "pool/max", ["aten.max_pool1d.default", "aten.max_pool2d.default", "a
                  accept(lambda a: F.max_pool2d(a, 3, 2, padding=1), t(1, 3, 7, 7), decompose=True),  # with_indices
                  reject(lambda a: F.max_pool2d(a, 2, return_indices=True)[1], t(1, 3, 8, 8), match="indices")],
        bad=(lambda a: F.max_pool2d(a, 2, dilation=2), t(1, 3, 8, 8)), match="dilation",
-       checks=[float_input, spatial_rank(1, 3), no_ceil_mode_with_dilation, indices_unused], emit=_emit_pool)
+       checks=[float_input, spatial_rank(1, 3), no_ceil_mode_with_dilation, indices_unused, ceil_mode_sizes_agree], emit=_emit_pool)
 define(ns, "pool/avg", ["aten.avg_pool1d.default", "aten.avg_pool2d.default", "aten.avg_pool3d.default"], "direct",
        layers="PoolingNd AVERAGE (count_include_pad mapped to average_count_excludes_padding)",
        example=(lambda a: F.avg_pool2d(a, 2), t(1, 3, 8, 8)),

@@ -74,20 +74,26 @@ def _select(ctx, cond, a, b):
 
 
 def _emit_atan2(ctx, node):
-    """atan(y / x), moved by ±pi where x < 0 (the sign of y picks which), and 0 where both are 0 (PyTorch's value)."""
+    """atan(y / x), moved by ±pi where x is negative (the sign of y picks which); at y = ±0 the signs of the zeros
+    decide, as PyTorch's (IEEE's) atan2 does: atan2(±0, +0) = ±0, atan2(±0, -0) = ±pi. A zero's sign is read as the
+    sign of its reciprocal (±inf)."""
     dtype = ctx.output_dtype()
     y, x = ctx.cast(ctx.input("self"), dtype), ctx.cast(ctx.input("other"), dtype)
-    zero = ctx.const(0.0, dtype)
+    zero, one = ctx.const(0.0, dtype), ctx.const(1.0, dtype)
+
+    def negative(t):  # t < 0, or t is -0
+        return ctx.elementwise(ctx.elementwise(t, zero, "LESS"), ctx.elementwise(ctx.elementwise(one, t, "DIV"), zero, "LESS"), "OR")
+
     r = ctx.unary(ctx.elementwise(y, x, "DIV"), "ATAN")
-    y_neg = ctx.elementwise(y, zero, "LESS")
-    turn = _select(ctx, y_neg, ctx.const(-math.pi, dtype), ctx.const(math.pi, dtype))
-    r = _select(ctx, ctx.elementwise(x, zero, "LESS"), ctx.elementwise(r, turn, "SUM"), r)
+    turn = _select(ctx, negative(y), ctx.const(-math.pi, dtype), ctx.const(math.pi, dtype))
+    x_neg = negative(x)
+    r = _select(ctx, x_neg, ctx.elementwise(r, turn, "SUM"), r)
     both_zero = ctx.elementwise(ctx.elementwise(x, zero, "EQUAL"), ctx.elementwise(y, zero, "EQUAL"), "AND")
-    return _select(ctx, both_zero, zero, r)
+    return _select(ctx, both_zero, _select(ctx, x_neg, turn, y), r)
 
 
 define(ns, "ew/atan2", "aten.atan2.default", "decompose",
-       layers="ElementWise DIV, Unary ATAN, Select by the signs of both operands (quadrants, and 0 at the origin)",
+       layers="ElementWise DIV, Unary ATAN, Select by the signs of both operands (quadrants; signed zeros as IEEE)",
        example=(torch.atan2, t(2, 3), t(3)), checks=[float_input], emit=_emit_atan2)
 
 
@@ -188,6 +194,8 @@ def _emit_max_min_dim(ctx, node):
     among ties): Reduce MIN over Select(x == value, position, n)."""
     x = ctx.input("self")
     rank = ctx.rank(x)
+    if rank == 0:  # a 0-d input is its own extreme, at index 0 (dim 0 or -1, keepdim or not)
+        return [x, ctx.const(0, "int64")]
     dim = node.arg("dim") % rank
     op = "MAX" if node.op == "aten.max.dim" else "MIN"
     values = ctx.out(ctx.net.add_reduce(x, getattr(ctx.trt.ReduceOperation, op), 1 << dim, True), op.lower())

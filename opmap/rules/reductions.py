@@ -211,6 +211,7 @@ def _emit_argmax(ctx, node):
     input is viewed as [1, n]."""
     x = ctx.input("self")
     dim = node.arg("dim")
+    scalar = ctx.rank(x) == 0
     n = node.meta("self").shape[dim % max(ctx.rank(x), 1)] if dim is not None and ctx.rank(x) else None
     if dim is None or ctx.rank(x) == 0:
         x, dim = ctx.reshape(x, [1, -1]), 1
@@ -226,7 +227,7 @@ def _emit_argmax(ctx, node):
     sentinel = ctx.const([2**31 - 1], "int32")
     first = ctx.reduce(ctx.where(hit, positions, sentinel), "MIN", [axis], keepdim=True)
     first = ctx.cast(first, "int64")
-    if node.arg("keepdim", False) and node.arg("dim") is not None:
+    if node.arg("keepdim", False) and node.arg("dim") is not None and not scalar:
         return first
     return ctx.reshape(first, list(node.out.shape))
 
@@ -251,6 +252,8 @@ def _emit_sort(ctx, node):
 
 def _emit_cumsum_layer(ctx, node):
     x = ctx.cast(ctx.input("self"), ctx.output_dtype())
+    if ctx.rank(x) == 0:  # the running sum of one element is the element
+        return x
     axis = ctx.const(node.arg("dim") % ctx.rank(x), "int32", shape=())
     layer = ctx.net.add_cumulative(x, axis, ctx.trt.CumulativeOperation.SUM, False, False)
     return ctx.out(layer, "cumsum")

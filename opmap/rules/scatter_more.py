@@ -148,7 +148,7 @@ def _emit_masked_scatter(ctx, node):
     one's source position; Select keeps self elsewhere."""
     x = ctx.input("self")
     shape = out_dims(node)
-    flat = ctx.reshape(x, [-1])
+    flat = ctx.reshape(ctx.expand_to(x, shape), [-1])  # self and mask broadcast to the result's shape
     mask = ctx.reshape(ctx.expand_to(ctx.input("mask"), shape), [-1])
     axis = ctx.const(0, "int32", shape=())
     slot = ctx.out(ctx.net.add_cumulative(ctx.cast(mask, "int32"), axis, ctx.trt.CumulativeOperation.SUM, True, False), "slot")

@@ -1,0 +1,157 @@
+"""The differential fuzzer (opmap/engine/fuzz.py): a fixed CI sample of its campaign, and every defect it found kept as a
+regression case — each builds for real on tensorrt_rtx and is compared with PyTorch by the reference interpreter."""
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from opmap.app import load_rules
+from opmap.engine import fuzz
+
+RULESET = load_rules(None)
+S = RULESET.strategies
+
+
+def run(strategy, fn, *inputs, dynamic=False):
+    return fuzz.run_case(S[strategy], fuzz.Case("test", fn, inputs, dynamic), RULESET)
+
+
+# -- the CI sample: families where the argument space matters, plus a seeded draw of the rest -------------------------
+FAMILIES = ["norm/group-norm", "norm/layer-norm", "attn/decomposed", "attn/fused", "reduce/softmax", "reduce/log-softmax",
+            "reduce/sum", "reduce/amax", "reduce/argmax", "ew/mul", "cmp/le", "mm/matmul", "mm/linear", "reduce/sort-topk"]
+OTHERS = sorted(s.id for s in fuzz.fuzzable(RULESET) if s.id not in FAMILIES)
+SAMPLE = FAMILIES + random.Random(0).sample(OTHERS, 16)
+
+
+@pytest.mark.parametrize("strategy", SAMPLE)
+def test_fuzz_sample(strategy):
+    trials = [fuzz.run_case(S[strategy], case, RULESET) for case in fuzz.cases_for(S[strategy], 6, seed=0)]
+    failures = [f"{t.status}: {t.case.label}: {t.reason}" for t in trials if t.status in ("wrong", "build-failed")]
+    assert not failures, failures
+    refused = [t for t in trials if t.status == "refused"]
+    assert all(t.reason for t in refused), "a refusal without a reason"
+
+
+def test_cases_are_reproducible():
+    labels = lambda: [c.label for c in fuzz.cases_for(S["attn/decomposed"], 8, seed=3)]  # noqa: E731
+    assert labels() == labels()
+    assert labels() != [c.label for c in fuzz.cases_for(S["attn/decomposed"], 8, seed=4)]
+
+
+def test_a_planted_wrong_emitter_is_found_and_shrunk():
+    """The fuzzer's oracle on a strategy known to be wrong: an exp emitted as a tanh. The case is 'wrong' (not refused,
+    not verified), and shrinking keeps it wrong on smaller inputs."""
+    import dataclasses
+
+    from opmap.engine.rules import accept, strategy
+
+    @strategy("planted/exp-as-tanh", op="aten.exp.default", kind="direct", examples=[accept(torch.exp, torch.randn(2, 3))])
+    def rule_planted(node):
+        """Accepts every exp."""
+
+    rule_planted.emit(lambda ctx, node: ctx.activation(ctx.input("self"), "TANH"))
+    ruleset = dataclasses.replace(RULESET, strategies={**RULESET.strategies, rule_planted.id: rule_planted})
+    trial = fuzz.run_case(rule_planted, fuzz.Case("exp", torch.exp, (torch.randn(4, 6, 3),)), ruleset)
+    assert trial.status == "wrong" and "max abs" in trial.reason
+    small = fuzz.shrink(rule_planted, trial, ruleset, budget=12)
+    assert small.status == "wrong"
+    assert small.case.inputs[0].numel() < trial.case.inputs[0].numel()
+
+
+# -- regressions: each was a wrong engine or a broken build found by the fuzzer or a user sweep --------------------
+@pytest.mark.parametrize("shape", [(2, 8, 14, 14), (1, 3, 5), (3, 6, 2, 3, 2), (4, 5)])
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_group_norm_one_group(shape, dynamic):
+    """GroupNorm(1, C) normalizes over C and every spatial axis (TensorRT's one-group normalization was given the
+    spatial axes only: an instance norm, 99.9% of outputs off)."""
+    gn = torch.nn.GroupNorm(1, shape[1])
+    with torch.no_grad():
+        gn.weight.normal_(), gn.bias.normal_()
+    assert run("norm/group-norm", gn.eval(), torch.randn(shape), dynamic=dynamic).status == "verified"
+
+
+@pytest.mark.parametrize("groups,shape", [(2, (3, 4)), (3, (2, 6)), (2, (2, 8, 14, 14)), (8, (2, 8, 3))])
+def test_group_norm_groups(groups, shape):
+    assert run("norm/group-norm", lambda x: F.group_norm(x, groups), torch.randn(shape)).status == "verified"
+
+
+@pytest.mark.parametrize("strategy", ["attn/decomposed", "attn/fused"])
+@pytest.mark.parametrize("rank", [3, 4, 5, 6])
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_any_rank(strategy, rank, causal):
+    """5-D q/k/v ([B, H, T, N, D], attention within blocks) had the softmax on axis 3 (max rel error 158)."""
+    lead = [2, 3, 2, 2][: rank - 2]
+    q, k, v = (torch.randn(*lead, 5, 8) for _ in range(3))
+    trial = run(strategy, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal), q, k, v)
+    expected = ("verified",) if strategy == "attn/decomposed" or rank == 4 else ("refused",)
+    assert trial.status in expected, trial.reason
+
+
+@pytest.mark.parametrize("mask", ["bool", "float"])
+def test_attention_5d_dynamic_with_mask(mask):
+    q, k, v = torch.randn(2, 3, 4, 5, 8), torch.randn(2, 3, 4, 7, 8), torch.randn(2, 3, 4, 7, 8)
+    m = torch.rand(1, 3, 1, 5, 7) > 0.3 if mask == "bool" else torch.randn(1, 3, 1, 5, 7)
+    if mask == "bool":
+        m[..., 0] = True
+    trial = run("attn/decomposed", lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, m), q, k, v, m, dynamic=True)
+    assert trial.status == "verified", trial.reason
+
+
+def test_attention_gqa_rank5():
+    q, k, v = torch.randn(2, 2, 4, 3, 8), torch.randn(2, 2, 2, 5, 8), torch.randn(2, 2, 2, 5, 8)
+    trial = run("attn/decomposed", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), q, k, v)
+    assert trial.status == "verified", trial.reason
+
+
+def test_fused_attention_refuses_value_of_another_width():
+    q, k, v = torch.randn(1, 3, 2, 4), torch.randn(1, 3, 5, 4), torch.randn(1, 3, 5, 8)
+    trial = run("attn/fused", lambda q, k, v: F.scaled_dot_product_attention(q, k, v), q, k, v)
+    assert trial.status == "refused" and "same shape" not in trial.reason and "differ" in trial.reason
+
+
+def test_decomposed_attention_refuses_broadcast_batch():
+    q, k, v = torch.randn(2, 3, 4, 8), torch.randn(1, 3, 5, 8), torch.randn(1, 3, 5, 8)
+    trial = run("attn/decomposed", lambda q, k, v: F.scaled_dot_product_attention(q, k, v), q, k, v)
+    assert trial.status == "refused" and "broadcasting" in trial.reason
+
+
+@pytest.mark.parametrize("fn,inputs", [
+    (lambda a, b: a * b, (torch.rand(2, 1, 3) > 0.5, torch.rand(1, 3) > 0.5)),
+    (lambda a, b: a + b, (torch.rand(2, 3) > 0.5, torch.rand(3) > 0.5)),
+    (lambda a, b: a <= b, (torch.rand(2, 3) > 0.5, torch.rand(3) > 0.5)),
+    (lambda a: torch.amin(a, -1), (torch.rand(3, 4) > 0.5,)),
+    (lambda a: torch.softmax(a, -1), (torch.randn(()),)),
+    (lambda a: torch.log_softmax(a, 0), (torch.randn(5) * 300,)),  # log(softmax) underflowed to -inf here
+    (lambda a, b: a @ b, (torch.randn(1, 1, 1, 3), torch.randn(3))),
+    (lambda a, b: a @ b, (torch.randn(2), torch.randn(2, 3, 2, 4))),
+    (lambda a, b: a @ b, (torch.randn(4), torch.randn(4))),
+    (lambda a, w: F.linear(a, w), (torch.randn(5), torch.randn(3, 5))),
+    (lambda a: torch.sort(a, -1), (torch.randn(3, 6).round(),)),  # ties: any order of equal elements is PyTorch's contract
+])
+def test_fuzzer_findings(fn, inputs):
+    ops = {"mul": "ew/mul", "add": "ew/add", "le": "cmp/le", "amin": "reduce/amin", "softmax": "reduce/softmax",
+           "log_softmax": "reduce/log-softmax", "matmul": "mm/matmul", "linear": "mm/linear", "sort": "reduce/sort-topk"}
+    from opmap.engine.capture import capture_callable
+
+    graph = capture_callable(fn, *inputs).graph
+    op = next(n.op.split(".")[1] for n in graph if n.op.startswith("aten."))
+    trial = run(ops[op], fn, *inputs)
+    assert trial.status == "verified", trial.reason
+
+
+@pytest.mark.parametrize("fn,inputs,match", [
+    (lambda a, b: torch.einsum("ij,jk->ik", a, b), (torch.randint(0, 3, (2, 2), dtype=torch.int32),) * 2, "float types"),
+    (lambda x, s: F.fractional_max_pool2d(x, 2, output_size=(5, 4), _random_samples=s),
+     (torch.randn(1, 2, 9, 11).bfloat16(), torch.rand(1, 2, 2).bfloat16()), "bfloat16"),
+    (lambda a, i, s: a.scatter_add(0, i, s), (torch.rand(5, 3) > 0.5, torch.tensor([[0, 3, 1]]).expand(3, 3), torch.rand(3, 3) > 0.5), "bool"),
+])
+def test_fuzzer_findings_refused(fn, inputs, match):
+    strategy = {"einsum": "mm/einsum", "fractional_max_pool2d": "fmp/exact-samples", "scatter_add": "scatter/scatter-add"}
+    from opmap.engine.capture import capture_callable
+
+    graph = capture_callable(fn, *inputs).graph
+    op = next(n.op.split(".")[1] for n in graph if n.op.startswith("aten.") and n.op.split(".")[1] in strategy)
+    trial = run(strategy[op], fn, *inputs)
+    assert trial.status == "refused" and match in trial.reason, (trial.status, trial.reason)
