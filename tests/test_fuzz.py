@@ -129,14 +129,26 @@ def test_decomposed_attention_refuses_broadcast_batch():
     (lambda a, b: a @ b, (torch.randn(4), torch.randn(4))),
     (lambda a, w: F.linear(a, w), (torch.randn(5), torch.randn(3, 5))),
     (lambda a: torch.sort(a, -1), (torch.randn(3, 6).round(),)),  # ties: any order of equal elements is PyTorch's contract
+    (lambda a: torch.sort(a, -1), (torch.rand(2, 5) > 0.5,)),
+    (lambda a, b: torch.atan2(a, b), (torch.tensor([0.0, -0.0, 0.0, -0.0, 1.0, -0.0]), torch.tensor([0.0, 0.0, -0.0, -0.0, -0.0, -1.0]))),
+    (lambda a: torch.argmin(a, 0, keepdim=True), (torch.tensor(3),)),
+    (lambda a: torch.max(a, -1), (torch.tensor(3.0),)),
+    (lambda a: torch.cumsum(a, -1), (torch.tensor(3, dtype=torch.int32),)),
+    (lambda a: torch.slice_scatter(a, a[:, 1:6:2] * 2, 1, 1, 6, 2), (torch.randn(1, 1),)),  # an empty slice
+    (lambda a, m, s: a.masked_scatter(m, s), (torch.randn(2, 1), torch.tensor([True, False]), torch.randn(1, 2))),
+    (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True),
+     (torch.randn(2, 4, 1, 4), torch.randn(2, 2, 2, 4), torch.randn(2, 2, 2, 1))),  # GQA with a narrower value
 ])
 def test_fuzzer_findings(fn, inputs):
     ops = {"mul": "ew/mul", "add": "ew/add", "le": "cmp/le", "amin": "reduce/amin", "softmax": "reduce/softmax",
-           "log_softmax": "reduce/log-softmax", "matmul": "mm/matmul", "linear": "mm/linear", "sort": "reduce/sort-topk"}
+           "log_softmax": "reduce/log-softmax", "matmul": "mm/matmul", "linear": "mm/linear", "sort": "reduce/sort-topk",
+           "atan2": "ew/atan2", "argmin": "reduce/argmax", "max": "reduce/max-min-dim", "cumsum": "scan/cumsum-layer",
+           "slice_scatter": "scatter/slice-scatter", "masked_scatter": "scatter/masked-scatter",
+           "scaled_dot_product_attention": "attn/decomposed"}
     from opmap.engine.capture import capture_callable
 
     graph = capture_callable(fn, *inputs).graph
-    op = next(n.op.split(".")[1] for n in graph if n.op.startswith("aten."))
+    op = next(n.op.split(".")[1] for n in graph if n.op.startswith("aten.") and n.op.split(".")[1] in ops)
     trial = run(ops[op], fn, *inputs)
     assert trial.status == "verified", trial.reason
 
@@ -146,9 +158,17 @@ def test_fuzzer_findings(fn, inputs):
     (lambda x, s: F.fractional_max_pool2d(x, 2, output_size=(5, 4), _random_samples=s),
      (torch.randn(1, 2, 9, 11).bfloat16(), torch.rand(1, 2, 2).bfloat16()), "bfloat16"),
     (lambda a, i, s: a.scatter_add(0, i, s), (torch.rand(5, 3) > 0.5, torch.tensor([[0, 3, 1]]).expand(3, 3), torch.rand(3, 3) > 0.5), "bool"),
+    (lambda x, i, v: x.index_put((i,), v, accumulate=True), (torch.rand(3) > 0.5, torch.tensor([0, 2, 2, -1]), torch.rand(1) > 0.5), "bool"),
+    (lambda a, w, b, m, v: torch.ops.aten.native_batch_norm(a, w, b, m, v, False, 0.1, 1e-3)[0],
+     (torch.randn(1, 1, 1), torch.randn(1), torch.randn(1), torch.randn(1), torch.rand(2) + 1), "one value per channel"),
+    (lambda x: F.max_pool3d(x, [2, 1, 1], [3, 1, 2], [1, 0, 0], ceil_mode=True), (torch.randn(1, 1, 1, 1, 1),), "drops"),
+    (lambda x, w: F.conv_transpose2d(x, w, None, [1, 2], [1, 1], [0, 0], 1, [1, 2]), (torch.randn(1, 1, 3, 1), torch.randn(1, 1, 1, 2)),
+     "strided and dilated"),
 ])
 def test_fuzzer_findings_refused(fn, inputs, match):
-    strategy = {"einsum": "mm/einsum", "fractional_max_pool2d": "fmp/exact-samples", "scatter_add": "scatter/scatter-add"}
+    strategy = {"einsum": "mm/einsum", "fractional_max_pool2d": "fmp/exact-samples", "scatter_add": "scatter/scatter-add",
+                "index_put": "scatter/index-put-accumulate", "native_batch_norm": "norm/batch-norm", "max_pool3d": "pool/max",
+                "max_pool3d_with_indices": "pool/max", "conv_transpose2d": "conv/conv-transpose"}
     from opmap.engine.capture import capture_callable
 
     graph = capture_callable(fn, *inputs).graph

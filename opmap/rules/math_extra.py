@@ -114,12 +114,13 @@ for name, op, fn in (("and", "AND", lambda m: m & True), ("or", "OR", lambda m: 
 
 def _emit_clamp_any(ctx, node):
     """Bounds that are tensors (broadcast, promoted) or scalars: ElementWise MAX, then MIN (PyTorch's order)."""
-    dtype = ctx.output_dtype()
+    out = ctx.output_dtype()
+    dtype = "int32" if out == "bool" else out  # MAX/MIN take numbers: bools as 0/1
     x = ctx.cast(ctx.input("self"), dtype)
     for name, op in (("min", "MAX"), ("max", "MIN")):
         if node.arg(name) is not None:
             x = ctx.elementwise(x, ctx.cast(ctx.operand(name, x), dtype), op)
-    return x
+    return ctx.cast(x, out)
 
 
 define(ns, "act/clamp-tensor", ["aten.clamp.Tensor", "aten.clip.Tensor", "aten.clip.default"], "direct",

@@ -12,6 +12,11 @@ ns = globals()
 def inference_batch_norm(node, **_):
     training = node.arg("training", False)
     assert not training, "batch_norm in training mode uses batch statistics; export the model with model.eval()"
+    channels = node.meta("input").shape[1] if node.meta("input").rank > 1 else None
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        meta = node.meta(name)
+        if meta is not None and isinstance(channels, int):
+            assert list(meta.shape) == [channels], f"{name} is {list(meta.shape)}, not one value per channel ({channels})"
 
 
 def normalized_shape_static(node, **_):

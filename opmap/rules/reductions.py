@@ -197,11 +197,14 @@ def _emit_var(ctx, node):
 def _topk(ctx, x, k, axis, largest):
     """TopK on one axis; a symbolic k (sorting a dynamic axis) travels as a 0-d int32 shape tensor."""
     op = ctx.trt.TopKOperation.MAX if largest else ctx.trt.TopKOperation.MIN
+    dtype = ctx.dtype(x)
+    if dtype == "bool":  # TopK orders numbers: bools as 0/1, the values cast back
+        x = ctx.cast(x, "int32")
     layer = ctx.net.add_topk(x, op, k if isinstance(k, int) else 1, 1 << axis)
     if not isinstance(k, int):
         layer.set_input(1, ctx.scalar(ctx.cast(ctx.size(k), "int32")))
     ctx.layer(layer, "topk")
-    return layer.get_output(0), ctx.cast(layer.get_output(1), "int64")
+    return ctx.cast(layer.get_output(0), dtype), ctx.cast(layer.get_output(1), "int64")
 
 
 def _emit_argmax(ctx, node):

@@ -56,6 +56,7 @@ def rule_index_put_accumulate(node, graph, settings):
     assert node.arg("accumulate", False), "index_put with accumulate=False overwrites: use scatter/index-put"
     put_indices_static(node, graph)
     meta = node.meta("self")
+    assert meta.dtype != "bool", "self is bool: accumulating bools (an OR) is not decomposed; index_put into an int tensor"
     refs = node.arg("indices")
     k = math.prod(torch.broadcast_shapes(*[tuple(graph.meta_of(r).shape) for r in refs]))
     _static_small(node, settings, [k, *meta.shape])

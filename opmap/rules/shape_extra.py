@@ -114,6 +114,8 @@ def _emit_slice_scatter(ctx, node):
     """Positions start, start + step, ... below end take src[(p - start) / step] (a Gather along dim); others keep self."""
     x = ctx.input("self")
     dim = node.arg("dim", 0) % ctx.rank(x)
+    if node.meta("src").shape[dim] == 0:  # an empty slice writes nothing
+        return x
     step = node.arg("step", 1) or 1
     pos, n = _positions(ctx, node, dim)
     start = _length(ctx, _in_range(ctx, n, node.arg("start") or 0))
