@@ -49,13 +49,17 @@ def ceil_mode_sizes_agree(node, **_):
                                  f"a last window starting in the padding ({o} outputs), TensorRT's round-up keeps it ({rounded_up})")
 
 
-def no_strided_dilated_deconvolution(node, **_):
+def no_strided_dilated_deconvolution(node, graph, **_):
+    """TensorRT builds a strided and dilated deconvolution only with constant weights (a model's parameters): with the
+    kernel as a network tensor the builder stops ("Strided & Dilated Deconv are currently not supported")."""
     if "transpose" not in node.op and not node.arg("transposed", False):
         return
     stride, dilation = node.arg("stride") or [1], node.arg("dilation") or [1]
-    assert not (any(s > 1 for s in stride) and any(d > 1 for d in dilation)), (
-        f"a transposed convolution with stride {list(stride)} and dilation {list(dilation)}: TensorRT's builder refuses "
-        "strided and dilated deconvolution")
+    weight = node.arg("weight")
+    constant = getattr(weight, "node", None) in graph.params
+    assert constant or not (any(s > 1 for s in stride) and any(d > 1 for d in dilation)), (
+        f"a transposed convolution with stride {list(stride)} and dilation {list(dilation)} whose weight is computed in "
+        "the graph: TensorRT's builder refuses strided and dilated deconvolution unless the kernel is a constant")
 
 
 def no_partial_average_window(node, **_):
