@@ -146,3 +146,20 @@ def test_compare_against_the_onnx_route(tmp_path):
     assert result["routes"]["opmap"]["ok"] and result["routes"]["onnx"]["ok"], result["routes"]
     assert result["check"]["ran"] and result["check"]["ok"], result["check"]
     assert json.dumps(result, allow_nan=False)
+
+
+class Numel(torch.nn.Module):
+    def forward(self, x):
+        return torch.ops.aten.sym_numel.default(x)
+
+
+@pytest.mark.parametrize("shape, dynamic", [((6,), None), ((2, 3, 4), None), ((3, 4), {0: torch.export.Dim("b", min=1, max=8)}),
+                                            ((2, 3, 4), {0: torch.export.Dim("b", min=1, max=8), 2: torch.export.Dim("c", min=2, max=8)})])
+def test_numel_as_the_only_output_builds(db, shape, dynamic):
+    """x.numel() as the model's output: a product of the shape where dims are dynamic; a constant of the program where
+    they are static (TensorRT needs an output: the constant becomes one, compared with PyTorch's value)."""
+    engine = opmap.build(Numel(), (torch.randn(shape),), db=db, dynamic_shapes=(dynamic,) if dynamic else None)
+    report = opmap.verify(engine)
+    assert report.ok and report.points, report.to_dict()
+    notes = [o["note"] for p in report.points for o in p.outputs]
+    assert all(n.startswith("scalar: PyTorch") for n in notes), notes

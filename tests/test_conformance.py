@@ -199,6 +199,50 @@ accept(lambda a: F.avg_pool2d(a, 3, 2, padding=1, count_include_pad=False), torc
     "torch/decomposition": [accept(lambda a: torch.diff(a, dim=-1, prepend=a[..., :1]), torch.randn(2, 5), node="diff")],
 }
 
+# PyTorch promotes int and bool inputs of float math to the default float dtype: the rule reads the output's dtype from
+# the node's meta, the input is cast to it, then the layer (one mechanism for every such op: common.promoting)
+PROMOTED = {"unary/exp": torch.exp, "unary/log": torch.log, "unary/sqrt": torch.sqrt, "unary/rsqrt": torch.rsqrt,
+            "unary/reciprocal": torch.reciprocal, "unary/sin": torch.sin, "unary/cos": torch.cos, "unary/erf": torch.erf,
+            "act/sigmoid": torch.sigmoid, "act/tanh": torch.tanh, "unary/asin": torch.asin, "unary/acos": torch.acos,
+            "unary/atan": torch.atan, "unary/asinh": torch.asinh, "unary/acosh": torch.acosh, "unary/atanh": torch.atanh,
+            "unary/sinh": torch.sinh, "unary/cosh": torch.cosh, "unary/tan": torch.tan, "unary/log2": torch.log2,
+            "unary/log10": torch.log10, "unary/log1p": torch.log1p, "unary/expm1": torch.expm1}
+_INTS = torch.arange(-3, 5).reshape(2, 4)  # negatives and 0: NaN and inf where PyTorch gives them
+for _sid, _fn in PROMOTED.items():
+    EXTRA.setdefault(_sid, []).extend(
+        [accept(_fn, _INTS.int()), accept(_fn, _INTS), accept(_fn, _INTS > 0), accept(_fn, torch.tensor(3)),  # 0-d
+         accept(_fn, _INTS.reshape(2, 2, 2), dynamic_shapes=({0: BATCH},))])
+EXTRA["ew/atan2"] = [accept(torch.atan2, _INTS, _INTS.flip(0).int()), accept(torch.atan2, _INTS > 0, torch.randn(4))]
+# an integer is its own floor/ceil/round/trunc; isnan/isinf of integers are false; sign of a bool is itself
+for _sid, _fn in (("unary/floor", torch.floor), ("unary/ceil", torch.ceil), ("unary/round", torch.round),
+                  ("unary/trunc", torch.trunc), ("unary/isnan", torch.isnan), ("unary/isinf", torch.isinf), ("unary/sign", torch.sign)):
+    EXTRA.setdefault(_sid, []).extend([accept(_fn, _INTS), accept(_fn, _INTS.int(), dynamic_shapes=({0: BATCH},))])
+EXTRA["unary/sign"].append(accept(torch.sign, _INTS > 0))
+EXTRA["unary/isnan"].append(accept(torch.isnan, _INTS > 0))
+# logical ops read numbers as != 0 (NaN is true); bitwise_not of an integer is -1 - x; bool arithmetic is OR / AND
+_F = torch.tensor([[0.0, 0.3, float("nan"), -1.0], [0.0, -0.0, 2.0, float("inf")]])
+EXTRA["logic/not"] = [accept(torch.logical_not, _F), accept(torch.logical_not, _INTS), accept(torch.logical_not, _F, dynamic_shapes=({0: BATCH},)),
+                      accept(lambda a: ~a, torch.tensor([-2**31, -1, 0, 2**31 - 1], dtype=torch.int32)), accept(torch.bitwise_not, _INTS)]
+for _sid, _fn in (("logic/and", torch.logical_and), ("logic/or", torch.logical_or), ("logic/xor", torch.logical_xor)):
+    EXTRA[_sid] = [accept(_fn, _F, _INTS), accept(_fn, _INTS.int(), _INTS[0] > 0), accept(_fn, _F, _F.flip(1), dynamic_shapes=({0: BATCH}, {0: BATCH}))]
+EXTRA["ew/add"].append(accept(lambda a, b: a + b, _INTS > 0, _INTS < 2))
+EXTRA["ew/mul"] += [accept(lambda a, b: a * b, _INTS > 0, _INTS < 2), accept(lambda a, b: a * b, _INTS.int(), _INTS > 0)]
+EXTRA["ew/div"] += [accept(lambda a, b: a / b, _INTS, _INTS > 0), accept(lambda a, b: a / b, _INTS > 0, _INTS < 2),
+                    accept(lambda a: a / 2, _INTS > 0), accept(lambda a, b: a / b, _INTS.int(), torch.randn(4).half())]
+EXTRA["ew/pow"] = [accept(lambda a: a ** 0.5, _INTS), accept(lambda a: a ** 2, _INTS.int())]
+# advanced indexing after leading slices: one index tensor is a Gather on its axis; several are a GatherND on the
+# indexed dims moved first, and the broadcast index shape goes back where the dims were when they are adjacent
+_X4, _I, _J = torch.randn(3, 4, 5, 6), torch.tensor([0, -1, 2]), torch.tensor([[1], [-3]])
+_NDIM = [accept(lambda a, i: a[:, i], _X4, _I), accept(lambda a, i: a[:, :, i], _X4, _I), accept(lambda a, i: a[..., i], _X4, _J),
+         accept(lambda a, i, j: a[:, i, j], _X4, _I, _J), accept(lambda a, i, j: a[i, :, j], _X4, _I, _J),
+         accept(lambda a, i, j: a[:, i, :, j], _X4, _I.int(), _J), accept(lambda a, i, j: a[..., i, j], _X4, _J, _I),
+         accept(lambda a, i, j: a[:, i, j], _X4, _I, _J, dynamic_shapes=({0: BATCH}, None, None)),
+         accept(lambda a, i, j: a[i, :, j], _X4, _I, _J, dynamic_shapes=({1: torch.export.Dim("h", min=3, max=9)}, {0: torch.export.Dim("n", min=1, max=9)}, None))]
+EXTRA["gather/index-nd"] = _NDIM
+EXTRA["gather/index-int"] = _NDIM[:3] + [accept(lambda a, i: a[:, :, i], _X4, _I, dynamic_shapes=({0: BATCH}, None))]
+EXTRA["act/relu"] = [accept(torch.relu, _INTS, dynamic_shapes=({0: BATCH},))]
+EXTRA["act/clamp"] = [accept(lambda a: a.clamp(-1.5, 2.5), _INTS.int()), accept(lambda a: a.clamp(min=0), _INTS, dynamic_shapes=({0: BATCH},))]
+
 
 def cases():
     for s in EMITTING:

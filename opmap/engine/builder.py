@@ -706,6 +706,29 @@ class NetworkBuilder:
                 self.extra_outputs[extra.name] = label
         return names, nodes
 
+    def mark_constant_outputs(self, program: Any) -> tuple[list[str], list[str | None]]:
+        """The program's constant outputs (ints, floats, bools torch.export computed) as 0-d Constant outputs, for a
+        model whose every output is one; the reference check then compares them with PyTorch's values."""
+        (out_node,) = [n for n in program.graph_module.graph.nodes if n.op == "output"]
+        flat = out_node.args[0] if isinstance(out_node.args[0], (list, tuple)) else [out_node.args[0]]
+        names: list[str] = []
+        for i, value in enumerate(flat):
+            if isinstance(value, (bool, int, float)):
+                dtype = "bool" if isinstance(value, bool) else "int64" if isinstance(value, int) else "float32"
+                layer = self.network.add_constant((), self.trt.Weights(self._keep(np.array(value, dtype=NP_DTYPE[dtype]))))
+                layer.name = f"output/{i}/constant"
+                t = layer.get_output(0)
+                t.name = f"output{i}"
+                self.network.mark_output(t)
+                names.append(t.name)
+        if not names:
+            raise BuildError("the model has no outputs an engine could compute (no tensor, size or number)")
+        return names, [None] * len(names)
+
+    def _keep(self, arr: Any) -> Any:
+        self.keep.append(arr)
+        return arr
+
     def _identity(self, t: Any, name: str) -> Any:
         layer = self.network.add_identity(t)
         layer.name = name
@@ -763,6 +786,8 @@ def build_network(plan: Plan, program: Any, strategies: dict[str, Strategy], sha
     profile = nb.add_inputs(shapes)
     nb.emit_all()
     outputs, output_nodes = nb.mark_outputs()
+    if not outputs:  # every output is a constant of the program (x.numel() on a static x): TensorRT needs one output
+        outputs, output_nodes = nb.mark_constant_outputs(program)
     config = nb.builder.create_builder_config()
     if profile is not None:
         config.add_optimization_profile(profile)

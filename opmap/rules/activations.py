@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from opmap.rules.common import define, emit_activation, float_input
+from opmap.rules.common import define, emit_activation, float_input, not_bool
 
 ns = globals()
 
@@ -18,8 +18,15 @@ def gelu_tanh(node, **_):
     assert approx == "tanh", f"gelu(approximate={approx!r}) is the erf form; the tanh layer would change results"
 
 
-def _emit_clamp(ctx, node):
+def _emit_relu(ctx, node):
     x = ctx.input("self")
+    if ctx.dtype(x) in ("float32", "float16", "bfloat16"):
+        return ctx.activation(x, "RELU")
+    return ctx.elementwise(x, ctx.const(0, ctx.dtype(x), shape=[1] * ctx.rank(x)), "MAX")  # an integer relu
+
+
+def _emit_clamp(ctx, node):
+    x = ctx.cast(ctx.input("self"), ctx.output_dtype())  # an integer input with float bounds computes in float
     lo = node.arg("min", node.arg("min_val"))
     hi = node.arg("max", node.arg("max_val"))
     if node.op == "aten.hardtanh.default":
@@ -42,7 +49,8 @@ def _emit_softplus(ctx, node):
 
 
 ACTIVATIONS = [
-    ("act/relu", ["aten.relu.default", "aten.relu_.default"], "Activation RELU", torch.relu, emit_activation("RELU")),
+    ("act/relu", ["aten.relu.default", "aten.relu_.default"], "Activation RELU (ElementWise MAX with 0 on integers)", torch.relu,
+     _emit_relu),
     ("act/sigmoid", "aten.sigmoid.default", "Activation SIGMOID", torch.sigmoid, emit_activation("SIGMOID")),
     ("act/tanh", "aten.tanh.default", "Activation TANH", torch.tanh, emit_activation("TANH")),
     ("act/leaky-relu", "aten.leaky_relu.default", "Activation LEAKY_RELU (alpha = negative_slope)", lambda a: F.leaky_relu(a, 0.1),
@@ -56,9 +64,12 @@ ACTIVATIONS = [
      "ElementWise MAX and MIN with the bounds", lambda a: a.clamp(-0.5, 0.5), _emit_clamp),
 ]
 MORE = {"act/clamp": [lambda a: torch.clamp_min(a, 0.1), lambda a: torch.clamp_max(a, -0.2), F.hardtanh]}
+INTEGER = {"act/relu": [torch.relu], "act/clamp": [lambda a: a.clamp(-1, 2), lambda a: a.clamp(0.5, 2.5)]}  # int in, int or float out
 for id, ops, layers, fn, emit in ACTIVATIONS:
-    define(ns, id, ops, "direct", layers=layers, example=(fn, torch.randn(2, 3)), examples=[(f, torch.randn(2, 3)) for f in MORE.get(id, ())],
-           checks=[float_input], emit=emit)
+    ints = [(f, torch.arange(-3, 3, dtype=d).reshape(2, 3)) for f in INTEGER.get(id, ()) for d in (torch.int32, torch.int64)]
+    define(ns, id, ops, "direct", layers=layers, example=(fn, torch.randn(2, 3)),
+           examples=[(f, torch.randn(2, 3)) for f in MORE.get(id, ())] + ints,
+           checks=[not_bool] if id in INTEGER else [float_input], emit=emit)
 
 
 def _emit_silu(ctx, node):

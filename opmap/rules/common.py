@@ -42,6 +42,63 @@ def float_input(node, **_):
     assert meta is not None and meta.dtype in FLOAT_DTYPES, f"input is {meta.dtype if meta else 'missing'}; the layer takes float types only"
 
 
+INTEGRAL_DTYPES = frozenset({"int32", "int64", "int8", "uint8", "bool"})
+
+
+def _promoted_name(node) -> str | None:
+    """The argument PyTorch promoted: ``self``/``input`` when it is an integer or bool tensor and the node's first
+    output is float (the op computed in that float dtype, as its output meta records); else None."""
+    name = "self" if node.meta("self") is not None else "input"
+    meta, out = node.meta(name), node.out
+    if meta is not None and meta.dtype in INTEGRAL_DTYPES and out is not None and out.dtype in FLOAT_DTYPES:
+        return name
+    return None
+
+
+def promoted_float_input(node, **_):
+    """The layer computes in floating point (fp32/fp16/bf16). An integer or bool input is taken where PyTorch promoted
+    it, i.e. where the node's output is float: it is cast to the output's dtype first (:func:`promoting`)."""
+    meta = node.meta("self") or node.meta("input")
+    out = node.out
+    assert meta is not None and (meta.dtype in FLOAT_DTYPES or _promoted_name(node) is not None), (
+        f"input is {meta.dtype if meta else 'missing'} and the output {out.dtype if out else 'missing'}; the layer takes "
+        "float types only (an integer input is promoted only where PyTorch's output is float)")
+
+
+class _Promoted:
+    """An emit context whose promoted argument reads as the cast tensor; everything else is the real context's."""
+
+    def __init__(self, ctx, name: str, tensor) -> None:
+        self._ctx, self._name, self._tensor = ctx, name, tensor
+
+    def __getattr__(self, attr: str):
+        return getattr(self._ctx, attr)
+
+    def input(self, name: str):
+        return self._tensor if name == self._name else self._ctx.input(name)
+
+
+def promoting(emit: Callable) -> Callable:
+    """``emit`` behind PyTorch's integer -> float promotion: an int/bool ``self``/``input`` whose node outputs float is
+    cast to the output dtype (under the node's precision) once, and the emitter sees the float tensor."""
+
+    def promoted(ctx, node):
+        name = _promoted_name(node)
+        if name is None:
+            return emit(ctx, node)
+        return emit(_Promoted(ctx, name, ctx.cast(ctx.input(name), ctx.output_dtype())), node)
+
+    promoted.__qualname__ = f"promoting({getattr(emit, '__qualname__', emit)})"
+    promoted.__wrapped__ = emit
+    return promoted
+
+
+def not_bool(node, **_):
+    """PyTorch has no kernel for this op on bool tensors (its export traces one anyway)."""
+    meta = node.meta("self")
+    assert meta is not None and meta.dtype != "bool", f"{node.op} on a bool tensor: PyTorch has no bool kernel for it"
+
+
 def static_arg(*names: str) -> Check:
     def static_args(node, **_):
         for name in names:
@@ -68,6 +125,8 @@ def int_arg(*names: str) -> Check:
 def eval_mode(node, **_):
     """Dropout-like ops are identities only in eval mode."""
     train, p = node.arg("train"), node.arg("p", 0.0)
+    if train is None and node.op == "aten.native_dropout.default":
+        train = True  # native_dropout(train=None) trains
     assert not train or p == 0, f"dropout runs in training mode (p={p}); export the model with model.eval()"
 
 
@@ -142,6 +201,9 @@ def define(
     (default: the first call with float inputs made float64, which TensorRT cannot hold).
     A rule with no input it could refuse says why in ``no_reject`` instead of a ``bad`` example.
     """
+    if float_input in checks:  # every float op PyTorch promotes integer inputs for: cast, then the layer
+        checks = [promoted_float_input if c is float_input else c for c in checks]
+        emit = promoting(emit) if emit is not None else None
     all_checks = tuple(BASE_CHECKS) + tuple(checks)
 
     def rule(node, graph, backend, bounds, settings, upstream):
@@ -215,7 +277,7 @@ def emit_binary(op: str, first: str = "self", second: str = "other"):
     def emit(ctx, node):
         # PyTorch computes arithmetic in the result dtype (int / int is a float division)
         dtype = ctx.output_dtype() if node.out is not None and node.out.dtype != "bool" else ctx.compute(compute_dtype(node, first, second))
-        if dtype == "bool":  # bool arithmetic (True + True is True, * is AND) as 0/1 numbers, cast back by != 0
+        if dtype == "bool":  # bool + bool is OR, bool * bool AND: computed in int32 (no arithmetic on bool), then != 0
             dtype = "int32"
         a = ctx.cast(ctx.input(first) if node.meta(first) else ctx.const(node.arg(first), dtype), dtype)
         b = ctx.cast(ctx.operand(second, a), dtype)
@@ -253,7 +315,12 @@ def emit_unary(op: str):
     def emit(ctx, node):
         x = ctx.input("self")
         dtype = ctx.output_dtype()
-        if op not in ("ABS", "NEG", "SIGN", "NOT") and dtype in ("float32", "float16", "bfloat16"):
+        if ctx.dtype(x) not in FLOAT_DTYPES:
+            if op in ("FLOOR", "CEIL", "ROUND") or (op == "SIGN" and ctx.dtype(x) == "bool"):
+                return x  # an integer is its own floor/ceil/round; a bool its own sign
+            if op in ("ISNAN", "ISINF"):
+                x = ctx.cast(x, "float32")  # every integer is finite (and the layer takes floats only)
+        if op not in ("ABS", "NEG", "SIGN", "NOT") and dtype in FLOAT_DTYPES:
             x = ctx.cast(x, dtype)
         return ctx.cast(ctx.unary(x, op), dtype)
 
@@ -267,6 +334,15 @@ def emit_activation(kind: str, alpha: Callable | None = None, beta: Callable | N
 
     emit.__qualname__ = f"emit_activation({kind})"
     return emit
+
+
+def truth(ctx, x, negate=False):
+    """A tensor as bool the way PyTorch's logical ops read it: x != 0 (NaN is true; a float cast to int would truncate
+    0.5 to 0), or x == 0 with ``negate``. A bool stays itself (NOT with ``negate``)."""
+    if ctx.dtype(x) == "bool":
+        return ctx.unary(x, "NOT") if negate else x
+    zero = ctx.elementwise(x, ctx.const(0, ctx.dtype(x), shape=[1] * ctx.rank(x)), "EQUAL")
+    return zero if negate else ctx.unary(zero, "NOT")
 
 
 def emit_identity(ctx, node):

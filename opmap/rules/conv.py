@@ -371,3 +371,71 @@ def _adaptive_divisible(node):
     for size, o in zip(spatial, out):
         assert isinstance(size, int), f"input size {size} is dynamic; the adaptive window is fixed at build time"
         assert o == 1 or size % o == 0, f"input size {size} does not divide into {o} outputs; adaptive windows would be uneven"
+
+
+MAX_ADAPTIVE_WINDOWS = 256  # windows over all pooled dims: each is a Slice and a Reduce
+
+
+def adaptive_windows(out_size: int, in_size: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive window i over a dim: [floor(i * In / Out), ceil((i + 1) * In / Out)) as (start, length)."""
+    spans = [(i * in_size // out_size, -(-(i + 1) * in_size // out_size)) for i in range(out_size)]
+    return [(a, b - a) for a, b in spans]
+
+
+def adaptive_windows_known(node, graph, **_):
+    """Every pooled dim is static (its windows are fixed at build time) unless it pools to 1 (one Reduce over the whole
+    dim, at any size); the windows are few enough to emit one Slice and Reduce each; max pooling's indices unread."""
+    meta = node.meta("self")
+    out = list(node.arg("output_size") or [])
+    assert out and all(isinstance(o, int) for o in out), f"output_size={out!r} is not a list of constant ints"
+    for size, o in zip(meta.shape[-len(out):], out):
+        assert o == 1 or isinstance(size, int), (
+            f"input size {size} is dynamic and pools to {o}: the adaptive windows are known only at run time")
+    count = sum(o for o in out if o != 1)
+    assert count <= MAX_ADAPTIVE_WINDOWS, f"{count} adaptive windows exceed {MAX_ADAPTIVE_WINDOWS} (a Slice and a Reduce each)"
+    if "max_pool" in node.op:
+        outputs_unused(node, graph, {1: "indices"})
+
+
+def _emit_adaptive_windows(ctx, node):
+    """Pooling is separable over the dims (a window is a box): per pooled dim, one Slice and one Reduce (AVG or MAX,
+    keepdim) per output position, concatenated along the dim; a dim pooled to 1 is one Reduce over it."""
+    x = ctx.input("self")
+    out = list(node.arg("output_size"))
+    op = "MAX" if "max_pool" in node.op else "AVG"
+    rank, shape = ctx.rank(x), list(node.meta("self").shape)
+    for k, o in enumerate(out):
+        axis = rank - len(out) + k
+        if o == 1:
+            x = ctx.reduce(x, op, [axis], keepdim=True)
+        else:
+            parts = []
+            for start, length in adaptive_windows(o, shape[axis]):
+                window = ctx.slice(x, [start if d == axis else 0 for d in range(rank)],
+                                   [length if d == axis else n for d, n in enumerate(shape)], [1] * rank)
+                parts.append(ctx.reduce(window, op, [axis], keepdim=True))
+            x = ctx.concat(parts, axis) if len(parts) > 1 else parts[0]
+        shape[axis] = o
+    return [x, None] if "max_pool" in node.op else x
+
+
+define(ns, "pool/adaptive-windows", ["aten.adaptive_avg_pool1d.default", "aten.adaptive_avg_pool2d.default",
+                                     "aten._adaptive_avg_pool2d.default", "aten.adaptive_avg_pool3d.default",
+                                     "aten._adaptive_avg_pool3d.default", "aten.adaptive_max_pool1d.default",
+                                     "aten.adaptive_max_pool2d.default", "aten.adaptive_max_pool3d.default"], "decompose",
+       layers="per pooled dim, a Slice and a Reduce AVG/MAX per PyTorch window [floor(i·In/Out), ceil((i+1)·In/Out)), "
+              "then Concatenation (uneven and overlapping windows too)",
+       example=(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 7)),
+       examples=[(lambda a: F.adaptive_avg_pool1d(a, 3), t(4, 7)), (lambda a: F.adaptive_avg_pool1d(a, 5), t(2, 3, 7)),
+                 (lambda a: F.adaptive_avg_pool3d(a, (2, 3, 1)), t(1, 2, 5, 7, 4)), (lambda a: F.adaptive_avg_pool2d(a, (5, 4)), t(2, 3, 3)),
+                 accept(lambda a: F.adaptive_avg_pool2d(a, (3, 5)), t(1, 2, 7, 6), decompose=True),  # _adaptive_avg_pool2d
+                 accept(lambda a: F.adaptive_avg_pool3d(a, 2), t(1, 2, 5, 3, 4), decompose=True),  # _adaptive_avg_pool3d
+                 (lambda a: F.adaptive_max_pool1d(a, 3), t(2, 3, 7)), (lambda a: F.adaptive_max_pool2d(a, (3, 2)), t(1, 3, 7, 5)),
+                 (lambda a: F.adaptive_max_pool3d(a, (2, 1, 3)), t(1, 2, 5, 4, 7)),
+                 accept(lambda a: F.adaptive_avg_pool2d(a, 3), t(2, 3, 8, 7), dynamic_shapes=({0: torch.export.Dim("b", max=8)},))],
+       bad=(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 7)), match="dynamic and pools",
+       checks=[float_input, adaptive_windows_known], emit=_emit_adaptive_windows)
+rule_adaptive_windows.examples = rule_adaptive_windows.examples[:-1] + (  # noqa: F821 (define made it)
+    reject(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 7), dynamic_shapes=({2: torch.export.Dim("h", min=4, max=16)},),
+           match="dynamic and pools"),
+    reject(lambda a: F.adaptive_max_pool2d(a, 3, return_indices=True)[1], t(1, 3, 8, 7), match="indices"))

@@ -3,13 +3,14 @@
 import torch
 
 from opmap.rules.common import (
-    bool_or_int_only,
     define,
     emit_binary,
     emit_compare,
     emit_unary,
     float_input,
+    not_bool,
     t,
+    truth,
 )
 
 ns = globals()
@@ -95,11 +96,20 @@ define(ns, "ew/remainder", ["aten.remainder.Tensor", "aten.remainder.Scalar"], "
        layers="a - floor(a / b) * b: ElementWise FLOOR_DIV, PROD, SUB (the result has the divisor's sign)",
        example=(lambda a, b: torch.remainder(a, b), t(2, 3), t(3)), emit=_emit_mod("floor"))
 
+def logical_or_bool(node, **_):
+    """logical_* read any dtype as != 0; the bitwise forms (``&``, ``bitwise_and``) are logical on bool tensors only."""
+    if ".logical_" in node.op:
+        return
+    for name, meta in node.tensor_args().items():
+        assert meta.dtype == "bool", (f"{name} is {meta.dtype}: {node.op} is bitwise on integers; TensorRT's AND/OR/XOR take "
+                                      "bool tensors only")
+
+
 def _emit_logical(op):
     def emit(ctx, node):
-        a = ctx.cast(ctx.input("self"), "bool")
-        return ctx.elementwise(a, ctx.cast(ctx.input("other"), "bool"), op)
+        return ctx.elementwise(truth(ctx, ctx.input("self")), truth(ctx, ctx.input("other")), op)
 
+    emit.__qualname__ = f"emit_logical({op})"
     return emit
 
 
@@ -112,14 +122,37 @@ LOGICAL = [
      [torch.logical_xor, torch.bitwise_xor], "XOR"),
 ]
 for id, ops, layers, fn, more, op in LOGICAL:
-    define(ns, id, ops, "direct", layers=layers, example=(fn, t(2, 3, dtype=torch.bool), t(3, dtype=torch.bool)),
-           examples=[(f, t(2, 3, dtype=torch.bool), t(2, 1, dtype=torch.bool)) for f in more],
-           bad=(fn, t(2, 3, dtype=torch.int32), t(3, dtype=torch.int32)), match="bool tensors only", checks=[bool_or_int_only],
+    logical = more[0]
+    define(ns, id, ops, "direct", layers=f"{layers} (a non-bool operand of a logical_* op read as != 0: EQUAL 0, NOT)",
+           example=(fn, t(2, 3, dtype=torch.bool), t(3, dtype=torch.bool)),
+           examples=[(f, t(2, 3, dtype=torch.bool), t(2, 1, dtype=torch.bool)) for f in more]
+           + [(logical, t(2, 3), t(3, dtype=torch.int32)), (logical, t(2, 3, dtype=torch.int64), t(2, 1, dtype=torch.bool))],
+           bad=(fn, t(2, 3, dtype=torch.int32), t(3, dtype=torch.int32)), match="bitwise on integers", checks=[logical_or_bool],
            emit=_emit_logical(op))
 
-define(ns, "logic/not", ["aten.logical_not.default", "aten.bitwise_not.default"], "direct", layers="Unary NOT",
-       example=(lambda a: ~a, t(2, 3, dtype=torch.bool)), examples=[(torch.logical_not, t(2, 3, dtype=torch.bool))], bad=(lambda a: ~a, t(2, 3, dtype=torch.int32)), match="bool tensors only",
-       checks=[bool_or_int_only], emit=lambda ctx, node: ctx.unary(ctx.cast(ctx.input("self"), "bool"), "NOT"))
+
+def bitwise_not_integers(node, **_):
+    """``~x`` on an integer is -1 - x (two's complement, exact and wrapping as PyTorch's); a float has no bitwise not."""
+    meta = node.meta("self")
+    assert ".logical_" in node.op or meta.dtype in ("bool", "int32", "int64", "int8", "uint8"), (
+        f"bitwise_not of a {meta.dtype} tensor: PyTorch has no such kernel")
+    assert meta.dtype != "uint8" or ".logical_" in node.op, "bitwise_not of uint8 wraps at 255, not decomposed"
+
+
+def _emit_not(ctx, node):
+    x = ctx.input("self")
+    if node.op == "aten.logical_not.default" or ctx.dtype(x) == "bool":
+        return truth(ctx, x, negate=True)
+    return ctx.elementwise(ctx.const(-1, ctx.dtype(x), shape=[1] * ctx.rank(x)), x, "SUB")  # ~x == -1 - x
+
+
+define(ns, "logic/not", ["aten.logical_not.default", "aten.bitwise_not.default"], "direct",
+       layers="Unary NOT on bool; EQUAL 0 for logical_not of a number; -1 - x for bitwise_not of an integer",
+       example=(lambda a: ~a, t(2, 3, dtype=torch.bool)),
+       examples=[(torch.logical_not, t(2, 3, dtype=torch.bool)), (torch.logical_not, t(2, 3)), (torch.logical_not, t(2, 3, dtype=torch.int32)),
+                 (lambda a: ~a, t(2, 3, dtype=torch.int64) - 4), (torch.bitwise_not, t(3, dtype=torch.int32) - 4)],
+       bad=(lambda a: ~a, t(2, 3, dtype=torch.uint8)), match="uint8",
+       checks=[bitwise_not_integers], emit=_emit_not)
 
 def _select(ctx, cond, a, b):
     dtype = ctx.output_dtype()
@@ -147,26 +180,32 @@ define(ns, "select/masked-fill", ["aten.masked_fill.Scalar", "aten.masked_fill.T
        example=(lambda a, m: a.masked_fill(m, -1e4), t(2, 3), t(2, 3, dtype=torch.bool)),
        examples=[(lambda a, m, v: a.masked_fill(m, v), t(2, 3), t(3, dtype=torch.bool), t())], emit=_emit_masked_fill)
 
+# dtypes: "float" (promoted from int/bool where PyTorch promotes: common.define), "integral" (an integer input is its
+# own floor/ceil/round: no layer; bool refused), "predicate" (any input: non-float ones are cast to float32, where
+# every value is finite), "numeric" (int and float; bool refused), "any"
 UNARY = [
-    ("unary/abs", "aten.abs.default", "Unary ABS", torch.abs, False),
-    ("unary/neg", "aten.neg.default", "Unary NEG", torch.neg, False),
-    ("unary/exp", "aten.exp.default", "Unary EXP", torch.exp, True),
-    ("unary/log", "aten.log.default", "Unary LOG", lambda a: torch.log(a.abs() + 1), True),
-    ("unary/sqrt", "aten.sqrt.default", "Unary SQRT", lambda a: torch.sqrt(a.abs()), True),
-    ("unary/reciprocal", "aten.reciprocal.default", "Unary RECIP", torch.reciprocal, True),
-    ("unary/sin", "aten.sin.default", "Unary SIN", torch.sin, True),
-    ("unary/cos", "aten.cos.default", "Unary COS", torch.cos, True),
-    ("unary/erf", "aten.erf.default", "Unary ERF", torch.erf, True),
-    ("unary/floor", "aten.floor.default", "Unary FLOOR", torch.floor, True),
-    ("unary/ceil", "aten.ceil.default", "Unary CEIL", torch.ceil, True),
-    ("unary/round", "aten.round.default", "Unary ROUND (half to even, as PyTorch)", torch.round, True),
-    ("unary/sign", "aten.sign.default", "Unary SIGN", torch.sign, False),
-    ("unary/isnan", "aten.isnan.default", "Unary ISNAN", torch.isnan, True),
-    ("unary/isinf", "aten.isinf.default", "Unary ISINF", torch.isinf, True),
+    ("unary/abs", "aten.abs.default", "Unary ABS", torch.abs, "numeric"),
+    ("unary/neg", "aten.neg.default", "Unary NEG", torch.neg, "numeric"),
+    ("unary/exp", "aten.exp.default", "Unary EXP", torch.exp, "float"),
+    ("unary/log", "aten.log.default", "Unary LOG", lambda a: torch.log(a.abs() + 1), "float"),
+    ("unary/sqrt", "aten.sqrt.default", "Unary SQRT", lambda a: torch.sqrt(a.abs()), "float"),
+    ("unary/reciprocal", "aten.reciprocal.default", "Unary RECIP", torch.reciprocal, "float"),
+    ("unary/sin", "aten.sin.default", "Unary SIN", torch.sin, "float"),
+    ("unary/cos", "aten.cos.default", "Unary COS", torch.cos, "float"),
+    ("unary/erf", "aten.erf.default", "Unary ERF", torch.erf, "float"),
+    ("unary/floor", "aten.floor.default", "Unary FLOOR (no layer for an integer: its own floor)", torch.floor, "integral"),
+    ("unary/ceil", "aten.ceil.default", "Unary CEIL (no layer for an integer: its own ceil)", torch.ceil, "integral"),
+    ("unary/round", "aten.round.default", "Unary ROUND (half to even, as PyTorch; no layer for an integer)", torch.round, "integral"),
+    ("unary/sign", "aten.sign.default", "Unary SIGN (no layer for a bool: its own sign)", torch.sign, "any"),
+    ("unary/isnan", "aten.isnan.default", "Unary ISNAN", torch.isnan, "predicate"),
+    ("unary/isinf", "aten.isinf.default", "Unary ISINF", torch.isinf, "predicate"),
 ]
-for id, op, layers, fn, floats_only in UNARY:
-    define(ns, id, op, "direct", layers=layers, example=(fn, t(2, 3)), checks=[float_input] if floats_only else [],
-           emit=emit_unary(layers.split()[1]))
+CHECKS = {"float": [float_input], "integral": [not_bool], "numeric": [not_bool], "predicate": [], "any": []}
+for id, op, layers, fn, dtypes in UNARY:
+    bad = (fn, t(2, 3, dtype=torch.bool)) if dtypes in ("integral", "numeric") and id != "unary/neg" else None  # -bool: export refuses
+    define(ns, id, op, "direct", layers=layers, example=(fn, t(2, 3)), checks=CHECKS[dtypes], emit=emit_unary(layers.split()[1]),
+           examples=[(fn, t(2, 3, dtype=torch.int32))] if dtypes != "numeric" else [(fn, t(2, 3, dtype=torch.int64))],
+           bad=bad, match="bool kernel" if bad else "float64")
 
 define(ns, "unary/rsqrt", "aten.rsqrt.default", "decompose", layers="Unary SQRT then Unary RECIP (TensorRT has no RSQRT)",
        example=(lambda a: torch.rsqrt(a.abs() + 1), t(2, 3)), checks=[float_input],

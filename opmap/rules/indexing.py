@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from opmap.engine.graph import Ref
 from opmap.engine.builder import broadcast_shape
-from opmap.rules.common import define, static_arg, t
+from opmap.rules.common import define, out_dims, static_arg, t
 
 ns = globals()
 
@@ -58,18 +58,40 @@ def _emit_index_int(ctx, node):
     return _gather(ctx, x, ctx.tensor(indices[axis]), axis, "index")
 
 
+def _permute(ctx, x, order, tag):
+    if list(order) == list(range(len(order))):
+        return x
+    layer = ctx.net.add_shuffle(x)
+    layer.first_transpose = tuple(order)
+    return ctx.out(layer, tag)
+
+
 def _emit_index_nd(ctx, node):
+    """x[..., i, j, ...]: the indexed dims moved to the front (a transpose where a slice comes first), GatherND with the
+    index tensors broadcast, wrapped (negatives from the end) and stacked on a last axis: the result is S + the other
+    dims in order. PyTorch places S where the indexed dims were when they are adjacent: a transpose moves it there."""
     x = ctx.input("self")
     refs = node.arg("indices")
-    if any(r is None for r in refs):
-        raise NotImplementedError("GatherND with skipped leading dims is not emitted yet")
-    shape = broadcast_shape(*[ctx.graph_meta(r).shape for r in refs])
-    idx = [ctx.expand_to(ctx.cast(ctx.tensor(r), "int64"), shape) for r in refs]
-    parts = [ctx.reshape(i, shape + [1]) for i in idx]
-    layer = ctx.net.add_concatenation(parts)
-    layer.axis = len(idx[0].shape)
-    stacked = ctx.out(layer, "stack-indices")
-    return ctx.out(ctx.net.add_gather_v2(x, stacked, ctx.trt.GatherMode.ND), "gather-nd")
+    rank = ctx.rank(x)
+    given = [k for k, r in enumerate(refs) if r is not None]
+    others = [k for k in range(rank) if k not in given]
+    x = _permute(ctx, x, given + others, "indexed-first")
+    idx, shape = put_indices(ctx, node)
+    if not shape:  # 0-d index tensors: one position
+        idx, shape = [ctx.reshape(i, [1]) for i in idx], [1]
+        scalar = True
+    else:
+        scalar = False
+    stacked = ctx.concat([ctx.reshape(i, list(shape) + [1]) for i in idx], -1)
+    out = ctx.out(ctx.net.add_gather_v2(x, stacked, ctx.trt.GatherMode.ND), "gather-nd")
+    if scalar:
+        out = ctx.reshape(out, out_dims(node))
+    s = 0 if scalar else len(shape)
+    first = given[0]
+    if given == list(range(first, first + len(given))) and first > 0:  # adjacent: S goes where the indexed dims were
+        order = [s + j for j in range(first)] + list(range(s)) + [s + j for j in range(first, len(others))]
+        out = _permute(ctx, out, order, "indexed-in-place")
+    return out
 
 
 def _emit_scatter(ctx, node):
@@ -85,13 +107,15 @@ def _emit_scatter(ctx, node):
 
 
 def put_indices(ctx, node):
-    """index_put's index tensors broadcast to one shape S, negatives counted from the end: ([int64 S] per indexed
-    dim, S). The indexed dims are the leading ones (a skipped dim, None, is refused by the rule)."""
+    """The index tensors (index_put's, aten.index's) broadcast to one shape S, negatives counted from the end: ([int64
+    S] per indexed dim, S). A skipped dim (None) has none; index_put's rule refuses those."""
     refs = node.arg("indices")
-    shape = broadcast_shape(*[ctx.graph_meta(r).shape for r in refs])
+    shape = broadcast_shape(*[ctx.graph_meta(r).shape for r in refs if r is not None])
     sizes = node.meta("self").shape
     out = []
     for axis, r in enumerate(refs):
+        if r is None:  # a skipped dim (aten.index's x[:, i]): no index tensor
+            continue
         idx = ctx.expand_to(ctx.cast(ctx.tensor(r), "int64"), shape)
         negative = ctx.elementwise(idx, ctx.const(0, "int64", shape=[1] * len(shape)), "LESS")
         size = ctx.const(sizes[axis], "int64", shape=[1] * len(shape)) if isinstance(sizes[axis], int) else \

@@ -8,7 +8,7 @@ import math
 import torch
 
 from opmap.engine.rules import accept
-from opmap.rules.common import bool_or_int_only, define, emit_unary, float_input, out_dims, t
+from opmap.rules.common import bool_or_int_only, define, emit_unary, float_input, not_bool, out_dims, t
 from opmap.rules.elementwise import _trunc
 
 ns = globals()
@@ -65,8 +65,10 @@ define(ns, "unary/log1p", "aten.log1p.default", "decompose", layers="SUM 1 then 
        example=(lambda a: torch.log1p(a.abs()), t(2, 3)), checks=[float_input], emit=_emit_log1p)
 define(ns, "unary/expm1", "aten.expm1.default", "decompose", layers="Unary EXP then SUB 1",
        example=(torch.expm1, t(2, 3)), checks=[float_input], emit=_emit_expm1)
-define(ns, "unary/trunc", "aten.trunc.default", "decompose", layers="Unary FLOOR where >= 0, CEIL below, by Select",
-       example=(lambda a: torch.trunc(a * 3), t(2, 3)), checks=[float_input], emit=lambda ctx, node: _trunc(ctx, _float_in(ctx)))
+define(ns, "unary/trunc", "aten.trunc.default", "decompose", layers="Unary FLOOR where >= 0, CEIL below, by Select (no layer for an integer)",
+       example=(lambda a: torch.trunc(a * 3), t(2, 3)), examples=[(torch.trunc, t(2, 3, dtype=torch.int32))], checks=[not_bool],
+       bad=(torch.trunc, t(2, 3, dtype=torch.bool)), match="bool kernel",
+       emit=lambda ctx, node: _trunc(ctx, _float_in(ctx)))  # an integer is its own trunc (_trunc leaves it)
 
 
 def _select(ctx, cond, a, b):

@@ -6,7 +6,7 @@ import re
 import torch
 import torch.nn.functional as F
 
-from opmap.engine.rules import accept
+from opmap.engine.rules import accept, reject
 from opmap.rules.common import define, emit_identity, eval_mode, t
 from opmap.engine.graph import Ref
 
@@ -212,10 +212,37 @@ define(ns, "core/layout-query", ["aten.sym_is_contiguous.default"], "direct",
        example=(lambda a: a * int(torch.ops.aten.sym_is_contiguous.default(a.t())), t(4, 3)),
        no_reject="torch.export specializes a layout query to a constant, so the node it leaves is never used",
        checks=[_answered_at_export], emit=lambda ctx, node: None)
+def _emit_dropout(ctx, node):
+    """The input itself; native_dropout's second output, the keep mask, is all true (every element kept)."""
+    x = emit_identity(ctx, node)
+    if node.op != "aten.native_dropout.default":
+        return x
+    shape = list(node.meta("input").shape)
+    return [x, ctx.expand_to(ctx.const(True, "bool", shape=[1] * len(shape)), shape)]
+
+
+def _dropout_inplace(a):
+    y = a * 2
+    torch.ops.aten.dropout_(y, 0.1, False)  # in eval mode it writes nothing
+    return y
+
+
 define(ns, "core/dropout-eval", ["aten.dropout.default", "aten.feature_dropout.default", "aten.native_dropout.default",
-                                 "aten.alpha_dropout.default"], "direct", layers="no layer: dropout is the identity in eval mode",
+                                 "aten.alpha_dropout.default", "aten.feature_alpha_dropout.default", "aten.dropout_.default",
+                                 "aten.feature_dropout_.default", "aten.alpha_dropout_.default", "aten.feature_alpha_dropout_.default"],
+       "direct", layers="no layer: dropout is the identity in eval mode (native_dropout's mask: a constant true broadcast "
+                        "to the input's shape; the in-place forms write nothing, so any tensor, a graph input too)",
        example=(lambda a: F.dropout(a, 0.1, training=False), t(2, 3)),
        examples=[(lambda a: torch.feature_dropout(a, 0.1, False) * 2, t(2, 3, 4)), (lambda a: torch.alpha_dropout(a, 0.1, False) * 2, t(2, 3)),
-                 (lambda a: torch.ops.aten.native_dropout(a, 0.1, False)[0] * 2, t(2, 3))],
-       bad=(lambda a: F.dropout(a, 0.1, training=True), t(2, 3)), match="training mode", checks=[eval_mode],
-       emit=lambda ctx, node: [ctx.input("input"), None] if node.op == "aten.native_dropout.default" else ctx.input("input"))
+                 (lambda a: torch.ops.aten.native_dropout(a, 0.1, False)[0] * 2, t(2, 3)),
+                 (lambda a: torch.ops.aten.native_dropout(a, 0.1, False), t(2, 3, 4)),  # the mask read
+                 (lambda a: torch.ops.aten.native_dropout(a, 0.0, True)[1], t(3)),  # p = 0 in training mode: all kept
+                 (lambda a: torch.feature_alpha_dropout(a, 0.1, False) * 2, t(2, 3, 4)),
+                 (lambda a: torch.ops.aten.dropout_(a, 0.1, False), t(2, 3)), (_dropout_inplace, t(2, 3)),
+                 (lambda a: torch.ops.aten.feature_dropout_(a, 0.1, False), t(2, 3, 4)),
+                 (lambda a: torch.ops.aten.alpha_dropout_(a, 0.1, False), t(2, 3)),
+                 (lambda a: torch.ops.aten.feature_alpha_dropout_(a, 0.1, False), t(2, 3, 4))],
+       bad=(lambda a: F.dropout(a, 0.1, training=True), t(2, 3)), match="training mode", checks=[eval_mode], emit=_emit_dropout)
+rule_dropout_eval.examples += (  # noqa: F821 (define made it)
+    reject(lambda a: torch.ops.aten.native_dropout(a, 0.1, None)[0], t(2, 3), match="training mode"),  # train=None trains
+    reject(lambda a: torch.ops.aten.dropout_(a, 0.5, True), t(2, 3), match="training mode"))

@@ -5,7 +5,7 @@ import math
 import torch
 
 from opmap.engine.rules import accept
-from opmap.rules.common import define, float_input, t
+from opmap.rules.common import define, float_input, t, truth
 
 ns = globals()
 
@@ -118,23 +118,16 @@ for id, ops, layers, fn, whole, op in REDUCE:
            examples=[(whole, t(3, 4))] + ([(whole, t(2, 3, dtype=torch.int32))] if op != "AVG" else []), checks=[no_padded_axis], emit=emit_reduce(op))
 
 
-def nonzero(ctx, x):
-    """x != 0 as a bool tensor (a float cast to int would truncate 0.5 to 0)."""
-    if ctx.dtype(x) == "bool":
-        return x
-    return ctx.unary(ctx.elementwise(x, ctx.const(0, ctx.dtype(x), shape=[1] * ctx.rank(x)), "EQUAL"), "NOT")
-
-
 def emit_bool_reduce(op):
     def emit(ctx, node):
         sel = ctx.masked("self")
         if sel is not None:
             from opmap.engine.builder import Masked
 
-            as_int = Masked(ctx.cast(nonzero(ctx, sel.rows), "int32"), sel.mask, sel.source)
+            as_int = Masked(ctx.cast(truth(ctx, sel.rows), "int32"), sel.mask, sel.source)
             counted = reduce_masked(ctx, node, as_int, op)
             return ctx.elementwise(ctx.cast(counted, "int32"), ctx.const(0, "int32"), "GREATER")
-        x = ctx.cast(nonzero(ctx, ctx.input("self")), "int32")  # "true" is "!= 0", as PyTorch reads floats and ints
+        x = ctx.cast(truth(ctx, ctx.input("self")), "int32")  # "true" is "!= 0", as PyTorch reads floats and ints
         rank = ctx.rank(x)
         if rank == 0:
             return ctx.cast(x, "bool")
@@ -348,7 +341,7 @@ def vector_norm(ctx, x, ord, axes, keep):
     if ord in (float("inf"), float("-inf")):
         return reduce(a, "MAX" if ord > 0 else "MIN")
     if ord == 0:
-        return reduce(ctx.cast(nonzero(ctx, x), dtype), "SUM")
+        return reduce(ctx.cast(truth(ctx, x), dtype), "SUM")
     powered = ctx.elementwise(a, ctx.const(float(ord), dtype, shape=ones), "POW")
     total = reduce(powered, "SUM")
     return ctx.elementwise(total, ctx.const(1.0 / ord, dtype, shape=[1] * ctx.rank(total)), "POW")
@@ -367,3 +360,27 @@ define(ns, "reduce/vector-norm", ["aten.linalg_vector_norm.default"], "decompose
        layers="Reduce SUM of squares then SQRT (ord 2); SUM of ABS (1); MAX/MIN of ABS (inf/-inf); SUM of != 0 (0); "
               "else POW, SUM, POW 1/p",
        example=(lambda a: torch.linalg.vector_norm(a, dim=-1), t(3, 4)), checks=[float_input, no_padded_axis], emit=_emit_vector_norm)
+
+
+def _emit_prims_sum(ctx, node):
+    """prims.sum(inp, dims, output_dtype): Reduce SUM over ``dims`` (no keepdim), accumulated in the output dtype."""
+    x = ctx.cast(ctx.input("inp"), ctx.output_dtype())
+    rank = ctx.rank(x)
+    dims = [d % rank for d in node.arg("dims") or []] if rank else []
+    if not dims:
+        return x
+    return ctx.reduce(x, "SUM", dims)
+
+
+def prims_sum_axes(node, **_):
+    """The reduced dims are a list of ints (prims.sum's meta rejects None) and none is data-dependent."""
+    dims = node.arg("dims")
+    assert isinstance(dims, (list, tuple)) and all(isinstance(d, int) for d in dims), f"dims={dims!r} is not a list of ints"
+
+
+define(ns, "reduce/prims-sum", "prims.sum.default", "direct", layers="Reduce SUM over dims (as aten.sum.dim_IntList, keepdim false)",
+       example=(lambda a: torch.ops.prims.sum.default(a, [1]) * 2, t(2, 3, 4)),
+       examples=[(lambda a: torch.ops.prims.sum.default(a, [0, 2]), t(2, 3, 4)),
+                 (lambda a: torch.ops.prims.sum.default(a, [0, 1]), t(3, 4, dtype=torch.int32)),
+                 (lambda a: torch.ops.prims.sum.default(a, [0]), t(5))],
+       dynamic=({0: "batch"},), checks=[prims_sum_axes], emit=_emit_prims_sum)
