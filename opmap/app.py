@@ -460,8 +460,15 @@ def check_built(plan: Plan, built: Any, program: Any, shapes: dict | None = None
             break
         checked: dict[str, Any] = {"point": label, "shape": report.shape, "ok": report.ok, "runtime": "reference",
                                    "seed": seed, "outputs": report.compared, "seconds": round(time.perf_counter() - start, 3)}
+        bad = [o for o in report.outputs if not o.ok]
+        if bad and report.compared == report.expected and all(o.truncated for o in bad):
+            # the drawn values exceed a bound the padded layout was built to (a declared --bound, say): the engine
+            # cuts off as built and its count output carries the true count; not known wrong, not checked there either
+            checked.update(ok=None, note="inconclusive: at the drawn point " + "; ".join(f"{o.name}: {o.note}" for o in bad)
+                           + f"; {report.compared - len(bad)} other output(s) agree")
+            built.checked = checked
+            return checked
         if not report.ok:
-            bad = [o for o in report.outputs if not o.ok]
             found = locate(built, plan, program, values, seed=seed, precision=precision, point=label)
             checked["locate"] = found.to_dict()
             built.checked = checked

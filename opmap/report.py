@@ -196,7 +196,8 @@ def checked_line(checked: dict | None) -> str:
     if checked is None:
         return "  not checked (--no-check): run `opmap verify` before deploying it"
     if checked.get("ok") is None:
-        return f"  {checked.get('note', 'not checked')}"
+        where = f" at {checked['point']} ({checked['shape']})" if checked.get("point") else ""
+        return f"  check{where}: {checked.get('note', 'not checked')}"
     return (f"  checked at {checked['point']} ({checked['shape']}): {checked['outputs']} output(s) agree with PyTorch "
             f"(reference interpreter, {checked['seconds']:.2f}s; not an engine run)")
 

@@ -154,3 +154,21 @@ def test_build_says_where_it_checked(cli, tmp_path, dynamic):
     assert (checked["point"], checked["shape"]) == (("opt", "x=4x3x8x8") if dynamic else ("static", "x=2x3x8x8"))
     text = cli("build", model, "-o", tmp_path / "small.engine")
     assert text.code == 0 and "checked at" in text.out and "agree with PyTorch" in text.out
+
+
+class Selected(nn.Module):
+    """A data-dependent selection (padded to a bound in the network) whose rows feed more arithmetic."""
+
+    def forward(self, x):
+        rows = torch.nonzero(x > 0)
+        return rows * 2, x.relu() + 1
+
+
+def test_locate_leaves_out_what_a_padded_layout_changed(cli, tmp_path):
+    model = export_to(tmp_path / "sel.pt2", Selected(), torch.randn(4, 5))
+    r = cli("verify", model, "--locate", "--json")
+    assert r.code == 0, r.err
+    found = json.loads(r.out)["locate"]
+    assert found["ok"] and found["compared"] >= 2
+    padded = {name for reason, names in found["skipped"].items() if "output contract" in reason for name in names}
+    assert padded == {"nonzero", "mul"}  # the selection and what computes on its padded rows

@@ -42,6 +42,7 @@ class OutputCheck:
     ok: bool
     note: str = ""
     scale: float = 0.0  # the largest finite magnitude PyTorch's output has (0 for non-float outputs)
+    truncated: bool = False  # a padded output whose exact count exceeds its bound: cut off as built, the count says so
 
     @property
     def range_rel(self) -> float:
@@ -256,16 +257,19 @@ def node_values(program: Any, inputs: dict[str, torch.Tensor], names: set[str]) 
     return seen
 
 
-def padded_axis(graph: Graph, ref: Ref | None) -> int:
-    """An output's first data-dependent dim (an unbacked size): where a padded layout pads. 0 when it has none."""
+def data_dependent_axes(graph: Graph, meta: TensorMeta | None) -> list[int]:
+    """The dims of a value whose size is data-dependent (an unbacked size, alone or in an expression)."""
     import re
 
-    meta = graph.meta_of(ref) if ref is not None else None
-    for axis, d in enumerate(meta.shape if meta is not None else ()):
-        if isinstance(d, str) and any(graph.symbols.get(tok) is not None and graph.symbols[tok].data_dependent or tok.startswith("u")
-                                      for tok in re.findall(r"[A-Za-z_]\w*", d)):
-            return axis
-    return 0
+    return [axis for axis, d in enumerate(meta.shape if meta is not None else ())
+            if isinstance(d, str) and any(graph.symbols.get(tok) is not None and graph.symbols[tok].data_dependent or tok.startswith("u")
+                                          for tok in re.findall(r"[A-Za-z_]\w*", d))]
+
+
+def padded_axis(graph: Graph, ref: Ref | None) -> int:
+    """An output's first data-dependent dim (an unbacked size): where a padded layout pads. 0 when it has none."""
+    axes = data_dependent_axes(graph, graph.meta_of(ref) if ref is not None else None)
+    return axes[0] if axes else 0
 
 
 def compare(expected: torch.Tensor, got: torch.Tensor, compute: str | None = None) -> tuple[float, float, float, bool]:
@@ -400,7 +404,8 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
                 if count > value.shape[axis]:
                     note += f" (true count {count} exceeds the bound {value.shape[axis]}: the result was truncated)"
                 report.outputs.append(OutputCheck(name, node, tuple(value.shape), str(exp.dtype).removeprefix("torch."),
-                                                  float("inf"), float("inf"), 1.0, False, note))
+                                                  float("inf"), float("inf"), 1.0, False, note,
+                                                  truncated=count == exp.shape[axis] > value.shape[axis]))
                 continue
             value = value.narrow(axis, 0, count)
         max_abs, max_rel, mismatch, ok = compare(exp, value, compute)
@@ -724,6 +729,7 @@ def locate(built: Built, plan: Any, program: Any, inputs: dict[str, torch.Tensor
         Walker(program.graph_module).run(*lifted_inputs(program, inputs))
 
     graph = built.graph
+    produced = {k: _flat(v) for k, v in seen.items()}
     checks: dict[str, NodeCheck] = {}
     skipped: dict[str, list[str]] = {}
     order = []
@@ -733,7 +739,7 @@ def locate(built: Built, plan: Any, program: Any, inputs: dict[str, torch.Tensor
         if name not in seen or name not in tensors:
             skipped.setdefault("not a value of both the network and PyTorch (plumbing, scalars, asserts)", []).append(name)
             continue
-        expected, names = _flat(seen[name]), tensors[name]
+        expected, names = produced[name], tensors[name]
         own = _flat(local.get(name)) if local.get(name) is not None else None
         worst = (0.0, 0.0, 0.0, True, 0.0)
         lworst = (0.0, 0.0, 0.0, True, 0.0)
@@ -746,8 +752,8 @@ def locate(built: Built, plan: Any, program: Any, inputs: dict[str, torch.Tensor
             if got is None:
                 continue
             if got.shape != exp.shape:
-                if np_.contract or padded_axis(graph, Ref(name, i if len(expected) > 1 else None)) or any(
-                        isinstance(d, str) and d.startswith("u") for d in (node.outputs[i].shape if i < len(node.outputs) and node.outputs[i] else ())):
+                meta = node.outputs[i] if i < len(node.outputs) else None
+                if np_.contract or data_dependent_axes(graph, meta):
                     reason = f"a changed output contract ({np_.contract or 'a padded layout'}): not comparable element by element"
                     continue
             outs.append(f"{exp.dtype}".removeprefix("torch.") + str(list(exp.shape)))
@@ -756,15 +762,15 @@ def locate(built: Built, plan: Any, program: Any, inputs: dict[str, torch.Tensor
             worst = (max(worst[0], max_abs), max(worst[1], max_rel), max(worst[2], mismatch), worst[3] and ok, max(worst[4], ratio))
             if own is not None and i < len(own) and isinstance(own[i], torch.Tensor):
                 ref = own[i]
-                l = (compare(ref, got, node_compute) if ref.shape == got.shape else (float("inf"),) * 3 + (False,))
-                lratio = tolerance_ratio(ref, got, node_compute)
-                lworst = (max(lworst[0], l[0]), max(lworst[1], l[1]), max(lworst[2], l[2]), lworst[3] and l[3], max(lworst[4], lratio))
+                alone = compare(ref, got, node_compute) if ref.shape == got.shape else (float("inf"),) * 3 + (False,)
+                lworst = (max(lworst[0], alone[0]), max(lworst[1], alone[1]), max(lworst[2], alone[2]), lworst[3] and alone[3],
+                          max(lworst[4], tolerance_ratio(ref, got, node_compute)))
         if not outs:
             skipped.setdefault(reason or "no tensor output", []).append(name)
             continue
         checks[name] = NodeCheck(
             name, node.op, np_.choice.strategy if np_.choice else None, np_.choice.kind if np_.choice else None, np_.precision,
-            np_.contract, _describe_args(node, {k: _flat(v) for k, v in seen.items()}), outs, worst[0], worst[1], worst[2],
+            np_.contract, _describe_args(node, produced), outs, worst[0], worst[1], worst[2],
             worst[4], worst[3],
             {"max_abs_err": lworst[0], "max_rel_err": lworst[1], "mismatch_frac": lworst[2], "tolerance_ratio": lworst[4],
              "ok": lworst[3]} if own is not None else None, node.stack)
@@ -787,6 +793,8 @@ def locate(built: Built, plan: Any, program: Any, inputs: dict[str, torch.Tensor
         if first.local is not None:
             why += (f", and PyTorch's {first.op} on the network's own values of its inputs gives something else "
                     f"({_ratio(first.local_ratio)} of tolerance): its strategy {first.strategy} computes the wrong thing")
+        else:
+            why += f": the network and PyTorch part at its strategy {first.strategy} (PyTorch cannot run the op alone here)"
     elif own_wrong is not None:  # an upstream node computes the wrong thing, yet stays within tolerance end to end
         culprit = own_wrong
         why = (f"{first.name} is the first node beyond tolerance, but computes what PyTorch computes from its inputs; upstream, "
@@ -794,6 +802,8 @@ def locate(built: Built, plan: Any, program: Any, inputs: dict[str, torch.Tensor
                f"({_ratio(own_wrong.local_ratio)} of tolerance) though its output stays within tolerance")
     else:
         culprit = max(suspects, key=lambda c: c.local_ratio, default=first)
+        if culprit.local_ratio == 0:  # every node upstream computes exactly what PyTorch does from its inputs
+            culprit = first
         why = (f"{first.name} is the first node beyond tolerance ({_ratio(first.ratio)} of it), but from the network's own "
                f"values of its inputs it computes what PyTorch computes ({_ratio(first.local_ratio)} of tolerance): it "
                f"amplifies an error that comes in from upstream, where {culprit.name} (strategy {culprit.strategy}) adds the "
