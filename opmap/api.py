@@ -149,6 +149,7 @@ class Report:
     build_seconds: float | None
     points: list[PointReport]
     skipped: dict[str, str] = field(default_factory=dict)  # point -> why PyTorch itself cannot run there
+    locate: dict[str, Any] | None = None  # with locate=True: ``verify --json``'s ``locate`` object
 
     @property
     def ok(self) -> bool:
@@ -160,6 +161,7 @@ class Report:
             "model": self.model, "runtime": self.runtime, "backend": {"name": self.backend, "version": self.backend_version},
             "engine_bytes": self.engine_bytes, "build_seconds": self.build_seconds, "ok": self.ok,
             "points": [vars(p) for p in self.points], "skipped": self.skipped,
+            **({"locate": self.locate} if self.locate is not None else {}),
         })
 
 
@@ -261,10 +263,14 @@ def plan(model: Any, example_inputs: Any = None, *, backend: str | None = None, 
 
 def build(model: Any, example_inputs: Any = None, *, backend: str | None = None, precision: str = "fp32",
           db: str | None = None, dynamic_shapes: Any = None, trust_model: bool = False,
-          shapes: Mapping[str, tuple] | None = None) -> Engine:
+          shapes: Mapping[str, tuple] | None = None, check: bool = True) -> Engine:
     """Plan with strategies that can emit layers and build a real engine, as ``opmap build`` does (nothing is written:
     :meth:`Engine.save` writes it). ``shapes``: input name -> (min, opt, max) dims of its optimization profile; by
-    default the export's ranges give them. Raises :class:`opmap.BuildError` naming the node and strategy."""
+    default the export's ranges give them. Raises :class:`opmap.BuildError` naming the node and strategy.
+    ``check``: as ``build --check`` (the default), the network is compared with PyTorch at one drawn point before the
+    engine is returned; on a mismatch an :class:`opmap.OpmapError` (exit code 1) names the diverging node, and its
+    ``checked`` attribute holds the sidecar's ``checked`` object with the ``locate`` result. The sidecar's
+    ``checked`` says whether and where the engine was checked (None with ``check=False``)."""
     from opmap import app as svc
     from opmap.engine.backend import profile
     from opmap.engine.builder import dtype_name
@@ -275,6 +281,9 @@ def build(model: Any, example_inputs: Any = None, *, backend: str | None = None,
     catalog, ruleset = svc.open_catalog(db)
     made, built = svc.build(captured, catalog, ruleset, profile(backend), Settings(precision=precision), precision,
                             {k: tuple(map(list, v)) for k, v in (shapes or {}).items()})
+    if check:
+        svc.check_built(made, built, captured.program, {k: tuple(map(list, v)) for k, v in (shapes or {}).items()},
+                        precision=precision)
     net = built.network
     inputs = [Binding(t.name, list(t.shape), dtype_name(t.dtype)) for t in (net.get_input(i) for i in range(net.num_inputs))]
     outputs = [Binding(t.name, list(t.shape), dtype_name(t.dtype), node, built.extra_outputs.get(t.name))
@@ -285,19 +294,22 @@ def build(model: Any, example_inputs: Any = None, *, backend: str | None = None,
 
 def verify(model: Any, example_inputs: Any = None, *, inputs: Mapping[str, Any] | None = None, seed: int = 0,
            runtime: str = "reference", backend: str | None = None, precision: str = "fp32", db: str | None = None,
-           dynamic_shapes: Any = None, trust_model: bool = False, shapes: Mapping[str, tuple] | None = None) -> Report:
+           dynamic_shapes: Any = None, trust_model: bool = False, shapes: Mapping[str, tuple] | None = None,
+           locate: bool = False) -> Report:
     """Build (or take an :class:`Engine` from :func:`build`) and compare every output with PyTorch, as ``opmap verify``
     does. A model with dynamic dims is verified at the optimization profile's minimum, an interior point and its
     maximum, each with seeded inputs drawn valid at that size; ``inputs`` (input name -> tensor, checked against the
     export) verifies at those values only. ``runtime``: ``reference`` (the interpreter) or ``trt`` (the real engine;
-    full TensorRT and a GPU)."""
+    full TensorRT and a GPU). ``locate``: as ``verify --locate``, every node compared with PyTorch's at the first point
+    that mismatches (else the first point) and the diverging node named, in ``Report.locate``."""
     from opmap.engine.verify import ReferenceFailed, check_inputs, draw_inputs, profile_points, verify_built
+    from opmap.engine.verify import locate as locate_node
 
     if runtime not in ("reference", "trt"):
         raise OpmapError(f"unknown runtime {runtime!r}: choose reference or trt")
     engine = model if isinstance(model, Engine) else build(
         model, example_inputs, backend=backend, precision=precision, db=db, dynamic_shapes=dynamic_shapes,
-        trust_model=trust_model, shapes=shapes)
+        trust_model=trust_model, shapes=shapes, check=False)
     built, program, graph = engine._built, engine._program, engine._built.graph
     if runtime == "trt" and built.trt.__name__ == "tensorrt_rtx":
         raise OpmapError("runtime 'trt' needs full TensorRT (tensorrt) and a supported GPU; tensorrt_rtx engines are built "
@@ -317,6 +329,11 @@ def verify(model: Any, example_inputs: Any = None, *, inputs: Mapping[str, Any] 
             report.skipped[label] = str(exc)
             continue
         report.points.append(PointReport(label, r.shape, r.ok, r.compared, r.expected, r.inputs, [o.to_dict() for o in r.outputs]))
+    if locate and report.points:
+        where = next((p.point for p in report.points if not p.ok), report.points[0].point)
+        found = locate_node(built, engine.plan._plan, program, cases[where][0], seed=seed, precision=engine.sidecar["precision"],
+                            point=where)
+        report.locate = json_safe(found.to_dict())
     return report
 
 

@@ -422,6 +422,78 @@ def build(
     return plan, built
 
 
+class CheckFailed(OpmapError):
+    """``build``'s reference check found the network computing something else than PyTorch: no engine is written.
+    ``checked`` is what the sidecar would have said (with the located node)."""
+
+    def __init__(self, message: str, checked: dict[str, Any]) -> None:
+        super().__init__(message, exit_code=1)
+        self.checked = checked
+
+
+CHECK_ORDER = ("opt", "min", "max")  # build checks at the profile's interior point; an end where PyTorch cannot run there
+
+
+def check_built(plan: Plan, built: Any, program: Any, shapes: dict | None = None, seed: int = 0,
+                precision: str = "fp32") -> dict[str, Any]:
+    """``build``'s check: the built network through the reference interpreter against PyTorch at one drawn point (a
+    static model's shape, else the profile's opt point). Returns the sidecar's ``checked`` object and sets it on
+    ``built``; raises :class:`CheckFailed`, naming the located node, on a mismatch. Where the check cannot run (PyTorch
+    itself fails at every profile point, or the interpreter cannot execute a layer) it says so and does not refuse."""
+    import time
+
+    from opmap.engine.verify import ReferenceFailed, draw_inputs, locate, profile_points, verify_built
+
+    graph = built.graph
+    points = profile_points(graph, shapes) or {"static": {}}
+    start = time.perf_counter()
+    notes = []
+    for label in [x for x in CHECK_ORDER if x in points] or list(points):
+        values, drawn = draw_inputs(graph, seed, point=points[label])
+        try:
+            report = verify_built(built, program, values, "reference", seed=seed, precision=precision, drawn=drawn)
+        except ReferenceFailed as exc:
+            notes.append(f"{label}: {exc}")
+            continue
+        except OpmapError as exc:  # the interpreter cannot run the network: unchecked, not known wrong
+            notes.append(f"{label}: the reference interpreter cannot run the network ({first_line(exc)})")
+            break
+        checked: dict[str, Any] = {"point": label, "shape": report.shape, "ok": report.ok, "runtime": "reference",
+                                   "seed": seed, "outputs": report.compared, "seconds": round(time.perf_counter() - start, 3)}
+        bad = [o for o in report.outputs if not o.ok]
+        if bad and report.compared == report.expected and all(o.truncated for o in bad):
+            # the drawn values exceed a bound the padded layout was built to (a declared --bound, say): the engine
+            # cuts off as built and its count output carries the true count; not known wrong, not checked there either
+            checked.update(ok=None, note="inconclusive: at the drawn point " + "; ".join(f"{o.name}: {o.note}" for o in bad)
+                           + f"; {report.compared - len(bad)} other output(s) agree")
+            built.checked = checked
+            return checked
+        if not report.ok:
+            found = locate(built, plan, program, values, seed=seed, precision=precision, point=label)
+            checked["locate"] = found.to_dict()
+            built.checked = checked
+            what = ", ".join(f"{o.name} max abs {o.max_abs:.3g}" + (f" ({o.note})" if o.note else "") for o in bad) or \
+                f"compared {report.compared} of {report.expected} outputs"
+            node = found.node
+            where = (f"; diverging node {node.name} ({node.op}) via {node.strategy}, max abs {node.max_abs:.3g}: {found.why}"
+                     if node is not None else f"; {found.why}")
+            raise CheckFailed(f"engine not written: at {label} ({report.shape}) the network differs from PyTorch ({what})"
+                              f"{where}. `opmap verify MODEL --locate` shows the node's arguments; --no-check writes the "
+                              "engine anyway", checked)
+        built.checked = checked
+        return checked
+    built.checked = {"point": None, "ok": None, "runtime": "reference", "note": "not checked: " + "; ".join(notes)}
+    return built.checked
+
+
+def locate_point(reports: dict[str, Any], runs: list[tuple[str, Any, Any]]) -> tuple[str, Any]:
+    """Where ``verify --locate`` looks: the first point that mismatches, else the first point (where it shows that no
+    node diverges)."""
+    values = {label: v for label, v, _ in runs if label in reports}
+    label = next((k for k, r in reports.items() if not r.ok), next(iter(reports)))
+    return label, values[label]
+
+
 def parse_shapes(specs: list[str]) -> dict[str, tuple[list[int], list[int], list[int]]]:
     """``--shape NAME=1x3x224x224:4x3x224x224:8x3x224x224`` (min:opt:max)."""
     shapes = {}
@@ -496,8 +568,9 @@ def verify_points(graph: Any, shapes: dict, labels: str | None, point: list[str]
     return {label: points[label] for label in chosen}
 
 
-def verify_json(reports: dict, built, model: str, runtime: str, skipped: dict | None = None) -> dict[str, Any]:
-    """The ``verify --json`` object: every point's outputs (each tagged with its point), and the points themselves."""
+def verify_json(reports: dict, built, model: str, runtime: str, skipped: dict | None = None, located: Any = None) -> dict[str, Any]:
+    """The ``verify --json`` object: every point's outputs (each tagged with its point), and the points themselves;
+    with ``--locate``, the ``locate`` object."""
     first = next(iter(reports.values()))
     return {
         "model": model,
@@ -518,4 +591,5 @@ def verify_json(reports: dict, built, model: str, runtime: str, skipped: dict | 
             "agree": sum(r.discrete_summary()["agree"] for r in reports.values()),
             "items": [{**d, "point": label} for label, r in reports.items() for d in r.discrete],
         },
+        **({"locate": located.to_dict()} if located is not None else {}),
     }

@@ -242,9 +242,15 @@ def build(
                                       "(traced shapes stay static otherwise)."),
     bound: List[str] = typer.Option([], "--bound", help="NODE=N or SYMBOL=N: an upper bound for a data-dependent size "
                                     "(repeatable); the count output still carries the true count."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Before writing, run the built network through the reference "
+                               "interpreter at one drawn point (a dynamic model's opt point) against PyTorch; on a mismatch "
+                               "write nothing, name the diverging node and exit 1. --no-check skips it."),
     as_json: bool = typer.Option(False, "--json", help="Print the sidecar as JSON."),
 ) -> None:
-    """Build a real TensorRT engine through the network API (ahead-of-time; no GPU needed on TensorRT-RTX)."""
+    """Build a real TensorRT engine through the network API (ahead-of-time; no GPU needed on TensorRT-RTX).
+
+    By default the network is checked against PyTorch at one drawn point before the engine is written (see README,
+    What "verified" means)."""
     from opmap import app as svc
     from opmap.engine.backend import profile
     from opmap.engine.builder import write_engine
@@ -258,12 +264,18 @@ def build(
         svc.check_shapes(captured.graph, shapes)
         plan, built = svc.build(captured, catalog, ruleset, profile(backend), Settings(precision=precision, declared_bounds=_bounds(bound)), precision, shapes,
                                 on_node=lambda _n: progress.advance(task), int8_budget=int8_budget, protect=protect_discrete)
+        if check:
+            progress.update(task, description="checking against PyTorch", total=1, completed=0)
+            svc.check_built(plan, built, captured.program, shapes, precision=precision)
     sidecar = write_engine(built, plan, output, precision)
     if as_json:
         _emit_json(json.loads(sidecar.read_text()))
         return
     out.print(f"built {output} ({len(built.engine):,} bytes, {built.network.num_layers} layers, {built.build_seconds:.2f}s) "
               f"on {plan.backend}, {precision}; sidecar {sidecar}")
+    from opmap.report import checked_line
+
+    out.print(checked_line(built.checked), markup=False, highlight=False)
     for name, label in built.extra_outputs.items():
         out.print(f"  extra output {name}: {label} (the strategy changed the output contract)")
     for np_ in plan.nodes:
@@ -291,16 +303,18 @@ def verify(
     shapes: Optional[str] = typer.Option(None, "--shapes", help="Profile points to verify at: any of min,opt,max "
                                          "(default: all three for a dynamic model)."),
     point: List[str] = typer.Option([], "--point", help="NAME=DIMS: verify at these input dims instead (repeatable, one point)."),
+    locate: bool = typer.Option(False, "--locate", help="Compare every node's value with PyTorch's (reference interpreter) at "
+                                "the first point that mismatches and name the diverging node: strategy, arguments, error."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Build the network, run the same inputs through PyTorch and through it; per output max abs / rel error.
 
     A dynamic model is verified at the profile's minimum, an interior point and its maximum. Exits 1 on a mismatch
-    beyond the per-dtype tolerance."""
+    beyond the per-dtype tolerance. --locate finds the node the mismatch starts at."""
     from opmap import app as svc
     from opmap.engine.backend import profile
     from opmap.engine.context import Settings
-    from opmap.engine.verify import ReferenceFailed, draw_inputs, load_inputs, verify_built
+    from opmap.engine.verify import ReferenceFailed, draw_inputs, load_inputs, locate as locate_node, verify_built
 
     _check_backend_and_precision(backend, precision)
     if runtime not in ("reference", "trt"):
@@ -328,18 +342,25 @@ def verify(
             except ReferenceFailed as exc:
                 skipped[label] = str(exc)
             progress.advance(task)
+        located = None
+        if locate and reports:
+            progress.update(task, description="locating", total=1, completed=0)
+            where, values = svc.locate_point(reports, runs)
+            located = locate_node(built, plan, captured.program, values, seed=seed, precision=precision, point=where)
     if not reports:
         raise OpmapError(f"nothing verified: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}", exit_code=1)
     ok = all(r.ok for r in reports.values())
     if as_json:
-        _emit_json(svc.verify_json(reports, built, str(model), runtime, skipped))
+        _emit_json(svc.verify_json(reports, built, str(model), runtime, skipped, located))
     else:
-        from opmap.report import print_verify
+        from opmap.report import print_locate, print_verify
 
         for label, report in reports.items():
             print_verify(out, report, built, runtime, label if len(runs) > 1 or label not in ("static", "given") else None)
         for label, why in skipped.items():
             out.print(f"point {label} skipped: {why}", markup=False, highlight=False)
+        if located is not None:
+            print_locate(out, located)
     raise typer.Exit(0 if ok else 1)
 
 

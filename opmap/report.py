@@ -191,6 +191,45 @@ def print_verify(console: Console, report, built, runtime: str, point: str | Non
     console.rule(Text(text, style="bold green" if report.ok else "bold red"))
 
 
+def checked_line(checked: dict | None) -> str:
+    """What ``build`` says about its reference check (the sidecar's ``checked``)."""
+    if checked is None:
+        return "  not checked (--no-check): run `opmap verify` before deploying it"
+    if checked.get("ok") is None:
+        where = f" at {checked['point']} ({checked['shape']})" if checked.get("point") else ""
+        return f"  check{where}: {checked.get('note', 'not checked')}"
+    return (f"  checked at {checked['point']} ({checked['shape']}): {checked['outputs']} output(s) agree with PyTorch "
+            f"(reference interpreter, {checked['seconds']:.2f}s; not an engine run)")
+
+
+def _node_lines(console: Console, title: str, node) -> None:
+    console.print(Text(f"{title}: {node.name}", style="bold") + Text(f"  {node.op} via {node.strategy or '-'}"
+                  + (f" ({node.kind})" if node.kind else "") + (f" · {node.precision}" if node.precision else "")))
+    if node.stack:
+        console.print(f"    module: {node.stack}", markup=False, highlight=False)
+    for key, value in node.args.items():
+        console.print(f"    {key} = {value}", markup=False, highlight=False)
+    console.print(f"    output {', '.join(node.outputs)}: max abs {node.max_abs:.3g}, max rel {node.max_rel:.3g}, "
+                  f"{node.mismatch:.1%} beyond tolerance ({node.ratio:.3g}x tolerance)", markup=False, highlight=False)
+    if node.local is not None:
+        console.print(f"    from the network's own inputs: max abs {node.local['max_abs_err']:.3g}, "
+                      f"{node.local['tolerance_ratio']:.3g}x tolerance", markup=False, highlight=False)
+
+
+def print_locate(console: Console, located) -> None:
+    """``verify --locate``: the node to blame, the first node beyond tolerance, and why."""
+    console.print(Text(f"locate at {located.point} ({located.shape}), reference interpreter: {located.compared} nodes compared",
+                       style="bold"))
+    if located.node is not None:
+        _node_lines(console, "diverging node", located.node)
+        if located.first_beyond is not None and located.first_beyond is not located.node:
+            _node_lines(console, "first node beyond tolerance", located.first_beyond)
+    console.print(located.why, markup=False, highlight=False)
+    for reason, names in located.skipped.items():
+        shown = ", ".join(names[:6]) + (f" (+{len(names) - 6})" if len(names) > 6 else "")
+        console.print(Text(f"  not compared ({reason}): {shown}", style="dim"))
+
+
 def print_doctor(console: Console, report: dict) -> None:
     console.print(f"[bold]default backend:[/bold] {report['default_backend']}")
     for name, info in report["backends"].items():

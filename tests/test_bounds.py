@@ -56,6 +56,8 @@ def test_a_symbol_bound_shrinks_a_sparse_nonzero(cli, tmp_path):
     assert symbol["strategy"] == "nonzero/static-bound"
     r = cli("build", path, "-o", tmp_path / "b.engine", "--bound", "nonzero=32", "--json")
     assert r.code == 0, r.err
+    checked = json.loads(r.out)["checked"]  # the drawn mask is dense: cut off at the declared bound, as declared
+    assert checked["ok"] is None and "inconclusive" in checked["note"] and "exceeds the bound 32" in checked["note"]
     sparse = tmp_path / "in.pt"
     mask = torch.zeros(64, 64, dtype=torch.bool)
     mask[3, 5] = mask[40, 1] = True

@@ -69,9 +69,12 @@ class Built:
     graph_outputs: list = field(default_factory=list)  # the graph's output refs by position (None: a constant, not computed)
     graph: Graph | None = None  # the captured graph the network was built from
     attention: dict[str, Any] = field(default_factory=dict)  # IAttention helpers by their name (the interpreter reads them)
-    node_tensors: dict[str, list[str]] = field(default_factory=dict)  # graph node -> its output tensors' names (discrete checks)
+    # graph node -> its output tensors' names by output index (None: that output is no tensor of the network, e.g. a
+    # masked selection or a non-tensor result): discrete checks, INT8 fitting, verify --locate
+    node_tensors: dict[str, list[str | None]] = field(default_factory=dict)
     engine: bytes | None = None
     build_seconds: float | None = None
+    checked: dict[str, Any] | None = None  # build's reference check at one point (app.check_built); None: not checked
     keep: list = field(default_factory=list, repr=False)  # numpy arrays TensorRT's Weights point into
 
     def sidecar(self, plan: Plan, backend: BackendProfile, precision: str) -> dict[str, Any]:
@@ -82,6 +85,7 @@ class Built:
             "node_precision": {n.node.name: n.precision for n in plan.nodes if n.precision},
             "engine_bytes": len(self.engine) if self.engine else None,
             "build_seconds": self.build_seconds,
+            "checked": self.checked,
             "inputs": {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in self.inputs.items()},
             "outputs": [
                 {"name": name, "node": node, "extra": self.extra_outputs.get(name)}
@@ -794,7 +798,7 @@ def build_network(plan: Plan, program: Any, strategies: dict[str, Strategy], sha
     return Built(trt=nb.trt, builder=nb.builder, network=nb.network, config=config, inputs=dict(plan.graph.inputs),
                  outputs=outputs, output_nodes=output_nodes, layer_map=nb.layer_map, extra_outputs=nb.extra_outputs, keep=nb.keep,
                  attention=nb.attention, graph_outputs=list(plan.graph.outputs), graph=plan.graph,
-                 node_tensors={k: [t.name for t in (v if isinstance(v, list) else [v]) if hasattr(t, "is_network_input")]
+                 node_tensors={k: [t.name if hasattr(t, "is_network_input") else None for t in (v if isinstance(v, list) else [v])]
                                for k, v in nb.values.items()})
 
 

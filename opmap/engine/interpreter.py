@@ -599,8 +599,9 @@ def _attention(helper: Any, q, k, v, mask) -> torch.Tensor:
 
 # -- the walk -------------------------------------------------------------------------------------
 def run_network(network: Any, trt: Any, inputs: dict[str, torch.Tensor], attention: dict[str, Any] | None = None,
-                observer: Callable | None = None) -> dict[str, torch.Tensor]:
-    """Execute the network on concrete inputs; returns every network output by name.
+                observer: Callable | None = None, every: bool = False) -> dict[str, torch.Tensor]:
+    """Execute the network on concrete inputs; returns every network output by name (``every``: every tensor's value,
+    inputs and each layer's outputs, by tensor name; the walk keeps them all anyway, so this costs nothing more).
 
     ``attention`` maps each IAttention's name to the IAttention helper, whose attributes
     (causal, mask, normalization) the Python API exposes only there, not on the layers it adds.
@@ -619,6 +620,8 @@ def run_network(network: Any, trt: Any, inputs: dict[str, torch.Tensor], attenti
             _run_loop(network, trt, loops[unit], values, attention, observer)
         else:
             _execute(network.get_layer(unit), trt, values, attention, observer)
+    if every:
+        return values
     return {network.get_output(i).name: values[network.get_output(i).name] for i in range(network.num_outputs)}
 
 

@@ -42,6 +42,7 @@ class OutputCheck:
     ok: bool
     note: str = ""
     scale: float = 0.0  # the largest finite magnitude PyTorch's output has (0 for non-float outputs)
+    truncated: bool = False  # a padded output whose exact count exceeds its bound: cut off as built, the count says so
 
     @property
     def range_rel(self) -> float:
@@ -281,16 +282,19 @@ def _tie_order_only(graph: Graph, program: Any, inputs: dict[str, torch.Tensor],
     return bool(distinct.all()) and torch.equal(x.gather(dim, got), x.gather(dim, exp.long()))
 
 
-def padded_axis(graph: Graph, ref: Ref | None) -> int:
-    """An output's first data-dependent dim (an unbacked size): where a padded layout pads. 0 when it has none."""
+def data_dependent_axes(graph: Graph, meta: TensorMeta | None) -> list[int]:
+    """The dims of a value whose size is data-dependent (an unbacked size, alone or in an expression)."""
     import re
 
-    meta = graph.meta_of(ref) if ref is not None else None
-    for axis, d in enumerate(meta.shape if meta is not None else ()):
-        if isinstance(d, str) and any(graph.symbols.get(tok) is not None and graph.symbols[tok].data_dependent or tok.startswith("u")
-                                      for tok in re.findall(r"[A-Za-z_]\w*", d)):
-            return axis
-    return 0
+    return [axis for axis, d in enumerate(meta.shape if meta is not None else ())
+            if isinstance(d, str) and any(graph.symbols.get(tok) is not None and graph.symbols[tok].data_dependent or tok.startswith("u")
+                                          for tok in re.findall(r"[A-Za-z_]\w*", d))]
+
+
+def padded_axis(graph: Graph, ref: Ref | None) -> int:
+    """An output's first data-dependent dim (an unbacked size): where a padded layout pads. 0 when it has none."""
+    axes = data_dependent_axes(graph, graph.meta_of(ref) if ref is not None else None)
+    return axes[0] if axes else 0
 
 
 def compare(expected: torch.Tensor, got: torch.Tensor, compute: str | None = None) -> tuple[float, float, float, bool]:
@@ -425,7 +429,8 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
                 if count > value.shape[axis]:
                     note += f" (true count {count} exceeds the bound {value.shape[axis]}: the result was truncated)"
                 report.outputs.append(OutputCheck(name, node, tuple(value.shape), str(exp.dtype).removeprefix("torch."),
-                                                  float("inf"), float("inf"), 1.0, False, note))
+                                                  float("inf"), float("inf"), 1.0, False, note,
+                                                  truncated=count == exp.shape[axis] > value.shape[axis]))
                 continue
             value = value.narrow(axis, 0, count)
         max_abs, max_rel, mismatch, ok = compare(exp, value, compute)
@@ -584,3 +589,274 @@ def resize_inputs(inputs: dict[str, torch.Tensor], graph: Graph, point: dict[str
                 value = value.remainder(high)
         out[name] = value.contiguous()
     return out
+
+
+# -- locating a mismatch -----------------------------------------------------------------------------------------
+def tolerance_ratio(expected: torch.Tensor, got: torch.Tensor, compute: str | None = None) -> float:
+    """How far ``got`` is from ``expected`` in units of :func:`compare`'s tolerance: max |a-b| / (atol + rtol*|b|) over
+    the elements (above 1 is a mismatch); a differing shape, a one-sided NaN or a wrong discrete value is infinite."""
+    if expected.shape != got.shape:
+        return float("inf")
+    if not expected.is_floating_point():
+        return 0.0 if bool((expected == got.to(expected.dtype)).all()) else float("inf")
+    dtype = compute or str(expected.dtype).removeprefix("torch.")
+    atol, rtol = TOLERANCE.get(dtype, (1e-4, 1e-4))
+    e, g = expected.double(), got.double()
+    if e.numel() == 0:
+        return 0.0
+    if dtype == "int8":
+        atol, rtol = INT8_RANGE_TOLERANCE * float(e.abs().max()), 0.0
+    same = (e == g) | (torch.isnan(e) & torch.isnan(g))
+    diff = torch.where(same, torch.zeros_like(e), (e - g).abs())
+    if bool((~same & ~torch.isfinite(diff)).any()) or bool((~same & ~torch.isfinite(e)).any()):
+        return float("inf")
+    return float((diff / (atol + rtol * e.abs()).clamp_min(1e-30)).max())
+
+
+@dataclass
+class NodeCheck:
+    """One graph node's value in the network against PyTorch's: end to end (from the same model inputs), and locally
+    (PyTorch's op run on the network's own values of the node's inputs: what the node's strategy alone adds)."""
+
+    name: str
+    op: str
+    strategy: str | None
+    kind: str | None
+    precision: str | None
+    contract: str | None
+    args: dict[str, Any]
+    outputs: list[str]
+    max_abs: float
+    max_rel: float
+    mismatch: float
+    ratio: float  # end-to-end error in units of the tolerance
+    ok: bool
+    local: dict[str, Any] | None  # {"max_abs_err", "max_rel_err", "mismatch_frac", "tolerance_ratio", "ok"}
+    stack: str | None = None
+    inputs_not_compared: list[str] = field(default_factory=list)
+
+    @property
+    def local_ratio(self) -> float:
+        return self.local["tolerance_ratio"] if self.local is not None else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "op": self.op, "strategy": self.strategy, "kind": self.kind, "precision": self.precision,
+                "contract": self.contract, "stack": self.stack, "args": self.args, "outputs": self.outputs,
+                "max_abs_err": self.max_abs, "max_rel_err": self.max_rel, "mismatch_frac": self.mismatch,
+                "tolerance_ratio": self.ratio, "ok": self.ok, "local": self.local,
+                "inputs_not_compared": self.inputs_not_compared}
+
+
+@dataclass
+class Located:
+    """``verify --locate``: every node of the network compared with PyTorch's at one point, in graph order, and the
+    node to blame. ``node``: the first node whose own strategy computes something else (beyond tolerance from the
+    network's own inputs); where no node is, the node with the largest own error upstream of ``first_beyond``, the first
+    node whose output is beyond tolerance."""
+
+    point: str
+    shape: str
+    compared: int
+    node: NodeCheck | None
+    first_beyond: NodeCheck | None
+    why: str
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> nodes not compared
+    runtime: str = "reference"
+
+    @property
+    def ok(self) -> bool:
+        return self.first_beyond is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"point": self.point, "shape": self.shape, "runtime": self.runtime, "ok": self.ok, "compared": self.compared,
+                "node": self.node.to_dict() if self.node else None,
+                "first_beyond": self.first_beyond.to_dict() if self.first_beyond else None, "why": self.why,
+                "skipped": {reason: names[:10] + ([f"... {len(names) - 10} more"] if len(names) > 10 else [])
+                            for reason, names in self.skipped.items()}}
+
+
+def _flat(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _flat(v)]
+    return [value]
+
+
+def _clone(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone(v) for v in value)
+    return value
+
+
+def _describe_args(node: Any, shapes: dict[str, list[Any]]) -> dict[str, Any]:
+    """A node's arguments as the report shows them: a tensor as ``producer dtype[concrete dims]``, scalars as they are."""
+
+    def one(value: Any) -> Any:
+        if isinstance(value, Ref):
+            meta = node._graph.meta_of(value) if node._graph is not None else None
+            got = shapes.get(value.node)
+            got = got[value.index or 0] if got is not None and len(got) > (value.index or 0) else None
+            dims = list(got.shape) if isinstance(got, torch.Tensor) else (list(meta.shape) if meta else "?")
+            return f"{value} {meta.dtype if meta else '?'}{dims}"
+        if isinstance(value, (list, tuple)):
+            return [one(v) for v in value]
+        return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+    return {k: one(v) for k, v in node.args.items()}
+
+
+def locate(built: Built, plan: Any, program: Any, inputs: dict[str, torch.Tensor], seed: int = 0, precision: str = "fp32",
+           point: str = "static") -> Located:
+    """Run the network through the reference interpreter keeping every tensor (all at once: the interpreter holds them
+    anyway), and PyTorch's exported program keeping every node's value, then compare node by node in graph order with
+    :func:`compare`'s tolerance. Each node is also run alone in PyTorch on the network's own values of its inputs, so a
+    node that computes the wrong thing is told apart from one that passes on (or amplifies) an error from upstream.
+
+    A real engine would need its intermediate tensors marked as outputs (which changes what TensorRT fuses) or a
+    bisection over rebuilt engines; locating always runs the reference interpreter."""
+    inputs = {name: engine_buffer(value) for name, value in inputs.items()}
+    torch.manual_seed(seed)
+    values = run_network(built.network, built.trt, inputs, built.attention, every=True)
+    tensors = built.node_tensors
+    compute = {"fp16": "float16", "bf16": "bfloat16", "int8": "int8"}.get(precision)
+
+    def network_value(name: str, like: Any) -> Any:
+        """The network's value of node ``name`` shaped like PyTorch's ``like`` (PyTorch's where the network has none
+        of the same shape: a padded layout, a masked selection, a non-tensor result)."""
+        names = tensors.get(name)
+        if names is None:
+            return like
+        items = list(like) if isinstance(like, (list, tuple)) else [like]
+        out = []
+        for i, item in enumerate(items):
+            got = values.get(names[i]) if i < len(names) and names[i] is not None else None
+            ok = isinstance(item, torch.Tensor) and isinstance(got, torch.Tensor) and got.shape == item.shape
+            out.append(got.to(item.dtype) if ok else item)
+        return type(like)(out) if isinstance(like, (list, tuple)) else out[0]
+
+    seen: dict[str, Any] = {}
+    local: dict[str, Any] = {}
+
+    class Walker(torch.fx.Interpreter):
+        def run_node(self, n):
+            if n.op == "call_function" and n.name in tensors:
+                state = torch.get_rng_state()  # the op alone draws what it draws in the full run
+                args, kwargs = torch.fx.node.map_arg((n.args, n.kwargs), lambda a: _clone(
+                    self.env[a] if a.op == "placeholder" else network_value(a.name, self.env[a])))
+                try:
+                    local[n.name] = n.target(*args, **kwargs)
+                except Exception:  # noqa: BLE001 - the op refuses the network's values (e.g. an index out of range)
+                    local[n.name] = None
+                torch.set_rng_state(state)
+            result = super().run_node(n)
+            if n.op == "call_function":
+                seen[n.name] = _clone(result)  # as produced: a later in-place op must not change it
+            return result
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        Walker(program.graph_module).run(*lifted_inputs(program, inputs))
+
+    graph = built.graph
+    produced = {k: _flat(v) for k, v in seen.items()}
+    checks: dict[str, NodeCheck] = {}
+    skipped: dict[str, list[str]] = {}
+    order = []
+    for np_ in plan.nodes:
+        node = np_.node
+        name = node.name
+        if name not in seen or name not in tensors:
+            skipped.setdefault("not a value of both the network and PyTorch (plumbing, scalars, asserts)", []).append(name)
+            continue
+        expected, names = produced[name], tensors[name]
+        own = _flat(local.get(name)) if local.get(name) is not None else None
+        worst = (0.0, 0.0, 0.0, True, 0.0)
+        lworst = (0.0, 0.0, 0.0, True, 0.0)
+        outs, reason = [], None
+        node_compute = {"fp16": "float16", "bf16": "bfloat16", "int8": "int8"}.get(np_.precision or "")
+        for i, exp in enumerate(expected):
+            if not isinstance(exp, torch.Tensor) or i >= len(names) or names[i] is None:
+                continue
+            got = values.get(names[i])
+            if got is None:
+                continue
+            if got.shape != exp.shape:
+                meta = node.outputs[i] if i < len(node.outputs) else None
+                if np_.contract or data_dependent_axes(graph, meta):
+                    reason = f"a changed output contract ({np_.contract or 'a padded layout'}): not comparable element by element"
+                    continue
+            outs.append(f"{exp.dtype}".removeprefix("torch.") + str(list(exp.shape)))
+            max_abs, max_rel, mismatch, ok = compare(exp, got, compute)
+            ratio = tolerance_ratio(exp, got, compute)
+            worst = (max(worst[0], max_abs), max(worst[1], max_rel), max(worst[2], mismatch), worst[3] and ok, max(worst[4], ratio))
+            if own is not None and i < len(own) and isinstance(own[i], torch.Tensor):
+                ref = own[i]
+                alone = compare(ref, got, node_compute) if ref.shape == got.shape else (float("inf"),) * 3 + (False,)
+                lworst = (max(lworst[0], alone[0]), max(lworst[1], alone[1]), max(lworst[2], alone[2]), lworst[3] and alone[3],
+                          max(lworst[4], tolerance_ratio(ref, got, node_compute)))
+        if not outs:
+            skipped.setdefault(reason or "no tensor output", []).append(name)
+            continue
+        checks[name] = NodeCheck(
+            name, node.op, np_.choice.strategy if np_.choice else None, np_.choice.kind if np_.choice else None, np_.precision,
+            np_.contract, _describe_args(node, produced), outs, worst[0], worst[1], worst[2],
+            worst[4], worst[3],
+            {"max_abs_err": lworst[0], "max_rel_err": lworst[1], "mismatch_frac": lworst[2], "tolerance_ratio": lworst[4],
+             "ok": lworst[3]} if own is not None else None, node.stack)
+        order.append(name)
+    shape = ", ".join(f"{k}={'x'.join(map(str, v.shape)) or 'scalar'}" for k, v in inputs.items())
+    first = next((checks[n] for n in order if not checks[n].ok), None)
+    if first is None:
+        return Located(point, shape, len(checks), None, None, f"no node diverges: {len(checks)} nodes agree with PyTorch "
+                       "within tolerance", skipped)
+    first.inputs_not_compared = sorted({r.node for r in graph[first.name].tensor_refs()
+                                        if r.node in graph.nodes and r.node not in checks})
+    upstream = _ancestors(graph, first.name)
+    suspects = [checks[n] for n in order if n in upstream and checks[n].local is not None]
+    own_wrong = next((c for c in suspects if not c.local["ok"]), None)
+    if first.local is None or not first.local["ok"]:
+        culprit = first
+        why = f"{first.name} is the first node beyond tolerance ({_ratio(first.ratio)} of it); its inputs agree with PyTorch's"
+        if first.inputs_not_compared:
+            why += f" where compared (not compared: {', '.join(first.inputs_not_compared)})"
+        if first.local is not None:
+            why += (f", and PyTorch's {first.op} on the network's own values of its inputs gives something else "
+                    f"({_ratio(first.local_ratio)} of tolerance): its strategy {first.strategy} computes the wrong thing")
+        else:
+            why += f": the network and PyTorch part at its strategy {first.strategy} (PyTorch cannot run the op alone here)"
+    elif own_wrong is not None:  # an upstream node computes the wrong thing, yet stays within tolerance end to end
+        culprit = own_wrong
+        why = (f"{first.name} is the first node beyond tolerance, but computes what PyTorch computes from its inputs; upstream, "
+               f"{own_wrong.name}'s strategy {own_wrong.strategy} computes something else from its own inputs "
+               f"({_ratio(own_wrong.local_ratio)} of tolerance) though its output stays within tolerance")
+    else:
+        culprit = max(suspects, key=lambda c: c.local_ratio, default=first)
+        if culprit.local_ratio == 0:  # every node upstream computes exactly what PyTorch does from its inputs
+            culprit = first
+        why = (f"{first.name} is the first node beyond tolerance ({_ratio(first.ratio)} of it), but from the network's own "
+               f"values of its inputs it computes what PyTorch computes ({_ratio(first.local_ratio)} of tolerance): it "
+               f"amplifies an error that comes in from upstream, where {culprit.name} (strategy {culprit.strategy}) adds the "
+               f"largest error of its own ({_ratio(culprit.local_ratio)} of tolerance, max abs "
+               f"{culprit.local['max_abs_err']:.3g}), within tolerance alone" if culprit is not first else
+               f"{first.name} is the first node beyond tolerance, yet computes what PyTorch computes from its inputs, and "
+               "no node upstream adds an error of its own")
+    return Located(point, shape, len(checks), culprit, first, why, skipped)
+
+
+def _ratio(r: float) -> str:
+    return "infinitely far" if r == float("inf") else f"{r:.3g}x"
+
+
+def _ancestors(graph: Graph, name: str) -> set[str]:
+    seen: set[str] = set()
+    frontier = [name]
+    while frontier:
+        node = graph.nodes.get(frontier.pop())
+        if node is None:
+            continue
+        for ref in node.tensor_refs():
+            if ref.node not in seen and ref.node in graph.nodes:
+                seen.add(ref.node)
+                frontier.append(ref.node)
+    return seen
