@@ -723,6 +723,25 @@ TITLES = {"archive": "damaged detector archives (`suggest`)", "option": "express
           "process": "real processes (a sample of the above)"}
 
 
+FINDINGS = """## What the first run found (issue 21), each now a test in tests/test_fuzz_archives.py
+
+- Internal errors (exit 3) on damaged archives, all from reading a member: a bad CRC (`BadZipFile`, in any member
+  the gate or the loader reads), a compression method or flag zipfile cannot read (`NotImplementedError`), a
+  member marked encrypted (`RuntimeError`). Now one line naming the file and the member, exit 2.
+- An archive with its members at the top level (no root folder): `KeyError: "There is no item named
+  '/archive_format'"`. Now read like any archive.
+- `-k`/`-m` with deep nesting (`not not ... x`): `RecursionError` or `MemoryError` from `eval`. Now a parser with
+  depth and length limits (`opmap/grammar.py`).
+- `--bound n=²` or 5,000 digits: `ValueError` from `int`. `--db` with a NUL: `ValueError: embedded null byte`. Now
+  one line each.
+- Not found by the campaign but by the issue: `rules add` of a rule that imports once but not twice left its rows
+  behind while reporting failure; the load-back check now runs inside the write transaction.
+
+An archive case that exits 0 changed something the loader never reads (sample inputs, the serialization id, an
+unknown extra member) or a value that still makes a valid program; the plan is then the plan of the program the file
+holds."""
+
+
 def write_page(path: Path, results: dict[str, list[Outcome]], args: argparse.Namespace, wall: float) -> None:
     import opmap
 
@@ -752,9 +771,7 @@ def write_page(path: Path, results: dict[str, list[Outcome]], args: argparse.Nam
               "a member dropped, duplicated, or two swapped, central-header fields overwritten, and hostile values "
               "(wrong types, huge and negative numbers, NaN, deep nesting, long strings, unknown op names, unicode) at "
               "random places of `models/model.json` and the payload configs.", ""]
-    codes = Counter(o.err.strip().splitlines()[0].split(":")[0][:30] if o.err.strip() else "(none)"
-                    for o in results.get("archive", []) if o.code == 2)
-    del codes
+    lines += [FINDINGS, ""]
     if failures:
         lines += ["## Failing cases", ""] + [f"- `{o.id}` ({o.what}): {'; '.join(o.problems)[:300]}" for o in failures[:50]]
     else:
