@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_DB ?= .opmap-demo/catalog.db
 
-.PHONY: demo test fuzz venv census bench-build bench-choice bench-speed bench-compare coverage measurements clean
+.PHONY: demo test fuzz venv census bench-build bench-choice bench-speed bench-compare coverage measurements clean fuzz-archives
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ bench-build: $(STAMP)
 # opmap vs the ONNX route on every zoo model and the detector (bench/COMPARE.md); QUICK=1 for four models.
 bench-compare: $(STAMP)
 	$(PY) bench/compare.py $(if $(QUICK),--quick) $(if $(BUDGET),--budget $(BUDGET))
+
+# Reliability under fuzzing (bench/FUZZ_ARCHIVES.md): 1,000 damaged archives, 500 expressions and options, input and
+# rule files, in-process, plus a sample as real processes; FUZZ_ARGS="--seed 7" or "--only archive:17".
+FUZZ_ARGS ?=
+fuzz-archives: $(STAMP)
+	$(PY) bench/fuzz_archives.py $(FUZZ_ARGS)
 
 bench-choice: $(STAMP)
 	$(PY) bench/choice.py

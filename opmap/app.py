@@ -19,17 +19,18 @@ from opmap.engine.planner import Cost, Plan, Planner, heap_frozen
 from opmap.errors import OpmapError, first_line
 
 
-def load_rules(catalog: Catalog | None = None) -> RuleSet:
-    """Built-ins, installed rule packs and (with a catalog) the user rules stored in it."""
+def load_rules(catalog: Catalog | None = None, sources: list[tuple[str, str]] | None = None) -> RuleSet:
+    """Built-ins, installed rule packs and the user rules stored in the catalog (or ``sources``, ``(path, text)``)."""
     ruleset = load_builtin()
     load_packs(ruleset)
-    if catalog is not None:
-        for path, text in catalog.user_sources():
-            try:
-                strategies = load_source(text, path, origin="user")
-                ruleset.add(strategies)
-            except OpmapError as exc:
-                ruleset.problems.append(f"stored user rule file {path} failed to load: {exc}")
+    if sources is None and catalog is not None:
+        sources = catalog.user_sources()
+    for path, text in sources or ():
+        try:
+            strategies = load_source(text, path, origin="user")
+            ruleset.add(strategies)
+        except OpmapError as exc:
+            ruleset.problems.append(f"stored user rule file {path} failed to load: {exc}")
     return ruleset
 
 
@@ -329,6 +330,36 @@ def load_user_files(files: list[Path], ruleset: RuleSet) -> list[tuple[Path, str
     return loaded
 
 
+def add_user_files(catalog: Catalog, files: list[Path], ruleset: RuleSet) -> tuple[list[tuple[Path, str, list[Any]]], list[str], RuleSet]:
+    """`rules add`, all or nothing: every file loads (:func:`load_user_files`), then, inside the catalog's write
+    transaction and before it commits, every stored user rule loads again from the text as stored (a file that
+    imports once but not twice is caught here, not at the next command), and the added strategies' own examples run.
+    Returns what was loaded, the added ids, and the rules as the catalog now holds them (loaded once, from it)."""
+    from opmap.engine.examples import run_examples
+
+    loaded = load_user_files(files, ruleset)  # every file loads and every id is unique, or nothing is stored
+    back: list[RuleSet] = []
+
+    def check(sources: list[tuple[str, str]]) -> None:
+        reloaded = load_rules(sources=sources)
+        missing = [(str(file), s.id) for file, _, strategies in loaded for s in strategies if s.id not in reloaded.strategies]
+        if missing:
+            why = "; ".join(reloaded.problems) or "they were not defined the second time"
+            raise OpmapError(f"{missing[0][0]}: the rules {', '.join(i for _, i in missing)} did not load back from the text "
+                             f"stored in the catalog ({why}); nothing was stored")
+        ops = frozenset(op for s in reloaded.strategies.values() for op in s.ops if op != "*")
+        for file, _, strategies in loaded:
+            try:
+                run_examples([reloaded.strategies[s.id] for s in strategies], reloaded, ops)
+            except Exception as exc:  # a failed example is a result (`rules test`); an exception here is not
+                raise OpmapError(f"{file}: running the examples failed: {type(exc).__name__}: {first_line(exc)}; "
+                                 f"nothing was stored") from None
+        back.append(reloaded)
+
+    ids = catalog.add_user_rules([(str(file.resolve()), text, strategies) for file, text, strategies in loaded], check=check)
+    return loaded, ids, back[0]
+
+
 def read_rule_file(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -496,16 +527,17 @@ def locate_point(reports: dict[str, Any], runs: list[tuple[str, Any, Any]]) -> t
 
 def parse_shapes(specs: list[str]) -> dict[str, tuple[list[int], list[int], list[int]]]:
     """``--shape NAME=1x3x224x224:4x3x224x224:8x3x224x224`` (min:opt:max)."""
+    from opmap.grammar import bounded, dims as parse_dims, shown
+
     shapes = {}
     for spec in specs:
-        name, _, rest = spec.partition("=")
+        name, _, rest = bounded(spec, "--shape").partition("=")
         parts = rest.split(":")
-        try:
-            dims = [[int(d) for d in p.split("x")] for p in parts]
-        except ValueError:
-            dims = []
-        if not name or len(dims) != 3 or len({len(d) for d in dims}) != 1:
-            raise OpmapError(f"bad --shape {spec!r}: expected NAME=MIN:OPT:MAX with dims like 1x3x224x224")
+        if not name or len(parts) != 3:
+            raise OpmapError(f"bad --shape {shown(spec)}: expected NAME=MIN:OPT:MAX with dims like 1x3x224x224")
+        dims = [parse_dims(p, "--shape", spec) for p in parts]
+        if len({len(d) for d in dims}) != 1:
+            raise OpmapError(f"bad --shape {shown(spec)}: MIN, OPT and MAX have different numbers of dims")
         shapes[name] = (dims[0], dims[1], dims[2])
     return shapes
 
@@ -536,18 +568,16 @@ def verify_points(graph: Any, shapes: dict, labels: str | None, point: list[str]
     """Where ``verify`` runs: the profile's min/opt/max (``--shapes`` picks some), one explicit ``--point``, or the
     one shape of a static model. Returns label -> {symbol: value}."""
     from opmap.engine.verify import profile_points
+    from opmap.grammar import bounded, dims as parse_dims, shown
 
     if point:
         values: dict[str, int] = {}
         for spec in point:
-            name, _, dims = spec.partition("=")
+            name, _, dims = bounded(spec, "--point").partition("=")
             meta = graph.inputs.get(name)
-            try:
-                given = [int(d) for d in dims.split("x")]
-            except ValueError:
-                given = []
+            given = parse_dims(dims, "--point", spec) if meta is not None else []
             if meta is None or len(given) != meta.rank:
-                raise OpmapError(f"bad --point {spec!r}: expected NAME=DIMS for an input of the model ({', '.join(graph.inputs)})")
+                raise OpmapError(f"bad --point {shown(spec)}: expected NAME=DIMS for an input of the model ({', '.join(graph.inputs)})")
             for axis, (d, n) in enumerate(zip(meta.shape, given)):
                 if isinstance(d, int) and d != n:
                     raise OpmapError(f"--point {name} dim {axis} is {n}, the export has it static at {d}")

@@ -181,12 +181,14 @@ def suggest(
 
 def _bounds(specs: list[str]) -> tuple[tuple[str, int], ...]:
     """``--bound NODE=N`` / ``--bound u0=N``: user-declared upper bounds of data-dependent sizes."""
+    from opmap.grammar import bounded, natural, shown
+
     out = []
     for spec in specs:
-        name, _, value = spec.partition("=")
-        if not name or not value.isdigit() or int(value) < 1:
-            raise OpmapError(f"bad --bound {spec!r}: expected NODE=N or SYMBOL=N with N >= 1 (e.g. --bound nonzero=64)")
-        out.append((name, int(value)))
+        name, _, value = bounded(spec, "--bound").partition("=")
+        if not name or not value:
+            raise OpmapError(f"bad --bound {shown(spec)}: expected NODE=N or SYMBOL=N with N >= 1 (e.g. --bound nonzero=64)")
+        out.append((name, natural(value, "--bound", spec, low=1)))
     return tuple(out)
 
 
@@ -571,15 +573,11 @@ def rules_add(
 
     files = rule_files(path)
     catalog, ruleset = svc.open_catalog(state.db)
-    loaded = svc.load_user_files(files, ruleset)  # every file loads and every id is unique, or nothing is stored
-    ids = catalog.add_user_rules([(str(file.resolve()), text, strategies) for file, text, strategies in loaded])
+    # every file loads, loads again from the stored text and runs its examples before the catalog commits, or nothing is stored
+    loaded, ids, ruleset = svc.add_user_files(catalog, files, ruleset)
     for file, _, strategies in loaded:
         out.print(f"added {len(strategies)} strateg{'y' if len(strategies) == 1 else 'ies'} from {file}: {', '.join(s.id for s in strategies)}")
     if do_measure:
-        ruleset = svc.load_rules(catalog)
-        missing = [i for i in ids if i not in ruleset.strategies]
-        if missing:
-            raise OpmapError(f"the stored rules {', '.join(missing)} did not load back: {'; '.join(ruleset.problems) or 'unknown reason'}")
         rows = meas.run(catalog, ruleset, [ruleset.strategies[i] for i in ids], default_backend(), DeviceProfile.load(), seeds=3)
         built = sum(1 for r in rows if r.build_ok)
         out.print(f"measured {len(ids)} strateg{'y' if len(ids) == 1 else 'ies'}: {built} of {len(rows)} example builds succeeded"

@@ -51,6 +51,8 @@ def default_path() -> Path:
 def resolve_url(url: str | None = None) -> str:
     """``--db`` beats ``$OPMAP_DB`` beats the per-user default. A plain path means SQLite."""
     url = url or os.environ.get(ENV_VAR) or str(default_path())
+    if "\x00" in url:  # no file name or URL holds one; the drivers would fail on it later with a bare ValueError
+        raise CatalogError(f"bad catalog URL or path {url[:80]!r}: it contains a NUL character")
     if "://" not in url:
         path = Path(url).expanduser()
         try:
@@ -312,10 +314,13 @@ class Catalog:
             self._set_meta(s, "synced_by", opmap.__version__)
             return changed
 
-    def add_user_rules(self, files: list[tuple[str, str, list[Any]]]) -> list[str]:
+    def add_user_rules(self, files: list[tuple[str, str, list[Any]]],
+                       check: Callable[[list[tuple[str, str]]], None] | None = None) -> list[str]:
         """Register user rule files, each ``(path, text, strategies)`` (already loaded and validated by the caller),
         all or nothing, in one transaction. Refused: an id that a shipped strategy has, or that another file (in this
-        call or stored) defines. Re-adding a file replaces what it defined before; an unchanged file writes nothing."""
+        call or stored) defines. Re-adding a file replaces what it defined before; an unchanged file writes nothing.
+        ``check`` gets every stored user source ``(path, text)`` as the transaction would commit them, before it
+        commits: whatever it raises rolls the whole add back."""
         owner: dict[str, str] = {}
         for path, _, strategies in files:
             for strat in strategies:
@@ -350,6 +355,9 @@ class Catalog:
                 changed = True
             if changed:
                 self._bump(s)
+            if check is not None:
+                s.flush()
+                check(self._user_sources(s))
             return list(owner)
 
     def remove_user_rule(self, strategy_id: str) -> None:
@@ -365,13 +373,17 @@ class Catalog:
     def user_sources(self) -> list[tuple[str, str]]:
         """(path, text) of every stored user rule file still referenced by a strategy."""
         with self.session() as s:
-            q = (
-                select(RuleSource.path, RuleSource.text)
-                .join(StrategyRow, StrategyRow.rule_source_id == RuleSource.id)
-                .where(StrategyRow.origin == "user")
-                .distinct()
-            )
-            return [(p, t) for p, t in s.execute(q)]
+            return self._user_sources(s)
+
+    @staticmethod
+    def _user_sources(s: Session) -> list[tuple[str, str]]:
+        q = (
+            select(RuleSource.path, RuleSource.text)
+            .join(StrategyRow, StrategyRow.rule_source_id == RuleSource.id)
+            .where(StrategyRow.origin == "user")
+            .distinct()
+        )
+        return [(p, t) for p, t in s.execute(q)]
 
     def strategy_rows(self, enabled_only: bool = True) -> list[StrategyRow]:
         with self.session() as s:

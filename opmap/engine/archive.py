@@ -15,9 +15,12 @@ Two kinds of checks, each refusal one line naming the member:
 
 from __future__ import annotations
 
+import functools
 import json
+import lzma
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
@@ -53,9 +56,18 @@ class Inspection:
     # these very objects (:meth:`take`), so the file is parsed once and what is loaded is what was checked
     parsed: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def member(self, name: str) -> str:
+        """The full member name of ``name`` (relative to the root; an archive without a root folder has its members at
+        the top level)."""
+        return member_name(self.root, name)
+
     def take(self, name: str) -> Any:
         """A parsed member, handed over once (the loader's copy; None when the gate did not parse it)."""
         return self.parsed.pop(name, None)
+
+
+def member_name(root: str, name: str) -> str:
+    return f"{root}/{name}" if root else name
 
 
 def refusal(path: Path, member: str, why: str) -> CaptureError:
@@ -156,8 +168,16 @@ def _kind(names: list[str]) -> str:
 
 def read_member(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
     """A member's bytes, refusing more than ``limit`` (its declared size was checked; this bounds the real one)."""
-    with zf.open(name) as f:
-        data = f.read(limit + 1)
+    try:
+        with zf.open(name) as f:
+            data = f.read(limit + 1)
+    except KeyError:
+        raise CaptureError(f"{zf.filename}: corrupt archive: member {name} is missing") from None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error, lzma.LZMAError) as exc:
+        # a damaged member: bad CRC, truncated or undecodable data, a header that contradicts the directory
+        raise CaptureError(f"{zf.filename}: corrupt archive: member {name}: {first_line(exc)}") from None
+    except (NotImplementedError, RuntimeError) as exc:  # a compression method, encryption or patch zipfile cannot read
+        raise CaptureError(f"{zf.filename}: unsupported zip member {name}: {first_line(exc)}") from None
     if len(data) > limit:
         raise CaptureError(f"{zf.filename}: refused: member {name} is larger than {limit:,} bytes")
     return data
@@ -173,6 +193,7 @@ def read_json(zf: zipfile.ZipFile, name: str, object_hook: Callable[[dict], Any]
 def _export_risks(zf: zipfile.ZipFile, root: str, names: list[str], parsed: dict[str, Any]) -> Iterator[str]:
     """Content that would make torch.export.load run code, as ``member: why`` lines; the JSON it parsed into ``parsed``."""
     members = set(names)
+    full = functools.partial(member_name, root)
     for name in names:
         if name.startswith("data/aotinductor/"):
             yield f"{name}: AOTInductor native code (torch.export.load would extract and dlopen it)"
@@ -184,7 +205,7 @@ def _export_risks(zf: zipfile.ZipFile, root: str, names: list[str], parsed: dict
         for name in names:
             if name.startswith(f"data/{folder}/") and name.endswith(".pt"):
                 yield f"{name}: legacy pickled {what}"
-    if "archive_format" not in members or read_member(zf, f"{root}/archive_format", 64).strip() != b"pt2":
+    if "archive_format" not in members or read_member(zf, full("archive_format"), 64).strip() != b"pt2":
         yield "archive_format: missing or not 'pt2'"
         return
     models = [n for n in names if n.startswith("models/") and n.endswith(".json")]
@@ -198,10 +219,10 @@ def _export_risks(zf: zipfile.ZipFile, root: str, names: list[str], parsed: dict
                 if f"data/{folder}/{stem}.pt" not in members:
                     yield f"{config}: missing"
                 continue
-            parsed[config] = read_json(zf, f"{root}/{config}")
+            parsed[config] = read_json(zf, full(config))
             yield from _payload_risks(config, parsed[config])
         fields: list[tuple[str, Any]] = []  # every "target" and "expr_str" of any object, collected while parsing
-        parsed[model] = read_json(zf, f"{root}/{model}", _collector(fields))
+        parsed[model] = read_json(zf, full(model), _collector(fields))
         yield from _program_risks(model, parsed[model], fields)
 
 

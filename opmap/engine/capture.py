@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+import math
 import operator
 import re
 import warnings
@@ -32,7 +33,8 @@ from opmap.engine.archive import Inspection, inspect_file, refusal
 from opmap.errors import CaptureError, first_line
 from opmap.engine.graph import Graph, Node, Ref, SymbolRange, TensorMeta, finite_int
 
-_SHAPE_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)=(?P<dims>\d+(?:x\d+)*)(?::(?P<dtype>\w+))?$")
+_SHAPE_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)=(?P<dims>[0-9]+(?:x[0-9]+)*)(?::(?P<dtype>\w+))?$", re.ASCII)
+MAX_EXAMPLE_NUMEL = 1 << 30  # elements of one --input-shape example tensor (4 GiB of float32)
 
 
 class _Collect(logging.Handler):
@@ -85,15 +87,20 @@ class InputSpec:
     @classmethod
     def parse(cls, text: str) -> "InputSpec":
         """``NAME=1x3x224x224[:dtype]``."""
-        m = _SHAPE_RE.match(text.strip())
+        from opmap.grammar import bounded, dims, shown
+
+        m = _SHAPE_RE.match(bounded(text, "--input-shape").strip())
         if not m:
-            raise CaptureError(f"bad --input-shape {text!r}: expected NAME=1x3x224x224[:dtype]")
+            raise CaptureError(f"bad --input-shape {shown(text)}: expected NAME=1x3x224x224[:dtype]")
         dtype = m.group("dtype") or "float32"
         import torch
 
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise CaptureError(f"bad --input-shape {text!r}: unknown dtype {dtype!r}")
-        return cls(m.group("name"), tuple(int(d) for d in m.group("dims").split("x")), dtype)
+            raise CaptureError(f"bad --input-shape {shown(text)}: unknown dtype {shown(dtype, 24)}")
+        shape = tuple(dims(m.group("dims"), "--input-shape", text))
+        if math.prod(shape) > MAX_EXAMPLE_NUMEL:
+            raise CaptureError(f"bad --input-shape {shown(text)}: {math.prod(shape):,} elements (at most {MAX_EXAMPLE_NUMEL:,})")
+        return cls(m.group("name"), shape, dtype)
 
     def example(self):
         import torch
@@ -106,7 +113,7 @@ class InputSpec:
         return torch.zeros(self.shape, dtype=dtype)
 
 
-_DYNAMIC_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*):(?P<dim>\d+)=(?P<lo>\d+)\.\.(?P<hi>\d+)$")
+_DYNAMIC_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*):(?P<dim>[0-9]+)=(?P<lo>[0-9]+)\.\.(?P<hi>[0-9]+)$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -120,13 +127,16 @@ class DynamicSpec:
 
     @classmethod
     def parse(cls, text: str) -> "DynamicSpec":
-        m = _DYNAMIC_RE.match(text.strip())
+        from opmap.grammar import MAX_DIM, MAX_RANK, bounded, natural, shown
+
+        m = _DYNAMIC_RE.match(bounded(text, "--dynamic").strip())
         if not m:
-            raise CaptureError(f"bad --dynamic {text!r}: expected NAME:DIM=MIN..MAX (e.g. x:0=1..32)")
-        lo, hi = int(m.group("lo")), int(m.group("hi"))
+            raise CaptureError(f"bad --dynamic {shown(text)}: expected NAME:DIM=MIN..MAX (e.g. x:0=1..32)")
+        dim = natural(m.group("dim"), "--dynamic", text, high=MAX_RANK - 1)
+        lo, hi = (natural(m.group(g), "--dynamic", text, high=MAX_DIM) for g in ("lo", "hi"))
         if not 0 <= lo <= hi or hi < 2:
-            raise CaptureError(f"bad --dynamic {text!r}: the range needs 0 <= MIN <= MAX and MAX >= 2")
-        return cls(m.group("name"), int(m.group("dim")), lo, hi)
+            raise CaptureError(f"bad --dynamic {shown(text)}: the range needs 0 <= MIN <= MAX and MAX >= 2")
+        return cls(m.group("name"), dim, lo, hi)
 
 
 @dataclass
@@ -255,7 +265,7 @@ def _load_export_safely(path: Path, insp: Inspection):
                 if provider is not None:
                     continue
                 reason = _export_failure(exc, log)
-        raise CaptureError(f"{path}: cannot load torch.export archive: {reason}")
+        raise CaptureError(f"{path}: cannot load torch.export archive: member {insp.member('models/model.json')}: {reason}")
 
 
 def _provider_for(exc: Exception, log: "_Collect", tried: set[str]) -> str | None:

@@ -179,33 +179,22 @@ def load_packs(ruleset: RuleSet) -> None:
             )
 
 
-# -- selection: -k and -m, pytest's grammar (and / or / not / parentheses) ---------------------
-
-_TOKEN = re.compile(r"\(|\)|[^\s()]+")
-
-
-def _evaluate(expr: str, matches, flag: str) -> bool:
-    out: list[str] = []
-    for tok in _TOKEN.findall(expr):
-        if tok in ("and", "or", "not", "(", ")"):
-            out.append(tok)
-        else:
-            out.append("True" if matches(tok) else "False")
-    try:
-        return bool(eval(" ".join(out) or "True", {"__builtins__": {}}, {}))
-    except SyntaxError:
-        raise OpmapError(f"bad {flag} expression {expr!r}: use names with and / or / not and parentheses") from None
+# -- selection: -k and -m, pytest's grammar (and / or / not / parentheses; opmap.grammar parses it) -----------------
 
 
 def select(strategies: Iterable[Strategy], k: str | None = None, m: str | None = None) -> list[Strategy]:
     """``-k`` matches substrings of id, function name and ops; ``-m`` matches tags, kind and origin."""
+    from opmap.grammar import evaluate, parse_selection
+
+    by_name = parse_selection(k, "-k") if k else None  # parsed once, before any strategy: a bad one fails alone
+    by_mark = parse_selection(m, "-m") if m else None
     chosen = []
     for s in strategies:
         haystack = " ".join((s.id, s.name, *s.ops)).lower()
         marks = {*s.tags, s.kind, s.origin.split(":")[0]}
-        if k and not _evaluate(k, lambda t: t.lower() in haystack, "-k"):
+        if not evaluate(by_name, lambda t: t.lower() in haystack):
             continue
-        if m and not _evaluate(m, lambda t: t in marks, "-m"):
+        if not evaluate(by_mark, lambda t: t in marks):
             continue
         chosen.append(s)
     return chosen

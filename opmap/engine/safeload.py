@@ -30,11 +30,14 @@ def load_program(path: Path, insp: Inspection) -> Any:
     from torch._export.serde import schema
     from torch._export.serde.serialize import ExportedProgramDeserializer, _dict_to_dataclass
 
+    reading = ""  # the member being read, named in the error
     try:
         with zipfile.ZipFile(path) as zf:
-            prefix = f"{insp.root}/"
+            prefix = insp.member("")
 
             def parsed(name: str) -> Any:  # what the gate parsed and checked; read here only if it did not
+                nonlocal reading
+                reading = prefix + name
                 known = insp.take(name)
                 return known if known is not None else json.loads(read_member(zf, prefix + name, MAX_JSON))
 
@@ -45,13 +48,14 @@ def load_program(path: Path, insp: Inspection) -> Any:
             state_dict = payloads("weights")
             constants = payloads("constants")
             serialized = _dict_to_dataclass(schema.ExportedProgram, parsed("models/model.json"))
+            _portable_specs(serialized)
     except zipfile.BadZipFile as exc:
         raise CaptureError(f"{path}: corrupt zip archive ({first_line(exc)})") from None
     except CaptureError:
         raise
     except Exception as exc:  # malformed JSON / schema: the archive is not a valid export
-        raise CaptureError(f"{path}: cannot read torch.export archive: {type(exc).__name__}: {first_line(exc)}") from None
-    _portable_specs(serialized)
+        raise CaptureError(f"{path}: cannot read torch.export archive: member {reading}: {type(exc).__name__}: "
+                           f"{first_line(exc)}") from None
     try:
         with no_code():
             program = ExportedProgramDeserializer().deserialize(serialized, state_dict, constants, None)
