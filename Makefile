@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_DB ?= .opmap-demo/catalog.db
 
-.PHONY: demo test fuzz venv census bench-build bench-choice bench-speed bench-compare coverage measurements clean fuzz-archives
+.PHONY: demo test fuzz venv census bench-build bench-choice bench-speed bench-compare bench-timm coverage measurements clean fuzz-archives
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ census: $(STAMP)
 ZOO_ARGS ?=
 bench-build: $(STAMP)
 	$(PY) bench/build_zoo.py $(ZOO_ARGS)
+
+# ~30 timm image models (CNNs, ViTs, hybrids) x (static, dynamic batch), built and verified (bench/TIMM.md).
+# TIMM_ARGS="--only resnet18,vit_tiny_patch16_224", "--variants static", "--budget 900" (seconds; the rest: not run).
+TIMM_ARGS ?=
+bench-timm: $(STAMP)
+	$(PY) bench/timm_zoo.py $(TIMM_ARGS)
 
 # opmap vs the ONNX route on every zoo model and the detector (bench/COMPARE.md); QUICK=1 for four models.
 bench-compare: $(STAMP)

@@ -10,6 +10,7 @@ interrupted sweep leaves its rows and marks the rest not run).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -109,11 +110,32 @@ def _run(name: str, variant: str, deadline: float) -> Row | None:
     return check(name, variant, *_WORKER["opened"])
 
 
-def main(argv: list[str] | None = None) -> None:
+def sweep(order: list[tuple[str, str]], jobs: int, run, label: str, report) -> None:
+    """``run(name, variant)`` for every row of ``order`` in ``jobs`` worker processes (each with its own catalog) under a
+    progress bar; ``report(row, console)`` gets each row run as it comes (a worker that died gives a row saying so;
+    ``None``, a row past the budget, is not reported)."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    with tempfile.TemporaryDirectory() as tmp, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                                        TimeElapsedColumn()) as progress, \
+            ProcessPoolExecutor(jobs, initializer=_open, initargs=(tmp, threads)) as pool:
+        task = progress.add_task(f"{label} ({jobs} jobs)", total=len(order))
+        futures = {pool.submit(run, n, v): (n, v) for n, v in order}
+        for future in as_completed(futures):
+            n, v = futures[future]
+            try:
+                row = future.result()
+            except Exception as exc:  # the worker itself died (e.g. killed for memory): the row says so
+                row = Row(n, v, failure=f"worker: {type(exc).__name__}: {str(exc)[:150]}")
+            progress.advance(task)
+            if row is not None:
+                report(row, progress.console)
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="comma-separated architectures (default: the whole zoo)")
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
@@ -131,24 +153,13 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     deadline = time.time() + args.budget if args.budget else 0.0
     order = [(n, v) for v in variants for n in names]  # variant by variant: a sweep cut short still covers every model
-    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
-    with tempfile.TemporaryDirectory() as tmp, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                                        TimeElapsedColumn()) as progress, \
-            ProcessPoolExecutor(args.jobs, initializer=_open, initargs=(tmp, threads)) as pool:
-        task = progress.add_task(f"zoo ({args.jobs} jobs)", total=len(order))
-        futures = {pool.submit(_run, n, v, deadline): (n, v) for n, v in order}
-        for future in as_completed(futures):
-            n, v = futures[future]
-            try:
-                row = future.result()
-            except Exception as exc:  # the worker itself died (e.g. killed for memory): the row says so
-                row = Row(n, v, failure=f"worker: {type(exc).__name__}: {str(exc)[:150]}")
-            progress.advance(task)
-            if row is None:
-                continue
-            rows[(n, v)] = row
-            progress.console.print(f"{n:16} {v:18} {'ok' if row.ok else 'FAIL'} {row.seconds:5.1f}s {row.failure[:110]}")
-            Path(args.out).write_text(render(rows, names, variants, time.perf_counter() - start))
+
+    def report(row: Row, console) -> None:
+        rows[(row.model, row.variant)] = row
+        console.print(f"{row.model:16} {row.variant:18} {'ok' if row.ok else 'FAIL'} {row.seconds:5.1f}s {row.failure[:110]}")
+        Path(args.out).write_text(render(rows, names, variants, time.perf_counter() - start))
+
+    sweep(order, args.jobs, functools.partial(_run, deadline=deadline), "zoo", report)
     Path(args.out).write_text(render(rows, names, variants, time.perf_counter() - start))
     print(f"wrote {args.out}: {sum(r.ok for r in rows.values())} of {len(rows)} rows ok")
 

@@ -8,6 +8,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -32,6 +33,7 @@ class Row:
     dynamic_dims: str = ""  # the dims left symbolic, with their ranges
     failure: str = ""  # first line of the first thing that failed (export, plan/build, verify)
     note: str = ""  # e.g. dims torch.export kept static, and why
+    detail: str = ""  # the whole message of a failed build (every unmapped node and why)
     seconds: float = 0.0
 
     @property
@@ -43,8 +45,10 @@ def _fail(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line(exc)}"[:200]
 
 
-def check(name: str, variant: str, catalog, ruleset, backend: str = "tensorrt_rtx") -> Row:
-    """Export, save and load the .pt2 (as a user's file), build and verify; the result as a :class:`Row`."""
+def check(name: str, variant: str, catalog, ruleset, backend: str = "tensorrt_rtx",
+          export: Callable[[], tuple[torch.export.ExportedProgram, str]] | None = None) -> Row:
+    """Export (a zoo architecture by ``variant``, or by ``export()`` returning (program, note)), save and load the .pt2 (as
+    a user's file), build and verify; the result as a :class:`Row`."""
     from opmap import app as svc
     from opmap.engine.backend import profile
     from opmap.engine.capture import capture
@@ -53,9 +57,8 @@ def check(name: str, variant: str, catalog, ruleset, backend: str = "tensorrt_rt
 
     start = time.perf_counter()
     row = Row(name, variant)
-    keyword, dynamic = VARIANTS[variant]
     try:
-        program, row.note = export_arch(name, keyword, dynamic)
+        program, row.note = export() if export else export_arch(name, *VARIANTS[variant])
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{name}.pt2"
             torch.export.save(program, str(path))
@@ -66,12 +69,12 @@ def check(name: str, variant: str, catalog, ruleset, backend: str = "tensorrt_rt
     graph = captured.graph
     row.nodes = len(graph)
     points = profile_points(graph) or {"static": {}}
-    if dynamic:
+    if "min" in points:
         row.dynamic_dims = ", ".join(f"{s}∈[{points['min'][s]}, {points['max'][s]}]" for s in points.get("min", {}))
     try:
         _, built = svc.build(captured, catalog, ruleset, profile(backend), Settings())
     except Exception as exc:  # an OpmapError (no mapping, a failed build) or an emitter's own error
-        row.failure, row.seconds = f"build: {_fail(exc)}", time.perf_counter() - start
+        row.failure, row.detail, row.seconds = f"build: {_fail(exc)}", str(exc), time.perf_counter() - start
         return row
     row.built, row.build_s, row.engine_bytes = True, built.build_seconds, len(built.engine or b"")
     worst = 0.0
