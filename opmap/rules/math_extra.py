@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from opmap.engine.rules import accept
+from opmap.engine.rules import accept, reject
 from opmap.rules.common import bool_or_int_only, define, emit_unary, float_input, not_bool, out_dims, t
 from opmap.rules.elementwise import _trunc
 
@@ -223,7 +223,8 @@ def more(rule, *examples):
 
 
 A = torch.ops.aten
-more(rule_max_min_dim, accept(lambda a: a.min(-1, keepdim=True), t(3, 4)))
+more(rule_max_min_dim, accept(lambda a: a.min(-1, keepdim=True), t(3, 4)),
+     reject(lambda a: a.max(1), t(2, 5, dtype=torch.int32), match="promoted only where"))  # int in, int out: no promotion
 more(rule_dot_mv, accept(torch.dot, t(5), t(5)))
 more(rule_clamp_tensor, accept(lambda a, hi: torch.clip(a, max=hi), t(2, 3), t(2, 1)), accept(lambda a: torch.clip(a, -0.5, 0.5), t(2, 3)))
 for name in ("and", "or", "xor"):
