@@ -140,7 +140,7 @@ def main() -> None:
     lines += [f"| {label} | {a:.2f} | {b:.2f} |" for label, a, b in commands]
     lines += ["", "**The default.** `opmap build` checks at one point unless `--no-check`: on the small models the check "
               "costs a fraction of the build step, on image models at a large opt point (8x3x224x224) or a full-size "
-              "CNN (ResNet-50) about once or twice the build step: seconds, beside the several seconds the command costs "
+              "CNN (ResNet-50) one to three times the build step: seconds, beside the several seconds the command costs "
               "anyway (process start, imports, capture), for the one promise that matters: an engine `build` writes "
               "agrees with PyTorch at that point. The check's cost is PyTorch's forward plus the interpreter's "
               "(about three PyTorch forwards on ResNet-50: its convolutions, and batch norm as elementwise layers) at the "
