@@ -17,8 +17,8 @@ class TimmArch:
     kwargs: dict = field(default_factory=dict)  # timm.create_model arguments (img_size for models with fixed grids)
 
 
-# ~30 architectures, small variants at a reduced input size where the architecture allows (each under ~20 s to export
-# twice, build twice and verify four points on this CPU).
+# 43 architectures, small variants at a reduced input size where the architecture allows (most take under 20 s to export
+# twice, build twice and verify four points on a 2-core CPU; DenseNet, Swin, CaiT, XCiT, CrossViT up to ~50 s).
 TIMM: dict[str, TimmArch] = {
     # CNNs
     "resnet18": TimmArch("CNN", 64),
@@ -36,6 +36,9 @@ TIMM: dict[str, TimmArch] = {
     "dla34": TimmArch("CNN", 64),
     "hgnetv2_b0": TimmArch("CNN", 64),
     "resnest14d": TimmArch("CNN", 64),
+    "nf_regnet_b0": TimmArch("CNN", 64),  # normalizer-free: scaled weight standardization
+    "inception_next_atto": TimmArch("CNN", 64),
+    "starnet_s050": TimmArch("CNN", 64),
     # transformers
     "vit_tiny_patch16_224": TimmArch("transformer", 64, {"img_size": 64}),
     "deit_tiny_patch16_224": TimmArch("transformer", 64, {"img_size": 64}),
@@ -47,6 +50,8 @@ TIMM: dict[str, TimmArch] = {
     "twins_svt_small": TimmArch("transformer", 64, {"img_size": 64}),
     "coat_lite_tiny": TimmArch("transformer", 64, {"img_size": 64}),
     "eva02_tiny_patch14_224": TimmArch("transformer", 56, {"img_size": 56}),
+    "crossvit_tiny_240": TimmArch("transformer", 240),  # two patch sizes, cross attention
+    "volo_d1_224": TimmArch("transformer", 64, {"img_size": 64}),  # outlook attention (unfold / fold)
     # hybrids and MLPs
     "poolformer_s12": TimmArch("hybrid", 64),
     "mobilevit_xxs": TimmArch("hybrid", 64),
@@ -55,6 +60,10 @@ TIMM: dict[str, TimmArch] = {
     "efficientformer_l1": TimmArch("hybrid", 224),  # its last stage's attention bias is for a 7x7 grid
     "efficientformerv2_s0": TimmArch("hybrid", 64, {"img_size": 64}),
     "fastvit_t8": TimmArch("hybrid", 64),
+    "tiny_vit_5m_224": TimmArch("hybrid", 224),  # its windows are sized for 224
+    "coatnet_nano_rw_224": TimmArch("hybrid", 224),  # relative position bias sized for 224
+    "efficientvit_b0": TimmArch("hybrid", 64),  # ReLU linear attention
+    "mambaout_femto": TimmArch("hybrid", 64),  # gated convolutions
     "mixer_s16_224": TimmArch("MLP", 64, {"img_size": 64}),
     "convmixer_768_32": TimmArch("MLP", 64),
 }

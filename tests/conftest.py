@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import examples  # noqa: F401  (before any test imports transformers: declares torchvision's ops where they do not load)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
