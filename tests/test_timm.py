@@ -1,7 +1,7 @@
 """Image models from timm (random weights): a CNN-like hybrid with GroupNorm(1, C) (poolformer) and a ViT, exported
 statically and with a dynamic batch, built on tensorrt_rtx and verified at every point of the profile; and the two
-emitter defects the sweep found, as strict xfails. The 43-model
-sweep is `make bench-timm` (bench/TIMM.md), not a test."""
+emitter defects the sweep found (TinyViT's rank-3 attention mask, VOLO's unfold), which now verify or are refused with a
+reason. The 43-model sweep is `make bench-timm` (bench/TIMM.md), not a test."""
 
 import pytest
 
@@ -79,16 +79,8 @@ def _verified_or_refused(opened, fn, *inputs):
     assert report.ok and report.compared == report.expected > 0
 
 
-def _builderror():
-    from opmap.engine.builder import BuildError
-
-    return BuildError
-
-
-@pytest.mark.xfail(strict=True, raises=_builderror(), reason="defect (tiny_vit_5m_224): attn/fused accepts a rank-3 "
-                   "attn_mask (heads, L, S) beside rank-4 q/k/v and emits a network TensorRT cannot shape ('Could not get "
-                   "tensor shape' at the next layer)")
 def test_attention_with_a_mask_broadcast_over_the_batch(opened):
+    """tiny_vit_5m_224: IAttention takes a 4-D mask only; attn/fused refuses a rank-3 one and attn/decomposed serves it."""
     import torch
     import torch.nn.functional as F
 
@@ -97,10 +89,8 @@ def test_attention_with_a_mask_broadcast_over_the_batch(opened):
                          q, k, v, torch.randn(4, 49, 49))
 
 
-@pytest.mark.xfail(strict=True, raises=_builderror(), reason="defect (volo_d1_224): gather/index-nd accepts aten.index "
-                   "with a skipped (None) leading index and its emitter raises NotImplementedError; F.unfold's "
-                   "decomposition (aten.im2col through torch/decomposition) makes one")
 def test_unfold_builds_or_is_refused(opened):
+    """volo_d1_224: F.unfold's decomposition indexes after a skipped leading dim (gather/index-nd)."""
     import torch
     import torch.nn.functional as F
 
