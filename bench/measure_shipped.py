@@ -1,6 +1,10 @@
 """Regenerate the measurements shipped with opmap (opmap/data/measurements.json): every built-in strategy on its
 own examples (the default buckets), plus the census buckets: the node sizes of the bundled detector and of three zoo
-architectures. Run by `make measurements`; the shipped file must be regenerated whenever a rule's source changes."""
+architectures. Run by `make measurements`; the shipped file must be regenerated whenever a rule's source changes.
+
+Rows of a strategy whose source hash is unchanged are kept as they are (a measurement is a function of the strategy's
+source, the backend and the device profile, all recorded in the row); only strategies that are new or changed are
+measured again. `--all` measures every strategy afresh (after a backend or device-profile change)."""
 
 from __future__ import annotations
 
@@ -25,14 +29,22 @@ CENSUS = {"detector": export_detector, "bert": lambda: export_transformer("bert"
           "llama": lambda: export_transformer("llama"), "vit": lambda: export_transformer("vit")}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from rich.progress import track
 
+    fresh = "--all" in (sys.argv[1:] if argv is None else argv)
+    out = ROOT / "opmap" / "data" / "measurements.json"
     profile = DeviceProfile.load()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         catalog, ruleset = svc.open_catalog(str(Path(tmp) / "catalog.db"))
-        strategies = [s for s in ruleset.strategies.values() if s.origin == "builtin"]
+        builtin = [s for s in ruleset.strategies.values() if s.origin == "builtin"]
+        current = {s.id: s.source_hash for s in builtin}
+        kept = [] if fresh or not out.exists() else \
+            [r for r in json.loads(out.read_text()) if current.get(r["strategy_id"]) == r["source_hash"]]
+        unchanged = {r["strategy_id"] for r in kept}
+        strategies = [s for s in builtin if s.id not in unchanged]
+        print(f"keeping {len(kept)} measurements of {len(unchanged)} unchanged strategies; measuring {len(strategies)}")
         for strat in track(strategies, description="default buckets"):
             rows += meas.measure_strategy(strat, ruleset, "tensorrt_rtx", profile, seeds=8)
         for name, make in CENSUS.items():
@@ -41,9 +53,11 @@ def main() -> None:
             examples = meas.node_examples(capture(path).graph, ruleset.strategies)
             for strat in track([s for s in strategies if s.id in examples], description=f"{name} buckets"):
                 rows += meas.measure_strategy(strat, ruleset, "tensorrt_rtx", profile, seeds=8, examples=examples[strat.id])
-    out = ROOT / "opmap" / "data" / "measurements.json"
-    out.write_text(json.dumps(meas.to_json(rows), indent=1) + "\n")
-    print(f"{len(rows)} measurements -> {out}")
+    merged = kept + meas.to_json(rows)
+    order = {s.id: i for i, s in enumerate(builtin)}
+    merged.sort(key=lambda r: order.get(r["strategy_id"], len(order)))  # stable: each strategy's rows keep their order
+    out.write_text(json.dumps(merged, indent=1) + "\n")
+    print(f"{len(rows)} measured, {len(kept)} kept -> {out}")
 
 
 if __name__ == "__main__":

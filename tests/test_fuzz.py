@@ -99,6 +99,22 @@ def test_attention_5d_dynamic_with_mask(mask):
     assert trial.status == "verified", trial.reason
 
 
+@pytest.mark.parametrize("strategy", ["attn/decomposed", "attn/fused"])
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_attention_rows_masked_entirely_are_zero(strategy, kind):
+    """A query row the mask hides entirely (a sliding window with right padding, Mistral's decode step) is 0 in
+    PyTorch's attention; softmax over all -inf is NaN, so the emitters select 0 there."""
+    q, k, v = torch.randn(2, 2, 3, 4), torch.randn(2, 2, 5, 4), torch.randn(2, 2, 5, 4)
+    if kind == "bool":
+        m = torch.rand(2, 1, 3, 5) > 0.4
+        m[:, :, 1, :] = False
+    else:
+        m = torch.randn(1, 2, 3, 5)
+        m[..., 2, :] = float("-inf")
+    trial = run(strategy, lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, m), q, k, v, m)
+    assert trial.status == "verified", trial.reason
+
+
 def test_attention_gqa_rank5():
     q, k, v = torch.randn(2, 2, 4, 3, 8), torch.randn(2, 2, 2, 5, 8), torch.randn(2, 2, 2, 5, 8)
     trial = run("attn/decomposed", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), q, k, v)

@@ -114,6 +114,10 @@ def _emit_decomposed(ctx, node):
     sm = ctx.net.add_softmax(scores)
     sm.axes = 1 << (rank - 1)  # the key axis, whatever the rank (5-D block-local attention too)
     probs = ctx.out(sm, "softmax")
+    if mask is not None:  # a row masked entirely: softmax of all -inf is NaN, PyTorch's attention gives 0 there
+        dead = ctx.elementwise(scores, neg_inf, "EQUAL")
+        dead = ctx.elementwise(ctx.reduce(ctx.cast(dead, "int32"), "MIN", [rank - 1], keepdim=True), ctx.const(1, "int32"), "EQUAL")
+        probs = ctx.where(dead, ctx.const(0.0, dt, shape=[1] * rank), probs)
     return ctx.out(ctx.net.add_matrix_multiply(probs, op.NONE, v, op.NONE), "pv")
 
 
@@ -129,6 +133,14 @@ def _emit_fused(ctx, node):
     out = attn.get_output(0)
     ctx.nb.attention[attn.name] = attn
     ctx.nb.layer_map[attn.name] = {"node": node.name, "strategy": ctx.strategy.id}
+    if mask is not None:  # a query row the mask hides entirely is 0 in PyTorch's attention (a softmax of all -inf is NaN)
+        m = ctx.tensor(mask)
+        if ctx.dtype(m) == "bool":
+            dead = ctx.elementwise(ctx.reduce(ctx.cast(m, "int32"), "MAX", [3], keepdim=True), ctx.const(0, "int32"), "EQUAL")
+        else:
+            hidden = ctx.cast(ctx.elementwise(m, ctx.const(float("-inf"), ctx.dtype(m), shape=[1] * 4), "EQUAL"), "int32")
+            dead = ctx.elementwise(ctx.reduce(hidden, "MIN", [3], keepdim=True), ctx.const(1, "int32"), "EQUAL")
+        out = ctx.where(dead, ctx.const(0.0, ctx.dtype(out), shape=[1] * 4), out)
     return out
 
 
