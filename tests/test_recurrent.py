@@ -108,8 +108,8 @@ def test_strategy_matches_pytorch(strategy_id, case):
 
 
 def _shapes(x_dims, inputs, batch):
-    """dynamic_shapes for Recurrent(x, *state): the states are one varargs tuple, their dim 1 the batch."""
-    return (x_dims,) + ((tuple({1: batch} for _ in inputs[1:]),) if inputs[1:] else ())
+    """dynamic_shapes for Recurrent(x[, h0[, c0]]): the states' dim 1 is the batch."""
+    return (x_dims,) + tuple({1: batch} for _ in inputs[1:])
 
 
 @pytest.mark.parametrize("strategy_id,case", [("rnn/loop", "lstm-bi-2-batch-first-states"), ("rnn/unrolled", "gru-state")])

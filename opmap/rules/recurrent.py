@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from opmap.engine.graph import Ref
 from opmap.engine.rules import reject
 from opmap.errors import OpmapError
 from opmap.rules.common import define, float_input, t
@@ -58,7 +59,7 @@ def rnn_eval_mode(node, **_):
         f"dropout {p} between the layers runs in training mode; export the model with model.eval()")
 
 
-def rnn_layout(node, **_):
+def rnn_layout(node, graph, **_):
     """The params are (w_ih, w_hh[, b_ih, b_hh][, w_hr]) per layer and direction, static, with the gates the op has."""
     meta = node.meta("input")
     assert meta is not None and meta.rank == 3, f"input is {meta}; the layer takes a [seq, batch, features] tensor"
@@ -71,7 +72,7 @@ def rnn_layout(node, **_):
     assert isinstance(meta.shape[2], int), f"the feature dim {meta.shape[2]} is dynamic; the weights fix it"
     groups, _ = _groups(node)
     for k, group in enumerate(groups):
-        metas = [node._graph.meta_of(r) if hasattr(r, "node") else None for r in group]
+        metas = [graph.meta_of(r) if isinstance(r, Ref) else None for r in group]
         assert all(m is not None and m.is_static and m.dtype == meta.dtype for m in metas), (
             f"the weights of layer-direction {k} are not static {meta.dtype} tensors")
         rows = metas[0].shape[0]
@@ -193,7 +194,7 @@ def _emit(run):
                 k = layer * directions + d
                 p = [ctx.cast(ctx.tensor(r), dtype) for r in groups[k]]
                 w = {"w_hh": p[1], "b_hh": p[3] if bias else None, "w_hr": p[-1] if proj else None}
-                hidden = node._graph.meta_of(groups[k][1]).shape[0] // GATES[kind]
+                hidden = ctx.graph_meta(groups[k][1]).shape[0] // GATES[kind]
                 xw = _matmul_t(ctx, x, p[0])
                 if bias:
                     xw = ctx.elementwise(xw, p[2], "SUM")
@@ -276,8 +277,8 @@ class Recurrent(torch.nn.Module):
             torch.manual_seed(seed)
             self.rnn = getattr(torch.nn, cls)(*args, **kwargs)
 
-    def forward(self, x, *state):
-        out, h = self.rnn(x, (state if len(state) > 1 else state[0]) if state else None)
+    def forward(self, x, h0=None, c0=None):
+        out, h = self.rnn(x, None if h0 is None else (h0, c0) if c0 is not None else h0)
         return (out, *h) if isinstance(h, tuple) else (out, h)
 
 
