@@ -731,15 +731,20 @@ def _run_loop(network: Any, trt: Any, info: dict[str, Any], values: dict[str, An
         local.update(state)
         for i in body:
             _execute(layer(i), trt, local, attention, observer)
-        state = {rec.get_output(0).name: local[rec.get_input(1).name] for rec in recurrences}
         for i in collected:
             collected[i].append(local[layer(i).get_input(0).name])
+        state = {rec.get_output(0).name: local[rec.get_input(1).name] for rec in recurrences}
     for i, items in collected.items():
         out = layer(i)
         out.__class__ = trt.ILoopOutputLayer
         kind = out.kind.name
         if kind == "LAST_VALUE":
-            result = items[-1]
+            # TensorRT takes LAST_VALUE of a recurrence's output only, and yields the value after the last iteration
+            # (the recurrence's next value then; its initial value when the loop runs no iteration)
+            source = out.get_input(0).name
+            if source not in state:
+                raise InterpreterError(f"layer {out.name}: a LAST_VALUE loop output must read a recurrence's output")
+            result = state[source]
         else:
             result = torch.stack(items[::-1] if kind == "REVERSE" else items, dim=out.axis)
         _check(out, out.get_output(0), result)

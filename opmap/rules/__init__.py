@@ -31,6 +31,7 @@ BUILTIN_MODULES: list[str] = [
     "split_sizes",
     "no_network",
     "moe",
+    "recurrent",
     "custom",
     "decomposition",
 ]

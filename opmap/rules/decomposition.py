@@ -151,6 +151,14 @@ class _Symbolic:
         axioms = self._export_asserts()
         facts = [g.expr for g in self.env.guards]
         facts += [a.expr for asserts in self.env.deferred_runtime_asserts.values() for a in asserts]
+        # a symbol the trace specialised (iterating over a dim, ``int(size)``) is replaced rather than guarded, and the
+        # replacement makes its guard look true: the replacement itself must hold over the ranges
+        for sym in self.ranges:
+            value = self.env.replacements.get(sym)
+            if value is not None and value != sym:
+                assert self._holds_everywhere(sympy.Eq(sym, value)), (
+                    f"PyTorch's decomposition of {op} holds only where {self.rename(str(sympy.Eq(sym, value)))}, "
+                    "which the export's ranges do not prove")
         for expr in facts:
             if expr in axioms or self.env._maybe_evaluate_static(expr, axioms=axioms, var_to_range=ranges) == sympy.true:
                 continue
