@@ -7,11 +7,14 @@ The batch ``B``, the new tokens ``T`` and the cache length ``P`` are dynamic; th
 torch.export (``Dim.AUTO``: it refuses arithmetic over two named dims).
 
 Engine inputs:  input_ids [B, T] int64, attention_mask [B, P+T] int64, past_key_0, past_value_0, ... [B, KV_HEADS, P, D]
-Engine outputs: logits [B, T, VOCAB], key_0, value_0, ... [B, KV_HEADS, P+T, D]
+Engine outputs: output0 the logits [B, T, VOCAB]; output1, output2, ... each layer's keys then values
+                [B, KV_HEADS, P+T, D], in layer order
+torch.export derives the mask length's range from the others' (sizes traced as at least 2): with these ranges the
+engine takes P + T >= 4, so a one-token step needs three cached positions or more.
 
-``--static-cache`` exports the other pattern ``transformers`` serves with: a ``StaticCache`` whose key/value buffers
-are written in place (``index_copy_`` at the new positions). opmap makes each buffer an engine input and output of the
-same name (state in, state out; README, "State updated in place").
+A model that keeps its cache in registered buffers and writes them in place (``index_copy_``, the ``StaticCache``
+pattern) needs no wrapper: opmap makes each written buffer an engine input and output of the same name (state in,
+state out; README, "Served decoders and state updated in place").
 
 The weights are random (a tiny config, no download): the point is the export pattern, not the model.
 """
