@@ -23,9 +23,15 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 import warnings
+from pathlib import Path
 
 import torch
+
+if __package__ in (None, ""):  # run as a script: `python examples/decode_step.py OUT.pt2`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import examples  # noqa: E402,F401  (the package's __init__ runs before transformers is imported)
 
 # Tiny configs: 2 layers, hidden 32. GQA (2 key/value heads for 4 query heads) and rotary positions in Llama and Qwen2,
 # learned positions and one fused QKV projection in GPT-2, a sliding window in Mistral.
