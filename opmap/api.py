@@ -182,7 +182,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 # -- models ----------------------------------------------------------------------------------------
 def _capture(model: Any, example_inputs: Any, dynamic_shapes: Any, trust_model: bool):
     """A Captured from a path, an ExportedProgram or an nn.Module (exported here on its example inputs)."""
-    from opmap.engine.capture import Captured, capture
+    from opmap.engine.capture import capture
 
     if isinstance(model, (str, os.PathLike)):
         if example_inputs is not None or dynamic_shapes is not None:
@@ -190,7 +190,7 @@ def _capture(model: Any, example_inputs: Any, dynamic_shapes: Any, trust_model: 
         return capture(Path(model), trust_model=trust_model), str(model)
     import torch
 
-    from opmap.engine.capture import _quiet, graph_from_program
+    from opmap.engine.capture import _quiet, captured_from
 
     if isinstance(model, torch.export.ExportedProgram):
         if example_inputs is not None or dynamic_shapes is not None:
@@ -215,7 +215,7 @@ def _capture(model: Any, example_inputs: Any, dynamic_shapes: Any, trust_model: 
         raise OpmapError(f"cannot plan a value of type {type(model).__name__}: pass an nn.Module (with example_inputs), "
                          "a torch.export.ExportedProgram, or the path of a model file")
     name = type(model).__name__ if isinstance(model, torch.nn.Module) else "ExportedProgram"
-    return Captured(graph=graph_from_program(program, name=name), program=program, kind="export"), name
+    return captured_from(program, name, "export"), name
 
 
 def _check(backend: str | None, precision: str, tolerance: float = 0.0, objective: str = "latency") -> None:

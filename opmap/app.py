@@ -304,6 +304,7 @@ def plan_json(plan: Plan, run_id: int | None, model: str) -> dict[str, Any]:
         "nodes": nodes,
         "problems": plan.problems,
         "precision_notes": plan.precision_notes,
+        "state": [s.describe() for s in plan.graph.state],  # the engine's state in, state out contract
     }
 
 

@@ -727,7 +727,11 @@ def main(argv: list[str] | None = None, _process: bool = False) -> int:
         err.print("interrupted")
         code = 130
     except OpmapError as exc:
-        err.print(f"error: {exc}", style="red", highlight=False, soft_wrap=True, markup=False)
+        if exc.exit_code == 3 and os.environ.get("OPMAP_DEBUG"):  # an internal error carrying its cause: show the trace
+            raise
+        internal = "internal error" if exc.exit_code == 3 else "error"
+        hint = " (set OPMAP_DEBUG=1 for the traceback)" if exc.exit_code == 3 else ""
+        err.print(f"{internal}: {exc}{hint}", style="red", highlight=False, soft_wrap=True, markup=False)
         code = exc.exit_code
     except OSError as exc:  # the file system refused a path the user gave (too long, read-only, not a directory, ...)
         where = f"{exc.filename}: " if exc.filename else ""

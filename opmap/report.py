@@ -70,6 +70,8 @@ def print_plan(console: Console, plan: Plan, run_id: int | None, *, reasons: boo
             console.print(Text(f"no mapping for {np_.node.name} ({np_.node.op}): {np_.why}", style="red"))
     for problem in plan.problems:
         console.print(Text(f"warning: {problem}", style="yellow"))
+    for state in plan.graph.state:  # the contract functionalization made: the caller carries this state between calls
+        console.print(Text(f"state: {state.describe()}", style="cyan"))
     summary = plan.summary_line()
     style = "bold green" if plan.complete and not plan.summary()["errors"] else "bold red" if not plan.complete else "bold yellow"
     console.rule(Text(summary, style=style))

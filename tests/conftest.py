@@ -65,3 +65,15 @@ def selector_pt2(tmp_path_factory) -> Path:
     from tests.helpers import Selector
 
     return export_to(tmp_path_factory.mktemp("models") / "selector.pt2", Selector(), torch.randn(4, 5))
+
+
+@pytest.fixture
+def squash(tmp_path) -> Path:
+    """examples/custom_op's model (a Linear, then the custom op mylib::soft_clip), exported with a dynamic batch."""
+    example = str(ROOT / "examples" / "custom_op")
+    sys.path.insert(0, example)
+    try:
+        from model import export  # examples/custom_op/model.py (imports soft_clip_op, registering mylib::soft_clip)
+    finally:
+        sys.path.remove(example)
+    return export(str(tmp_path / "squash.pt2"))

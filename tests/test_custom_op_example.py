@@ -6,23 +6,11 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import opmap
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "examples" / "custom_op"
 RULE = EXAMPLE / "rule_soft_clip.py"
-
-
-@pytest.fixture
-def squash(tmp_path):
-    sys.path.insert(0, str(EXAMPLE))
-    try:
-        from model import export  # examples/custom_op/model.py (imports soft_clip_op, registering mylib::soft_clip)
-    finally:
-        sys.path.remove(str(EXAMPLE))
-    return export(str(tmp_path / "squash.pt2"))
 
 
 def _fresh_process(db_url, *args):

@@ -76,7 +76,9 @@ def test_out_overload_builds_and_verifies():
     assert verify_built(built, captured.program, {next(iter(captured.graph.inputs)): a}).ok
 
 
-def test_mutating_an_input_a_view_or_a_tensor_read_later_is_refused():
+def test_mutating_an_input_or_a_view_is_functionalized_at_capture():
+    """Issue 19: instead of a refusal, capture functionalizes the program: the input becomes state in, state out
+    (tests/test_state.py builds and verifies such programs), the write into a view a select_scatter."""
     def on_input(a):
         return a.add_(1)
 
@@ -85,10 +87,11 @@ def test_mutating_an_input_a_view_or_a_tensor_read_later_is_refused():
         y[:, 0].mul_(3)
         return y
 
-    for fn, reason in ((on_input, "graph input"), (on_view, "a view")):
-        _, plan = _plan(fn, torch.randn(2, 3))
-        node = next(n for n in plan.nodes if n.node.op.split(".")[1].endswith("_"))
-        assert node.choice is None and reason in node.why, node.why
+    for fn, op in ((on_input, "aten.add.Tensor"), (on_view, "aten.select_scatter.default")):
+        captured, plan = _plan(fn, torch.randn(2, 3))
+        assert not any(n.node.op.split(".")[1].endswith("_") for n in plan.nodes)
+        assert any(n.node.op == op and n.choice is not None for n in plan.nodes)
+    assert [s.kind for s in capture_callable(on_input, torch.randn(2, 3)).graph.state] == ["USER_INPUT_MUTATION"]
 
 
 def test_a_tensor_read_after_its_mutation_is_refused():

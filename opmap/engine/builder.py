@@ -39,6 +39,13 @@ class BuildError(OpmapError):
     """A node could not be emitted or the network did not build; names the node and strategy."""
 
 
+class EmitterBug(BuildError):
+    """An emitter raised something other than a :class:`BuildError`: a bug in the strategy or in opmap, not a problem
+    of the model. Exit 3 ("internal error"); the original exception is its ``__cause__`` (``OPMAP_DEBUG=1`` shows it)."""
+
+    exit_code = 3
+
+
 def trt_dtype(trt: Any, dtype: str):
     if dtype not in TORCH_TO_TRT:
         raise BuildError(f"dtype {dtype} has no TensorRT equivalent")
@@ -91,6 +98,9 @@ class Built:
                 {"name": name, "node": node, "extra": self.extra_outputs.get(name)}
                 for name, node in zip(self.outputs, self.output_nodes)
             ],
+            # state in, state out: each mutated buffer/parameter/input is an input and its new value an output
+            "state": [{"input": s.input, "output": s.output_name, "target": s.target, "kind": s.kind}
+                      for s in (self.graph.state if self.graph is not None else ())],
             "plan": [
                 {"node": n.node.name, "op": n.node.op, "strategy": n.choice.strategy if n.choice else None,
                  "kind": n.choice.kind if n.choice else None, "contract": n.contract,
@@ -496,16 +506,26 @@ class NetworkBuilder:
         if dtype == "float64":
             raise BuildError(f"weight {name} is float64, which TensorRT cannot hold")
         arr = tensor.float() if dtype == "bfloat16" else tensor
-        np_arr = np.array(arr.numpy(), order="C")
-        self.keep.append(np_arr)
-        layer = self.network.add_constant(tuple(np_arr.shape), self.trt.Weights(np_arr))
-        layer.name = f"weight/{name}"
-        out = layer.get_output(0)
+        out = self.constant(np.array(arr.numpy(), order="C"), f"weight/{name}")
         if dtype == "bfloat16":
             cast = self.network.add_cast(out, self.trt.DataType.BF16)
             cast.name = f"weight/{name}/cast"
             out = cast.get_output(0)
         return out
+
+    def constant(self, arr: np.ndarray, name: str) -> Any:
+        """A Constant layer holding ``arr`` (kept alive for TensorRT's Weights). A Constant needs weights, so an empty
+        array (a lifted ``torch.tensor([])``, the initial keys of a cache layer) is a zero-length Slice of a one-element
+        Constant instead."""
+        if arr.size == 0 and arr.ndim > 0:
+            one = self.constant(np.zeros([1] * arr.ndim, arr.dtype), f"{name}/one")
+            layer = self.network.add_slice(one, (0,) * arr.ndim, tuple(arr.shape), (1,) * arr.ndim)
+            layer.name = f"{name}/empty"
+            return layer.get_output(0)
+        self.keep.append(arr)
+        layer = self.network.add_constant(tuple(arr.shape), self.trt.Weights(arr))
+        layer.name = name
+        return layer.get_output(0)
 
     def pad(self, symbol: str, bound: int, count: Any) -> None:
         """A static-bound strategy padded the tensors sized ``symbol`` to ``bound`` rows; ``count`` is the true size."""
@@ -658,9 +678,9 @@ class NetworkBuilder:
                 result = strat.emit_fn(ctx, node)
             except BuildError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # not a deliberate refusal: a bug in the emitter (or in opmap), exit 3
                 hint = f"; try the runner-up {np_.runner_up.strategy}" if np_.runner_up else ""
-                raise BuildError(f"node {node.name} ({node.op}) via {strat.id}: {type(exc).__name__}: {exc}{hint}") from None
+                raise EmitterBug(f"node {node.name} ({node.op}) via {strat.id}: {type(exc).__name__}: {exc}{hint}") from exc
             self.values[node.name] = result
 
     def _emit_expansion(self, np_, prefix: str) -> Any:
@@ -678,6 +698,7 @@ class NetworkBuilder:
 
     def mark_outputs(self) -> tuple[list[str], list[str | None]]:
         names, nodes = [], []
+        state = {s.output: s.output_name for s in self.graph.state}  # a mutated buffer's new value: named after it
         for i, ref in enumerate(self.graph.outputs):
             if ref is None:
                 continue
@@ -691,7 +712,7 @@ class NetworkBuilder:
                 t = cast.get_output(0)
             if t.is_network_input or t.is_network_output:  # an output must be a distinct tensor
                 t = self._identity(t, f"output/{i}")
-            t.name = f"output{i}"
+            t.name = state.get(i, f"output{i}")
             self.network.mark_output(t)
             names.append(t.name)
             nodes.append(ref.node)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 from opmap.engine.archive import Inspection, inspect_file, refusal
 from opmap.errors import CaptureError, first_line
-from opmap.engine.graph import Graph, Node, Ref, SymbolRange, TensorMeta, finite_int
+from opmap.engine.graph import Graph, Node, Ref, State, SymbolRange, TensorMeta, finite_int
 
 _SHAPE_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)=(?P<dims>[0-9]+(?:x[0-9]+)*)(?::(?P<dtype>\w+))?$", re.ASCII)
 MAX_EXAMPLE_NUMEL = 1 << 30  # elements of one --input-shape example tensor (4 GiB of float32)
@@ -199,8 +199,35 @@ def capture(
     if dynamic and kind != "torchscript":
         raise CaptureError(f"{path}: --dynamic applies to TorchScript archives; a torch.export archive carries its own dynamic dims "
                            "(export with dynamic_shapes=...)")
-    graph = graph_from_program(program, name=path.stem)
-    return Captured(graph=graph, program=program, kind=kind, sha256=file_sha256(path))
+    return captured_from(program, path.stem, kind, sha256=file_sha256(path))
+
+
+def captured_from(program: Any, name: str, kind: str, sha256: str | None = None) -> Captured:
+    """The Captured of an ExportedProgram: functionalized first where it mutates state or views (:func:`functionalized`)."""
+    program = functionalized(program)
+    return Captured(graph=graph_from_program(program, name=name), program=program, kind=kind, sha256=sha256)
+
+
+def functionalized(program: Any) -> Any:
+    """``program``, or its functional form where one of its in-place writes cannot be planned as the functional op on
+    its own (opmap.engine.inplace): a write into a view of an intermediate, into a buffer, a parameter or a user input.
+    ``run_decompositions({})`` (an empty table: functionalization only, no op is decomposed) turns a write into a view
+    into ``select_scatter``/``slice_scatter``-style ops and a mutated buffer into an extra output (BUFFER_MUTATION),
+    which :func:`graph_from_program` makes state in, state out. Where PyTorch cannot functionalize the program, it is
+    kept as exported and the planner refuses the write with its reason."""
+    import torch
+
+    from opmap.engine.inplace import refused
+
+    writes = any(isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable
+                 for n in program.graph.nodes if n.op == "call_function")
+    if not writes or not refused(graph_from_fx(program.graph_module, "probe")):
+        return program
+    try:
+        with _quiet():
+            return program.run_decompositions({})
+    except Exception:  # PyTorch could not functionalize it: the planner gives the in-place reason
+        return program
 
 
 def capture_callable(fn: Callable | Any, *inputs: Any, name: str | None = None, dynamic_shapes: Any = None,
@@ -219,8 +246,7 @@ def capture_callable(fn: Callable | Any, *inputs: Any, name: str | None = None, 
                 program = program.run_decompositions()
     except Exception as exc:  # torch.export raises many kinds; all mean "could not export"
         raise CaptureError(f"torch.export failed: {first_line(exc)}") from None
-    label = name or getattr(fn, "__name__", type(fn).__name__)
-    return Captured(graph=graph_from_program(program, name=label), program=program, kind="callable")
+    return captured_from(program, name or getattr(fn, "__name__", type(fn).__name__), "callable")
 
 
 def _function_module_class():
@@ -564,10 +590,29 @@ def graph_from_program(program: Any, name: str = "model") -> Graph:
 
     user = {spec.arg.name for spec in program.graph_signature.input_specs
             if hasattr(spec.arg, "name") and spec.kind == InputKind.USER_INPUT}
+    state = _state(program)
+    user |= {s.input for s in state}  # a mutated buffer or weight is state the caller carries: an engine input
     graph = graph_from_fx(program.graph_module, name, is_input=lambda n: n in user, symbols=_symbols(program))
     asserts = [str(n.arg("assert_msg") or "") for n in graph if n.op == "aten._assert_scalar.default"]
     graph.facts = facts_of(program, graph.inputs, asserts)
+    graph.state = state
     return graph
+
+
+_STATE_KINDS = ("BUFFER_MUTATION", "PARAMETER_MUTATION", "USER_INPUT_MUTATION")
+
+
+def _state(program: Any) -> tuple[State, ...]:
+    """The program's mutation outputs (a functionalized program returns each mutated buffer's new value) as State."""
+    sig = program.graph_signature
+    placeholder = {spec.target: spec.arg.name for spec in sig.input_specs if spec.target is not None}
+    found = []
+    for i, spec in enumerate(sig.output_specs):
+        if spec.kind.name in _STATE_KINDS:
+            name = spec.target if spec.kind.name == "USER_INPUT_MUTATION" else placeholder.get(spec.target)
+            if name is not None:
+                found.append(State(name, i, spec.target, spec.kind.name))
+    return tuple(found)
 
 
 def graph_from_fx(gm: Any, name: str, is_input: Callable[[str], bool] = lambda _n: True,

@@ -139,6 +139,26 @@ class Node:
         return f"<Node {self}>"
 
 
+@dataclass(frozen=True)
+class State:
+    """State the program updates in place, functionalized (issue 19): a buffer, parameter or user input it mutates is
+    an engine input (``input``, the placeholder's name) and its new value an engine output (:attr:`output_name`),
+    graph output number ``output``. One call is exact; the caller carries the state from one call to the next."""
+
+    input: str  # the placeholder (engine input) holding the state before the call
+    output: int  # the position of its new value among the graph's outputs
+    target: str  # the buffer's or parameter's path in the module (a user input: its name)
+    kind: str  # BUFFER_MUTATION | PARAMETER_MUTATION | USER_INPUT_MUTATION (torch.export's output kind)
+
+    @property
+    def output_name(self) -> str:
+        return f"{self.input}.updated"
+
+    def describe(self) -> str:
+        what = {"BUFFER_MUTATION": "buffer", "PARAMETER_MUTATION": "parameter"}.get(self.kind, "input")
+        return f"{what} {self.target}: engine input {self.input}, its new value engine output {self.output_name}"
+
+
 @dataclass
 class Graph:
     name: str
@@ -148,6 +168,7 @@ class Graph:
     outputs: list[Ref | None]
     symbols: dict[str, SymbolRange]
     facts: tuple[str, ...] = ()  # relations between input-dim symbols the export states (``Eq(s0*s1, 24)``): shapefacts
+    state: tuple[State, ...] = ()  # mutated buffers/parameters/inputs: engine inputs and outputs (state in, state out)
 
     def __post_init__(self) -> None:
         for node in self.nodes.values():

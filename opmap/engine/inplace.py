@@ -58,6 +58,19 @@ def functional_op(op: str) -> tuple[str, tuple[str, ...]] | None:
     return None
 
 
+def mutates(op: str) -> bool:
+    """Whether the ATen overload writes one of its arguments (in place or ``out=``)."""
+    overload = aten_overload(op)
+    return overload is not None and bool(_written(overload._schema))
+
+
+def refused(graph: Graph) -> list[str]:
+    """Why each mutating node of ``graph`` cannot be planned as its functional op on its own (:func:`as_functional`):
+    a write into a view, into a graph input or weight, or one read again afterwards. Capture functionalizes such a
+    program as a whole (state becomes engine inputs and outputs) instead of refusing it."""
+    return [why for node in graph if mutates(node.op) for new, why in [as_functional(node, graph)] if new is None]
+
+
 def _view_op(node: Node | None, graph: Graph) -> str | None:
     """The op that produced ``node``'s value as a view of another tensor (its schema says the output aliases)."""
     if node is None:

@@ -226,7 +226,8 @@ def lifted_inputs(program: Any, inputs: dict[str, torch.Tensor]) -> list[Any]:
                 raise OpmapError(f"no value for input {name}")
             flat.append(inputs[name])
         elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
-            flat.append(state[spec.target] if spec.target in state else constants[spec.target])
+            name = getattr(spec.arg, "name", None)  # mutated state is an engine input: its value is given
+            flat.append(inputs[name] if name in inputs else state[spec.target] if spec.target in state else constants[spec.target])
         elif spec.kind in (InputKind.CONSTANT_TENSOR, InputKind.CUSTOM_OBJ):
             flat.append(constants[spec.target])
         else:
@@ -398,11 +399,12 @@ def verify_built(built: Built, program: Any, inputs: dict[str, torch.Tensor], ru
     got = run_engine(built, inputs) if runtime == "trt" else run_network(built.network, built.trt, inputs, built.attention)
     report = Report(inputs=dict(drawn or {}), shape=", ".join(f"{k}={'x'.join(map(str, v.shape)) or 'scalar'}" for k, v in inputs.items()))
     compute = {"fp16": "float16", "bf16": "bfloat16", "int8": "int8"}.get(precision)
+    state = {s.output: s.output_name for s in (built.graph.state if built.graph is not None else ())}
     for i, (exp, kind) in enumerate(zip(flat, kinds)):
-        if kind != OutputKind.USER_OUTPUT:
-            continue  # buffer mutations: a TensorRT engine keeps no state
+        if kind != OutputKind.USER_OUTPUT and i not in state:
+            continue  # no other output kind is an engine output
         report.expected += 1
-        name = f"output{i}"
+        name = state.get(i, f"output{i}")  # the returned state is compared like any output
         node = built.output_nodes[built.outputs.index(name)] if name in built.outputs else None
         value = got.get(name)
         if not isinstance(exp, torch.Tensor):

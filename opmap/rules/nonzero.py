@@ -12,7 +12,7 @@ import torch
 
 import math
 
-from opmap.engine.builder import broadcast_shape
+from opmap.engine.builder import BuildError, broadcast_shape
 from opmap.engine.rules import accept, reject, strategy
 from opmap.plugins import plugin_available
 from opmap.rules.common import max_rank, t, trt_types
@@ -143,7 +143,7 @@ def _bound(ctx, node, axis: int | None = None):
         return symbol, None
     bound = selection_bound(node, Bounds(ctx.node._graph), ctx.nb.plan.settings, axis)
     if bound is None:
-        raise ValueError(f"the output size {symbol} has no static upper bound")
+        raise BuildError(f"the output size {symbol} has no static upper bound")
     return bound, symbol
 
 

@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from opmap.engine.builder import BuildError
 from opmap.engine.rules import accept
 from opmap.rules.common import define, float_input, t, truth
 
@@ -68,7 +69,7 @@ def reduce_masked(ctx, node, sel, op):
     rank = ctx.rank(rows)
     axes = reduce_axes(node, len(node.meta("self").shape))
     if 0 not in axes:
-        raise ValueError(f"{node.name} keeps the selected dim; a masked selection must be reduced over it")
+        raise BuildError(f"{node.name} keeps the selected dim; a masked selection must be reduced over it")
     dtype = ctx.output_dtype()
     base = "SUM" if op == "AVG" else op
     rows = ctx.cast(rows, dtype) if base in ("SUM", "PROD") else rows
