@@ -208,20 +208,26 @@ def captured_from(program: Any, name: str, kind: str, sha256: str | None = None)
     return Captured(graph=graph_from_program(program, name=name), program=program, kind=kind, sha256=sha256)
 
 
+_INLINED_REGIONS = ("wrap_with_autocast", "wrap_with_set_grad_enabled")
+
+
 def functionalized(program: Any) -> Any:
     """``program``, or its functional form where one of its in-place writes cannot be planned as the functional op on
     its own (opmap.engine.inplace): a write into a view of an intermediate, into a buffer, a parameter or a user input.
     ``run_decompositions({})`` (an empty table: functionalization only, no op is decomposed) turns a write into a view
     into ``select_scatter``/``slice_scatter``-style ops and a mutated buffer into an extra output (BUFFER_MUTATION),
-    which :func:`graph_from_program` makes state in, state out. Where PyTorch cannot functionalize the program, it is
-    kept as exported and the planner refuses the write with its reason."""
+    which :func:`graph_from_program` makes state in, state out. The same pass inlines the regions torch.export keeps
+    as higher-order ops (``torch.autocast`` and ``torch.set_grad_enabled`` inside forward): an autocast region becomes
+    its ops with the casts it implies, explicit ``_to_copy`` nodes. Where PyTorch cannot functionalize the program, it
+    is kept as exported and the planner refuses the write (or the region) with its reason."""
     import torch
 
     from opmap.engine.inplace import refused
 
-    writes = any(isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable
-                 for n in program.graph.nodes if n.op == "call_function")
-    if not writes or not refused(graph_from_fx(program.graph_module, "probe")):
+    calls = [n for n in program.graph.nodes if n.op == "call_function"]
+    regions = any(isinstance(n.target, torch._ops.HigherOrderOperator) and n.target.name() in _INLINED_REGIONS for n in calls)
+    writes = any(isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable for n in calls)
+    if not regions and (not writes or not refused(graph_from_fx(program.graph_module, "probe"))):
         return program
     try:
         with _quiet():

@@ -1,0 +1,57 @@
+"""Autocast regions inside forward: torch.export keeps them as ``higher_order.wrap_with_autocast``; capture inlines them
+with the casts they imply (explicit ``_to_copy`` nodes), so the model plans, builds and verifies like any other. An
+output computed through bfloat16 is compared at bfloat16's tolerance (its rounding points differ by an ulp)."""
+
+import pytest
+import torch
+
+from opmap.app import load_rules
+from opmap.engine import fuzz
+from opmap.engine.capture import capture_callable
+
+RULESET = load_rules(None)
+
+
+class MixedPrecision(torch.nn.Module):
+    """An fp32 island (autocast disabled, as EfficientViT's LiteMLA does) and a bfloat16 region."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        with torch.autocast("cpu", enabled=False):
+            y = torch.relu(self.a(x.float()))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            z = self.b(y)
+        return y + z.float()
+
+
+def test_regions_are_inlined_with_their_casts():
+    ops = capture_callable(MixedPrecision().eval(), torch.randn(2, 8)).graph.ops()
+    assert not [op for op in ops if op.startswith("higher_order.")]
+    assert "aten._to_copy.default" in ops  # the bfloat16 region's casts, now explicit
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_mixed_precision_model_builds_and_verifies(dynamic):
+    trial = fuzz.run_case(RULESET.strategies["mm/linear"], fuzz.Case("autocast", MixedPrecision().eval(), (torch.randn(3, 8),), dynamic),
+                          RULESET)
+    assert trial.status == "verified", trial.reason
+
+
+def test_a_float32_path_keeps_float32_tolerance():
+    """The tolerance widens only for outputs computed through a narrower type: an error of 1e-3 relative (inside
+    bfloat16's tolerance) on a float32-only path is still wrong."""
+    import dataclasses
+
+    from opmap.engine.rules import accept, strategy
+
+    @strategy("planted/relu-scaled", op="aten.relu.default", kind="direct", examples=[accept(torch.relu, torch.randn(2, 3))])
+    def rule_planted(node):
+        """Accepts every relu."""
+
+    rule_planted.emit(lambda ctx, node: ctx.elementwise(ctx.activation(ctx.input("self"), "RELU"), ctx.const(1.001), "PROD"))
+    ruleset = dataclasses.replace(RULESET, strategies={**RULESET.strategies, rule_planted.id: rule_planted})
+    fp32 = fuzz.Case("fp32", lambda x: torch.relu(x) * 2, (torch.randn(3, 8) + 2,))
+    assert fuzz.run_case(rule_planted, fp32, ruleset).status == "wrong"
