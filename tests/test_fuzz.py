@@ -178,16 +178,17 @@ def test_fuzzer_findings(fn, inputs):
     (lambda a, w, b, m, v: torch.ops.aten.native_batch_norm(a, w, b, m, v, False, 0.1, 1e-3)[0],
      (torch.randn(1, 1, 1), torch.randn(1), torch.randn(1), torch.randn(1), torch.rand(2) + 1), "one value per channel"),
     (lambda x: F.max_pool3d(x, [2, 1, 1], [3, 1, 2], [1, 0, 0], ceil_mode=True), (torch.randn(1, 1, 1, 1, 1),), "drops"),
+    (lambda a: torch.ops.prims.sum.default(a, [1]), (torch.rand(2, 3) > 0.5,), "int64 counts"),  # the meta says bool
     (lambda x, w: F.conv_transpose2d(x, w, None, [1, 2], [1, 1], [0, 0], 1, [1, 2]), (torch.randn(1, 1, 3, 1), torch.randn(1, 1, 1, 2)),
      "unless the kernel is a constant"),
 ])
 def test_fuzzer_findings_refused(fn, inputs, match):
     strategy = {"einsum": "mm/einsum", "fractional_max_pool2d": "fmp/exact-samples", "scatter_add": "scatter/scatter-add",
                 "index_put": "scatter/index-put-accumulate", "native_batch_norm": "norm/batch-norm", "max_pool3d": "pool/max",
-                "max_pool3d_with_indices": "pool/max", "conv_transpose2d": "conv/conv-transpose"}
+                "max_pool3d_with_indices": "pool/max", "conv_transpose2d": "conv/conv-transpose", "sum": "reduce/prims-sum"}
     from opmap.engine.capture import capture_callable
 
     graph = capture_callable(fn, *inputs).graph
-    op = next(n.op.split(".")[1] for n in graph if n.op.startswith("aten.") and n.op.split(".")[1] in strategy)
+    op = next(n.op.split(".")[1] for n in graph if n.op.startswith(("aten.", "prims.")) and n.op.split(".")[1] in strategy)
     trial = run(strategy[op], fn, *inputs)
     assert trial.status == "refused" and match in trial.reason, (trial.status, trial.reason)

@@ -377,6 +377,8 @@ def prims_sum_axes(node, **_):
     """The reduced dims are a list of ints (prims.sum's meta rejects None) and none is data-dependent."""
     dims = node.arg("dims")
     assert isinstance(dims, (list, tuple)) and all(isinstance(d, int) for d in dims), f"dims={dims!r} is not a list of ints"
+    assert node.meta("inp").dtype != "bool", ("prims.sum of bool: the export's meta says bool, PyTorch's kernel returns "
+                                              "int64 counts; the output's dtype is not known; sum a cast to int")
 
 
 define(ns, "reduce/prims-sum", "prims.sum.default", "direct", layers="Reduce SUM over dims (as aten.sum.dim_IntList, keepdim false)",
