@@ -55,3 +55,4 @@ def test_a_float32_path_keeps_float32_tolerance():
     ruleset = dataclasses.replace(RULESET, strategies={**RULESET.strategies, rule_planted.id: rule_planted})
     fp32 = fuzz.Case("fp32", lambda x: torch.relu(x) * 2, (torch.randn(3, 8) + 2,))
     assert fuzz.run_case(rule_planted, fp32, ruleset).status == "wrong"
+

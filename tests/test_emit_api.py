@@ -148,3 +148,32 @@ def test_pack_strategy_under_dynamic_shapes(ruleset, sid):
     result = dynamic_conformance(strat, example, ruleset)
     assert result.dynamic_dims > 0 and result.reports, (result.verdict, result.unmapped)
     assert all(r.ok for r in result.reports.values()), {k: [o.to_dict() for o in r.outputs] for k, r in result.reports.items()}
+
+
+def test_an_emitter_adding_an_unshapeable_layer_is_named_at_its_own_node():
+    """A layer TensorRT cannot shape (LESS on bools) used to surface at the next node ('Could not get tensor shape' in
+    a transpose after attention); the builder names the node whose strategy added it, as an internal error (exit 3)."""
+    import dataclasses
+
+    import torch
+
+    from opmap.app import load_rules
+    from opmap.engine.capture import capture_callable
+
+    from opmap.engine.builder import EmitterBug
+    from opmap.engine.examples import judged_build
+    from opmap.engine.rules import accept, strategy
+
+    @strategy("planted/lt-on-bool", op="aten.lt.Tensor", kind="direct", examples=[accept(torch.lt, torch.randn(2), torch.randn(2))])
+    def rule_planted(node):
+        """Accepts every lt."""
+
+    rule_planted.emit(lambda ctx, node: ctx.out(ctx.net.add_elementwise(ctx.input("self"), ctx.input("other"),
+                                                                         ctx.trt.ElementWiseOperation.LESS)))
+    rules = load_rules(None)
+    ruleset = dataclasses.replace(rules, strategies={**rules.strategies, rule_planted.id: rule_planted})
+    a, b = torch.rand(2, 3) > 0.5, torch.rand(2, 3) > 0.5
+    captured = capture_callable(lambda a, b: (a < b).transpose(0, 1), a, b)
+    with pytest.raises(EmitterBug, match=r"node lt .* via planted/lt-on-bool: TensorRT cannot infer the shape") as info:
+        judged_build(rule_planted, captured, dict(zip(captured.graph.inputs, (a, b))), ruleset)
+    assert info.value.exit_code == 3

@@ -681,7 +681,22 @@ class NetworkBuilder:
             except Exception as exc:  # not a deliberate refusal: a bug in the emitter (or in opmap), exit 3
                 hint = f"; try the runner-up {np_.runner_up.strategy}" if np_.runner_up else ""
                 raise EmitterBug(f"node {node.name} ({node.op}) via {strat.id}: {type(exc).__name__}: {exc}{hint}") from exc
+            self._check_shapes(node, strat, result)
             self.values[node.name] = result
+
+    def _check_shapes(self, node: Node, strat: Strategy, result: Any) -> None:
+        """Every tensor an emitter returns has a shape TensorRT can infer. A layer given inputs it cannot take (a
+        comparison of bools, a rank its operation refuses) is accepted by ``add_*`` and yields a tensor whose shape
+        cannot be read; the error would surface at the next node's emitter and blame it ("Could not get tensor shape"
+        in a transpose after attention). Checked here, it names the node and strategy that added the layer."""
+        for t in result if isinstance(result, (list, tuple)) else [result]:
+            if isinstance(t, self.trt.ITensor):
+                try:
+                    t.shape
+                except RuntimeError as exc:
+                    raise EmitterBug(f"node {node.name} ({node.op}) via {strat.id}: TensorRT cannot infer the shape of an "
+                                     f"output it added ({exc}): a layer got inputs it cannot take, which the strategy's "
+                                     "rule should refuse") from exc
 
     def _emit_expansion(self, np_, prefix: str) -> Any:
         """Emit a node's planned sub-graph in a scope of its own; its outputs become the node's value."""
