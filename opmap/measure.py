@@ -86,7 +86,9 @@ def measure_strategy(strat: Strategy, ruleset: RuleSet, backend: str, profile: D
     from_model = examples is not None  # a model's nodes: a rule that rejects one is a mismatch, not a failed build
     if examples is None:
         examples = [e for e in strat.examples if e.expect == "accept"]
-    examples = [_as_dtype(e, dtype) for e in examples]
+    if dtype is not None:  # a dtype bucket measures the examples that have float inputs to cast (not integer ones)
+        examples = [_as_dtype(e, dtype) for e in examples
+                    if any(isinstance(x, torch.Tensor) and x.is_floating_point() for x in e.inputs)]
     version = backend_profile(backend).version
     base = dict(strategy_id=strat.id, op=",".join(strat.ops)[:200], backend=backend, backend_version=version,
                 opmap_version=opmap.__version__, source_hash=strat.source_hash)

@@ -64,11 +64,22 @@ def mutates(op: str) -> bool:
     return overload is not None and bool(_written(overload._schema))
 
 
+_EVAL_NOOPS = ("aten.dropout_.default", "aten.feature_dropout_.default", "aten.alpha_dropout_.default",
+               "aten.feature_alpha_dropout_.default")
+
+
+def writes_nothing(node: Node) -> bool:
+    """An in-place dropout in eval mode (or with p = 0) leaves its tensor as it is (core/dropout-eval maps it)."""
+    return node.op in _EVAL_NOOPS and (not node.arg("train") or node.arg("p") == 0)
+
+
 def refused(graph: Graph) -> list[str]:
     """Why each mutating node of ``graph`` cannot be planned as its functional op on its own (:func:`as_functional`):
     a write into a view, into a graph input or weight, or one read again afterwards. Capture functionalizes such a
-    program as a whole (state becomes engine inputs and outputs) instead of refusing it."""
-    return [why for node in graph if mutates(node.op) for new, why in [as_functional(node, graph)] if new is None]
+    program as a whole (state becomes engine inputs and outputs) instead of refusing it. A write that changes nothing
+    (an in-place dropout in eval mode) is not one."""
+    return [why for node in graph if mutates(node.op) and not writes_nothing(node)
+            for new, why in [as_functional(node, graph)] if new is None]
 
 
 def _view_op(node: Node | None, graph: Graph) -> str | None:

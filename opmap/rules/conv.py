@@ -432,10 +432,10 @@ define(ns, "pool/adaptive-windows", ["aten.adaptive_avg_pool1d.default", "aten.a
                  accept(lambda a: F.adaptive_avg_pool3d(a, 2), t(1, 2, 5, 3, 4), decompose=True),  # _adaptive_avg_pool3d
                  (lambda a: F.adaptive_max_pool1d(a, 3), t(2, 3, 7)), (lambda a: F.adaptive_max_pool2d(a, (3, 2)), t(1, 3, 7, 5)),
                  (lambda a: F.adaptive_max_pool3d(a, (2, 1, 3)), t(1, 2, 5, 4, 7)),
-                 accept(lambda a: F.adaptive_avg_pool2d(a, 3), t(2, 3, 8, 7), dynamic_shapes=({0: torch.export.Dim("b", max=8)},))],
+                 accept(lambda a: F.adaptive_avg_pool2d(a, 3), t(2, 3, 8, 7), dynamic_shapes=lambda: ({0: torch.export.Dim("b", max=8)},))],
        bad=(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 7)), match="dynamic and pools",
        checks=[float_input, adaptive_windows_known], emit=_emit_adaptive_windows)
 rule_adaptive_windows.examples = rule_adaptive_windows.examples[:-1] + (  # noqa: F821 (define made it)
-    reject(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 7), dynamic_shapes=({2: torch.export.Dim("h", min=4, max=16)},),
+    reject(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 7), dynamic_shapes=lambda: ({2: torch.export.Dim("h", min=4, max=16)},),
            match="dynamic and pools"),
     reject(lambda a: F.adaptive_max_pool2d(a, 3, return_indices=True)[1], t(1, 3, 8, 7), match="indices"))
