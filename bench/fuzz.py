@@ -61,12 +61,13 @@ def main(argv: list[str] | None = None) -> int:
                 progress.advance(task)
     seconds = time.monotonic() - start
     kinds = {s.id: s.kind for s in strategies}
-    Path(args.out).write_text(page(trials, kinds, [s.id for s in strategies], not_run, args, seconds))
+    silent = {s.id: s.no_accept for s in strategies if s.no_accept}  # rules that accept no exported graph, and why
+    Path(args.out).write_text(page(trials, kinds, [s.id for s in strategies], not_run, args, seconds, silent))
     print(fuzz.summary_line(trials))
     return 1 if any(t.status in ("wrong", "build-failed") for t in trials) else 0
 
 
-def page(trials, kinds, ids, not_run, args, seconds) -> str:
+def page(trials, kinds, ids, not_run, args, seconds, silent=None) -> str:
     from collections import Counter
 
     from opmap.engine import fuzz
@@ -112,7 +113,9 @@ def page(trials, kinds, ids, not_run, args, seconds) -> str:
             continue
         r = rows.get(sid)
         if r is None:
-            lines.append(f"| `{sid}` | {kinds[sid]} | 0 | | | | | every case drawn was outside the op's space |")
+            why = (f"accepts no exported graph: {silent[sid]}" if silent and sid in silent
+                   else "every case drawn was outside the op's space")
+            lines.append(f"| `{sid}` | {kinds[sid]} | 0 | | | | | {_cell(why)} |")
             continue
         c = r.counts
         n = sum(c[s] for s in fuzz.COUNTED)

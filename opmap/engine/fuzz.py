@@ -44,6 +44,7 @@ class Case:
     dynamic: bool = False  # every input dim Dim.AUTO (torch.export keeps a dim static where the program needs it)
     decompose: bool = False
     node: str | None = None
+    dynamic_shapes: Any = None  # an accept example's own dynamic shapes (a callable makes them), where not ``dynamic``
 
 
 @dataclass
@@ -54,18 +55,14 @@ class Trial:
     reason: str = ""
     error: float = 0.0  # the worst max-abs error over the compared outputs (wrong/verified)
 
-    @property
-    def counted(self) -> bool:
-        return self.status in COUNTED
-
 
 # -- running one case ---------------------------------------------------------------------------------------------
 def run_case(strat: Any, case: Case, ruleset: Any, backend: str = "tensorrt_rtx") -> Trial:
     """Judge the case's node with ``strat``; where it applies, build for real with ``strat`` pinned and compare with
     PyTorch (at the case's own inputs when static, at the profile's min/opt/max when dynamic)."""
     from opmap.engine.capture import capture_callable
-    from opmap.engine.examples import judged_build
-    from opmap.errors import first_line
+    from opmap.engine.examples import find_node, judged_build
+    from opmap.errors import OpmapError, first_line
 
     def trial(status: str, reason: str = "", error: float = 0.0) -> Trial:
         return Trial(strat.id, case, status, reason, error)
@@ -75,16 +72,19 @@ def run_case(strat: Any, case: Case, ruleset: Any, backend: str = "tensorrt_rtx"
             case.fn(*[x.clone() if isinstance(x, torch.Tensor) else x for x in case.inputs])
     except Exception as exc:  # outside the op's argument space: PyTorch itself refuses
         return trial("invalid", f"PyTorch: {type(exc).__name__}: {first_line(exc)}")
-    dynamic = _all_auto(case.inputs) if case.dynamic else None
+    own = case.dynamic_shapes() if callable(case.dynamic_shapes) else case.dynamic_shapes
+    dynamic = _all_auto(case.inputs) if case.dynamic else own
     try:
         captured = capture_callable(case.fn, *case.inputs, dynamic_shapes=dynamic, decompose=case.decompose)
     except Exception as exc:
         return trial("invalid", first_line(exc))
-    if not any(node.op in strat.ops for node in captured.graph):
-        return trial("absent", f"the export has no {' or '.join(strat.ops)} node")
+    try:
+        find_node(captured.graph, strat, case.node)  # a wildcard strategy (torch/decomposition) takes the first real op
+    except OpmapError as exc:
+        return trial("absent", str(exc))
     try:
         result = judged_build(strat, captured, dict(zip(captured.graph.inputs, _tensors(case.inputs))), ruleset, backend,
-                              node_name=case.node, resize=case.dynamic)
+                              node_name=case.node, resize=case.dynamic or own is not None)
     except Exception as exc:  # the rule said APPLIES; the build (or the reference run of the network) broke
         return trial("build-failed", f"{type(exc).__name__}: {first_line(exc)}")
     if not result.verdict.applies:
@@ -534,8 +534,8 @@ def cases_for(strat: Any, n: int, seed: int = 0) -> Iterator[Case]:
             index = i % len(examples) if i < len(examples) else rng.randrange(len(examples))
             ex = examples[index]
             if i < len(examples):  # each example once as written, then mutated
-                yield Case(f"accept example {index} on ({_desc(ex.inputs)})", ex.fn, ex.inputs,
-                           decompose=ex.decompose, node=ex.node)
+                yield Case(f"accept example {index} on ({_desc(ex.inputs)}){' with its dynamic dims' if ex.dynamic_shapes else ''}",
+                           ex.fn, ex.inputs, decompose=ex.decompose, node=ex.node, dynamic_shapes=ex.dynamic_shapes)
                 continue
             kind, inputs, dynamic = _mutate(rng, g, ex.inputs)
             yield Case(f"accept example {index}, {kind}, on ({_desc(inputs)})", ex.fn, inputs, dynamic, ex.decompose, ex.node)
