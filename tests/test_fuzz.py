@@ -179,13 +179,15 @@ def test_fuzzer_findings(fn, inputs):
      (torch.randn(1, 1, 1), torch.randn(1), torch.randn(1), torch.randn(1), torch.rand(2) + 1), "one value per channel"),
     (lambda x: F.max_pool3d(x, [2, 1, 1], [3, 1, 2], [1, 0, 0], ceil_mode=True), (torch.randn(1, 1, 1, 1, 1),), "drops"),
     (lambda a: torch.ops.prims.sum.default(a, [1]), (torch.rand(2, 3) > 0.5,), "int64 counts"),  # the meta says bool
+    (lambda x: torch.histc(x, bins=4, min=-2, max=2), (torch.randn(50).bfloat16(),), "bfloat16"),
     (lambda x, w: F.conv_transpose2d(x, w, None, [1, 2], [1, 1], [0, 0], 1, [1, 2]), (torch.randn(1, 1, 3, 1), torch.randn(1, 1, 1, 2)),
      "unless the kernel is a constant"),
 ])
 def test_fuzzer_findings_refused(fn, inputs, match):
     strategy = {"einsum": "mm/einsum", "fractional_max_pool2d": "fmp/exact-samples", "scatter_add": "scatter/scatter-add",
                 "index_put": "scatter/index-put-accumulate", "native_batch_norm": "norm/batch-norm", "max_pool3d": "pool/max",
-                "max_pool3d_with_indices": "pool/max", "conv_transpose2d": "conv/conv-transpose", "sum": "reduce/prims-sum"}
+                "max_pool3d_with_indices": "pool/max", "conv_transpose2d": "conv/conv-transpose", "sum": "reduce/prims-sum",
+                "histc": "hist/histc-one-hot"}
     from opmap.engine.capture import capture_callable
 
     graph = capture_callable(fn, *inputs).graph
