@@ -141,17 +141,17 @@ def conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend: str = "
 
 # -- every dim dynamic -------------------------------------------------------------------------------------------
 def all_dynamic(ex: Example, scale: int = 4) -> Any:
+    """dynamic_shapes making every dim of every tensor input of the example dynamic (:func:`every_dim_dynamic`)."""
+    return every_dim_dynamic(ex.inputs, scale)
+
+
+def every_dim_dynamic(inputs: Any, scale: int = 4) -> list:
     """dynamic_shapes making every dim of every tensor input dynamic (``Dim.AUTO``: torch.export keeps a dim static
     where the program needs it, e.g. sizes of 0/1 or dims tied to a weight), each bounded by ``scale`` × its size."""
     import torch
 
-    shapes = []
-    for x in ex.inputs:
-        if isinstance(x, torch.Tensor) and x.dim():
-            shapes.append({i: torch.export.Dim.AUTO(min=1, max=max(scale * n, 8)) for i, n in enumerate(x.shape)})
-        else:
-            shapes.append(None)
-    return shapes
+    return [{i: torch.export.Dim.AUTO(min=1, max=max(scale * n, 8)) for i, n in enumerate(x.shape)}
+            if isinstance(x, torch.Tensor) and x.dim() else None for x in inputs]
 
 
 @dataclass

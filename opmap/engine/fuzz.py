@@ -61,7 +61,7 @@ def run_case(strat: Any, case: Case, ruleset: Any, backend: str = "tensorrt_rtx"
     """Judge the case's node with ``strat``; where it applies, build for real with ``strat`` pinned and compare with
     PyTorch (at the case's own inputs when static, at the profile's min/opt/max when dynamic)."""
     from opmap.engine.capture import capture_callable
-    from opmap.engine.examples import find_node, judged_build
+    from opmap.engine.examples import every_dim_dynamic, find_node, judged_build
     from opmap.errors import OpmapError, first_line
 
     def trial(status: str, reason: str = "", error: float = 0.0) -> Trial:
@@ -73,7 +73,7 @@ def run_case(strat: Any, case: Case, ruleset: Any, backend: str = "tensorrt_rtx"
     except Exception as exc:  # outside the op's argument space: PyTorch itself refuses
         return trial("invalid", f"PyTorch: {type(exc).__name__}: {first_line(exc)}")
     own = case.dynamic_shapes() if callable(case.dynamic_shapes) else case.dynamic_shapes
-    dynamic = _all_auto(case.inputs) if case.dynamic else own
+    dynamic = every_dim_dynamic(case.inputs) if case.dynamic else own
     try:
         captured = capture_callable(case.fn, *case.inputs, dynamic_shapes=dynamic, decompose=case.decompose)
     except Exception as exc:
@@ -108,11 +108,6 @@ def run_case(strat: Any, case: Case, ruleset: Any, backend: str = "tensorrt_rtx"
 
 def _tensors(inputs: Sequence[Any]) -> list[torch.Tensor]:
     return [x for x in inputs if isinstance(x, torch.Tensor)]
-
-
-def _all_auto(inputs: Sequence[Any], scale: int = 4) -> list:
-    return [{i: torch.export.Dim.AUTO(min=1, max=max(scale * n, 8)) for i, n in enumerate(x.shape)}
-            if isinstance(x, torch.Tensor) and x.dim() else None for x in inputs]
 
 
 # -- drawing tensors ----------------------------------------------------------------------------------------------
