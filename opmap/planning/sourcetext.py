@@ -15,7 +15,7 @@ import linecache
 import sys
 from types import CodeType
 
-from opmap.engine import diskcache
+from opmap.planning import diskcache
 
 KIND = "source"
 _FILES: dict[str, tuple[list[str], str, dict[str, str]]] = {}  # filename -> (linecache's lines, entry name, entries)

@@ -24,7 +24,7 @@ from enum import Enum
 from functools import cached_property, lru_cache
 from typing import Any, Callable, Iterable, Sequence
 
-from opmap.engine import sourcetext
+from opmap.planning import sourcetext
 from opmap.errors import RuleDefinitionError
 
 KINDS = ("direct", "approximate", "decompose", "plugin")
@@ -160,7 +160,7 @@ class Strategy:
         chosen strategies (how ``torch/decomposition`` works). An alternative to :meth:`emit`, not a companion.
 
         ``keyed=True`` (``@rule_x.expand(keyed=True)``) promises that the sub-graph depends only on what a node-local rule
-        may read (op, arguments with tensors by meta, outputs; :func:`opmap.engine.equivalence.node_key`) and the graph's
+        may read (op, arguments with tensors by meta, outputs; :func:`opmap.planning.equivalence.node_key`) and the graph's
         symbol ranges, and returns the same sub-graph object for nodes of one class: the planner then expands once per
         class. The refs must be the node's tensor arguments in argument order (:meth:`Node.tensor_refs`); where they are
         not, the planner calls ``fn`` for every node as it does without the promise."""
