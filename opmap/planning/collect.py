@@ -49,7 +49,9 @@ class RuleSet:
 
 
 def collect_module(module: types.ModuleType, origin: str, source_path: str | None = None) -> list[Strategy]:
-    """Strategies of a module in definition order; ``rule_*`` names without @strategy are errors."""
+    """Strategies of a module in definition order: each ``rule_*`` name holds a Strategy (either call form of
+    :func:`strategy`), a parametrized family, or a list of table-form strategies; ``rule_*`` functions without
+    @strategy are errors."""
     path = source_path or getattr(module, "__file__", None) or module.__name__
     found: list[Strategy] = []
     for name, value in list(vars(module).items()):
@@ -59,6 +61,8 @@ def collect_module(module: types.ModuleType, origin: str, source_path: str | Non
             variants = [value]
         elif isinstance(value, StrategyFamily):
             variants = list(value)
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Strategy) for v in value):
+            variants = list(value)  # a table: strategy(...) called once per row
         elif isinstance(value, types.FunctionType) and value.__module__ == module.__name__:
             raise RuleDefinitionError(
                 f"{path}: {name} is named like a rule but has no @strategy(id, op=..., kind=...) decorator"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import cached_property, lru_cache
@@ -235,14 +236,28 @@ def strategy(
     spec: str = "",
     no_reject: str | None = None,
     no_accept: str | None = None,
-) -> Callable[[Callable], Strategy | StrategyFamily]:
+    checks: Sequence[Callable] | None = None,
+    emit: Callable | None = None,
+    layers: str | None = None,
+    doc: str | None = None,
+) -> Any:
     """Declare a strategy: ``id`` is ``pack/slug``; ``op`` an ATen overload key (``"aten.relu.default"``, or a custom
     op's ``"mylib.soft_clip.default"``) or a list of them; ``kind`` one of direct, decompose, approximate, plugin.
 
     ``contract``: how the strategy changes the node's outputs (padding, an extra output added with
     ``ctx.extra_output``), shown by ``suggest`` and ``build`` and stored in the sidecar; None when it keeps them.
     ``examples``: :func:`accept` / :func:`reject` calls that ``opmap rules test`` runs. Add the layers with
-    ``@rule_x.emit`` (see :meth:`Strategy.emit`)."""
+    ``@rule_x.emit`` (see :meth:`Strategy.emit`).
+
+    Two call forms, one kind of :class:`Strategy`:
+
+    - decorator form: ``@strategy(...)`` over a ``def rule_*(node, ...)`` whose asserts judge;
+    - table form, for a rule that is a list of checks: ``rule_x = strategy(..., checks=[c1, c2], emit=fn,
+      layers="...")`` returns the Strategy. Each check is ``check(node=..., graph=..., backend=..., bounds=...,
+      settings=..., upstream=...)`` (take what you need, ``**_`` for the rest) and refuses with ``assert``; they run in
+      order. ``layers`` says in words what ``emit`` adds (the doc, unless ``doc`` is given); the layers and the
+      checks' source are part of the source hash. Bind the result to a ``rule_*`` name (or a list of them to one
+      ``rule_*`` name): collection finds strategies by name."""
     if not _ID_RE.match(id):
         raise RuleDefinitionError(f"strategy id {id!r} must look like 'pack/slug' (lowercase letters, digits, '-', '_', '.')")
     if kind not in KINDS:
@@ -252,6 +267,12 @@ def strategy(
         raise RuleDefinitionError(f"strategy {id}: op must name at least one ATen overload")
     if not isinstance(version, int) or version < 1:
         raise RuleDefinitionError(f"strategy {id}: version must be a positive integer")
+    if checks is not None:
+        return _table(id, ops, kind, version, tuple(checks), emit, layers or "", doc, sys._getframe(1).f_globals.get("__name__", "?"),
+                      tags=tuple(tags), examples=tuple(examples), contract=contract, no_reject=no_reject, no_accept=no_accept)
+    if emit is not None or layers is not None or doc is not None:
+        raise RuleDefinitionError(f"strategy {id}: emit=, layers= and doc= belong to the table form (checks=[...]); "
+                                  "the decorator form takes the rule's docstring and @rule_x.emit")
 
     def decorate(fn: Callable) -> Strategy | StrategyFamily:
         if not callable(fn) or not getattr(fn, "__name__", "").startswith("rule_"):
@@ -279,6 +300,28 @@ def strategy(
         return StrategyFamily(variants)
 
     return decorate
+
+
+def _table(id: str, ops: tuple[str, ...], kind: str, version: int, all_checks: tuple[Callable, ...], emit: Callable | None,
+           layers: str, doc: str | None, module: str, **fields: Any) -> Strategy:
+    """The table form of :func:`strategy`: a rule that runs ``all_checks`` in order, named ``rule_<slug>``."""
+    for check in all_checks:
+        if not callable(check):
+            raise RuleDefinitionError(f"strategy {id}: check {check!r} is not a function")
+
+    def rule(node, graph, backend, bounds, settings, upstream):
+        for check in all_checks:
+            check(node=node, graph=graph, backend=backend, bounds=bounds, settings=settings, upstream=upstream)
+
+    slug = id.split("/", 1)[1]
+    rule.__name__ = rule.__qualname__ = "rule_" + slug.replace("-", "_").replace(".", "_")
+    rule.__doc__ = doc or f"{kind}: {layers}."
+    rule.__module__ = module
+    spec = repr((layers, [(c.__qualname__, _source(c)) for c in all_checks]))
+    made = Strategy(id=id, ops=ops, kind=kind, version=version, rule=rule, doc=inspect.cleandoc(rule.__doc__), spec=spec, **fields)
+    if emit is not None:
+        made.emit(emit)
+    return made
 
 
 def _variant_id(base: str, vid: str) -> str:

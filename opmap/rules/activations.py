@@ -3,9 +3,10 @@
 import torch
 import torch.nn.functional as F
 
-from opmap.rules.common import define, emit_activation, float_input, not_bool
+from opmap.planning.strategy import strategy
+from opmap.rules.common import cases, not_bool, promoted_float_input, trt_checks
+from opmap.rules.emitting import emit_activation, promoting
 
-ns = globals()
 
 
 def gelu_erf(node, **_):
@@ -65,11 +66,18 @@ ACTIVATIONS = [
 ]
 MORE = {"act/clamp": [lambda a: torch.clamp_min(a, 0.1), lambda a: torch.clamp_max(a, -0.2), F.hardtanh]}
 INTEGER = {"act/relu": [torch.relu], "act/clamp": [lambda a: a.clamp(-1, 2), lambda a: a.clamp(0.5, 2.5)]}  # int in, int or float out
-for id, ops, layers, fn, emit in ACTIVATIONS:
+
+
+def _activation(id, ops, layers, fn, emit):
     ints = [(f, torch.arange(-3, 3, dtype=d).reshape(2, 3)) for f in INTEGER.get(id, ()) for d in (torch.int32, torch.int64)]
-    define(ns, id, ops, "direct", layers=layers, example=(fn, torch.randn(2, 3)),
-           examples=[(f, torch.randn(2, 3)) for f in MORE.get(id, ())] + ints,
-           checks=[not_bool] if id in INTEGER else [float_input], emit=emit)
+    if id in INTEGER:
+        return strategy(id, op=ops, kind="direct", layers=layers, checks=trt_checks(not_bool), emit=emit,
+                        examples=cases((fn, torch.randn(2, 3)), *[(f, torch.randn(2, 3)) for f in MORE.get(id, ())], *ints))
+    return strategy(id, op=ops, kind="direct", layers=layers, checks=trt_checks(promoted_float_input), emit=promoting(emit),
+                    examples=cases((fn, torch.randn(2, 3)), *[(f, torch.randn(2, 3)) for f in MORE.get(id, ())], *ints))
+
+
+rule_activations = [_activation(*row) for row in ACTIVATIONS]
 
 
 def _emit_silu(ctx, node):
@@ -88,21 +96,35 @@ def _emit_gelu_formula(ctx, node):
     inner = ctx.unary(ctx.elementwise(x, ctx.const(0.7071067811865476, dt), "PROD"), "ERF")
     return ctx.elementwise(ctx.elementwise(x, ctx.const(0.5, dt), "PROD"), ctx.elementwise(inner, ctx.const(1.0, dt), "SUM"), "PROD")
 
-define(ns, "act/silu", "aten.silu.default", "decompose", layers="Activation SIGMOID then ElementWise PROD",
-       example=(F.silu, torch.randn(2, 3)), checks=[float_input], emit=_emit_silu)
-define(ns, "act/hardswish", "aten.hardswish.default", "decompose", layers="Activation HARD_SIGMOID then ElementWise PROD",
-       example=(F.hardswish, torch.randn(2, 3)), checks=[float_input], emit=_emit_hardswish)
-define(ns, "act/gelu-erf", "aten.gelu.default", "direct", layers="Activation GELU_ERF",
-       example=(F.gelu, torch.randn(2, 3)), bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)), match="tanh form",
-       checks=[float_input, gelu_erf], emit=emit_activation("GELU_ERF"))
-define(ns, "act/gelu-tanh", "aten.gelu.default", "direct", layers="Activation GELU_TANH",
-       example=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)), bad=(F.gelu, torch.randn(2, 3)), match="erf form",
-       checks=[float_input, gelu_tanh], emit=emit_activation("GELU_TANH"))
-define(ns, "act/gelu-erf-formula", "aten.gelu.default", "decompose",
-       layers="0.5·x·(1 + erf(x/√2)) from Unary ERF and ElementWise layers (exact)",
-       example=(F.gelu, torch.randn(2, 3)), bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)), match="tanh form",
-       checks=[float_input, gelu_erf], emit=_emit_gelu_formula)
-define(ns, "act/gelu-erf-as-tanh", "aten.gelu.default", "approximate",
-       layers="Activation GELU_TANH in place of the erf form (max abs error ~1e-3 near |x|≈2)",
-       example=(F.gelu, torch.randn(2, 3)), bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)), match="tanh form",
-       checks=[float_input, gelu_erf], emit=emit_activation("GELU_TANH"))
+rule_silu = strategy("act/silu", op="aten.silu.default", kind="decompose",
+                     layers="Activation SIGMOID then ElementWise PROD", checks=trt_checks(promoted_float_input),
+                     emit=promoting(_emit_silu),
+                     examples=cases((F.silu, torch.randn(2, 3))))
+rule_hardswish = strategy("act/hardswish", op="aten.hardswish.default", kind="decompose",
+                          layers="Activation HARD_SIGMOID then ElementWise PROD",
+                          checks=trt_checks(promoted_float_input), emit=promoting(_emit_hardswish),
+                          examples=cases((F.hardswish, torch.randn(2, 3))))
+rule_gelu_erf = strategy("act/gelu-erf", op="aten.gelu.default", kind="direct", layers="Activation GELU_ERF",
+                         checks=trt_checks(promoted_float_input, gelu_erf),
+                         emit=promoting(emit_activation("GELU_ERF")),
+                         examples=cases((F.gelu, torch.randn(2, 3)),
+                                        bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
+                                        match="tanh form"))
+rule_gelu_tanh = strategy("act/gelu-tanh", op="aten.gelu.default", kind="direct", layers="Activation GELU_TANH",
+                          checks=trt_checks(promoted_float_input, gelu_tanh),
+                          emit=promoting(emit_activation("GELU_TANH")),
+                          examples=cases((lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
+                                         bad=(F.gelu, torch.randn(2, 3)), match="erf form"))
+rule_gelu_erf_formula = strategy("act/gelu-erf-formula", op="aten.gelu.default", kind="decompose",
+                                 layers="0.5·x·(1 + erf(x/√2)) from Unary ERF and ElementWise layers (exact)",
+                                 checks=trt_checks(promoted_float_input, gelu_erf), emit=promoting(_emit_gelu_formula),
+                                 examples=cases((F.gelu, torch.randn(2, 3)),
+                                                bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
+                                                match="tanh form"))
+rule_gelu_erf_as_tanh = strategy("act/gelu-erf-as-tanh", op="aten.gelu.default", kind="approximate",
+                                 layers="Activation GELU_TANH in place of the erf form (max abs error ~1e-3 near |x|≈2)",
+                                 checks=trt_checks(promoted_float_input, gelu_erf),
+                                 emit=promoting(emit_activation("GELU_TANH")),
+                                 examples=cases((F.gelu, torch.randn(2, 3)),
+                                                bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
+                                                match="tanh form"))

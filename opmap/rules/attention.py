@@ -5,9 +5,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from opmap.rules.common import define, t
+from opmap.planning.strategy import strategy
+from opmap.rules.common import cases, t, trt_checks
 
-ns = globals()
 
 
 def fused_attention_supported(node, backend, settings, **_):
@@ -146,13 +146,15 @@ def _emit_fused(ctx, node):
 
 sdpa = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
 
-define(ns, "attn/fused", ["aten.scaled_dot_product_attention.default"], "direct",
-       layers="Attention (IAttention, marked decomposable so fp32 builds where no dedicated kernel exists)",
-       example=(sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16)),
-       bad=(lambda q, k, v: F.scaled_dot_product_attention(q, k, v), t(2, 8, 16), t(2, 8, 16), t(2, 8, 16)), match="rank 3",
-       checks=[float_query, fused_attention_supported, same_batch_dims], emit=_emit_fused)
-define(ns, "attn/decomposed", ["aten.scaled_dot_product_attention.default"], "decompose",
-       layers="MatrixMultiply Q·Kᵀ, scale, causal/additive mask via Select, SoftMax, MatrixMultiply with V",
-       example=(sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16)),
-       checks=[float_query, no_dropout, static_gqa_heads, same_batch_dims], emit=_emit_decomposed)
+rule_fused = strategy("attn/fused", op=["aten.scaled_dot_product_attention.default"], kind="direct",
+                      layers="Attention (IAttention, marked decomposable so fp32 builds where no dedicated kernel exists)",
+                      checks=trt_checks(float_query, fused_attention_supported, same_batch_dims), emit=_emit_fused,
+                      examples=cases((sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16)),
+                                     bad=(lambda q, k, v: F.scaled_dot_product_attention(q, k, v), t(2, 8, 16), t(2, 8, 16), t(2, 8, 16)),
+                                     match="rank 3"))
+rule_decomposed = strategy("attn/decomposed", op=["aten.scaled_dot_product_attention.default"], kind="decompose",
+                           layers="MatrixMultiply Q·Kᵀ, scale, causal/additive mask via Select, SoftMax, MatrixMultiply with V",
+                           checks=trt_checks(float_query, no_dropout, static_gqa_heads, same_batch_dims),
+                           emit=_emit_decomposed,
+                           examples=cases((sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16))))
 

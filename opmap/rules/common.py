@@ -1,9 +1,10 @@
-"""Checks shared by the built-in rules, and the factory for table-driven op families.
+"""Checks shared by the built-in rules, and the helpers that fill in a table-form ``strategy(...)`` row.
 
 Every check is a plain function that rejects with ``assert cond, "reason"`` (this
 module is assertion-rewritten like the rules, so the audit shows the values). A
-family module lists its ops in a table; :func:`define` turns each row into a real
-``rule_*`` strategy with its own accept/reject examples.
+family module declares each op as ``rule_x = strategy(id, op=..., kind=..., layers=...,
+checks=trt_checks(...), examples=cases(...), emit=...)``; emit helpers live in
+:mod:`opmap.rules.emitting`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from opmap.planning.fixtures import FLOAT_DTYPES, MAX_RANK, TRT_DTYPES
-from opmap.loading.graph import Ref
-from opmap.planning.strategy import Example, accept, function_source, reject, strategy
+from opmap.planning.strategy import Example, accept, reject
 
 Check = Callable[..., None]
 
@@ -63,34 +63,6 @@ def promoted_float_input(node, **_):
     assert meta is not None and (meta.dtype in FLOAT_DTYPES or _promoted_name(node) is not None), (
         f"input is {meta.dtype if meta else 'missing'} and the output {out.dtype if out else 'missing'}; the layer takes "
         "float types only (an integer input is promoted only where PyTorch's output is float)")
-
-
-class _Promoted:
-    """An emit context whose promoted argument reads as the cast tensor; everything else is the real context's."""
-
-    def __init__(self, ctx, name: str, tensor) -> None:
-        self._ctx, self._name, self._tensor = ctx, name, tensor
-
-    def __getattr__(self, attr: str):
-        return getattr(self._ctx, attr)
-
-    def input(self, name: str):
-        return self._tensor if name == self._name else self._ctx.input(name)
-
-
-def promoting(emit: Callable) -> Callable:
-    """``emit`` behind PyTorch's integer -> float promotion: an int/bool ``self``/``input`` whose node outputs float is
-    cast to the output dtype (under the node's precision) once, and the emitter sees the float tensor."""
-
-    def promoted(ctx, node):
-        name = _promoted_name(node)
-        if name is None:
-            return emit(ctx, node)
-        return emit(_Promoted(ctx, name, ctx.cast(ctx.input(name), ctx.output_dtype())), node)
-
-    promoted.__qualname__ = f"promoting({getattr(emit, '__qualname__', emit)})"
-    promoted.__wrapped__ = emit
-    return promoted
 
 
 def not_bool(node, **_):
@@ -167,70 +139,41 @@ def as_f64(inputs: Sequence[Any]) -> tuple:
     return tuple(x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs)
 
 
-# -- the factory -----------------------------------------------------------------------------------
+# -- declaring a built-in strategy (the table form of opmap.strategy) -------------------------------
 BASE_CHECKS: tuple[Check, ...] = (trt_types, max_rank)
 
 
-def define(
-    namespace: dict[str, Any],
-    id: str,
-    op: str | Sequence[str],
-    kind: str,
-    *,
-    layers: str,
+def trt_checks(*checks: Check) -> tuple[Check, ...]:
+    """A table-form rule's checks: TensorRT's dtypes and rank first (:data:`BASE_CHECKS`), then ``checks``. A float layer
+    lists :func:`promoted_float_input` and wraps its emit function in :func:`opmap.rules.emitting.promoting`."""
+    return tuple(BASE_CHECKS) + tuple(checks)
+
+
+def cases(
     example: tuple,
-    examples: Sequence[tuple | Example] = (),
-    bad: tuple | None = None,
+    *more: tuple | Example,
+    bad: tuple | None | bool = True,
     match: str = "float64",
-    checks: Sequence[Check] = (),
-    version: int = 1,
-    tags: Sequence[str] = (),
-    contract: str | None = None,
-    doc: str | None = None,
-    no_reject: str | None = None,
-    emit: Callable | None = None,
     dynamic: tuple | None = None,
-    expect_accept: bool = True,
-) -> None:
-    """Define ``rule_<slug>`` in ``namespace`` (a family module's globals).
-
-    ``example`` is ``(fn, *inputs)``, a call the rule must accept; ``examples`` more of them, each a tuple or an
-    ``accept(...)`` (e.g. ``decompose=True`` for an overload only Core ATen lowering produces), so that every
-    overload the strategy lists is exercised (every one built and verified; the all-dynamic test samples them).
-    ``bad`` is one it must reject
-    (default: the first call with float inputs made float64, which TensorRT cannot hold).
-    A rule with no input it could refuse says why in ``no_reject`` instead of a ``bad`` example.
-    """
-    if float_input in checks:  # every float op PyTorch promotes integer inputs for: cast, then the layer
-        checks = [promoted_float_input if c is float_input else c for c in checks]
-        emit = promoting(emit) if emit is not None else None
-    all_checks = tuple(BASE_CHECKS) + tuple(checks)
-
-    def rule(node, graph, backend, bounds, settings, upstream):
-        for check in all_checks:
-            check(node=node, graph=graph, backend=backend, bounds=bounds, settings=settings, upstream=upstream)
-
+) -> list[Example]:
+    """A built-in strategy's examples: ``example`` is ``(fn, *inputs)``, a call the rule must accept; ``more`` more of
+    them, each a tuple or an ``accept(...)`` (e.g. ``decompose=True`` for an overload only Core ATen lowering produces),
+    so that every overload the strategy lists is exercised (every one built and verified; the all-dynamic test samples
+    them). ``bad`` is one it must reject (default: the first call with float inputs made float64, which TensorRT cannot
+    hold, refused by :func:`trt_types`; ``None`` where the rule refuses nothing a graph can hold and says why in
+    ``no_reject``). ``dynamic``: ``({axis: "name"}, ...)`` per input, torch.export Dims made when the example is
+    exported (``"auto"`` asks for ``Dim.AUTO``)."""
     fn, *inputs = example
-    if bad is None and no_reject is None:
+    if bad is True:
         bad = (fn, *as_f64(inputs))
-    slug = id.split("/", 1)[1]
-    rule.__name__ = rule.__qualname__ = "rule_" + slug.replace("-", "_").replace(".", "_")
-    rule.__doc__ = doc or f"{kind}: {layers}."
-    rule.__module__ = namespace["__name__"]
-    spec = repr((layers, [(c.__qualname__, _src(c)) for c in all_checks]))
     dynamic_shapes = None
     if dynamic is not None:  # ({axis: "name"}, ...) per input -> torch.export Dims
         dynamic_shapes = _dims(dynamic)
-    more = [dataclasses.replace(e if isinstance(e, Example) else accept(*e), extra=True) for e in examples]
-    cases = [accept(fn, *inputs, dynamic_shapes=dynamic_shapes), *more] if expect_accept else []
+    extra = [dataclasses.replace(e if isinstance(e, Example) else accept(*e), extra=True) for e in more]
+    found = [accept(fn, *inputs, dynamic_shapes=dynamic_shapes), *extra]
     if bad is not None:
-        cases.append(reject(bad[0], *bad[1:], match=match, dynamic_shapes=dynamic_shapes if bad[0] is fn else None))
-    no_accept = None if expect_accept else (doc or "no exported graph holds a case it accepts")
-    s = strategy(id, op=op, kind=kind, version=version, tags=tags, examples=cases, contract=contract, spec=spec,
-                 no_reject=no_reject, no_accept=no_accept)(rule)
-    if emit is not None:
-        s.emit(emit)
-    namespace[rule.__name__] = s
+        found.append(reject(bad[0], *bad[1:], match=match, dynamic_shapes=dynamic_shapes if bad[0] is fn else None))
+    return found
 
 
 def _dims(dynamic: tuple) -> Callable[[], tuple]:
@@ -244,118 +187,3 @@ def _dims(dynamic: tuple) -> Callable[[], tuple]:
         return tuple({axis: dim(name) for axis, name in spec.items()} if spec else None for spec in dynamic)
 
     return make
-
-
-def _src(fn: Callable) -> str:
-    try:
-        return function_source(fn)
-    except (OSError, TypeError):
-        return fn.__qualname__
-
-
-# -- emit helpers (shared by the family modules' emit functions) ------------------------------------
-def scalar_kind(value: Any) -> str:
-    return "float32" if isinstance(value, float) else "bool" if isinstance(value, bool) else "int64"
-
-
-def compute_dtype(node, *names: str) -> str:
-    """PyTorch's type promotion over the named arguments (tensors and Python scalars)."""
-    tensor_types = [node.meta(n).dtype for n in names if node.meta(n) is not None]
-    scalars = [node.arg(n) for n in names if node.meta(n) is None and node.arg(n) is not None]
-    result = tensor_types[0] if tensor_types else scalar_kind(scalars[0])
-    for dt in tensor_types[1:]:
-        result = str(torch.promote_types(getattr(torch, result), getattr(torch, dt))).removeprefix("torch.")
-    for value in scalars:
-        if isinstance(value, float) and not getattr(torch, result).is_floating_point:
-            result = "float32"
-    return result
-
-
-def emit_binary(op: str, first: str = "self", second: str = "other"):
-    """ElementWise ``op`` on two arguments in PyTorch's promoted dtype; ``alpha`` folded in."""
-
-    def emit(ctx, node):
-        # PyTorch computes arithmetic in the result dtype (int / int is a float division)
-        dtype = ctx.output_dtype() if node.out is not None and node.out.dtype != "bool" else ctx.compute(compute_dtype(node, first, second))
-        if dtype == "bool":  # bool + bool is OR, bool * bool AND: computed in int32 (no arithmetic on bool), then != 0
-            dtype = "int32"
-        a = ctx.cast(ctx.input(first) if node.meta(first) else ctx.const(node.arg(first), dtype), dtype)
-        b = ctx.cast(ctx.operand(second, a), dtype)
-        if node.op == "aten.rsub.Scalar":  # other - alpha * self: alpha scales self
-            a, b = b, a
-        alpha = node.arg("alpha", 1)
-        if alpha not in (1, None):
-            b = ctx.elementwise(b, ctx.const(alpha, dtype), "PROD")
-        return ctx.cast(ctx.elementwise(a, b, op), ctx.output_dtype())
-
-    emit.__qualname__ = f"emit_binary({op})"
-    return emit
-
-
-def emit_compare(*ops: str, negate: bool = False):
-    """Comparisons: OR of ElementWise comparisons (NaN-correct), optionally negated (for ``ne``)."""
-
-    def emit(ctx, node):
-        dtype = ctx.compute(compute_dtype(node, "self", "other"))
-        if dtype == "bool":  # PyTorch orders False < True; TensorRT compares numbers only
-            dtype = "int32"
-        a = ctx.cast(ctx.input("self"), dtype)
-        b = ctx.cast(ctx.operand("other", a), dtype)
-        out = None
-        for op in ops:
-            r = ctx.elementwise(a, b, op)
-            out = r if out is None else ctx.elementwise(out, r, "OR")
-        return ctx.unary(out, "NOT") if negate else out
-
-    emit.__qualname__ = f"emit_compare({ops}, negate={negate})"
-    return emit
-
-
-def emit_unary(op: str):
-    def emit(ctx, node):
-        x = ctx.input("self")
-        dtype = ctx.output_dtype()
-        if ctx.dtype(x) not in FLOAT_DTYPES:
-            if op in ("FLOOR", "CEIL", "ROUND") or (op == "SIGN" and ctx.dtype(x) == "bool"):
-                return x  # an integer is its own floor/ceil/round; a bool its own sign
-            if op in ("ISNAN", "ISINF"):
-                x = ctx.cast(x, "float32")  # every integer is finite (and the layer takes floats only)
-        if op not in ("ABS", "NEG", "SIGN", "NOT") and dtype in FLOAT_DTYPES:
-            x = ctx.cast(x, dtype)
-        return ctx.cast(ctx.unary(x, op), dtype)
-
-    emit.__qualname__ = f"emit_unary({op})"
-    return emit
-
-
-def emit_activation(kind: str, alpha: Callable | None = None, beta: Callable | None = None):
-    def emit(ctx, node):
-        return ctx.activation(ctx.input("self"), kind, alpha(node) if alpha else None, beta(node) if beta else None)
-
-    emit.__qualname__ = f"emit_activation({kind})"
-    return emit
-
-
-def truth(ctx, x, negate=False):
-    """A tensor as bool the way PyTorch's logical ops read it: x != 0 (NaN is true; a float cast to int would truncate
-    0.5 to 0), or x == 0 with ``negate``. A bool stays itself (NOT with ``negate``)."""
-    if ctx.dtype(x) == "bool":
-        return ctx.unary(x, "NOT") if negate else x
-    zero = ctx.elementwise(x, ctx.const(0, ctx.dtype(x), shape=[1] * ctx.rank(x)), "EQUAL")
-    return zero if negate else ctx.unary(zero, "NOT")
-
-
-def emit_identity(ctx, node):
-    """No layer: the node's value is its input's tensor."""
-    first = next(iter(node.args.values()))
-    return ctx.tensor(first) if isinstance(first, Ref) else ctx.input("self")
-
-
-def out_dims(node, index: int = 0) -> list:
-    """The node's output shape as the builder understands it (ints, or input-dim symbols)."""
-    meta = node.outputs[index]
-    return list(meta.shape)
-
-
-def static(dims) -> bool:
-    return all(isinstance(d, int) for d in dims)

@@ -3,10 +3,10 @@
 import torch
 
 from opmap.loading.graph import Ref
-from opmap.planning.strategy import Example, accept
-from opmap.rules.common import define, out_dims, static, t
+from opmap.planning.strategy import accept, Example, strategy
+from opmap.rules.common import cases, t, trt_checks
+from opmap.rules.emitting import out_dims, static
 
-ns = globals()
 
 
 def _fill_value(node):
@@ -70,18 +70,20 @@ MORE = {
     "create/full-like": [lambda a: torch.ones_like(a) + a, lambda a: torch.zeros_like(a, dtype=torch.int32),
                          lambda a: torch.empty_like(a).fill_(1.0) + a],
 }
-for (id, ops, layers, fn, bad), emit in zip(CREATE, (_emit_arange, _emit_full, _emit_full)):
-    define(ns, id, ops, "direct", layers=layers, example=(fn, t(2, 3)), bad=(bad, t(2, 3)),
-           examples=[f if isinstance(f, Example) else (f, t(2, 3)) for f in MORE[id]],
-           emit=emit)
+rule_create = [strategy(id, op=ops, kind="direct", layers=layers, checks=trt_checks(), emit=emit,
+                        examples=cases((fn, t(2, 3)), *[f if isinstance(f, Example) else (f, t(2, 3)) for f in MORE[id]],
+                                       bad=(bad, t(2, 3))))
+               for (id, ops, layers, fn, bad), emit in zip(CREATE, (_emit_arange, _emit_full, _emit_full))]
 
-define(ns, "cast/cast", ["aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy.default", "aten.type_as.default",
-                         "aten.to.other"],
-       "direct", layers="Cast to the target dtype (no layer when the dtype is unchanged)",
-       example=(lambda a: a.to(torch.float16), t(2, 3)), bad=(lambda a: a.to(torch.float64), t(2, 3)),
-       examples=[accept(lambda a: a.to(torch.int32), t(2, 3) * 4, decompose=True),
-                 (lambda a, b: a.type_as(b), t(2, 3) * 4, t(2, dtype=torch.int32)),
-                 (lambda a, b: torch.ops.aten.to.other(a, b), t(2, 3), t(2, dtype=torch.float16)),
-                 (lambda a: torch.ops.aten.to.dtype_layout(a, dtype=torch.bfloat16), t(2, 3))],
-       doc="direct: an explicit Cast layer, as strongly typed networks require.",
-       emit=lambda ctx, node: ctx.cast(ctx.input("self"), ctx.output_dtype()))
+rule_cast = strategy("cast/cast",
+                     op=["aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy.default", "aten.type_as.default",
+                         "aten.to.other"], kind="direct",
+                     layers="Cast to the target dtype (no layer when the dtype is unchanged)", checks=trt_checks(),
+                     emit=lambda ctx, node: ctx.cast(ctx.input("self"), ctx.output_dtype()),
+                     examples=cases((lambda a: a.to(torch.float16), t(2, 3)),
+                                    accept(lambda a: a.to(torch.int32), t(2, 3) * 4, decompose=True),
+                                    (lambda a, b: a.type_as(b), t(2, 3) * 4, t(2, dtype=torch.int32)),
+                                    (lambda a, b: torch.ops.aten.to.other(a, b), t(2, 3), t(2, dtype=torch.float16)),
+                                    (lambda a: torch.ops.aten.to.dtype_layout(a, dtype=torch.bfloat16), t(2, 3)),
+                                    bad=(lambda a: a.to(torch.float64), t(2, 3))),
+                     doc="direct: an explicit Cast layer, as strongly typed networks require.")

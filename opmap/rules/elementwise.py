@@ -2,18 +2,10 @@
 
 import torch
 
-from opmap.rules.common import (
-    define,
-    emit_binary,
-    emit_compare,
-    emit_unary,
-    float_input,
-    not_bool,
-    t,
-    truth,
-)
+from opmap.planning.strategy import strategy
+from opmap.rules.common import cases, not_bool, promoted_float_input, t, trt_checks
+from opmap.rules.emitting import emit_binary, emit_compare, emit_unary, promoting, truth
 
-ns = globals()
 A = torch.ops.aten
 
 # (id, ops, kind, layers, example)
@@ -48,8 +40,9 @@ MORE = {
     "cmp/ge": [(lambda a: a >= 0.5, t(2, 3))],
     "cmp/le": [(lambda a: a <= 0.5, t(2, 3))],
 }
-for id, ops, kind, layers, example, emit in BINARY:
-    define(ns, id, ops, kind, layers=layers, example=example, examples=MORE.get(id, ()), emit=emit)
+rule_binary = [strategy(id, op=ops, kind=kind, layers=layers, checks=trt_checks(), emit=emit,
+                        examples=cases(example, *MORE.get(id, ())))
+               for id, ops, kind, layers, example, emit in BINARY]
 
 
 def _trunc(ctx, q):
@@ -85,16 +78,21 @@ def _emit_mod(mode):
     return emit
 
 
-define(ns, "ew/div-mode", ["aten.floor_divide.default", "aten.div.Tensor_mode", "aten.div.Scalar_mode"], "direct",
-       layers="ElementWise FLOOR_DIV (floor), DIV then FLOOR/CEIL by sign (trunc on floats; integer DIV truncates)",
-       example=(lambda a, b: torch.div(a, b, rounding_mode="trunc"), t(2, 3), t(3)),
-       examples=[(lambda a: A.div.Scalar_mode(a, -2, rounding_mode=m), t(2, 3) * 5) for m in ("floor", "trunc")], emit=_emit_div_mode)
-define(ns, "ew/fmod", ["aten.fmod.Tensor", "aten.fmod.Scalar"], "decompose",
-       layers="a - trunc(a / b) * b: ElementWise DIV, FLOOR/CEIL by sign, PROD, SUB (the result has the dividend's sign)",
-       example=(lambda a, b: torch.fmod(a, b), t(2, 3), t(3)), emit=_emit_mod("trunc"))
-define(ns, "ew/remainder", ["aten.remainder.Tensor", "aten.remainder.Scalar"], "decompose",
-       layers="a - floor(a / b) * b: ElementWise FLOOR_DIV, PROD, SUB (the result has the divisor's sign)",
-       example=(lambda a, b: torch.remainder(a, b), t(2, 3), t(3)), emit=_emit_mod("floor"))
+rule_div_mode = strategy("ew/div-mode",
+                         op=["aten.floor_divide.default", "aten.div.Tensor_mode", "aten.div.Scalar_mode"],
+                         kind="direct",
+                         layers="ElementWise FLOOR_DIV (floor), DIV then FLOOR/CEIL by sign (trunc on floats; integer DIV truncates)",
+                         checks=trt_checks(), emit=_emit_div_mode,
+                         examples=cases((lambda a, b: torch.div(a, b, rounding_mode="trunc"), t(2, 3), t(3)),
+                                        *[(lambda a: A.div.Scalar_mode(a, -2, rounding_mode=m), t(2, 3) * 5) for m in ("floor", "trunc")]))
+rule_fmod = strategy("ew/fmod", op=["aten.fmod.Tensor", "aten.fmod.Scalar"], kind="decompose",
+                     layers="a - trunc(a / b) * b: ElementWise DIV, FLOOR/CEIL by sign, PROD, SUB (the result has the dividend's sign)",
+                     checks=trt_checks(), emit=_emit_mod("trunc"),
+                     examples=cases((lambda a, b: torch.fmod(a, b), t(2, 3), t(3))))
+rule_remainder = strategy("ew/remainder", op=["aten.remainder.Tensor", "aten.remainder.Scalar"], kind="decompose",
+                          layers="a - floor(a / b) * b: ElementWise FLOOR_DIV, PROD, SUB (the result has the divisor's sign)",
+                          checks=trt_checks(), emit=_emit_mod("floor"),
+                          examples=cases((lambda a, b: torch.remainder(a, b), t(2, 3), t(3))))
 
 def logical_or_bool(node, **_):
     """logical_* read any dtype as != 0; the bitwise forms (``&``, ``bitwise_and``) are logical on bool tensors only."""
@@ -121,14 +119,14 @@ LOGICAL = [
     ("logic/xor", ["aten.logical_xor.default", "aten.__xor__.Tensor", "aten.bitwise_xor.Tensor"], "ElementWise XOR", lambda a, b: a ^ b,
      [torch.logical_xor, torch.bitwise_xor], "XOR"),
 ]
-for id, ops, layers, fn, more, op in LOGICAL:
-    logical = more[0]
-    define(ns, id, ops, "direct", layers=f"{layers} (a non-bool operand of a logical_* op read as != 0: EQUAL 0, NOT)",
-           example=(fn, t(2, 3, dtype=torch.bool), t(3, dtype=torch.bool)),
-           examples=[(f, t(2, 3, dtype=torch.bool), t(2, 1, dtype=torch.bool)) for f in more]
-           + [(logical, t(2, 3), t(3, dtype=torch.int32)), (logical, t(2, 3, dtype=torch.int64), t(2, 1, dtype=torch.bool))],
-           bad=(fn, t(2, 3, dtype=torch.int32), t(3, dtype=torch.int32)), match="bitwise on integers", checks=[logical_or_bool],
-           emit=_emit_logical(op))
+rule_logical = [strategy(id, op=ops, kind="direct", layers=f"{layers} (a non-bool operand of a logical_* op read as != 0: EQUAL 0, NOT)",
+                         checks=trt_checks(logical_or_bool), emit=_emit_logical(op),
+                         examples=cases((fn, t(2, 3, dtype=torch.bool), t(3, dtype=torch.bool)),
+                                        *[(f, t(2, 3, dtype=torch.bool), t(2, 1, dtype=torch.bool)) for f in more],
+                                        (more[0], t(2, 3), t(3, dtype=torch.int32)),  # logical_*: any dtype, read as != 0
+                                        (more[0], t(2, 3, dtype=torch.int64), t(2, 1, dtype=torch.bool)),
+                                        bad=(fn, t(2, 3, dtype=torch.int32), t(3, dtype=torch.int32)), match="bitwise on integers"))
+                for id, ops, layers, fn, more, op in LOGICAL]
 
 
 def bitwise_not_integers(node, **_):
@@ -146,13 +144,15 @@ def _emit_not(ctx, node):
     return ctx.elementwise(ctx.const(-1, ctx.dtype(x), shape=[1] * ctx.rank(x)), x, "SUB")  # ~x == -1 - x
 
 
-define(ns, "logic/not", ["aten.logical_not.default", "aten.bitwise_not.default"], "direct",
-       layers="Unary NOT on bool; EQUAL 0 for logical_not of a number; -1 - x for bitwise_not of an integer",
-       example=(lambda a: ~a, t(2, 3, dtype=torch.bool)),
-       examples=[(torch.logical_not, t(2, 3, dtype=torch.bool)), (torch.logical_not, t(2, 3)), (torch.logical_not, t(2, 3, dtype=torch.int32)),
-                 (lambda a: ~a, t(2, 3, dtype=torch.int64) - 4), (torch.bitwise_not, t(3, dtype=torch.int32) - 4)],
-       bad=(lambda a: ~a, t(2, 3, dtype=torch.uint8)), match="uint8",
-       checks=[bitwise_not_integers], emit=_emit_not)
+rule_not = strategy("logic/not", op=["aten.logical_not.default", "aten.bitwise_not.default"], kind="direct",
+                    layers="Unary NOT on bool; EQUAL 0 for logical_not of a number; -1 - x for bitwise_not of an integer",
+                    checks=trt_checks(bitwise_not_integers), emit=_emit_not,
+                    examples=cases((lambda a: ~a, t(2, 3, dtype=torch.bool)),
+                                   (torch.logical_not, t(2, 3, dtype=torch.bool)), (torch.logical_not, t(2, 3)),
+                                   (torch.logical_not, t(2, 3, dtype=torch.int32)),
+                                   (lambda a: ~a, t(2, 3, dtype=torch.int64) - 4),
+                                   (torch.bitwise_not, t(3, dtype=torch.int32) - 4),
+                                   bad=(lambda a: ~a, t(2, 3, dtype=torch.uint8)), match="uint8"))
 
 def _select(ctx, cond, a, b):
     dtype = ctx.output_dtype()
@@ -171,16 +171,20 @@ def _emit_masked_fill(ctx, node):
     return _select(ctx, ctx.input("mask"), ctx.operand("value", x), x)
 
 
-define(ns, "select/where", ["aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar"], "direct",
-       layers="Select (condition, then, else) with broadcasting", example=(lambda c, a: torch.where(c, a, 0.0), t(2, 3, dtype=torch.bool), t(3)),
-       examples=[(lambda c, b: torch.where(c, 1.5, b), t(2, 3, dtype=torch.bool), t(3)),
-                 (lambda c: torch.where(c, 1.0, -2.0), t(2, 3, dtype=torch.bool))],
-       emit=_emit_where)
-define(ns, "select/masked-fill", ["aten.masked_fill.Scalar", "aten.masked_fill.Tensor"], "direct", layers="Select with a constant fill",
-       example=(lambda a, m: a.masked_fill(m, -1e4), t(2, 3), t(2, 3, dtype=torch.bool)),
-       examples=[(lambda a, m, v: a.masked_fill(m, v), t(2, 3), t(3, dtype=torch.bool), t())], emit=_emit_masked_fill)
+rule_where = strategy("select/where",
+                      op=["aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar"],
+                      kind="direct", layers="Select (condition, then, else) with broadcasting", checks=trt_checks(),
+                      emit=_emit_where,
+                      examples=cases((lambda c, a: torch.where(c, a, 0.0), t(2, 3, dtype=torch.bool), t(3)),
+                                     (lambda c, b: torch.where(c, 1.5, b), t(2, 3, dtype=torch.bool), t(3)),
+                                     (lambda c: torch.where(c, 1.0, -2.0), t(2, 3, dtype=torch.bool))))
+rule_masked_fill = strategy("select/masked-fill", op=["aten.masked_fill.Scalar", "aten.masked_fill.Tensor"],
+                            kind="direct", layers="Select with a constant fill", checks=trt_checks(),
+                            emit=_emit_masked_fill,
+                            examples=cases((lambda a, m: a.masked_fill(m, -1e4), t(2, 3), t(2, 3, dtype=torch.bool)),
+                                           (lambda a, m, v: a.masked_fill(m, v), t(2, 3), t(3, dtype=torch.bool), t())))
 
-# dtypes: "float" (promoted from int/bool where PyTorch promotes: common.define), "integral" (an integer input is its
+# dtypes: "float" (promoted from int/bool where PyTorch promotes: emitting.promoting), "integral" (an integer input is its
 # own floor/ceil/round: no layer; bool refused), "predicate" (any input: non-float ones are cast to float32, where
 # every value is finite), "numeric" (int and float; bool refused), "any"
 UNARY = [
@@ -200,13 +204,22 @@ UNARY = [
     ("unary/isnan", "aten.isnan.default", "Unary ISNAN", torch.isnan, "predicate"),
     ("unary/isinf", "aten.isinf.default", "Unary ISINF", torch.isinf, "predicate"),
 ]
-CHECKS = {"float": [float_input], "integral": [not_bool], "numeric": [not_bool], "predicate": [], "any": []}
-for id, op, layers, fn, dtypes in UNARY:
-    bad = (fn, t(2, 3, dtype=torch.bool)) if dtypes in ("integral", "numeric") and id != "unary/neg" else None  # -bool: export refuses
-    define(ns, id, op, "direct", layers=layers, example=(fn, t(2, 3)), checks=CHECKS[dtypes], emit=emit_unary(layers.split()[1]),
-           examples=[(fn, t(2, 3, dtype=torch.int32))] if dtypes != "numeric" else [(fn, t(2, 3, dtype=torch.int64))],
-           bad=bad, match="bool kernel" if bad else "float64")
+CHECKS = {"float": [promoted_float_input], "integral": [not_bool], "numeric": [not_bool], "predicate": [], "any": []}
 
-define(ns, "unary/rsqrt", "aten.rsqrt.default", "decompose", layers="Unary SQRT then Unary RECIP (TensorRT has no RSQRT)",
-       example=(lambda a: torch.rsqrt(a.abs() + 1), t(2, 3)), checks=[float_input],
-       emit=lambda ctx, node: ctx.unary(ctx.unary(ctx.input("self"), "SQRT"), "RECIP"))
+
+def _unary(id, op, layers, fn, dtypes):
+    bad = (fn, t(2, 3, dtype=torch.bool)) if dtypes in ("integral", "numeric") and id != "unary/neg" else True  # -bool: export refuses
+    emit = emit_unary(layers.split()[1])
+    return strategy(id, op=op, kind="direct", layers=layers, checks=trt_checks(*CHECKS[dtypes]),
+                    emit=promoting(emit) if dtypes == "float" else emit,
+                    examples=cases((fn, t(2, 3)), (fn, t(2, 3, dtype=torch.int64 if dtypes == "numeric" else torch.int32)),
+                                   bad=bad, match="bool kernel" if bad is not True else "float64"))
+
+
+rule_unary = [_unary(*row) for row in UNARY]
+
+rule_rsqrt = strategy("unary/rsqrt", op="aten.rsqrt.default", kind="decompose",
+                      layers="Unary SQRT then Unary RECIP (TensorRT has no RSQRT)",
+                      checks=trt_checks(promoted_float_input),
+                      emit=promoting(lambda ctx, node: ctx.unary(ctx.unary(ctx.input("self"), "SQRT"), "RECIP")),
+                      examples=cases((lambda a: torch.rsqrt(a.abs() + 1), t(2, 3))))

@@ -5,9 +5,10 @@ import torch.nn.functional as F
 
 from opmap.loading.graph import Ref
 from opmap.building.builder import broadcast_shape
-from opmap.rules.common import define, out_dims, static_arg, t
+from opmap.planning.strategy import strategy
+from opmap.rules.common import cases, static_arg, t, trt_checks
+from opmap.rules.emitting import out_dims
 
-ns = globals()
 
 
 def integer_indices(node, graph, **_):
@@ -160,32 +161,44 @@ def put_indices_dynamic(node, graph, **_):
     assert len(dynamic) <= 1, f"the index tensors broadcast to {shape}, with more than one dynamic dim"
 
 
-define(ns, "gather/embedding", "aten.embedding.default", "direct", layers="Gather on axis 0 of the weight constant",
-       example=(F.embedding, torch.tensor([[1, 3, 0]]), t(8, 4)), bad=(F.embedding, torch.tensor([[1, 3, 0]]), t(8, 4).double()),
-       checks=[static_arg("weight")], emit=_emit_embedding)
-define(ns, "gather/index-select", "aten.index_select.default", "direct", layers="Gather on one axis",
-       example=(lambda a, i: a.index_select(1, i), t(3, 5), torch.tensor([4, 0])), emit=_emit_index_select)
-define(ns, "gather/gather", "aten.gather.default", "direct", layers="Gather in ELEMENT mode",
-       example=(lambda a, i: a.gather(1, i), t(3, 5), torch.tensor([[0, 1], [2, 3], [4, 4]])), emit=_emit_gather_elements)
-define(ns, "gather/index-int", "aten.index.Tensor", "direct", layers="Gather on the indexed axis (one integer index tensor)",
-       example=(lambda a, i: a[:, i], t(3, 5), torch.tensor([4, 0, 1])),
-       bad=(lambda a, m: a[m], t(3, 5), t(3, 5, dtype=torch.bool)), match="boolean masks", checks=[integer_indices, single_index_tensor],
-       emit=_emit_index_int)
-define(ns, "gather/index-nd", "aten.index.Tensor", "direct",
-       layers="GatherND over stacked (broadcast) integer indices",
-       example=(lambda a, i, j: a[i, j], t(3, 5), torch.tensor([0, 2]), torch.tensor([1, 4])),
-       bad=(lambda a, m: a[m], t(3, 5), t(3, 5, dtype=torch.bool)), match="boolean masks", checks=[integer_indices],
-       emit=_emit_index_nd)
-define(ns, "scatter/scatter", ["aten.scatter.src", "aten.scatter.value", "aten.scatter.reduce", "aten.scatter.value_reduce"], "direct", layers="Scatter in ELEMENT mode",
-       example=(lambda a, i, s: a.scatter(1, i, s), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
-       examples=[(lambda a, i: a.scatter(0, i, -2.5), t(3, 5), torch.tensor([[2, 0, 1, 1, 0]]))],
-       bad=(lambda a, i, s: a.scatter(1, i, s, reduce="add"), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
-       match="cannot accumulate", checks=[no_reduce], emit=_emit_scatter)
-define(ns, "scatter/index-put", ["aten.index_put.default"], "direct",
-       layers="Scatter in ND mode (overwrite) over the index tensors, broadcast and stacked",
-       example=(lambda a, i, v: a.index_put((i,), v), t(5, 3), torch.tensor([0, 3]), t(2, 3)),
-       bad=(lambda a, i, v: a.index_put((i,), v, accumulate=True), t(5, 3), torch.tensor([0, 3]), t(2, 3)), match="accumulate",
-       checks=[lambda node, **_: _no_accumulate(node), put_indices_dynamic], emit=_emit_index_put)
+rule_embedding = strategy("gather/embedding", op="aten.embedding.default", kind="direct",
+                          layers="Gather on axis 0 of the weight constant", checks=trt_checks(static_arg("weight")),
+                          emit=_emit_embedding,
+                          examples=cases((F.embedding, torch.tensor([[1, 3, 0]]), t(8, 4)),
+                                         bad=(F.embedding, torch.tensor([[1, 3, 0]]), t(8, 4).double())))
+rule_index_select = strategy("gather/index-select", op="aten.index_select.default", kind="direct",
+                             layers="Gather on one axis", checks=trt_checks(), emit=_emit_index_select,
+                             examples=cases((lambda a, i: a.index_select(1, i), t(3, 5), torch.tensor([4, 0]))))
+rule_gather = strategy("gather/gather", op="aten.gather.default", kind="direct", layers="Gather in ELEMENT mode",
+                       checks=trt_checks(), emit=_emit_gather_elements,
+                       examples=cases((lambda a, i: a.gather(1, i), t(3, 5), torch.tensor([[0, 1], [2, 3], [4, 4]]))))
+rule_index_int = strategy("gather/index-int", op="aten.index.Tensor", kind="direct",
+                          layers="Gather on the indexed axis (one integer index tensor)",
+                          checks=trt_checks(integer_indices, single_index_tensor), emit=_emit_index_int,
+                          examples=cases((lambda a, i: a[:, i], t(3, 5), torch.tensor([4, 0, 1])),
+                                         bad=(lambda a, m: a[m], t(3, 5), t(3, 5, dtype=torch.bool)),
+                                         match="boolean masks"))
+rule_index_nd = strategy("gather/index-nd", op="aten.index.Tensor", kind="direct",
+                         layers="GatherND over stacked (broadcast) integer indices",
+                         checks=trt_checks(integer_indices), emit=_emit_index_nd,
+                         examples=cases((lambda a, i, j: a[i, j], t(3, 5), torch.tensor([0, 2]), torch.tensor([1, 4])),
+                                        bad=(lambda a, m: a[m], t(3, 5), t(3, 5, dtype=torch.bool)),
+                                        match="boolean masks"))
+rule_scatter = strategy("scatter/scatter",
+                        op=["aten.scatter.src", "aten.scatter.value", "aten.scatter.reduce", "aten.scatter.value_reduce"],
+                        kind="direct", layers="Scatter in ELEMENT mode", checks=trt_checks(no_reduce),
+                        emit=_emit_scatter,
+                        examples=cases((lambda a, i, s: a.scatter(1, i, s), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
+                                       (lambda a, i: a.scatter(0, i, -2.5), t(3, 5), torch.tensor([[2, 0, 1, 1, 0]])),
+                                       bad=(lambda a, i, s: a.scatter(1, i, s, reduce="add"), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
+                                       match="cannot accumulate"))
+rule_index_put = strategy("scatter/index-put", op=["aten.index_put.default"], kind="direct",
+                          layers="Scatter in ND mode (overwrite) over the index tensors, broadcast and stacked",
+                          checks=trt_checks(lambda node, **_: _no_accumulate(node), put_indices_dynamic),
+                          emit=_emit_index_put,
+                          examples=cases((lambda a, i, v: a.index_put((i,), v), t(5, 3), torch.tensor([0, 3]), t(2, 3)),
+                                         bad=(lambda a, i, v: a.index_put((i,), v, accumulate=True), t(5, 3), torch.tensor([0, 3]), t(2, 3)),
+                                         match="accumulate"))
 
 
 def _no_accumulate(node):

@@ -4,9 +4,10 @@ import torch
 import torch.nn.functional as F
 
 from opmap.loading.graph import Ref
-from opmap.rules.common import define, float_input, t
+from opmap.planning.strategy import strategy
+from opmap.rules.common import cases, promoted_float_input, t, trt_checks
+from opmap.rules.emitting import promoting
 
-ns = globals()
 
 def _matmul(ctx, a, b, transpose_b=False):
     a, b = ctx.broadcast(a, b)
@@ -54,22 +55,25 @@ def _emit_matmul(ctx, node):
     return ctx.reshape(y, out_dims(node)) if 1 in (ra, rb) else y
 
 
-define(ns, "mm/linear", "aten.linear.default", "decompose",
-       layers="MatrixMultiply with the transposed weight constant, ElementWise SUM for the bias",
-       example=(F.linear, t(2, 4), t(3, 4), t(3)), checks=[float_input], emit=_emit_linear)
-define(ns, "mm/addmm", ["aten.addmm.default", "aten.baddbmm.default"], "decompose",
-       layers="MatrixMultiply then ElementWise SUM (beta/alpha folded as PROD)",
-       example=(lambda b, x, w: torch.addmm(b, x, w), t(3), t(2, 4), t(4, 3)),
-       examples=[(lambda c, a, b: torch.baddbmm(c, a, b, beta=0.5, alpha=2), t(2, 1, 5), t(2, 3, 4), t(2, 4, 5))],
-       checks=[float_input], emit=_emit_addmm)
-define(ns, "mm/matmul", ["aten.mm.default", "aten.bmm.default", "aten.matmul.default"], "direct",
-       layers="MatrixMultiply (batch dims broadcast)", example=(torch.matmul, t(2, 3, 4), t(4, 5)),
-       examples=[(torch.mm, t(3, 4), t(4, 2)), (torch.bmm, t(2, 3, 4), t(2, 4, 5))], checks=[float_input],
-       emit=_emit_matmul)
-define(ns, "mm/einsum", "aten.einsum.default", "direct", layers="Einsum (TensorRT's subset: no ellipsis, each label ≤ 2 inputs)",
-       example=(lambda a, b: torch.einsum("ij,jk->ik", a, b), t(2, 3), t(3, 4)),
-       checks=[lambda node, **_: _einsum_subset(node)],
-       emit=lambda ctx, node: ctx.out(ctx.net.add_einsum([ctx.tensor(r) for r in node.arg("tensors")], node.arg("equation")), "einsum"))
+rule_linear = strategy("mm/linear", op="aten.linear.default", kind="decompose",
+                       layers="MatrixMultiply with the transposed weight constant, ElementWise SUM for the bias",
+                       checks=trt_checks(promoted_float_input), emit=promoting(_emit_linear),
+                       examples=cases((F.linear, t(2, 4), t(3, 4), t(3))))
+rule_addmm = strategy("mm/addmm", op=["aten.addmm.default", "aten.baddbmm.default"], kind="decompose",
+                      layers="MatrixMultiply then ElementWise SUM (beta/alpha folded as PROD)",
+                      checks=trt_checks(promoted_float_input), emit=promoting(_emit_addmm),
+                      examples=cases((lambda b, x, w: torch.addmm(b, x, w), t(3), t(2, 4), t(4, 3)),
+                                     (lambda c, a, b: torch.baddbmm(c, a, b, beta=0.5, alpha=2), t(2, 1, 5), t(2, 3, 4), t(2, 4, 5))))
+rule_matmul = strategy("mm/matmul", op=["aten.mm.default", "aten.bmm.default", "aten.matmul.default"], kind="direct",
+                       layers="MatrixMultiply (batch dims broadcast)", checks=trt_checks(promoted_float_input),
+                       emit=promoting(_emit_matmul),
+                       examples=cases((torch.matmul, t(2, 3, 4), t(4, 5)), (torch.mm, t(3, 4), t(4, 2)),
+                                      (torch.bmm, t(2, 3, 4), t(2, 4, 5))))
+rule_einsum = strategy("mm/einsum", op="aten.einsum.default", kind="direct",
+                       layers="Einsum (TensorRT's subset: no ellipsis, each label ≤ 2 inputs)",
+                       checks=trt_checks(lambda node, **_: _einsum_subset(node)),
+                       emit=lambda ctx, node: ctx.out(ctx.net.add_einsum([ctx.tensor(r) for r in node.arg("tensors")], node.arg("equation")), "einsum"),
+                       examples=cases((lambda a, b: torch.einsum("ij,jk->ik", a, b), t(2, 3), t(3, 4))))
 
 
 def _einsum_subset(node):

@@ -7,11 +7,11 @@ import math
 
 import torch
 
-from opmap.planning.strategy import accept, reject
-from opmap.rules.common import bool_or_int_only, define, emit_unary, float_input, not_bool, out_dims, t
+from opmap.planning.strategy import accept, reject, strategy
+from opmap.rules.common import bool_or_int_only, cases, not_bool, promoted_float_input, t, trt_checks
+from opmap.rules.emitting import emit_unary, out_dims, promoting
 from opmap.rules.elementwise import _trunc
 
-ns = globals()
 
 
 def _centred(a):
@@ -30,8 +30,9 @@ TRIG = [
     ("unary/cosh", "aten.cosh.default", "COSH", torch.cosh),
     ("unary/tan", "aten.tan.default", "TAN", lambda a: torch.tan(_centred(a))),
 ]
-for id, op, unary, fn in TRIG:
-    define(ns, id, op, "direct", layers=f"Unary {unary}", example=(fn, t(2, 3)), checks=[float_input], emit=emit_unary(unary))
+rule_trig = [strategy(id, op=op, kind="direct", layers=f"Unary {unary}", checks=trt_checks(promoted_float_input),
+                      emit=promoting(emit_unary(unary)), examples=cases((fn, t(2, 3))))
+             for id, op, unary, fn in TRIG]
 
 
 def _float_in(ctx):
@@ -57,18 +58,25 @@ def _emit_expm1(ctx, node):
     return ctx.elementwise(x, ctx.const(1.0, ctx.dtype(x)), "SUB")
 
 
-define(ns, "unary/log2", "aten.log2.default", "decompose", layers="Unary LOG, then PROD by 1/ln 2",
-       example=(lambda a: torch.log2(a.abs() + 0.1), t(2, 3)), checks=[float_input], emit=_scaled_log(1 / math.log(2)))
-define(ns, "unary/log10", "aten.log10.default", "decompose", layers="Unary LOG, then PROD by 1/ln 10",
-       example=(lambda a: torch.log10(a.abs() + 0.1), t(2, 3)), checks=[float_input], emit=_scaled_log(1 / math.log(10)))
-define(ns, "unary/log1p", "aten.log1p.default", "decompose", layers="SUM 1 then Unary LOG",
-       example=(lambda a: torch.log1p(a.abs()), t(2, 3)), checks=[float_input], emit=_emit_log1p)
-define(ns, "unary/expm1", "aten.expm1.default", "decompose", layers="Unary EXP then SUB 1",
-       example=(torch.expm1, t(2, 3)), checks=[float_input], emit=_emit_expm1)
-define(ns, "unary/trunc", "aten.trunc.default", "decompose", layers="Unary FLOOR where >= 0, CEIL below, by Select (no layer for an integer)",
-       example=(lambda a: torch.trunc(a * 3), t(2, 3)), examples=[(torch.trunc, t(2, 3, dtype=torch.int32))], checks=[not_bool],
-       bad=(torch.trunc, t(2, 3, dtype=torch.bool)), match="bool kernel",
-       emit=lambda ctx, node: _trunc(ctx, _float_in(ctx)))  # an integer is its own trunc (_trunc leaves it)
+rule_log2 = strategy("unary/log2", op="aten.log2.default", kind="decompose", layers="Unary LOG, then PROD by 1/ln 2",
+                     checks=trt_checks(promoted_float_input), emit=promoting(_scaled_log(1 / math.log(2))),
+                     examples=cases((lambda a: torch.log2(a.abs() + 0.1), t(2, 3))))
+rule_log10 = strategy("unary/log10", op="aten.log10.default", kind="decompose",
+                      layers="Unary LOG, then PROD by 1/ln 10", checks=trt_checks(promoted_float_input),
+                      emit=promoting(_scaled_log(1 / math.log(10))),
+                      examples=cases((lambda a: torch.log10(a.abs() + 0.1), t(2, 3))))
+rule_log1p = strategy("unary/log1p", op="aten.log1p.default", kind="decompose", layers="SUM 1 then Unary LOG",
+                      checks=trt_checks(promoted_float_input), emit=promoting(_emit_log1p),
+                      examples=cases((lambda a: torch.log1p(a.abs()), t(2, 3))))
+rule_expm1 = strategy("unary/expm1", op="aten.expm1.default", kind="decompose", layers="Unary EXP then SUB 1",
+                      checks=trt_checks(promoted_float_input), emit=promoting(_emit_expm1),
+                      examples=cases((torch.expm1, t(2, 3))))
+rule_trunc = strategy("unary/trunc", op="aten.trunc.default", kind="decompose",
+                      layers="Unary FLOOR where >= 0, CEIL below, by Select (no layer for an integer)",
+                      checks=trt_checks(not_bool), emit=lambda ctx, node: _trunc(ctx, _float_in(ctx)),
+                      examples=cases((lambda a: torch.trunc(a * 3), t(2, 3)),
+                                     (torch.trunc, t(2, 3, dtype=torch.int32)),
+                                     bad=(torch.trunc, t(2, 3, dtype=torch.bool)), match="bool kernel"))  # an integer is its own trunc (_trunc leaves it)
 
 
 def _select(ctx, cond, a, b):
@@ -94,9 +102,10 @@ def _emit_atan2(ctx, node):
     return _select(ctx, both_zero, _select(ctx, x_neg, turn, y), r)
 
 
-define(ns, "ew/atan2", "aten.atan2.default", "decompose",
-       layers="ElementWise DIV, Unary ATAN, Select by the signs of both operands (quadrants; signed zeros as IEEE)",
-       example=(torch.atan2, t(2, 3), t(3)), checks=[float_input], emit=_emit_atan2)
+rule_atan2 = strategy("ew/atan2", op="aten.atan2.default", kind="decompose",
+                      layers="ElementWise DIV, Unary ATAN, Select by the signs of both operands (quadrants; signed zeros as IEEE)",
+                      checks=trt_checks(promoted_float_input), emit=promoting(_emit_atan2),
+                      examples=cases((torch.atan2, t(2, 3), t(3))))
 
 
 def _emit_bitwise_scalar(op):
@@ -108,10 +117,18 @@ def _emit_bitwise_scalar(op):
     return emit
 
 
-for name, op, fn in (("and", "AND", lambda m: m & True), ("or", "OR", lambda m: m | False), ("xor", "XOR", lambda m: m ^ True)):
-    define(ns, f"logic/{name}-scalar", [f"aten.bitwise_{name}.Scalar", f"aten.bitwise_{name}.Scalar_Tensor", f"aten.__{name}__.Scalar"],
-           "direct", layers=f"ElementWise {op} with a bool constant", example=(fn, t(2, 3, dtype=torch.bool)),
-           bad=(fn, t(2, 3, dtype=torch.int32)), match="bool tensors only", checks=[bool_or_int_only], emit=_emit_bitwise_scalar(op))
+def _bitwise_scalar(name, op, fn):
+    bitwise = getattr(torch.ops.aten, f"bitwise_{name}")
+    return strategy(f"logic/{name}-scalar", op=[f"aten.bitwise_{name}.Scalar", f"aten.bitwise_{name}.Scalar_Tensor", f"aten.__{name}__.Scalar"],
+                    kind="direct", layers=f"ElementWise {op} with a bool constant", checks=trt_checks(bool_or_int_only),
+                    emit=_emit_bitwise_scalar(op),
+                    examples=cases((fn, t(2, 3, dtype=torch.bool)), bad=(fn, t(2, 3, dtype=torch.int32)), match="bool tensors only")
+                    + [accept(lambda m: bitwise.Scalar(m, True), t(2, 3, dtype=torch.bool)),
+                       accept(lambda m: bitwise.Scalar_Tensor(False, m), t(2, 3, dtype=torch.bool))])
+
+
+rule_bitwise_scalar = [_bitwise_scalar(name, op, fn) for name, op, fn in
+                       (("and", "AND", lambda m: m & True), ("or", "OR", lambda m: m | False), ("xor", "XOR", lambda m: m ^ True))]
 
 
 def _emit_clamp_any(ctx, node):
@@ -125,13 +142,17 @@ def _emit_clamp_any(ctx, node):
     return ctx.cast(x, out)
 
 
-define(ns, "act/clamp-tensor", ["aten.clamp.Tensor", "aten.clip.Tensor", "aten.clip.default"], "direct",
-       layers="ElementWise MAX with the lower bound, MIN with the upper (tensors broadcast)",
-       example=(lambda a, lo: a.clamp(lo, lo + 1), t(2, 3), t(3)), emit=_emit_clamp_any)
-define(ns, "ew/floor-divide-scalar", "aten.floor_divide.Scalar", "direct", layers="ElementWise FLOOR_DIV by a constant",
-       example=(lambda a: torch.ops.aten.floor_divide.Scalar(a, 3), t(2, 3) * 4),
-       emit=lambda ctx, node: ctx.elementwise(ctx.cast(ctx.input("self"), ctx.output_dtype()),
-                                              ctx.const(node.arg("other"), ctx.output_dtype()), "FLOOR_DIV"))
+rule_clamp_tensor = strategy("act/clamp-tensor", op=["aten.clamp.Tensor", "aten.clip.Tensor", "aten.clip.default"],
+                             kind="direct",
+                             layers="ElementWise MAX with the lower bound, MIN with the upper (tensors broadcast)",
+                             checks=trt_checks(), emit=_emit_clamp_any,
+                             examples=cases((lambda a, lo: a.clamp(lo, lo + 1), t(2, 3), t(3)))
+                             + [accept(lambda a, hi: torch.clip(a, max=hi), t(2, 3), t(2, 1)), accept(lambda a: torch.clip(a, -0.5, 0.5), t(2, 3))])
+rule_floor_divide_scalar = strategy("ew/floor-divide-scalar", op="aten.floor_divide.Scalar", kind="direct",
+                                    layers="ElementWise FLOOR_DIV by a constant", checks=trt_checks(),
+                                    emit=lambda ctx, node: ctx.elementwise(ctx.cast(ctx.input("self"), ctx.output_dtype()),
+                                                                           ctx.const(node.arg("other"), ctx.output_dtype()), "FLOOR_DIV"),
+                                    examples=cases((lambda a: torch.ops.aten.floor_divide.Scalar(a, 3), t(2, 3) * 4)))
 
 
 def _emit_prelu_kernel(ctx, node):
@@ -141,10 +162,10 @@ def _emit_prelu_kernel(ctx, node):
     return _select(ctx, positive, x, ctx.elementwise(x, w, "PROD"))
 
 
-define(ns, "act/prelu-kernel", "aten._prelu_kernel.default", "decompose",
-       layers="Select(x > 0, x, weight * x) with the weight broadcast",
-       example=(lambda a, w: torch.ops.aten._prelu_kernel.default(a, w), t(2, 3, 4), t(3, 1)), checks=[float_input],
-       emit=_emit_prelu_kernel)
+rule_prelu_kernel = strategy("act/prelu-kernel", op="aten._prelu_kernel.default", kind="decompose",
+                             layers="Select(x > 0, x, weight * x) with the weight broadcast",
+                             checks=trt_checks(promoted_float_input), emit=promoting(_emit_prelu_kernel),
+                             examples=cases((lambda a, w: torch.ops.aten._prelu_kernel.default(a, w), t(2, 3, 4), t(3, 1))))
 
 
 def _emit_dot_mv(ctx, node):
@@ -157,9 +178,10 @@ def _emit_dot_mv(ctx, node):
     return ctx.out(ctx.net.add_reduce(prod, ctx.trt.ReduceOperation.SUM, 1 << (rank - 1), False), "sum")
 
 
-define(ns, "linalg/dot-mv", ["aten.dot.default", "aten.mv.default"], "decompose",
-       layers="ElementWise PROD (the vector broadcast), Reduce SUM over the last dim",
-       example=(torch.mv, t(4, 3), t(3)), emit=_emit_dot_mv)
+rule_dot_mv = strategy("linalg/dot-mv", op=["aten.dot.default", "aten.mv.default"], kind="decompose",
+                       layers="ElementWise PROD (the vector broadcast), Reduce SUM over the last dim",
+                       checks=trt_checks(), emit=_emit_dot_mv,
+                       examples=cases((torch.mv, t(4, 3), t(3))) + [accept(torch.dot, t(5), t(5))])
 
 
 def _emit_cross(ctx, node):
@@ -187,9 +209,10 @@ def same_rank_operands(node, **_):
     assert a.rank == b.rank, f"operands of ranks {a.rank} and {b.rank}; unsqueeze the smaller one in the model"
 
 
-define(ns, "linalg/cross", "aten.linalg_cross.default", "decompose",
-       layers="three Slices per operand, ElementWise PROD/SUB, Concatenation along dim",
-       example=(lambda a, b: torch.linalg.cross(a, b), t(2, 3), t(1, 3)), checks=[same_rank_operands], emit=_emit_cross)
+rule_cross = strategy("linalg/cross", op="aten.linalg_cross.default", kind="decompose",
+                      layers="three Slices per operand, ElementWise PROD/SUB, Concatenation along dim",
+                      checks=trt_checks(same_rank_operands), emit=_emit_cross,
+                      examples=cases((lambda a, b: torch.linalg.cross(a, b), t(2, 3), t(1, 3))))
 
 
 def _emit_max_min_dim(ctx, node):
@@ -212,21 +235,10 @@ def _emit_max_min_dim(ctx, node):
     return [values, indices]
 
 
-define(ns, "reduce/max-min-dim", ["aten.max.dim", "aten.min.dim"], "direct",
-       layers="Reduce MAX/MIN (the value), Reduce MIN over Select(x == value, position, n) (its first index)",
-       example=(lambda a: a.max(1), t(2, 5, 3)), checks=[float_input], emit=_emit_max_min_dim)
+rule_max_min_dim = strategy("reduce/max-min-dim", op=["aten.max.dim", "aten.min.dim"], kind="direct",
+                            layers="Reduce MAX/MIN (the value), Reduce MIN over Select(x == value, position, n) (its first index)",
+                            checks=trt_checks(promoted_float_input), emit=promoting(_emit_max_min_dim),
+                            examples=cases((lambda a: a.max(1), t(2, 5, 3)))
+                            + [accept(lambda a: a.min(-1, keepdim=True), t(3, 4)),
+                               reject(lambda a: a.max(1), t(2, 5, dtype=torch.int32), match="promoted only where")])  # int in, int out: no promotion
 
-
-def more(rule, *examples):
-    """Further accept examples, so every op a strategy lists is exercised by conformance."""
-    rule.examples = rule.examples + tuple(examples)
-
-
-A = torch.ops.aten
-more(rule_max_min_dim, accept(lambda a: a.min(-1, keepdim=True), t(3, 4)),
-     reject(lambda a: a.max(1), t(2, 5, dtype=torch.int32), match="promoted only where"))  # int in, int out: no promotion
-more(rule_dot_mv, accept(torch.dot, t(5), t(5)))
-more(rule_clamp_tensor, accept(lambda a, hi: torch.clip(a, max=hi), t(2, 3), t(2, 1)), accept(lambda a: torch.clip(a, -0.5, 0.5), t(2, 3)))
-for name in ("and", "or", "xor"):
-    more(ns[f"rule_{name}_scalar"], accept(lambda m, name=name: getattr(A, f"bitwise_{name}").Scalar(m, True), t(2, 3, dtype=torch.bool)),
-         accept(lambda m, name=name: getattr(A, f"bitwise_{name}").Scalar_Tensor(False, m), t(2, 3, dtype=torch.bool)))

@@ -8,10 +8,11 @@ matmul layer; the exact network below computes every expert for every row and ke
 
 import torch
 
-from opmap.rules.common import define, float_input, t
+from opmap.planning.strategy import strategy
+from opmap.rules.common import cases, promoted_float_input, t, trt_checks
+from opmap.rules.emitting import promoting
 from opmap.rules.linalg import _matmul
 
-ns = globals()
 
 OP = "transformers.grouped_mm_fallback.default"
 
@@ -43,9 +44,10 @@ def _emit_grouped_mm(ctx, node):
     return ctx.reduce(kept, "SUM", [0])
 
 
-define(ns, "moe/grouped-mm", OP, "decompose",
-       layers="Elementwise LESS + Reduce SUM (each row's expert), MatrixMultiply of every row by every expert, "
-              "Select the row's own, Reduce SUM over experts",
-       example=(_example, t(8, 6), t(4, 6, 5)), checks=[float_input],
-       contract="exact; computes every expert for every row (E times the FLOPs of transformers' loop over experts)",
-       doc="transformers' grouped matmul for mixture-of-experts layers (Mixtral, Qwen2-MoE)", emit=_emit_grouped_mm)
+rule_grouped_mm = strategy("moe/grouped-mm", op=OP, kind="decompose",
+                           layers="Elementwise LESS + Reduce SUM (each row's expert), MatrixMultiply of every row by every expert, "
+                                  "Select the row's own, Reduce SUM over experts",
+                           checks=trt_checks(promoted_float_input), emit=promoting(_emit_grouped_mm),
+                           examples=cases((_example, t(8, 6), t(4, 6, 5))),
+                           contract="exact; computes every expert for every row (E times the FLOPs of transformers' loop over experts)",
+                           doc="transformers' grouped matmul for mixture-of-experts layers (Mixtral, Qwen2-MoE)")

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from opmap.planning.strategy import accept, reject, strategy
-from opmap.rules.common import define, float_input, t, trt_types
+from opmap.rules.common import cases, float_input, promoted_float_input, t, trt_checks, trt_types
+from opmap.rules.emitting import promoting
 from opmap.rules.conv import _emit_pool, _spatial_args, indices_unused, no_ceil_mode_with_dilation
 
-ns = globals()
 MAX_WINDOW = 64  # window positions unrolled into Slice + compare + Select layers
 
 
@@ -95,18 +95,22 @@ def _pool_indices(fn, **kw):
     return lambda a: fn(a, return_indices=True, **kw)
 
 
-define(ns, "pool/max-with-indices", ["aten.max_pool2d_with_indices.default", "aten.max_pool3d_with_indices.default"],
-       "decompose", layers="per window position: Slice of the -inf-padded input, GREATER/NaN test, Select of value and "
-                           "flat position (a constant table)",
-       example=(_pool_indices(F.max_pool2d, kernel_size=2), t(1, 3, 8, 8)),
-       examples=[(_pool_indices(F.max_pool2d, kernel_size=3, stride=2, padding=1, ceil_mode=True), t(2, 2, 7, 6)),
-                 (_pool_indices(F.max_pool2d, kernel_size=(2, 3), stride=1, dilation=2), t(3, 9, 8)),
-                 (lambda a: F.max_unpool2d(*F.max_pool2d(a, 2, return_indices=True), 2), t(1, 2, 6, 6)),
-                 (lambda a: F.max_pool2d(torch.round(a), 3, 1, return_indices=True), t(1, 1, 5, 5)),  # ties: the first
-                 (_pool_indices(F.max_pool3d, kernel_size=2, padding=1), t(1, 2, 4, 5, 3)),
-                 accept(_pool_indices(F.max_pool2d, kernel_size=2), t(3, 2, 6, 6),
-                        dynamic_shapes=lambda: ({0: torch.export.Dim("batch", min=2, max=16)},)),
-                 reject(_pool_indices(F.max_pool2d, kernel_size=2), t(1, 3, 8, 8), match="dynamic",
-                        dynamic_shapes=lambda: ({2: torch.export.Dim("h", min=4, max=32)},)),
-                 reject(_pool_indices(F.max_pool2d, kernel_size=9), t(1, 1, 9, 9), match="positions")],
-       checks=[trt_types, float_input, _static_window], emit=_emit_with_indices)
+rule_max_with_indices = strategy("pool/max-with-indices",
+                                 op=["aten.max_pool2d_with_indices.default", "aten.max_pool3d_with_indices.default"],
+                                 kind="decompose",
+                                 layers="per window position: Slice of the -inf-padded input, GREATER/NaN test, Select of value and "
+                                        "flat position (a constant table)", checks=trt_checks(trt_types,
+                                                                                              promoted_float_input,
+                                                                                              _static_window),
+                                 emit=promoting(_emit_with_indices),
+                                 examples=cases((_pool_indices(F.max_pool2d, kernel_size=2), t(1, 3, 8, 8)),
+                                                (_pool_indices(F.max_pool2d, kernel_size=3, stride=2, padding=1, ceil_mode=True), t(2, 2, 7, 6)),
+                                                (_pool_indices(F.max_pool2d, kernel_size=(2, 3), stride=1, dilation=2), t(3, 9, 8)),
+                                                (lambda a: F.max_unpool2d(*F.max_pool2d(a, 2, return_indices=True), 2), t(1, 2, 6, 6)),
+                                                (lambda a: F.max_pool2d(torch.round(a), 3, 1, return_indices=True), t(1, 1, 5, 5)),  # ties: the first
+                                                (_pool_indices(F.max_pool3d, kernel_size=2, padding=1), t(1, 2, 4, 5, 3)),
+                                                accept(_pool_indices(F.max_pool2d, kernel_size=2), t(3, 2, 6, 6),
+                                                       dynamic_shapes=lambda: ({0: torch.export.Dim("batch", min=2, max=16)},)),
+                                                reject(_pool_indices(F.max_pool2d, kernel_size=2), t(1, 3, 8, 8), match="dynamic",
+                                                       dynamic_shapes=lambda: ({2: torch.export.Dim("h", min=4, max=32)},)),
+                                                reject(_pool_indices(F.max_pool2d, kernel_size=9), t(1, 1, 9, 9), match="positions")))

@@ -4,9 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from opmap.planning.strategy import accept, reject, strategy
-from opmap.rules.common import define, float_input, t
+from opmap.rules.common import cases, float_input, t, trt_checks
 
-ns = globals()
 
 def _emit_random(ctx, node):
     dims = list(node.out.shape)
@@ -20,13 +19,17 @@ def _emit_random(ctx, node):
     return ctx.cast(ctx.out(layer, "random"), dtype)
 
 
-define(ns, "random/fill", ["aten.rand.default", "aten.randn.default", "aten.rand_like.default", "aten.randn_like.default"],
-       "direct", layers="Fill RANDOM_UNIFORM / RANDOM_NORMAL (same distribution, a different random stream than PyTorch)",
-       example=(lambda a: torch.rand(2, 3) + a, t(2, 3)),
-       examples=[(lambda a: torch.randn(4, 3) * a, t(4, 3)), (lambda a: torch.rand_like(a) + a, t(4, 3)),
-                 (lambda a: torch.randn_like(a) + a, t(4, 3))], bad=(lambda a: torch.rand(2, 3, dtype=torch.float64) + a, t(2, 3)),
-       contract="same distribution as PyTorch, different values: compare statistics, not elements",
-       checks=[lambda node, **_: _static_out(node)], emit=_emit_random)
+rule_fill = strategy("random/fill",
+                     op=["aten.rand.default", "aten.randn.default", "aten.rand_like.default", "aten.randn_like.default"],
+                     kind="direct",
+                     layers="Fill RANDOM_UNIFORM / RANDOM_NORMAL (same distribution, a different random stream than PyTorch)",
+                     checks=trt_checks(lambda node, **_: _static_out(node)), emit=_emit_random,
+                     examples=cases((lambda a: torch.rand(2, 3) + a, t(2, 3)),
+                                    (lambda a: torch.randn(4, 3) * a, t(4, 3)),
+                                    (lambda a: torch.rand_like(a) + a, t(4, 3)),
+                                    (lambda a: torch.randn_like(a) + a, t(4, 3)),
+                                    bad=(lambda a: torch.rand(2, 3, dtype=torch.float64) + a, t(2, 3))),
+                     contract="same distribution as PyTorch, different values: compare statistics, not elements")
 
 
 def _static_out(node):

@@ -28,11 +28,10 @@ from typing import Any
 import torch
 
 from opmap.loading.graph import Ref
-from opmap.planning.strategy import reject
+from opmap.planning.strategy import reject, strategy
 from opmap.errors import OpmapError
-from opmap.rules.common import define, float_input, t
+from opmap.rules.common import cases, float_input, t, trt_checks
 
-ns = globals()
 OPS = ["aten.lstm.input", "aten.gru.input", "aten.rnn_tanh.input", "aten.rnn_relu.input"]
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 UNROLL_LIMIT = 32  # time steps the unrolled strategy repeats the cell for (its layers grow with length x layers x directions)
@@ -293,19 +292,18 @@ EXAMPLES = [  # every op and option once: GRU with h0, RNN tanh and relu (no bia
 ]
 TRAINING = (Recurrent("LSTM", 3, 4, 2, dropout=0.5).train(), t(4, 2, 3))
 
-define(ns, "rnn/loop", OPS, "decompose",
-       layers="per layer and direction: MatrixMultiply for every step's input projection, then an ILoop (trip limit = the "
-              "sequence length, an iterator over time, recurrences for h and c, the cell's MatrixMultiply, ElementWise and "
-              "Activation layers, loop outputs CONCATENATE/REVERSE and LAST_VALUE); Concatenation of directions and states",
-       example=(Recurrent("LSTM", 3, 4).eval(), t(5, 2, 3)), dynamic=({1: "batch"},),
-       examples=EXAMPLES, bad=TRAINING, match="dropout", checks=CHECKS, emit=_emit(_run_loop))
-define(ns, "rnn/unrolled", OPS, "decompose",
-       layers=f"per layer and direction: MatrixMultiply for every step's input projection, then the cell's MatrixMultiply, "
-              f"ElementWise and Activation layers repeated for each time step (a static length <= {UNROLL_LIMIT}); "
-              "Concatenation of the steps, directions and states",
-       example=(Recurrent("LSTM", 3, 4).eval(), t(5, 2, 3)),
-       # a dynamic length is refused too ("only a loop serves"): tests/test_recurrent.py exports one with
-       # export_dynamic_length, which an example's plain torch.export cannot
-       examples=EXAMPLES + [reject(Recurrent("GRU", 3, 4).eval(), t(UNROLL_LIMIT + 1, 1, 3), match="at most")],
-       bad=TRAINING, match="dropout",
-       checks=CHECKS + [static_short_sequence], emit=_emit(_run_unrolled))
+rule_loop = strategy("rnn/loop", op=OPS, kind="decompose",
+                     layers="per layer and direction: MatrixMultiply for every step's input projection, then an ILoop (trip limit = the "
+                            "sequence length, an iterator over time, recurrences for h and c, the cell's MatrixMultiply, ElementWise and "
+                            "Activation layers, loop outputs CONCATENATE/REVERSE and LAST_VALUE); Concatenation of directions and states",
+                     checks=trt_checks(*CHECKS), emit=_emit(_run_loop),
+                     examples=cases((Recurrent("LSTM", 3, 4).eval(), t(5, 2, 3)), *EXAMPLES, bad=TRAINING,
+                                    match="dropout", dynamic=({1: "batch"},)))
+rule_unrolled = strategy("rnn/unrolled", op=OPS, kind="decompose",
+                         layers=f"per layer and direction: MatrixMultiply for every step's input projection, then the cell's MatrixMultiply, "
+                                f"ElementWise and Activation layers repeated for each time step (a static length <= {UNROLL_LIMIT}); "
+                                "Concatenation of the steps, directions and states",
+                         checks=trt_checks(*CHECKS + [static_short_sequence]), emit=_emit(_run_unrolled),
+                         examples=cases((Recurrent("LSTM", 3, 4).eval(), t(5, 2, 3)),
+                                        *EXAMPLES + [reject(Recurrent("GRU", 3, 4).eval(), t(UNROLL_LIMIT + 1, 1, 3), match="at most")],
+                                        bad=TRAINING, match="dropout"))

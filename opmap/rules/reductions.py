@@ -5,10 +5,10 @@ import math
 import torch
 
 from opmap.errors import BuildError
-from opmap.planning.strategy import accept
-from opmap.rules.common import define, float_input, t, truth
+from opmap.planning.strategy import accept, strategy
+from opmap.rules.common import cases, promoted_float_input, t, trt_checks
+from opmap.rules.emitting import promoting, truth
 
-ns = globals()
 
 
 MASKED = "mask/masked-reduce"
@@ -114,9 +114,9 @@ REDUCE = [  # (id, ops, layers, example, the whole-tensor overload's example, Re
     ("reduce/amin", ["aten.amin.default", "aten.min.default"], "Reduce MIN", lambda a: a.amin(0), lambda a: a.min(), "MIN"),
     ("reduce/prod", ["aten.prod.default", "aten.prod.dim_int"], "Reduce PROD", lambda a: a.prod(1), lambda a: a.prod(), "PROD"),
 ]
-for id, ops, layers, fn, whole, op in REDUCE:
-    define(ns, id, ops, "direct", layers=layers, example=(fn, t(3, 4)),
-           examples=[(whole, t(3, 4))] + ([(whole, t(2, 3, dtype=torch.int32))] if op != "AVG" else []), checks=[no_padded_axis], emit=emit_reduce(op))
+rule_reduce = [strategy(id, op=ops, kind="direct", layers=layers, checks=trt_checks(no_padded_axis), emit=emit_reduce(op),
+                        examples=cases((fn, t(3, 4)), (whole, t(3, 4)), *([(whole, t(2, 3, dtype=torch.int32))] if op != "AVG" else [])))
+               for id, ops, layers, fn, whole, op in REDUCE]
 
 
 def emit_bool_reduce(op):
@@ -255,34 +255,48 @@ def _emit_cumsum_layer(ctx, node):
     layer = ctx.net.add_cumulative(x, axis, ctx.trt.CumulativeOperation.SUM, False, False)
     return ctx.out(layer, "cumsum")
 
-define(ns, "reduce/any", ["aten.any.default", "aten.any.dim", "aten.any.dims"], "decompose",
-       layers="Cast bool to int32, Reduce MAX, compare with 0 (Reduce has no boolean OR)",
-       example=(lambda m: m.any(-1), t(3, 4, dtype=torch.bool)), examples=[(lambda m: m.any((0, 2)), t(3, 4, 2, dtype=torch.bool))], bad=(lambda m: m.double().any(-1), t(3, 4, dtype=torch.bool)),
-       checks=[no_padded_axis], emit=emit_bool_reduce("MAX"))
-define(ns, "reduce/all", ["aten.all.default", "aten.all.dim", "aten.all.dims"], "decompose",
-       layers="Cast bool to int32, Reduce MIN, compare with 0",
-       example=(lambda m: m.all(-1), t(3, 4, dtype=torch.bool)),
-       examples=[(lambda m: torch.ops.aten.all.dims(m, [0, 2]), t(3, 4, 2, dtype=torch.bool))], bad=(lambda m: m.double().all(-1), t(3, 4, dtype=torch.bool)),
-       checks=[no_padded_axis], emit=emit_bool_reduce("MIN"))
-define(ns, "reduce/var-mean", ["aten.var.correction", "aten.var_mean.correction", "aten.std.correction", "aten.var.dim", "aten.std.dim", "aten.var_mean.dim"], "decompose",
-       layers="Reduce AVG, ElementWise SUB/PROD, Reduce SUM, DIV by n - correction",
-       example=(lambda a: a.var(-1), t(3, 4)),
-       examples=[(lambda a: a.var(), t(3, 4)), (lambda a: a.std(), t(3, 4)), (lambda a: a.std(1, keepdim=True), t(3, 4)),
-                 (lambda a: torch.var_mean(a, 1), t(3, 4)), (lambda a: torch.var_mean(a, (0, 1), correction=0), t(3, 4))],
-       checks=[float_input, no_padded_axis], emit=_emit_var)
-define(ns, "reduce/softmax", ["aten.softmax.int", "aten._softmax.default"], "direct", layers="SoftMax on one axis",
-       example=(lambda a: a.softmax(-1), t(2, 5)), examples=[accept(lambda a: a.softmax(1), t(2, 5, 3), decompose=True)], checks=[float_input, no_padded_axis], emit=_emit_softmax)
-define(ns, "reduce/log-softmax", ["aten.log_softmax.int", "aten._log_softmax.default"], "decompose",
-       layers="Reduce MAX, SUB, Unary EXP, Reduce SUM, Unary LOG, SUB (x - max - log Σ exp(x - max))", example=(lambda a: a.log_softmax(-1), t(2, 5)),
-       examples=[accept(lambda a: a.log_softmax(0), t(2, 5, 3), decompose=True)], checks=[float_input, no_padded_axis],
-       emit=lambda ctx, node: _emit_softmax(ctx, node, log=True))
-define(ns, "reduce/argmax", ["aten.argmax.default", "aten.argmin.default"], "decompose",
-       layers="Reduce MAX/MIN, ElementWise EQUAL, Select over the axis' indices, Reduce MIN (the first index on ties, "
-              "as PyTorch); a flattened input viewed as [1, n]",
-       example=(lambda a: a.argmax(-1), t(3, 4)), emit=_emit_argmax)
-define(ns, "reduce/topk", "aten.topk.default", "direct", layers="TopK (k constant, k <= 3840)",
-       example=(lambda a: a.topk(2, -1), t(3, 6)), bad=(lambda a: a.topk(2, -1), t(6)), match="rank >= 2",
-       checks=[static_k, rank_two_or_more], emit=_emit_topk)
+rule_any = strategy("reduce/any", op=["aten.any.default", "aten.any.dim", "aten.any.dims"], kind="decompose",
+                    layers="Cast bool to int32, Reduce MAX, compare with 0 (Reduce has no boolean OR)",
+                    checks=trt_checks(no_padded_axis), emit=emit_bool_reduce("MAX"),
+                    examples=cases((lambda m: m.any(-1), t(3, 4, dtype=torch.bool)),
+                                   (lambda m: m.any((0, 2)), t(3, 4, 2, dtype=torch.bool)),
+                                   bad=(lambda m: m.double().any(-1), t(3, 4, dtype=torch.bool))))
+rule_all = strategy("reduce/all", op=["aten.all.default", "aten.all.dim", "aten.all.dims"], kind="decompose",
+                    layers="Cast bool to int32, Reduce MIN, compare with 0", checks=trt_checks(no_padded_axis),
+                    emit=emit_bool_reduce("MIN"),
+                    examples=cases((lambda m: m.all(-1), t(3, 4, dtype=torch.bool)),
+                                   (lambda m: torch.ops.aten.all.dims(m, [0, 2]), t(3, 4, 2, dtype=torch.bool)),
+                                   bad=(lambda m: m.double().all(-1), t(3, 4, dtype=torch.bool))))
+rule_var_mean = strategy("reduce/var-mean",
+                         op=["aten.var.correction", "aten.var_mean.correction", "aten.std.correction", "aten.var.dim", "aten.std.dim", "aten.var_mean.dim"],
+                         kind="decompose",
+                         layers="Reduce AVG, ElementWise SUB/PROD, Reduce SUM, DIV by n - correction",
+                         checks=trt_checks(promoted_float_input, no_padded_axis), emit=promoting(_emit_var),
+                         examples=cases((lambda a: a.var(-1), t(3, 4)), (lambda a: a.var(), t(3, 4)),
+                                        (lambda a: a.std(), t(3, 4)), (lambda a: a.std(1, keepdim=True), t(3, 4)),
+                                        (lambda a: torch.var_mean(a, 1), t(3, 4)),
+                                        (lambda a: torch.var_mean(a, (0, 1), correction=0), t(3, 4))))
+rule_softmax = strategy("reduce/softmax", op=["aten.softmax.int", "aten._softmax.default"], kind="direct",
+                        layers="SoftMax on one axis", checks=trt_checks(promoted_float_input, no_padded_axis),
+                        emit=promoting(_emit_softmax),
+                        examples=cases((lambda a: a.softmax(-1), t(2, 5)),
+                                       accept(lambda a: a.softmax(1), t(2, 5, 3), decompose=True)))
+rule_log_softmax = strategy("reduce/log-softmax", op=["aten.log_softmax.int", "aten._log_softmax.default"],
+                            kind="decompose",
+                            layers="Reduce MAX, SUB, Unary EXP, Reduce SUM, Unary LOG, SUB (x - max - log Σ exp(x - max))",
+                            checks=trt_checks(promoted_float_input, no_padded_axis),
+                            emit=promoting(lambda ctx, node: _emit_softmax(ctx, node, log=True)),
+                            examples=cases((lambda a: a.log_softmax(-1), t(2, 5)),
+                                           accept(lambda a: a.log_softmax(0), t(2, 5, 3), decompose=True)))
+rule_argmax = strategy("reduce/argmax", op=["aten.argmax.default", "aten.argmin.default"], kind="decompose",
+                       layers="Reduce MAX/MIN, ElementWise EQUAL, Select over the axis' indices, Reduce MIN (the first index on ties, "
+                              "as PyTorch); a flattened input viewed as [1, n]", checks=trt_checks(),
+                       emit=_emit_argmax,
+                       examples=cases((lambda a: a.argmax(-1), t(3, 4))))
+rule_topk = strategy("reduce/topk", op="aten.topk.default", kind="direct", layers="TopK (k constant, k <= 3840)",
+                     checks=trt_checks(static_k, rank_two_or_more), emit=_emit_topk,
+                     examples=cases((lambda a: a.topk(2, -1), t(3, 6)), bad=(lambda a: a.topk(2, -1), t(6)),
+                                    match="rank >= 2"))
 def sort_length_fits_topk(node, bounds, **_):
     """TopK sorts at most 3840 elements along its axis; a dynamic axis is judged by its upper bound."""
     meta = node.meta("self")
@@ -291,12 +305,14 @@ def sort_length_fits_topk(node, bounds, **_):
     assert upper is not None and upper <= 3840, f"sorts an axis of up to {upper if upper is not None else 'unbounded'} elements; TopK takes k <= 3840"
 
 
-define(ns, "reduce/sort-topk", "aten.sort.default", "decompose", layers="TopK with k = the full axis length (<= 3840)",
-       example=(lambda a: a.sort(-1), t(3, 6)), bad=(lambda a: a.double().sort(-1), t(3, 6)),
-       checks=[sort_length_fits_topk],
-       emit=_emit_sort)
-define(ns, "scan/cumsum-layer", "aten.cumsum.default", "direct", layers="Cumulative SUM (inclusive, forward)",
-       example=(lambda a: a.cumsum(-1), t(3, 5)), checks=[no_padded_axis], emit=_emit_cumsum_layer)
+rule_sort_topk = strategy("reduce/sort-topk", op="aten.sort.default", kind="decompose",
+                          layers="TopK with k = the full axis length (<= 3840)",
+                          checks=trt_checks(sort_length_fits_topk), emit=_emit_sort,
+                          examples=cases((lambda a: a.sort(-1), t(3, 6)), bad=(lambda a: a.double().sort(-1), t(3, 6))))
+rule_cumsum_layer = strategy("scan/cumsum-layer", op="aten.cumsum.default", kind="direct",
+                             layers="Cumulative SUM (inclusive, forward)", checks=trt_checks(no_padded_axis),
+                             emit=_emit_cumsum_layer,
+                             examples=cases((lambda a: a.cumsum(-1), t(3, 5))))
 def _emit_cumsum_loop(ctx, node):
     """ILoop over the axis: an iterator yields each slice, a recurrence carries the running sum."""
     x = ctx.cast(ctx.input("self"), ctx.output_dtype())
@@ -323,9 +339,10 @@ def static_scan_axis(node, **_):
     assert meta.rank >= 1, "cumsum of a 0-d tensor needs no loop"
 
 
-define(ns, "scan/cumsum-loop", "aten.cumsum.default", "decompose",
-       layers="ILoop over the axis with a recurrence accumulating the running sum",
-       example=(lambda a: a.cumsum(1), t(3, 5)), checks=[no_padded_axis, static_scan_axis], emit=_emit_cumsum_loop)
+rule_cumsum_loop = strategy("scan/cumsum-loop", op="aten.cumsum.default", kind="decompose",
+                            layers="ILoop over the axis with a recurrence accumulating the running sum",
+                            checks=trt_checks(no_padded_axis, static_scan_axis), emit=_emit_cumsum_loop,
+                            examples=cases((lambda a: a.cumsum(1), t(3, 5))))
 
 
 def vector_norm(ctx, x, ord, axes, keep):
@@ -357,10 +374,11 @@ def _emit_vector_norm(ctx, node):
     return vector_norm(ctx, x, ord, ctx.axes_mask(reduce_axes(node, rank), rank), bool(node.arg("keepdim", False)))
 
 
-define(ns, "reduce/vector-norm", ["aten.linalg_vector_norm.default"], "decompose",
-       layers="Reduce SUM of squares then SQRT (ord 2); SUM of ABS (1); MAX/MIN of ABS (inf/-inf); SUM of != 0 (0); "
-              "else POW, SUM, POW 1/p",
-       example=(lambda a: torch.linalg.vector_norm(a, dim=-1), t(3, 4)), checks=[float_input, no_padded_axis], emit=_emit_vector_norm)
+rule_vector_norm = strategy("reduce/vector-norm", op=["aten.linalg_vector_norm.default"], kind="decompose",
+                            layers="Reduce SUM of squares then SQRT (ord 2); SUM of ABS (1); MAX/MIN of ABS (inf/-inf); SUM of != 0 (0); "
+                                   "else POW, SUM, POW 1/p", checks=trt_checks(promoted_float_input, no_padded_axis),
+                            emit=promoting(_emit_vector_norm),
+                            examples=cases((lambda a: torch.linalg.vector_norm(a, dim=-1), t(3, 4))))
 
 
 def _emit_prims_sum(ctx, node):
@@ -381,9 +399,10 @@ def prims_sum_axes(node, **_):
                                               "int64 counts; the output's dtype is not known; sum a cast to int")
 
 
-define(ns, "reduce/prims-sum", "prims.sum.default", "direct", layers="Reduce SUM over dims (as aten.sum.dim_IntList, keepdim false)",
-       example=(lambda a: torch.ops.prims.sum.default(a, [1]) * 2, t(2, 3, 4)),
-       examples=[(lambda a: torch.ops.prims.sum.default(a, [0, 2]), t(2, 3, 4)),
-                 (lambda a: torch.ops.prims.sum.default(a, [0, 1]), t(3, 4, dtype=torch.int32)),
-                 (lambda a: torch.ops.prims.sum.default(a, [0]), t(5))],
-       dynamic=({0: "batch"},), checks=[prims_sum_axes], emit=_emit_prims_sum)
+rule_prims_sum = strategy("reduce/prims-sum", op="prims.sum.default", kind="direct",
+                          layers="Reduce SUM over dims (as aten.sum.dim_IntList, keepdim false)",
+                          checks=trt_checks(prims_sum_axes), emit=_emit_prims_sum,
+                          examples=cases((lambda a: torch.ops.prims.sum.default(a, [1]) * 2, t(2, 3, 4)),
+                                         (lambda a: torch.ops.prims.sum.default(a, [0, 2]), t(2, 3, 4)),
+                                         (lambda a: torch.ops.prims.sum.default(a, [0, 1]), t(3, 4, dtype=torch.int32)),
+                                         (lambda a: torch.ops.prims.sum.default(a, [0]), t(5)), dynamic=({0: "batch"},)))

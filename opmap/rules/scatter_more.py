@@ -8,10 +8,10 @@ import math
 import torch
 
 from opmap.planning.strategy import accept, reject, strategy
-from opmap.rules.common import define, out_dims, t, trt_types
+from opmap.rules.common import cases, t, trt_checks, trt_types
+from opmap.rules.emitting import out_dims
 from opmap.rules.scatter_reduce import _static_small
 
-ns = globals()
 
 NEUTRAL = {"sum": 0, "mean": 0, "prod": 1, "amax": -math.inf, "amin": math.inf}
 REDUCE = {"sum": "SUM", "mean": "SUM", "prod": "PROD", "amax": "MAX", "amin": "MIN"}
@@ -94,10 +94,11 @@ def known_reduction(node, **_):
 LAYERS = ("ElementWise EQUAL against an iota makes a one-hot table along the scattered dim; Select puts the source "
           "values in it (the reduction's identity elsewhere); Reduce over the index dim; positions no index reaches "
           "keep self")
-define(ns, "scatter/scatter-add", "aten.scatter_add.default", "decompose", layers=LAYERS,
-       example=(lambda a, i, s: a.scatter_add(0, i, s), t(5, 3), torch.tensor([[0, 3, 1], [4, 3, 3], [0, 0, 2]]), t(3, 3)),
-       bad=(lambda a, i, s: a.scatter_add(1, i, s), t(5, 3), torch.tensor([[0, 2]]), t(1, 2)), match="narrower",
-       checks=[index_fits_self, one_hot_size, numeric_self], emit=_emit_scatter_reduce)
+rule_scatter_add = strategy("scatter/scatter-add", op="aten.scatter_add.default", kind="decompose", layers=LAYERS,
+                            checks=trt_checks(index_fits_self, one_hot_size, numeric_self), emit=_emit_scatter_reduce,
+                            examples=cases((lambda a, i, s: a.scatter_add(0, i, s), t(5, 3), torch.tensor([[0, 3, 1], [4, 3, 3], [0, 0, 2]]), t(3, 3)),
+                                           bad=(lambda a, i, s: a.scatter_add(1, i, s), t(5, 3), torch.tensor([[0, 2]]), t(1, 2)),
+                                           match="narrower"))
 
 
 def _reducing(how, include_self=True, dim=0):
@@ -158,9 +159,11 @@ def _emit_masked_scatter(ctx, node):
     return ctx.reshape(ctx.where(mask, picked, flat), shape)
 
 
-define(ns, "scatter/index-copy", "aten.index_copy.default", "direct", layers="Scatter in ELEMENT mode, the index broadcast over the source",
-       example=(lambda a, i, s: a.index_copy(1, i, s), t(3, 5), torch.tensor([4, 0]), t(3, 2)), emit=_emit_index_copy)
-define(ns, "scatter/masked-scatter", "aten.masked_scatter.default", "decompose",
-       layers="Cumulative SUM (exclusive) of the mask, Gather from the flattened source, Select",
-       example=(lambda a, m, s: a.masked_scatter(m, s), t(4, 3), torch.tensor([True, False, True]), t(4, 3)),
-       emit=_emit_masked_scatter)
+rule_index_copy = strategy("scatter/index-copy", op="aten.index_copy.default", kind="direct",
+                           layers="Scatter in ELEMENT mode, the index broadcast over the source", checks=trt_checks(),
+                           emit=_emit_index_copy,
+                           examples=cases((lambda a, i, s: a.index_copy(1, i, s), t(3, 5), torch.tensor([4, 0]), t(3, 2))))
+rule_masked_scatter = strategy("scatter/masked-scatter", op="aten.masked_scatter.default", kind="decompose",
+                               layers="Cumulative SUM (exclusive) of the mask, Gather from the flattened source, Select",
+                               checks=trt_checks(), emit=_emit_masked_scatter,
+                               examples=cases((lambda a, m, s: a.masked_scatter(m, s), t(4, 3), torch.tensor([True, False, True]), t(4, 3))))

@@ -4,9 +4,10 @@ import torch
 
 from opmap.loading.graph import Ref
 
-from opmap.rules.common import define, emit_identity, int_arg, out_dims, static, t
+from opmap.planning.strategy import strategy
+from opmap.rules.common import cases, int_arg, t, trt_checks
+from opmap.rules.emitting import emit_identity, out_dims, static
 
-ns = globals()
 
 
 def constant_dims(*names):
@@ -115,8 +116,9 @@ MORE = {
     "shape/squeeze": [lambda a: a.reshape(1, 4, 1, 6).squeeze() * 2, lambda a: a.reshape(1, 4, 1, 6).squeeze((0, 2)) * 2],
     "shape/expand": [lambda a: a[:1].expand_as(a) * 2],
 }
-for id, ops, layers, fn, emit in SHUFFLE:
-    define(ns, id, ops, "direct", layers=layers, example=(fn, t(4, 6)), examples=[(f, t(4, 6)) for f in MORE.get(id, ())], emit=emit)
+rule_shuffle = [strategy(id, op=ops, kind="direct", layers=layers, checks=trt_checks(), emit=emit,
+                         examples=cases((fn, t(4, 6)), *[(f, t(4, 6)) for f in MORE.get(id, ())]))
+                for id, ops, layers, fn, emit in SHUFFLE]
 
 
 def _dim_size(node, name, dim):
@@ -307,48 +309,71 @@ def _emit_diff(ctx, node):
     return x
 
 
-define(ns, "shape/identity", ["aten.alias.default", "aten.contiguous.default", "aten.clone.default", "aten.detach.default",
-                              "aten.lift_fresh_copy.default", "aten.to.device"],
-       "direct", layers="no layer: the tensor passes through (TensorRT has no memory format or device per tensor); "
-                        "a Cast where to.device also changes the dtype (x.to(other_tensor))",
-       example=(lambda a: a.contiguous().clone(), t(2, 3)),
-       examples=[(lambda a: torch.ops.aten.alias(a) * 2, t(2, 3)), (lambda a: a.t().contiguous() * 2, t(2, 3)),
-                 (lambda a: a.detach() * 2, t(2, 3)), (lambda a: a + torch.tensor([1.0, 2.0, 3.0]), t(2, 3)),
-                 (lambda a, b: a.to(b).view(-1).sum(), t(2, 3) * 4, t(2, dtype=torch.int32))],
-       emit=lambda ctx, node: ctx.cast(emit_identity(ctx, node), ctx.output_dtype()))
-define(ns, "shape/slice", ["aten.slice.Tensor"], "direct", layers="Slice (start, size, stride; negative ends resolved)",
-       example=(lambda a: a[:, 1:-1:2], t(4, 8)), checks=[int_arg("step")], emit=_emit_slice)
-define(ns, "shape/select", ["aten.select.int"], "direct", layers="Gather with a constant scalar index (drops the dim)",
-       example=(lambda a: a[:, 2], t(4, 8)), checks=[int_arg("index")], emit=_emit_select)
-define(ns, "shape/narrow", ["aten.narrow.default"], "direct", layers="Slice", example=(lambda a: a.narrow(1, 2, 3), t(4, 8)), emit=_emit_narrow)
-define(ns, "shape/cat", ["aten.cat.default", "aten.concat.default"], "direct", layers="Concatenation on one axis",
-       example=(lambda a, b: torch.cat([a, b], -1), t(2, 3), t(2, 5)), examples=[(lambda a, b: torch.concat([a, b]), t(2, 3), t(1, 3))],
-       emit=_emit_cat)
-define(ns, "shape/stack", ["aten.stack.default"], "decompose", layers="Unsqueeze each input, then Concatenation",
-       example=(lambda a, b: torch.stack([a, b], 1), t(2, 3), t(2, 3)), emit=_emit_stack)
-define(ns, "shape/split", ["aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default", "aten.unbind.int"],
-       "decompose", layers="one Slice per piece", example=(lambda a: a.split(2, -1), t(2, 6)),
-       examples=[(lambda a: a.split([1, 3, 2], 1), t(2, 6)), (lambda a: a.chunk(4, 1), t(2, 6)), (lambda a: a.unbind(0), t(2, 6))],
-       checks=[constant_dims("split_size", "split_sizes", "chunks"), split_dim_static], emit=_emit_split)
-define(ns, "shape/flip", ["aten.flip.default"], "direct", layers="Slice with stride -1 on the flipped dims",
-       example=(lambda a: a.flip(-1), t(2, 6)), emit=_emit_flip)
-define(ns, "shape/pad", ["aten.constant_pad_nd.default", "aten.pad.default", "aten.reflection_pad1d.default",
-                         "aten.reflection_pad2d.default", "aten.reflection_pad3d.default", "aten.replication_pad1d.default",
-                         "aten.replication_pad2d.default", "aten.replication_pad3d.default", "aten._pad_circular.default"], "direct",
-       layers="Slice with a negative start: FILL mode with the pad value, REFLECT, CLAMP (replicate) or WRAP (circular)",
-       example=(lambda a: torch.nn.functional.pad(a, (1, 2)), t(2, 6)),
-       examples=[(lambda a: A.constant_pad_nd(a, [1, 2, 0, 1], 3.0), t(2, 6)), (lambda a: A._pad_circular(a, [2, 1]), t(2, 3, 6)),
-                 (lambda a: A.reflection_pad1d(a, [2, 1]), t(2, 3, 6)), (lambda a: A.reflection_pad2d(a, [1, 2, 2, 1]), t(2, 3, 4, 5)),
-                 (lambda a: A.reflection_pad3d(a, [1, 0, 0, 1, 1, 1]), t(1, 2, 3, 4, 5)),
-                 (lambda a: A.replication_pad1d(a, [2, 1]), t(2, 3, 6)), (lambda a: A.replication_pad2d(a, [1, 2, 2, 1]), t(2, 3, 4, 5)),
-                 (lambda a: A.replication_pad3d(a, [1, 0, 0, 1, 1, 1]), t(1, 2, 3, 4, 5))],
-       checks=[known_pad_mode], emit=_emit_pad)
-define(ns, "shape/triu", ["aten.triu.default", "aten.tril.default"], "decompose",
-       layers="a triangular mask (a constant, or two aranges over symbolic sizes), Select against zeros",
-       example=(lambda a: a.triu(1), t(4, 4)), examples=[(lambda a: a.tril(), t(2, 4, 3))], emit=_emit_triangle)
-define(ns, "shape/diff", ["aten.diff.default"], "decompose",
-       layers="Concatenation of prepend/x/append, then n times two Slices offset by one and ElementWise SUB (XOR for bool)",
-       example=(lambda a: torch.diff(a, dim=-1), t(3, 6)), emit=_emit_diff, checks=[diff_static_dim])
+rule_identity = strategy("shape/identity",
+                         op=["aten.alias.default", "aten.contiguous.default", "aten.clone.default", "aten.detach.default",
+                             "aten.lift_fresh_copy.default", "aten.to.device"], kind="direct",
+                         layers="no layer: the tensor passes through (TensorRT has no memory format or device per tensor); "
+                                "a Cast where to.device also changes the dtype (x.to(other_tensor))",
+                         checks=trt_checks(),
+                         emit=lambda ctx, node: ctx.cast(emit_identity(ctx, node), ctx.output_dtype()),
+                         examples=cases((lambda a: a.contiguous().clone(), t(2, 3)),
+                                        (lambda a: torch.ops.aten.alias(a) * 2, t(2, 3)),
+                                        (lambda a: a.t().contiguous() * 2, t(2, 3)),
+                                        (lambda a: a.detach() * 2, t(2, 3)),
+                                        (lambda a: a + torch.tensor([1.0, 2.0, 3.0]), t(2, 3)),
+                                        (lambda a, b: a.to(b).view(-1).sum(), t(2, 3) * 4, t(2, dtype=torch.int32))))
+rule_slice = strategy("shape/slice", op=["aten.slice.Tensor"], kind="direct",
+                      layers="Slice (start, size, stride; negative ends resolved)", checks=trt_checks(int_arg("step")),
+                      emit=_emit_slice,
+                      examples=cases((lambda a: a[:, 1:-1:2], t(4, 8))))
+rule_select = strategy("shape/select", op=["aten.select.int"], kind="direct",
+                       layers="Gather with a constant scalar index (drops the dim)",
+                       checks=trt_checks(int_arg("index")), emit=_emit_select,
+                       examples=cases((lambda a: a[:, 2], t(4, 8))))
+rule_narrow = strategy("shape/narrow", op=["aten.narrow.default"], kind="direct", layers="Slice", checks=trt_checks(),
+                       emit=_emit_narrow,
+                       examples=cases((lambda a: a.narrow(1, 2, 3), t(4, 8))))
+rule_cat = strategy("shape/cat", op=["aten.cat.default", "aten.concat.default"], kind="direct",
+                    layers="Concatenation on one axis", checks=trt_checks(), emit=_emit_cat,
+                    examples=cases((lambda a, b: torch.cat([a, b], -1), t(2, 3), t(2, 5)),
+                                   (lambda a, b: torch.concat([a, b]), t(2, 3), t(1, 3))))
+rule_stack = strategy("shape/stack", op=["aten.stack.default"], kind="decompose",
+                      layers="Unsqueeze each input, then Concatenation", checks=trt_checks(), emit=_emit_stack,
+                      examples=cases((lambda a, b: torch.stack([a, b], 1), t(2, 3), t(2, 3))))
+rule_split = strategy("shape/split",
+                      op=["aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default", "aten.unbind.int"],
+                      kind="decompose", layers="one Slice per piece",
+                      checks=trt_checks(constant_dims("split_size", "split_sizes", "chunks"), split_dim_static),
+                      emit=_emit_split,
+                      examples=cases((lambda a: a.split(2, -1), t(2, 6)), (lambda a: a.split([1, 3, 2], 1), t(2, 6)),
+                                     (lambda a: a.chunk(4, 1), t(2, 6)), (lambda a: a.unbind(0), t(2, 6))))
+rule_flip = strategy("shape/flip", op=["aten.flip.default"], kind="direct",
+                     layers="Slice with stride -1 on the flipped dims", checks=trt_checks(), emit=_emit_flip,
+                     examples=cases((lambda a: a.flip(-1), t(2, 6))))
+rule_pad = strategy("shape/pad",
+                    op=["aten.constant_pad_nd.default", "aten.pad.default", "aten.reflection_pad1d.default",
+                        "aten.reflection_pad2d.default", "aten.reflection_pad3d.default", "aten.replication_pad1d.default",
+                        "aten.replication_pad2d.default", "aten.replication_pad3d.default", "aten._pad_circular.default"],
+                    kind="direct",
+                    layers="Slice with a negative start: FILL mode with the pad value, REFLECT, CLAMP (replicate) or WRAP (circular)",
+                    checks=trt_checks(known_pad_mode), emit=_emit_pad,
+                    examples=cases((lambda a: torch.nn.functional.pad(a, (1, 2)), t(2, 6)),
+                                   (lambda a: A.constant_pad_nd(a, [1, 2, 0, 1], 3.0), t(2, 6)),
+                                   (lambda a: A._pad_circular(a, [2, 1]), t(2, 3, 6)),
+                                   (lambda a: A.reflection_pad1d(a, [2, 1]), t(2, 3, 6)),
+                                   (lambda a: A.reflection_pad2d(a, [1, 2, 2, 1]), t(2, 3, 4, 5)),
+                                   (lambda a: A.reflection_pad3d(a, [1, 0, 0, 1, 1, 1]), t(1, 2, 3, 4, 5)),
+                                   (lambda a: A.replication_pad1d(a, [2, 1]), t(2, 3, 6)),
+                                   (lambda a: A.replication_pad2d(a, [1, 2, 2, 1]), t(2, 3, 4, 5)),
+                                   (lambda a: A.replication_pad3d(a, [1, 0, 0, 1, 1, 1]), t(1, 2, 3, 4, 5))))
+rule_triu = strategy("shape/triu", op=["aten.triu.default", "aten.tril.default"], kind="decompose",
+                     layers="a triangular mask (a constant, or two aranges over symbolic sizes), Select against zeros",
+                     checks=trt_checks(), emit=_emit_triangle,
+                     examples=cases((lambda a: a.triu(1), t(4, 4)), (lambda a: a.tril(), t(2, 4, 3))))
+rule_diff = strategy("shape/diff", op=["aten.diff.default"], kind="decompose",
+                     layers="Concatenation of prepend/x/append, then n times two Slices offset by one and ElementWise SUB (XOR for bool)",
+                     checks=trt_checks(diff_static_dim), emit=_emit_diff,
+                     examples=cases((lambda a: torch.diff(a, dim=-1), t(3, 6))))
 
 
 def _emit_roll(ctx, node):
@@ -384,5 +409,7 @@ def rolled_dims_static(node, **_):
     assert all(isinstance(v, int) for v in node.arg("shifts")), "shifts are not constant ints"
 
 
-define(ns, "shape/roll", ["aten.roll.default"], "direct", layers="Slice in WRAP mode starting at -shift on each rolled dim",
-       example=(lambda a: torch.roll(a, (1, -2), (0, 1)), t(4, 6)), checks=[rolled_dims_static], emit=_emit_roll)
+rule_roll = strategy("shape/roll", op=["aten.roll.default"], kind="direct",
+                     layers="Slice in WRAP mode starting at -shift on each rolled dim",
+                     checks=trt_checks(rolled_dims_static), emit=_emit_roll,
+                     examples=cases((lambda a: torch.roll(a, (1, -2), (0, 1)), t(4, 6))))

@@ -6,11 +6,11 @@ dynamic."""
 import torch
 import torch.nn.functional as F
 
-from opmap.planning.strategy import accept
-from opmap.rules.common import define, out_dims, static_arg, t
+from opmap.planning.strategy import accept, strategy
+from opmap.rules.common import cases, static_arg, t, trt_checks
+from opmap.rules.emitting import out_dims
 from opmap.rules.shape import _emit_repeat, _in_range
 
-ns = globals()
 A = torch.ops.aten
 
 
@@ -39,20 +39,27 @@ def _emit_empty(ctx, node):
     return broadcast_to(ctx, zero, dims) if dims else ctx.reshape(zero, [])
 
 
-define(ns, "shape/copy", "aten.copy.default", "direct", layers="Slice with stride 0 (broadcast src to self's shape), Cast",
-       example=(lambda a, b: A.copy.default(a, b), t(2, 3), t(3)), emit=_emit_copy)
-define(ns, "creation/fill", ["aten.fill.Scalar", "aten.fill.Tensor"], "direct",
-       layers="a Constant (or the 0-d value) broadcast by a stride-0 Slice to self's shape",
-       example=(lambda a: A.fill.Scalar(a, 2.5), t(2, 3)), emit=_emit_fill)
-define(ns, "creation/empty-strided", "aten.empty_strided.default", "direct",
-       layers="a zero Constant broadcast to the size (uninitialised memory: zeros are as valid as any value)",
-       example=(lambda a: A.empty_strided.default([2, 3], [3, 1]).fill_(1.5) + a, t(2, 3)),
-       bad=(lambda a: A.empty_strided.default([2, 3], [3, 1], dtype=torch.float64).fill_(1.5) + a, t(2, 3)), emit=_emit_empty)
-define(ns, "shape/reshape-copy", "aten._reshape_copy.default", "direct", layers="Shuffle (a reshape; a copy is free)",
-       example=(lambda a: A._reshape_copy.default(a, [3, 2]), t(2, 3)),
-       checks=[static_arg("self")], emit=lambda ctx, node: ctx.reshape(ctx.input("self"), out_dims(node)))
-define(ns, "shape/tile", "aten.tile.default", "direct", layers="Slice in WRAP mode over the tiled size (as repeat)",
-       example=(lambda a: a.tile((2, 1, 3)), t(2, 3)), emit=_emit_repeat)
+rule_copy = strategy("shape/copy", op="aten.copy.default", kind="direct",
+                     layers="Slice with stride 0 (broadcast src to self's shape), Cast", checks=trt_checks(),
+                     emit=_emit_copy,
+                     examples=cases((lambda a, b: A.copy.default(a, b), t(2, 3), t(3))))
+rule_fill = strategy("creation/fill", op=["aten.fill.Scalar", "aten.fill.Tensor"], kind="direct",
+                     layers="a Constant (or the 0-d value) broadcast by a stride-0 Slice to self's shape",
+                     checks=trt_checks(), emit=_emit_fill,
+                     examples=cases((lambda a: A.fill.Scalar(a, 2.5), t(2, 3))) + [accept(lambda a, v: A.fill.Tensor(a, v), t(2, 3), t())])
+rule_empty_strided = strategy("creation/empty-strided", op="aten.empty_strided.default", kind="direct",
+                              layers="a zero Constant broadcast to the size (uninitialised memory: zeros are as valid as any value)",
+                              checks=trt_checks(), emit=_emit_empty,
+                              examples=cases((lambda a: A.empty_strided.default([2, 3], [3, 1]).fill_(1.5) + a, t(2, 3)),
+                                             bad=(lambda a: A.empty_strided.default([2, 3], [3, 1], dtype=torch.float64).fill_(1.5) + a, t(2, 3))))
+rule_reshape_copy = strategy("shape/reshape-copy", op="aten._reshape_copy.default", kind="direct",
+                             layers="Shuffle (a reshape; a copy is free)", checks=trt_checks(static_arg("self")),
+                             emit=lambda ctx, node: ctx.reshape(ctx.input("self"), out_dims(node)),
+                             examples=cases((lambda a: A._reshape_copy.default(a, [3, 2]), t(2, 3))))
+rule_tile = strategy("shape/tile", op="aten.tile.default", kind="direct",
+                     layers="Slice in WRAP mode over the tiled size (as repeat)", checks=trt_checks(),
+                     emit=_emit_repeat,
+                     examples=cases((lambda a: a.tile((2, 1, 3)), t(2, 3))))
 
 
 def rank_four(node, **_):
@@ -77,9 +84,11 @@ def _emit_pixel_shuffle(ctx, node):
     return ctx.reshape(ctx.out(layer, "transpose"), o)
 
 
-define(ns, "shape/pixel-shuffle", ["aten.pixel_shuffle.default", "aten.pixel_unshuffle.default"], "decompose",
-       layers="Shuffle (reshape), Shuffle (transpose), Shuffle (reshape)",
-       example=(lambda a: F.pixel_shuffle(a, 2), t(1, 8, 2, 3)), checks=[rank_four], emit=_emit_pixel_shuffle)
+rule_pixel_shuffle = strategy("shape/pixel-shuffle", op=["aten.pixel_shuffle.default", "aten.pixel_unshuffle.default"],
+                              kind="decompose", layers="Shuffle (reshape), Shuffle (transpose), Shuffle (reshape)",
+                              checks=trt_checks(rank_four), emit=_emit_pixel_shuffle,
+                              examples=cases((lambda a: F.pixel_shuffle(a, 2), t(1, 8, 2, 3)))
+                              + [accept(lambda a: F.pixel_unshuffle(a, 2), t(2, 3, 4, 6))])
 
 
 def _positions(ctx, node, dim):
@@ -132,13 +141,13 @@ def _emit_slice_scatter(ctx, node):
     return _where(ctx, ctx.elementwise(inside, on_step, "AND"), gathered, x)
 
 
-define(ns, "scatter/select-scatter", "aten.select_scatter.default", "decompose",
-       layers="Fill (positions), ElementWise EQUAL, Shuffle (src with the dim restored), Select",
-       example=(lambda a, s: torch.select_scatter(a, s, 1, -1), t(2, 3), t(2)), emit=_emit_select_scatter)
-define(ns, "scatter/slice-scatter", "aten.slice_scatter.default", "decompose",
-       layers="Fill (positions), ElementWise range and step tests, Gather of src along dim, Select",
-       example=(lambda a: torch.slice_scatter(a, a[:, 1:6:2] * 2, 1, 1, 6, 2), t(2, 7)), emit=_emit_slice_scatter)
+rule_select_scatter = strategy("scatter/select-scatter", op="aten.select_scatter.default", kind="decompose",
+                               layers="Fill (positions), ElementWise EQUAL, Shuffle (src with the dim restored), Select",
+                               checks=trt_checks(), emit=_emit_select_scatter,
+                               examples=cases((lambda a, s: torch.select_scatter(a, s, 1, -1), t(2, 3), t(2))))
+rule_slice_scatter = strategy("scatter/slice-scatter", op="aten.slice_scatter.default", kind="decompose",
+                              layers="Fill (positions), ElementWise range and step tests, Gather of src along dim, Select",
+                              checks=trt_checks(), emit=_emit_slice_scatter,
+                              examples=cases((lambda a: torch.slice_scatter(a, a[:, 1:6:2] * 2, 1, 1, 6, 2), t(2, 7)))
+                              + [accept(lambda a: torch.slice_scatter(a, a[-3:] + 1, 0, -3), t(5, 2))])
 
-ns["rule_slice_scatter"].examples += (accept(lambda a: torch.slice_scatter(a, a[-3:] + 1, 0, -3), t(5, 2)),)
-ns["rule_pixel_shuffle"].examples += (accept(lambda a: F.pixel_unshuffle(a, 2), t(2, 3, 4, 6)),)
-ns["rule_fill"].examples += (accept(lambda a, v: A.fill.Tensor(a, v), t(2, 3), t()),)

@@ -4,12 +4,13 @@ PyTorch's decomposition turns it into ``split_with_sizes``). The pieces are give
 
 import torch
 
-from opmap.rules.common import define, t
+from opmap.planning.strategy import strategy
+from opmap.rules.common import cases, t, trt_checks
 from opmap.rules.shape import _emit_split, constant_dims
 
 A = torch.ops.aten
-ns = globals()
 
-define(ns, "shape/split-sizes", "aten.split.sizes", "decompose", layers="one Slice per piece, of the given sizes",
-       example=(lambda a: [p * 2 for p in A.split.sizes(a, [2, 1, 3], 1)], t(2, 6)),
-       checks=[constant_dims("split_size")], emit=_emit_split)
+rule_split_sizes = strategy("shape/split-sizes", op="aten.split.sizes", kind="decompose",
+                            layers="one Slice per piece, of the given sizes",
+                            checks=trt_checks(constant_dims("split_size")), emit=_emit_split,
+                            examples=cases((lambda a: [p * 2 for p in A.split.sizes(a, [2, 1, 3], 1)], t(2, 6))))
