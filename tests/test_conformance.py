@@ -284,9 +284,9 @@ def test_emit_coverage_is_reported_honestly():
 
 EXPECTED_WITHOUT_EMIT = [
     "nonzero/plugin", "custom/plugin",  # no IPluginV3 library exists yet, and tensorrt_rtx cannot add plugin layers
-    # rules that only refuse, with the reason no network computes the op (opmap/rules/no_network.py)
+    # rules that only refuse, with the reason no network computes the op (opmap/rules/unsupported.py)
     "fft/complex", "core/host-scalar", "norm/batch-norm-training", "core/resize-storage", "attn/cuda-kernel",
-    "random/randperm",  # opmap/rules/random_refusals.py: PyTorch's permutation for a seed is not reproducible
+    "random/randperm",  # opmap/rules/random.py: PyTorch's permutation for a seed is not reproducible
 ]
 
 

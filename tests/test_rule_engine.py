@@ -232,3 +232,52 @@ def test_selection_k_and_m():
     assert ids(m="user") == list(s)
     with pytest.raises(OpmapError, match="bad -k expression"):
         ids(k="nonzero and (")
+
+
+def test_table_form_and_decorator_form_make_one_kind_of_strategy_both_judged_and_built():
+    from opmap.checking.examples import conformance, run_examples
+    from opmap.planning.strategy import Strategy
+
+    src = '''
+        import torch
+        from opmap import strategy, accept, reject
+
+        def float_only(node, **_):
+            assert node.meta("self").dtype == "float32", "float32 only"
+
+        def emit_relu(ctx, node):
+            return ctx.activation(ctx.input("self"), "RELU")
+
+        rule_table = strategy("t/table", op="aten.relu.default", kind="direct", layers="Activation RELU",
+                              checks=[float_only], emit=emit_relu,
+                              examples=[accept(torch.relu, torch.randn(2, 3)),
+                                        reject(torch.relu, torch.randn(2, 3).half(), match="float32 only")])
+
+        @strategy("t/decorated", op="aten.relu.default", kind="direct",
+                  examples=[accept(torch.relu, torch.randn(2, 3)),
+                            reject(torch.relu, torch.randn(2, 3).half(), match="float32 only")])
+        def rule_decorated(node):
+            """direct: Activation RELU."""
+            float_only(node=node)
+
+        rule_decorated.emit(emit_relu)
+    '''
+    strats = load_source(textwrap.dedent(src), "/virtual/rule_forms.py")
+    assert [type(s) for s in strats] == [Strategy, Strategy] and [s.id for s in strats] == ["t/table", "t/decorated"]
+    table, decorated = strats
+    assert table.name == "rule_table" and table.doc == "direct: Activation RELU." and "float_only" in table.spec
+    assert table.argnames == ["node", "graph", "backend", "bounds", "settings", "upstream"]
+    ruleset = RuleSet(fixtures=module_fixtures(context))
+    ruleset.add(strats)
+    results = run_examples(strats, ruleset)
+    assert len(results) == 4 and all(r.passed for r in results), [(r.strategy, r.label, r.message) for r in results]
+    for s in strats:
+        report, _ = conformance(s, s.examples[0], ruleset)
+        assert report.ok, (s.id, report)
+
+
+def test_table_form_keeps_emit_and_layers_out_of_the_decorator_form():
+    from opmap import strategy
+
+    with pytest.raises(RuleDefinitionError, match="table form"):
+        strategy("t/x", op="aten.relu.default", kind="direct", layers="Activation RELU")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from opmap.checking import sampling
 from opmap.checking.examples import conformance
 from opmap.planning.strategy import accept
-from opmap.rules.sampling import PYTORCH_CUBIC_A
+from opmap.rules.resize import PYTORCH_CUBIC_A
 from tests.test_conformance import RULESET
 
 X = torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(0))

@@ -1,12 +1,13 @@
-"""Activations: IActivationLayer where TensorRT has the function, exact decompositions otherwise."""
+"""Activations (relu, sigmoid, tanh, gelu, silu, hardswish, clamp/hardtanh, prelu...): IActivationLayer where TensorRT
+has the function, exact decompositions otherwise."""
+
 
 import torch
 import torch.nn.functional as F
 
-from opmap.planning.strategy import strategy
-from opmap.rules.common import cases, not_bool, promoted_float_input, trt_checks
-from opmap.rules.emitting import emit_activation, promoting
-
+from opmap.planning.strategy import accept, strategy
+from opmap.rules.common import cases, not_bool, promoted_float_input, t, trt_checks
+from opmap.rules.emitting import broadcast_select, emit_activation, promoting
 
 
 def gelu_erf(node, **_):
@@ -64,7 +65,11 @@ ACTIVATIONS = [
     ("act/clamp", ["aten.clamp.default", "aten.hardtanh.default", "aten.clamp_min.default", "aten.clamp_max.default"],
      "ElementWise MAX and MIN with the bounds", lambda a: a.clamp(-0.5, 0.5), _emit_clamp),
 ]
+
+
 MORE = {"act/clamp": [lambda a: torch.clamp_min(a, 0.1), lambda a: torch.clamp_max(a, -0.2), F.hardtanh]}
+
+
 INTEGER = {"act/relu": [torch.relu], "act/clamp": [lambda a: a.clamp(-1, 2), lambda a: a.clamp(0.5, 2.5)]}  # int in, int or float out
 
 
@@ -96,31 +101,42 @@ def _emit_gelu_formula(ctx, node):
     inner = ctx.unary(ctx.elementwise(x, ctx.const(0.7071067811865476, dt), "PROD"), "ERF")
     return ctx.elementwise(ctx.elementwise(x, ctx.const(0.5, dt), "PROD"), ctx.elementwise(inner, ctx.const(1.0, dt), "SUM"), "PROD")
 
+
 rule_silu = strategy("act/silu", op="aten.silu.default", kind="decompose",
                      layers="Activation SIGMOID then ElementWise PROD", checks=trt_checks(promoted_float_input),
                      emit=promoting(_emit_silu),
                      examples=cases((F.silu, torch.randn(2, 3))))
+
+
 rule_hardswish = strategy("act/hardswish", op="aten.hardswish.default", kind="decompose",
                           layers="Activation HARD_SIGMOID then ElementWise PROD",
                           checks=trt_checks(promoted_float_input), emit=promoting(_emit_hardswish),
                           examples=cases((F.hardswish, torch.randn(2, 3))))
+
+
 rule_gelu_erf = strategy("act/gelu-erf", op="aten.gelu.default", kind="direct", layers="Activation GELU_ERF",
                          checks=trt_checks(promoted_float_input, gelu_erf),
                          emit=promoting(emit_activation("GELU_ERF")),
                          examples=cases((F.gelu, torch.randn(2, 3)),
                                         bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
                                         match="tanh form"))
+
+
 rule_gelu_tanh = strategy("act/gelu-tanh", op="aten.gelu.default", kind="direct", layers="Activation GELU_TANH",
                           checks=trt_checks(promoted_float_input, gelu_tanh),
                           emit=promoting(emit_activation("GELU_TANH")),
                           examples=cases((lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
                                          bad=(F.gelu, torch.randn(2, 3)), match="erf form"))
+
+
 rule_gelu_erf_formula = strategy("act/gelu-erf-formula", op="aten.gelu.default", kind="decompose",
                                  layers="0.5·x·(1 + erf(x/√2)) from Unary ERF and ElementWise layers (exact)",
                                  checks=trt_checks(promoted_float_input, gelu_erf), emit=promoting(_emit_gelu_formula),
                                  examples=cases((F.gelu, torch.randn(2, 3)),
                                                 bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
                                                 match="tanh form"))
+
+
 rule_gelu_erf_as_tanh = strategy("act/gelu-erf-as-tanh", op="aten.gelu.default", kind="approximate",
                                  layers="Activation GELU_TANH in place of the erf form (max abs error ~1e-3 near |x|≈2)",
                                  checks=trt_checks(promoted_float_input, gelu_erf),
@@ -128,3 +144,35 @@ rule_gelu_erf_as_tanh = strategy("act/gelu-erf-as-tanh", op="aten.gelu.default",
                                  examples=cases((F.gelu, torch.randn(2, 3)),
                                                 bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
                                                 match="tanh form"))
+
+
+def _emit_clamp_any(ctx, node):
+    """Bounds that are tensors (broadcast, promoted) or scalars: ElementWise MAX, then MIN (PyTorch's order)."""
+    out = ctx.output_dtype()
+    dtype = "int32" if out == "bool" else out  # MAX/MIN take numbers: bools as 0/1
+    x = ctx.cast(ctx.input("self"), dtype)
+    for name, op in (("min", "MAX"), ("max", "MIN")):
+        if node.arg(name) is not None:
+            x = ctx.elementwise(x, ctx.cast(ctx.operand(name, x), dtype), op)
+    return ctx.cast(x, out)
+
+
+rule_clamp_tensor = strategy("act/clamp-tensor", op=["aten.clamp.Tensor", "aten.clip.Tensor", "aten.clip.default"],
+                             kind="direct",
+                             layers="ElementWise MAX with the lower bound, MIN with the upper (tensors broadcast)",
+                             checks=trt_checks(), emit=_emit_clamp_any,
+                             examples=cases((lambda a, lo: a.clamp(lo, lo + 1), t(2, 3), t(3)))
+                             + [accept(lambda a, hi: torch.clip(a, max=hi), t(2, 3), t(2, 1)), accept(lambda a: torch.clip(a, -0.5, 0.5), t(2, 3))])
+
+
+def _emit_prelu_kernel(ctx, node):
+    x = ctx.input("self")
+    w = ctx.cast(ctx.input("weight"), ctx.dtype(x))
+    positive = ctx.elementwise(x, ctx.const(0.0, ctx.dtype(x)), "GREATER")
+    return broadcast_select(ctx, positive, x, ctx.elementwise(x, w, "PROD"))
+
+
+rule_prelu_kernel = strategy("act/prelu-kernel", op="aten._prelu_kernel.default", kind="decompose",
+                             layers="Select(x > 0, x, weight * x) with the weight broadcast",
+                             checks=trt_checks(promoted_float_input), emit=promoting(_emit_prelu_kernel),
+                             examples=cases((lambda a, w: torch.ops.aten._prelu_kernel.default(a, w), t(2, 3, 4), t(3, 1))))

@@ -1,11 +1,15 @@
-"""Convolution, pooling and resizing: IConvolutionLayer, IDeconvolutionLayer, IPoolingLayer, IResizeLayer."""
+"""Convolution: IConvolutionLayer, IDeconvolutionLayer (conv1d/2d/3d, conv_transpose, and col2im / F.fold).
+
+``col2im`` (``F.fold``): sliding-window columns summed back into an image. Folding is a transposed convolution
+whose kernel is one-hot: each column channel (c, i, j) adds into output channel c at window offset (i, j).
+"""
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from opmap.planning.strategy import accept, reject, strategy
-from opmap.rules.common import cases, outputs_unused, promoted_float_input, static_arg, t, trt_checks
+from opmap.rules.common import cases, float_input, promoted_float_input, static_arg, t, trt_checks, trt_types
 from opmap.rules.emitting import promoting
 
 A = torch.ops.aten
@@ -204,107 +208,6 @@ def _grow_end(ctx, x, grow):
     return ctx.out(layer, "output-padding")
 
 
-def _emit_pool(ctx, node):
-    x = ctx.input("self")
-    spatial = ctx.rank(x) - 2
-    kernel, = _spatial_args(node, spatial, "kernel_size")
-    stride = node.arg("stride") or kernel
-    stride = list(stride) * spatial if len(stride) == 1 else list(stride)
-    padding, = _spatial_args(node, spatial, "padding")
-    is_max = "max_pool" in node.op
-    out_spatial = list(node.out.shape[-spatial:])
-    if out_spatial == [1] * spatial and not any(padding) and node.op != "aten.max_pool2d_with_indices.default":
-        # one window covering the whole input (EfficientNet's 320x320 kernel on a 1x1 map, with ceil_mode): TensorRT
-        # refuses a window larger than its input, and PyTorch clips it to the input, so it is a global reduction
-        axes = ctx.axes_mask(range(ctx.rank(x) - spatial, ctx.rank(x)), ctx.rank(x))
-        op = ctx.trt.ReduceOperation.MAX if is_max else ctx.trt.ReduceOperation.AVG
-        return ctx.out(ctx.net.add_reduce(x, op, axes, True), "global-pool")
-    x, restore = _to_2d(ctx, x, spatial)
-    if restore is not None:
-        kernel, stride, padding = [1] + kernel, [1] + stride, [0] + padding
-    layer = ctx.net.add_pooling_nd(x, ctx.trt.PoolingType.MAX if is_max else ctx.trt.PoolingType.AVERAGE, tuple(kernel))
-    layer.stride_nd, layer.padding_nd = tuple(stride), tuple(padding)
-    if node.arg("ceil_mode", False) and is_max:  # average pooling's windows fit (its rule checks): rounding down is the same
-        layer.padding_mode = ctx.trt.PaddingMode.EXPLICIT_ROUND_UP
-    if not is_max:
-        layer.average_count_excludes_padding = not node.arg("count_include_pad", True)
-    out = ctx.out(layer, "pool")
-    if restore is not None:
-        out = ctx.reshape(out, list(node.out.shape))
-    return [out, None] if node.op == "aten.max_pool2d_with_indices.default" else out
-
-
-def _emit_adaptive_avg(ctx, node):
-    """Evenly dividing windows: PoolingNd AVERAGE with kernel = stride = in / out. TensorRT pools 4-D/5-D tensors
-    only, so any other rank is viewed as [-1, 1, (1,) *spatial] around the pooling (leading dims may be dynamic)."""
-    x = ctx.input("self")
-    rank = ctx.rank(x)
-    out_size = list(node.arg("output_size"))
-    n = len(out_size)
-    spatial = list(node.meta("self").shape[-n:])
-    if all(o == 1 for o in out_size):
-        axes = ctx.axes_mask(range(rank - n, rank), rank)
-        return ctx.out(ctx.net.add_reduce(x, ctx.trt.ReduceOperation.AVG, axes, True), "global-avg")
-    kernel = [s // o for s, o in zip(spatial, out_size)]
-    pool_rank = max(n + 2, 4)
-    if rank != pool_rank or n != rank - 2:
-        x = ctx.reshape(x, [-1] + [1] * (pool_rank - 1 - n) + spatial)
-        kernel = [1] * (pool_rank - 2 - n) + kernel
-    layer = ctx.net.add_pooling_nd(x, ctx.trt.PoolingType.AVERAGE, tuple(kernel))
-    layer.stride_nd = tuple(kernel)
-    out = ctx.out(layer, "adaptive-avg")
-    return out if ctx.rank(out) == node.out.rank and n == rank - 2 else ctx.reshape(out, list(node.out.shape))
-
-
-def _scales(node, spatial):
-    """The scale factors the node was called with (PyTorch then maps coordinates by 1/scale), or None."""
-    if node.arg("scale_factors") is not None:
-        return [float(v) for v in node.arg("scale_factors")]
-    names = {1: ["scales"], 2: ["scales_h", "scales_w"], 3: ["scales_d", "scales_h", "scales_w"]}[spatial]
-    values = [node.arg(n) for n in names]
-    return [float(v) for v in values] if all(v is not None for v in values) else None
-
-
-def resize_layer(ctx, node):
-    """A Resize over the spatial dims, sized as PyTorch sizes it. Called with scale factors, the layer gets the same
-    scales (so TensorRT maps coordinates by 1/scale as PyTorch does, and the output size follows a dynamic input); with
-    sizes, the output shape (batch and channels read from the input at run time). Returns (layer, align_corners)."""
-    name = "input" if node.meta("input") is not None else "self"
-    x = ctx.input(name)
-    layer = ctx.net.add_resize(x)
-    scales = _scales(node, ctx.rank(x) - 2)
-    align = bool(node.arg("align_corners", False))
-    if scales is not None and not align:
-        layer.scales = (1.0, 1.0, *scales)
-    elif node.meta(name).is_static:
-        layer.shape = tuple(node.out.shape)
-    else:
-        lead = ctx.out(ctx.net.add_slice(ctx.shape_of(x), (0,), (2,), (1,)), "batch-channels")
-        layer.set_input(1, ctx.shape_tensor([lead] + [d for d in node.out.shape[2:]]))
-    return layer, align
-
-
-def _emit_upsample(ctx, node):
-    """Resize NEAREST or LINEAR with PyTorch's coordinate mapping (:func:`resize_layer` sizes it)."""
-    layer, align = resize_layer(ctx, node)
-    if "nearest" in node.op:  # PyTorch's nearest: src = floor(dst · in / out)
-        layer.resize_mode = ctx.trt.InterpolationMode.NEAREST
-        layer.coordinate_transformation = ctx.trt.ResizeCoordinateTransformation.ASYMMETRIC
-        layer.nearest_rounding = ctx.trt.ResizeRoundMode.FLOOR
-    else:
-        layer.resize_mode = ctx.trt.InterpolationMode.LINEAR
-        layer.coordinate_transformation = (ctx.trt.ResizeCoordinateTransformation.ALIGN_CORNERS if align
-                                           else ctx.trt.ResizeCoordinateTransformation.HALF_PIXEL)
-    return ctx.out(layer, "resize")
-
-
-def static_spatial_output(node, **_):
-    meta = node.out
-    assert meta is not None and all(isinstance(d, int) for d in meta.shape[2:]) or _scales(node, meta.rank - 2) is not None, (
-        f"output {meta} has dynamic spatial dims and no scale factors; the resize sizes are fixed at build time"
-    )
-
-
 rule_conv = strategy("conv/conv",
                      op=["aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default", "aten.convolution.default",
                          "aten._convolution.default", "aten.conv1d.padding", "aten.conv2d.padding", "aten.conv3d.padding"],
@@ -318,6 +221,8 @@ rule_conv = strategy("conv/conv",
                                     accept(torch.nn.ConvTranspose2d(3, 4, 3, stride=2, output_padding=1), t(1, 3, 4, 5), decompose=True),  # transposed
                                     (lambda x, w, b: A._convolution(x, w, b, [1], [1], [2], False, [0], 1, False, False, True, True),
                                      t(2, 3, 9), t(4, 3, 3), t(4))))
+
+
 rule_conv_transpose = strategy("conv/conv-transpose",
                                op=["aten.conv_transpose1d.default", "aten.conv_transpose2d.input", "aten.conv_transpose3d.input"],
                                kind="direct", layers="DeconvolutionNd", checks=trt_checks(promoted_float_input,
@@ -327,134 +232,56 @@ rule_conv_transpose = strategy("conv/conv-transpose",
                                                                                           no_strided_dilated_deconvolution),
                                emit=promoting(_emit_conv),
                                examples=cases((F.conv_transpose2d, t(1, 3, 8, 8), t(3, 4, 3, 3))))
-def indices_unused(node, graph, **_):
-    """PoolingNd MAX yields the maxima only, not where they were: ``*_with_indices``' indices must be unread."""
-    if node.op.endswith("_with_indices.default"):
-        outputs_unused(node, graph, {1: "indices"})
 
 
-rule_max = strategy("pool/max", op=["aten.max_pool1d.default", "aten.max_pool2d.default", "aten.max_pool3d.default",
-                                    "aten.max_pool2d_with_indices.default"], kind="direct", layers="PoolingNd MAX",
-                    checks=trt_checks(promoted_float_input, spatial_rank(1, 3), no_ceil_mode_with_dilation,
-                                      indices_unused, ceil_mode_sizes_agree), emit=promoting(_emit_pool),
-                    examples=cases((lambda a: F.max_pool2d(a, 2), t(1, 3, 8, 8)),
-                                   (lambda a: F.max_pool1d(a, 3, 2), t(2, 3, 9)), (lambda a: F.max_pool3d(a, 2, padding=1), t(1, 2, 4, 5, 4)),
-                                   accept(lambda a: F.max_pool2d(a, 3, 2, padding=1), t(1, 3, 7, 7), decompose=True),  # with_indices
-                                   reject(lambda a: F.max_pool2d(a, 2, return_indices=True)[1], t(1, 3, 8, 8), match="indices"),
-                                   bad=(lambda a: F.max_pool2d(a, 2, dilation=2), t(1, 3, 8, 8)), match="dilation"))
-rule_avg = strategy("pool/avg", op=["aten.avg_pool1d.default", "aten.avg_pool2d.default", "aten.avg_pool3d.default"],
-                    kind="direct",
-                    layers="PoolingNd AVERAGE (count_include_pad mapped to average_count_excludes_padding)",
-                    checks=trt_checks(promoted_float_input, spatial_rank(1, 3), no_partial_average_window),
-                    emit=promoting(_emit_pool),
-                    examples=cases((lambda a: F.avg_pool2d(a, 2), t(1, 3, 8, 8)),
-                                   (lambda a: F.avg_pool1d(a, 3, 2, padding=1), t(2, 3, 9)),
-                                   (lambda a: F.avg_pool3d(a, 2, ceil_mode=True), t(1, 2, 4, 6, 4)),
-                                   bad=(lambda a: F.avg_pool3d(a, 2, ceil_mode=True), t(1, 2, 4, 5, 4)),
-                                   match="hangs past"))
-rule_adaptive_avg = strategy("pool/adaptive-avg",
-                             op=["aten.adaptive_avg_pool2d.default", "aten._adaptive_avg_pool2d.default",
-                                 "aten.adaptive_avg_pool1d.default", "aten.adaptive_avg_pool3d.default",
-                                 "aten._adaptive_avg_pool3d.default"], kind="direct",
-                             layers="Reduce AVG when the output is 1x1, else PoolingNd AVERAGE with derived kernel and stride (viewed as 4-D/5-D)",
-                             checks=trt_checks(promoted_float_input, lambda node, **_: _adaptive_divisible(node)),
-                             emit=promoting(_emit_adaptive_avg),
-                             examples=cases((lambda a: F.adaptive_avg_pool2d(a, 1), t(1, 3, 8, 8)),
-                                            accept(lambda a: F.adaptive_avg_pool3d(a, (1, 2, 2)), t(1, 2, 3, 4, 6), decompose=True),
-                                            bad=(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 8)), match="divide"))
-rule_upsample = strategy("resize/upsample",
-                         op=[f"aten.upsample_{m}.{o}" for m in ("nearest1d", "nearest2d", "nearest3d", "linear1d", "bilinear2d",
-                                                                "trilinear3d") for o in ("vec", "default")],
-                         kind="direct",
-                         layers="Resize NEAREST/LINEAR with PyTorch's coordinate transformation (align_corners or half-pixel) and "
-                                "its scale factors where it was called with them",
-                         checks=trt_checks(promoted_float_input, static_spatial_output),
-                         emit=promoting(_emit_upsample),
-                         examples=cases((lambda a: F.interpolate(a, scale_factor=2.0, mode="bilinear"), t(1, 3, 4, 4)),
-                                        (lambda a: A.upsample_nearest1d(a, [7]), t(1, 2, 5)),
-                                        (lambda a: A.upsample_nearest2d(a, [6, 8]), t(1, 2, 3, 5)),
-                                        (lambda a: A.upsample_nearest3d(a, [4, 6, 7]), t(1, 2, 3, 4, 5)),
-                                        (lambda a: A.upsample_linear1d(a, [7], True), t(1, 2, 5)),
-                                        (lambda a: A.upsample_bilinear2d(a, [6, 8], False), t(1, 2, 3, 5)),
-                                        (lambda a: A.upsample_trilinear3d(a, [4, 6, 7], True), t(1, 2, 3, 4, 5))))
+def _windows(node):
+    """((H, W), (kh, kw), dilation, padding, stride, (Lh, Lw)) as PyTorch's col2im reads them."""
+    (h, w), k, d, p, s = (list(node.arg(n)) for n in ("output_size", "kernel_size", "dilation", "padding", "stride"))
+    blocks = [(size + 2 * pp - dd * (kk - 1) - 1) // ss + 1 for size, kk, dd, pp, ss in zip((h, w), k, d, p, s)]
+    return (h, w), k, d, p, s, blocks
 
 
-def _adaptive_divisible(node):
+def _emit_col2im(ctx, node):
+    """Columns [N, C·kh·kw, L] viewed as [N, C·kh·kw, Lh, Lw]; Deconvolution (groups = C, stride as called, the kernel
+    dilated by placing its ones apart, no padding); then Slice the padding off, zero-filled past the last window."""
+    (h, w), (kh, kw), (dh, dw), (ph, pw), stride, (lh, lw) = _windows(node)
     meta = node.meta("self")
-    out = node.arg("output_size") or []
-    spatial = meta.shape[-len(out):] if out else ()
-    if all(o == 1 for o in out):
-        return  # global average: a Reduce AVG over the spatial dims, whatever their (symbolic) sizes
-    for size, o in zip(spatial, out):
-        assert isinstance(size, int), f"input size {size} is dynamic; the adaptive window is fixed at build time"
-        assert o == 1 or size % o == 0, f"input size {size} does not divide into {o} outputs; adaptive windows would be uneven"
-
-
-MAX_ADAPTIVE_WINDOWS = 256  # windows over all pooled dims: each is a Slice and a Reduce
-
-
-def adaptive_windows(out_size: int, in_size: int) -> list[tuple[int, int]]:
-    """PyTorch's adaptive window i over a dim: [floor(i * In / Out), ceil((i + 1) * In / Out)) as (start, length)."""
-    spans = [(i * in_size // out_size, -(-(i + 1) * in_size // out_size)) for i in range(out_size)]
-    return [(a, b - a) for a, b in spans]
-
-
-def adaptive_windows_known(node, graph, **_):
-    """Every pooled dim is static (its windows are fixed at build time) unless it pools to 1 (one Reduce over the whole
-    dim, at any size); the windows are few enough to emit one Slice and Reduce each; max pooling's indices unread."""
-    meta = node.meta("self")
-    out = list(node.arg("output_size") or [])
-    assert out and all(isinstance(o, int) for o in out), f"output_size={out!r} is not a list of constant ints"
-    for size, o in zip(meta.shape[-len(out):], out):
-        assert o == 1 or isinstance(size, int), (
-            f"input size {size} is dynamic and pools to {o}: the adaptive windows are known only at run time")
-    count = sum(o for o in out if o != 1)
-    assert count <= MAX_ADAPTIVE_WINDOWS, f"{count} adaptive windows exceed {MAX_ADAPTIVE_WINDOWS} (a Slice and a Reduce each)"
-    if "max_pool" in node.op:
-        outputs_unused(node, graph, {1: "indices"})
-
-
-def _emit_adaptive_windows(ctx, node):
-    """Pooling is separable over the dims (a window is a box): per pooled dim, one Slice and one Reduce (AVG or MAX,
-    keepdim) per output position, concatenated along the dim; a dim pooled to 1 is one Reduce over it."""
+    batched = meta.rank == 3
     x = ctx.input("self")
-    out = list(node.arg("output_size"))
-    op = "MAX" if "max_pool" in node.op else "AVG"
-    rank, shape = ctx.rank(x), list(node.meta("self").shape)
-    for k, o in enumerate(out):
-        axis = rank - len(out) + k
-        if o == 1:
-            x = ctx.reduce(x, op, [axis], keepdim=True)
-        else:
-            parts = []
-            for start, length in adaptive_windows(o, shape[axis]):
-                window = ctx.slice(x, [start if d == axis else 0 for d in range(rank)],
-                                   [length if d == axis else n for d, n in enumerate(shape)], [1] * rank)
-                parts.append(ctx.reduce(window, op, [axis], keepdim=True))
-            x = ctx.concat(parts, axis) if len(parts) > 1 else parts[0]
-        shape[axis] = o
-    return [x, None] if "max_pool" in node.op else x
+    channels = meta.shape[-2] // (kh * kw)
+    x = ctx.reshape(x, [meta.shape[0] if batched else 1, meta.shape[-2], lh, lw])
+    span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    kernel = np.zeros((channels * kh * kw, 1, *span), dtype=np.float32)
+    for c in range(channels):
+        for i in range(kh):
+            for j in range(kw):
+                kernel[c * kh * kw + i * kw + j, 0, i * dh, j * dw] = 1.0
+    ctx.nb.keep.append(kernel)
+    dt = ctx.dtype(x)
+    layer = ctx.net.add_deconvolution_nd(ctx.cast(x, "float32"), channels, span, ctx.trt.Weights(kernel), ctx.trt.Weights())
+    layer.stride_nd = tuple(stride)
+    layer.num_groups = channels
+    full = ctx.out(layer, "fold")
+    n = meta.shape[0] if batched else 1
+    out = ctx.slice(full, [0, 0, ph, pw], [n, channels, h, w], [1, 1, 1, 1], mode="FILL", fill=ctx.const(0.0, "float32"))
+    out = ctx.cast(out, dt)
+    return out if batched else ctx.reshape(out, [channels, h, w])
 
 
-rule_adaptive_windows = strategy("pool/adaptive-windows",
-                                 op=["aten.adaptive_avg_pool1d.default", "aten.adaptive_avg_pool2d.default",
-                                     "aten._adaptive_avg_pool2d.default", "aten.adaptive_avg_pool3d.default",
-                                     "aten._adaptive_avg_pool3d.default", "aten.adaptive_max_pool1d.default",
-                                     "aten.adaptive_max_pool2d.default", "aten.adaptive_max_pool3d.default"],
-                                 kind="decompose",
-                                 layers="per pooled dim, a Slice and a Reduce AVG/MAX per PyTorch window [floor(i·In/Out), ceil((i+1)·In/Out)), "
-                                        "then Concatenation (uneven and overlapping windows too)",
-                                 checks=trt_checks(promoted_float_input, adaptive_windows_known),
-                                 emit=promoting(_emit_adaptive_windows),
-                                 examples=cases((lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 7)),
-                                                (lambda a: F.adaptive_avg_pool1d(a, 3), t(4, 7)), (lambda a: F.adaptive_avg_pool1d(a, 5), t(2, 3, 7)),
-                                                (lambda a: F.adaptive_avg_pool3d(a, (2, 3, 1)), t(1, 2, 5, 7, 4)), (lambda a: F.adaptive_avg_pool2d(a, (5, 4)), t(2, 3, 3)),
-                                                accept(lambda a: F.adaptive_avg_pool2d(a, (3, 5)), t(1, 2, 7, 6), decompose=True),  # _adaptive_avg_pool2d
-                                                accept(lambda a: F.adaptive_avg_pool3d(a, 2), t(1, 2, 5, 3, 4), decompose=True),  # _adaptive_avg_pool3d
-                                                (lambda a: F.adaptive_max_pool1d(a, 3), t(2, 3, 7)), (lambda a: F.adaptive_max_pool2d(a, (3, 2)), t(1, 3, 7, 5)),
-                                                (lambda a: F.adaptive_max_pool3d(a, (2, 1, 3)), t(1, 2, 5, 4, 7)),
-                                                accept(lambda a: F.adaptive_avg_pool2d(a, 3), t(2, 3, 8, 7), dynamic_shapes=lambda: ({0: torch.export.Dim("b", max=8)},)),
-                                                bad=None)
-                                 + [reject(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 7),
-                                           dynamic_shapes=lambda: ({2: torch.export.Dim("h", min=4, max=16)},), match="dynamic and pools"),
-                                    reject(lambda a: F.adaptive_max_pool2d(a, 3, return_indices=True)[1], t(1, 3, 8, 7), match="indices")])
+@strategy("fold/col2im", op="aten.col2im.default", kind="decompose",
+          examples=[accept(lambda a: F.fold(a, (4, 5), (2, 2)), t(1, 8, 12)),
+                    accept(lambda a: F.fold(a, (7, 6), (3, 2), dilation=(1, 2), padding=(1, 0), stride=(2, 1)), t(2, 12, 16)),
+                    accept(lambda a: F.fold(a, (5, 5), 2, stride=2), t(4, 4)),  # unbatched; the last row and column get no window
+                    reject(lambda a: F.fold(a, (4, 5), (2, 2)), t(1, 8, 12).double(), match="float64")])
+def rule_col2im(node):
+    """Sum of overlapping windows as a grouped Deconvolution with one-hot kernels (batch may be dynamic)."""
+    trt_types(node)
+    float_input(node)
+    meta = node.meta("self")
+    assert all(isinstance(d, int) for d in meta.shape[-2:]), f"columns {meta} have dynamic channel or window dims"
+    (h, w), (kh, kw), _, _, _, (lh, lw) = _windows(node)
+    assert meta.shape[-1] == lh * lw, f"{meta.shape[-1]} columns do not tile a {h}x{w} output into {lh}x{lw} windows"
+    assert meta.shape[-2] % (kh * kw) == 0, f"{meta.shape[-2]} column channels are not a multiple of the window {kh}x{kw}"
+
+
+rule_col2im.emit(_emit_col2im)

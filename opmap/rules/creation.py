@@ -1,4 +1,5 @@
-"""Tensor creation and casts: IConstantLayer / IFillLayer (dynamic sizes), ICastLayer."""
+"""Tensor creation and casts: IConstantLayer / IFillLayer (dynamic sizes), ICastLayer (arange, full, zeros/ones, fill,
+empty_strided, to/type_as)."""
 
 import torch
 
@@ -6,7 +7,7 @@ from opmap.loading.graph import Ref
 from opmap.planning.strategy import accept, Example, strategy
 from opmap.rules.common import cases, t, trt_checks
 from opmap.rules.emitting import out_dims, static
-
+from opmap.rules.shape import broadcast_to
 
 
 def _fill_value(node):
@@ -38,6 +39,7 @@ def _emit_arange(ctx, node):
     start, step = (ctx.tensor(v) if isinstance(v, Ref) else v for v in (node.arg("start", 0) or 0, node.arg("step", 1) or 1))
     return ctx.arange(length, start, step, ctx.output_dtype())
 
+
 CREATE = [
     ("create/arange", ["aten.arange.default", "aten.arange.start", "aten.arange.start_step"],
      "Constant when the length is static, else Fill LINSPACE over a shape tensor", lambda a: torch.arange(3) + a,
@@ -51,6 +53,8 @@ CREATE = [
      "a scalar Constant broadcast to the input's shape (Shape + Slice)", lambda a: torch.full_like(a, 2.0),
      lambda a: torch.full_like(a, 2.0, dtype=torch.float64)),
 ]
+
+
 def _all_auto():
     return ({0: torch.export.Dim.AUTO(max=32), 1: torch.export.Dim.AUTO(max=32)},)
 
@@ -70,10 +74,13 @@ MORE = {
     "create/full-like": [lambda a: torch.ones_like(a) + a, lambda a: torch.zeros_like(a, dtype=torch.int32),
                          lambda a: torch.empty_like(a).fill_(1.0) + a],
 }
+
+
 rule_create = [strategy(id, op=ops, kind="direct", layers=layers, checks=trt_checks(), emit=emit,
                         examples=cases((fn, t(2, 3)), *[f if isinstance(f, Example) else (f, t(2, 3)) for f in MORE[id]],
                                        bad=(bad, t(2, 3))))
                for (id, ops, layers, fn, bad), emit in zip(CREATE, (_emit_arange, _emit_full, _emit_full))]
+
 
 rule_cast = strategy("cast/cast",
                      op=["aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy.default", "aten.type_as.default",
@@ -87,3 +94,32 @@ rule_cast = strategy("cast/cast",
                                     (lambda a: torch.ops.aten.to.dtype_layout(a, dtype=torch.bfloat16), t(2, 3)),
                                     bad=(lambda a: a.to(torch.float64), t(2, 3))),
                      doc="direct: an explicit Cast layer, as strongly typed networks require.")
+
+
+A = torch.ops.aten
+
+
+def _emit_fill(ctx, node):
+    dims, dtype = out_dims(node), ctx.output_dtype()
+    value = ctx.cast(ctx.input("value"), dtype) if node.meta("value") is not None else ctx.const(node.arg("value"), dtype)
+    return broadcast_to(ctx, ctx.reshape(value, [1] * len(dims)) if dims else value, dims) if dims else ctx.reshape(value, [])
+
+
+def _emit_empty(ctx, node):
+    """Uninitialised memory: any value is a valid result; zeros are emitted."""
+    dims = out_dims(node)
+    zero = ctx.const(0, ctx.output_dtype(), shape=[1] * len(dims))
+    return broadcast_to(ctx, zero, dims) if dims else ctx.reshape(zero, [])
+
+
+rule_fill = strategy("creation/fill", op=["aten.fill.Scalar", "aten.fill.Tensor"], kind="direct",
+                     layers="a Constant (or the 0-d value) broadcast by a stride-0 Slice to self's shape",
+                     checks=trt_checks(), emit=_emit_fill,
+                     examples=cases((lambda a: A.fill.Scalar(a, 2.5), t(2, 3))) + [accept(lambda a, v: A.fill.Tensor(a, v), t(2, 3), t())])
+
+
+rule_empty_strided = strategy("creation/empty-strided", op="aten.empty_strided.default", kind="direct",
+                              layers="a zero Constant broadcast to the size (uninitialised memory: zeros are as valid as any value)",
+                              checks=trt_checks(), emit=_emit_empty,
+                              examples=cases((lambda a: A.empty_strided.default([2, 3], [3, 1]).fill_(1.5) + a, t(2, 3)),
+                                             bad=(lambda a: A.empty_strided.default([2, 3], [3, 1], dtype=torch.float64).fill_(1.5) + a, t(2, 3))))

@@ -122,6 +122,11 @@ def emit_activation(kind: str, alpha: Callable | None = None, beta: Callable | N
     return emit
 
 
+def broadcast_select(ctx, cond, a, b):
+    """Select ``a`` where ``cond``, else ``b``, all three broadcast to one shape (no casts)."""
+    return ctx.out(ctx.net.add_select(*ctx.broadcast(cond, a, b)), "select")
+
+
 def truth(ctx, x, negate=False):
     """A tensor as bool the way PyTorch's logical ops read it: x != 0 (NaN is true; a float cast to int would truncate
     0.5 to 0), or x == 0 with ``negate``. A bool stays itself (NOT with ``negate``)."""

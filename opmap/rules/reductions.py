@@ -1,15 +1,13 @@
-"""Reductions, softmax, cumsum, argmax/argmin, topk and sort."""
+"""Reductions, softmax, cumsum, argmax/argmin, max/min with indices, topk and sort."""
 
 import math
 
 import torch
 
 from opmap.errors import BuildError
-from opmap.planning.strategy import accept, strategy
+from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import cases, promoted_float_input, t, trt_checks
-from opmap.rules.emitting import promoting, truth
-
-
+from opmap.rules.emitting import broadcast_select, out_dims, promoting, truth
 
 MASKED = "mask/masked-reduce"
 
@@ -114,6 +112,8 @@ REDUCE = [  # (id, ops, layers, example, the whole-tensor overload's example, Re
     ("reduce/amin", ["aten.amin.default", "aten.min.default"], "Reduce MIN", lambda a: a.amin(0), lambda a: a.min(), "MIN"),
     ("reduce/prod", ["aten.prod.default", "aten.prod.dim_int"], "Reduce PROD", lambda a: a.prod(1), lambda a: a.prod(), "PROD"),
 ]
+
+
 rule_reduce = [strategy(id, op=ops, kind="direct", layers=layers, checks=trt_checks(no_padded_axis), emit=emit_reduce(op),
                         examples=cases((fn, t(3, 4)), (whole, t(3, 4)), *([(whole, t(2, 3, dtype=torch.int32))] if op != "AVG" else [])))
                for id, ops, layers, fn, whole, op in REDUCE]
@@ -255,18 +255,23 @@ def _emit_cumsum_layer(ctx, node):
     layer = ctx.net.add_cumulative(x, axis, ctx.trt.CumulativeOperation.SUM, False, False)
     return ctx.out(layer, "cumsum")
 
+
 rule_any = strategy("reduce/any", op=["aten.any.default", "aten.any.dim", "aten.any.dims"], kind="decompose",
                     layers="Cast bool to int32, Reduce MAX, compare with 0 (Reduce has no boolean OR)",
                     checks=trt_checks(no_padded_axis), emit=emit_bool_reduce("MAX"),
                     examples=cases((lambda m: m.any(-1), t(3, 4, dtype=torch.bool)),
                                    (lambda m: m.any((0, 2)), t(3, 4, 2, dtype=torch.bool)),
                                    bad=(lambda m: m.double().any(-1), t(3, 4, dtype=torch.bool))))
+
+
 rule_all = strategy("reduce/all", op=["aten.all.default", "aten.all.dim", "aten.all.dims"], kind="decompose",
                     layers="Cast bool to int32, Reduce MIN, compare with 0", checks=trt_checks(no_padded_axis),
                     emit=emit_bool_reduce("MIN"),
                     examples=cases((lambda m: m.all(-1), t(3, 4, dtype=torch.bool)),
                                    (lambda m: torch.ops.aten.all.dims(m, [0, 2]), t(3, 4, 2, dtype=torch.bool)),
                                    bad=(lambda m: m.double().all(-1), t(3, 4, dtype=torch.bool))))
+
+
 rule_var_mean = strategy("reduce/var-mean",
                          op=["aten.var.correction", "aten.var_mean.correction", "aten.std.correction", "aten.var.dim", "aten.std.dim", "aten.var_mean.dim"],
                          kind="decompose",
@@ -276,11 +281,15 @@ rule_var_mean = strategy("reduce/var-mean",
                                         (lambda a: a.std(), t(3, 4)), (lambda a: a.std(1, keepdim=True), t(3, 4)),
                                         (lambda a: torch.var_mean(a, 1), t(3, 4)),
                                         (lambda a: torch.var_mean(a, (0, 1), correction=0), t(3, 4))))
+
+
 rule_softmax = strategy("reduce/softmax", op=["aten.softmax.int", "aten._softmax.default"], kind="direct",
                         layers="SoftMax on one axis", checks=trt_checks(promoted_float_input, no_padded_axis),
                         emit=promoting(_emit_softmax),
                         examples=cases((lambda a: a.softmax(-1), t(2, 5)),
                                        accept(lambda a: a.softmax(1), t(2, 5, 3), decompose=True)))
+
+
 rule_log_softmax = strategy("reduce/log-softmax", op=["aten.log_softmax.int", "aten._log_softmax.default"],
                             kind="decompose",
                             layers="Reduce MAX, SUB, Unary EXP, Reduce SUM, Unary LOG, SUB (x - max - log Σ exp(x - max))",
@@ -288,15 +297,21 @@ rule_log_softmax = strategy("reduce/log-softmax", op=["aten.log_softmax.int", "a
                             emit=promoting(lambda ctx, node: _emit_softmax(ctx, node, log=True)),
                             examples=cases((lambda a: a.log_softmax(-1), t(2, 5)),
                                            accept(lambda a: a.log_softmax(0), t(2, 5, 3), decompose=True)))
+
+
 rule_argmax = strategy("reduce/argmax", op=["aten.argmax.default", "aten.argmin.default"], kind="decompose",
                        layers="Reduce MAX/MIN, ElementWise EQUAL, Select over the axis' indices, Reduce MIN (the first index on ties, "
                               "as PyTorch); a flattened input viewed as [1, n]", checks=trt_checks(),
                        emit=_emit_argmax,
                        examples=cases((lambda a: a.argmax(-1), t(3, 4))))
+
+
 rule_topk = strategy("reduce/topk", op="aten.topk.default", kind="direct", layers="TopK (k constant, k <= 3840)",
                      checks=trt_checks(static_k, rank_two_or_more), emit=_emit_topk,
                      examples=cases((lambda a: a.topk(2, -1), t(3, 6)), bad=(lambda a: a.topk(2, -1), t(6)),
                                     match="rank >= 2"))
+
+
 def sort_length_fits_topk(node, bounds, **_):
     """TopK sorts at most 3840 elements along its axis; a dynamic axis is judged by its upper bound."""
     meta = node.meta("self")
@@ -309,10 +324,14 @@ rule_sort_topk = strategy("reduce/sort-topk", op="aten.sort.default", kind="deco
                           layers="TopK with k = the full axis length (<= 3840)",
                           checks=trt_checks(sort_length_fits_topk), emit=_emit_sort,
                           examples=cases((lambda a: a.sort(-1), t(3, 6)), bad=(lambda a: a.double().sort(-1), t(3, 6))))
+
+
 rule_cumsum_layer = strategy("scan/cumsum-layer", op="aten.cumsum.default", kind="direct",
                              layers="Cumulative SUM (inclusive, forward)", checks=trt_checks(no_padded_axis),
                              emit=_emit_cumsum_layer,
                              examples=cases((lambda a: a.cumsum(-1), t(3, 5))))
+
+
 def _emit_cumsum_loop(ctx, node):
     """ILoop over the axis: an iterator yields each slice, a recurrence carries the running sum."""
     x = ctx.cast(ctx.input("self"), ctx.output_dtype())
@@ -406,3 +425,31 @@ rule_prims_sum = strategy("reduce/prims-sum", op="prims.sum.default", kind="dire
                                          (lambda a: torch.ops.prims.sum.default(a, [0, 2]), t(2, 3, 4)),
                                          (lambda a: torch.ops.prims.sum.default(a, [0, 1]), t(3, 4, dtype=torch.int32)),
                                          (lambda a: torch.ops.prims.sum.default(a, [0]), t(5)), dynamic=({0: "batch"},)))
+
+
+def _emit_max_min_dim(ctx, node):
+    """Reduce MAX/MIN along ``dim`` for the value; its index is the first position holding it (PyTorch's choice
+    among ties): Reduce MIN over Select(x == value, position, n)."""
+    x = ctx.input("self")
+    rank = ctx.rank(x)
+    if rank == 0:  # a 0-d input is its own extreme, at index 0 (dim 0 or -1, keepdim or not)
+        return [x, ctx.const(0, "int64")]
+    dim = node.arg("dim") % rank
+    op = "MAX" if node.op == "aten.max.dim" else "MIN"
+    values = ctx.out(ctx.net.add_reduce(x, getattr(ctx.trt.ReduceOperation, op), 1 << dim, True), op.lower())
+    n = ctx.dims_of(x)[dim]
+    positions = ctx.reshape(ctx.arange(n, dtype="int32"), [1] * dim + [n] + [1] * (rank - dim - 1))
+    length = ctx.cast(n, "int32") if not isinstance(n, int) else ctx.const(n, "int32")
+    candidates = broadcast_select(ctx, ctx.elementwise(x, values, "EQUAL"), positions, length)
+    indices = ctx.cast(ctx.out(ctx.net.add_reduce(candidates, ctx.trt.ReduceOperation.MIN, 1 << dim, True), "first"), "int64")
+    if not node.arg("keepdim", False):
+        values, indices = ctx.reshape(values, out_dims(node, 0)), ctx.reshape(indices, out_dims(node, 1))
+    return [values, indices]
+
+
+rule_max_min_dim = strategy("reduce/max-min-dim", op=["aten.max.dim", "aten.min.dim"], kind="direct",
+                            layers="Reduce MAX/MIN (the value), Reduce MIN over Select(x == value, position, n) (its first index)",
+                            checks=trt_checks(promoted_float_input), emit=promoting(_emit_max_min_dim),
+                            examples=cases((lambda a: a.max(1), t(2, 5, 3)))
+                            + [accept(lambda a: a.min(-1, keepdim=True), t(3, 4)),
+                               reject(lambda a: a.max(1), t(2, 5, dtype=torch.int32), match="promoted only where")])  # int in, int out: no promotion

@@ -1,13 +1,18 @@
-"""Layout and shape ops: IShuffleLayer, ISliceLayer, IConcatenationLayer, IGatherLayer with constant indices."""
+"""Layout and shape ops: IShuffleLayer, ISliceLayer, IConcatenationLayer, IGatherLayer with constant indices (view,
+permute, cat, split, pad, roll, tile, pixel shuffle, copy...).
+
+``split.sizes``: ``split`` called with a list of sizes (the overload ``torch.split(x, [2, 4])`` resolves to before
+PyTorch's decomposition turns it into ``split_with_sizes``). The pieces are given, so they are sliced as
+``shape/split`` slices ``split_with_sizes``, dynamic dims included.
+"""
 
 import torch
+import torch.nn.functional as F
 
 from opmap.loading.graph import Ref
-
-from opmap.planning.strategy import strategy
-from opmap.rules.common import cases, int_arg, t, trt_checks
+from opmap.planning.strategy import accept, strategy
+from opmap.rules.common import cases, int_arg, static_arg, t, trt_checks
 from opmap.rules.emitting import emit_identity, out_dims, static
-
 
 
 def constant_dims(*names):
@@ -107,7 +112,11 @@ SHUFFLE = [
      lambda a: a[:, :1].expand(4, 6), _emit_expand),
     ("shape/repeat", ["aten.repeat.default"], "Slice in WRAP mode over the tiled size", lambda a: a.repeat(2, 1), _emit_repeat),
 ]
+
+
 A = torch.ops.aten
+
+
 # more accept examples on t(4, 6): every listed overload exercised
 MORE = {
     "shape/view": [lambda a: a.view(a.shape[0], 2, 3) * 2, lambda a: A._unsafe_view(a, [a.shape[0], 3, 2]) * 2,
@@ -116,6 +125,8 @@ MORE = {
     "shape/squeeze": [lambda a: a.reshape(1, 4, 1, 6).squeeze() * 2, lambda a: a.reshape(1, 4, 1, 6).squeeze((0, 2)) * 2],
     "shape/expand": [lambda a: a[:1].expand_as(a) * 2],
 }
+
+
 rule_shuffle = [strategy(id, op=ops, kind="direct", layers=layers, checks=trt_checks(), emit=emit,
                          examples=cases((fn, t(4, 6)), *[(f, t(4, 6)) for f in MORE.get(id, ())]))
                 for id, ops, layers, fn, emit in SHUFFLE]
@@ -322,24 +333,36 @@ rule_identity = strategy("shape/identity",
                                         (lambda a: a.detach() * 2, t(2, 3)),
                                         (lambda a: a + torch.tensor([1.0, 2.0, 3.0]), t(2, 3)),
                                         (lambda a, b: a.to(b).view(-1).sum(), t(2, 3) * 4, t(2, dtype=torch.int32))))
+
+
 rule_slice = strategy("shape/slice", op=["aten.slice.Tensor"], kind="direct",
                       layers="Slice (start, size, stride; negative ends resolved)", checks=trt_checks(int_arg("step")),
                       emit=_emit_slice,
                       examples=cases((lambda a: a[:, 1:-1:2], t(4, 8))))
+
+
 rule_select = strategy("shape/select", op=["aten.select.int"], kind="direct",
                        layers="Gather with a constant scalar index (drops the dim)",
                        checks=trt_checks(int_arg("index")), emit=_emit_select,
                        examples=cases((lambda a: a[:, 2], t(4, 8))))
+
+
 rule_narrow = strategy("shape/narrow", op=["aten.narrow.default"], kind="direct", layers="Slice", checks=trt_checks(),
                        emit=_emit_narrow,
                        examples=cases((lambda a: a.narrow(1, 2, 3), t(4, 8))))
+
+
 rule_cat = strategy("shape/cat", op=["aten.cat.default", "aten.concat.default"], kind="direct",
                     layers="Concatenation on one axis", checks=trt_checks(), emit=_emit_cat,
                     examples=cases((lambda a, b: torch.cat([a, b], -1), t(2, 3), t(2, 5)),
                                    (lambda a, b: torch.concat([a, b]), t(2, 3), t(1, 3))))
+
+
 rule_stack = strategy("shape/stack", op=["aten.stack.default"], kind="decompose",
                       layers="Unsqueeze each input, then Concatenation", checks=trt_checks(), emit=_emit_stack,
                       examples=cases((lambda a, b: torch.stack([a, b], 1), t(2, 3), t(2, 3))))
+
+
 rule_split = strategy("shape/split",
                       op=["aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default", "aten.unbind.int"],
                       kind="decompose", layers="one Slice per piece",
@@ -347,9 +370,13 @@ rule_split = strategy("shape/split",
                       emit=_emit_split,
                       examples=cases((lambda a: a.split(2, -1), t(2, 6)), (lambda a: a.split([1, 3, 2], 1), t(2, 6)),
                                      (lambda a: a.chunk(4, 1), t(2, 6)), (lambda a: a.unbind(0), t(2, 6))))
+
+
 rule_flip = strategy("shape/flip", op=["aten.flip.default"], kind="direct",
                      layers="Slice with stride -1 on the flipped dims", checks=trt_checks(), emit=_emit_flip,
                      examples=cases((lambda a: a.flip(-1), t(2, 6))))
+
+
 rule_pad = strategy("shape/pad",
                     op=["aten.constant_pad_nd.default", "aten.pad.default", "aten.reflection_pad1d.default",
                         "aten.reflection_pad2d.default", "aten.reflection_pad3d.default", "aten.replication_pad1d.default",
@@ -366,10 +393,14 @@ rule_pad = strategy("shape/pad",
                                    (lambda a: A.replication_pad1d(a, [2, 1]), t(2, 3, 6)),
                                    (lambda a: A.replication_pad2d(a, [1, 2, 2, 1]), t(2, 3, 4, 5)),
                                    (lambda a: A.replication_pad3d(a, [1, 0, 0, 1, 1, 1]), t(1, 2, 3, 4, 5))))
+
+
 rule_triu = strategy("shape/triu", op=["aten.triu.default", "aten.tril.default"], kind="decompose",
                      layers="a triangular mask (a constant, or two aranges over symbolic sizes), Select against zeros",
                      checks=trt_checks(), emit=_emit_triangle,
                      examples=cases((lambda a: a.triu(1), t(4, 4)), (lambda a: a.tril(), t(2, 4, 3))))
+
+
 rule_diff = strategy("shape/diff", op=["aten.diff.default"], kind="decompose",
                      layers="Concatenation of prepend/x/append, then n times two Slices offset by one and ElementWise SUB (XOR for bool)",
                      checks=trt_checks(diff_static_dim), emit=_emit_diff,
@@ -413,3 +444,74 @@ rule_roll = strategy("shape/roll", op=["aten.roll.default"], kind="direct",
                      layers="Slice in WRAP mode starting at -shift on each rolled dim",
                      checks=trt_checks(rolled_dims_static), emit=_emit_roll,
                      examples=cases((lambda a: torch.roll(a, (1, -2), (0, 1)), t(4, 6))))
+
+
+A = torch.ops.aten
+
+
+def broadcast_to(ctx, x, dims):
+    """x broadcast to ``dims`` (the builder's dims: ints or symbols): a Slice with stride 0 on x's unit dims."""
+    x = ctx.unsqueeze_to(x, len(dims))
+    stride = [0 if (isinstance(s, int) and s == 1 and d != 1) else 1 for s, d in zip(x.shape, dims)]
+    return ctx.slice(x, [0] * len(dims), dims, stride)
+
+
+def _emit_copy(ctx, node):
+    """copy(self, src): src broadcast to self's shape, in self's dtype."""
+    return ctx.cast(broadcast_to(ctx, ctx.input("src"), out_dims(node)), ctx.output_dtype())
+
+
+rule_copy = strategy("shape/copy", op="aten.copy.default", kind="direct",
+                     layers="Slice with stride 0 (broadcast src to self's shape), Cast", checks=trt_checks(),
+                     emit=_emit_copy,
+                     examples=cases((lambda a, b: A.copy.default(a, b), t(2, 3), t(3))))
+
+
+rule_reshape_copy = strategy("shape/reshape-copy", op="aten._reshape_copy.default", kind="direct",
+                             layers="Shuffle (a reshape; a copy is free)", checks=trt_checks(static_arg("self")),
+                             emit=lambda ctx, node: ctx.reshape(ctx.input("self"), out_dims(node)),
+                             examples=cases((lambda a: A._reshape_copy.default(a, [3, 2]), t(2, 3))))
+
+
+rule_tile = strategy("shape/tile", op="aten.tile.default", kind="direct",
+                     layers="Slice in WRAP mode over the tiled size (as repeat)", checks=trt_checks(),
+                     emit=_emit_repeat,
+                     examples=cases((lambda a: a.tile((2, 1, 3)), t(2, 3))))
+
+
+def rank_four(node, **_):
+    meta = node.meta("self")
+    assert meta.rank == 4, f"input of rank {meta.rank}: only [N, C, H, W] is decomposed; flatten leading dims into N in the model"
+    assert isinstance(meta.shape[1], int), f"channels {meta.shape[1]} are dynamic; the shuffle needs them at build time"
+
+
+def _emit_pixel_shuffle(ctx, node):
+    """[N, C r², H, W] -> [N, C, r, r, H, W] -> [N, C, H, r, W, r] -> [N, C, H r, W r] (unshuffle: the reverse)."""
+    x = ctx.input("self")
+    n, c, h, w = node.meta("self").shape
+    o = out_dims(node)
+    if node.op == "aten.pixel_shuffle.default":
+        r = node.arg("upscale_factor")
+        split, order = [n, o[1], r, r, h, w], (0, 1, 4, 2, 5, 3)
+    else:
+        r = node.arg("downscale_factor")
+        split, order = [n, c, o[2], r, o[3], r], (0, 1, 3, 5, 2, 4)
+    layer = ctx.net.add_shuffle(ctx.reshape(x, split))
+    layer.first_transpose = order
+    return ctx.reshape(ctx.out(layer, "transpose"), o)
+
+
+rule_pixel_shuffle = strategy("shape/pixel-shuffle", op=["aten.pixel_shuffle.default", "aten.pixel_unshuffle.default"],
+                              kind="decompose", layers="Shuffle (reshape), Shuffle (transpose), Shuffle (reshape)",
+                              checks=trt_checks(rank_four), emit=_emit_pixel_shuffle,
+                              examples=cases((lambda a: F.pixel_shuffle(a, 2), t(1, 8, 2, 3)))
+                              + [accept(lambda a: F.pixel_unshuffle(a, 2), t(2, 3, 4, 6))])
+
+
+A = torch.ops.aten
+
+
+rule_split_sizes = strategy("shape/split-sizes", op="aten.split.sizes", kind="decompose",
+                            layers="one Slice per piece, of the given sizes",
+                            checks=trt_checks(constant_dims("split_size")), emit=_emit_split,
+                            examples=cases((lambda a: [p * 2 for p in A.split.sizes(a, [2, 1, 3], 1)], t(2, 6))))
