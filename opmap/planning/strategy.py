@@ -240,7 +240,7 @@ def strategy(
     emit: Callable | None = None,
     layers: str | None = None,
     doc: str | None = None,
-) -> Any:
+) -> Strategy | Callable[[Callable], Strategy | StrategyFamily]:
     """Declare a strategy: ``id`` is ``pack/slug``; ``op`` an ATen overload key (``"aten.relu.default"``, or a custom
     op's ``"mylib.soft_clip.default"``) or a list of them; ``kind`` one of direct, decompose, approximate, plugin.
 
@@ -268,6 +268,8 @@ def strategy(
     if not isinstance(version, int) or version < 1:
         raise RuleDefinitionError(f"strategy {id}: version must be a positive integer")
     if checks is not None:
+        if spec:
+            raise RuleDefinitionError(f"strategy {id}: the table form computes spec= from layers= and the checks")
         return _table(id, ops, kind, version, tuple(checks), emit, layers or "", doc, sys._getframe(1).f_globals.get("__name__", "?"),
                       tags=tuple(tags), examples=tuple(examples), contract=contract, no_reject=no_reject, no_accept=no_accept)
     if emit is not None or layers is not None or doc is not None:

@@ -102,48 +102,50 @@ def _emit_gelu_formula(ctx, node):
     return ctx.elementwise(ctx.elementwise(x, ctx.const(0.5, dt), "PROD"), ctx.elementwise(inner, ctx.const(1.0, dt), "SUM"), "PROD")
 
 
-rule_silu = strategy("act/silu", op="aten.silu.default", kind="decompose",
-                     layers="Activation SIGMOID then ElementWise PROD", checks=trt_checks(promoted_float_input),
-                     emit=promoting(_emit_silu),
-                     examples=cases((F.silu, torch.randn(2, 3))))
+rule_silu = strategy(
+    "act/silu", op="aten.silu.default", kind="decompose",
+    layers="Activation SIGMOID then ElementWise PROD", checks=trt_checks(promoted_float_input),
+    emit=promoting(_emit_silu),
+    examples=cases((F.silu, torch.randn(2, 3))))
 
 
-rule_hardswish = strategy("act/hardswish", op="aten.hardswish.default", kind="decompose",
-                          layers="Activation HARD_SIGMOID then ElementWise PROD",
-                          checks=trt_checks(promoted_float_input), emit=promoting(_emit_hardswish),
-                          examples=cases((F.hardswish, torch.randn(2, 3))))
+rule_hardswish = strategy(
+    "act/hardswish", op="aten.hardswish.default", kind="decompose",
+    layers="Activation HARD_SIGMOID then ElementWise PROD", checks=trt_checks(promoted_float_input),
+    emit=promoting(_emit_hardswish),
+    examples=cases((F.hardswish, torch.randn(2, 3))))
 
 
-rule_gelu_erf = strategy("act/gelu-erf", op="aten.gelu.default", kind="direct", layers="Activation GELU_ERF",
-                         checks=trt_checks(promoted_float_input, gelu_erf),
-                         emit=promoting(emit_activation("GELU_ERF")),
-                         examples=cases((F.gelu, torch.randn(2, 3)),
-                                        bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
-                                        match="tanh form"))
+rule_gelu_erf = strategy(
+    "act/gelu-erf", op="aten.gelu.default", kind="direct",
+    layers="Activation GELU_ERF", checks=trt_checks(promoted_float_input, gelu_erf),
+    emit=promoting(emit_activation("GELU_ERF")),
+    examples=cases((F.gelu, torch.randn(2, 3)), bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
+                   match="tanh form"))
 
 
-rule_gelu_tanh = strategy("act/gelu-tanh", op="aten.gelu.default", kind="direct", layers="Activation GELU_TANH",
-                          checks=trt_checks(promoted_float_input, gelu_tanh),
-                          emit=promoting(emit_activation("GELU_TANH")),
-                          examples=cases((lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
-                                         bad=(F.gelu, torch.randn(2, 3)), match="erf form"))
+rule_gelu_tanh = strategy(
+    "act/gelu-tanh", op="aten.gelu.default", kind="direct",
+    layers="Activation GELU_TANH", checks=trt_checks(promoted_float_input, gelu_tanh),
+    emit=promoting(emit_activation("GELU_TANH")),
+    examples=cases((lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)), bad=(F.gelu, torch.randn(2, 3)),
+                   match="erf form"))
 
 
-rule_gelu_erf_formula = strategy("act/gelu-erf-formula", op="aten.gelu.default", kind="decompose",
-                                 layers="0.5·x·(1 + erf(x/√2)) from Unary ERF and ElementWise layers (exact)",
-                                 checks=trt_checks(promoted_float_input, gelu_erf), emit=promoting(_emit_gelu_formula),
-                                 examples=cases((F.gelu, torch.randn(2, 3)),
-                                                bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
-                                                match="tanh form"))
+rule_gelu_erf_formula = strategy(
+    "act/gelu-erf-formula", op="aten.gelu.default", kind="decompose",
+    layers="0.5·x·(1 + erf(x/√2)) from Unary ERF and ElementWise layers (exact)",
+    checks=trt_checks(promoted_float_input, gelu_erf), emit=promoting(_emit_gelu_formula),
+    examples=cases((F.gelu, torch.randn(2, 3)), bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
+                   match="tanh form"))
 
 
-rule_gelu_erf_as_tanh = strategy("act/gelu-erf-as-tanh", op="aten.gelu.default", kind="approximate",
-                                 layers="Activation GELU_TANH in place of the erf form (max abs error ~1e-3 near |x|≈2)",
-                                 checks=trt_checks(promoted_float_input, gelu_erf),
-                                 emit=promoting(emit_activation("GELU_TANH")),
-                                 examples=cases((F.gelu, torch.randn(2, 3)),
-                                                bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
-                                                match="tanh form"))
+rule_gelu_erf_as_tanh = strategy(
+    "act/gelu-erf-as-tanh", op="aten.gelu.default", kind="approximate",
+    layers="Activation GELU_TANH in place of the erf form (max abs error ~1e-3 near |x|≈2)",
+    checks=trt_checks(promoted_float_input, gelu_erf), emit=promoting(emit_activation("GELU_TANH")),
+    examples=cases((F.gelu, torch.randn(2, 3)), bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
+                   match="tanh form"))
 
 
 def _emit_clamp_any(ctx, node):
@@ -157,12 +159,12 @@ def _emit_clamp_any(ctx, node):
     return ctx.cast(x, out)
 
 
-rule_clamp_tensor = strategy("act/clamp-tensor", op=["aten.clamp.Tensor", "aten.clip.Tensor", "aten.clip.default"],
-                             kind="direct",
-                             layers="ElementWise MAX with the lower bound, MIN with the upper (tensors broadcast)",
-                             checks=trt_checks(), emit=_emit_clamp_any,
-                             examples=cases((lambda a, lo: a.clamp(lo, lo + 1), t(2, 3), t(3)))
-                             + [accept(lambda a, hi: torch.clip(a, max=hi), t(2, 3), t(2, 1)), accept(lambda a: torch.clip(a, -0.5, 0.5), t(2, 3))])
+rule_clamp_tensor = strategy(
+    "act/clamp-tensor", op=["aten.clamp.Tensor", "aten.clip.Tensor", "aten.clip.default"], kind="direct",
+    layers="ElementWise MAX with the lower bound, MIN with the upper (tensors broadcast)", checks=trt_checks(),
+    emit=_emit_clamp_any,
+    examples=cases((lambda a, lo: a.clamp(lo, lo + 1), t(2, 3), t(3)))
+    + [accept(lambda a, hi: torch.clip(a, max=hi), t(2, 3), t(2, 1)), accept(lambda a: torch.clip(a, -0.5, 0.5), t(2, 3))])
 
 
 def _emit_prelu_kernel(ctx, node):
@@ -172,7 +174,8 @@ def _emit_prelu_kernel(ctx, node):
     return broadcast_select(ctx, positive, x, ctx.elementwise(x, w, "PROD"))
 
 
-rule_prelu_kernel = strategy("act/prelu-kernel", op="aten._prelu_kernel.default", kind="decompose",
-                             layers="Select(x > 0, x, weight * x) with the weight broadcast",
-                             checks=trt_checks(promoted_float_input), emit=promoting(_emit_prelu_kernel),
-                             examples=cases((lambda a, w: torch.ops.aten._prelu_kernel.default(a, w), t(2, 3, 4), t(3, 1))))
+rule_prelu_kernel = strategy(
+    "act/prelu-kernel", op="aten._prelu_kernel.default", kind="decompose",
+    layers="Select(x > 0, x, weight * x) with the weight broadcast", checks=trt_checks(promoted_float_input),
+    emit=promoting(_emit_prelu_kernel),
+    examples=cases((lambda a, w: torch.ops.aten._prelu_kernel.default(a, w), t(2, 3, 4), t(3, 1))))

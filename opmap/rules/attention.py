@@ -146,15 +146,16 @@ def _emit_fused(ctx, node):
 
 sdpa = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
 
-rule_fused = strategy("attn/fused", op=["aten.scaled_dot_product_attention.default"], kind="direct",
-                      layers="Attention (IAttention, marked decomposable so fp32 builds where no dedicated kernel exists)",
-                      checks=trt_checks(float_query, fused_attention_supported, same_batch_dims), emit=_emit_fused,
-                      examples=cases((sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16)),
-                                     bad=(lambda q, k, v: F.scaled_dot_product_attention(q, k, v), t(2, 8, 16), t(2, 8, 16), t(2, 8, 16)),
-                                     match="rank 3"))
-rule_decomposed = strategy("attn/decomposed", op=["aten.scaled_dot_product_attention.default"], kind="decompose",
-                           layers="MatrixMultiply Q·Kᵀ, scale, causal/additive mask via Select, SoftMax, MatrixMultiply with V",
-                           checks=trt_checks(float_query, no_dropout, static_gqa_heads, same_batch_dims),
-                           emit=_emit_decomposed,
-                           examples=cases((sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16))))
+rule_fused = strategy(
+    "attn/fused", op=["aten.scaled_dot_product_attention.default"], kind="direct",
+    layers="Attention (IAttention, marked decomposable so fp32 builds where no dedicated kernel exists)",
+    checks=trt_checks(float_query, fused_attention_supported, same_batch_dims), emit=_emit_fused,
+    examples=cases((sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16)),
+                   bad=(lambda q, k, v: F.scaled_dot_product_attention(q, k, v), t(2, 8, 16), t(2, 8, 16), t(2, 8, 16)),
+                   match="rank 3"))
+rule_decomposed = strategy(
+    "attn/decomposed", op=["aten.scaled_dot_product_attention.default"], kind="decompose",
+    layers="MatrixMultiply Q·Kᵀ, scale, causal/additive mask via Select, SoftMax, MatrixMultiply with V",
+    checks=trt_checks(float_query, no_dropout, static_gqa_heads, same_batch_dims), emit=_emit_decomposed,
+    examples=cases((sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16))))
 

@@ -124,6 +124,17 @@ def bool_or_int_only(node, **_):
         assert meta.dtype == "bool", f"{name} is {meta.dtype}: TensorRT's AND/OR/XOR take bool tensors only"
 
 
+# -- node shapes (for checks and emit functions alike) ---------------------------------------------
+def out_dims(node, index: int = 0) -> list:
+    """The node's output shape as the builder understands it (ints, or input-dim symbols)."""
+    meta = node.outputs[index]
+    return list(meta.shape)
+
+
+def static(dims) -> bool:
+    return all(isinstance(d, int) for d in dims)
+
+
 # -- examples --------------------------------------------------------------------------------------
 def t(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A seeded random example tensor."""

@@ -208,30 +208,30 @@ def _grow_end(ctx, x, grow):
     return ctx.out(layer, "output-padding")
 
 
-rule_conv = strategy("conv/conv",
-                     op=["aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default", "aten.convolution.default",
-                         "aten._convolution.default", "aten.conv1d.padding", "aten.conv2d.padding", "aten.conv3d.padding"],
-                     kind="direct", layers="ConvolutionNd (1-D as 2-D with a unit dim), weights and bias as constants",
-                     checks=trt_checks(promoted_float_input, static_arg("weight"), channels_static, spatial_rank(1, 3),
-                                       no_strided_dilated_deconvolution), emit=promoting(_emit_conv),
-                     examples=cases((F.conv2d, t(1, 3, 8, 8), t(4, 3, 3, 3)),
-                                    (F.conv3d, t(1, 2, 4, 5, 4), t(3, 2, 2, 3, 2)),
-                                    (lambda x, w: F.conv3d(x, w, padding="same"), t(1, 2, 4, 5, 4), t(3, 2, 2, 3, 2)),
-                                    accept(torch.nn.Conv2d(3, 4, 3, padding=1, stride=2), t(1, 3, 7, 7), decompose=True),  # convolution
-                                    accept(torch.nn.ConvTranspose2d(3, 4, 3, stride=2, output_padding=1), t(1, 3, 4, 5), decompose=True),  # transposed
-                                    (lambda x, w, b: A._convolution(x, w, b, [1], [1], [2], False, [0], 1, False, False, True, True),
-                                     t(2, 3, 9), t(4, 3, 3), t(4))))
+rule_conv = strategy(
+    "conv/conv", op=["aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default", "aten.convolution.default",
+                     "aten._convolution.default", "aten.conv1d.padding", "aten.conv2d.padding", "aten.conv3d.padding"],
+    kind="direct",
+    layers="ConvolutionNd (1-D as 2-D with a unit dim), weights and bias as constants",
+    checks=trt_checks(promoted_float_input, static_arg("weight"), channels_static, spatial_rank(1, 3),
+                      no_strided_dilated_deconvolution),
+    emit=promoting(_emit_conv),
+    examples=cases((F.conv2d, t(1, 3, 8, 8), t(4, 3, 3, 3)),
+                   (F.conv3d, t(1, 2, 4, 5, 4), t(3, 2, 2, 3, 2)),
+                   (lambda x, w: F.conv3d(x, w, padding="same"), t(1, 2, 4, 5, 4), t(3, 2, 2, 3, 2)),
+                   accept(torch.nn.Conv2d(3, 4, 3, padding=1, stride=2), t(1, 3, 7, 7), decompose=True),  # convolution
+                   accept(torch.nn.ConvTranspose2d(3, 4, 3, stride=2, output_padding=1), t(1, 3, 4, 5), decompose=True),  # transposed
+                   (lambda x, w, b: A._convolution(x, w, b, [1], [1], [2], False, [0], 1, False, False, True, True),
+                    t(2, 3, 9), t(4, 3, 3), t(4))))
 
 
-rule_conv_transpose = strategy("conv/conv-transpose",
-                               op=["aten.conv_transpose1d.default", "aten.conv_transpose2d.input", "aten.conv_transpose3d.input"],
-                               kind="direct", layers="DeconvolutionNd", checks=trt_checks(promoted_float_input,
-                                                                                          static_arg("weight"),
-                                                                                          channels_static,
-                                                                                          spatial_rank(1, 3),
-                                                                                          no_strided_dilated_deconvolution),
-                               emit=promoting(_emit_conv),
-                               examples=cases((F.conv_transpose2d, t(1, 3, 8, 8), t(3, 4, 3, 3))))
+rule_conv_transpose = strategy(
+    "conv/conv-transpose",
+    op=["aten.conv_transpose1d.default", "aten.conv_transpose2d.input", "aten.conv_transpose3d.input"], kind="direct",
+    layers="DeconvolutionNd", checks=trt_checks(promoted_float_input, static_arg("weight"), channels_static,
+                                                spatial_rank(1, 3), no_strided_dilated_deconvolution),
+    emit=promoting(_emit_conv),
+    examples=cases((F.conv_transpose2d, t(1, 3, 8, 8), t(3, 4, 3, 3))))
 
 
 def _windows(node):

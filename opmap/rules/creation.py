@@ -5,8 +5,7 @@ import torch
 
 from opmap.loading.graph import Ref
 from opmap.planning.strategy import accept, Example, strategy
-from opmap.rules.common import cases, t, trt_checks
-from opmap.rules.emitting import out_dims, static
+from opmap.rules.common import cases, out_dims, static, t, trt_checks
 from opmap.rules.shape import broadcast_to
 
 
@@ -82,18 +81,18 @@ rule_create = [strategy(id, op=ops, kind="direct", layers=layers, checks=trt_che
                for (id, ops, layers, fn, bad), emit in zip(CREATE, (_emit_arange, _emit_full, _emit_full))]
 
 
-rule_cast = strategy("cast/cast",
-                     op=["aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy.default", "aten.type_as.default",
-                         "aten.to.other"], kind="direct",
-                     layers="Cast to the target dtype (no layer when the dtype is unchanged)", checks=trt_checks(),
-                     emit=lambda ctx, node: ctx.cast(ctx.input("self"), ctx.output_dtype()),
-                     examples=cases((lambda a: a.to(torch.float16), t(2, 3)),
-                                    accept(lambda a: a.to(torch.int32), t(2, 3) * 4, decompose=True),
-                                    (lambda a, b: a.type_as(b), t(2, 3) * 4, t(2, dtype=torch.int32)),
-                                    (lambda a, b: torch.ops.aten.to.other(a, b), t(2, 3), t(2, dtype=torch.float16)),
-                                    (lambda a: torch.ops.aten.to.dtype_layout(a, dtype=torch.bfloat16), t(2, 3)),
-                                    bad=(lambda a: a.to(torch.float64), t(2, 3))),
-                     doc="direct: an explicit Cast layer, as strongly typed networks require.")
+rule_cast = strategy(
+    "cast/cast", op=["aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy.default", "aten.type_as.default",
+                     "aten.to.other"], kind="direct",
+    layers="Cast to the target dtype (no layer when the dtype is unchanged)", checks=trt_checks(),
+    emit=lambda ctx, node: ctx.cast(ctx.input("self"), ctx.output_dtype()),
+    examples=cases((lambda a: a.to(torch.float16), t(2, 3)),
+                   accept(lambda a: a.to(torch.int32), t(2, 3) * 4, decompose=True),
+                   (lambda a, b: a.type_as(b), t(2, 3) * 4, t(2, dtype=torch.int32)),
+                   (lambda a, b: torch.ops.aten.to.other(a, b), t(2, 3), t(2, dtype=torch.float16)),
+                   (lambda a: torch.ops.aten.to.dtype_layout(a, dtype=torch.bfloat16), t(2, 3)),
+                   bad=(lambda a: a.to(torch.float64), t(2, 3))),
+    doc="direct: an explicit Cast layer, as strongly typed networks require.")
 
 
 A = torch.ops.aten
@@ -112,14 +111,16 @@ def _emit_empty(ctx, node):
     return broadcast_to(ctx, zero, dims) if dims else ctx.reshape(zero, [])
 
 
-rule_fill = strategy("creation/fill", op=["aten.fill.Scalar", "aten.fill.Tensor"], kind="direct",
-                     layers="a Constant (or the 0-d value) broadcast by a stride-0 Slice to self's shape",
-                     checks=trt_checks(), emit=_emit_fill,
-                     examples=cases((lambda a: A.fill.Scalar(a, 2.5), t(2, 3))) + [accept(lambda a, v: A.fill.Tensor(a, v), t(2, 3), t())])
+rule_fill = strategy(
+    "creation/fill", op=["aten.fill.Scalar", "aten.fill.Tensor"], kind="direct",
+    layers="a Constant (or the 0-d value) broadcast by a stride-0 Slice to self's shape", checks=trt_checks(),
+    emit=_emit_fill,
+    examples=cases((lambda a: A.fill.Scalar(a, 2.5), t(2, 3))) + [accept(lambda a, v: A.fill.Tensor(a, v), t(2, 3), t())])
 
 
-rule_empty_strided = strategy("creation/empty-strided", op="aten.empty_strided.default", kind="direct",
-                              layers="a zero Constant broadcast to the size (uninitialised memory: zeros are as valid as any value)",
-                              checks=trt_checks(), emit=_emit_empty,
-                              examples=cases((lambda a: A.empty_strided.default([2, 3], [3, 1]).fill_(1.5) + a, t(2, 3)),
-                                             bad=(lambda a: A.empty_strided.default([2, 3], [3, 1], dtype=torch.float64).fill_(1.5) + a, t(2, 3))))
+rule_empty_strided = strategy(
+    "creation/empty-strided", op="aten.empty_strided.default", kind="direct",
+    layers="a zero Constant broadcast to the size (uninitialised memory: zeros are as valid as any value)",
+    checks=trt_checks(), emit=_emit_empty,
+    examples=cases((lambda a: A.empty_strided.default([2, 3], [3, 1]).fill_(1.5) + a, t(2, 3)),
+                   bad=(lambda a: A.empty_strided.default([2, 3], [3, 1], dtype=torch.float64).fill_(1.5) + a, t(2, 3))))

@@ -86,25 +86,26 @@ def _emit_mod(mode):
     return emit
 
 
-rule_div_mode = strategy("ew/div-mode",
-                         op=["aten.floor_divide.default", "aten.div.Tensor_mode", "aten.div.Scalar_mode"],
-                         kind="direct",
-                         layers="ElementWise FLOOR_DIV (floor), DIV then FLOOR/CEIL by sign (trunc on floats; integer DIV truncates)",
-                         checks=trt_checks(), emit=_emit_div_mode,
-                         examples=cases((lambda a, b: torch.div(a, b, rounding_mode="trunc"), t(2, 3), t(3)),
-                                        *[(lambda a: A.div.Scalar_mode(a, -2, rounding_mode=m), t(2, 3) * 5) for m in ("floor", "trunc")]))
+rule_div_mode = strategy(
+    "ew/div-mode", op=["aten.floor_divide.default", "aten.div.Tensor_mode", "aten.div.Scalar_mode"], kind="direct",
+    layers="ElementWise FLOOR_DIV (floor), DIV then FLOOR/CEIL by sign (trunc on floats; integer DIV truncates)",
+    checks=trt_checks(), emit=_emit_div_mode,
+    examples=cases((lambda a, b: torch.div(a, b, rounding_mode="trunc"), t(2, 3), t(3)),
+                   *[(lambda a: A.div.Scalar_mode(a, -2, rounding_mode=m), t(2, 3) * 5) for m in ("floor", "trunc")]))
 
 
-rule_fmod = strategy("ew/fmod", op=["aten.fmod.Tensor", "aten.fmod.Scalar"], kind="decompose",
-                     layers="a - trunc(a / b) * b: ElementWise DIV, FLOOR/CEIL by sign, PROD, SUB (the result has the dividend's sign)",
-                     checks=trt_checks(), emit=_emit_mod("trunc"),
-                     examples=cases((lambda a, b: torch.fmod(a, b), t(2, 3), t(3))))
+rule_fmod = strategy(
+    "ew/fmod", op=["aten.fmod.Tensor", "aten.fmod.Scalar"], kind="decompose",
+    layers="a - trunc(a / b) * b: ElementWise DIV, FLOOR/CEIL by sign, PROD, SUB (the result has the dividend's sign)",
+    checks=trt_checks(), emit=_emit_mod("trunc"),
+    examples=cases((lambda a, b: torch.fmod(a, b), t(2, 3), t(3))))
 
 
-rule_remainder = strategy("ew/remainder", op=["aten.remainder.Tensor", "aten.remainder.Scalar"], kind="decompose",
-                          layers="a - floor(a / b) * b: ElementWise FLOOR_DIV, PROD, SUB (the result has the divisor's sign)",
-                          checks=trt_checks(), emit=_emit_mod("floor"),
-                          examples=cases((lambda a, b: torch.remainder(a, b), t(2, 3), t(3))))
+rule_remainder = strategy(
+    "ew/remainder", op=["aten.remainder.Tensor", "aten.remainder.Scalar"], kind="decompose",
+    layers="a - floor(a / b) * b: ElementWise FLOOR_DIV, PROD, SUB (the result has the divisor's sign)",
+    checks=trt_checks(), emit=_emit_mod("floor"),
+    examples=cases((lambda a, b: torch.remainder(a, b), t(2, 3), t(3))))
 
 
 def logical_or_bool(node, **_):
@@ -159,15 +160,14 @@ def _emit_not(ctx, node):
     return ctx.elementwise(ctx.const(-1, ctx.dtype(x), shape=[1] * ctx.rank(x)), x, "SUB")  # ~x == -1 - x
 
 
-rule_not = strategy("logic/not", op=["aten.logical_not.default", "aten.bitwise_not.default"], kind="direct",
-                    layers="Unary NOT on bool; EQUAL 0 for logical_not of a number; -1 - x for bitwise_not of an integer",
-                    checks=trt_checks(bitwise_not_integers), emit=_emit_not,
-                    examples=cases((lambda a: ~a, t(2, 3, dtype=torch.bool)),
-                                   (torch.logical_not, t(2, 3, dtype=torch.bool)), (torch.logical_not, t(2, 3)),
-                                   (torch.logical_not, t(2, 3, dtype=torch.int32)),
-                                   (lambda a: ~a, t(2, 3, dtype=torch.int64) - 4),
-                                   (torch.bitwise_not, t(3, dtype=torch.int32) - 4),
-                                   bad=(lambda a: ~a, t(2, 3, dtype=torch.uint8)), match="uint8"))
+rule_not = strategy(
+    "logic/not", op=["aten.logical_not.default", "aten.bitwise_not.default"], kind="direct",
+    layers="Unary NOT on bool; EQUAL 0 for logical_not of a number; -1 - x for bitwise_not of an integer",
+    checks=trt_checks(bitwise_not_integers), emit=_emit_not,
+    examples=cases((lambda a: ~a, t(2, 3, dtype=torch.bool)), (torch.logical_not, t(2, 3, dtype=torch.bool)),
+                   (torch.logical_not, t(2, 3)), (torch.logical_not, t(2, 3, dtype=torch.int32)),
+                   (lambda a: ~a, t(2, 3, dtype=torch.int64) - 4), (torch.bitwise_not, t(3, dtype=torch.int32) - 4),
+                   bad=(lambda a: ~a, t(2, 3, dtype=torch.uint8)), match="uint8"))
 
 
 def _select(ctx, cond, a, b):
@@ -187,20 +187,20 @@ def _emit_masked_fill(ctx, node):
     return _select(ctx, ctx.input("mask"), ctx.operand("value", x), x)
 
 
-rule_where = strategy("select/where",
-                      op=["aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar"],
-                      kind="direct", layers="Select (condition, then, else) with broadcasting", checks=trt_checks(),
-                      emit=_emit_where,
-                      examples=cases((lambda c, a: torch.where(c, a, 0.0), t(2, 3, dtype=torch.bool), t(3)),
-                                     (lambda c, b: torch.where(c, 1.5, b), t(2, 3, dtype=torch.bool), t(3)),
-                                     (lambda c: torch.where(c, 1.0, -2.0), t(2, 3, dtype=torch.bool))))
+rule_where = strategy(
+    "select/where", op=["aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar"],
+    kind="direct",
+    layers="Select (condition, then, else) with broadcasting", checks=trt_checks(), emit=_emit_where,
+    examples=cases((lambda c, a: torch.where(c, a, 0.0), t(2, 3, dtype=torch.bool), t(3)),
+                   (lambda c, b: torch.where(c, 1.5, b), t(2, 3, dtype=torch.bool), t(3)),
+                   (lambda c: torch.where(c, 1.0, -2.0), t(2, 3, dtype=torch.bool))))
 
 
-rule_masked_fill = strategy("select/masked-fill", op=["aten.masked_fill.Scalar", "aten.masked_fill.Tensor"],
-                            kind="direct", layers="Select with a constant fill", checks=trt_checks(),
-                            emit=_emit_masked_fill,
-                            examples=cases((lambda a, m: a.masked_fill(m, -1e4), t(2, 3), t(2, 3, dtype=torch.bool)),
-                                           (lambda a, m, v: a.masked_fill(m, v), t(2, 3), t(3, dtype=torch.bool), t())))
+rule_masked_fill = strategy(
+    "select/masked-fill", op=["aten.masked_fill.Scalar", "aten.masked_fill.Tensor"], kind="direct",
+    layers="Select with a constant fill", checks=trt_checks(), emit=_emit_masked_fill,
+    examples=cases((lambda a, m: a.masked_fill(m, -1e4), t(2, 3), t(2, 3, dtype=torch.bool)),
+                   (lambda a, m, v: a.masked_fill(m, v), t(2, 3), t(3, dtype=torch.bool), t())))
 
 
 # dtypes: "float" (promoted from int/bool where PyTorch promotes: emitting.promoting), "integral" (an integer input is its
@@ -240,11 +240,11 @@ def _unary(id, op, layers, fn, dtypes):
 rule_unary = [_unary(*row) for row in UNARY]
 
 
-rule_rsqrt = strategy("unary/rsqrt", op="aten.rsqrt.default", kind="decompose",
-                      layers="Unary SQRT then Unary RECIP (TensorRT has no RSQRT)",
-                      checks=trt_checks(promoted_float_input),
-                      emit=promoting(lambda ctx, node: ctx.unary(ctx.unary(ctx.input("self"), "SQRT"), "RECIP")),
-                      examples=cases((lambda a: torch.rsqrt(a.abs() + 1), t(2, 3))))
+rule_rsqrt = strategy(
+    "unary/rsqrt", op="aten.rsqrt.default", kind="decompose",
+    layers="Unary SQRT then Unary RECIP (TensorRT has no RSQRT)", checks=trt_checks(promoted_float_input),
+    emit=promoting(lambda ctx, node: ctx.unary(ctx.unary(ctx.input("self"), "SQRT"), "RECIP")),
+    examples=cases((lambda a: torch.rsqrt(a.abs() + 1), t(2, 3))))
 
 
 def _centred(a):
@@ -293,33 +293,38 @@ def _emit_expm1(ctx, node):
     return ctx.elementwise(x, ctx.const(1.0, ctx.dtype(x)), "SUB")
 
 
-rule_log2 = strategy("unary/log2", op="aten.log2.default", kind="decompose", layers="Unary LOG, then PROD by 1/ln 2",
-                     checks=trt_checks(promoted_float_input), emit=promoting(_scaled_log(1 / math.log(2))),
-                     examples=cases((lambda a: torch.log2(a.abs() + 0.1), t(2, 3))))
+rule_log2 = strategy(
+    "unary/log2", op="aten.log2.default", kind="decompose",
+    layers="Unary LOG, then PROD by 1/ln 2", checks=trt_checks(promoted_float_input),
+    emit=promoting(_scaled_log(1 / math.log(2))),
+    examples=cases((lambda a: torch.log2(a.abs() + 0.1), t(2, 3))))
 
 
-rule_log10 = strategy("unary/log10", op="aten.log10.default", kind="decompose",
-                      layers="Unary LOG, then PROD by 1/ln 10", checks=trt_checks(promoted_float_input),
-                      emit=promoting(_scaled_log(1 / math.log(10))),
-                      examples=cases((lambda a: torch.log10(a.abs() + 0.1), t(2, 3))))
+rule_log10 = strategy(
+    "unary/log10", op="aten.log10.default", kind="decompose",
+    layers="Unary LOG, then PROD by 1/ln 10", checks=trt_checks(promoted_float_input),
+    emit=promoting(_scaled_log(1 / math.log(10))),
+    examples=cases((lambda a: torch.log10(a.abs() + 0.1), t(2, 3))))
 
 
-rule_log1p = strategy("unary/log1p", op="aten.log1p.default", kind="decompose", layers="SUM 1 then Unary LOG",
-                      checks=trt_checks(promoted_float_input), emit=promoting(_emit_log1p),
-                      examples=cases((lambda a: torch.log1p(a.abs()), t(2, 3))))
+rule_log1p = strategy(
+    "unary/log1p", op="aten.log1p.default", kind="decompose",
+    layers="SUM 1 then Unary LOG", checks=trt_checks(promoted_float_input), emit=promoting(_emit_log1p),
+    examples=cases((lambda a: torch.log1p(a.abs()), t(2, 3))))
 
 
-rule_expm1 = strategy("unary/expm1", op="aten.expm1.default", kind="decompose", layers="Unary EXP then SUB 1",
-                      checks=trt_checks(promoted_float_input), emit=promoting(_emit_expm1),
-                      examples=cases((torch.expm1, t(2, 3))))
+rule_expm1 = strategy(
+    "unary/expm1", op="aten.expm1.default", kind="decompose",
+    layers="Unary EXP then SUB 1", checks=trt_checks(promoted_float_input), emit=promoting(_emit_expm1),
+    examples=cases((torch.expm1, t(2, 3))))
 
 
-rule_trunc = strategy("unary/trunc", op="aten.trunc.default", kind="decompose",
-                      layers="Unary FLOOR where >= 0, CEIL below, by Select (no layer for an integer)",
-                      checks=trt_checks(not_bool), emit=lambda ctx, node: _trunc(ctx, _float_in(ctx)),
-                      examples=cases((lambda a: torch.trunc(a * 3), t(2, 3)),
-                                     (torch.trunc, t(2, 3, dtype=torch.int32)),
-                                     bad=(torch.trunc, t(2, 3, dtype=torch.bool)), match="bool kernel"))  # an integer is its own trunc (_trunc leaves it)
+rule_trunc = strategy(
+    "unary/trunc", op="aten.trunc.default", kind="decompose",
+    layers="Unary FLOOR where >= 0, CEIL below, by Select (no layer for an integer)", checks=trt_checks(not_bool),
+    emit=lambda ctx, node: _trunc(ctx, _float_in(ctx)),
+    examples=cases((lambda a: torch.trunc(a * 3), t(2, 3)), (torch.trunc, t(2, 3, dtype=torch.int32)),
+                   bad=(torch.trunc, t(2, 3, dtype=torch.bool)), match="bool kernel"))  # an integer is its own trunc (_trunc leaves it)
 
 
 def _emit_atan2(ctx, node):
@@ -341,10 +346,11 @@ def _emit_atan2(ctx, node):
     return broadcast_select(ctx, both_zero, broadcast_select(ctx, x_neg, turn, y), r)
 
 
-rule_atan2 = strategy("ew/atan2", op="aten.atan2.default", kind="decompose",
-                      layers="ElementWise DIV, Unary ATAN, Select by the signs of both operands (quadrants; signed zeros as IEEE)",
-                      checks=trt_checks(promoted_float_input), emit=promoting(_emit_atan2),
-                      examples=cases((torch.atan2, t(2, 3), t(3))))
+rule_atan2 = strategy(
+    "ew/atan2", op="aten.atan2.default", kind="decompose",
+    layers="ElementWise DIV, Unary ATAN, Select by the signs of both operands (quadrants; signed zeros as IEEE)",
+    checks=trt_checks(promoted_float_input), emit=promoting(_emit_atan2),
+    examples=cases((torch.atan2, t(2, 3), t(3))))
 
 
 def _emit_bitwise_scalar(op):
@@ -370,8 +376,9 @@ rule_bitwise_scalar = [_bitwise_scalar(name, op, fn) for name, op, fn in
                        (("and", "AND", lambda m: m & True), ("or", "OR", lambda m: m | False), ("xor", "XOR", lambda m: m ^ True))]
 
 
-rule_floor_divide_scalar = strategy("ew/floor-divide-scalar", op="aten.floor_divide.Scalar", kind="direct",
-                                    layers="ElementWise FLOOR_DIV by a constant", checks=trt_checks(),
-                                    emit=lambda ctx, node: ctx.elementwise(ctx.cast(ctx.input("self"), ctx.output_dtype()),
-                                                                           ctx.const(node.arg("other"), ctx.output_dtype()), "FLOOR_DIV"),
-                                    examples=cases((lambda a: torch.ops.aten.floor_divide.Scalar(a, 3), t(2, 3) * 4)))
+rule_floor_divide_scalar = strategy(
+    "ew/floor-divide-scalar", op="aten.floor_divide.Scalar", kind="direct",
+    layers="ElementWise FLOOR_DIV by a constant", checks=trt_checks(),
+    emit=lambda ctx, node: ctx.elementwise(ctx.cast(ctx.input("self"), ctx.output_dtype()),
+                                           ctx.const(node.arg("other"), ctx.output_dtype()), "FLOOR_DIV"),
+    examples=cases((lambda a: torch.ops.aten.floor_divide.Scalar(a, 3), t(2, 3) * 4)))

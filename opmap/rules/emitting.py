@@ -140,13 +140,3 @@ def emit_identity(ctx, node):
     """No layer: the node's value is its input's tensor."""
     first = next(iter(node.args.values()))
     return ctx.tensor(first) if isinstance(first, Ref) else ctx.input("self")
-
-
-def out_dims(node, index: int = 0) -> list:
-    """The node's output shape as the builder understands it (ints, or input-dim symbols)."""
-    meta = node.outputs[index]
-    return list(meta.shape)
-
-
-def static(dims) -> bool:
-    return all(isinstance(d, int) for d in dims)

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 
 from opmap.building.builder import broadcast_shape
 from opmap.planning.strategy import accept, reject, strategy
-from opmap.rules.common import cases, outputs_unused, static_arg, t, trt_checks, trt_types
-from opmap.rules.emitting import out_dims
+from opmap.rules.common import cases, out_dims, outputs_unused, static_arg, t, trt_checks, trt_types
 
 
 def integer_indices(node, graph, **_):
@@ -115,37 +114,40 @@ def _emit_index_nd(ctx, node):
     return out
 
 
-rule_embedding = strategy("gather/embedding", op="aten.embedding.default", kind="direct",
-                          layers="Gather on axis 0 of the weight constant", checks=trt_checks(static_arg("weight")),
-                          emit=_emit_embedding,
-                          examples=cases((F.embedding, torch.tensor([[1, 3, 0]]), t(8, 4)),
-                                         bad=(F.embedding, torch.tensor([[1, 3, 0]]), t(8, 4).double())))
+rule_embedding = strategy(
+    "gather/embedding", op="aten.embedding.default", kind="direct",
+    layers="Gather on axis 0 of the weight constant", checks=trt_checks(static_arg("weight")), emit=_emit_embedding,
+    examples=cases((F.embedding, torch.tensor([[1, 3, 0]]), t(8, 4)),
+                   bad=(F.embedding, torch.tensor([[1, 3, 0]]), t(8, 4).double())))
 
 
-rule_index_select = strategy("gather/index-select", op="aten.index_select.default", kind="direct",
-                             layers="Gather on one axis", checks=trt_checks(), emit=_emit_index_select,
-                             examples=cases((lambda a, i: a.index_select(1, i), t(3, 5), torch.tensor([4, 0]))))
+rule_index_select = strategy(
+    "gather/index-select", op="aten.index_select.default", kind="direct",
+    layers="Gather on one axis", checks=trt_checks(), emit=_emit_index_select,
+    examples=cases((lambda a, i: a.index_select(1, i), t(3, 5), torch.tensor([4, 0]))))
 
 
-rule_gather = strategy("gather/gather", op="aten.gather.default", kind="direct", layers="Gather in ELEMENT mode",
-                       checks=trt_checks(), emit=_emit_gather_elements,
-                       examples=cases((lambda a, i: a.gather(1, i), t(3, 5), torch.tensor([[0, 1], [2, 3], [4, 4]]))))
+rule_gather = strategy(
+    "gather/gather", op="aten.gather.default", kind="direct",
+    layers="Gather in ELEMENT mode", checks=trt_checks(), emit=_emit_gather_elements,
+    examples=cases((lambda a, i: a.gather(1, i), t(3, 5), torch.tensor([[0, 1], [2, 3], [4, 4]]))))
 
 
-rule_index_int = strategy("gather/index-int", op="aten.index.Tensor", kind="direct",
-                          layers="Gather on the indexed axis (one integer index tensor)",
-                          checks=trt_checks(integer_indices, single_index_tensor), emit=_emit_index_int,
-                          examples=cases((lambda a, i: a[:, i], t(3, 5), torch.tensor([4, 0, 1])),
-                                         bad=(lambda a, m: a[m], t(3, 5), t(3, 5, dtype=torch.bool)),
-                                         match="boolean masks"))
+rule_index_int = strategy(
+    "gather/index-int", op="aten.index.Tensor", kind="direct",
+    layers="Gather on the indexed axis (one integer index tensor)", checks=trt_checks(integer_indices,
+                                                                                      single_index_tensor),
+    emit=_emit_index_int,
+    examples=cases((lambda a, i: a[:, i], t(3, 5), torch.tensor([4, 0, 1])),
+                   bad=(lambda a, m: a[m], t(3, 5), t(3, 5, dtype=torch.bool)), match="boolean masks"))
 
 
-rule_index_nd = strategy("gather/index-nd", op="aten.index.Tensor", kind="direct",
-                         layers="GatherND over stacked (broadcast) integer indices",
-                         checks=trt_checks(integer_indices), emit=_emit_index_nd,
-                         examples=cases((lambda a, i, j: a[i, j], t(3, 5), torch.tensor([0, 2]), torch.tensor([1, 4])),
-                                        bad=(lambda a, m: a[m], t(3, 5), t(3, 5, dtype=torch.bool)),
-                                        match="boolean masks"))
+rule_index_nd = strategy(
+    "gather/index-nd", op="aten.index.Tensor", kind="direct",
+    layers="GatherND over stacked (broadcast) integer indices", checks=trt_checks(integer_indices),
+    emit=_emit_index_nd,
+    examples=cases((lambda a, i, j: a[i, j], t(3, 5), torch.tensor([0, 2]), torch.tensor([1, 4])),
+                   bad=(lambda a, m: a[m], t(3, 5), t(3, 5, dtype=torch.bool)), match="boolean masks"))
 
 
 A = torch.ops.aten

@@ -65,31 +65,35 @@ def _emit_matmul(ctx, node):
     return ctx.reshape(y, out_dims(node)) if 1 in (ra, rb) else y
 
 
-rule_linear = strategy("mm/linear", op="aten.linear.default", kind="decompose",
-                       layers="MatrixMultiply with the transposed weight constant, ElementWise SUM for the bias",
-                       checks=trt_checks(promoted_float_input), emit=promoting(_emit_linear),
-                       examples=cases((F.linear, t(2, 4), t(3, 4), t(3))))
+rule_linear = strategy(
+    "mm/linear", op="aten.linear.default", kind="decompose",
+    layers="MatrixMultiply with the transposed weight constant, ElementWise SUM for the bias",
+    checks=trt_checks(promoted_float_input), emit=promoting(_emit_linear),
+    examples=cases((F.linear, t(2, 4), t(3, 4), t(3))))
 
 
-rule_addmm = strategy("mm/addmm", op=["aten.addmm.default", "aten.baddbmm.default"], kind="decompose",
-                      layers="MatrixMultiply then ElementWise SUM (beta/alpha folded as PROD)",
-                      checks=trt_checks(promoted_float_input), emit=promoting(_emit_addmm),
-                      examples=cases((lambda b, x, w: torch.addmm(b, x, w), t(3), t(2, 4), t(4, 3)),
-                                     (lambda c, a, b: torch.baddbmm(c, a, b, beta=0.5, alpha=2), t(2, 1, 5), t(2, 3, 4), t(2, 4, 5))))
+rule_addmm = strategy(
+    "mm/addmm", op=["aten.addmm.default", "aten.baddbmm.default"], kind="decompose",
+    layers="MatrixMultiply then ElementWise SUM (beta/alpha folded as PROD)", checks=trt_checks(promoted_float_input),
+    emit=promoting(_emit_addmm),
+    examples=cases((lambda b, x, w: torch.addmm(b, x, w), t(3), t(2, 4), t(4, 3)),
+                   (lambda c, a, b: torch.baddbmm(c, a, b, beta=0.5, alpha=2), t(2, 1, 5), t(2, 3, 4), t(2, 4, 5))))
 
 
-rule_matmul = strategy("mm/matmul", op=["aten.mm.default", "aten.bmm.default", "aten.matmul.default"], kind="direct",
-                       layers="MatrixMultiply (batch dims broadcast)", checks=trt_checks(promoted_float_input),
-                       emit=promoting(_emit_matmul),
-                       examples=cases((torch.matmul, t(2, 3, 4), t(4, 5)), (torch.mm, t(3, 4), t(4, 2)),
-                                      (torch.bmm, t(2, 3, 4), t(2, 4, 5))))
+rule_matmul = strategy(
+    "mm/matmul", op=["aten.mm.default", "aten.bmm.default", "aten.matmul.default"], kind="direct",
+    layers="MatrixMultiply (batch dims broadcast)", checks=trt_checks(promoted_float_input),
+    emit=promoting(_emit_matmul),
+    examples=cases((torch.matmul, t(2, 3, 4), t(4, 5)), (torch.mm, t(3, 4), t(4, 2)),
+                   (torch.bmm, t(2, 3, 4), t(2, 4, 5))))
 
 
-rule_einsum = strategy("mm/einsum", op="aten.einsum.default", kind="direct",
-                       layers="Einsum (TensorRT's subset: no ellipsis, each label ≤ 2 inputs)",
-                       checks=trt_checks(lambda node, **_: _einsum_subset(node)),
-                       emit=lambda ctx, node: ctx.out(ctx.net.add_einsum([ctx.tensor(r) for r in node.arg("tensors")], node.arg("equation")), "einsum"),
-                       examples=cases((lambda a, b: torch.einsum("ij,jk->ik", a, b), t(2, 3), t(3, 4))))
+rule_einsum = strategy(
+    "mm/einsum", op="aten.einsum.default", kind="direct",
+    layers="Einsum (TensorRT's subset: no ellipsis, each label ≤ 2 inputs)",
+    checks=trt_checks(lambda node, **_: _einsum_subset(node)),
+    emit=lambda ctx, node: ctx.out(ctx.net.add_einsum([ctx.tensor(r) for r in node.arg("tensors")], node.arg("equation")), "einsum"),
+    examples=cases((lambda a, b: torch.einsum("ij,jk->ik", a, b), t(2, 3), t(3, 4))))
 
 
 def _einsum_subset(node):
@@ -110,10 +114,11 @@ def _emit_dot_mv(ctx, node):
     return ctx.out(ctx.net.add_reduce(prod, ctx.trt.ReduceOperation.SUM, 1 << (rank - 1), False), "sum")
 
 
-rule_dot_mv = strategy("linalg/dot-mv", op=["aten.dot.default", "aten.mv.default"], kind="decompose",
-                       layers="ElementWise PROD (the vector broadcast), Reduce SUM over the last dim",
-                       checks=trt_checks(), emit=_emit_dot_mv,
-                       examples=cases((torch.mv, t(4, 3), t(3))) + [accept(torch.dot, t(5), t(5))])
+rule_dot_mv = strategy(
+    "linalg/dot-mv", op=["aten.dot.default", "aten.mv.default"], kind="decompose",
+    layers="ElementWise PROD (the vector broadcast), Reduce SUM over the last dim", checks=trt_checks(),
+    emit=_emit_dot_mv,
+    examples=cases((torch.mv, t(4, 3), t(3))) + [accept(torch.dot, t(5), t(5))])
 
 
 def _emit_cross(ctx, node):
@@ -141,10 +146,11 @@ def same_rank_operands(node, **_):
     assert a.rank == b.rank, f"operands of ranks {a.rank} and {b.rank}; unsqueeze the smaller one in the model"
 
 
-rule_cross = strategy("linalg/cross", op="aten.linalg_cross.default", kind="decompose",
-                      layers="three Slices per operand, ElementWise PROD/SUB, Concatenation along dim",
-                      checks=trt_checks(same_rank_operands), emit=_emit_cross,
-                      examples=cases((lambda a, b: torch.linalg.cross(a, b), t(2, 3), t(1, 3))))
+rule_cross = strategy(
+    "linalg/cross", op="aten.linalg_cross.default", kind="decompose",
+    layers="three Slices per operand, ElementWise PROD/SUB, Concatenation along dim",
+    checks=trt_checks(same_rank_operands), emit=_emit_cross,
+    examples=cases((lambda a, b: torch.linalg.cross(a, b), t(2, 3), t(1, 3))))
 
 
 OP = "transformers.grouped_mm_fallback.default"
@@ -177,10 +183,11 @@ def _emit_grouped_mm(ctx, node):
     return ctx.reduce(kept, "SUM", [0])
 
 
-rule_grouped_mm = strategy("moe/grouped-mm", op=OP, kind="decompose",
-                           layers="Elementwise LESS + Reduce SUM (each row's expert), MatrixMultiply of every row by every expert, "
-                                  "Select the row's own, Reduce SUM over experts",
-                           checks=trt_checks(promoted_float_input), emit=promoting(_emit_grouped_mm),
-                           examples=cases((_example, t(8, 6), t(4, 6, 5))),
-                           contract="exact; computes every expert for every row (E times the FLOPs of transformers' loop over experts)",
-                           doc="transformers' grouped matmul for mixture-of-experts layers (Mixtral, Qwen2-MoE)")
+rule_grouped_mm = strategy(
+    "moe/grouped-mm", op=OP, kind="decompose",
+    layers="Elementwise LESS + Reduce SUM (each row's expert), MatrixMultiply of every row by every expert, "
+           "Select the row's own, Reduce SUM over experts",
+    checks=trt_checks(promoted_float_input), emit=promoting(_emit_grouped_mm),
+    examples=cases((_example, t(8, 6), t(4, 6, 5))),
+    contract="exact; computes every expert for every row (E times the FLOPs of transformers' loop over experts)",
+    doc="transformers' grouped matmul for mixture-of-experts layers (Mixtral, Qwen2-MoE)")

@@ -152,50 +152,48 @@ def _emit_group_norm(ctx, node):
     return _layer_norm_outputs(ctx, node, ctx.elementwise(y, _channel_param(ctx, "bias", 0.0, rank), "SUM"))
 
 
-rule_layer_norm = strategy("norm/layer-norm", op=["aten.layer_norm.default", "aten.native_layer_norm.default"],
-                           kind="direct", layers="Normalization over the trailing axes, weight and bias as constants",
-                           checks=trt_checks(promoted_float_input, normalized_shape_static),
-                           emit=promoting(_emit_layer_norm),
-                           examples=cases((lambda a, w, b: F.layer_norm(a, (4,), w, b), t(2, 3, 4), t(4), t(4)),
-                                          accept(torch.nn.LayerNorm((3, 4)), t(2, 3, 4), decompose=True)))
+rule_layer_norm = strategy(
+    "norm/layer-norm", op=["aten.layer_norm.default", "aten.native_layer_norm.default"], kind="direct",
+    layers="Normalization over the trailing axes, weight and bias as constants",
+    checks=trt_checks(promoted_float_input, normalized_shape_static), emit=promoting(_emit_layer_norm),
+    examples=cases((lambda a, w, b: F.layer_norm(a, (4,), w, b), t(2, 3, 4), t(4), t(4)),
+                   accept(torch.nn.LayerNorm((3, 4)), t(2, 3, 4), decompose=True)))
 
 
-rule_layer_norm_decomposed = strategy("norm/layer-norm-decomposed",
-                                      op=["aten.layer_norm.default", "aten.native_layer_norm.default"],
-                                      kind="decompose",
-                                      layers="Reduce AVG, SUB, PROD, Reduce AVG, SUM eps, Unary SQRT, DIV, scale and shift (exact)",
-                                      checks=trt_checks(promoted_float_input, normalized_shape_static),
-                                      emit=promoting(_emit_layer_norm_decomposed),
-                                      examples=cases((lambda a: F.layer_norm(a, (4,)), t(2, 3, 4)),
-                                                     accept(torch.nn.LayerNorm(4), t(2, 3, 4), decompose=True)))
+rule_layer_norm_decomposed = strategy(
+    "norm/layer-norm-decomposed", op=["aten.layer_norm.default", "aten.native_layer_norm.default"], kind="decompose",
+    layers="Reduce AVG, SUB, PROD, Reduce AVG, SUM eps, Unary SQRT, DIV, scale and shift (exact)",
+    checks=trt_checks(promoted_float_input, normalized_shape_static), emit=promoting(_emit_layer_norm_decomposed),
+    examples=cases((lambda a: F.layer_norm(a, (4,)), t(2, 3, 4)),
+                   accept(torch.nn.LayerNorm(4), t(2, 3, 4), decompose=True)))
 
 
-rule_rms_norm = strategy("norm/rms-norm", op=["aten.rms_norm.default"], kind="decompose",
-                         layers="PROD, Reduce AVG, SUM eps, Unary SQRT, DIV, PROD weight",
-                         checks=trt_checks(promoted_float_input), emit=promoting(_emit_rms_norm),
-                         examples=cases((lambda a: F.rms_norm(a, (4,)), t(2, 3, 4))))
+rule_rms_norm = strategy(
+    "norm/rms-norm", op=["aten.rms_norm.default"], kind="decompose",
+    layers="PROD, Reduce AVG, SUM eps, Unary SQRT, DIV, PROD weight", checks=trt_checks(promoted_float_input),
+    emit=promoting(_emit_rms_norm),
+    examples=cases((lambda a: F.rms_norm(a, (4,)), t(2, 3, 4))))
 
 
-rule_group_norm = strategy("norm/group-norm", op=["aten.group_norm.default", "aten.native_group_norm.default"],
-                           kind="direct", layers="Normalization with num_groups",
-                           checks=trt_checks(promoted_float_input, static_arg("weight", "bias")),
-                           emit=promoting(_emit_group_norm),
-                           examples=cases((lambda a: F.group_norm(a, 2), t(1, 4, 3, 3)),
-                                          accept(torch.nn.GroupNorm(2, 6), t(2, 6, 5), decompose=True)))
+rule_group_norm = strategy(
+    "norm/group-norm", op=["aten.group_norm.default", "aten.native_group_norm.default"], kind="direct",
+    layers="Normalization with num_groups", checks=trt_checks(promoted_float_input, static_arg("weight", "bias")),
+    emit=promoting(_emit_group_norm),
+    examples=cases((lambda a: F.group_norm(a, 2), t(1, 4, 3, 3)),
+                   accept(torch.nn.GroupNorm(2, 6), t(2, 6, 5), decompose=True)))
 
 
-rule_batch_norm = strategy("norm/batch-norm",
-                           op=["aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
-                               "aten.native_batch_norm.default"], kind="decompose",
-                           layers="inference batch norm folded into one per-channel Scale (shift, scale) from the running statistics",
-                           checks=trt_checks(promoted_float_input, inference_batch_norm),
-                           emit=promoting(_emit_batch_norm),
-                           examples=cases((lambda a, m, v: F.batch_norm(a, m, v), t(1, 3, 4, 4), t(3), t(3).abs() + 1),
-                                          accept(_trained(torch.nn.BatchNorm2d(3)), t(2, 3, 4, 4), decompose=True),  # _native_batch_norm_legit_no_training
-                                          (lambda a, w, b, m, v: torch.ops.aten.native_batch_norm(a, w, b, m, v, False, 0.1, 1e-3)[0],
-                                           t(2, 3, 5), t(3), t(3), t(3), t(3).abs() + 1),
-                                          bad=(lambda a, m, v: F.batch_norm(a, m, v, training=True), t(2, 3, 4, 4), t(3), t(3).abs() + 1),
-                                          match="training mode"))
+rule_batch_norm = strategy(
+    "norm/batch-norm", op=["aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
+                           "aten.native_batch_norm.default"], kind="decompose",
+    layers="inference batch norm folded into one per-channel Scale (shift, scale) from the running statistics",
+    checks=trt_checks(promoted_float_input, inference_batch_norm), emit=promoting(_emit_batch_norm),
+    examples=cases((lambda a, m, v: F.batch_norm(a, m, v), t(1, 3, 4, 4), t(3), t(3).abs() + 1),
+                   accept(_trained(torch.nn.BatchNorm2d(3)), t(2, 3, 4, 4), decompose=True),  # _native_batch_norm_legit_no_training
+                   (lambda a, w, b, m, v: torch.ops.aten.native_batch_norm(a, w, b, m, v, False, 0.1, 1e-3)[0],
+                    t(2, 3, 5), t(3), t(3), t(3), t(3).abs() + 1),
+                   bad=(lambda a, m, v: F.batch_norm(a, m, v, training=True), t(2, 3, 4, 4), t(3), t(3).abs() + 1),
+                   match="training mode"))
 
 
 def _emit_weight_norm(ctx, node):
@@ -210,10 +208,11 @@ def _emit_weight_norm(ctx, node):
     return ctx.elementwise(v, ctx.elementwise(ctx.cast(g, ctx.dtype(v)), norm, "DIV"), "PROD")
 
 
-rule_weight_norm = strategy("norm/weight-norm", op=["aten._weight_norm.default"], kind="decompose",
-                            layers="Reduce SUM of squares, SQRT, ElementWise DIV and PROD: v * g / ||v|| (norm over all dims but dim)",
-                            checks=trt_checks(lambda node, **_: _float_v(node)), emit=_emit_weight_norm,
-                            examples=cases((lambda v, g: torch._weight_norm(v, g, 0), t(4, 3, 3), t(4, 1, 1))))
+rule_weight_norm = strategy(
+    "norm/weight-norm", op=["aten._weight_norm.default"], kind="decompose",
+    layers="Reduce SUM of squares, SQRT, ElementWise DIV and PROD: v * g / ||v|| (norm over all dims but dim)",
+    checks=trt_checks(lambda node, **_: _float_v(node)), emit=_emit_weight_norm,
+    examples=cases((lambda v, g: torch._weight_norm(v, g, 0), t(4, 3, 3), t(4, 1, 1))))
 
 
 def _float_v(node):

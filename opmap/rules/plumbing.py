@@ -133,16 +133,15 @@ def _emit_assert(ctx, node):
     return None
 
 
-rule_getitem = strategy("core/getitem", op="operator.getitem", kind="direct",
-                        layers="no layer: picks output i of a multi-output layer", checks=trt_checks(),
-                        emit=_emit_getitem,
-                        examples=cases((lambda a: a.split(2)[1], t(4, 3))))
-rule_sym_size = strategy("shape/sym-size", op="aten.sym_size.int", kind="direct",
-                         layers="Shape, then Gather of one dim (an int64 shape tensor)", checks=trt_checks(),
-                         emit=_emit_sym_size,
-                         examples=cases((lambda a: a.new_zeros(a.shape[0]) + a.sum(-1), t(3, 4)), bad=None,
-                                        dynamic=({0: "batch"},)),
-                         no_reject="a size of a TensorRT tensor is always readable with a Shape layer")
+rule_getitem = strategy(
+    "core/getitem", op="operator.getitem", kind="direct",
+    layers="no layer: picks output i of a multi-output layer", checks=trt_checks(), emit=_emit_getitem,
+    examples=cases((lambda a: a.split(2)[1], t(4, 3))))
+rule_sym_size = strategy(
+    "shape/sym-size", op="aten.sym_size.int", kind="direct",
+    layers="Shape, then Gather of one dim (an int64 shape tensor)", checks=trt_checks(), emit=_emit_sym_size,
+    examples=cases((lambda a: a.new_zeros(a.shape[0]) + a.sum(-1), t(3, 4)), bad=None, dynamic=({0: "batch"},)),
+    no_reject="a size of a TensorRT tensor is always readable with a Shape layer")
 def _batch(lo: int = 4):
     """dynamic_shapes for one input with a dynamic first dim (at least ``lo``: sizes derived from it stay above 1, which
     torch.export would specialise)."""
@@ -163,11 +162,11 @@ SYM_EXAMPLES += [accept(lambda a, b, f=f: a.new_zeros(f(a.shape[0], b.shape[0]))
 SYM_EXAMPLES += [_sym(lambda a, c=c: a * c(a.shape[0], 3)) for c in
                  (operator.eq, operator.ne, operator.ge, operator.gt, operator.le, operator.lt)]
 SYM_EXAMPLES += [accept(lambda a: a * torch.sym_not(a.shape[0] == 3), t(6, 4), dynamic_shapes=_batch(), node="sym_not")]
-rule_sym_arith = strategy("shape/sym-arith", op=SYM_OPS, kind="direct", layers="ElementWise on int64 shape tensors",
-                          checks=trt_checks(integer_scalar), emit=_emit_sym_arith,
-                          examples=cases((lambda a: a.new_zeros(a.shape[0] * 2), t(3, 4)), *SYM_EXAMPLES, bad=None,
-                                         dynamic=({0: "batch"},)),
-                          no_reject="graphs exported from models hold integer size arithmetic only")
+rule_sym_arith = strategy(
+    "shape/sym-arith", op=SYM_OPS, kind="direct",
+    layers="ElementWise on int64 shape tensors", checks=trt_checks(integer_scalar), emit=_emit_sym_arith,
+    examples=cases((lambda a: a.new_zeros(a.shape[0] * 2), t(3, 4)), *SYM_EXAMPLES, bad=None, dynamic=({0: "batch"},)),
+    no_reject="graphs exported from models hold integer size arithmetic only")
 def _offset_of_input(node, graph, **_):
     """An engine input is a dense buffer bound at its first element, so its storage offset is 0. Inside the graph an
     offset is a PyTorch memory-layout fact (a view shares its base's storage) that an engine's tensors do not have."""
@@ -181,49 +180,51 @@ def _offset_of_input(node, graph, **_):
 # Dim.AUTO (the offsets of views made inside the graph are computed from sizes). The input is fed as the dense buffer
 # the engine receives, where the offset is 0.
 _OFFSET_INPUT = t(7, 4)[1:]
-rule_storage_offset = strategy("shape/storage-offset", op="aten.sym_storage_offset.default", kind="direct",
-                               layers="Constant 0 (int64): an engine input is a dense buffer bound at its first element (its offset is the "
-                                      "buffer's, not that of a view the caller copied it from)",
-                               checks=trt_checks(_offset_of_input), emit=lambda ctx, node: ctx.const([0], "int64"),
-                               examples=cases((lambda a: a + a.storage_offset(), _OFFSET_INPUT), bad=None,
-                                              dynamic=({0: "auto", 1: "auto"},)),
-                               contract="answers the offset of the engine's dense input buffer (0); PyTorch answers a view's offset into its "
-                                        "base when the caller passes a view",
-                               no_reject="torch.export emits the query only on a graph input (offsets of views made inside the graph are "
-                                         "computed from sizes); the rule still refuses any other tensor")
+rule_storage_offset = strategy(
+    "shape/storage-offset", op="aten.sym_storage_offset.default", kind="direct",
+    layers="Constant 0 (int64): an engine input is a dense buffer bound at its first element (its offset is the "
+           "buffer's, not that of a view the caller copied it from)",
+    checks=trt_checks(_offset_of_input), emit=lambda ctx, node: ctx.const([0], "int64"),
+    examples=cases((lambda a: a + a.storage_offset(), _OFFSET_INPUT), bad=None, dynamic=({0: "auto", 1: "auto"},)),
+    contract="answers the offset of the engine's dense input buffer (0); PyTorch answers a view's offset into its "
+             "base when the caller passes a view",
+    no_reject="torch.export emits the query only on a graph input (offsets of views made inside the graph are "
+              "computed from sizes); the rule still refuses any other tensor")
 _RUNTIME_ASSERT = ("direct: an Assertion layer. torch.export (2.13) emits runtime asserts only on data-dependent sizes, which this "
                    "rule refuses; it serves shape-tensor conditions from other producers.")
-rule_runtime_assert = strategy("core/runtime-assert", op=["aten._assert_scalar.default", "aten._assert_async.msg"], kind="direct",
-                               layers="Assertion on the shape-tensor condition (checked when the engine runs)",
-                               checks=trt_checks(shape_condition), emit=_emit_assert,
-                               examples=[reject(lambda m: torch.nonzero(m), t(4, 4, dtype=torch.bool), match="data-dependent size")],
-                               doc=_RUNTIME_ASSERT, no_accept=_RUNTIME_ASSERT)
-rule_proven_range = strategy("core/proven-range", op=["aten._assert_scalar.default"], kind="direct",
-                             layers="no layer: the assertion restates the range torch.export proved for a data-dependent size "
-                                    "(0 <= u0 <= numel), which the size's producer guarantees by construction",
-                             checks=trt_checks(proven_range), emit=lambda ctx, node: None,
-                             examples=cases((lambda m: torch.nonzero(m), t(4, 4, dtype=torch.bool)), bad=None),
-                             no_reject="every runtime assert torch.export emits restates a proven range")
-rule_build_time_check = strategy("core/build-time-check",
-                                 op=["aten._assert_tensor_metadata.default", "aten.sym_constrain_range_for_size.default",
-                                     "aten.sym_constrain_range.default"], kind="direct",
-                                 layers="no layer: TensorRT's own type and shape inference checks the same facts when the engine is built",
-                                 checks=trt_checks(), emit=lambda ctx, node: None,
-                                 examples=cases((lambda a: a.to(torch.float16), t(2, 3)), bad=None),
-                                 no_reject="the check is metadata TensorRT re-derives itself")
+rule_runtime_assert = strategy(
+    "core/runtime-assert", op=["aten._assert_scalar.default", "aten._assert_async.msg"], kind="direct",
+    layers="Assertion on the shape-tensor condition (checked when the engine runs)",
+    checks=trt_checks(shape_condition), emit=_emit_assert,
+    examples=[reject(lambda m: torch.nonzero(m), t(4, 4, dtype=torch.bool), match="data-dependent size")],
+    doc=_RUNTIME_ASSERT, no_accept=_RUNTIME_ASSERT)
+rule_proven_range = strategy(
+    "core/proven-range", op=["aten._assert_scalar.default"], kind="direct",
+    layers="no layer: the assertion restates the range torch.export proved for a data-dependent size "
+           "(0 <= u0 <= numel), which the size's producer guarantees by construction",
+    checks=trt_checks(proven_range), emit=lambda ctx, node: None,
+    examples=cases((lambda m: torch.nonzero(m), t(4, 4, dtype=torch.bool)), bad=None),
+    no_reject="every runtime assert torch.export emits restates a proven range")
+rule_build_time_check = strategy(
+    "core/build-time-check", op=["aten._assert_tensor_metadata.default", "aten.sym_constrain_range_for_size.default",
+                                 "aten.sym_constrain_range.default"], kind="direct",
+    layers="no layer: TensorRT's own type and shape inference checks the same facts when the engine is built",
+    checks=trt_checks(), emit=lambda ctx, node: None,
+    examples=cases((lambda a: a.to(torch.float16), t(2, 3)), bad=None),
+    no_reject="the check is metadata TensorRT re-derives itself")
 def _answered_at_export(node, **_):
     """torch.export answered the query already: its graph uses the value as a constant and keeps only this dead node."""
     assert not node.users, (f"{node.op}'s value feeds {', '.join(node.users)}: it asks about PyTorch strides, "
                             "and an engine's tensors have none; make the model not depend on memory layout")
 
 
-rule_layout_query = strategy("core/layout-query", op=["aten.sym_is_contiguous.default"], kind="direct",
-                             layers="no layer: a memory-layout query torch.export answered at export time (the graph uses its value as a "
-                                    "constant; only the unused query node remains)",
-                             checks=trt_checks(_answered_at_export), emit=lambda ctx, node: None,
-                             examples=cases((lambda a: a * int(torch.ops.aten.sym_is_contiguous.default(a.t())), t(4, 3)),
-                                            bad=None),
-                             no_reject="torch.export specializes a layout query to a constant, so the node it leaves is never used")
+rule_layout_query = strategy(
+    "core/layout-query", op=["aten.sym_is_contiguous.default"], kind="direct",
+    layers="no layer: a memory-layout query torch.export answered at export time (the graph uses its value as a "
+           "constant; only the unused query node remains)",
+    checks=trt_checks(_answered_at_export), emit=lambda ctx, node: None,
+    examples=cases((lambda a: a * int(torch.ops.aten.sym_is_contiguous.default(a.t())), t(4, 3)), bad=None),
+    no_reject="torch.export specializes a layout query to a constant, so the node it leaves is never used")
 def _emit_dropout(ctx, node):
     """The input itself; native_dropout's second output, the keep mask, is all true (every element kept)."""
     x = emit_identity(ctx, node)
@@ -239,27 +240,27 @@ def _dropout_inplace(a):
     return y
 
 
-rule_dropout_eval = strategy("core/dropout-eval",
-                             op=["aten.dropout.default", "aten.feature_dropout.default", "aten.native_dropout.default",
-                                 "aten.alpha_dropout.default", "aten.feature_alpha_dropout.default", "aten.dropout_.default",
-                                 "aten.feature_dropout_.default", "aten.alpha_dropout_.default", "aten.feature_alpha_dropout_.default"],
-                             kind="direct",
-                             layers="no layer: dropout is the identity in eval mode (native_dropout's mask: a constant true broadcast "
-                                    "to the input's shape; the in-place forms write nothing, so any tensor, a graph input too)",
-                             checks=trt_checks(eval_mode), emit=_emit_dropout,
-                             examples=cases((lambda a: F.dropout(a, 0.1, training=False), t(2, 3)),
-                                            (lambda a: torch.feature_dropout(a, 0.1, False) * 2, t(2, 3, 4)), (lambda a: torch.alpha_dropout(a, 0.1, False) * 2, t(2, 3)),
-                                            (lambda a: torch.ops.aten.native_dropout(a, 0.1, False)[0] * 2, t(2, 3)),
-                                            (lambda a: torch.ops.aten.native_dropout(a, 0.1, False), t(2, 3, 4)),  # the mask read
-                                            (lambda a: torch.ops.aten.native_dropout(a, 0.0, True)[1], t(3)),  # p = 0 in training mode: all kept
-                                            (lambda a: torch.feature_alpha_dropout(a, 0.1, False) * 2, t(2, 3, 4)),
-                                            (lambda a: torch.ops.aten.dropout_(a, 0.1, False), t(2, 3)), (_dropout_inplace, t(2, 3)),
-                                            (lambda a: torch.ops.aten.feature_dropout_(a, 0.1, False), t(2, 3, 4)),
-                                            (lambda a: torch.ops.aten.alpha_dropout_(a, 0.1, False), t(2, 3)),
-                                            (lambda a: torch.ops.aten.feature_alpha_dropout_(a, 0.1, False), t(2, 3, 4)),
-                                            bad=(lambda a: F.dropout(a, 0.1, training=True), t(2, 3)),
-                                            match="training mode")
-                             # train=None trains; an in-place dropout in training mode writes, so capture functionalizes it
-                             # (PyTorch turns it into bernoulli draws, which the random rules judge): no dropout_ node is left
-                             # for this rule to refuse
-                             + [reject(lambda a: torch.ops.aten.native_dropout(a, 0.1, None)[0], t(2, 3), match="training mode")])
+rule_dropout_eval = strategy(
+    "core/dropout-eval", op=["aten.dropout.default", "aten.feature_dropout.default", "aten.native_dropout.default",
+                             "aten.alpha_dropout.default", "aten.feature_alpha_dropout.default", "aten.dropout_.default",
+                             "aten.feature_dropout_.default", "aten.alpha_dropout_.default", "aten.feature_alpha_dropout_.default"],
+    kind="direct",
+    layers="no layer: dropout is the identity in eval mode (native_dropout's mask: a constant true broadcast "
+           "to the input's shape; the in-place forms write nothing, so any tensor, a graph input too)",
+    checks=trt_checks(eval_mode), emit=_emit_dropout,
+    examples=cases((lambda a: F.dropout(a, 0.1, training=False), t(2, 3)),
+                   (lambda a: torch.feature_dropout(a, 0.1, False) * 2, t(2, 3, 4)), (lambda a: torch.alpha_dropout(a, 0.1, False) * 2, t(2, 3)),
+                   (lambda a: torch.ops.aten.native_dropout(a, 0.1, False)[0] * 2, t(2, 3)),
+                   (lambda a: torch.ops.aten.native_dropout(a, 0.1, False), t(2, 3, 4)),  # the mask read
+                   (lambda a: torch.ops.aten.native_dropout(a, 0.0, True)[1], t(3)),  # p = 0 in training mode: all kept
+                   (lambda a: torch.feature_alpha_dropout(a, 0.1, False) * 2, t(2, 3, 4)),
+                   (lambda a: torch.ops.aten.dropout_(a, 0.1, False), t(2, 3)), (_dropout_inplace, t(2, 3)),
+                   (lambda a: torch.ops.aten.feature_dropout_(a, 0.1, False), t(2, 3, 4)),
+                   (lambda a: torch.ops.aten.alpha_dropout_(a, 0.1, False), t(2, 3)),
+                   (lambda a: torch.ops.aten.feature_alpha_dropout_(a, 0.1, False), t(2, 3, 4)),
+                   bad=(lambda a: F.dropout(a, 0.1, training=True), t(2, 3)),
+                   match="training mode")
+    # train=None trains; an in-place dropout in training mode writes, so capture functionalizes it
+    # (PyTorch turns it into bernoulli draws, which the random rules judge): no dropout_ node is left
+    # for this rule to refuse
+    + [reject(lambda a: torch.ops.aten.native_dropout(a, 0.1, None)[0], t(2, 3), match="training mode")])

@@ -78,39 +78,40 @@ def indices_unused(node, graph, **_):
         outputs_unused(node, graph, {1: "indices"})
 
 
-rule_max = strategy("pool/max", op=["aten.max_pool1d.default", "aten.max_pool2d.default", "aten.max_pool3d.default",
-                                    "aten.max_pool2d_with_indices.default"], kind="direct", layers="PoolingNd MAX",
-                    checks=trt_checks(promoted_float_input, spatial_rank(1, 3), no_ceil_mode_with_dilation,
-                                      indices_unused, ceil_mode_sizes_agree), emit=promoting(_emit_pool),
-                    examples=cases((lambda a: F.max_pool2d(a, 2), t(1, 3, 8, 8)),
-                                   (lambda a: F.max_pool1d(a, 3, 2), t(2, 3, 9)), (lambda a: F.max_pool3d(a, 2, padding=1), t(1, 2, 4, 5, 4)),
-                                   accept(lambda a: F.max_pool2d(a, 3, 2, padding=1), t(1, 3, 7, 7), decompose=True),  # with_indices
-                                   reject(lambda a: F.max_pool2d(a, 2, return_indices=True)[1], t(1, 3, 8, 8), match="indices"),
-                                   bad=(lambda a: F.max_pool2d(a, 2, dilation=2), t(1, 3, 8, 8)), match="dilation"))
+rule_max = strategy(
+    "pool/max", op=["aten.max_pool1d.default", "aten.max_pool2d.default", "aten.max_pool3d.default",
+                    "aten.max_pool2d_with_indices.default"], kind="direct",
+    layers="PoolingNd MAX",
+    checks=trt_checks(promoted_float_input, spatial_rank(1, 3), no_ceil_mode_with_dilation, indices_unused,
+                      ceil_mode_sizes_agree),
+    emit=promoting(_emit_pool),
+    examples=cases((lambda a: F.max_pool2d(a, 2), t(1, 3, 8, 8)),
+                   (lambda a: F.max_pool1d(a, 3, 2), t(2, 3, 9)), (lambda a: F.max_pool3d(a, 2, padding=1), t(1, 2, 4, 5, 4)),
+                   accept(lambda a: F.max_pool2d(a, 3, 2, padding=1), t(1, 3, 7, 7), decompose=True),  # with_indices
+                   reject(lambda a: F.max_pool2d(a, 2, return_indices=True)[1], t(1, 3, 8, 8), match="indices"),
+                   bad=(lambda a: F.max_pool2d(a, 2, dilation=2), t(1, 3, 8, 8)), match="dilation"))
 
 
-rule_avg = strategy("pool/avg", op=["aten.avg_pool1d.default", "aten.avg_pool2d.default", "aten.avg_pool3d.default"],
-                    kind="direct",
-                    layers="PoolingNd AVERAGE (count_include_pad mapped to average_count_excludes_padding)",
-                    checks=trt_checks(promoted_float_input, spatial_rank(1, 3), no_partial_average_window),
-                    emit=promoting(_emit_pool),
-                    examples=cases((lambda a: F.avg_pool2d(a, 2), t(1, 3, 8, 8)),
-                                   (lambda a: F.avg_pool1d(a, 3, 2, padding=1), t(2, 3, 9)),
-                                   (lambda a: F.avg_pool3d(a, 2, ceil_mode=True), t(1, 2, 4, 6, 4)),
-                                   bad=(lambda a: F.avg_pool3d(a, 2, ceil_mode=True), t(1, 2, 4, 5, 4)),
-                                   match="hangs past"))
+rule_avg = strategy(
+    "pool/avg", op=["aten.avg_pool1d.default", "aten.avg_pool2d.default", "aten.avg_pool3d.default"], kind="direct",
+    layers="PoolingNd AVERAGE (count_include_pad mapped to average_count_excludes_padding)",
+    checks=trt_checks(promoted_float_input, spatial_rank(1, 3), no_partial_average_window), emit=promoting(_emit_pool),
+    examples=cases((lambda a: F.avg_pool2d(a, 2), t(1, 3, 8, 8)),
+                   (lambda a: F.avg_pool1d(a, 3, 2, padding=1), t(2, 3, 9)),
+                   (lambda a: F.avg_pool3d(a, 2, ceil_mode=True), t(1, 2, 4, 6, 4)),
+                   bad=(lambda a: F.avg_pool3d(a, 2, ceil_mode=True), t(1, 2, 4, 5, 4)), match="hangs past"))
 
 
-rule_adaptive_avg = strategy("pool/adaptive-avg",
-                             op=["aten.adaptive_avg_pool2d.default", "aten._adaptive_avg_pool2d.default",
-                                 "aten.adaptive_avg_pool1d.default", "aten.adaptive_avg_pool3d.default",
-                                 "aten._adaptive_avg_pool3d.default"], kind="direct",
-                             layers="Reduce AVG when the output is 1x1, else PoolingNd AVERAGE with derived kernel and stride (viewed as 4-D/5-D)",
-                             checks=trt_checks(promoted_float_input, lambda node, **_: _adaptive_divisible(node)),
-                             emit=promoting(_emit_adaptive_avg),
-                             examples=cases((lambda a: F.adaptive_avg_pool2d(a, 1), t(1, 3, 8, 8)),
-                                            accept(lambda a: F.adaptive_avg_pool3d(a, (1, 2, 2)), t(1, 2, 3, 4, 6), decompose=True),
-                                            bad=(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 8)), match="divide"))
+rule_adaptive_avg = strategy(
+    "pool/adaptive-avg", op=["aten.adaptive_avg_pool2d.default", "aten._adaptive_avg_pool2d.default",
+                             "aten.adaptive_avg_pool1d.default", "aten.adaptive_avg_pool3d.default",
+                             "aten._adaptive_avg_pool3d.default"], kind="direct",
+    layers="Reduce AVG when the output is 1x1, else PoolingNd AVERAGE with derived kernel and stride (viewed as 4-D/5-D)",
+    checks=trt_checks(promoted_float_input, lambda node, **_: _adaptive_divisible(node)),
+    emit=promoting(_emit_adaptive_avg),
+    examples=cases((lambda a: F.adaptive_avg_pool2d(a, 1), t(1, 3, 8, 8)),
+                   accept(lambda a: F.adaptive_avg_pool3d(a, (1, 2, 2)), t(1, 2, 3, 4, 6), decompose=True),
+                   bad=(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 8)), match="divide"))
 
 
 def _adaptive_divisible(node):
@@ -170,28 +171,27 @@ def _emit_adaptive_windows(ctx, node):
     return [x, None] if "max_pool" in node.op else x
 
 
-rule_adaptive_windows = strategy("pool/adaptive-windows",
-                                 op=["aten.adaptive_avg_pool1d.default", "aten.adaptive_avg_pool2d.default",
-                                     "aten._adaptive_avg_pool2d.default", "aten.adaptive_avg_pool3d.default",
-                                     "aten._adaptive_avg_pool3d.default", "aten.adaptive_max_pool1d.default",
-                                     "aten.adaptive_max_pool2d.default", "aten.adaptive_max_pool3d.default"],
-                                 kind="decompose",
-                                 layers="per pooled dim, a Slice and a Reduce AVG/MAX per PyTorch window [floor(i·In/Out), ceil((i+1)·In/Out)), "
-                                        "then Concatenation (uneven and overlapping windows too)",
-                                 checks=trt_checks(promoted_float_input, adaptive_windows_known),
-                                 emit=promoting(_emit_adaptive_windows),
-                                 examples=cases((lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 7)),
-                                                (lambda a: F.adaptive_avg_pool1d(a, 3), t(4, 7)), (lambda a: F.adaptive_avg_pool1d(a, 5), t(2, 3, 7)),
-                                                (lambda a: F.adaptive_avg_pool3d(a, (2, 3, 1)), t(1, 2, 5, 7, 4)), (lambda a: F.adaptive_avg_pool2d(a, (5, 4)), t(2, 3, 3)),
-                                                accept(lambda a: F.adaptive_avg_pool2d(a, (3, 5)), t(1, 2, 7, 6), decompose=True),  # _adaptive_avg_pool2d
-                                                accept(lambda a: F.adaptive_avg_pool3d(a, 2), t(1, 2, 5, 3, 4), decompose=True),  # _adaptive_avg_pool3d
-                                                (lambda a: F.adaptive_max_pool1d(a, 3), t(2, 3, 7)), (lambda a: F.adaptive_max_pool2d(a, (3, 2)), t(1, 3, 7, 5)),
-                                                (lambda a: F.adaptive_max_pool3d(a, (2, 1, 3)), t(1, 2, 5, 4, 7)),
-                                                accept(lambda a: F.adaptive_avg_pool2d(a, 3), t(2, 3, 8, 7), dynamic_shapes=lambda: ({0: torch.export.Dim("b", max=8)},)),
-                                                bad=None)
-                                 + [reject(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 7),
-                                           dynamic_shapes=lambda: ({2: torch.export.Dim("h", min=4, max=16)},), match="dynamic and pools"),
-                                    reject(lambda a: F.adaptive_max_pool2d(a, 3, return_indices=True)[1], t(1, 3, 8, 7), match="indices")])
+rule_adaptive_windows = strategy(
+    "pool/adaptive-windows", op=["aten.adaptive_avg_pool1d.default", "aten.adaptive_avg_pool2d.default",
+                                 "aten._adaptive_avg_pool2d.default", "aten.adaptive_avg_pool3d.default",
+                                 "aten._adaptive_avg_pool3d.default", "aten.adaptive_max_pool1d.default",
+                                 "aten.adaptive_max_pool2d.default", "aten.adaptive_max_pool3d.default"],
+    kind="decompose",
+    layers="per pooled dim, a Slice and a Reduce AVG/MAX per PyTorch window [floor(i·In/Out), ceil((i+1)·In/Out)), "
+           "then Concatenation (uneven and overlapping windows too)",
+    checks=trt_checks(promoted_float_input, adaptive_windows_known), emit=promoting(_emit_adaptive_windows),
+    examples=cases((lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 7)),
+                   (lambda a: F.adaptive_avg_pool1d(a, 3), t(4, 7)), (lambda a: F.adaptive_avg_pool1d(a, 5), t(2, 3, 7)),
+                   (lambda a: F.adaptive_avg_pool3d(a, (2, 3, 1)), t(1, 2, 5, 7, 4)), (lambda a: F.adaptive_avg_pool2d(a, (5, 4)), t(2, 3, 3)),
+                   accept(lambda a: F.adaptive_avg_pool2d(a, (3, 5)), t(1, 2, 7, 6), decompose=True),  # _adaptive_avg_pool2d
+                   accept(lambda a: F.adaptive_avg_pool3d(a, 2), t(1, 2, 5, 3, 4), decompose=True),  # _adaptive_avg_pool3d
+                   (lambda a: F.adaptive_max_pool1d(a, 3), t(2, 3, 7)), (lambda a: F.adaptive_max_pool2d(a, (3, 2)), t(1, 3, 7, 5)),
+                   (lambda a: F.adaptive_max_pool3d(a, (2, 1, 3)), t(1, 2, 5, 4, 7)),
+                   accept(lambda a: F.adaptive_avg_pool2d(a, 3), t(2, 3, 8, 7), dynamic_shapes=lambda: ({0: torch.export.Dim("b", max=8)},)),
+                   bad=None)
+    + [reject(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 7),
+              dynamic_shapes=lambda: ({2: torch.export.Dim("h", min=4, max=16)},), match="dynamic and pools"),
+       reject(lambda a: F.adaptive_max_pool2d(a, 3, return_indices=True)[1], t(1, 3, 8, 7), match="indices")])
 
 
 MAX_WINDOW = 64  # window positions unrolled into Slice + compare + Select layers
@@ -274,25 +274,23 @@ def _pool_indices(fn, **kw):
     return lambda a: fn(a, return_indices=True, **kw)
 
 
-rule_max_with_indices = strategy("pool/max-with-indices",
-                                 op=["aten.max_pool2d_with_indices.default", "aten.max_pool3d_with_indices.default"],
-                                 kind="decompose",
-                                 layers="per window position: Slice of the -inf-padded input, GREATER/NaN test, Select of value and "
-                                        "flat position (a constant table)", checks=trt_checks(trt_types,
-                                                                                              promoted_float_input,
-                                                                                              _static_window),
-                                 emit=promoting(_emit_with_indices),
-                                 examples=cases((_pool_indices(F.max_pool2d, kernel_size=2), t(1, 3, 8, 8)),
-                                                (_pool_indices(F.max_pool2d, kernel_size=3, stride=2, padding=1, ceil_mode=True), t(2, 2, 7, 6)),
-                                                (_pool_indices(F.max_pool2d, kernel_size=(2, 3), stride=1, dilation=2), t(3, 9, 8)),
-                                                (lambda a: F.max_unpool2d(*F.max_pool2d(a, 2, return_indices=True), 2), t(1, 2, 6, 6)),
-                                                (lambda a: F.max_pool2d(torch.round(a), 3, 1, return_indices=True), t(1, 1, 5, 5)),  # ties: the first
-                                                (_pool_indices(F.max_pool3d, kernel_size=2, padding=1), t(1, 2, 4, 5, 3)),
-                                                accept(_pool_indices(F.max_pool2d, kernel_size=2), t(3, 2, 6, 6),
-                                                       dynamic_shapes=lambda: ({0: torch.export.Dim("batch", min=2, max=16)},)),
-                                                reject(_pool_indices(F.max_pool2d, kernel_size=2), t(1, 3, 8, 8), match="dynamic",
-                                                       dynamic_shapes=lambda: ({2: torch.export.Dim("h", min=4, max=32)},)),
-                                                reject(_pool_indices(F.max_pool2d, kernel_size=9), t(1, 1, 9, 9), match="positions")))
+rule_max_with_indices = strategy(
+    "pool/max-with-indices", op=["aten.max_pool2d_with_indices.default", "aten.max_pool3d_with_indices.default"],
+    kind="decompose",
+    layers="per window position: Slice of the -inf-padded input, GREATER/NaN test, Select of value and "
+           "flat position (a constant table)",
+    checks=trt_checks(trt_types, promoted_float_input, _static_window), emit=promoting(_emit_with_indices),
+    examples=cases((_pool_indices(F.max_pool2d, kernel_size=2), t(1, 3, 8, 8)),
+                   (_pool_indices(F.max_pool2d, kernel_size=3, stride=2, padding=1, ceil_mode=True), t(2, 2, 7, 6)),
+                   (_pool_indices(F.max_pool2d, kernel_size=(2, 3), stride=1, dilation=2), t(3, 9, 8)),
+                   (lambda a: F.max_unpool2d(*F.max_pool2d(a, 2, return_indices=True), 2), t(1, 2, 6, 6)),
+                   (lambda a: F.max_pool2d(torch.round(a), 3, 1, return_indices=True), t(1, 1, 5, 5)),  # ties: the first
+                   (_pool_indices(F.max_pool3d, kernel_size=2, padding=1), t(1, 2, 4, 5, 3)),
+                   accept(_pool_indices(F.max_pool2d, kernel_size=2), t(3, 2, 6, 6),
+                          dynamic_shapes=lambda: ({0: torch.export.Dim("batch", min=2, max=16)},)),
+                   reject(_pool_indices(F.max_pool2d, kernel_size=2), t(1, 3, 8, 8), match="dynamic",
+                          dynamic_shapes=lambda: ({2: torch.export.Dim("h", min=4, max=32)},)),
+                   reject(_pool_indices(F.max_pool2d, kernel_size=9), t(1, 1, 9, 9), match="positions")))
 
 
 fmp = lambda x, s: F.fractional_max_pool2d(x, 2, output_size=(4, 4), _random_samples=s)  # noqa: E731

@@ -19,17 +19,15 @@ def _emit_random(ctx, node):
     return ctx.cast(ctx.out(layer, "random"), dtype)
 
 
-rule_fill = strategy("random/fill",
-                     op=["aten.rand.default", "aten.randn.default", "aten.rand_like.default", "aten.randn_like.default"],
-                     kind="direct",
-                     layers="Fill RANDOM_UNIFORM / RANDOM_NORMAL (same distribution, a different random stream than PyTorch)",
-                     checks=trt_checks(lambda node, **_: _static_out(node)), emit=_emit_random,
-                     examples=cases((lambda a: torch.rand(2, 3) + a, t(2, 3)),
-                                    (lambda a: torch.randn(4, 3) * a, t(4, 3)),
-                                    (lambda a: torch.rand_like(a) + a, t(4, 3)),
-                                    (lambda a: torch.randn_like(a) + a, t(4, 3)),
-                                    bad=(lambda a: torch.rand(2, 3, dtype=torch.float64) + a, t(2, 3))),
-                     contract="same distribution as PyTorch, different values: compare statistics, not elements")
+rule_fill = strategy(
+    "random/fill", op=["aten.rand.default", "aten.randn.default", "aten.rand_like.default", "aten.randn_like.default"],
+    kind="direct",
+    layers="Fill RANDOM_UNIFORM / RANDOM_NORMAL (same distribution, a different random stream than PyTorch)",
+    checks=trt_checks(lambda node, **_: _static_out(node)), emit=_emit_random,
+    examples=cases((lambda a: torch.rand(2, 3) + a, t(2, 3)), (lambda a: torch.randn(4, 3) * a, t(4, 3)),
+                   (lambda a: torch.rand_like(a) + a, t(4, 3)), (lambda a: torch.randn_like(a) + a, t(4, 3)),
+                   bad=(lambda a: torch.rand(2, 3, dtype=torch.float64) + a, t(2, 3))),
+    contract="same distribution as PyTorch, different values: compare statistics, not elements")
 
 
 def _static_out(node):

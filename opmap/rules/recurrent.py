@@ -292,18 +292,20 @@ EXAMPLES = [  # every op and option once: GRU with h0, RNN tanh and relu (no bia
 ]
 TRAINING = (Recurrent("LSTM", 3, 4, 2, dropout=0.5).train(), t(4, 2, 3))
 
-rule_loop = strategy("rnn/loop", op=OPS, kind="decompose",
-                     layers="per layer and direction: MatrixMultiply for every step's input projection, then an ILoop (trip limit = the "
-                            "sequence length, an iterator over time, recurrences for h and c, the cell's MatrixMultiply, ElementWise and "
-                            "Activation layers, loop outputs CONCATENATE/REVERSE and LAST_VALUE); Concatenation of directions and states",
-                     checks=trt_checks(*CHECKS), emit=_emit(_run_loop),
-                     examples=cases((Recurrent("LSTM", 3, 4).eval(), t(5, 2, 3)), *EXAMPLES, bad=TRAINING,
-                                    match="dropout", dynamic=({1: "batch"},)))
-rule_unrolled = strategy("rnn/unrolled", op=OPS, kind="decompose",
-                         layers=f"per layer and direction: MatrixMultiply for every step's input projection, then the cell's MatrixMultiply, "
-                                f"ElementWise and Activation layers repeated for each time step (a static length <= {UNROLL_LIMIT}); "
-                                "Concatenation of the steps, directions and states",
-                         checks=trt_checks(*CHECKS + [static_short_sequence]), emit=_emit(_run_unrolled),
-                         examples=cases((Recurrent("LSTM", 3, 4).eval(), t(5, 2, 3)),
-                                        *EXAMPLES + [reject(Recurrent("GRU", 3, 4).eval(), t(UNROLL_LIMIT + 1, 1, 3), match="at most")],
-                                        bad=TRAINING, match="dropout"))
+rule_loop = strategy(
+    "rnn/loop", op=OPS, kind="decompose",
+    layers="per layer and direction: MatrixMultiply for every step's input projection, then an ILoop (trip limit = the "
+           "sequence length, an iterator over time, recurrences for h and c, the cell's MatrixMultiply, ElementWise and "
+           "Activation layers, loop outputs CONCATENATE/REVERSE and LAST_VALUE); Concatenation of directions and states",
+    checks=trt_checks(*CHECKS), emit=_emit(_run_loop),
+    examples=cases((Recurrent("LSTM", 3, 4).eval(), t(5, 2, 3)), *EXAMPLES, bad=TRAINING, match="dropout",
+                   dynamic=({1: "batch"},)))
+rule_unrolled = strategy(
+    "rnn/unrolled", op=OPS, kind="decompose",
+    layers=f"per layer and direction: MatrixMultiply for every step's input projection, then the cell's MatrixMultiply, "
+           f"ElementWise and Activation layers repeated for each time step (a static length <= {UNROLL_LIMIT}); "
+           "Concatenation of the steps, directions and states",
+    checks=trt_checks(*CHECKS + [static_short_sequence]), emit=_emit(_run_unrolled),
+    examples=cases((Recurrent("LSTM", 3, 4).eval(), t(5, 2, 3)),
+                   *EXAMPLES + [reject(Recurrent("GRU", 3, 4).eval(), t(UNROLL_LIMIT + 1, 1, 3), match="at most")],
+                   bad=TRAINING, match="dropout"))

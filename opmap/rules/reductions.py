@@ -6,8 +6,8 @@ import torch
 
 from opmap.errors import BuildError
 from opmap.planning.strategy import accept, reject, strategy
-from opmap.rules.common import cases, promoted_float_input, t, trt_checks
-from opmap.rules.emitting import broadcast_select, out_dims, promoting, truth
+from opmap.rules.common import cases, out_dims, promoted_float_input, t, trt_checks
+from opmap.rules.emitting import broadcast_select, promoting, truth
 
 MASKED = "mask/masked-reduce"
 
@@ -256,60 +256,63 @@ def _emit_cumsum_layer(ctx, node):
     return ctx.out(layer, "cumsum")
 
 
-rule_any = strategy("reduce/any", op=["aten.any.default", "aten.any.dim", "aten.any.dims"], kind="decompose",
-                    layers="Cast bool to int32, Reduce MAX, compare with 0 (Reduce has no boolean OR)",
-                    checks=trt_checks(no_padded_axis), emit=emit_bool_reduce("MAX"),
-                    examples=cases((lambda m: m.any(-1), t(3, 4, dtype=torch.bool)),
-                                   (lambda m: m.any((0, 2)), t(3, 4, 2, dtype=torch.bool)),
-                                   bad=(lambda m: m.double().any(-1), t(3, 4, dtype=torch.bool))))
+rule_any = strategy(
+    "reduce/any", op=["aten.any.default", "aten.any.dim", "aten.any.dims"], kind="decompose",
+    layers="Cast bool to int32, Reduce MAX, compare with 0 (Reduce has no boolean OR)",
+    checks=trt_checks(no_padded_axis), emit=emit_bool_reduce("MAX"),
+    examples=cases((lambda m: m.any(-1), t(3, 4, dtype=torch.bool)),
+                   (lambda m: m.any((0, 2)), t(3, 4, 2, dtype=torch.bool)),
+                   bad=(lambda m: m.double().any(-1), t(3, 4, dtype=torch.bool))))
 
 
-rule_all = strategy("reduce/all", op=["aten.all.default", "aten.all.dim", "aten.all.dims"], kind="decompose",
-                    layers="Cast bool to int32, Reduce MIN, compare with 0", checks=trt_checks(no_padded_axis),
-                    emit=emit_bool_reduce("MIN"),
-                    examples=cases((lambda m: m.all(-1), t(3, 4, dtype=torch.bool)),
-                                   (lambda m: torch.ops.aten.all.dims(m, [0, 2]), t(3, 4, 2, dtype=torch.bool)),
-                                   bad=(lambda m: m.double().all(-1), t(3, 4, dtype=torch.bool))))
+rule_all = strategy(
+    "reduce/all", op=["aten.all.default", "aten.all.dim", "aten.all.dims"], kind="decompose",
+    layers="Cast bool to int32, Reduce MIN, compare with 0", checks=trt_checks(no_padded_axis),
+    emit=emit_bool_reduce("MIN"),
+    examples=cases((lambda m: m.all(-1), t(3, 4, dtype=torch.bool)),
+                   (lambda m: torch.ops.aten.all.dims(m, [0, 2]), t(3, 4, 2, dtype=torch.bool)),
+                   bad=(lambda m: m.double().all(-1), t(3, 4, dtype=torch.bool))))
 
 
-rule_var_mean = strategy("reduce/var-mean",
-                         op=["aten.var.correction", "aten.var_mean.correction", "aten.std.correction", "aten.var.dim", "aten.std.dim", "aten.var_mean.dim"],
-                         kind="decompose",
-                         layers="Reduce AVG, ElementWise SUB/PROD, Reduce SUM, DIV by n - correction",
-                         checks=trt_checks(promoted_float_input, no_padded_axis), emit=promoting(_emit_var),
-                         examples=cases((lambda a: a.var(-1), t(3, 4)), (lambda a: a.var(), t(3, 4)),
-                                        (lambda a: a.std(), t(3, 4)), (lambda a: a.std(1, keepdim=True), t(3, 4)),
-                                        (lambda a: torch.var_mean(a, 1), t(3, 4)),
-                                        (lambda a: torch.var_mean(a, (0, 1), correction=0), t(3, 4))))
+rule_var_mean = strategy(
+    "reduce/var-mean",
+    op=["aten.var.correction", "aten.var_mean.correction", "aten.std.correction", "aten.var.dim", "aten.std.dim", "aten.var_mean.dim"],
+    kind="decompose",
+    layers="Reduce AVG, ElementWise SUB/PROD, Reduce SUM, DIV by n - correction",
+    checks=trt_checks(promoted_float_input, no_padded_axis), emit=promoting(_emit_var),
+    examples=cases((lambda a: a.var(-1), t(3, 4)), (lambda a: a.var(), t(3, 4)), (lambda a: a.std(), t(3, 4)),
+                   (lambda a: a.std(1, keepdim=True), t(3, 4)), (lambda a: torch.var_mean(a, 1), t(3, 4)),
+                   (lambda a: torch.var_mean(a, (0, 1), correction=0), t(3, 4))))
 
 
-rule_softmax = strategy("reduce/softmax", op=["aten.softmax.int", "aten._softmax.default"], kind="direct",
-                        layers="SoftMax on one axis", checks=trt_checks(promoted_float_input, no_padded_axis),
-                        emit=promoting(_emit_softmax),
-                        examples=cases((lambda a: a.softmax(-1), t(2, 5)),
-                                       accept(lambda a: a.softmax(1), t(2, 5, 3), decompose=True)))
+rule_softmax = strategy(
+    "reduce/softmax", op=["aten.softmax.int", "aten._softmax.default"], kind="direct",
+    layers="SoftMax on one axis", checks=trt_checks(promoted_float_input, no_padded_axis),
+    emit=promoting(_emit_softmax),
+    examples=cases((lambda a: a.softmax(-1), t(2, 5)), accept(lambda a: a.softmax(1), t(2, 5, 3), decompose=True)))
 
 
-rule_log_softmax = strategy("reduce/log-softmax", op=["aten.log_softmax.int", "aten._log_softmax.default"],
-                            kind="decompose",
-                            layers="Reduce MAX, SUB, Unary EXP, Reduce SUM, Unary LOG, SUB (x - max - log Σ exp(x - max))",
-                            checks=trt_checks(promoted_float_input, no_padded_axis),
-                            emit=promoting(lambda ctx, node: _emit_softmax(ctx, node, log=True)),
-                            examples=cases((lambda a: a.log_softmax(-1), t(2, 5)),
-                                           accept(lambda a: a.log_softmax(0), t(2, 5, 3), decompose=True)))
+rule_log_softmax = strategy(
+    "reduce/log-softmax", op=["aten.log_softmax.int", "aten._log_softmax.default"], kind="decompose",
+    layers="Reduce MAX, SUB, Unary EXP, Reduce SUM, Unary LOG, SUB (x - max - log Σ exp(x - max))",
+    checks=trt_checks(promoted_float_input, no_padded_axis),
+    emit=promoting(lambda ctx, node: _emit_softmax(ctx, node, log=True)),
+    examples=cases((lambda a: a.log_softmax(-1), t(2, 5)),
+                   accept(lambda a: a.log_softmax(0), t(2, 5, 3), decompose=True)))
 
 
-rule_argmax = strategy("reduce/argmax", op=["aten.argmax.default", "aten.argmin.default"], kind="decompose",
-                       layers="Reduce MAX/MIN, ElementWise EQUAL, Select over the axis' indices, Reduce MIN (the first index on ties, "
-                              "as PyTorch); a flattened input viewed as [1, n]", checks=trt_checks(),
-                       emit=_emit_argmax,
-                       examples=cases((lambda a: a.argmax(-1), t(3, 4))))
+rule_argmax = strategy(
+    "reduce/argmax", op=["aten.argmax.default", "aten.argmin.default"], kind="decompose",
+    layers="Reduce MAX/MIN, ElementWise EQUAL, Select over the axis' indices, Reduce MIN (the first index on ties, "
+           "as PyTorch); a flattened input viewed as [1, n]",
+    checks=trt_checks(), emit=_emit_argmax,
+    examples=cases((lambda a: a.argmax(-1), t(3, 4))))
 
 
-rule_topk = strategy("reduce/topk", op="aten.topk.default", kind="direct", layers="TopK (k constant, k <= 3840)",
-                     checks=trt_checks(static_k, rank_two_or_more), emit=_emit_topk,
-                     examples=cases((lambda a: a.topk(2, -1), t(3, 6)), bad=(lambda a: a.topk(2, -1), t(6)),
-                                    match="rank >= 2"))
+rule_topk = strategy(
+    "reduce/topk", op="aten.topk.default", kind="direct",
+    layers="TopK (k constant, k <= 3840)", checks=trt_checks(static_k, rank_two_or_more), emit=_emit_topk,
+    examples=cases((lambda a: a.topk(2, -1), t(3, 6)), bad=(lambda a: a.topk(2, -1), t(6)), match="rank >= 2"))
 
 
 def sort_length_fits_topk(node, bounds, **_):
@@ -320,16 +323,16 @@ def sort_length_fits_topk(node, bounds, **_):
     assert upper is not None and upper <= 3840, f"sorts an axis of up to {upper if upper is not None else 'unbounded'} elements; TopK takes k <= 3840"
 
 
-rule_sort_topk = strategy("reduce/sort-topk", op="aten.sort.default", kind="decompose",
-                          layers="TopK with k = the full axis length (<= 3840)",
-                          checks=trt_checks(sort_length_fits_topk), emit=_emit_sort,
-                          examples=cases((lambda a: a.sort(-1), t(3, 6)), bad=(lambda a: a.double().sort(-1), t(3, 6))))
+rule_sort_topk = strategy(
+    "reduce/sort-topk", op="aten.sort.default", kind="decompose",
+    layers="TopK with k = the full axis length (<= 3840)", checks=trt_checks(sort_length_fits_topk), emit=_emit_sort,
+    examples=cases((lambda a: a.sort(-1), t(3, 6)), bad=(lambda a: a.double().sort(-1), t(3, 6))))
 
 
-rule_cumsum_layer = strategy("scan/cumsum-layer", op="aten.cumsum.default", kind="direct",
-                             layers="Cumulative SUM (inclusive, forward)", checks=trt_checks(no_padded_axis),
-                             emit=_emit_cumsum_layer,
-                             examples=cases((lambda a: a.cumsum(-1), t(3, 5))))
+rule_cumsum_layer = strategy(
+    "scan/cumsum-layer", op="aten.cumsum.default", kind="direct",
+    layers="Cumulative SUM (inclusive, forward)", checks=trt_checks(no_padded_axis), emit=_emit_cumsum_layer,
+    examples=cases((lambda a: a.cumsum(-1), t(3, 5))))
 
 
 def _emit_cumsum_loop(ctx, node):
@@ -358,10 +361,12 @@ def static_scan_axis(node, **_):
     assert meta.rank >= 1, "cumsum of a 0-d tensor needs no loop"
 
 
-rule_cumsum_loop = strategy("scan/cumsum-loop", op="aten.cumsum.default", kind="decompose",
-                            layers="ILoop over the axis with a recurrence accumulating the running sum",
-                            checks=trt_checks(no_padded_axis, static_scan_axis), emit=_emit_cumsum_loop,
-                            examples=cases((lambda a: a.cumsum(1), t(3, 5))))
+rule_cumsum_loop = strategy(
+    "scan/cumsum-loop", op="aten.cumsum.default", kind="decompose",
+    layers="ILoop over the axis with a recurrence accumulating the running sum", checks=trt_checks(no_padded_axis,
+                                                                                                   static_scan_axis),
+    emit=_emit_cumsum_loop,
+    examples=cases((lambda a: a.cumsum(1), t(3, 5))))
 
 
 def vector_norm(ctx, x, ord, axes, keep):
@@ -393,11 +398,12 @@ def _emit_vector_norm(ctx, node):
     return vector_norm(ctx, x, ord, ctx.axes_mask(reduce_axes(node, rank), rank), bool(node.arg("keepdim", False)))
 
 
-rule_vector_norm = strategy("reduce/vector-norm", op=["aten.linalg_vector_norm.default"], kind="decompose",
-                            layers="Reduce SUM of squares then SQRT (ord 2); SUM of ABS (1); MAX/MIN of ABS (inf/-inf); SUM of != 0 (0); "
-                                   "else POW, SUM, POW 1/p", checks=trt_checks(promoted_float_input, no_padded_axis),
-                            emit=promoting(_emit_vector_norm),
-                            examples=cases((lambda a: torch.linalg.vector_norm(a, dim=-1), t(3, 4))))
+rule_vector_norm = strategy(
+    "reduce/vector-norm", op=["aten.linalg_vector_norm.default"], kind="decompose",
+    layers="Reduce SUM of squares then SQRT (ord 2); SUM of ABS (1); MAX/MIN of ABS (inf/-inf); SUM of != 0 (0); "
+           "else POW, SUM, POW 1/p",
+    checks=trt_checks(promoted_float_input, no_padded_axis), emit=promoting(_emit_vector_norm),
+    examples=cases((lambda a: torch.linalg.vector_norm(a, dim=-1), t(3, 4))))
 
 
 def _emit_prims_sum(ctx, node):
@@ -418,13 +424,14 @@ def prims_sum_axes(node, **_):
                                               "int64 counts; the output's dtype is not known; sum a cast to int")
 
 
-rule_prims_sum = strategy("reduce/prims-sum", op="prims.sum.default", kind="direct",
-                          layers="Reduce SUM over dims (as aten.sum.dim_IntList, keepdim false)",
-                          checks=trt_checks(prims_sum_axes), emit=_emit_prims_sum,
-                          examples=cases((lambda a: torch.ops.prims.sum.default(a, [1]) * 2, t(2, 3, 4)),
-                                         (lambda a: torch.ops.prims.sum.default(a, [0, 2]), t(2, 3, 4)),
-                                         (lambda a: torch.ops.prims.sum.default(a, [0, 1]), t(3, 4, dtype=torch.int32)),
-                                         (lambda a: torch.ops.prims.sum.default(a, [0]), t(5)), dynamic=({0: "batch"},)))
+rule_prims_sum = strategy(
+    "reduce/prims-sum", op="prims.sum.default", kind="direct",
+    layers="Reduce SUM over dims (as aten.sum.dim_IntList, keepdim false)", checks=trt_checks(prims_sum_axes),
+    emit=_emit_prims_sum,
+    examples=cases((lambda a: torch.ops.prims.sum.default(a, [1]) * 2, t(2, 3, 4)),
+                   (lambda a: torch.ops.prims.sum.default(a, [0, 2]), t(2, 3, 4)),
+                   (lambda a: torch.ops.prims.sum.default(a, [0, 1]), t(3, 4, dtype=torch.int32)),
+                   (lambda a: torch.ops.prims.sum.default(a, [0]), t(5)), dynamic=({0: "batch"},)))
 
 
 def _emit_max_min_dim(ctx, node):
@@ -447,9 +454,10 @@ def _emit_max_min_dim(ctx, node):
     return [values, indices]
 
 
-rule_max_min_dim = strategy("reduce/max-min-dim", op=["aten.max.dim", "aten.min.dim"], kind="direct",
-                            layers="Reduce MAX/MIN (the value), Reduce MIN over Select(x == value, position, n) (its first index)",
-                            checks=trt_checks(promoted_float_input), emit=promoting(_emit_max_min_dim),
-                            examples=cases((lambda a: a.max(1), t(2, 5, 3)))
-                            + [accept(lambda a: a.min(-1, keepdim=True), t(3, 4)),
-                               reject(lambda a: a.max(1), t(2, 5, dtype=torch.int32), match="promoted only where")])  # int in, int out: no promotion
+rule_max_min_dim = strategy(
+    "reduce/max-min-dim", op=["aten.max.dim", "aten.min.dim"], kind="direct",
+    layers="Reduce MAX/MIN (the value), Reduce MIN over Select(x == value, position, n) (its first index)",
+    checks=trt_checks(promoted_float_input), emit=promoting(_emit_max_min_dim),
+    examples=cases((lambda a: a.max(1), t(2, 5, 3)))
+    + [accept(lambda a: a.min(-1, keepdim=True), t(3, 4)),
+       reject(lambda a: a.max(1), t(2, 5, dtype=torch.int32), match="promoted only where")])  # int in, int out: no promotion

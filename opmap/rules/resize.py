@@ -62,21 +62,20 @@ def static_spatial_output(node, **_):
     )
 
 
-rule_upsample = strategy("resize/upsample",
-                         op=[f"aten.upsample_{m}.{o}" for m in ("nearest1d", "nearest2d", "nearest3d", "linear1d", "bilinear2d",
-                                                                "trilinear3d") for o in ("vec", "default")],
-                         kind="direct",
-                         layers="Resize NEAREST/LINEAR with PyTorch's coordinate transformation (align_corners or half-pixel) and "
-                                "its scale factors where it was called with them",
-                         checks=trt_checks(promoted_float_input, static_spatial_output),
-                         emit=promoting(_emit_upsample),
-                         examples=cases((lambda a: F.interpolate(a, scale_factor=2.0, mode="bilinear"), t(1, 3, 4, 4)),
-                                        (lambda a: A.upsample_nearest1d(a, [7]), t(1, 2, 5)),
-                                        (lambda a: A.upsample_nearest2d(a, [6, 8]), t(1, 2, 3, 5)),
-                                        (lambda a: A.upsample_nearest3d(a, [4, 6, 7]), t(1, 2, 3, 4, 5)),
-                                        (lambda a: A.upsample_linear1d(a, [7], True), t(1, 2, 5)),
-                                        (lambda a: A.upsample_bilinear2d(a, [6, 8], False), t(1, 2, 3, 5)),
-                                        (lambda a: A.upsample_trilinear3d(a, [4, 6, 7], True), t(1, 2, 3, 4, 5))))
+rule_upsample = strategy(
+    "resize/upsample",
+    op=[f"aten.upsample_{m}.{o}" for m in ("nearest1d", "nearest2d", "nearest3d", "linear1d", "bilinear2d",
+                                           "trilinear3d") for o in ("vec", "default")], kind="direct",
+    layers="Resize NEAREST/LINEAR with PyTorch's coordinate transformation (align_corners or half-pixel) and "
+           "its scale factors where it was called with them",
+    checks=trt_checks(promoted_float_input, static_spatial_output), emit=promoting(_emit_upsample),
+    examples=cases((lambda a: F.interpolate(a, scale_factor=2.0, mode="bilinear"), t(1, 3, 4, 4)),
+                   (lambda a: A.upsample_nearest1d(a, [7]), t(1, 2, 5)),
+                   (lambda a: A.upsample_nearest2d(a, [6, 8]), t(1, 2, 3, 5)),
+                   (lambda a: A.upsample_nearest3d(a, [4, 6, 7]), t(1, 2, 3, 4, 5)),
+                   (lambda a: A.upsample_linear1d(a, [7], True), t(1, 2, 5)),
+                   (lambda a: A.upsample_bilinear2d(a, [6, 8], False), t(1, 2, 3, 5)),
+                   (lambda a: A.upsample_trilinear3d(a, [4, 6, 7], True), t(1, 2, 3, 4, 5))))
 
 
 A = torch.ops.aten

@@ -17,8 +17,7 @@ import torch
 from opmap.building.builder import broadcast_shape
 from opmap.loading.graph import Ref
 from opmap.planning.strategy import accept, reject, strategy
-from opmap.rules.common import cases, float_input, t, trt_checks, trt_types
-from opmap.rules.emitting import out_dims
+from opmap.rules.common import cases, float_input, out_dims, t, trt_checks, trt_types
 from opmap.rules.indexing import put_indices
 from opmap.rules.shape import _in_range
 
@@ -75,23 +74,23 @@ def put_indices_dynamic(node, graph, **_):
     assert len(dynamic) <= 1, f"the index tensors broadcast to {shape}, with more than one dynamic dim"
 
 
-rule_scatter = strategy("scatter/scatter",
-                        op=["aten.scatter.src", "aten.scatter.value", "aten.scatter.reduce", "aten.scatter.value_reduce"],
-                        kind="direct", layers="Scatter in ELEMENT mode", checks=trt_checks(no_reduce),
-                        emit=_emit_scatter,
-                        examples=cases((lambda a, i, s: a.scatter(1, i, s), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
-                                       (lambda a, i: a.scatter(0, i, -2.5), t(3, 5), torch.tensor([[2, 0, 1, 1, 0]])),
-                                       bad=(lambda a, i, s: a.scatter(1, i, s, reduce="add"), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
-                                       match="cannot accumulate"))
+rule_scatter = strategy(
+    "scatter/scatter",
+    op=["aten.scatter.src", "aten.scatter.value", "aten.scatter.reduce", "aten.scatter.value_reduce"], kind="direct",
+    layers="Scatter in ELEMENT mode", checks=trt_checks(no_reduce), emit=_emit_scatter,
+    examples=cases((lambda a, i, s: a.scatter(1, i, s), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
+                   (lambda a, i: a.scatter(0, i, -2.5), t(3, 5), torch.tensor([[2, 0, 1, 1, 0]])),
+                   bad=(lambda a, i, s: a.scatter(1, i, s, reduce="add"), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
+                   match="cannot accumulate"))
 
 
-rule_index_put = strategy("scatter/index-put", op=["aten.index_put.default"], kind="direct",
-                          layers="Scatter in ND mode (overwrite) over the index tensors, broadcast and stacked",
-                          checks=trt_checks(lambda node, **_: _no_accumulate(node), put_indices_dynamic),
-                          emit=_emit_index_put,
-                          examples=cases((lambda a, i, v: a.index_put((i,), v), t(5, 3), torch.tensor([0, 3]), t(2, 3)),
-                                         bad=(lambda a, i, v: a.index_put((i,), v, accumulate=True), t(5, 3), torch.tensor([0, 3]), t(2, 3)),
-                                         match="accumulate"))
+rule_index_put = strategy(
+    "scatter/index-put", op=["aten.index_put.default"], kind="direct",
+    layers="Scatter in ND mode (overwrite) over the index tensors, broadcast and stacked",
+    checks=trt_checks(lambda node, **_: _no_accumulate(node), put_indices_dynamic), emit=_emit_index_put,
+    examples=cases((lambda a, i, v: a.index_put((i,), v), t(5, 3), torch.tensor([0, 3]), t(2, 3)),
+                   bad=(lambda a, i, v: a.index_put((i,), v, accumulate=True), t(5, 3), torch.tensor([0, 3]), t(2, 3)),
+                   match="accumulate"))
 
 
 def _no_accumulate(node):
@@ -285,11 +284,12 @@ LAYERS = ("ElementWise EQUAL against an iota makes a one-hot table along the sca
           "keep self")
 
 
-rule_scatter_add = strategy("scatter/scatter-add", op="aten.scatter_add.default", kind="decompose", layers=LAYERS,
-                            checks=trt_checks(index_fits_self, one_hot_size, numeric_self), emit=_emit_scatter_reduce,
-                            examples=cases((lambda a, i, s: a.scatter_add(0, i, s), t(5, 3), torch.tensor([[0, 3, 1], [4, 3, 3], [0, 0, 2]]), t(3, 3)),
-                                           bad=(lambda a, i, s: a.scatter_add(1, i, s), t(5, 3), torch.tensor([[0, 2]]), t(1, 2)),
-                                           match="narrower"))
+rule_scatter_add = strategy(
+    "scatter/scatter-add", op="aten.scatter_add.default", kind="decompose",
+    layers=LAYERS, checks=trt_checks(index_fits_self, one_hot_size, numeric_self), emit=_emit_scatter_reduce,
+    examples=cases((lambda a, i, s: a.scatter_add(0, i, s), t(5, 3), torch.tensor([[0, 3, 1], [4, 3, 3], [0, 0, 2]]), t(3, 3)),
+                   bad=(lambda a, i, s: a.scatter_add(1, i, s), t(5, 3), torch.tensor([[0, 2]]), t(1, 2)),
+                   match="narrower"))
 
 
 def _reducing(how, include_self=True, dim=0):
@@ -350,16 +350,17 @@ def _emit_masked_scatter(ctx, node):
     return ctx.reshape(ctx.where(mask, picked, flat), shape)
 
 
-rule_index_copy = strategy("scatter/index-copy", op="aten.index_copy.default", kind="direct",
-                           layers="Scatter in ELEMENT mode, the index broadcast over the source", checks=trt_checks(),
-                           emit=_emit_index_copy,
-                           examples=cases((lambda a, i, s: a.index_copy(1, i, s), t(3, 5), torch.tensor([4, 0]), t(3, 2))))
+rule_index_copy = strategy(
+    "scatter/index-copy", op="aten.index_copy.default", kind="direct",
+    layers="Scatter in ELEMENT mode, the index broadcast over the source", checks=trt_checks(), emit=_emit_index_copy,
+    examples=cases((lambda a, i, s: a.index_copy(1, i, s), t(3, 5), torch.tensor([4, 0]), t(3, 2))))
 
 
-rule_masked_scatter = strategy("scatter/masked-scatter", op="aten.masked_scatter.default", kind="decompose",
-                               layers="Cumulative SUM (exclusive) of the mask, Gather from the flattened source, Select",
-                               checks=trt_checks(), emit=_emit_masked_scatter,
-                               examples=cases((lambda a, m, s: a.masked_scatter(m, s), t(4, 3), torch.tensor([True, False, True]), t(4, 3))))
+rule_masked_scatter = strategy(
+    "scatter/masked-scatter", op="aten.masked_scatter.default", kind="decompose",
+    layers="Cumulative SUM (exclusive) of the mask, Gather from the flattened source, Select", checks=trt_checks(),
+    emit=_emit_masked_scatter,
+    examples=cases((lambda a, m, s: a.masked_scatter(m, s), t(4, 3), torch.tensor([True, False, True]), t(4, 3))))
 
 
 A = torch.ops.aten
@@ -415,14 +416,16 @@ def _emit_slice_scatter(ctx, node):
     return _where(ctx, ctx.elementwise(inside, on_step, "AND"), gathered, x)
 
 
-rule_select_scatter = strategy("scatter/select-scatter", op="aten.select_scatter.default", kind="decompose",
-                               layers="Fill (positions), ElementWise EQUAL, Shuffle (src with the dim restored), Select",
-                               checks=trt_checks(), emit=_emit_select_scatter,
-                               examples=cases((lambda a, s: torch.select_scatter(a, s, 1, -1), t(2, 3), t(2))))
+rule_select_scatter = strategy(
+    "scatter/select-scatter", op="aten.select_scatter.default", kind="decompose",
+    layers="Fill (positions), ElementWise EQUAL, Shuffle (src with the dim restored), Select", checks=trt_checks(),
+    emit=_emit_select_scatter,
+    examples=cases((lambda a, s: torch.select_scatter(a, s, 1, -1), t(2, 3), t(2))))
 
 
-rule_slice_scatter = strategy("scatter/slice-scatter", op="aten.slice_scatter.default", kind="decompose",
-                              layers="Fill (positions), ElementWise range and step tests, Gather of src along dim, Select",
-                              checks=trt_checks(), emit=_emit_slice_scatter,
-                              examples=cases((lambda a: torch.slice_scatter(a, a[:, 1:6:2] * 2, 1, 1, 6, 2), t(2, 7)))
-                              + [accept(lambda a: torch.slice_scatter(a, a[-3:] + 1, 0, -3), t(5, 2))])
+rule_slice_scatter = strategy(
+    "scatter/slice-scatter", op="aten.slice_scatter.default", kind="decompose",
+    layers="Fill (positions), ElementWise range and step tests, Gather of src along dim, Select", checks=trt_checks(),
+    emit=_emit_slice_scatter,
+    examples=cases((lambda a: torch.slice_scatter(a, a[:, 1:6:2] * 2, 1, 1, 6, 2), t(2, 7)))
+    + [accept(lambda a: torch.slice_scatter(a, a[-3:] + 1, 0, -3), t(5, 2))])

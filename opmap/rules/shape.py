@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from opmap.loading.graph import Ref
 from opmap.planning.strategy import accept, strategy
-from opmap.rules.common import cases, int_arg, static_arg, t, trt_checks
-from opmap.rules.emitting import emit_identity, out_dims, static
+from opmap.rules.common import cases, int_arg, out_dims, static, static_arg, t, trt_checks
+from opmap.rules.emitting import emit_identity
 
 
 def constant_dims(*names):
@@ -320,91 +320,96 @@ def _emit_diff(ctx, node):
     return x
 
 
-rule_identity = strategy("shape/identity",
-                         op=["aten.alias.default", "aten.contiguous.default", "aten.clone.default", "aten.detach.default",
-                             "aten.lift_fresh_copy.default", "aten.to.device"], kind="direct",
-                         layers="no layer: the tensor passes through (TensorRT has no memory format or device per tensor); "
-                                "a Cast where to.device also changes the dtype (x.to(other_tensor))",
-                         checks=trt_checks(),
-                         emit=lambda ctx, node: ctx.cast(emit_identity(ctx, node), ctx.output_dtype()),
-                         examples=cases((lambda a: a.contiguous().clone(), t(2, 3)),
-                                        (lambda a: torch.ops.aten.alias(a) * 2, t(2, 3)),
-                                        (lambda a: a.t().contiguous() * 2, t(2, 3)),
-                                        (lambda a: a.detach() * 2, t(2, 3)),
-                                        (lambda a: a + torch.tensor([1.0, 2.0, 3.0]), t(2, 3)),
-                                        (lambda a, b: a.to(b).view(-1).sum(), t(2, 3) * 4, t(2, dtype=torch.int32))))
+rule_identity = strategy(
+    "shape/identity",
+    op=["aten.alias.default", "aten.contiguous.default", "aten.clone.default", "aten.detach.default",
+        "aten.lift_fresh_copy.default", "aten.to.device"], kind="direct",
+    layers="no layer: the tensor passes through (TensorRT has no memory format or device per tensor); "
+           "a Cast where to.device also changes the dtype (x.to(other_tensor))",
+    checks=trt_checks(), emit=lambda ctx, node: ctx.cast(emit_identity(ctx, node), ctx.output_dtype()),
+    examples=cases((lambda a: a.contiguous().clone(), t(2, 3)), (lambda a: torch.ops.aten.alias(a) * 2, t(2, 3)),
+                   (lambda a: a.t().contiguous() * 2, t(2, 3)), (lambda a: a.detach() * 2, t(2, 3)),
+                   (lambda a: a + torch.tensor([1.0, 2.0, 3.0]), t(2, 3)),
+                   (lambda a, b: a.to(b).view(-1).sum(), t(2, 3) * 4, t(2, dtype=torch.int32))))
 
 
-rule_slice = strategy("shape/slice", op=["aten.slice.Tensor"], kind="direct",
-                      layers="Slice (start, size, stride; negative ends resolved)", checks=trt_checks(int_arg("step")),
-                      emit=_emit_slice,
-                      examples=cases((lambda a: a[:, 1:-1:2], t(4, 8))))
+rule_slice = strategy(
+    "shape/slice", op=["aten.slice.Tensor"], kind="direct",
+    layers="Slice (start, size, stride; negative ends resolved)", checks=trt_checks(int_arg("step")), emit=_emit_slice,
+    examples=cases((lambda a: a[:, 1:-1:2], t(4, 8))))
 
 
-rule_select = strategy("shape/select", op=["aten.select.int"], kind="direct",
-                       layers="Gather with a constant scalar index (drops the dim)",
-                       checks=trt_checks(int_arg("index")), emit=_emit_select,
-                       examples=cases((lambda a: a[:, 2], t(4, 8))))
+rule_select = strategy(
+    "shape/select", op=["aten.select.int"], kind="direct",
+    layers="Gather with a constant scalar index (drops the dim)", checks=trt_checks(int_arg("index")),
+    emit=_emit_select,
+    examples=cases((lambda a: a[:, 2], t(4, 8))))
 
 
-rule_narrow = strategy("shape/narrow", op=["aten.narrow.default"], kind="direct", layers="Slice", checks=trt_checks(),
-                       emit=_emit_narrow,
-                       examples=cases((lambda a: a.narrow(1, 2, 3), t(4, 8))))
+rule_narrow = strategy(
+    "shape/narrow", op=["aten.narrow.default"], kind="direct",
+    layers="Slice", checks=trt_checks(), emit=_emit_narrow,
+    examples=cases((lambda a: a.narrow(1, 2, 3), t(4, 8))))
 
 
-rule_cat = strategy("shape/cat", op=["aten.cat.default", "aten.concat.default"], kind="direct",
-                    layers="Concatenation on one axis", checks=trt_checks(), emit=_emit_cat,
-                    examples=cases((lambda a, b: torch.cat([a, b], -1), t(2, 3), t(2, 5)),
-                                   (lambda a, b: torch.concat([a, b]), t(2, 3), t(1, 3))))
+rule_cat = strategy(
+    "shape/cat", op=["aten.cat.default", "aten.concat.default"], kind="direct",
+    layers="Concatenation on one axis", checks=trt_checks(), emit=_emit_cat,
+    examples=cases((lambda a, b: torch.cat([a, b], -1), t(2, 3), t(2, 5)),
+                   (lambda a, b: torch.concat([a, b]), t(2, 3), t(1, 3))))
 
 
-rule_stack = strategy("shape/stack", op=["aten.stack.default"], kind="decompose",
-                      layers="Unsqueeze each input, then Concatenation", checks=trt_checks(), emit=_emit_stack,
-                      examples=cases((lambda a, b: torch.stack([a, b], 1), t(2, 3), t(2, 3))))
+rule_stack = strategy(
+    "shape/stack", op=["aten.stack.default"], kind="decompose",
+    layers="Unsqueeze each input, then Concatenation", checks=trt_checks(), emit=_emit_stack,
+    examples=cases((lambda a, b: torch.stack([a, b], 1), t(2, 3), t(2, 3))))
 
 
-rule_split = strategy("shape/split",
-                      op=["aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default", "aten.unbind.int"],
-                      kind="decompose", layers="one Slice per piece",
-                      checks=trt_checks(constant_dims("split_size", "split_sizes", "chunks"), split_dim_static),
-                      emit=_emit_split,
-                      examples=cases((lambda a: a.split(2, -1), t(2, 6)), (lambda a: a.split([1, 3, 2], 1), t(2, 6)),
-                                     (lambda a: a.chunk(4, 1), t(2, 6)), (lambda a: a.unbind(0), t(2, 6))))
+rule_split = strategy(
+    "shape/split", op=["aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default", "aten.unbind.int"],
+    kind="decompose",
+    layers="one Slice per piece", checks=trt_checks(constant_dims("split_size", "split_sizes", "chunks"),
+                                                    split_dim_static), emit=_emit_split,
+    examples=cases((lambda a: a.split(2, -1), t(2, 6)), (lambda a: a.split([1, 3, 2], 1), t(2, 6)),
+                   (lambda a: a.chunk(4, 1), t(2, 6)), (lambda a: a.unbind(0), t(2, 6))))
 
 
-rule_flip = strategy("shape/flip", op=["aten.flip.default"], kind="direct",
-                     layers="Slice with stride -1 on the flipped dims", checks=trt_checks(), emit=_emit_flip,
-                     examples=cases((lambda a: a.flip(-1), t(2, 6))))
+rule_flip = strategy(
+    "shape/flip", op=["aten.flip.default"], kind="direct",
+    layers="Slice with stride -1 on the flipped dims", checks=trt_checks(), emit=_emit_flip,
+    examples=cases((lambda a: a.flip(-1), t(2, 6))))
 
 
-rule_pad = strategy("shape/pad",
-                    op=["aten.constant_pad_nd.default", "aten.pad.default", "aten.reflection_pad1d.default",
-                        "aten.reflection_pad2d.default", "aten.reflection_pad3d.default", "aten.replication_pad1d.default",
-                        "aten.replication_pad2d.default", "aten.replication_pad3d.default", "aten._pad_circular.default"],
-                    kind="direct",
-                    layers="Slice with a negative start: FILL mode with the pad value, REFLECT, CLAMP (replicate) or WRAP (circular)",
-                    checks=trt_checks(known_pad_mode), emit=_emit_pad,
-                    examples=cases((lambda a: torch.nn.functional.pad(a, (1, 2)), t(2, 6)),
-                                   (lambda a: A.constant_pad_nd(a, [1, 2, 0, 1], 3.0), t(2, 6)),
-                                   (lambda a: A._pad_circular(a, [2, 1]), t(2, 3, 6)),
-                                   (lambda a: A.reflection_pad1d(a, [2, 1]), t(2, 3, 6)),
-                                   (lambda a: A.reflection_pad2d(a, [1, 2, 2, 1]), t(2, 3, 4, 5)),
-                                   (lambda a: A.reflection_pad3d(a, [1, 0, 0, 1, 1, 1]), t(1, 2, 3, 4, 5)),
-                                   (lambda a: A.replication_pad1d(a, [2, 1]), t(2, 3, 6)),
-                                   (lambda a: A.replication_pad2d(a, [1, 2, 2, 1]), t(2, 3, 4, 5)),
-                                   (lambda a: A.replication_pad3d(a, [1, 0, 0, 1, 1, 1]), t(1, 2, 3, 4, 5))))
+rule_pad = strategy(
+    "shape/pad", op=["aten.constant_pad_nd.default", "aten.pad.default", "aten.reflection_pad1d.default",
+                     "aten.reflection_pad2d.default", "aten.reflection_pad3d.default", "aten.replication_pad1d.default",
+                     "aten.replication_pad2d.default", "aten.replication_pad3d.default", "aten._pad_circular.default"],
+    kind="direct",
+    layers="Slice with a negative start: FILL mode with the pad value, REFLECT, CLAMP (replicate) or WRAP (circular)",
+    checks=trt_checks(known_pad_mode), emit=_emit_pad,
+    examples=cases((lambda a: torch.nn.functional.pad(a, (1, 2)), t(2, 6)),
+                   (lambda a: A.constant_pad_nd(a, [1, 2, 0, 1], 3.0), t(2, 6)),
+                   (lambda a: A._pad_circular(a, [2, 1]), t(2, 3, 6)),
+                   (lambda a: A.reflection_pad1d(a, [2, 1]), t(2, 3, 6)),
+                   (lambda a: A.reflection_pad2d(a, [1, 2, 2, 1]), t(2, 3, 4, 5)),
+                   (lambda a: A.reflection_pad3d(a, [1, 0, 0, 1, 1, 1]), t(1, 2, 3, 4, 5)),
+                   (lambda a: A.replication_pad1d(a, [2, 1]), t(2, 3, 6)),
+                   (lambda a: A.replication_pad2d(a, [1, 2, 2, 1]), t(2, 3, 4, 5)),
+                   (lambda a: A.replication_pad3d(a, [1, 0, 0, 1, 1, 1]), t(1, 2, 3, 4, 5))))
 
 
-rule_triu = strategy("shape/triu", op=["aten.triu.default", "aten.tril.default"], kind="decompose",
-                     layers="a triangular mask (a constant, or two aranges over symbolic sizes), Select against zeros",
-                     checks=trt_checks(), emit=_emit_triangle,
-                     examples=cases((lambda a: a.triu(1), t(4, 4)), (lambda a: a.tril(), t(2, 4, 3))))
+rule_triu = strategy(
+    "shape/triu", op=["aten.triu.default", "aten.tril.default"], kind="decompose",
+    layers="a triangular mask (a constant, or two aranges over symbolic sizes), Select against zeros",
+    checks=trt_checks(), emit=_emit_triangle,
+    examples=cases((lambda a: a.triu(1), t(4, 4)), (lambda a: a.tril(), t(2, 4, 3))))
 
 
-rule_diff = strategy("shape/diff", op=["aten.diff.default"], kind="decompose",
-                     layers="Concatenation of prepend/x/append, then n times two Slices offset by one and ElementWise SUB (XOR for bool)",
-                     checks=trt_checks(diff_static_dim), emit=_emit_diff,
-                     examples=cases((lambda a: torch.diff(a, dim=-1), t(3, 6))))
+rule_diff = strategy(
+    "shape/diff", op=["aten.diff.default"], kind="decompose",
+    layers="Concatenation of prepend/x/append, then n times two Slices offset by one and ElementWise SUB (XOR for bool)",
+    checks=trt_checks(diff_static_dim), emit=_emit_diff,
+    examples=cases((lambda a: torch.diff(a, dim=-1), t(3, 6))))
 
 
 def _emit_roll(ctx, node):
@@ -440,10 +445,11 @@ def rolled_dims_static(node, **_):
     assert all(isinstance(v, int) for v in node.arg("shifts")), "shifts are not constant ints"
 
 
-rule_roll = strategy("shape/roll", op=["aten.roll.default"], kind="direct",
-                     layers="Slice in WRAP mode starting at -shift on each rolled dim",
-                     checks=trt_checks(rolled_dims_static), emit=_emit_roll,
-                     examples=cases((lambda a: torch.roll(a, (1, -2), (0, 1)), t(4, 6))))
+rule_roll = strategy(
+    "shape/roll", op=["aten.roll.default"], kind="direct",
+    layers="Slice in WRAP mode starting at -shift on each rolled dim", checks=trt_checks(rolled_dims_static),
+    emit=_emit_roll,
+    examples=cases((lambda a: torch.roll(a, (1, -2), (0, 1)), t(4, 6))))
 
 
 A = torch.ops.aten
@@ -461,22 +467,23 @@ def _emit_copy(ctx, node):
     return ctx.cast(broadcast_to(ctx, ctx.input("src"), out_dims(node)), ctx.output_dtype())
 
 
-rule_copy = strategy("shape/copy", op="aten.copy.default", kind="direct",
-                     layers="Slice with stride 0 (broadcast src to self's shape), Cast", checks=trt_checks(),
-                     emit=_emit_copy,
-                     examples=cases((lambda a, b: A.copy.default(a, b), t(2, 3), t(3))))
+rule_copy = strategy(
+    "shape/copy", op="aten.copy.default", kind="direct",
+    layers="Slice with stride 0 (broadcast src to self's shape), Cast", checks=trt_checks(), emit=_emit_copy,
+    examples=cases((lambda a, b: A.copy.default(a, b), t(2, 3), t(3))))
 
 
-rule_reshape_copy = strategy("shape/reshape-copy", op="aten._reshape_copy.default", kind="direct",
-                             layers="Shuffle (a reshape; a copy is free)", checks=trt_checks(static_arg("self")),
-                             emit=lambda ctx, node: ctx.reshape(ctx.input("self"), out_dims(node)),
-                             examples=cases((lambda a: A._reshape_copy.default(a, [3, 2]), t(2, 3))))
+rule_reshape_copy = strategy(
+    "shape/reshape-copy", op="aten._reshape_copy.default", kind="direct",
+    layers="Shuffle (a reshape; a copy is free)", checks=trt_checks(static_arg("self")),
+    emit=lambda ctx, node: ctx.reshape(ctx.input("self"), out_dims(node)),
+    examples=cases((lambda a: A._reshape_copy.default(a, [3, 2]), t(2, 3))))
 
 
-rule_tile = strategy("shape/tile", op="aten.tile.default", kind="direct",
-                     layers="Slice in WRAP mode over the tiled size (as repeat)", checks=trt_checks(),
-                     emit=_emit_repeat,
-                     examples=cases((lambda a: a.tile((2, 1, 3)), t(2, 3))))
+rule_tile = strategy(
+    "shape/tile", op="aten.tile.default", kind="direct",
+    layers="Slice in WRAP mode over the tiled size (as repeat)", checks=trt_checks(), emit=_emit_repeat,
+    examples=cases((lambda a: a.tile((2, 1, 3)), t(2, 3))))
 
 
 def rank_four(node, **_):
@@ -501,17 +508,18 @@ def _emit_pixel_shuffle(ctx, node):
     return ctx.reshape(ctx.out(layer, "transpose"), o)
 
 
-rule_pixel_shuffle = strategy("shape/pixel-shuffle", op=["aten.pixel_shuffle.default", "aten.pixel_unshuffle.default"],
-                              kind="decompose", layers="Shuffle (reshape), Shuffle (transpose), Shuffle (reshape)",
-                              checks=trt_checks(rank_four), emit=_emit_pixel_shuffle,
-                              examples=cases((lambda a: F.pixel_shuffle(a, 2), t(1, 8, 2, 3)))
-                              + [accept(lambda a: F.pixel_unshuffle(a, 2), t(2, 3, 4, 6))])
+rule_pixel_shuffle = strategy(
+    "shape/pixel-shuffle", op=["aten.pixel_shuffle.default", "aten.pixel_unshuffle.default"], kind="decompose",
+    layers="Shuffle (reshape), Shuffle (transpose), Shuffle (reshape)", checks=trt_checks(rank_four),
+    emit=_emit_pixel_shuffle,
+    examples=cases((lambda a: F.pixel_shuffle(a, 2), t(1, 8, 2, 3)))
+    + [accept(lambda a: F.pixel_unshuffle(a, 2), t(2, 3, 4, 6))])
 
 
 A = torch.ops.aten
 
 
-rule_split_sizes = strategy("shape/split-sizes", op="aten.split.sizes", kind="decompose",
-                            layers="one Slice per piece, of the given sizes",
-                            checks=trt_checks(constant_dims("split_size")), emit=_emit_split,
-                            examples=cases((lambda a: [p * 2 for p in A.split.sizes(a, [2, 1, 3], 1)], t(2, 6))))
+rule_split_sizes = strategy(
+    "shape/split-sizes", op="aten.split.sizes", kind="decompose",
+    layers="one Slice per piece, of the given sizes", checks=trt_checks(constant_dims("split_size")), emit=_emit_split,
+    examples=cases((lambda a: [p * 2 for p in A.split.sizes(a, [2, 1, 3], 1)], t(2, 6))))
