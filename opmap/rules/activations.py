@@ -66,9 +66,7 @@ ACTIVATIONS = [
      "ElementWise MAX and MIN with the bounds", lambda a: a.clamp(-0.5, 0.5), _emit_clamp),
 ]
 
-
 MORE = {"act/clamp": [lambda a: torch.clamp_min(a, 0.1), lambda a: torch.clamp_max(a, -0.2), F.hardtanh]}
-
 
 INTEGER = {"act/relu": [torch.relu], "act/clamp": [lambda a: a.clamp(-1, 2), lambda a: a.clamp(0.5, 2.5)]}  # int in, int or float out
 
@@ -108,13 +106,11 @@ rule_silu = strategy(
     emit=promoting(_emit_silu),
     examples=cases((F.silu, torch.randn(2, 3))))
 
-
 rule_hardswish = strategy(
     "act/hardswish", op="aten.hardswish.default", kind="decompose",
     layers="Activation HARD_SIGMOID then ElementWise PROD", checks=trt_checks(promoted_float_input),
     emit=promoting(_emit_hardswish),
     examples=cases((F.hardswish, torch.randn(2, 3))))
-
 
 rule_gelu_erf = strategy(
     "act/gelu-erf", op="aten.gelu.default", kind="direct",
@@ -123,7 +119,6 @@ rule_gelu_erf = strategy(
     examples=cases((F.gelu, torch.randn(2, 3)), bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
                    match="tanh form"))
 
-
 rule_gelu_tanh = strategy(
     "act/gelu-tanh", op="aten.gelu.default", kind="direct",
     layers="Activation GELU_TANH", checks=trt_checks(promoted_float_input, gelu_tanh),
@@ -131,14 +126,12 @@ rule_gelu_tanh = strategy(
     examples=cases((lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)), bad=(F.gelu, torch.randn(2, 3)),
                    match="erf form"))
 
-
 rule_gelu_erf_formula = strategy(
     "act/gelu-erf-formula", op="aten.gelu.default", kind="decompose",
     layers="0.5·x·(1 + erf(x/√2)) from Unary ERF and ElementWise layers (exact)",
     checks=trt_checks(promoted_float_input, gelu_erf), emit=promoting(_emit_gelu_formula),
     examples=cases((F.gelu, torch.randn(2, 3)), bad=(lambda a: F.gelu(a, approximate="tanh"), torch.randn(2, 3)),
                    match="tanh form"))
-
 
 rule_gelu_erf_as_tanh = strategy(
     "act/gelu-erf-as-tanh", op="aten.gelu.default", kind="approximate",

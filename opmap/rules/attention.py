@@ -153,6 +153,7 @@ rule_fused = strategy(
     examples=cases((sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16)),
                    bad=(lambda q, k, v: F.scaled_dot_product_attention(q, k, v), t(2, 8, 16), t(2, 8, 16), t(2, 8, 16)),
                    match="rank 3"))
+
 rule_decomposed = strategy(
     "attn/decomposed", op=["aten.scaled_dot_product_attention.default"], kind="decompose",
     layers="MatrixMultiply Q·Kᵀ, scale, causal/additive mask via Select, SoftMax, MatrixMultiply with V",

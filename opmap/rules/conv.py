@@ -224,7 +224,6 @@ rule_conv = strategy(
                    (lambda x, w, b: A._convolution(x, w, b, [1], [1], [2], False, [0], 1, False, False, True, True),
                     t(2, 3, 9), t(4, 3, 3), t(4))))
 
-
 rule_conv_transpose = strategy(
     "conv/conv-transpose",
     op=["aten.conv_transpose1d.default", "aten.conv_transpose2d.input", "aten.conv_transpose3d.input"], kind="direct",

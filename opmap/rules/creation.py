@@ -74,12 +74,10 @@ MORE = {
                          lambda a: torch.empty_like(a).fill_(1.0) + a],
 }
 
-
 rule_create = [strategy(id, op=ops, kind="direct", layers=layers, checks=trt_checks(), emit=emit,
                         examples=cases((fn, t(2, 3)), *[f if isinstance(f, Example) else (f, t(2, 3)) for f in MORE[id]],
                                        bad=(bad, t(2, 3))))
                for (id, ops, layers, fn, bad), emit in zip(CREATE, (_emit_arange, _emit_full, _emit_full))]
-
 
 rule_cast = strategy(
     "cast/cast", op=["aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy.default", "aten.type_as.default",
@@ -93,7 +91,6 @@ rule_cast = strategy(
                    (lambda a: torch.ops.aten.to.dtype_layout(a, dtype=torch.bfloat16), t(2, 3)),
                    bad=(lambda a: a.to(torch.float64), t(2, 3))),
     doc="direct: an explicit Cast layer, as strongly typed networks require.")
-
 
 A = torch.ops.aten
 
@@ -116,7 +113,6 @@ rule_fill = strategy(
     layers="a Constant (or the 0-d value) broadcast by a stride-0 Slice to self's shape", checks=trt_checks(),
     emit=_emit_fill,
     examples=cases((lambda a: A.fill.Scalar(a, 2.5), t(2, 3))) + [accept(lambda a, v: A.fill.Tensor(a, v), t(2, 3), t())])
-
 
 rule_empty_strided = strategy(
     "creation/empty-strided", op="aten.empty_strided.default", kind="direct",

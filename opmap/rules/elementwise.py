@@ -11,7 +11,6 @@ from opmap.rules.emitting import broadcast_select, emit_binary, emit_compare, em
 
 A = torch.ops.aten
 
-
 # (id, ops, kind, layers, example)
 BINARY = [
     ("ew/add", ["aten.add.Tensor", "aten.add.Scalar"], "direct", "ElementWise SUM (alpha folded in as a PROD)", (lambda a, b: a + 2 * b, t(2, 3), t(3)), emit_binary("SUM")),
@@ -29,7 +28,6 @@ BINARY = [
     ("cmp/le", ["aten.le.Tensor", "aten.le.Scalar"], "decompose", "ElementWise LESS, EQUAL, OR (NaN-correct)", (lambda a, b: a <= b, t(2, 3), t(3)), emit_compare("LESS", "EQUAL")),
 ]
 
-
 # more accept examples: every listed overload exercised (Scalar overloads, alpha, reversed operands)
 MORE = {
     "ew/add": [(lambda a: A.add.Scalar(a, 2, 3), t(2, 3)), (lambda a: A.add.Scalar(a, 1.5), t(2, 3, dtype=torch.int32))],
@@ -46,7 +44,6 @@ MORE = {
     "cmp/ge": [(lambda a: a >= 0.5, t(2, 3))],
     "cmp/le": [(lambda a: a <= 0.5, t(2, 3))],
 }
-
 
 rule_binary = [strategy(id, op=ops, kind=kind, layers=layers, checks=trt_checks(), emit=emit,
                         examples=cases(example, *MORE.get(id, ())))
@@ -93,13 +90,11 @@ rule_div_mode = strategy(
     examples=cases((lambda a, b: torch.div(a, b, rounding_mode="trunc"), t(2, 3), t(3)),
                    *[(lambda a: A.div.Scalar_mode(a, -2, rounding_mode=m), t(2, 3) * 5) for m in ("floor", "trunc")]))
 
-
 rule_fmod = strategy(
     "ew/fmod", op=["aten.fmod.Tensor", "aten.fmod.Scalar"], kind="decompose",
     layers="a - trunc(a / b) * b: ElementWise DIV, FLOOR/CEIL by sign, PROD, SUB (the result has the dividend's sign)",
     checks=trt_checks(), emit=_emit_mod("trunc"),
     examples=cases((lambda a, b: torch.fmod(a, b), t(2, 3), t(3))))
-
 
 rule_remainder = strategy(
     "ew/remainder", op=["aten.remainder.Tensor", "aten.remainder.Scalar"], kind="decompose",
@@ -133,7 +128,6 @@ LOGICAL = [
     ("logic/xor", ["aten.logical_xor.default", "aten.__xor__.Tensor", "aten.bitwise_xor.Tensor"], "ElementWise XOR", lambda a, b: a ^ b,
      [torch.logical_xor, torch.bitwise_xor], "XOR"),
 ]
-
 
 rule_logical = [strategy(id, op=ops, kind="direct", layers=f"{layers} (a non-bool operand of a logical_* op read as != 0: EQUAL 0, NOT)",
                          checks=trt_checks(logical_or_bool), emit=_emit_logical(op),
@@ -195,13 +189,11 @@ rule_where = strategy(
                    (lambda c, b: torch.where(c, 1.5, b), t(2, 3, dtype=torch.bool), t(3)),
                    (lambda c: torch.where(c, 1.0, -2.0), t(2, 3, dtype=torch.bool))))
 
-
 rule_masked_fill = strategy(
     "select/masked-fill", op=["aten.masked_fill.Scalar", "aten.masked_fill.Tensor"], kind="direct",
     layers="Select with a constant fill", checks=trt_checks(), emit=_emit_masked_fill,
     examples=cases((lambda a, m: a.masked_fill(m, -1e4), t(2, 3), t(2, 3, dtype=torch.bool)),
                    (lambda a, m, v: a.masked_fill(m, v), t(2, 3), t(3, dtype=torch.bool), t())))
-
 
 # dtypes: "float" (promoted from int/bool where PyTorch promotes: emitting.promoting), "integral" (an integer input is its
 # own floor/ceil/round: no layer; bool refused), "predicate" (any input: non-float ones are cast to float32, where
@@ -224,7 +216,6 @@ UNARY = [
     ("unary/isinf", "aten.isinf.default", "Unary ISINF", torch.isinf, "predicate"),
 ]
 
-
 CHECKS = {"float": [promoted_float_input], "integral": [not_bool], "numeric": [not_bool], "predicate": [], "any": []}
 
 
@@ -238,7 +229,6 @@ def _unary(id, op, layers, fn, dtypes):
 
 
 rule_unary = [_unary(*row) for row in UNARY]
-
 
 rule_rsqrt = strategy(
     "unary/rsqrt", op="aten.rsqrt.default", kind="decompose",
@@ -263,7 +253,6 @@ TRIG = [
     ("unary/cosh", "aten.cosh.default", "COSH", torch.cosh),
     ("unary/tan", "aten.tan.default", "TAN", lambda a: torch.tan(_centred(a))),
 ]
-
 
 rule_trig = [strategy(id, op=op, kind="direct", layers=f"Unary {unary}", checks=trt_checks(promoted_float_input),
                       emit=promoting(emit_unary(unary)), examples=cases((fn, t(2, 3))))
@@ -299,25 +288,21 @@ rule_log2 = strategy(
     emit=promoting(_scaled_log(1 / math.log(2))),
     examples=cases((lambda a: torch.log2(a.abs() + 0.1), t(2, 3))))
 
-
 rule_log10 = strategy(
     "unary/log10", op="aten.log10.default", kind="decompose",
     layers="Unary LOG, then PROD by 1/ln 10", checks=trt_checks(promoted_float_input),
     emit=promoting(_scaled_log(1 / math.log(10))),
     examples=cases((lambda a: torch.log10(a.abs() + 0.1), t(2, 3))))
 
-
 rule_log1p = strategy(
     "unary/log1p", op="aten.log1p.default", kind="decompose",
     layers="SUM 1 then Unary LOG", checks=trt_checks(promoted_float_input), emit=promoting(_emit_log1p),
     examples=cases((lambda a: torch.log1p(a.abs()), t(2, 3))))
 
-
 rule_expm1 = strategy(
     "unary/expm1", op="aten.expm1.default", kind="decompose",
     layers="Unary EXP then SUB 1", checks=trt_checks(promoted_float_input), emit=promoting(_emit_expm1),
     examples=cases((torch.expm1, t(2, 3))))
-
 
 rule_trunc = strategy(
     "unary/trunc", op="aten.trunc.default", kind="decompose",
@@ -374,7 +359,6 @@ def _bitwise_scalar(name, op, fn):
 
 rule_bitwise_scalar = [_bitwise_scalar(name, op, fn) for name, op, fn in
                        (("and", "AND", lambda m: m & True), ("or", "OR", lambda m: m | False), ("xor", "XOR", lambda m: m ^ True))]
-
 
 rule_floor_divide_scalar = strategy(
     "ew/floor-divide-scalar", op="aten.floor_divide.Scalar", kind="direct",

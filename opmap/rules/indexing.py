@@ -120,18 +120,15 @@ rule_embedding = strategy(
     examples=cases((F.embedding, torch.tensor([[1, 3, 0]]), t(8, 4)),
                    bad=(F.embedding, torch.tensor([[1, 3, 0]]), t(8, 4).double())))
 
-
 rule_index_select = strategy(
     "gather/index-select", op="aten.index_select.default", kind="direct",
     layers="Gather on one axis", checks=trt_checks(), emit=_emit_index_select,
     examples=cases((lambda a, i: a.index_select(1, i), t(3, 5), torch.tensor([4, 0]))))
 
-
 rule_gather = strategy(
     "gather/gather", op="aten.gather.default", kind="direct",
     layers="Gather in ELEMENT mode", checks=trt_checks(), emit=_emit_gather_elements,
     examples=cases((lambda a, i: a.gather(1, i), t(3, 5), torch.tensor([[0, 1], [2, 3], [4, 4]]))))
-
 
 rule_index_int = strategy(
     "gather/index-int", op="aten.index.Tensor", kind="direct",
@@ -141,7 +138,6 @@ rule_index_int = strategy(
     examples=cases((lambda a, i: a[:, i], t(3, 5), torch.tensor([4, 0, 1])),
                    bad=(lambda a, m: a[m], t(3, 5), t(3, 5, dtype=torch.bool)), match="boolean masks"))
 
-
 rule_index_nd = strategy(
     "gather/index-nd", op="aten.index.Tensor", kind="direct",
     layers="GatherND over stacked (broadcast) integer indices", checks=trt_checks(integer_indices),
@@ -149,9 +145,7 @@ rule_index_nd = strategy(
     examples=cases((lambda a, i, j: a[i, j], t(3, 5), torch.tensor([0, 2]), torch.tensor([1, 4])),
                    bad=(lambda a, m: a[m], t(3, 5), t(3, 5, dtype=torch.bool)), match="boolean masks"))
 
-
 A = torch.ops.aten
-
 
 MODES = {0: "sum", 1: "mean", 2: "max"}
 

@@ -71,7 +71,6 @@ rule_linear = strategy(
     checks=trt_checks(promoted_float_input), emit=promoting(_emit_linear),
     examples=cases((F.linear, t(2, 4), t(3, 4), t(3))))
 
-
 rule_addmm = strategy(
     "mm/addmm", op=["aten.addmm.default", "aten.baddbmm.default"], kind="decompose",
     layers="MatrixMultiply then ElementWise SUM (beta/alpha folded as PROD)", checks=trt_checks(promoted_float_input),
@@ -79,14 +78,12 @@ rule_addmm = strategy(
     examples=cases((lambda b, x, w: torch.addmm(b, x, w), t(3), t(2, 4), t(4, 3)),
                    (lambda c, a, b: torch.baddbmm(c, a, b, beta=0.5, alpha=2), t(2, 1, 5), t(2, 3, 4), t(2, 4, 5))))
 
-
 rule_matmul = strategy(
     "mm/matmul", op=["aten.mm.default", "aten.bmm.default", "aten.matmul.default"], kind="direct",
     layers="MatrixMultiply (batch dims broadcast)", checks=trt_checks(promoted_float_input),
     emit=promoting(_emit_matmul),
     examples=cases((torch.matmul, t(2, 3, 4), t(4, 5)), (torch.mm, t(3, 4), t(4, 2)),
                    (torch.bmm, t(2, 3, 4), t(2, 4, 5))))
-
 
 rule_einsum = strategy(
     "mm/einsum", op="aten.einsum.default", kind="direct",
@@ -151,7 +148,6 @@ rule_cross = strategy(
     layers="three Slices per operand, ElementWise PROD/SUB, Concatenation along dim",
     checks=trt_checks(same_rank_operands), emit=_emit_cross,
     examples=cases((lambda a, b: torch.linalg.cross(a, b), t(2, 3), t(1, 3))))
-
 
 OP = "transformers.grouped_mm_fallback.default"
 

@@ -159,7 +159,6 @@ rule_layer_norm = strategy(
     examples=cases((lambda a, w, b: F.layer_norm(a, (4,), w, b), t(2, 3, 4), t(4), t(4)),
                    accept(torch.nn.LayerNorm((3, 4)), t(2, 3, 4), decompose=True)))
 
-
 rule_layer_norm_decomposed = strategy(
     "norm/layer-norm-decomposed", op=["aten.layer_norm.default", "aten.native_layer_norm.default"], kind="decompose",
     layers="Reduce AVG, SUB, PROD, Reduce AVG, SUM eps, Unary SQRT, DIV, scale and shift (exact)",
@@ -167,13 +166,11 @@ rule_layer_norm_decomposed = strategy(
     examples=cases((lambda a: F.layer_norm(a, (4,)), t(2, 3, 4)),
                    accept(torch.nn.LayerNorm(4), t(2, 3, 4), decompose=True)))
 
-
 rule_rms_norm = strategy(
     "norm/rms-norm", op=["aten.rms_norm.default"], kind="decompose",
     layers="PROD, Reduce AVG, SUM eps, Unary SQRT, DIV, PROD weight", checks=trt_checks(promoted_float_input),
     emit=promoting(_emit_rms_norm),
     examples=cases((lambda a: F.rms_norm(a, (4,)), t(2, 3, 4))))
-
 
 rule_group_norm = strategy(
     "norm/group-norm", op=["aten.group_norm.default", "aten.native_group_norm.default"], kind="direct",
@@ -181,7 +178,6 @@ rule_group_norm = strategy(
     emit=promoting(_emit_group_norm),
     examples=cases((lambda a: F.group_norm(a, 2), t(1, 4, 3, 3)),
                    accept(torch.nn.GroupNorm(2, 6), t(2, 6, 5), decompose=True)))
-
 
 rule_batch_norm = strategy(
     "norm/batch-norm", op=["aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default",

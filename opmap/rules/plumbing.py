@@ -137,11 +137,14 @@ rule_getitem = strategy(
     "core/getitem", op="operator.getitem", kind="direct",
     layers="no layer: picks output i of a multi-output layer", checks=trt_checks(), emit=_emit_getitem,
     examples=cases((lambda a: a.split(2)[1], t(4, 3))))
+
 rule_sym_size = strategy(
     "shape/sym-size", op="aten.sym_size.int", kind="direct",
     layers="Shape, then Gather of one dim (an int64 shape tensor)", checks=trt_checks(), emit=_emit_sym_size,
     examples=cases((lambda a: a.new_zeros(a.shape[0]) + a.sum(-1), t(3, 4)), bad=None, dynamic=({0: "batch"},)),
     no_reject="a size of a TensorRT tensor is always readable with a Shape layer")
+
+
 def _batch(lo: int = 4):
     """dynamic_shapes for one input with a dynamic first dim (at least ``lo``: sizes derived from it stay above 1, which
     torch.export would specialise)."""
@@ -162,11 +165,14 @@ SYM_EXAMPLES += [accept(lambda a, b, f=f: a.new_zeros(f(a.shape[0], b.shape[0]))
 SYM_EXAMPLES += [_sym(lambda a, c=c: a * c(a.shape[0], 3)) for c in
                  (operator.eq, operator.ne, operator.ge, operator.gt, operator.le, operator.lt)]
 SYM_EXAMPLES += [accept(lambda a: a * torch.sym_not(a.shape[0] == 3), t(6, 4), dynamic_shapes=_batch(), node="sym_not")]
+
 rule_sym_arith = strategy(
     "shape/sym-arith", op=SYM_OPS, kind="direct",
     layers="ElementWise on int64 shape tensors", checks=trt_checks(integer_scalar), emit=_emit_sym_arith,
     examples=cases((lambda a: a.new_zeros(a.shape[0] * 2), t(3, 4)), *SYM_EXAMPLES, bad=None, dynamic=({0: "batch"},)),
     no_reject="graphs exported from models hold integer size arithmetic only")
+
+
 def _offset_of_input(node, graph, **_):
     """An engine input is a dense buffer bound at its first element, so its storage offset is 0. Inside the graph an
     offset is a PyTorch memory-layout fact (a view shares its base's storage) that an engine's tensors do not have."""
@@ -180,6 +186,7 @@ def _offset_of_input(node, graph, **_):
 # Dim.AUTO (the offsets of views made inside the graph are computed from sizes). The input is fed as the dense buffer
 # the engine receives, where the offset is 0.
 _OFFSET_INPUT = t(7, 4)[1:]
+
 rule_storage_offset = strategy(
     "shape/storage-offset", op="aten.sym_storage_offset.default", kind="direct",
     layers="Constant 0 (int64): an engine input is a dense buffer bound at its first element (its offset is the "
@@ -190,14 +197,17 @@ rule_storage_offset = strategy(
              "base when the caller passes a view",
     no_reject="torch.export emits the query only on a graph input (offsets of views made inside the graph are "
               "computed from sizes); the rule still refuses any other tensor")
+
 _RUNTIME_ASSERT = ("direct: an Assertion layer. torch.export (2.13) emits runtime asserts only on data-dependent sizes, which this "
                    "rule refuses; it serves shape-tensor conditions from other producers.")
+
 rule_runtime_assert = strategy(
     "core/runtime-assert", op=["aten._assert_scalar.default", "aten._assert_async.msg"], kind="direct",
     layers="Assertion on the shape-tensor condition (checked when the engine runs)",
     checks=trt_checks(shape_condition), emit=_emit_assert,
     examples=[reject(lambda m: torch.nonzero(m), t(4, 4, dtype=torch.bool), match="data-dependent size")],
     doc=_RUNTIME_ASSERT, no_accept=_RUNTIME_ASSERT)
+
 rule_proven_range = strategy(
     "core/proven-range", op=["aten._assert_scalar.default"], kind="direct",
     layers="no layer: the assertion restates the range torch.export proved for a data-dependent size "
@@ -205,6 +215,7 @@ rule_proven_range = strategy(
     checks=trt_checks(proven_range), emit=lambda ctx, node: None,
     examples=cases((lambda m: torch.nonzero(m), t(4, 4, dtype=torch.bool)), bad=None),
     no_reject="every runtime assert torch.export emits restates a proven range")
+
 rule_build_time_check = strategy(
     "core/build-time-check", op=["aten._assert_tensor_metadata.default", "aten.sym_constrain_range_for_size.default",
                                  "aten.sym_constrain_range.default"], kind="direct",
@@ -212,6 +223,8 @@ rule_build_time_check = strategy(
     checks=trt_checks(), emit=lambda ctx, node: None,
     examples=cases((lambda a: a.to(torch.float16), t(2, 3)), bad=None),
     no_reject="the check is metadata TensorRT re-derives itself")
+
+
 def _answered_at_export(node, **_):
     """torch.export answered the query already: its graph uses the value as a constant and keeps only this dead node."""
     assert not node.users, (f"{node.op}'s value feeds {', '.join(node.users)}: it asks about PyTorch strides, "
@@ -225,6 +238,8 @@ rule_layout_query = strategy(
     checks=trt_checks(_answered_at_export), emit=lambda ctx, node: None,
     examples=cases((lambda a: a * int(torch.ops.aten.sym_is_contiguous.default(a.t())), t(4, 3)), bad=None),
     no_reject="torch.export specializes a layout query to a constant, so the node it leaves is never used")
+
+
 def _emit_dropout(ctx, node):
     """The input itself; native_dropout's second output, the keep mask, is all true (every element kept)."""
     x = emit_identity(ctx, node)

@@ -91,7 +91,6 @@ rule_max = strategy(
                    reject(lambda a: F.max_pool2d(a, 2, return_indices=True)[1], t(1, 3, 8, 8), match="indices"),
                    bad=(lambda a: F.max_pool2d(a, 2, dilation=2), t(1, 3, 8, 8)), match="dilation"))
 
-
 rule_avg = strategy(
     "pool/avg", op=["aten.avg_pool1d.default", "aten.avg_pool2d.default", "aten.avg_pool3d.default"], kind="direct",
     layers="PoolingNd AVERAGE (count_include_pad mapped to average_count_excludes_padding)",
@@ -100,7 +99,6 @@ rule_avg = strategy(
                    (lambda a: F.avg_pool1d(a, 3, 2, padding=1), t(2, 3, 9)),
                    (lambda a: F.avg_pool3d(a, 2, ceil_mode=True), t(1, 2, 4, 6, 4)),
                    bad=(lambda a: F.avg_pool3d(a, 2, ceil_mode=True), t(1, 2, 4, 5, 4)), match="hangs past"))
-
 
 rule_adaptive_avg = strategy(
     "pool/adaptive-avg", op=["aten.adaptive_avg_pool2d.default", "aten._adaptive_avg_pool2d.default",
@@ -192,7 +190,6 @@ rule_adaptive_windows = strategy(
     + [reject(lambda a: F.adaptive_avg_pool2d(a, 3), t(1, 3, 8, 7),
               dynamic_shapes=lambda: ({2: torch.export.Dim("h", min=4, max=16)},), match="dynamic and pools"),
        reject(lambda a: F.adaptive_max_pool2d(a, 3, return_indices=True)[1], t(1, 3, 8, 7), match="indices")])
-
 
 MAX_WINDOW = 64  # window positions unrolled into Slice + compare + Select layers
 
@@ -292,9 +289,7 @@ rule_max_with_indices = strategy(
                           dynamic_shapes=lambda: ({2: torch.export.Dim("h", min=4, max=32)},)),
                    reject(_pool_indices(F.max_pool2d, kernel_size=9), t(1, 1, 9, 9), match="positions")))
 
-
 fmp = lambda x, s: F.fractional_max_pool2d(x, 2, output_size=(4, 4), _random_samples=s)  # noqa: E731
-
 
 fmp_indices = lambda x, s: F.fractional_max_pool2d(x, 2, output_size=(4, 4), _random_samples=s, return_indices=True)  # noqa: E731
 
@@ -370,7 +365,6 @@ def rule_fmp_exact_samples(node, graph):
 
 
 rule_fmp_exact_samples.emit(_emit_fmp_exact)
-
 
 fmp_uneven = lambda x, s: F.fractional_max_pool2d(x, 2, output_size=(4, 4), _random_samples=s)  # noqa: E731
 

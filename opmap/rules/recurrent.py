@@ -300,6 +300,7 @@ rule_loop = strategy(
     checks=trt_checks(*CHECKS), emit=_emit(_run_loop),
     examples=cases((Recurrent("LSTM", 3, 4).eval(), t(5, 2, 3)), *EXAMPLES, bad=TRAINING, match="dropout",
                    dynamic=({1: "batch"},)))
+
 rule_unrolled = strategy(
     "rnn/unrolled", op=OPS, kind="decompose",
     layers=f"per layer and direction: MatrixMultiply for every step's input projection, then the cell's MatrixMultiply, "

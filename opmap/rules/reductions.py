@@ -113,7 +113,6 @@ REDUCE = [  # (id, ops, layers, example, the whole-tensor overload's example, Re
     ("reduce/prod", ["aten.prod.default", "aten.prod.dim_int"], "Reduce PROD", lambda a: a.prod(1), lambda a: a.prod(), "PROD"),
 ]
 
-
 rule_reduce = [strategy(id, op=ops, kind="direct", layers=layers, checks=trt_checks(no_padded_axis), emit=emit_reduce(op),
                         examples=cases((fn, t(3, 4)), (whole, t(3, 4)), *([(whole, t(2, 3, dtype=torch.int32))] if op != "AVG" else [])))
                for id, ops, layers, fn, whole, op in REDUCE]
@@ -264,7 +263,6 @@ rule_any = strategy(
                    (lambda m: m.any((0, 2)), t(3, 4, 2, dtype=torch.bool)),
                    bad=(lambda m: m.double().any(-1), t(3, 4, dtype=torch.bool))))
 
-
 rule_all = strategy(
     "reduce/all", op=["aten.all.default", "aten.all.dim", "aten.all.dims"], kind="decompose",
     layers="Cast bool to int32, Reduce MIN, compare with 0", checks=trt_checks(no_padded_axis),
@@ -272,7 +270,6 @@ rule_all = strategy(
     examples=cases((lambda m: m.all(-1), t(3, 4, dtype=torch.bool)),
                    (lambda m: torch.ops.aten.all.dims(m, [0, 2]), t(3, 4, 2, dtype=torch.bool)),
                    bad=(lambda m: m.double().all(-1), t(3, 4, dtype=torch.bool))))
-
 
 rule_var_mean = strategy(
     "reduce/var-mean",
@@ -284,13 +281,11 @@ rule_var_mean = strategy(
                    (lambda a: a.std(1, keepdim=True), t(3, 4)), (lambda a: torch.var_mean(a, 1), t(3, 4)),
                    (lambda a: torch.var_mean(a, (0, 1), correction=0), t(3, 4))))
 
-
 rule_softmax = strategy(
     "reduce/softmax", op=["aten.softmax.int", "aten._softmax.default"], kind="direct",
     layers="SoftMax on one axis", checks=trt_checks(promoted_float_input, no_padded_axis),
     emit=promoting(_emit_softmax),
     examples=cases((lambda a: a.softmax(-1), t(2, 5)), accept(lambda a: a.softmax(1), t(2, 5, 3), decompose=True)))
-
 
 rule_log_softmax = strategy(
     "reduce/log-softmax", op=["aten.log_softmax.int", "aten._log_softmax.default"], kind="decompose",
@@ -300,14 +295,12 @@ rule_log_softmax = strategy(
     examples=cases((lambda a: a.log_softmax(-1), t(2, 5)),
                    accept(lambda a: a.log_softmax(0), t(2, 5, 3), decompose=True)))
 
-
 rule_argmax = strategy(
     "reduce/argmax", op=["aten.argmax.default", "aten.argmin.default"], kind="decompose",
     layers="Reduce MAX/MIN, ElementWise EQUAL, Select over the axis' indices, Reduce MIN (the first index on ties, "
            "as PyTorch); a flattened input viewed as [1, n]",
     checks=trt_checks(), emit=_emit_argmax,
     examples=cases((lambda a: a.argmax(-1), t(3, 4))))
-
 
 rule_topk = strategy(
     "reduce/topk", op="aten.topk.default", kind="direct",
@@ -327,7 +320,6 @@ rule_sort_topk = strategy(
     "reduce/sort-topk", op="aten.sort.default", kind="decompose",
     layers="TopK with k = the full axis length (<= 3840)", checks=trt_checks(sort_length_fits_topk), emit=_emit_sort,
     examples=cases((lambda a: a.sort(-1), t(3, 6)), bad=(lambda a: a.double().sort(-1), t(3, 6))))
-
 
 rule_cumsum_layer = strategy(
     "scan/cumsum-layer", op="aten.cumsum.default", kind="direct",

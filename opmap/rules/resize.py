@@ -77,9 +77,7 @@ rule_upsample = strategy(
                    (lambda a: A.upsample_bilinear2d(a, [6, 8], False), t(1, 2, 3, 5)),
                    (lambda a: A.upsample_trilinear3d(a, [4, 6, 7], True), t(1, 2, 3, 4, 5))))
 
-
 A = torch.ops.aten
-
 
 PYTORCH_CUBIC_A = -0.75  # PyTorch's bicubic coefficient (upsample_bicubic2d and grid_sample alike)
 
@@ -113,9 +111,7 @@ def rule_bicubic(node):
 
 rule_bicubic.emit(_emit_bicubic)
 
-
 GRID_MODES = {0: "LINEAR", 1: "NEAREST"}  # PyTorch's interpolation_mode codes; 2 is bicubic
-
 
 GRID_PADDING = {0: "FILL", 1: "CLAMP", 2: "REFLECT"}  # zeros, border, reflection
 

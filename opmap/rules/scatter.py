@@ -83,7 +83,6 @@ rule_scatter = strategy(
                    bad=(lambda a, i, s: a.scatter(1, i, s, reduce="add"), t(3, 5), torch.tensor([[0], [2], [4]]), t(3, 1)),
                    match="cannot accumulate"))
 
-
 rule_index_put = strategy(
     "scatter/index-put", op=["aten.index_put.default"], kind="direct",
     layers="Scatter in ND mode (overwrite) over the index tensors, broadcast and stacked",
@@ -196,12 +195,9 @@ def rule_histc_one_hot(node, settings, bounds):
 
 rule_histc_one_hot.emit(_emit_histc)
 
-
 NEUTRAL = {"sum": 0, "mean": 0, "prod": 1, "amax": -math.inf, "amin": math.inf}
 
-
 REDUCE = {"sum": "SUM", "mean": "SUM", "prod": "PROD", "amax": "MAX", "amin": "MIN"}
-
 
 COMBINE = {"sum": "SUM", "mean": "SUM", "prod": "PROD", "amax": "MAX", "amin": "MIN"}
 
@@ -283,7 +279,6 @@ LAYERS = ("ElementWise EQUAL against an iota makes a one-hot table along the sca
           "values in it (the reduction's identity elsewhere); Reduce over the index dim; positions no index reaches "
           "keep self")
 
-
 rule_scatter_add = strategy(
     "scatter/scatter-add", op="aten.scatter_add.default", kind="decompose",
     layers=LAYERS, checks=trt_checks(index_fits_self, one_hot_size, numeric_self), emit=_emit_scatter_reduce,
@@ -355,13 +350,11 @@ rule_index_copy = strategy(
     layers="Scatter in ELEMENT mode, the index broadcast over the source", checks=trt_checks(), emit=_emit_index_copy,
     examples=cases((lambda a, i, s: a.index_copy(1, i, s), t(3, 5), torch.tensor([4, 0]), t(3, 2))))
 
-
 rule_masked_scatter = strategy(
     "scatter/masked-scatter", op="aten.masked_scatter.default", kind="decompose",
     layers="Cumulative SUM (exclusive) of the mask, Gather from the flattened source, Select", checks=trt_checks(),
     emit=_emit_masked_scatter,
     examples=cases((lambda a, m, s: a.masked_scatter(m, s), t(4, 3), torch.tensor([True, False, True]), t(4, 3))))
-
 
 A = torch.ops.aten
 
@@ -421,7 +414,6 @@ rule_select_scatter = strategy(
     layers="Fill (positions), ElementWise EQUAL, Shuffle (src with the dim restored), Select", checks=trt_checks(),
     emit=_emit_select_scatter,
     examples=cases((lambda a, s: torch.select_scatter(a, s, 1, -1), t(2, 3), t(2))))
-
 
 rule_slice_scatter = strategy(
     "scatter/slice-scatter", op="aten.slice_scatter.default", kind="decompose",

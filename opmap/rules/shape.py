@@ -113,9 +113,7 @@ SHUFFLE = [
     ("shape/repeat", ["aten.repeat.default"], "Slice in WRAP mode over the tiled size", lambda a: a.repeat(2, 1), _emit_repeat),
 ]
 
-
 A = torch.ops.aten
-
 
 # more accept examples on t(4, 6): every listed overload exercised
 MORE = {
@@ -125,7 +123,6 @@ MORE = {
     "shape/squeeze": [lambda a: a.reshape(1, 4, 1, 6).squeeze() * 2, lambda a: a.reshape(1, 4, 1, 6).squeeze((0, 2)) * 2],
     "shape/expand": [lambda a: a[:1].expand_as(a) * 2],
 }
-
 
 rule_shuffle = [strategy(id, op=ops, kind="direct", layers=layers, checks=trt_checks(), emit=emit,
                          examples=cases((fn, t(4, 6)), *[(f, t(4, 6)) for f in MORE.get(id, ())]))
@@ -332,12 +329,10 @@ rule_identity = strategy(
                    (lambda a: a + torch.tensor([1.0, 2.0, 3.0]), t(2, 3)),
                    (lambda a, b: a.to(b).view(-1).sum(), t(2, 3) * 4, t(2, dtype=torch.int32))))
 
-
 rule_slice = strategy(
     "shape/slice", op=["aten.slice.Tensor"], kind="direct",
     layers="Slice (start, size, stride; negative ends resolved)", checks=trt_checks(int_arg("step")), emit=_emit_slice,
     examples=cases((lambda a: a[:, 1:-1:2], t(4, 8))))
-
 
 rule_select = strategy(
     "shape/select", op=["aten.select.int"], kind="direct",
@@ -345,12 +340,10 @@ rule_select = strategy(
     emit=_emit_select,
     examples=cases((lambda a: a[:, 2], t(4, 8))))
 
-
 rule_narrow = strategy(
     "shape/narrow", op=["aten.narrow.default"], kind="direct",
     layers="Slice", checks=trt_checks(), emit=_emit_narrow,
     examples=cases((lambda a: a.narrow(1, 2, 3), t(4, 8))))
-
 
 rule_cat = strategy(
     "shape/cat", op=["aten.cat.default", "aten.concat.default"], kind="direct",
@@ -358,12 +351,10 @@ rule_cat = strategy(
     examples=cases((lambda a, b: torch.cat([a, b], -1), t(2, 3), t(2, 5)),
                    (lambda a, b: torch.concat([a, b]), t(2, 3), t(1, 3))))
 
-
 rule_stack = strategy(
     "shape/stack", op=["aten.stack.default"], kind="decompose",
     layers="Unsqueeze each input, then Concatenation", checks=trt_checks(), emit=_emit_stack,
     examples=cases((lambda a, b: torch.stack([a, b], 1), t(2, 3), t(2, 3))))
-
 
 rule_split = strategy(
     "shape/split", op=["aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default", "aten.unbind.int"],
@@ -373,12 +364,10 @@ rule_split = strategy(
     examples=cases((lambda a: a.split(2, -1), t(2, 6)), (lambda a: a.split([1, 3, 2], 1), t(2, 6)),
                    (lambda a: a.chunk(4, 1), t(2, 6)), (lambda a: a.unbind(0), t(2, 6))))
 
-
 rule_flip = strategy(
     "shape/flip", op=["aten.flip.default"], kind="direct",
     layers="Slice with stride -1 on the flipped dims", checks=trt_checks(), emit=_emit_flip,
     examples=cases((lambda a: a.flip(-1), t(2, 6))))
-
 
 rule_pad = strategy(
     "shape/pad", op=["aten.constant_pad_nd.default", "aten.pad.default", "aten.reflection_pad1d.default",
@@ -397,13 +386,11 @@ rule_pad = strategy(
                    (lambda a: A.replication_pad2d(a, [1, 2, 2, 1]), t(2, 3, 4, 5)),
                    (lambda a: A.replication_pad3d(a, [1, 0, 0, 1, 1, 1]), t(1, 2, 3, 4, 5))))
 
-
 rule_triu = strategy(
     "shape/triu", op=["aten.triu.default", "aten.tril.default"], kind="decompose",
     layers="a triangular mask (a constant, or two aranges over symbolic sizes), Select against zeros",
     checks=trt_checks(), emit=_emit_triangle,
     examples=cases((lambda a: a.triu(1), t(4, 4)), (lambda a: a.tril(), t(2, 4, 3))))
-
 
 rule_diff = strategy(
     "shape/diff", op=["aten.diff.default"], kind="decompose",
@@ -451,7 +438,6 @@ rule_roll = strategy(
     emit=_emit_roll,
     examples=cases((lambda a: torch.roll(a, (1, -2), (0, 1)), t(4, 6))))
 
-
 A = torch.ops.aten
 
 
@@ -472,13 +458,11 @@ rule_copy = strategy(
     layers="Slice with stride 0 (broadcast src to self's shape), Cast", checks=trt_checks(), emit=_emit_copy,
     examples=cases((lambda a, b: A.copy.default(a, b), t(2, 3), t(3))))
 
-
 rule_reshape_copy = strategy(
     "shape/reshape-copy", op="aten._reshape_copy.default", kind="direct",
     layers="Shuffle (a reshape; a copy is free)", checks=trt_checks(static_arg("self")),
     emit=lambda ctx, node: ctx.reshape(ctx.input("self"), out_dims(node)),
     examples=cases((lambda a: A._reshape_copy.default(a, [3, 2]), t(2, 3))))
-
 
 rule_tile = strategy(
     "shape/tile", op="aten.tile.default", kind="direct",
@@ -515,9 +499,7 @@ rule_pixel_shuffle = strategy(
     examples=cases((lambda a: F.pixel_shuffle(a, 2), t(1, 8, 2, 3)))
     + [accept(lambda a: F.pixel_unshuffle(a, 2), t(2, 3, 4, 6))])
 
-
 A = torch.ops.aten
-
 
 rule_split_sizes = strategy(
     "shape/split-sizes", op="aten.split.sizes", kind="decompose",
