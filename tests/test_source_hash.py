@@ -69,3 +69,19 @@ def test_the_disk_cache_of_builtin_digests_agrees_with_the_walk():
         roots = [strat.rule, strat.emit_fn, strat.expand_fn]
         assert reach.builtin(roots)
         assert reach.builtin_digest(sid, roots) == reach.digest(roots)
+
+
+def test_a_table_rows_checks_and_the_promotion_wrapper_are_covered():
+    strategies = load_rules(None).strategies
+    silu = strategies["act/silu"]
+    keys = [k for k, _ in reach.reached([silu.rule, silu.emit_fn])]
+    assert any(k.startswith("promoted_float_input#") for k in keys), keys  # a check held in the row's closure tuple
+    assert any(k.startswith("_promoted_name#") for k in keys)  # called by the promoting wrapper and the check
+    assert any(k.startswith("promoting(") for k in keys) and any(k.startswith("_emit_silu#") for k in keys)
+
+
+def test_an_attribute_named_like_a_module_global_is_not_followed():
+    strategies = load_rules(None).strategies
+    fused = strategies["attn/fused"]
+    keys = [k for k, _ in reach.reached([fused.rule, fused.emit_fn])]
+    assert not any(k.startswith("strategy#") for k in keys)  # ctx.strategy.id is not the declaration function

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import inspect
 import json
 import os
 import sys
@@ -30,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from opmap.planning.sourcetext import function_source
+from opmap.planning.sourcetext import code_text
 
 OPMAP = Path(__file__).resolve().parent.parent
 API_FILES = ("loading/graph.py", "planning/fixtures.py", "building/backend.py", "building/builder.py")
@@ -42,12 +41,23 @@ def _ours(obj: Any) -> bool:
     return module.split(".")[0] in ("opmap", "opmap_user_rules") or module.startswith("opmap_")
 
 
-def _code_names(code: types.CodeType) -> set[str]:
+_GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL"})
+
+
+@lru_cache(maxsize=None)
+def _code_names(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
+    """(global names, all names) the code and the code nested in it use; all names include attributes
+    (``ctx.cast``) and the parameters (a rule's fixtures by name)."""
+    import dis
+
     names = set(code.co_names) | set(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])
+    globals_ = {i.argval for i in dis.get_instructions(code) if i.opname in _GLOBAL_OPS}
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= _code_names(const)
-    return names
+            inner_globals, inner = _code_names(const)
+            globals_ |= inner_globals
+            names |= inner
+    return frozenset(globals_), frozenset(names)
 
 
 class _Api:
@@ -109,7 +119,7 @@ def _api() -> _Api:
 
 def _function_text(fn: Callable) -> str:
     try:
-        return function_source(fn)
+        return code_text(fn.__code__)  # its own text: a wrapper is not its wrapped function (that one is walked too)
     except (OSError, TypeError):
         return getattr(fn, "__qualname__", repr(fn))
 
@@ -138,10 +148,10 @@ def reached(roots: Iterable[Callable | None]) -> list[tuple[str, str]]:
                 follow_names(used)
 
     def follow_code(fn: Any, code: types.CodeType) -> None:
-        names = _code_names(code)
+        global_names, names = _code_names(code)
         follow_names(names)
         module_globals = getattr(fn, "__globals__", {})
-        for name in names:
+        for name in global_names:  # a name the code loads as a global, not an attribute that happens to match one
             value = module_globals.get(name)
             if isinstance(value, types.ModuleType):
                 if value.__name__.split(".")[0] == "opmap":
@@ -153,10 +163,15 @@ def reached(roots: Iterable[Callable | None]) -> list[tuple[str, str]]:
                 value = cell.cell_contents
             except ValueError:  # an empty cell
                 continue
-            if isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value)):
-                out[f"{fn.__qualname__}#cell{i}={value!r}"] = ""
-            elif _walkable(value):
-                todo.append(value)
+            held = value if isinstance(value, (tuple, list)) else (value,)  # a table row's checks sit in a tuple
+            for v in held:
+                if isinstance(v, _PLAIN):
+                    out[f"{fn.__qualname__}#cell{i}={v!r}"] = ""
+                elif _walkable(v):
+                    todo.append(v)
+        wrapped = getattr(fn, "__wrapped__", None)  # promoting(emit): the wrapper's text and the emitter's
+        if _walkable(wrapped):
+            todo.append(wrapped)
 
     while todo:
         obj = todo.pop()
@@ -166,7 +181,7 @@ def reached(roots: Iterable[Callable | None]) -> list[tuple[str, str]]:
         if hasattr(obj, "variants"):  # a StrategyFamily
             todo += list(obj.variants)
             continue
-        fn = inspect.unwrap(obj) if callable(obj) else obj
+        fn = obj
         if id(fn) in seen:
             continue
         seen.add(id(fn))

@@ -53,13 +53,13 @@ def _entries(payload: bytes | None) -> dict[str, str]:
 def function_source(fn: Callable) -> str:
     """``inspect.getsource``, once per code object: the closures a rule factory makes share their text."""
     code = getattr(inspect.unwrap(fn), "__code__", None)
-    return _code_source(code) if code is not None else inspect.getsource(fn)
+    return code_text(code) if code is not None else inspect.getsource(fn)
 
 
 _CODE_SOURCES: dict[int, tuple[Any, str]] = {}
 
 
-def _code_source(code) -> str:
+def code_text(code: CodeType) -> str:
     """Cached by the code object's identity, not its value: two texts that differ only in comments compile to equal
     code objects, and a rule edited that way must still get its new source (and hash)."""
     hit = _CODE_SOURCES.get(id(code))
