@@ -34,12 +34,14 @@ if __package__ in (None, ""):  # run as a script: `python examples/decode_step.p
 import examples  # noqa: E402,F401  (the package's __init__ runs before transformers is imported)
 
 # Tiny configs: 2 layers, hidden 32. GQA (2 key/value heads for 4 query heads) and rotary positions in Llama and Qwen2,
-# learned positions and one fused QKV projection in GPT-2, a sliding window in Mistral.
+# learned positions and one fused QKV projection in GPT-2, a sliding window in Mistral, fused QKV and gate/up
+# projections with GQA in Phi-3.
 FAMILIES = {
     "llama": ("LlamaConfig", "LlamaForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=8)),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2)),
     "mistral": ("MistralConfig", "MistralForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=8,
                                                            sliding_window=8)),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=128, bos_token_id=0,
                                                    eos_token_id=0)),
 }

@@ -72,10 +72,11 @@ def test_a_deliberate_build_error_in_an_emitter_stays_exit_2(cli, squash, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "mistral", "phi3"])
 def test_decode_step_builds_and_verifies_at_three_points(cli, tmp_path, family):
-    """GQA with rotary positions (Llama, Qwen2) and learned positions with a fused QKV (GPT-2): the logits and every
-    layer's updated keys/values agree with PyTorch at min, opt and max of batch, new tokens and cache length."""
+    """GQA with rotary positions (Llama, Qwen2), learned positions with a fused QKV (GPT-2), a sliding window shorter
+    than the cache at max (Mistral: rows the window hides) and fused QKV/gate-up projections (Phi-3): the logits and
+    every layer's updated keys/values agree with PyTorch at min, opt and max of batch, new tokens and cache length."""
     from examples.decode_step import export_decode_step
 
     path = tmp_path / f"{family}.pt2"
