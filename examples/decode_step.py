@@ -42,6 +42,7 @@ FAMILIES = {
     "mistral": ("MistralConfig", "MistralForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=8,
                                                            sliding_window=8)),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)),
+    "bloom": ("BloomConfig", "BloomForCausalLM", dict(hidden_size=32, n_layer=2, n_head=4, vocab_size=128)),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=128, bos_token_id=0,
                                                    eos_token_id=0)),
 }
@@ -56,7 +57,7 @@ def tiny_decoder(family: str) -> torch.nn.Module:
     import transformers as T
 
     config_cls, model_cls, extra = FAMILIES[family]
-    cfg = extra if family == "gpt2" else {**COMMON, **extra}
+    cfg = extra if family in ("gpt2", "bloom") else {**COMMON, **extra}
     torch.manual_seed(0)
     return getattr(T, model_cls)(getattr(T, config_cls)(**cfg)).eval()
 

@@ -33,6 +33,27 @@ def test_lifted_constants_and_an_empty_one_become_network_constants(tmp_path):
     assert report.ok and [p.point for p in report.points] == ["min", "opt", "max"]
 
 
+class Joined(torch.nn.Module):
+    """A decode step's shape in small: the mask spans past and new positions, so its length is an expression over the
+    other inputs' dims (``s0 + s1``: torch.export derives it), and the reshape ties them together."""
+
+    def forward(self, past, new, mask):
+        return (torch.cat([past, new], 1) * mask).reshape(mask.shape[0], -1, 2).sum(-1)
+
+
+def test_an_input_dim_that_is_a_sum_of_other_dims_takes_their_value_at_every_profile_point(tmp_path):
+    from torch.export import Dim
+
+    b, p, t = Dim("b", min=1, max=3), Dim("p", min=1, max=16), Dim("t", min=1, max=4)
+    program = torch.export.export(Joined(), (torch.randn(2, 6), torch.randn(2, 2), torch.randn(2, 8)),
+                                  dynamic_shapes=({0: b, 1: p}, {0: b, 1: t}, {0: b, 1: Dim.AUTO}), strict=False)
+    report = opmap.verify(program, db=str(tmp_path / "c.db"))  # before: kOPT violated the network's shape checks
+    assert report.ok and [p.point for p in report.points] == ["min", "opt", "max"]
+    for point in report.points:  # mask length = past + new at each point, the sum at least 4 (the range traced)
+        (pb, pp), (nb, nt), (mb, mm) = ([int(v) for v in part.split("=")[1].split("x")] for part in point.shape.split(", "))
+        assert pb == nb == mb and mm == pp + nt >= 4, point.shape
+
+
 def _rule(tmp_path, body: str):
     path = tmp_path / "rule_clip.py"
     path.write_text(textwrap.dedent(f'''
@@ -72,10 +93,10 @@ def test_a_deliberate_build_error_in_an_emitter_stays_exit_2(cli, squash, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "mistral", "phi3"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "mistral", "phi3", "bloom"])
 def test_decode_step_builds_and_verifies_at_three_points(cli, tmp_path, family):
     """GQA with rotary positions (Llama, Qwen2), learned positions with a fused QKV (GPT-2), a sliding window shorter
-    than the cache at max (Mistral: rows the window hides) and fused QKV/gate-up projections (Phi-3): the logits and
+    than the cache at max (Mistral: rows the window hides) and fused QKV/gate-up projections (Phi-3), ALiBi biases from the mask over past and new positions (Bloom): the logits and
     every layer's updated keys/values agree with PyTorch at min, opt and max of batch, new tokens and cache length."""
     from examples.decode_step import export_decode_step
 

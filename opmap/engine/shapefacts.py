@@ -131,18 +131,51 @@ def satisfying_points(facts_text: tuple[str, ...], ranges: dict[str, tuple[int, 
     return {label: {**defaults[label], **chosen} for label, chosen in (("min", low), ("opt", mid), ("max", high))}
 
 
+def derived_dims(graph: Any) -> dict[str, Any]:
+    """Input dims that are expressions over other input dims' symbols (``s15 + s70``: a decode step's mask over past and
+    new positions), as sympy: their value at a point follows from the symbols', never chosen on its own."""
+    plain = {d for meta in graph.inputs.values() for d in meta.shape if isinstance(d, str) and d.isidentifier()}
+    out: dict[str, Any] = {}
+    for meta in graph.inputs.values():
+        for d in meta.shape:
+            if isinstance(d, str) and d not in plain and d not in out:
+                try:
+                    expr = symexpr.parse(d)
+                except ValueError:
+                    continue
+                names = {str(s) for s in getattr(expr, "free_symbols", ())}
+                if names and names <= plain:
+                    out[d] = expr
+    return out
+
+
+def with_derived(derived: dict[str, Any], point: dict[str, int]) -> dict[str, int]:
+    """``point`` with every derived dim's value computed from its symbols'."""
+    import sympy
+
+    values = {sympy.Symbol(k, integer=True): sympy.Integer(v) for k, v in point.items() if k.isidentifier()}
+    return {**point, **{d: int(e.xreplace(values)) for d, e in derived.items()}}
+
+
 def symbol_points(graph: Any) -> dict[str, dict[str, int]]:
     """A value per input-dim symbol at the profile's minimum, an interior point and its maximum: each symbol's own
     range (:func:`opmap.engine.builder.symbol_range`), moved where needed so that every point satisfies the export's
-    facts. Empty for a static graph."""
+    facts. A dim that is an expression over other dims' symbols (:func:`derived_dims`) takes the value they give it, and
+    its range is one more fact. Empty for a static graph."""
     from opmap.engine.builder import symbol_range
 
+    derived = derived_dims(graph)
+    facts = tuple(graph.facts or ())
     defaults: dict[str, dict[str, int]] = {"min": {}, "opt": {}, "max": {}}
     for name, meta in graph.inputs.items():
         for d in meta.shape:
-            if isinstance(d, str) and d not in defaults["min"]:
+            if isinstance(d, str) and d in derived:
+                low, _, high = symbol_range(graph, name, d)
+                facts += tuple(f for f in (f"{d} >= {low}", f"{d} <= {high}") if f not in facts)
+            elif isinstance(d, str) and d not in defaults["min"]:
                 defaults["min"][d], defaults["opt"][d], defaults["max"][d] = symbol_range(graph, name, d)
-    if not defaults["min"] or not graph.facts:
+    if not defaults["min"] or not facts:
         return defaults if defaults["min"] else {}
     ranges = {s: (defaults["min"][s], defaults["max"][s]) for s in defaults["min"]}
-    return satisfying_points(graph.facts, ranges, defaults)
+    points = satisfying_points(facts, ranges, defaults)
+    return {label: with_derived(derived, point) for label, point in points.items()}
