@@ -12,9 +12,14 @@ Engine outputs: output0 the logits [B, T, VOCAB]; output1, output2, ... each lay
 torch.export derives the mask length's range from the others' (sizes traced as at least 2): with these ranges the
 engine takes P + T >= 4, so a one-token step needs three cached positions or more.
 
-A model that keeps its cache in registered buffers and writes them in place (``index_copy_``, the ``StaticCache``
-pattern) needs no wrapper: opmap makes each written buffer an engine input and output of the same name (state in,
-state out; README, "Served decoders and state updated in place").
+transformers' ``StaticCache`` (``--cache static``): ``StaticCacheStep`` gives the model's own StaticCache the cache
+tensors passed in (``key_cache_i``/``value_cache_i [B, KV_HEADS, MAX_CACHE, D]``) and ``cache_position [T]``; the model
+writes the new keys/values into them in place (``index_copy_``), so opmap makes each an engine input and an output of
+the same name plus ``.updated`` (state in, state out); B and T are dynamic. transformers' own recipe
+(``--cache recipe``: ``TorchExportableModuleWithStaticCache``, exported strict as ``convert_and_export_with_cache``
+does) registers the cache as buffers: the engine takes and returns ``b_key_cache_i`` etc., shapes static. Exported
+non-strict, that recipe's cache is lifted as constants, which PyTorch cannot functionalize: opmap refuses the writes
+and says so.
 
 The weights are random (a tiny config, no download): the point is the export pattern, not the model.
 """
@@ -89,9 +94,8 @@ class DecodeStep(torch.nn.Module):
         return (out.logits, *[t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)])
 
 
-def _named(cls: type, layers: int) -> type:
+def _named(cls: type, names: list[str]) -> type:
     """A subclass of ``cls`` whose forward has one named parameter per input (torch.export names inputs after them)."""
-    names = ["input_ids", "attention_mask"] + [f"past_{kv}_{i}" for i in range(layers) for kv in ("key", "value")]
 
     def forward(self, *args):
         return self.step(*args)
@@ -99,6 +103,10 @@ def _named(cls: type, layers: int) -> type:
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     forward.__signature__ = inspect.Signature([inspect.Parameter(n, kind) for n in ["self", *names]])
     return type(cls.__name__, (cls,), {"forward": forward})
+
+
+def _cache_names(layers: int, pattern: str) -> list[str]:
+    return [pattern.format(kv=kv, i=i) for i in range(layers) for kv in ("key", "value")]
 
 
 def decode_inputs(model: torch.nn.Module, batch: int = 2, new: int = 3, past: int = 5) -> tuple[torch.Tensor, ...]:
@@ -114,7 +122,8 @@ def export_decode_step(family: str = "llama", batch: int = 2, new: int = 3, past
     from torch.export import Dim
 
     model = tiny_decoder(family)
-    step = _named(DecodeStep, model.config.num_hidden_layers)(model).eval()
+    names = ["input_ids", "attention_mask", *_cache_names(model.config.num_hidden_layers, "past_{kv}_{i}")]
+    step = _named(DecodeStep, names)(model).eval()
     b, t, p = (Dim(name, min=lo, max=hi) for name, (lo, hi) in RANGES.items())
     kv = {0: b, 2: p}
     shapes = ({0: b, 1: t}, {0: b, 1: Dim.AUTO}, *[kv] * (2 * model.config.num_hidden_layers))
@@ -123,13 +132,77 @@ def export_decode_step(family: str = "llama", batch: int = 2, new: int = 3, past
         return torch.export.export(step, decode_inputs(model, batch, new, past), dynamic_shapes=shapes, strict=False)
 
 
+class StaticCacheStep(torch.nn.Module):
+    """One step over the model's own ``StaticCache`` whose layers hold the cache tensors passed in: forward takes
+    ``input_ids, cache_position, key_cache_0, value_cache_0, ...`` ([B, KV_HEADS, MAX_CACHE, D] each) and returns the
+    logits; the model writes the new keys/values into the cache tensors in place (``index_copy_`` at the step's
+    positions), so the engine takes each and returns it updated (``key_cache_0.updated``, ...)."""
+
+    def __init__(self, model: torch.nn.Module, max_cache_len: int) -> None:
+        from transformers import StaticCache
+
+        super().__init__()
+        self.model = model
+        self.cache = StaticCache(max_cache_len=max_cache_len, config=model.config)
+
+    def step(self, input_ids, cache_position, *caches):
+        for i, layer in enumerate(self.cache.layers):  # early_initialization's work, with the tensors passed in
+            keys, values = caches[2 * i], caches[2 * i + 1]
+            layer.device, layer.dtype = keys.device, keys.dtype
+            layer.batch_size, layer.num_heads, _, layer.k_head_dim = keys.shape
+            layer.v_head_dim = values.shape[-1]
+            layer.keys, layer.values, layer.is_initialized = keys, values, True
+            layer.cumulative_length = cache_position[0].clone()  # where this step writes (as transformers' recipe sets it)
+        return self.model(input_ids=input_ids, attention_mask=None, cache=self.cache, use_cache=True).logits
+
+
+MAX_CACHE = 32  # the static cache's length: a step writes positions cache_position[0] .. + T - 1, all below it
+
+
+def export_static_cache_step(family: str = "llama", batch: int = 2, new: int = 3, start: int = 5):
+    """A decode step over transformers' ``StaticCache`` with the cache tensors as inputs written in place (state in,
+    state out), batch and new tokens dynamic; any export mode works (the tensors are inputs, not held by the cache)."""
+    from torch.export import Dim
+
+    model = tiny_decoder(family)
+    layers = model.config.num_hidden_layers
+    names = ["input_ids", "cache_position", *_cache_names(layers, "{kv}_cache_{i}")]
+    step = _named(StaticCacheStep, names)(model, MAX_CACHE).eval()
+    b, t = Dim("batch", min=RANGES["batch"][0], max=RANGES["batch"][1]), Dim("new", min=RANGES["new"][0], max=RANGES["new"][1])
+    inputs = (torch.randint(0, VOCAB, (batch, new)), torch.arange(start, start + new),
+              *[torch.randn(cache_shape(model, batch, MAX_CACHE)) for _ in range(2 * layers)])
+    shapes = ({0: b, 1: t}, {0: t}, *[{0: b}] * (2 * layers))
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        return torch.export.export(step, inputs, dynamic_shapes=shapes, strict=False)
+
+
+def export_transformers_static_cache(family: str = "llama", batch: int = 1, new: int = 2):
+    """transformers' own recipe (``TorchExportableModuleWithStaticCache``, as ``convert_and_export_with_cache`` calls
+    it): the cache tensors are the wrapper's registered buffers, written in place; strict export (the recipe's default)
+    traces them as buffers, so the engine takes and returns them (``b_key_cache_0`` / ``b_key_cache_0.updated``).
+    Shapes are static (the buffers fix the batch)."""
+    from transformers.integrations.executorch import TorchExportableModuleWithStaticCache
+
+    model = tiny_decoder(family)
+    model.generation_config.cache_implementation = "static"
+    wrapped = TorchExportableModuleWithStaticCache(model, batch_size=batch, max_cache_len=MAX_CACHE)
+    kwargs = {"input_ids": torch.randint(0, VOCAB, (batch, new)), "cache_position": torch.arange(4, 4 + new)}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        return torch.export.export(wrapped, (), kwargs=kwargs, strict=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default="decode_step.pt2")
     parser.add_argument("--family", choices=sorted(FAMILIES), default="llama")
+    parser.add_argument("--cache", choices=("dynamic", "static", "recipe"), default="dynamic",
+                        help="DynamicCache from past keys/values (default), StaticCache over cache inputs, transformers' recipe")
     args = parser.parse_args(argv)
-    torch.export.save(export_decode_step(args.family), args.out)
-    print(f"wrote {args.out}: a {args.family} decode step (opmap build {args.out} -o step.engine)")
+    export = {"dynamic": export_decode_step, "static": export_static_cache_step, "recipe": export_transformers_static_cache}
+    torch.export.save(export[args.cache](args.family), args.out)
+    print(f"wrote {args.out}: a {args.family} decode step, {args.cache} cache (opmap build {args.out} -o step.engine)")
 
 
 if __name__ == "__main__":

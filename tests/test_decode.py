@@ -109,3 +109,62 @@ def test_decode_step_builds_and_verifies_at_three_points(cli, tmp_path, family):
     assert all(p["compared"] == p["expected"] == 5 for p in data["points"])  # logits + 2 layers x (keys, values)
     shapes = [p["shape"] for p in data["points"]]
     assert len(set(shapes)) == 3 and "input_ids=4x8" in shapes[-1] and "x32x" in shapes[-1]  # batch 4, 8 new, 32 cached
+
+
+class _Store:
+    """A plain object (not a module) holding a tensor, as transformers' StaticCache holds its keys and values."""
+
+    def __init__(self) -> None:
+        self.seen = torch.zeros(4)
+
+
+class CountsOutside(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = _Store()
+
+    def forward(self, x):
+        self.store.seen.add_(x)  # non-strict export lifts the tensor as a constant and keeps the write into it
+        return x * 2
+
+
+def test_a_write_into_a_lifted_constant_is_refused_with_how_to_export_it(cli, tmp_path):
+    path = tmp_path / "outside.pt2"
+    torch.export.save(torch.export.export(CountsOutside(), (torch.randn(4),), strict=False), str(path))
+    r = cli("build", path, "-o", tmp_path / "o.engine")
+    assert r.code == 1 and "c_lifted_tensor_0, a tensor torch.export lifted as a constant" in r.err, r.err
+    assert "strict=True" in r.err and "as an input" in r.err
+
+
+def _verified(cli, program, path):
+    torch.export.save(program, str(path))
+    r = cli("verify", path, "--json")
+    data = json.loads(r.out)
+    assert r.code == 0 and data["ok"], [o for o in data["outputs"] if not o["ok"]]
+    return data
+
+
+@pytest.mark.slow
+def test_static_cache_step_takes_and_returns_the_cache_at_three_points(cli, tmp_path):
+    """transformers' StaticCache over cache tensors passed in (examples/decode_step.py): the model writes them in place
+    at the step's positions (index_copy_); the engine takes each and returns it updated, batch and new tokens dynamic."""
+    from examples.decode_step import export_static_cache_step
+
+    data = _verified(cli, export_static_cache_step("llama"), tmp_path / "static.pt2")
+    assert [p["point"] for p in data["points"]] == ["min", "opt", "max"]
+    names = {o["name"] for o in data["outputs"]}
+    assert {f"{kv}_cache_{i}.updated" for kv in ("key", "value") for i in (0, 1)} <= names
+    assert all(p["compared"] == p["expected"] == 5 for p in data["points"])  # logits + 4 updated caches
+    assert "input_ids=4x8" in data["points"][-1]["shape"]
+
+
+@pytest.mark.slow
+def test_transformers_static_cache_recipe_exports_its_buffers_as_state(cli, tmp_path):
+    """transformers' own export recipe (TorchExportableModuleWithStaticCache, strict): the cache buffers are state in,
+    state out under their placeholder names; verify compares every updated buffer."""
+    from examples.decode_step import export_transformers_static_cache
+
+    data = _verified(cli, export_transformers_static_cache("llama"), tmp_path / "recipe.pt2")
+    names = {o["name"] for o in data["outputs"] if o["ok"]}
+    assert {"b_key_cache_0.updated", "b_value_cache_1.updated", "b_cumulative_length_0.updated"} <= names
+    assert data["compared"] == data["expected"] == 7
