@@ -21,6 +21,12 @@ does) registers the cache as buffers: the engine takes and returns ``b_key_cache
 non-strict, that recipe's cache is lifted as constants, which PyTorch cannot functionalize: opmap refuses the writes
 and says so.
 
+An encoder-decoder's decoder step (``--family bart|t5``, ``Seq2SeqStep``): ``decoder_input_ids [B, T]``, the encoder's
+padding mask ``attention_mask [B, S]`` and per layer ``past_key_i``/``past_value_i [B, HEADS, P, D]`` (self-attention)
+then ``cross_key_i``/``cross_value_i [B, HEADS, S, D]`` (the encoder output projected once per request, held in the
+``EncoderDecoderCache``'s cross-attention half so the model reads no encoder output); the engine returns the logits
+and every layer's updated self-attention keys then values. B, T, P and the encoder length S are dynamic.
+
 The weights are random (a tiny config, no download): the point is the export pattern, not the model.
 """
 
@@ -193,15 +199,92 @@ def export_transformers_static_cache(family: str = "llama", batch: int = 1, new:
         return torch.export.export(wrapped, (), kwargs=kwargs, strict=True)
 
 
+# Encoder-decoders: one decoder layer stack of 2 layers, 4 heads of 8.
+SEQ2SEQ = {
+    "bart": ("BartConfig", "BartForConditionalGeneration",
+             dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+                  encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=VOCAB, max_position_embeddings=64, pad_token_id=1,
+                  bos_token_id=0, eos_token_id=2, decoder_start_token_id=0)),
+    "t5": ("T5Config", "T5ForConditionalGeneration",
+           dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4, vocab_size=VOCAB,
+                decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)),
+}
+ENCODED = (2, 16)  # the encoder's output length S the engine serves
+
+
+class Seq2SeqStep(torch.nn.Module):
+    """One decoder step of an encoder-decoder: forward takes ``decoder_input_ids [B, T]``, the encoder's padding mask
+    ``attention_mask [B, S]``, then per layer the self-attention past ``past_key_i``/``past_value_i [B, HEADS, P, D]``
+    and the cross-attention keys/values ``cross_key_i``/``cross_value_i [B, HEADS, S, D]`` (the encoder output
+    projected once per request); returns the logits and every layer's updated self-attention keys then values
+    ``[B, HEADS, P+T, D]`` (the cross keys/values do not change)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.layers = _decoder_layers(model.config)
+
+    def step(self, decoder_input_ids, attention_mask, *kv):
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        own, cross = DynamicCache(), DynamicCache()
+        for i in range(self.layers):
+            own.update(kv[4 * i], kv[4 * i + 1], i)
+            cross.update(kv[4 * i + 2], kv[4 * i + 3], i)
+        cache = EncoderDecoderCache(own, cross)  # cross layers hold keys: the model reuses them and reads no encoder output
+        unread = kv[2].new_zeros(kv[2].shape[0], kv[2].shape[2], self.model.config.d_model)  # stands for the encoder output
+        out = self.model(decoder_input_ids=decoder_input_ids, encoder_outputs=(unread,), attention_mask=attention_mask,
+                         cache=cache, use_cache=True)
+        layers = out.past_key_values.self_attention_cache.layers
+        return (out.logits, *[t for layer in layers for t in (layer.keys, layer.values)])
+
+
+def _decoder_layers(config) -> int:
+    return config.decoder_layers if hasattr(config, "decoder_layers") else config.num_decoder_layers
+
+
+def tiny_seq2seq(family: str) -> torch.nn.Module:
+    import transformers as T
+
+    config_cls, model_cls, cfg = SEQ2SEQ[family]
+    torch.manual_seed(0)
+    return getattr(T, model_cls)(getattr(T, config_cls)(**cfg)).eval()
+
+
+def export_seq2seq_step(family: str = "bart", batch: int = 2, new: int = 3, past: int = 5, encoded: int = 6):
+    """The decoder step of a tiny ``family`` encoder-decoder, batch/new tokens/cache length/encoder length dynamic."""
+    from torch.export import Dim
+
+    model = tiny_seq2seq(family)
+    layers, c = _decoder_layers(model.config), model.config
+    names = ["decoder_input_ids", "attention_mask", *[f"{kind}_{kv}_{i}" for i in range(layers) for kind in ("past", "cross")
+                                                      for kv in ("key", "value")]]
+    step = _named(Seq2SeqStep, names)(model).eval()
+    heads = c.decoder_attention_heads if hasattr(c, "decoder_attention_heads") else c.num_heads
+    head_dim = getattr(c, "d_kv", c.d_model // heads)
+    b, t, p = (Dim(name, min=lo, max=hi) for name, (lo, hi) in RANGES.items())
+    s = Dim("encoded", min=ENCODED[0], max=ENCODED[1])
+    inputs = (torch.randint(0, VOCAB, (batch, new)), torch.ones(batch, encoded, dtype=torch.int64))
+    for _ in range(layers):
+        inputs += tuple(torch.randn(batch, heads, n, head_dim) for n in (past, past, encoded, encoded))
+    shapes = ({0: b, 1: t}, {0: b, 1: s}, *[{0: b, 2: p}, {0: b, 2: p}, {0: b, 2: s}, {0: b, 2: s}] * layers)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        return torch.export.export(step, inputs, dynamic_shapes=shapes, strict=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default="decode_step.pt2")
-    parser.add_argument("--family", choices=sorted(FAMILIES), default="llama")
+    parser.add_argument("--family", choices=sorted(FAMILIES) + sorted(SEQ2SEQ), default="llama",
+                        help="a decoder, or an encoder-decoder (bart, t5: its decoder step)")
     parser.add_argument("--cache", choices=("dynamic", "static", "recipe"), default="dynamic",
                         help="DynamicCache from past keys/values (default), StaticCache over cache inputs, transformers' recipe")
     args = parser.parse_args(argv)
     export = {"dynamic": export_decode_step, "static": export_static_cache_step, "recipe": export_transformers_static_cache}
-    torch.export.save(export[args.cache](args.family), args.out)
+    if args.family in SEQ2SEQ and args.cache != "dynamic":
+        parser.error("--cache static/recipe: decoder-only families")
+    torch.export.save((export_seq2seq_step if args.family in SEQ2SEQ else export[args.cache])(args.family), args.out)
     print(f"wrote {args.out}: a {args.family} decode step, {args.cache} cache (opmap build {args.out} -o step.engine)")
 
 

@@ -1,6 +1,7 @@
 """Decode steps as served (issue 19): lifted constant tensors (empty ones included), the exit code of a bug inside an
-emitter, and the decode step of tiny transformers decoders (examples/decode_step.py) built and verified at the
-profile's min, an interior point and its max, with batch, new tokens and cache length dynamic."""
+emitter, and the decode steps of tiny transformers decoders and an encoder-decoder (examples/decode_step.py, a
+DynamicCache or transformers' StaticCache) built and verified at the profile's min, an interior point and its max, with
+batch, new tokens and cache length dynamic."""
 
 import json
 import textwrap
@@ -92,6 +93,15 @@ def test_a_deliberate_build_error_in_an_emitter_stays_exit_2(cli, squash, tmp_pa
     assert r.code == 2 and r.err.startswith("error:") and "limit must be static here" in r.err
 
 
+def _verified(cli, program, path):
+    """``program`` saved as a user's file and verified by the CLI (every output agrees at every point): its JSON."""
+    torch.export.save(program, str(path))
+    r = cli("verify", path, "--json")
+    data = json.loads(r.out)
+    assert r.code == 0 and data["ok"], [o for o in data["outputs"] if not o["ok"]]
+    return data
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "mistral", "phi3", "bloom"])
 def test_decode_step_builds_and_verifies_at_three_points(cli, tmp_path, family):
@@ -100,16 +110,24 @@ def test_decode_step_builds_and_verifies_at_three_points(cli, tmp_path, family):
     every layer's updated keys/values agree with PyTorch at min, opt and max of batch, new tokens and cache length."""
     from examples.decode_step import export_decode_step
 
-    path = tmp_path / f"{family}.pt2"
-    torch.export.save(export_decode_step(family), str(path))
-    r = cli("verify", path, "--json")
-    data = json.loads(r.out)
-    assert r.code == 0 and data["ok"], [o for o in data["outputs"] if not o["ok"]]
+    data = _verified(cli, export_decode_step(family), tmp_path / f"{family}.pt2")
     assert [p["point"] for p in data["points"]] == ["min", "opt", "max"]
     assert all(p["compared"] == p["expected"] == 5 for p in data["points"])  # logits + 2 layers x (keys, values)
     shapes = [p["shape"] for p in data["points"]]
     assert len(set(shapes)) == 3 and "input_ids=4x8" in shapes[-1] and "x32x" in shapes[-1]  # batch 4, 8 new, 32 cached
 
+
+@pytest.mark.slow
+def test_encoder_decoder_step_builds_and_verifies_at_three_points(cli, tmp_path):
+    """T5's decoder step (relative position bias over past + new positions): self-attention past and cross-attention
+    keys/values in, logits and updated self-attention keys/values out; batch, new tokens, cache and encoder length
+    dynamic."""
+    from examples.decode_step import export_seq2seq_step
+
+    data = _verified(cli, export_seq2seq_step("t5"), tmp_path / "t5.pt2")
+    assert [p["point"] for p in data["points"]] == ["min", "opt", "max"]
+    assert all(p["compared"] == p["expected"] == 5 for p in data["points"])
+    assert "decoder_input_ids=4x8, attention_mask=4x16, past_key_0=4x4x32x8" in data["points"][-1]["shape"]
 
 class _Store:
     """A plain object (not a module) holding a tensor, as transformers' StaticCache holds its keys and values."""
@@ -134,14 +152,6 @@ def test_a_write_into_a_lifted_constant_is_refused_with_how_to_export_it(cli, tm
     r = cli("build", path, "-o", tmp_path / "o.engine")
     assert r.code == 1 and "c_lifted_tensor_0, a tensor torch.export lifted as a constant" in r.err, r.err
     assert "strict=True" in r.err and "as an input" in r.err
-
-
-def _verified(cli, program, path):
-    torch.export.save(program, str(path))
-    r = cli("verify", path, "--json")
-    data = json.loads(r.out)
-    assert r.code == 0 and data["ok"], [o for o in data["outputs"] if not o["ok"]]
-    return data
 
 
 @pytest.mark.slow
