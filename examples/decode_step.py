@@ -3,14 +3,13 @@
 One call of the step takes the new tokens, the attention mask over past + new positions and every layer's past keys
 and values as plain tensors, and returns the logits and every layer's updated keys and values (the past with the new
 positions appended): the server keeps the cache between calls and feeds the returned keys/values to the next one.
-The batch ``B``, the new tokens ``T`` and the cache length ``P`` are dynamic; the mask's length (``P + T``) is left to
-torch.export (``Dim.AUTO``: it refuses arithmetic over two named dims).
+The batch ``B``, the new tokens ``T`` and the cache length ``P`` are dynamic; the mask's length has a Dim of its own
+(torch.export refuses arithmetic over two named dims) that the wrapper ties to ``P + T`` (``torch._check``), so the
+export states the relation and every profile point keeps it.
 
 Engine inputs:  input_ids [B, T] int64, attention_mask [B, P+T] int64, past_key_0, past_value_0, ... [B, KV_HEADS, P, D]
 Engine outputs: output0 the logits [B, T, VOCAB]; output1, output2, ... each layer's keys then values
                 [B, KV_HEADS, P+T, D], in layer order
-torch.export derives the mask length's range from the others' (sizes traced as at least 2): with these ranges the
-engine takes P + T >= 4, so a one-token step needs three cached positions or more.
 
 transformers' ``StaticCache`` (``--cache static``): ``StaticCacheStep`` gives the model's own StaticCache the cache
 tensors passed in (``key_cache_i``/``value_cache_i [B, KV_HEADS, MAX_CACHE, D]``) and ``cache_position [T]``; the model
@@ -56,7 +55,20 @@ FAMILIES = {
     "bloom": ("BloomConfig", "BloomForCausalLM", dict(hidden_size=32, n_layer=2, n_head=4, vocab_size=128)),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=128, bos_token_id=0,
                                                    eos_token_id=0)),
+    # the zoo's other decoder families (bench/build_zoo.py builds their steps; the tests above cover one of each kind)
+    "opt": ("OPTConfig", "OPTForCausalLM", dict(num_attention_heads=4, ffn_dim=64, word_embed_proj_dim=32)),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=8)),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=8)),
+    "phi": ("PhiConfig", "PhiForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2)),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(num_attention_heads=4)),
+    "stablelm": ("StableLmConfig", "StableLmForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2)),
+    "falcon": ("FalconConfig", "FalconForCausalLM", dict(num_attention_heads=4, alibi=True, new_decoder_architecture=False,
+                                                       multi_query=True)),
+    "mpt": ("MptConfig", "MptForCausalLM", dict(d_model=32, n_heads=4, n_layers=2, expansion_ratio=2, max_seq_len=64, vocab_size=128)),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                                          num_local_experts=4, num_experts_per_tok=2)),
 }
+OWN_CONFIG = {"gpt2", "bloom", "mpt"}  # configs that name their sizes their own way
 COMMON = dict(hidden_size=32, num_hidden_layers=2, intermediate_size=64, vocab_size=128, max_position_embeddings=64)
 VOCAB = 128
 # The ranges the engine serves: batch, new tokens per step, cache length before the step.
@@ -68,7 +80,7 @@ def tiny_decoder(family: str) -> torch.nn.Module:
     import transformers as T
 
     config_cls, model_cls, extra = FAMILIES[family]
-    cfg = extra if family in ("gpt2", "bloom") else {**COMMON, **extra}
+    cfg = extra if family in OWN_CONFIG else {**COMMON, **extra}
     torch.manual_seed(0)
     return getattr(T, model_cls)(getattr(T, config_cls)(**cfg)).eval()
 
@@ -76,7 +88,7 @@ def tiny_decoder(family: str) -> torch.nn.Module:
 def cache_shape(model: torch.nn.Module, batch: int, length: int) -> tuple[int, int, int, int]:
     """[B, KV_HEADS, length, HEAD_DIM] of one layer's keys (or values)."""
     c = model.config
-    heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+    heads = getattr(c, "num_key_value_heads", None) or (1 if getattr(c, "multi_query", False) else c.num_attention_heads)
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     return batch, heads, length, head_dim
 
@@ -93,6 +105,8 @@ class DecodeStep(torch.nn.Module):
     def step(self, input_ids, attention_mask, *past):
         from transformers import DynamicCache
 
+        # the mask spans past and new positions: said here, torch.export makes its length P + T (else a free dim)
+        torch._check(attention_mask.shape[1] == past[0].shape[2] + input_ids.shape[1])
         cache = DynamicCache()  # full layers: a sliding-window model (Mistral) keeps the whole cache; its mask applies the window
         for i in range(self.layers):
             cache.update(past[2 * i], past[2 * i + 1], i)
@@ -131,8 +145,9 @@ def export_decode_step(family: str = "llama", batch: int = 2, new: int = 3, past
     names = ["input_ids", "attention_mask", *_cache_names(model.config.num_hidden_layers, "past_{kv}_{i}")]
     step = _named(DecodeStep, names)(model).eval()
     b, t, p = (Dim(name, min=lo, max=hi) for name, (lo, hi) in RANGES.items())
+    total = Dim("total", min=RANGES["past"][0] + RANGES["new"][0], max=RANGES["past"][1] + RANGES["new"][1])
     kv = {0: b, 2: p}
-    shapes = ({0: b, 1: t}, {0: b, 1: Dim.AUTO}, *[kv] * (2 * model.config.num_hidden_layers))
+    shapes = ({0: b, 1: t}, {0: b, 1: total}, *[kv] * (2 * model.config.num_hidden_layers))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         return torch.export.export(step, decode_inputs(model, batch, new, past), dynamic_shapes=shapes, strict=False)

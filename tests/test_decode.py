@@ -106,8 +106,9 @@ def _verified(cli, program, path):
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "mistral", "phi3", "bloom"])
 def test_decode_step_builds_and_verifies_at_three_points(cli, tmp_path, family):
     """GQA with rotary positions (Llama, Qwen2), learned positions with a fused QKV (GPT-2), a sliding window shorter
-    than the cache at max (Mistral: rows the window hides) and fused QKV/gate-up projections (Phi-3), ALiBi biases from the mask over past and new positions (Bloom): the logits and
-    every layer's updated keys/values agree with PyTorch at min, opt and max of batch, new tokens and cache length."""
+    than the cache at max (Mistral: rows the window hides), fused QKV/gate-up projections (Phi-3), ALiBi biases from
+    the mask over past and new positions (Bloom): the logits and every layer's updated keys/values agree with PyTorch
+    at min, opt and max of batch, new tokens and cache length, each a shape a server sends (mask length P + T)."""
     from examples.decode_step import export_decode_step
 
     data = _verified(cli, export_decode_step(family), tmp_path / f"{family}.pt2")
@@ -115,6 +116,10 @@ def test_decode_step_builds_and_verifies_at_three_points(cli, tmp_path, family):
     assert all(p["compared"] == p["expected"] == 5 for p in data["points"])  # logits + 2 layers x (keys, values)
     shapes = [p["shape"] for p in data["points"]]
     assert len(set(shapes)) == 3 and "input_ids=4x8" in shapes[-1] and "x32x" in shapes[-1]  # batch 4, 8 new, 32 cached
+    for shape in shapes:
+        dims = {part.split("=")[0]: [int(d) for d in part.split("=")[1].split("x")] for part in shape.split(", ")}
+        assert dims["attention_mask"][1] == dims["past_key_0"][2] + dims["input_ids"][1], shape
+    assert shapes[0].startswith("input_ids=1x1, attention_mask=1x2")  # a one-token step over one cached position
 
 
 @pytest.mark.slow
