@@ -81,7 +81,7 @@ def parse_rows(text: str) -> dict[tuple[str, str], Row]:
 
 def render(rows: dict[tuple[str, str], Row], names: list[str], variants: list[str], elapsed: float,
            served: list[str] = (), kept: int = 0) -> str:
-    from opmap.engine.backend import profile
+    from opmap.building.backend import profile
 
     run = len(rows) - kept
     total = len(names) * len(variants) + len(served)

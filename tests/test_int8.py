@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from opmap.engine.verify import draw_inputs
+from opmap.checking.verify import draw_inputs
 from tests.conftest import export_to
 
 
@@ -44,7 +44,7 @@ class SmallCNN(nn.Module):
 def threshold_pt2(tmp_path_factory):
     x = torch.randn(1, 64)
     path = export_to(tmp_path_factory.mktemp("m") / "thr.pt2", Threshold(x), x)
-    from opmap.engine.capture import capture
+    from opmap.loading.capture import capture
 
     x0 = draw_inputs(capture(path).graph, 0)[0]["x"]  # the first generated batch: rebuild with the margin on it
     return export_to(tmp_path_factory.mktemp("m") / "thr.pt2", Threshold(x0), x0)
@@ -113,7 +113,7 @@ def test_cnn_builds_in_int8_and_verifies(cli, tmp_path, db_url):
 
 def test_end_to_end_check_demotes_int8_nodes_whose_outputs_miss(cli, tmp_path, monkeypatch):
     """With a margin no INT8 network meets, every round of the end-to-end check moves INT8 nodes back, and says why."""
-    from opmap.engine import int8
+    from opmap.checking import int8
 
     model = export_to(tmp_path / "cnn.pt2", SmallCNN(), torch.randn(1, 3, 16, 16))
     assert cli("calibrate", model, "--generate", "2").code == 0
@@ -137,7 +137,7 @@ def _matmul_network(trt, weight_dtype):
     """x[16,64] @ w[64,32] with Q/DQ on both (FP8), or an INT4 weight dequantized per 32-element block (weight-only)."""
     import numpy as np
 
-    from opmap.engine.backend import logger, strongly_typed_network
+    from opmap.building.backend import logger, strongly_typed_network
 
     builder = trt.Builder(logger(trt))
     net = strongly_typed_network(trt, builder)
@@ -168,7 +168,7 @@ def _matmul_network(trt, weight_dtype):
 @pytest.mark.parametrize("kind, builds_for, fails_for", [("fp8", "SM89", "SM86"), ("int4", "SM80", "SM75")])
 def test_the_refusal_reasons_hold_on_tensorrt_rtx(kind, builds_for, fails_for):
     """The facts NOT_PLACED states: FP8 builds only for SM89+, INT4 weight-only builds (SM80+) — real AOT builds."""
-    from opmap.engine.backend import import_backend
+    from opmap.building.backend import import_backend
 
     trt = import_backend("tensorrt_rtx")
     results = {}

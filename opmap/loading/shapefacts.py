@@ -13,7 +13,7 @@ import itertools
 import re
 from typing import Any
 
-from opmap.engine import symexpr
+from opmap.loading import symexpr
 from opmap.errors import OpmapError
 
 _SIZE = re.compile(r"L((?:\[(?:'[^']*'|\d+)\])+)\.size\(\)\[(\d+)\]")
@@ -155,27 +155,3 @@ def with_derived(derived: dict[str, Any], point: dict[str, int]) -> dict[str, in
 
     values = {sympy.Symbol(k, integer=True): sympy.Integer(v) for k, v in point.items() if k.isidentifier()}
     return {**point, **{d: int(e.xreplace(values)) for d, e in derived.items()}}
-
-
-def symbol_points(graph: Any) -> dict[str, dict[str, int]]:
-    """A value per input-dim symbol at the profile's minimum, an interior point and its maximum: each symbol's own
-    range (:func:`opmap.engine.builder.symbol_range`), moved where needed so that every point satisfies the export's
-    facts. A dim that is an expression over other dims' symbols (:func:`derived_dims`) takes the value they give it, and
-    its range is one more fact. Empty for a static graph."""
-    from opmap.engine.builder import symbol_range
-
-    derived = derived_dims(graph)
-    facts = tuple(graph.facts or ())
-    defaults: dict[str, dict[str, int]] = {"min": {}, "opt": {}, "max": {}}
-    for name, meta in graph.inputs.items():
-        for d in meta.shape:
-            if isinstance(d, str) and d in derived:
-                low, _, high = symbol_range(graph, name, d)
-                facts += tuple(f for f in (f"{d} >= {low}", f"{d} <= {high}") if f not in facts)
-            elif isinstance(d, str) and d not in defaults["min"]:
-                defaults["min"][d], defaults["opt"][d], defaults["max"][d] = symbol_range(graph, name, d)
-    if not defaults["min"] or not facts:
-        return defaults if defaults["min"] else {}
-    ranges = {s: (defaults["min"][s], defaults["max"][s]) for s in defaults["min"]}
-    points = satisfying_points(facts, ranges, defaults)
-    return {label: with_derived(derived, point) for label, point in points.items()}

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from opmap.engine.graph import Graph, Node, Ref
+from opmap.loading.graph import Graph, Node, Ref
 
 # op -> (activation arguments, weight argument quantized per output channel along axis 0, or None, right operand whose
 # constant 2-D weight [K, N] is quantized per output column along axis 1 — GPT-2's Conv1D projections are addmm so)
@@ -61,7 +61,7 @@ class Quantizer:
 
     def __init__(self, program: Any, graph: Graph, backend: Any, strategies: dict, ranges: dict[str, Any],
                  batches: list[dict[str, torch.Tensor]], budget: float = DEFAULT_BUDGET, max_batches: int = 2) -> None:
-        from opmap.engine.builder import weights_of
+        from opmap.building.builder import weights_of
 
         self.program, self.graph, self.backend, self.strategies = program, graph, backend, strategies
         self.ranges, self.budget = ranges, budget
@@ -71,7 +71,7 @@ class Quantizer:
 
     def _capture(self, batches: list[dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
         """Per batch, PyTorch's values of every candidate node's arguments and outputs."""
-        from opmap.engine.verify import node_values
+        from opmap.checking.verify import node_values
 
         wanted = {n.name for n in self.graph if n.op in INT8_OPS}
         wanted |= {r.node for n in self.graph if n.op in INT8_OPS for r in n.args.values() if isinstance(r, Ref)}
@@ -128,8 +128,8 @@ class Quantizer:
 
     def _measure(self, node: Node, strat: Any, quant: dict[str, tuple]) -> float:
         """max |y - y_fp32| / max |y_fp32| over the captured batches, through the reference interpreter."""
-        from opmap.engine.builder import EmitContext, NetworkBuilder, trt_dtype
-        from opmap.engine.interpreter import run_network
+        from opmap.building.builder import EmitContext, NetworkBuilder, trt_dtype
+        from opmap.checking.interpreter import run_network
 
         worst = 0.0
         for seen in self.samples:
@@ -167,7 +167,7 @@ FIT_ROUNDS = 4  # then every INT8 node upstream of an output still over goes bac
 def output_errors(plan: Any, program: Any, strategies: dict, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     """Per float graph output (``node`` or ``node#i``): max |network - PyTorch| / max |PyTorch| over the batches, the
     network being the plan's, run by the reference interpreter."""
-    from opmap.engine.discrete import network_values, pytorch_values
+    from opmap.checking.discrete import network_values, pytorch_values
 
     refs = [r for r in plan.graph.outputs if isinstance(r, Ref) and r.node in plan.graph.nodes]
     worst: dict[str, float] = {}
@@ -192,8 +192,8 @@ def fit_outputs(plan: Any, program: Any, strategies: dict, batches: list[dict[st
     """Keep the INT8 plan's outputs within ``FIT_MARGIN`` of verify's INT8 tolerance on ``batches``: each round, the
     quarter of the INT8 nodes upstream of an output over it with the largest measured errors go back to fp32 (after
     ``FIT_ROUNDS``, all of them). Returns notes for the plan."""
-    from opmap.engine.discrete import demote, float_cone
-    from opmap.engine.verify import INT8_RANGE_TOLERANCE
+    from opmap.checking.discrete import demote, float_cone
+    from opmap.checking.verify import INT8_RANGE_TOLERANCE
 
     limit = INT8_RANGE_TOLERANCE * FIT_MARGIN
     by_name = {np_.node.name: np_ for np_ in plan.nodes}

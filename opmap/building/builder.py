@@ -15,12 +15,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from opmap.engine import symexpr
-from opmap.engine.backend import BackendProfile, logger, native_stderr_silenced, strongly_typed_network
-from opmap.engine.graph import Graph, Node, Ref, TensorMeta
-from opmap.engine.planner import Plan
-from opmap.engine.rules import Strategy
-from opmap.errors import OpmapError
+from opmap.loading import symexpr
+from opmap.building.backend import BackendProfile, logger, strongly_typed_network
+from opmap.native import native_stderr_silenced
+from opmap.loading.graph import Graph, Node, Ref, TensorMeta
+from opmap.planning.planner import Plan
+from opmap.planning.strategy import Strategy
+from opmap.building.profile import profile_points
+from opmap.errors import BuildError, EmitterBug
+from opmap.version import __version__
 
 TORCH_TO_TRT = {
     "float32": "FLOAT", "float16": "HALF", "bfloat16": "BF16", "int32": "INT32", "int64": "INT64",
@@ -33,17 +36,6 @@ NP_DTYPE = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "in
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16",
               "int8": "float32"}  # an INT8 node computes between Q/DQ pairs; the float around them stays float32
-
-
-class BuildError(OpmapError):
-    """A node could not be emitted or the network did not build; names the node and strategy."""
-
-
-class EmitterBug(BuildError):
-    """An emitter raised something other than a :class:`BuildError`: a bug in the strategy or in opmap, not a problem
-    of the model. Exit 3 ("internal error"); the original exception is its ``__cause__`` (``OPMAP_DEBUG=1`` shows it)."""
-
-    exit_code = 3
 
 
 def trt_dtype(trt: Any, dtype: str):
@@ -86,7 +78,7 @@ class Built:
 
     def sidecar(self, plan: Plan, backend: BackendProfile, precision: str) -> dict[str, Any]:
         return {
-            "opmap": __import__("opmap").__version__,
+            "opmap": __version__,
             "backend": {"name": backend.name, "version": backend.version},
             "precision": precision,
             "node_precision": {n.node.name: n.precision for n in plan.nodes if n.precision},
@@ -650,7 +642,6 @@ class NetworkBuilder:
     def _profile_from_symbols(self, name: str, meta: TensorMeta):
         """The input's dims at the profile's min, opt and max (points satisfying the export's facts: shapefacts)."""
         if self._points is None:
-            from opmap.engine.verify import profile_points
 
             self._points = profile_points(self.graph)
         return tuple([d if isinstance(d, int) else self._points[label][d] for d in meta.shape]
@@ -786,18 +777,6 @@ def broadcast_shape(*shapes: Sequence[int | str]) -> list[int | str]:
     return out
 
 
-def symbol_range(graph: Graph, name: str, symbol: str) -> tuple[int, int, int]:
-    """(min, opt, max) of an input-dim symbol for the optimization profile, from the export's proven range: min is the
-    range's lower end (at least 1: TensorRT profiles have no empty dims), max its upper end, opt an interior point (8
-    where the range holds it, else its middle)."""
-    rng = graph.symbols.get(symbol)
-    if rng is None or rng.upper is None:
-        raise BuildError(f"input {name} dim {symbol} has no upper bound in the export; pass --shape {name}=MIN:OPT:MAX "
-                         "or export with torch.export.Dim(..., max=N)")
-    low = max(1, rng.lower or 1)
-    opt = 8 if low < 8 < rng.upper else (low + rng.upper) // 2
-    return low, opt, rng.upper
-
 
 def _size_expr(expr: str) -> Any:
     """A symbolic size as sympy, through the restricted parser (never sympify/eval)."""
@@ -847,7 +826,7 @@ def serialize(built: Built) -> Built:
         engine = built.builder.build_serialized_network(built.network, built.config)
     built.build_seconds = time.perf_counter() - start
     if engine is None:
-        from opmap.engine.backend import _relevant
+        from opmap.building.backend import _relevant
 
         message = _relevant(log.messages) or "build_serialized_network returned None"
         raise BuildError(f"TensorRT could not build the network: {message}{_blame(built, message)}")
