@@ -42,6 +42,11 @@ class Joined(torch.nn.Module):
         return (torch.cat([past, new], 1) * mask).reshape(mask.shape[0], -1, 2).sum(-1)
 
 
+def _input_shapes(text: str) -> dict[str, list[int]]:
+    """A verified point's shapes (``"x=2x3, y=4"``) by input name."""
+    return {part.split("=")[0]: [int(d) for d in part.split("=")[1].split("x")] for part in text.split(", ")}
+
+
 def test_an_input_dim_that_is_a_sum_of_other_dims_takes_their_value_at_every_profile_point(tmp_path):
     from torch.export import Dim
 
@@ -51,7 +56,7 @@ def test_an_input_dim_that_is_a_sum_of_other_dims_takes_their_value_at_every_pro
     report = opmap.verify(program, db=str(tmp_path / "c.db"))  # before: kOPT violated the network's shape checks
     assert report.ok and [p.point for p in report.points] == ["min", "opt", "max"]
     for point in report.points:  # mask length = past + new at each point, the sum at least 4 (the range traced)
-        (pb, pp), (nb, nt), (mb, mm) = ([int(v) for v in part.split("=")[1].split("x")] for part in point.shape.split(", "))
+        (pb, pp), (nb, nt), (mb, mm) = _input_shapes(point.shape).values()
         assert pb == nb == mb and mm == pp + nt >= 4, point.shape
 
 
@@ -117,7 +122,7 @@ def test_decode_step_builds_and_verifies_at_three_points(cli, tmp_path, family):
     shapes = [p["shape"] for p in data["points"]]
     assert len(set(shapes)) == 3 and "input_ids=4x8" in shapes[-1] and "x32x" in shapes[-1]  # batch 4, 8 new, 32 cached
     for shape in shapes:
-        dims = {part.split("=")[0]: [int(d) for d in part.split("=")[1].split("x")] for part in shape.split(", ")}
+        dims = _input_shapes(shape)
         assert dims["attention_mask"][1] == dims["past_key_0"][2] + dims["input_ids"][1], shape
     assert shapes[0].startswith("input_ids=1x1, attention_mask=1x2")  # a one-token step over one cached position
 
