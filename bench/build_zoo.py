@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     rows: dict[tuple[str, str], Row] = {}
     merging = bool(args.only) and Path(args.out).exists()
     if merging:  # the other rows stay as the last run left them
-        rows = {k: r for k, r in parse_rows(Path(args.out).read_text()).items() if k[0] not in chosen}
+        rows = {k: r for k, r in parse_rows(Path(args.out).read_text()).items()
+                if k[0] not in chosen and (k[0] in ZOO or k[0] in SERVED)}  # a pattern since renamed is dropped
     kept = len(rows)
     page = list(ZOO) + list(SERVED) if merging else chosen
     names, served = [n for n in page if n in ZOO], [n for n in page if n in SERVED]

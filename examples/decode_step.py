@@ -51,7 +51,8 @@ FAMILIES = {
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2)),
     "mistral": ("MistralConfig", "MistralForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=8,
                                                            sliding_window=8)),
-    "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=0,
+                                                   eos_token_id=1)),
     "bloom": ("BloomConfig", "BloomForCausalLM", dict(hidden_size=32, n_layer=2, n_head=4, vocab_size=128)),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=128, bos_token_id=0,
                                                    eos_token_id=0)),
@@ -161,10 +162,14 @@ class StaticCacheStep(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, max_cache_len: int) -> None:
         from transformers import StaticCache
+        from transformers.cache_utils import StaticLayer
 
         super().__init__()
         self.model = model
         self.cache = StaticCache(max_cache_len=max_cache_len, config=model.config)
+        for i, layer in enumerate(self.cache.layers):  # a sliding layer's roll past its window branches on the data:
+            if layer.is_sliding:  # a full layer instead, as transformers' recipe does (the mask still applies the window)
+                self.cache.layers[i] = StaticLayer(max_cache_len)
 
     def step(self, input_ids, cache_position, *caches):
         for i, layer in enumerate(self.cache.layers):  # early_initialization's work, with the tensors passed in

@@ -130,7 +130,7 @@ def _note(export: Callable, *args) -> Callable[[], tuple]:
 SERVED: dict[str, Served] = {
     **{f"decode_{f}": Served("decode step (DynamicCache)", _note(export_decode_step, f)) for f in FAMILIES},
     **{f"decode_{f}": Served("encoder-decoder decode step", _note(export_seq2seq_step, f)) for f in SEQ2SEQ},
-    "static_cache": Served("decode step (StaticCache inputs)", _note(export_static_cache_step, "llama")),
+    **{f"static_cache_{f}": Served("decode step (StaticCache inputs)", _note(export_static_cache_step, f)) for f in FAMILIES},
     "static_cache_recipe": Served("decode step (StaticCache buffers)", _note(export_transformers_static_cache, "llama")),
     "lstm_tagger": Served("recurrent (LSTM)", _tagger),
     "gru_forecaster": Served("recurrent (GRU)", _gru),
