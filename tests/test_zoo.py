@@ -66,3 +66,21 @@ def test_bench_marks_rows_past_its_budget_not_run(tmp_path):
     text = out.read_text()
     rows = [line for line in text.splitlines() if line.split(" | ")[1:2] and line.split(" | ")[1] in VARIANTS]
     assert len(rows) == 8 and all(line.endswith("| not run |") for line in rows) and "0 of 8 rows run" in text
+
+
+def test_zoo_page_rows_read_back_as_written():
+    """``--only`` keeps the other rows from the existing page: read back, they render as they were written."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "bench"))
+    from build_zoo import parse_rows, render
+
+    from examples.served_zoo import SERVED
+
+    text = (root / "bench" / "BUILD.md").read_text()
+    rows = parse_rows(text)
+    assert rows and any(r.ok for r in rows.values()) and any(not r.ok for r in rows.values())
+    again = render(rows, list(ZOO), list(VARIANTS), 0.0, list(SERVED), kept=len(rows))
+    assert again.split("## Per architecture")[1] == text.split("## Per architecture")[1]

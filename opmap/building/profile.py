@@ -8,7 +8,7 @@ from typing import Any
 
 from opmap.errors import BuildError
 from opmap.loading.graph import Graph
-from opmap.loading.shapefacts import ShapeFactError, satisfying_points
+from opmap.loading.shapefacts import ShapeFactError, derived_dims, satisfying_points, with_derived
 
 
 def symbol_range(graph: Graph, name: str, symbol: str) -> tuple[int, int, int]:
@@ -26,17 +26,24 @@ def symbol_range(graph: Graph, name: str, symbol: str) -> tuple[int, int, int]:
 
 def symbol_points(graph: Any) -> dict[str, dict[str, int]]:
     """A value per input-dim symbol at the profile's minimum, an interior point and its maximum: each symbol's own
-    range (:func:`symbol_range`), moved where needed so that every point satisfies the export's
-    facts. Empty for a static graph."""
+    range (:func:`symbol_range`), moved where needed so that every point satisfies the export's facts. A dim that is
+    an expression over other dims' symbols (:func:`opmap.loading.shapefacts.derived_dims`) takes the value they give
+    it, and its range is one more fact. Empty for a static graph."""
+    derived = derived_dims(graph)
+    facts = tuple(graph.facts or ())
     defaults: dict[str, dict[str, int]] = {"min": {}, "opt": {}, "max": {}}
     for name, meta in graph.inputs.items():
         for d in meta.shape:
-            if isinstance(d, str) and d not in defaults["min"]:
+            if isinstance(d, str) and d in derived:
+                low, _, high = symbol_range(graph, name, d)
+                facts += tuple(f for f in (f"{d} >= {low}", f"{d} <= {high}") if f not in facts)
+            elif isinstance(d, str) and d not in defaults["min"]:
                 defaults["min"][d], defaults["opt"][d], defaults["max"][d] = symbol_range(graph, name, d)
-    if not defaults["min"] or not graph.facts:
+    if not defaults["min"] or not facts:
         return defaults if defaults["min"] else {}
     ranges = {s: (defaults["min"][s], defaults["max"][s]) for s in defaults["min"]}
-    return satisfying_points(graph.facts, ranges, defaults)
+    points = satisfying_points(facts, ranges, defaults)
+    return {label: with_derived(derived, point) for label, point in points.items()}
 
 
 def profile_points(graph: Graph, shapes: dict | None = None) -> dict[str, dict[str, int]]:

@@ -154,16 +154,20 @@ def _draw_offsets(shape: list[int], k: int, last: bool, g: torch.Generator) -> t
 
 
 def symbol_values(graph: Graph, point: dict[str, int] | None = None) -> dict[str, int]:
-    """A value for every input-dim symbol: ``point``'s, else 2 clamped into the symbol's range."""
+    """A value for every input-dim symbol: ``point``'s, else 2 clamped into the symbol's range; a dim that is an
+    expression over other dims' symbols (``s15 + s70``) takes the value they give it where ``point`` has none."""
+    from opmap.loading.shapefacts import derived_dims, with_derived
+
+    derived = {d: e for d, e in derived_dims(graph).items() if d not in (point or {})}
     values: dict[str, int] = {}
     for meta in graph.inputs.values():
         for d in meta.shape:
-            if isinstance(d, str) and d not in values:
+            if isinstance(d, str) and d not in values and d not in derived:
                 rng = graph.symbols.get(d)
                 lo = rng.lower if rng and rng.lower is not None else 0
                 hi = rng.upper if rng and rng.upper is not None else max(lo, 2)
                 values[d] = (point or {}).get(d, min(max(2, lo), hi))
-    return values
+    return with_derived(derived, values)
 
 
 def draw_inputs(graph: Graph, seed: int = 0, point: dict[str, int] | None = None,

@@ -108,6 +108,11 @@ def as_functional(node: Node, graph: Graph) -> tuple[Node | None, str]:
         target = node.arg(name)
         if not isinstance(target, Ref):
             return None, f"{node.op} writes {name}={target!r}, not a tensor of the graph"
+        if target.node in graph.params and target.node.startswith("c_"):  # torch.export's name for a lifted constant
+            return None, (f"{node.op} mutates {target.node}, a tensor torch.export lifted as a constant (held outside any "
+                          "module, as transformers' StaticCache is under strict=False): PyTorch cannot functionalize a write "
+                          "into a constant; export with strict=True (transformers' convert_and_export_with_cache does) or "
+                          "pass the tensor as an input (README, Served decoders)")
         if target.node in graph.inputs or target.node in graph.params:
             return None, f"{node.op} mutates {target.node}, a graph input or weight: an engine keeps no state across calls"
         view = _view_op(graph.nodes.get(target.node), graph)

@@ -129,3 +129,29 @@ def satisfying_points(facts_text: tuple[str, ...], ranges: dict[str, tuple[int, 
     want = defaults["opt"]
     mid = min(between, key=lambda p: (sum(abs(p[s] - want[s]) for s in involved), tuple(p.values())))
     return {label: {**defaults[label], **chosen} for label, chosen in (("min", low), ("opt", mid), ("max", high))}
+
+
+def derived_dims(graph: Any) -> dict[str, Any]:
+    """Input dims that are expressions over other input dims' symbols (``s15 + s70``: a decode step's mask over past and
+    new positions), as sympy: their value at a point follows from the symbols', never chosen on its own."""
+    plain = {d for meta in graph.inputs.values() for d in meta.shape if isinstance(d, str) and d.isidentifier()}
+    out: dict[str, Any] = {}
+    for meta in graph.inputs.values():
+        for d in meta.shape:
+            if isinstance(d, str) and d not in plain and d not in out:
+                try:
+                    expr = symexpr.parse(d)
+                except ValueError:
+                    continue
+                names = {str(s) for s in getattr(expr, "free_symbols", ())}
+                if names and names <= plain:
+                    out[d] = expr
+    return out
+
+
+def with_derived(derived: dict[str, Any], point: dict[str, int]) -> dict[str, int]:
+    """``point`` with every derived dim's value computed from its symbols'."""
+    import sympy
+
+    values = {sympy.Symbol(k, integer=True): sympy.Integer(v) for k, v in point.items() if k.isidentifier()}
+    return {**point, **{d: int(e.xreplace(values)) for d, e in derived.items()}}
