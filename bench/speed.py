@@ -144,7 +144,7 @@ mark("import torch")
 import opmap.cli
 opmap.cli._tune_gc()  # the collector as the opmap process sets it (the whole-process rows run the CLI itself)
 from pathlib import Path
-from opmap import app as svc
+from opmap import service as svc
 from opmap.building.backend import profile
 from opmap.loading.capture import Captured, _load_export_safely, file_sha256, graph_from_program, inspect_file
 from opmap.planning.fixtures import Settings
@@ -221,7 +221,7 @@ BUILD_ONE = """
 import json, sys, time, tempfile, torch
 sys.path.insert(0, sys.argv[2])
 from examples.zoo import export_arch
-from opmap import app as svc
+from opmap import service as svc
 from opmap.building.backend import profile
 from opmap.building.builder import build_network, serialize
 from opmap.loading.capture import capture
@@ -259,7 +259,7 @@ SOUND_ONE = """
 import json, sys, tempfile
 sys.path.insert(0, sys.argv[1])
 from examples.zoo import ZOO, export_arch
-from opmap.app import make_plan, open_catalog
+from opmap.service import make_plan, open_catalog
 from opmap.building.backend import profile
 from opmap.loading.capture import Captured, graph_from_program
 from opmap.planning.fixtures import Settings
