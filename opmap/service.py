@@ -73,6 +73,24 @@ def _with_user_rules(shipped: RuleSet, sources: list[tuple[str, str]]) -> RuleSe
     return loaded
 
 
+def open_catalog_to_plan(url: str | None) -> tuple[Any, RuleSet]:
+    """:func:`open_catalog` for a command that only plans (``suggest --no-record`` in fp32): where the catalog is an
+    up-to-date SQLite file, it is read without SQLAlchemy (:class:`opmap.db.reader.CatalogReader`: the same rows);
+    otherwise, or where anything is unusual, the full catalog opens as for any command."""
+    from opmap.db.reader import CatalogReader, shipped_fingerprint, shipped_measurements_text
+
+    shipped = load_rules(None)
+    reader = CatalogReader.open(url, shipped_fingerprint([s for s in shipped.strategies.values() if s.origin != "user"],
+                                                         shipped_measurements_text()[1]))
+    if reader is None:
+        return open_catalog(url, shipped)
+    try:
+        return reader, _with_user_rules(shipped, reader.user_sources())
+    except BaseException:
+        reader.close()
+        raise
+
+
 OBJECTIVES = {"latency": ("latency_ms", "ms"), "build-time": ("build_seconds", "s"), "size": ("engine_bytes", "bytes")}
 
 
@@ -824,9 +842,10 @@ def program_sha256(program: Any) -> str:
 
 
 def _open_and_capture(db: str | None, model: Any, example_inputs: Any, dynamic_shapes: Any, trust_model: bool,
-                      input_shapes: list, dynamic: list, stage: Callable):
+                      input_shapes: list, dynamic: list, stage: Callable, read_only: bool = False):
     stage("opening catalog")
-    catalog, ruleset = open_catalog(db)  # first: user rules may import the custom ops the model calls
+    # first: user rules may import the custom ops the model calls
+    catalog, ruleset = open_catalog_to_plan(db) if read_only else open_catalog(db)
     try:
         stage("capturing")
         captured, name = capture_model(model, example_inputs, dynamic_shapes, trust_model=trust_model,
@@ -864,7 +883,7 @@ def suggest(model: Any, example_inputs: Any = None, *, db: str | None = None, ba
         html = Path(html)
         check_target(html, "--html")
     catalog, ruleset, captured, name = _open_and_capture(db, model, example_inputs, dynamic_shapes, trust_model,
-                                                         shapes_in, dynamics, stage)
+                                                         shapes_in, dynamics, stage, read_only=not record and precision == "fp32")
     stage("planning", len(captured.graph))
     plan = make_plan(captured, catalog, ruleset, profile(backend),
                      Settings(tolerance=tolerance, precision=precision, declared_bounds=declared),
