@@ -28,7 +28,8 @@ import torch  # noqa: E402
 from opmap.planning import diskcache  # noqa: E402
 from opmap.checking.examples import capture_example, conformance, dynamic_conformance, find_node, judge_example  # noqa: E402
 from opmap.loading.inplace import functional_op  # noqa: E402
-from opmap.planning.strategy import WILDCARD, function_source  # noqa: E402
+from opmap.planning.strategy import WILDCARD# noqa: E402
+from opmap.planning.sourcetext import function_source# noqa: E402
 from tests.test_conformance import EXTRA, FULL_TENSORRT_ONLY, RULESET  # noqa: E402
 
 TORCH_TRT = ROOT / "bench" / "data" / "torch-tensorrt-converters.txt"

@@ -15,7 +15,8 @@ import torch
 
 from opmap.planning.fixtures import FLOAT_DTYPES, MAX_RANK, TRT_DTYPES
 from opmap.loading.graph import Ref
-from opmap.planning.strategy import Example, accept, function_source, reject, strategy
+from opmap.planning.strategy import Example, accept, reject, strategy
+from opmap.planning.sourcetext import function_source
 
 Check = Callable[..., None]
 
