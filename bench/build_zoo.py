@@ -153,7 +153,7 @@ _WORKER: dict = {}
 
 def _open(folder: str, threads: int) -> None:
     """A worker's own catalog (SQLite is one writer at a time) and rules."""
-    from opmap import app as svc
+    from opmap import service as svc
 
     torch.set_num_threads(threads)
     _WORKER["opened"] = svc.open_catalog(str(Path(folder) / f"catalog-{os.getpid()}.db"))

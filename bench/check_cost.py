@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "CHECK.md"))
     args = parser.parse_args()
 
-    from opmap import app as svc
+    from opmap import service as svc
     from opmap.building.backend import profile
     from opmap.loading.capture import Captured, graph_from_program
     from opmap.planning.fixtures import Settings

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from examples.detector import export_detector  # noqa: E402
 from examples.zoo import export_transformer  # noqa: E402
-from opmap import app as svc  # noqa: E402
+from opmap import service as svc  # noqa: E402
 from opmap.building.backend import profile  # noqa: E402
 from opmap.building.builder import build_network, serialize  # noqa: E402
 from opmap.loading.capture import capture  # noqa: E402

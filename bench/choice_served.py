@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from opmap import app as svc
-from opmap.calibrate import calibrate
+from opmap import service as svc
+from opmap.calibration import calibrate
 from opmap.building.backend import profile
 from opmap.building.builder import build_network, serialize
 from opmap.loading.capture import capture

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from examples.detector import export_detector  # noqa: E402
 from examples.zoo import ZOO, export_arch  # noqa: E402
-from opmap import app as svc  # noqa: E402
+from opmap import service as svc  # noqa: E402
 from opmap.onnxroute import compare, parse_onnx  # noqa: E402
 from opmap.building.backend import profile  # noqa: E402
 from opmap.native import native_stderr_silenced  # noqa: E402

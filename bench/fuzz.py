@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from opmap.app import load_rules
+    from opmap.service import load_rules
     from opmap.checking import fuzz
 
     ruleset = load_rules(None)

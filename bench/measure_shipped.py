@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 from examples.detector import export_detector  # noqa: E402
 from examples.zoo import export_transformer  # noqa: E402
-from opmap import app as svc  # noqa: E402
-from opmap import measure as meas  # noqa: E402
+from opmap import service as svc  # noqa: E402
+from opmap import measuring as meas  # noqa: E402
 from opmap.loading.capture import capture  # noqa: E402
 from opmap.checking.costmodel import DeviceProfile  # noqa: E402
 

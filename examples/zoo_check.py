@@ -49,7 +49,7 @@ def check(name: str, variant: str, catalog, ruleset, backend: str = "tensorrt_rt
           export: Callable[[], tuple[torch.export.ExportedProgram, str]] | None = None) -> Row:
     """Export (a zoo architecture by ``variant``, or by ``export()`` returning (program, note)), save and load the .pt2 (as
     a user's file), build and verify; the result as a :class:`Row`."""
-    from opmap import app as svc
+    from opmap import service as svc
     from opmap.building.backend import profile
     from opmap.loading.capture import capture
     from opmap.planning.fixtures import Settings

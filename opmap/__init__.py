@@ -6,6 +6,7 @@ The Python API (README, "Python API")::
     plan = opmap.plan(model, (x,))            # an nn.Module with example inputs, an ExportedProgram or a model file
     engine = opmap.build(model, (x,)); engine.save("model.engine")
     report = opmap.verify(engine)
+    opmap.audit()                             # the recorded runs; opmap.calibrate, opmap.measure, opmap.rules_add ...
 
 The API for rule authors (README, "Writing rules" and "Writing rules that build")::
 
@@ -19,16 +20,20 @@ from opmap.version import __version__  # noqa: E402
 from opmap.planning.strategy import Outcome, accept, fixture, parametrize, reject, skip, strategy  # noqa: E402
 from opmap.errors import BuildError, CaptureError, CatalogError, OpmapError, RuleDefinitionError  # noqa: E402
 
+from opmap.lazy import lazy_attributes  # noqa: E402
+
 # Public names loaded on first access (module -> names), so that importing opmap imports neither torch nor TensorRT.
 _LAZY = {
-    "opmap.api": ("plan", "build", "verify", "compare", "Plan", "NodeChoice", "Engine", "Binding", "Report", "PointReport"),
+    "opmap.api": ("plan", "build", "verify", "compare", "calibrate", "measure", "audit", "rules_list", "rules_add",
+                  "rules_remove", "rules_test", "Plan", "NodeChoice", "Engine", "Binding", "Report", "PointReport"),
     "opmap.building.builder": ("EmitContext",),
 }
 
 __all__ = [
     "__version__",
     # the Python API
-    "plan", "build", "verify", "compare", "Plan", "NodeChoice", "Engine", "Binding", "Report", "PointReport",
+    "plan", "build", "verify", "compare", "calibrate", "measure", "audit", "rules_list", "rules_add", "rules_remove",
+    "rules_test", "Plan", "NodeChoice", "Engine", "Binding", "Report", "PointReport",
     # errors: one hierarchy; ``exit_code`` is what the CLI exits with
     "OpmapError", "CaptureError", "CatalogError", "RuleDefinitionError", "BuildError",
     # rule authors
@@ -36,15 +41,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    for module, names in _LAZY.items():
-        if name in names:
-            import importlib
-
-            value = getattr(importlib.import_module(module), name)
-            globals()[name] = value
-            return value
-    raise AttributeError(f"module 'opmap' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
 
 
 def __dir__():

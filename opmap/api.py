@@ -1,4 +1,6 @@
-"""The Python API: ``opmap.plan``, ``opmap.build``, ``opmap.verify`` (and ``opmap.compare``), on the CLI's services.
+"""The Python API: ``opmap.plan``, ``build``, ``verify``, ``compare``, ``calibrate``, ``measure``, ``audit`` and
+``rules_list``/``rules_add``/``rules_remove``/``rules_test``: each calls the service its CLI command calls
+(opmap/service.py) and returns objects.
 
 A model is an ``nn.Module`` with example inputs (exported here with ``torch.export``), an ``ExportedProgram``, or a
 model file (loaded as ``opmap suggest`` loads it). Results are dataclasses whose ``to_dict()`` is JSON-safe (no NaN
@@ -15,10 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from opmap.errors import CaptureError, OpmapError, first_line
-
-PRECISIONS = ("fp32", "fp16", "bf16")
-
+from opmap.errors import OpmapError
 
 # -- results ---------------------------------------------------------------------------------------
 def json_safe(value: Any) -> Any:
@@ -68,7 +67,7 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``opmap suggest --json`` schema."""
-        from opmap.app import plan_json
+        from opmap.service import plan_json
 
         return json_safe(plan_json(self._plan, self.run_id, self.model))
 
@@ -103,8 +102,7 @@ class Engine:
     plan: Plan
     layers: int
     build_seconds: float
-    _built: Any = field(default=None, repr=False, compare=False)
-    _program: Any = field(default=None, repr=False, compare=False)
+    _built: Any = field(default=None, repr=False, compare=False)  # the service's BuiltModel
 
     def save(self, path: str | Path) -> Path:
         """Write the engine to ``path`` and its sidecar to ``path.json``, each atomically (a temporary file in the same
@@ -179,185 +177,180 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise OpmapError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-# -- models ----------------------------------------------------------------------------------------
-def _capture(model: Any, example_inputs: Any, dynamic_shapes: Any, trust_model: bool):
-    """A Captured from a path, an ExportedProgram or an nn.Module (exported here on its example inputs)."""
-    from opmap.loading.capture import capture
-
-    if isinstance(model, (str, os.PathLike)):
-        if example_inputs is not None or dynamic_shapes is not None:
-            raise OpmapError("example_inputs and dynamic_shapes are for an nn.Module; a model file carries its own")
-        return capture(Path(model), trust_model=trust_model), str(model)
-    import torch
-
-    from opmap.loading.capture import _quiet, captured_from
-
-    if isinstance(model, torch.export.ExportedProgram):
-        if example_inputs is not None or dynamic_shapes is not None:
-            raise OpmapError("example_inputs and dynamic_shapes are for an nn.Module; an ExportedProgram was exported already")
-        program = model
-    elif isinstance(model, torch.nn.Module):
-        if example_inputs is None:
-            raise OpmapError(f"{type(model).__name__}: an nn.Module needs example_inputs (a tensor, a tuple of "
-                             "positional inputs, or a dict of keyword inputs) to be exported")
-        if isinstance(example_inputs, Mapping):
-            args, kwargs = (), dict(example_inputs)
-        elif isinstance(example_inputs, (tuple, list)):
-            args, kwargs = tuple(example_inputs), None
-        else:
-            args, kwargs = (example_inputs,), None
-        try:
-            with _quiet():
-                program = torch.export.export(model, args, kwargs=kwargs, dynamic_shapes=dynamic_shapes, strict=False)
-        except Exception as exc:  # torch.export raises many kinds; all mean "could not export"
-            raise CaptureError(f"torch.export failed: {first_line(exc)}") from None
-    else:
-        raise OpmapError(f"cannot plan a value of type {type(model).__name__}: pass an nn.Module (with example_inputs), "
-                         "a torch.export.ExportedProgram, or the path of a model file")
-    name = type(model).__name__ if isinstance(model, torch.nn.Module) else "ExportedProgram"
-    return captured_from(program, name, "export"), name
-
-
-def _check(backend: str | None, precision: str, tolerance: float = 0.0, objective: str = "latency") -> None:
-    from opmap.app import OBJECTIVES
-    from opmap.building.backend import BACKENDS
-
-    if backend is not None and backend not in BACKENDS:
-        raise OpmapError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise OpmapError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
-    if not tolerance >= 0:
-        raise OpmapError(f"tolerance must be a non-negative number, got {tolerance}")
-    if objective not in OBJECTIVES:
-        raise OpmapError(f"unknown objective {objective!r}: choose {', '.join(OBJECTIVES)}")
-
-
 def _result(plan: Any, run_id: int | None, model: str) -> Plan:
     nodes = [NodeChoice(n.node.name, n.node.op, n.choice.strategy if n.choice else None, n.choice.kind if n.choice else None,
                         n.why, n.runner_up.strategy if n.runner_up else None, n.contract, n.precision) for n in plan.nodes]
     return Plan(model, plan.backend.name, plan.backend.version, run_id, plan.summary(), nodes, list(plan.problems), plan)
 
 
-# -- the API ---------------------------------------------------------------------------------------
+# -- the API: each function calls its command's service (opmap/service.py) and wraps the result ------------------------
+# The CLI's options and their keywords: --backend backend, --precision precision, --tolerance tolerance, --int8-budget
+# int8_budget, --protect-discrete/--no-protect-discrete protect_discrete, --trust-model trust_model, --input-shape
+# input_shapes, --dynamic dynamic, --bound bounds, --record/--no-record record, --html html, --objective objective,
+# --shape shapes, --check/--no-check check, --inputs inputs, --seed seed, --runtime runtime, --shapes points, --point
+# point, --locate locate, --db db; -o is Engine.save(path); --json is to_dict(). A spec option takes the CLI's strings
+# or a mapping (README, "Python API").
 def plan(model: Any, example_inputs: Any = None, *, backend: str | None = None, precision: str = "fp32",
-         tolerance: float = 1e-3, objective: str = "latency", db: str | None = None, dynamic_shapes: Any = None,
-         trust_model: bool = False, record: bool = True) -> Plan:
+         tolerance: float = 1e-3, int8_budget: float = 2e-2, protect_discrete: bool = True, objective: str = "latency",
+         db: str | None = None, dynamic_shapes: Any = None, trust_model: bool = False, input_shapes: Any = None,
+         dynamic: Any = None, bounds: Any = None, record: bool = True, html: str | Path | None = None) -> Plan:
     """Judge every node of ``model`` and choose its strategy, as ``opmap suggest`` does.
 
     ``model``: an ``nn.Module`` (with ``example_inputs``: a tensor, a tuple of positional inputs or a dict of keyword
     inputs; ``dynamic_shapes`` as ``torch.export.export`` takes it), a ``torch.export.ExportedProgram``, or a model file
-    (``trust_model`` as ``--trust-model``). ``db``: the catalog (a SQLAlchemy URL or a SQLite path; default as the CLI).
-    ``record``: store the run for ``opmap audit`` (its id is ``Plan.run_id``)."""
-    from opmap import app as svc
-    from opmap.building.backend import profile
-    from opmap.planning.fixtures import Settings
+    (``trust_model`` as ``--trust-model``; ``input_shapes`` and ``dynamic`` for a TorchScript or pickled file, as
+    ``--input-shape`` and ``--dynamic``). ``precision="int8"`` needs a calibration of the model (:func:`calibrate`).
+    ``bounds``: upper bounds of data-dependent sizes, ``{"nonzero": 64}`` (``--bound``). ``db``: the catalog (a
+    SQLAlchemy URL or a SQLite path; default as the CLI). ``record``: store the run for :func:`audit` (its id is
+    ``Plan.run_id``); ``html``: also write the plan's page."""
+    from opmap import service
 
-    _check(backend, precision, tolerance, objective)
-    captured, name = _capture(model, example_inputs, dynamic_shapes, trust_model)
-    catalog, ruleset = svc.open_catalog(db)
-    made = svc.make_plan(captured, catalog, ruleset, profile(backend), Settings(tolerance=tolerance, precision=precision),
-                         objective=objective)
-    run_id = svc.record(catalog, made, captured, str(model) if name == str(model) else "") if record else None
-    return _result(made, run_id, name)
+    done = service.suggest(model, example_inputs, db=db, backend=backend, precision=precision, tolerance=tolerance,
+                           int8_budget=int8_budget, protect_discrete=protect_discrete, trust_model=trust_model,
+                           input_shapes=input_shapes, dynamic=dynamic, dynamic_shapes=dynamic_shapes, bounds=bounds,
+                           objective=objective, record=record, html=html)
+    return _result(done.plan, done.run_id, done.model)
 
 
 def build(model: Any, example_inputs: Any = None, *, backend: str | None = None, precision: str = "fp32",
-          db: str | None = None, dynamic_shapes: Any = None, trust_model: bool = False,
-          shapes: Mapping[str, tuple] | None = None, check: bool = True) -> Engine:
+          int8_budget: float = 2e-2, protect_discrete: bool = True, db: str | None = None, dynamic_shapes: Any = None,
+          trust_model: bool = False, input_shapes: Any = None, dynamic: Any = None, bounds: Any = None,
+          shapes: Any = None, check: bool = True) -> Engine:
     """Plan with strategies that can emit layers and build a real engine, as ``opmap build`` does (nothing is written:
-    :meth:`Engine.save` writes it). ``shapes``: input name -> (min, opt, max) dims of its optimization profile; by
-    default the export's ranges give them. Raises :class:`opmap.BuildError` naming the node and strategy.
-    ``check``: as ``build --check`` (the default), the network is compared with PyTorch at one drawn point before the
-    engine is returned; on a mismatch an :class:`opmap.OpmapError` (exit code 1) names the diverging node, and its
-    ``checked`` attribute holds the sidecar's ``checked`` object with the ``locate`` result. The sidecar's
-    ``checked`` says whether and where the engine was checked (None with ``check=False``)."""
-    from opmap import app as svc
-    from opmap.building.backend import profile
-    from opmap.building.builder import dtype_name
-    from opmap.planning.fixtures import Settings
+    :meth:`Engine.save` writes it). ``shapes``: input name -> (min, opt, max) dims of its optimization profile
+    (``--shape``); by default the export's ranges give them. Raises :class:`opmap.BuildError` naming the node and
+    strategy. ``check``: as ``build --check`` (the default), the network is compared with PyTorch at one drawn point
+    before the engine is returned; on a mismatch an :class:`opmap.OpmapError` (exit code 1) names the diverging node,
+    and its ``checked`` attribute holds the sidecar's ``checked`` object with the ``locate`` result. The sidecar's
+    ``checked`` says whether and where the engine was checked (None with ``check=False``). Other keywords as
+    :func:`plan`."""
+    from opmap import service
 
-    _check(backend, precision)
-    captured, name = _capture(model, example_inputs, dynamic_shapes, trust_model)
-    catalog, ruleset = svc.open_catalog(db)
-    made, built = svc.build(captured, catalog, ruleset, profile(backend), Settings(precision=precision), precision,
-                            {k: tuple(map(list, v)) for k, v in (shapes or {}).items()})
-    if check:
-        svc.check_built(made, built, captured.program, {k: tuple(map(list, v)) for k, v in (shapes or {}).items()},
-                        precision=precision)
+    done = service.build_model(model, example_inputs, db=db, backend=backend, precision=precision, int8_budget=int8_budget,
+                               protect_discrete=protect_discrete, shapes=shapes, trust_model=trust_model,
+                               input_shapes=input_shapes, dynamic=dynamic, dynamic_shapes=dynamic_shapes, bounds=bounds,
+                               check=check)
+    return _engine(done)
+
+
+def _engine(done: Any) -> Engine:
+    from opmap.building.builder import dtype_name
+
+    built, made = done.built, done.plan
     net = built.network
     inputs = [Binding(t.name, list(t.shape), dtype_name(t.dtype)) for t in (net.get_input(i) for i in range(net.num_inputs))]
     outputs = [Binding(t.name, list(t.shape), dtype_name(t.dtype), node, built.extra_outputs.get(t.name))
                for t, node in zip((net.get_output(i) for i in range(net.num_outputs)), built.output_nodes)]
-    return Engine(built.engine, built.sidecar(made, made.backend, precision), inputs, outputs, _result(made, None, name),
-                  net.num_layers, built.build_seconds, built, captured.program)
+    return Engine(built.engine, built.sidecar(made, made.backend, done.precision), inputs, outputs, _result(made, None, done.model),
+                  net.num_layers, built.build_seconds, done)
 
 
-def verify(model: Any, example_inputs: Any = None, *, inputs: Mapping[str, Any] | None = None, seed: int = 0,
-           runtime: str = "reference", backend: str | None = None, precision: str = "fp32", db: str | None = None,
-           dynamic_shapes: Any = None, trust_model: bool = False, shapes: Mapping[str, tuple] | None = None,
-           locate: bool = False) -> Report:
+def verify(model: Any, example_inputs: Any = None, *, inputs: Mapping[str, Any] | str | Path | None = None, seed: int = 0,
+           runtime: str = "reference", backend: str | None = None, precision: str = "fp32", int8_budget: float = 2e-2,
+           protect_discrete: bool = True, db: str | None = None, dynamic_shapes: Any = None, trust_model: bool = False,
+           input_shapes: Any = None, dynamic: Any = None, bounds: Any = None, shapes: Any = None, points: Any = None,
+           point: Mapping[str, Any] | None = None, locate: bool = False) -> Report:
     """Build (or take an :class:`Engine` from :func:`build`) and compare every output with PyTorch, as ``opmap verify``
     does. A model with dynamic dims is verified at the optimization profile's minimum, an interior point and its
-    maximum, each with seeded inputs drawn valid at that size; ``inputs`` (input name -> tensor, checked against the
-    export) verifies at those values only. ``runtime``: ``reference`` (the interpreter) or ``trt`` (the real engine;
-    full TensorRT and a GPU). ``locate``: as ``verify --locate``, every node compared with PyTorch's at the first point
-    that mismatches (else the first point) and the diverging node named, in ``Report.locate``."""
-    from opmap.checking.verify import ReferenceFailed, check_inputs, draw_inputs, verify_built
-    from opmap.building.profile import profile_points
-    from opmap.checking.verify import locate as locate_node
+    maximum (``points``: some of them, ``"min,max"`` or ``("min", "max")``, as ``--shapes``), each with seeded inputs
+    drawn valid at that size; ``point`` (input name -> dims, as ``--point``) verifies at those sizes instead, and
+    ``inputs`` (input name -> tensor, or the path of a ``torch.save``'d such dict, checked against the export) at those
+    values only. ``runtime``: ``reference`` (the interpreter) or ``trt`` (the real engine; full TensorRT and a GPU).
+    ``locate``: as ``verify --locate``, every node compared with PyTorch's at the first point that mismatches (else the
+    first point) and the diverging node named, in ``Report.locate``. Other keywords as :func:`build`."""
+    from opmap import service
 
-    if runtime not in ("reference", "trt"):
-        raise OpmapError(f"unknown runtime {runtime!r}: choose reference or trt")
-    engine = model if isinstance(model, Engine) else build(
-        model, example_inputs, backend=backend, precision=precision, db=db, dynamic_shapes=dynamic_shapes,
-        trust_model=trust_model, shapes=shapes, check=False)
-    built, program, graph = engine._built, engine._program, engine._built.graph
-    if runtime == "trt" and built.trt.__name__ == "tensorrt_rtx":
-        raise OpmapError("runtime 'trt' needs full TensorRT (tensorrt) and a supported GPU; tensorrt_rtx engines are built "
-                         "ahead-of-time but cannot run here")
-    if inputs is not None:
-        values = check_inputs(dict(inputs), graph, "inputs")
-        cases = {"given": (values, {k: f"{graph.inputs[k].dtype} {list(v.shape)}: given" for k, v in values.items()})}
-    else:
-        points = profile_points(graph, {k: tuple(v) for k, v in (shapes or {}).items()}) or {"static": {}}
-        cases = {label: draw_inputs(graph, seed, point=point) for label, point in _by_point(points).items()}
-    report = Report(engine.plan.model, engine.plan.backend, engine.plan.backend_version, runtime, len(engine.data),
-                    engine.build_seconds, [])
-    for label, (values, drawn) in cases.items():
-        try:
-            r = verify_built(built, program, values, runtime, seed=seed, precision=engine.sidecar["precision"], drawn=drawn)
-        except ReferenceFailed as exc:  # the exported program itself is not valid at this point
-            report.skipped[label] = str(exc)
-            continue
+    engine = model._built if isinstance(model, Engine) else None
+    done = service.verify(None if engine else model, example_inputs, engine=engine, inputs=inputs, seed=seed, runtime=runtime,
+                          backend=backend, precision=precision, int8_budget=int8_budget, protect_discrete=protect_discrete,
+                          trust_model=trust_model, input_shapes=input_shapes, dynamic=dynamic, dynamic_shapes=dynamic_shapes,
+                          bounds=bounds, shapes=shapes, points=points, point=point, locate=locate, db=db, distinct=True)
+    built = done.engine.built
+    made = done.engine.plan
+    report = Report(done.engine.model, made.backend.name, made.backend.version, runtime, len(built.engine) if built.engine else None,
+                    built.build_seconds, [], dict(done.skipped))
+    for label, r in done.reports.items():
         report.points.append(PointReport(label, r.shape, r.ok, r.compared, r.expected, r.inputs, [o.to_dict() for o in r.outputs]))
-    if locate and report.points:
-        where = next((p.point for p in report.points if not p.ok), report.points[0].point)
-        found = locate_node(built, engine.plan._plan, program, cases[where][0], seed=seed, precision=engine.sidecar["precision"],
-                            point=where)
-        report.locate = json_safe(found.to_dict())
+    if done.located is not None:
+        report.locate = json_safe(done.located.to_dict())
     return report
 
 
-def _by_point(points: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    """``{"min": {s0: 1}, ...}`` as given; a point equal to an earlier one is left out (a range of one value)."""
-    out: dict[str, dict[str, int]] = {}
-    for label, point in points.items():
-        if point not in out.values():
-            out[label] = point
-    return out
-
-
 def compare(model: Any, example_inputs: Any = None, *, backend: str | None = None, check: bool = False, seed: int = 0,
-            db: str | None = None, dynamic_shapes: Any = None, trust_model: bool = False) -> dict[str, Any]:
+            db: str | None = None, dynamic_shapes: Any = None, trust_model: bool = False, input_shapes: Any = None) -> dict[str, Any]:
     """opmap against the ONNX route (torch.onnx dynamo export -> the backend's ONNX parser -> build), node by node, as
     ``opmap compare`` does; returns its JSON object (schema in the README). Needs ``pip install 'opmap[onnx]'``."""
-    from opmap import app as svc
-    from opmap.building.backend import profile
-    from opmap.planning.fixtures import Settings
-    from opmap.onnxroute import compare as run, comparison_json, require_onnx
+    from opmap import service
+    from opmap.onnxroute import comparison_json
 
-    require_onnx()
-    _check(backend, "fp32", 1e-3, "latency")
-    captured, name = _capture(model, example_inputs, dynamic_shapes, trust_model)
-    catalog, ruleset = svc.open_catalog(db)
-    return comparison_json(run(captured, catalog, ruleset, profile(backend), Settings(), check=check, seed=seed), name)
+    result, name = service.compare(model, example_inputs, db=db, backend=backend, check=check, seed=seed,
+                                   trust_model=trust_model, input_shapes=input_shapes, dynamic_shapes=dynamic_shapes)
+    return json_safe(comparison_json(result, name))
+
+
+def calibrate(model: Any, example_inputs: Any = None, *, data: str | Path | None = None, generate: int | None = None,
+              seed: int = 0, percentile: float = 99.99, db: str | None = None, dynamic_shapes: Any = None,
+              trust_model: bool = False, input_shapes: Any = None) -> dict[str, Any]:
+    """Run calibration batches through PyTorch and store the ranges ``precision="int8"`` places by, as ``opmap
+    calibrate`` does: ``data`` (a ``torch.save``'d input dict or list of them, or a directory of such files) or
+    ``generate`` N batches drawn as verify draws its inputs (labelled so). A module's calibration is tied to its export
+    (the same module and example inputs find it again). Returns ``calibrate --json``'s object."""
+    from opmap import service
+
+    row = service.calibrate(model, example_inputs, db=db, data=data, generate=generate, seed=seed, percentile=percentile,
+                            trust_model=trust_model, input_shapes=input_shapes, dynamic_shapes=dynamic_shapes)
+    return json_safe({**service.calibration_json(row), "ranges": row.ranges})
+
+
+def measure(*, op: str | None = None, strategy: str | None = None, k: str | None = None, backend: str | None = None,
+            device_profile: str | Path | None = None, seeds: int = 8, dtype: str | None = None, model: Any = None,
+            trust_model: bool = False, db: str | None = None) -> list[dict[str, Any]]:
+    """Measure strategies (real builds, interpreter accuracy, estimated latency) and store the rows in the catalog, as
+    ``opmap measure`` does (``strategy`` is ``--strategy``, ``device_profile`` ``--profile``, ``model`` ``--model``: a
+    model file). Returns ``measure --json``'s rows."""
+    from opmap import measuring, service
+
+    done = service.measure(db=db, op=op, strategy=strategy, k=k, backend=backend, device_profile=device_profile, seeds=seeds,
+                           dtype=dtype, model=model, trust_model=trust_model)
+    return json_safe(measuring.to_json(done.rows))
+
+
+def audit(run: int | None = None, *, node: str | None = None, diff: int | None = None, limit: int = 50,
+          html: str | Path | None = None, db: str | None = None) -> Any:
+    """The catalog's record, as ``opmap audit --json`` gives it: the latest runs (a list), one run's decisions with
+    their verdicts, one ``node``'s, or what changed between ``run`` and ``diff``; ``html`` writes the run's page."""
+    from opmap import service
+
+    return json_safe(service.audit(run, db=db, node=node, diff=diff, limit=limit, html=html).to_json())
+
+
+def rules_list(*, k: str | None = None, m: str | None = None, db: str | None = None) -> list[dict[str, Any]]:
+    """The enabled strategies, as ``opmap rules list --json`` (``k``: id/name/op substring expression, ``m``: tag,
+    kind or origin expression)."""
+    from opmap import service
+
+    return json_safe([service.rule_json(s) for s in service.rules_list(db=db, k=k, m=m).strategies])
+
+
+def rules_add(path: str | Path, *, measure: bool = True, db: str | None = None) -> list[str]:
+    """Register a user rule file (or a directory of them) into the catalog, all or nothing, as ``opmap rules add``;
+    ``measure``: measure the added strategies at once (``--measure``). Returns the added strategy ids."""
+    from opmap import service
+
+    return service.rules_add(path, db=db, measure=measure).ids
+
+
+def rules_remove(strategy_id: str, *, db: str | None = None) -> int:
+    """Remove a user strategy (past runs keep their verdicts), as ``opmap rules remove``; returns the catalog version."""
+    from opmap import service
+
+    return service.rules_remove(strategy_id, db=db)
+
+
+def rules_test(path: str | Path | None = None, *, k: str | None = None, m: str | None = None,
+               db: str | None = None) -> list[dict[str, Any]]:
+    """Run rules' own accept/reject examples (of the file(s) at ``path``, else of the catalog's rules), as ``opmap
+    rules test --json``; every item has ``passed``."""
+    from opmap import service
+
+    return [service.example_json(r) for r in service.rules_test(path, db=db, k=k, m=m)]

@@ -132,101 +132,36 @@ def suggest(
 
     Exits 1 when a node has no mapping, so CI can gate on it.
     """
-    from opmap import app as svc
-    from opmap.building.backend import profile
-    from opmap.loading.capture import DynamicSpec, InputSpec, capture
-    from opmap.planning.fixtures import Settings
+    from opmap import service as svc
 
-    _check_backend_and_precision(backend, precision)
-    if not tolerance >= 0:
-        raise OpmapError(f"--tolerance must be a non-negative number, got {tolerance}")
-    if objective not in svc.OBJECTIVES:
-        raise OpmapError(f"unknown objective {objective!r}: choose {', '.join(svc.OBJECTIVES)}")
-    specs = [InputSpec.parse(s) for s in input_shape]
-    dynamics = [DynamicSpec.parse(s) for s in dynamic]
-    if html is not None:
-        _check_target(html, "--html")
     with _progress(not as_json) as progress:
-        task = progress.add_task("opening catalog", total=None)
-        catalog, ruleset = svc.open_catalog(state.db)  # first: user rules may import the custom ops the model calls
-        progress.update(task, description="capturing")
-        captured = capture(model, unsafe_pickle=unsafe_pickle, input_shapes=specs, dynamic=dynamics)
-        progress.update(task, description="planning", total=len(captured.graph), completed=0)
-        plan = svc.make_plan(
-            captured, catalog, ruleset, profile(backend), Settings(tolerance=tolerance, precision=precision, declared_bounds=_bounds(bound)),
-            on_node=lambda _node: progress.advance(task), objective=objective, int8_budget=int8_budget, protect=protect_discrete,
-        )
-    def write_html(run_id: int | None) -> None:
-        if html is not None:
-            from opmap.atomic import write_atomic
-            from opmap.report import plan_html
-
-            try:
-                write_atomic({html: plan_html(plan, run_id, str(model)).encode("utf-8")})
-            except OSError as exc:
-                raise OpmapError(f"cannot write {html}: {exc.strerror or exc}") from None
-
-    # The run is recorded only if the HTML page could be written too (one transaction).
-    run_id = svc.record(catalog, plan, captured, str(model), before_commit=write_html) if record else None
-    if not record:
-        write_html(None)
+        stage, advance = _stages(progress)
+        result = svc.suggest(model, db=state.db, backend=backend, precision=precision, tolerance=tolerance,
+                             int8_budget=int8_budget, protect_discrete=protect_discrete, trust_model=unsafe_pickle,
+                             input_shapes=input_shape, dynamic=dynamic, bounds=bound, objective=objective, record=record,
+                             html=html, stage=stage, on_node=advance)
+    plan = result.plan
     if as_json:
-        _emit_json(svc.plan_json(plan, run_id, str(model)))
+        _emit_json(svc.plan_json(plan, result.run_id, str(model)))
     else:
         from opmap.report import print_plan
 
-        print_plan(out, plan, run_id, reasons=reasons, all_verdicts=all_verdicts)
+        print_plan(out, plan, result.run_id, reasons=reasons, all_verdicts=all_verdicts)
     raise typer.Exit(0 if plan.complete else 1)
 
 
-def _bounds(specs: list[str]) -> tuple[tuple[str, int], ...]:
-    """``--bound NODE=N`` / ``--bound u0=N``: user-declared upper bounds of data-dependent sizes."""
-    from opmap.grammar import bounded, natural, shown
+def _stages(progress):
+    """The service's progress hooks on one task of ``progress``: a stage begins (description, total), a step is done."""
+    task = None
 
-    out = []
-    for spec in specs:
-        name, _, value = bounded(spec, "--bound").partition("=")
-        if not name or not value:
-            raise OpmapError(f"bad --bound {shown(spec)}: expected NODE=N or SYMBOL=N with N >= 1 (e.g. --bound nonzero=64)")
-        out.append((name, natural(value, "--bound", spec, low=1)))
-    return tuple(out)
+    def stage(description: str, total: int | None = None) -> None:
+        nonlocal task
+        if task is None:
+            task = progress.add_task(description, total=total)
+        else:
+            progress.update(task, description=description, total=total, completed=0)
 
-
-def _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic=()):
-    from opmap import app as svc
-    from opmap.loading.capture import DynamicSpec, InputSpec, capture
-
-    specs = [InputSpec.parse(s) for s in input_shape]
-    dynamics = [DynamicSpec.parse(s) for s in dynamic]
-    task = progress.add_task("opening catalog", total=None)
-    catalog, ruleset = svc.open_catalog(state.db)  # first: user rules may import the custom ops the model calls
-    progress.update(task, description="capturing")
-    captured = capture(model, unsafe_pickle=unsafe_pickle, input_shapes=specs, dynamic=dynamics)
-    progress.update(task, description="planning and building", total=len(captured.graph), completed=0)
-    return captured, catalog, ruleset, task
-
-
-def _check_target(path: Path, flag: str) -> None:
-    """Fail before any work if ``path`` cannot be written: a directory, or a parent that is missing or read-only."""
-    parent = path.parent
-    if path.is_dir():
-        raise OpmapError(f"cannot write {flag} {path}: it is a directory; give a file name")
-    if not parent.is_dir():
-        raise OpmapError(f"cannot write {flag} {path}: the directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OpmapError(f"cannot write {flag} {path}: the directory {parent} is not writable")
-
-
-def _check_backend_and_precision(backend, precision):
-    from opmap.building.backend import BACKENDS
-    from opmap.building.builder import PRECISIONS
-    from opmap.checking.int8 import refuse_unplaced
-
-    if backend is not None and backend not in BACKENDS:
-        raise OpmapError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    refuse_unplaced(precision)
-    if precision not in PRECISIONS:
-        raise OpmapError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
+    return stage, lambda _item: progress.advance(task)
 
 
 @app.command()
@@ -253,22 +188,16 @@ def build(
 
     By default the network is checked against PyTorch at one drawn point before the engine is written (see README,
     What "verified" means)."""
-    from opmap import app as svc
-    from opmap.building.backend import profile
+    from opmap import service as svc
     from opmap.building.builder import write_engine
-    from opmap.planning.fixtures import Settings
 
-    _check_backend_and_precision(backend, precision)
-    shapes = svc.parse_shapes(shape)
-    _check_target(output, "-o")
     with _progress(not as_json) as progress:
-        captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic)
-        svc.check_shapes(captured.graph, shapes)
-        plan, built = svc.build(captured, catalog, ruleset, profile(backend), Settings(precision=precision, declared_bounds=_bounds(bound)), precision, shapes,
-                                on_node=lambda _n: progress.advance(task), int8_budget=int8_budget, protect=protect_discrete)
-        if check:
-            progress.update(task, description="checking against PyTorch", total=1, completed=0)
-            svc.check_built(plan, built, captured.program, shapes, precision=precision)
+        stage, advance = _stages(progress)
+        result = svc.build_model(model, db=state.db, backend=backend, precision=precision, int8_budget=int8_budget,
+                                 protect_discrete=protect_discrete, shapes=shape, trust_model=unsafe_pickle,
+                                 input_shapes=input_shape, dynamic=dynamic, bounds=bound, check=check, output=output,
+                                 stage=stage, on_node=advance)
+    plan, built = result.plan, result.built
     sidecar = write_engine(built, plan, output, precision)
     if as_json:
         _emit_json(json.loads(sidecar.read_text()))
@@ -313,42 +242,15 @@ def verify(
 
     A dynamic model is verified at the profile's minimum, an interior point and its maximum. Exits 1 on a mismatch
     beyond the per-dtype tolerance. --locate finds the node the mismatch starts at."""
-    from opmap import app as svc
-    from opmap.building.backend import profile
-    from opmap.planning.fixtures import Settings
-    from opmap.checking.verify import ReferenceFailed, draw_inputs, load_inputs, locate as locate_node, verify_built
+    from opmap import service as svc
 
-    _check_backend_and_precision(backend, precision)
-    if runtime not in ("reference", "trt"):
-        raise OpmapError(f"unknown runtime {runtime!r}: choose reference or trt")
-    prof = profile(backend)
-    if runtime == "trt" and prof.is_rtx:
-        raise OpmapError("--runtime trt needs full TensorRT (tensorrt) and a supported GPU; here the backend is tensorrt_rtx, "
-                         "whose engines are built ahead-of-time but cannot run on this machine")
-    profile_shapes = svc.parse_shapes(shape)
-    if sum(bool(x) for x in (inputs, shapes, point)) > 1:
-        raise OpmapError("--inputs, --shapes and --point each choose where to verify: give one of them")
     with _progress(not as_json) as progress:
-        captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic)
-        svc.check_shapes(captured.graph, profile_shapes)
-        points = svc.verify_points(captured.graph, profile_shapes, shapes, point)
-        plan, built = svc.build(captured, catalog, ruleset, prof, Settings(precision=precision, declared_bounds=_bounds(bound)), precision, profile_shapes,
-                                on_node=lambda _n: progress.advance(task), int8_budget=int8_budget, protect=protect_discrete)
-        reports, skipped = {}, {}
-        progress.update(task, description="verifying", total=len(points) if not inputs else 1, completed=0)
-        runs = [("given", *load_inputs(str(inputs), captured.graph))] if inputs else \
-            [(label, *draw_inputs(captured.graph, seed, values)) for label, values in points.items()]
-        for label, values, drawn in runs:
-            try:
-                reports[label] = verify_built(built, captured.program, values, runtime, seed=seed, precision=precision, drawn=drawn)
-            except ReferenceFailed as exc:
-                skipped[label] = str(exc)
-            progress.advance(task)
-        located = None
-        if locate and reports:
-            progress.update(task, description="locating", total=1, completed=0)
-            where, values = svc.locate_point(reports, runs)
-            located = locate_node(built, plan, captured.program, values, seed=seed, precision=precision, point=where)
+        stage, advance = _stages(progress)
+        result = svc.verify(model, inputs=inputs, seed=seed, runtime=runtime, backend=backend, precision=precision,
+                            int8_budget=int8_budget, protect_discrete=protect_discrete, trust_model=unsafe_pickle,
+                            input_shapes=input_shape, dynamic=dynamic, bounds=bound, shapes=shape, points=shapes,
+                            point=point, locate=locate, db=state.db, stage=stage, on_node=advance)
+    reports, skipped, located, built = result.reports, result.skipped, result.located, result.engine.built
     if not reports:
         raise OpmapError(f"nothing verified: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}", exit_code=1)
     ok = all(r.ok for r in reports.values())
@@ -358,7 +260,7 @@ def verify(
         from opmap.report import print_locate, print_verify
 
         for label, report in reports.items():
-            print_verify(out, report, built, runtime, label if len(runs) > 1 or label not in ("static", "given") else None)
+            print_verify(out, report, built, runtime, label if result.runs > 1 or label not in ("static", "given") else None)
         for label, why in skipped.items():
             out.print(f"point {label} skipped: {why}", markup=False, highlight=False)
         if located is not None:
@@ -382,16 +284,13 @@ def compare(
     """opmap beside the ONNX route (torch.onnx dynamo export -> the backend's ONNX parser -> build), node by node.
 
     Exits 1 when opmap has a node without a mapping (as suggest does)."""
-    from opmap.onnxroute import comparison_json, compare as run_compare, require_onnx
-    from opmap.building.backend import profile
-    from opmap.planning.fixtures import Settings
+    from opmap import service as svc
+    from opmap.onnxroute import comparison_json
 
-    _check_backend_and_precision(backend, "fp32")
-    require_onnx()
     with _progress(not as_json) as progress:
-        captured, catalog, ruleset, task = _capture_and_open(model, unsafe_pickle, input_shape, progress)
-        result = run_compare(captured, catalog, ruleset, profile(backend), Settings(), check=check, seed=seed,
-                             on_node=lambda _n: progress.advance(task))
+        stage, advance = _stages(progress)
+        result, _ = svc.compare(model, db=state.db, backend=backend, check=check, seed=seed, trust_model=unsafe_pickle,
+                                input_shapes=input_shape, stage=stage, on_node=advance)
     if html is not None:
         from opmap.graphpage import write_page
 
@@ -417,16 +316,11 @@ def calibrate(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Run calibration batches through PyTorch; store activation ranges and per-channel weight ranges for --precision int8."""
-    from opmap import app as svc
-    from opmap import calibrate as cal
-    from opmap.loading.capture import InputSpec, capture
+    from opmap import service as svc
 
-    captured = capture(model, unsafe_pickle=unsafe_pickle, input_shapes=[InputSpec.parse(x) for x in input_shape])
-    catalog, _ = svc.open_catalog(state.db)
-    row = cal.calibrate(catalog, captured, str(model), data=data, generate=generate, seed=seed, percentile=percentile)
-    summary = {"calibration_id": row.id, "model_sha256": row.model_sha256, "source": row.source, "generated": row.generated,
-               "batches": row.batches, "percentile": row.percentile, "activations": len(row.ranges["activations"]),
-               "weights": len(row.ranges["weights"])}
+    row = svc.calibrate(model, db=state.db, data=data, generate=generate, seed=seed, percentile=percentile,
+                        trust_model=unsafe_pickle, input_shapes=input_shape)
+    summary = svc.calibration_json(row)
     if as_json:
         _emit_json({**summary, "ranges": row.ranges})
         return
@@ -448,48 +342,23 @@ def measure(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Measure strategies (real builds, interpreter accuracy, estimated latency) and store the rows with provenance."""
-    from opmap import app as svc
-    from opmap import measure as meas
-    from opmap.building.backend import BACKENDS, default_backend
-    from opmap.planning.collect import select
-    from opmap.checking.costmodel import DeviceProfile
+    from opmap import measuring
+    from opmap import service as svc
 
-    if backend is not None and backend not in BACKENDS:
-        raise OpmapError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if seeds < 1:
-        raise OpmapError("--seeds must be at least 1")
-    if dtype not in (None, "float32", "float16", "bfloat16"):
-        raise OpmapError(f"unknown --dtype {dtype!r}: choose float32, float16 or bfloat16")
-    if device_profile is not None and not device_profile.is_file():
-        raise OpmapError(f"{device_profile}: no such device profile")
-    try:
-        prof = DeviceProfile.load(str(device_profile) if device_profile else None)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise OpmapError(f"{device_profile}: not a device profile ({type(exc).__name__}: {first_line(exc)})") from None
-    catalog, ruleset = svc.open_catalog(state.db)
-    chosen = [s for s in select(ruleset.strategies.values(), k, None)
-              if (op is None or op in s.ops) and (strategy_id is None or s.id == strategy_id)]
-    examples = None
-    if model is not None:
-        from opmap.loading.capture import capture
-
-        examples = meas.node_examples(capture(model, trust_model=trust_model).graph, ruleset.strategies)
-        chosen = [s for s in chosen if s.id in examples]
-    if not chosen:
-        raise OpmapError("no strategy matches the selection (see `opmap rules list`)")
     with _progress(not as_json) as progress:
-        task = progress.add_task("measuring", total=len(chosen))
-        rows = meas.run(catalog, ruleset, chosen, backend or default_backend(), prof, seeds, on_done=lambda _s: progress.advance(task),
-                        dtype=dtype, examples=examples)
+        stage, advance = _stages(progress)
+        result = svc.measure(db=state.db, op=op, strategy=strategy_id, k=k, backend=backend, device_profile=device_profile,
+                             seeds=seeds, dtype=dtype, model=model, trust_model=trust_model, on_done=advance, stage=stage)
+    rows = result.rows
     if as_json:
-        _emit_json(meas.to_json(rows))
+        _emit_json(measuring.to_json(rows))
         return
     from opmap.report import measurements_table
 
     out.print(measurements_table(rows))
     built = sum(1 for r in rows if r.build_ok)
-    out.rule(f"{len(rows)} measurements of {len(chosen)} strategies: {built} built, {len(rows) - built} not buildable here; "
-             f"latency estimated with {prof.card}")
+    out.rule(f"{len(rows)} measurements of {result.strategies} strategies: {built} built, {len(rows) - built} not buildable here; "
+             f"latency estimated with {result.card}")
 
 
 @app.command()
@@ -537,25 +406,19 @@ def rules_list(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """What rules exist, from where, which version."""
-    from opmap import app as svc
-    from opmap.planning.collect import select
+    from opmap import service as svc
 
-    catalog, ruleset = svc.open_catalog(state.db, write=False)
-    enabled = {row.id for row in catalog.strategy_rows()}
-    chosen = [s for s in select(ruleset.strategies.values(), k, m) if s.id in enabled]
+    listed = svc.rules_list(db=state.db, k=k, m=m)
+    chosen = listed.strategies
     if as_json:
-        _emit_json([
-            {"id": s.id, "kind": s.kind, "version": s.version, "origin": s.origin, "ops": list(s.ops), "tags": list(s.tags),
-             "source": s.source_path, "source_hash": s.source_hash, "doc": s.doc, "contract": s.contract}
-            for s in chosen
-        ])
+        _emit_json([svc.rule_json(s) for s in chosen])
         return
     from opmap.report import rules_table
 
     out.print(rules_table(chosen, verbose))
-    for problem in ruleset.problems:
+    for problem in listed.problems:
         err.print(f"warning: {problem}", style="yellow")
-    out.print(f"{len(chosen)} strategies selected (of {len(enabled)}), catalog {catalog.display_url} v{catalog.version}")
+    out.print(f"{len(chosen)} strategies selected (of {listed.enabled}), catalog {listed.display_url} v{listed.version}")
 
 
 @rules_app.command("add")
@@ -565,34 +428,27 @@ def rules_add(
                                     "so they compete on cost; an unmeasured strategy never beats a measured one."),
 ) -> None:
     """Register a user's rule file(s) into the catalog (validated first; nothing is stored on error)."""
-    from opmap import app as svc
-    from opmap import measure as meas
-    from opmap.building.backend import default_backend
-    from opmap.planning.collect import rule_files
-    from opmap.checking.costmodel import DeviceProfile
+    from opmap import service as svc
 
-    files = rule_files(path)
-    catalog, ruleset = svc.open_catalog(state.db)
     # every file loads, loads again from the stored text and runs its examples before the catalog commits, or nothing is stored
-    loaded, ids, ruleset = svc.add_user_files(catalog, files, ruleset)
-    for file, _, strategies in loaded:
+    added = svc.rules_add(path, db=state.db, measure=do_measure)
+    for file, _, strategies in added.loaded:
         out.print(f"added {len(strategies)} strateg{'y' if len(strategies) == 1 else 'ies'} from {file}: {', '.join(s.id for s in strategies)}")
-    if do_measure:
-        rows = meas.run(catalog, ruleset, [ruleset.strategies[i] for i in ids], default_backend(), DeviceProfile.load(), seeds=3)
+    if added.measured is not None:
+        rows, ids = added.measured, added.ids
         built = sum(1 for r in rows if r.build_ok)
         out.print(f"measured {len(ids)} strateg{'y' if len(ids) == 1 else 'ies'}: {built} of {len(rows)} example builds succeeded"
                   + ("" if built == len(rows) else " (see `opmap measure --strategy ID` for the errors)"))
-    out.print(f"catalog {catalog.display_url} is now v{catalog.version}")
+    out.print(f"catalog {added.display_url} is now v{added.version}")
 
 
 @rules_app.command("remove")
 def rules_remove(strategy_id: str = typer.Argument(..., help="The id of a user strategy.")) -> None:
     """Remove a user strategy from the catalog (past runs keep their verdicts)."""
-    from opmap import app as svc
+    from opmap import service as svc
 
-    catalog, _ = svc.open_catalog(state.db)
-    catalog.remove_user_rule(strategy_id)
-    out.print(f"removed {strategy_id}; catalog v{catalog.version}")
+    version = svc.rules_remove(strategy_id, db=state.db)
+    out.print(f"removed {strategy_id}; catalog v{version}")
 
 
 @rules_app.command("test")
@@ -604,25 +460,13 @@ def rules_test(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Run every rule's own accept/reject examples. Exits 1 if any fails."""
-    from opmap import app as svc
-    from opmap.planning.collect import RuleSet, load_source, rule_files, select
-    from opmap.checking.examples import run_examples
+    from opmap import service as svc
 
-    if path is not None:
-        base = svc.load_rules(None)
-        ruleset = RuleSet(fixtures=base.fixtures)
-        for file in rule_files(path):
-            ruleset.add(load_source(svc.read_rule_file(file), str(file.resolve()), origin="user"))
-        ops = frozenset(op for s in list(base.strategies.values()) + list(ruleset.strategies.values()) for op in s.ops if op != "*")
-    else:
-        catalog, ruleset = svc.open_catalog(state.db, write=False)
-        ops = frozenset(op for op in catalog.candidates_by_op() if op != "*")
-    chosen = select(ruleset.strategies.values(), k, m)
     with _progress(not as_json) as progress:
-        task = progress.add_task("rule examples", total=len(chosen))
-        results = run_examples(chosen, ruleset, ops, on_done=lambda _s: progress.advance(task))
+        stage, advance = _stages(progress)
+        results = svc.rules_test(path, db=state.db, k=k, m=m, stage=stage, on_done=advance)
     if as_json:
-        _emit_json([{"strategy": r.strategy, "example": r.label, "passed": r.passed, "message": r.message} for r in results])
+        _emit_json([svc.example_json(r) for r in results])
     else:
         from opmap.report import print_example_results
 
@@ -642,48 +486,22 @@ def audit(
                                         "read again for the graph's edges; it must be unchanged)."),
 ) -> None:
     """Past runs; the decisions of one run; one node's verdicts; what changed between two runs."""
-    from opmap import app as svc
-    from opmap.db import Catalog
+    from opmap import service as svc
     from opmap.report import decisions_table, print_node, runs_table
 
-    catalog = Catalog(state.db)
-    if run is None:
-        if node or diff is not None:
-            raise OpmapError("--node and --diff need a RUN id (see `opmap audit`)")
-        runs = catalog.runs(limit)
-        if as_json:
-            _emit_json([{"run_id": r.id, "created_at": r.created_at.isoformat(), "model": r.model_path, "backend": r.backend,
-                         "catalog_version": r.catalog_version, "summary": r.summary} for r in runs])
-        elif runs:
-            out.print(runs_table(runs))
-        else:
-            out.print(f"no runs yet in {catalog.display_url}; `opmap suggest MODEL` records one")
-        return
-    the_run = catalog.run(run)
-    if html is not None:
-        from opmap.graphpage import run_graph, write_run_page
-
-        write_run_page(html, the_run, run_graph(the_run))
-    if diff is not None:
-        result = svc.diff_runs(the_run, catalog.run(diff))
-        if as_json:
-            _emit_json(result)
-            return
-        _print_diff(result)
-        return
-    if node is not None:
-        decision = next((d for d in the_run.decisions if d.node == node), None)
-        if decision is None:
-            raise OpmapError(f"run {run} has no node {node!r}")
-        if as_json:
-            _emit_json(svc.run_json(the_run, node))
-        else:
-            print_node(out, the_run, decision)
-        return
+    result = svc.audit(run, db=state.db, node=node, diff=diff, limit=limit, html=html)
     if as_json:
-        _emit_json(svc.run_json(the_run))
+        _emit_json(result.to_json())
+    elif result.diff is not None:
+        _print_diff(result.diff)
+    elif result.decision is not None:
+        print_node(out, result.run, result.decision)
+    elif result.run is not None:
+        out.print(decisions_table(result.run))
+    elif result.runs:
+        out.print(runs_table(result.runs))
     else:
-        out.print(decisions_table(the_run))
+        out.print(f"no runs yet in {result.display_url}; `opmap suggest MODEL` records one")
 
 
 def _print_diff(result: dict) -> None:

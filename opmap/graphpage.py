@@ -70,7 +70,7 @@ def page_data(graph: Any, decisions: dict[str, dict[str, Any]], onnx: dict[str, 
 
 def plan_decisions(plan: Any) -> dict[str, dict[str, Any]]:
     """A Plan's decisions in the page's shape."""
-    from opmap.app import plan_json
+    from opmap.service import plan_json
 
     out = {}
     for n in plan_json(plan, None, "")["nodes"]:
@@ -140,7 +140,7 @@ def _write(path: Path, text: str) -> None:
 
 def write_run_page(path: Path, run: Any, graph: Any) -> None:
     """The graph page for a recorded run: its stored decisions over the model's graph (captured again)."""
-    from opmap.app import run_json
+    from opmap.service import run_json
 
     data = page_data(graph, run_decisions(run_json(run)))
     _write(path, render(data, f"run {run.id}: {Path(run.model_path).name} on {run.backend}", f"{run.model_path} — "

@@ -255,7 +255,7 @@ def compare(captured: Any, catalog: Any, ruleset: Any, backend: Any, settings: A
             on_node=None) -> Comparison:
     """Plan and build opmap's route, run the ONNX route on the same program; with ``check``, run both networks through
     the reference interpreter on the same inputs and compare their outputs."""
-    from opmap import app as svc
+    from opmap import service as svc
     from opmap.building.builder import build_network, serialize
 
     require_onnx()

@@ -5,7 +5,7 @@ output computed through bfloat16 is compared at bfloat16's tolerance (its roundi
 import pytest
 import torch
 
-from opmap.app import load_rules
+from opmap.service import load_rules
 from opmap.checking import fuzz
 from opmap.loading.capture import capture_callable
 

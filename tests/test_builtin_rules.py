@@ -2,7 +2,7 @@
 
 import pytest
 
-from opmap.app import load_rules
+from opmap.service import load_rules
 from opmap.checking.examples import run_examples
 from opmap.planning.strategy import KINDS
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from opmap.app import load_rules, open_catalog
+from opmap.service import load_rules, open_catalog
 from opmap.db import Catalog
 from opmap.db.catalog import BUSY_TIMEOUT_S
 from opmap.db import migrations

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from opmap.app import load_rules
+from opmap.service import load_rules
 from opmap.checking.examples import capture_example, conformance
 from opmap.planning.strategy import accept
 

@@ -38,10 +38,17 @@ def test_every_command_and_option_is_documented():
 def test_public_api():
     assert sorted(opmap.__all__) == sorted([
         "__version__",
-        "plan", "build", "verify", "compare", "Plan", "NodeChoice", "Engine", "Binding", "Report", "PointReport",
+        "plan", "build", "verify", "compare", "calibrate", "measure", "audit", "rules_list", "rules_add", "rules_remove",
+        "rules_test", "Plan", "NodeChoice", "Engine", "Binding", "Report", "PointReport",
         "OpmapError", "CaptureError", "CatalogError", "RuleDefinitionError", "BuildError",
         "strategy", "fixture", "parametrize", "skip", "accept", "reject", "Outcome", "EmitContext",
     ])
     assert len(set(opmap.__all__)) == len(opmap.__all__)
+    import importlib
+
+    for module in ("opmap.calibration", "opmap.measuring"):  # a submodule must not shadow an API function's name
+        importlib.import_module(module)
+
     for name in opmap.__all__:
         assert getattr(opmap, name) is not None
+    assert callable(opmap.calibrate) and callable(opmap.measure)

@@ -157,7 +157,7 @@ def test_an_emitter_adding_an_unshapeable_layer_is_named_at_its_own_node():
 
     import torch
 
-    from opmap.app import load_rules
+    from opmap.service import load_rules
     from opmap.loading.capture import capture_callable
 
     from opmap.errors import EmitterBug

@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from opmap.app import make_plan, open_catalog
+from opmap.service import make_plan, open_catalog
 from opmap.building.backend import profile
 from opmap.loading.capture import Captured, capture_callable
 from opmap.planning.collect import RuleSet, load_source

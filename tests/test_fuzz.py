@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from opmap.app import load_rules
+from opmap.service import load_rules
 from opmap.checking import fuzz
 
 RULESET = load_rules(None)

@@ -3,7 +3,7 @@
 import json
 import textwrap
 
-from opmap.app import load_rules
+from opmap.service import load_rules
 from opmap.checking.costmodel import DeviceProfile
 
 

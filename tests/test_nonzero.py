@@ -2,7 +2,7 @@
 
 import torch
 
-from opmap.app import load_rules
+from opmap.service import load_rules
 from opmap.building.backend import profile
 from opmap.loading.capture import capture_callable
 from opmap.checking.examples import candidates_of

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from opmap.app import load_rules
+from opmap.service import load_rules
 from opmap.building.backend import import_backend, logger, strongly_typed_network
 from opmap.checking.examples import conformance
 from opmap.checking.interpreter import InterpreterError, run_network

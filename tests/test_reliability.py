@@ -75,7 +75,7 @@ def test_nonfinite_encoding_is_strict_json():
 
 
 def test_nonfinite_numbers_round_trip_in_the_catalog(url):  # noqa: F811
-    from opmap.app import open_catalog
+    from opmap.service import open_catalog
 
     cat, _ = open_catalog(url)
     cat.add_measurements([Measurement(strategy_id="act/relu", op="aten.relu.default", shape_bucket="4", dtype="float32",
@@ -92,7 +92,7 @@ def test_nonfinite_numbers_round_trip_in_the_catalog(url):  # noqa: F811
 
 def test_suggest_json_is_strict_and_a_nan_measurement_is_kept(cli, detector_pt2, db_url):
     """A NaN accuracy measured for a strategy (as batch norm's once was) reaches --json as "NaN", never a bare NaN."""
-    from opmap.app import open_catalog
+    from opmap.service import open_catalog
 
     cat, ruleset = open_catalog(db_url)
     strat = ruleset.strategies["norm/batch-norm"]
@@ -175,7 +175,7 @@ def test_concurrent_first_use_postgres(small_pt2, tmp_path):
 def test_an_unchanged_catalog_is_not_written(tmp_path, monkeypatch):
     """The sync is keyed by the stored hash of the shipped rules and measurements: a second open takes no write lock
     and leaves the file byte for byte as it was."""
-    from opmap.app import open_catalog
+    from opmap.service import open_catalog
 
     db = tmp_path / "c.db"
     open_catalog(str(db))[0].close()
@@ -423,7 +423,7 @@ def test_ctrl_c_exits_130_with_no_partial_engine_and_no_stray_rows(tmp_path, det
 
 
 def test_a_read_only_catalog_is_refused_before_work_on_every_backend(url):  # noqa: F811
-    from opmap.app import open_catalog
+    from opmap.service import open_catalog
 
     open_catalog(url)[0].close()
     if url.startswith("sqlite"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from opmap.app import load_rules
+from opmap.service import load_rules
 from opmap.planning import reach
 from opmap.planning.collect import load_source
 

@@ -3,7 +3,7 @@
 
 import torch
 
-from opmap.app import load_rules
+from opmap.service import load_rules
 from opmap.building.backend import profile
 from opmap.building.builder import build_network, serialize
 from opmap.loading.capture import capture_callable, graph_from_program

@@ -17,7 +17,7 @@ SAMPLE = [("poolformer_s12", "static"), ("poolformer_s12", "dynamic batch"), ("v
 
 @pytest.fixture(scope="module")
 def opened(tmp_path_factory):
-    from opmap import app as svc
+    from opmap import service as svc
 
     return svc.open_catalog(str(tmp_path_factory.mktemp("timm") / "catalog.db"))
 
@@ -62,7 +62,7 @@ def test_bench_marks_rows_past_its_budget_not_run(tmp_path):
 
 def _verified_or_refused(opened, fn, *inputs):
     """A verified engine, or a planner refusal with its reasons — never an emitter's crash (a BuildError)."""
-    from opmap import app as svc
+    from opmap import service as svc
     from opmap.building.backend import profile
     from opmap.loading.capture import capture_callable
     from opmap.planning.fixtures import Settings

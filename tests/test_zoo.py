@@ -11,7 +11,7 @@ SAMPLE = [("vit", "keyword dynamic"), ("whisper_encoder", "keyword dynamic"), ("
 
 @pytest.fixture(scope="module")
 def opened(tmp_path_factory):
-    from opmap import app as svc
+    from opmap import service as svc
 
     return svc.open_catalog(str(tmp_path_factory.mktemp("zoo") / "catalog.db"))
 

@@ -10,9 +10,7 @@ instead of colliding, and a failure (or Ctrl-C) leaves the catalog as it was.
 from __future__ import annotations
 
 import hashlib
-import os
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from sqlalchemy import create_engine, event, func, inspect, select, text
@@ -23,6 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 import opmap
 from opmap import interrupt, nonfinite
 from opmap.db import migrations
+from opmap.db.reader import resolve_url, shipped_fingerprint
 from opmap.db.models import (
     Decision,
     Measurement,
@@ -37,32 +36,8 @@ from opmap.db.models import (
 )
 from opmap.errors import CatalogError, first_line
 
-ENV_VAR = "OPMAP_DB"
 BUSY_TIMEOUT_S = 60  # how long a process waits for another's write transaction before giving up
 PG_LOCK_KEY = 0x6F706D6170  # "opmap": the advisory lock every catalog write holds on PostgreSQL
-
-
-def default_path() -> Path:
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("opmap", appauthor=False)) / "catalog.db"
-
-
-def resolve_url(url: str | None = None) -> str:
-    """``--db`` beats ``$OPMAP_DB`` beats the per-user default. A plain path means SQLite."""
-    url = url or os.environ.get(ENV_VAR) or str(default_path())
-    if "\x00" in url:  # no file name or URL holds one; the drivers would fail on it later with a bare ValueError
-        raise CatalogError(f"bad catalog URL or path {url[:80]!r}: it contains a NUL character")
-    if "://" not in url:
-        path = Path(url).expanduser()
-        try:
-            if path.is_dir():
-                raise CatalogError(f"catalog path {path} is a directory; give a file path or a SQLAlchemy URL")
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CatalogError(f"cannot use {path} as the catalog: {exc.strerror or exc}") from None
-        return f"sqlite:///{path}"
-    return url
 
 
 def _sqlite_connect(dbapi_conn, _record) -> None:
@@ -266,11 +241,7 @@ class Catalog:
         row.ops = [StrategyOp(op=self._op(s, op)) for op in strat.ops]
         return True
 
-    @staticmethod
-    def shipped_fingerprint(strategies: list[Any], measurements_digest: str) -> str:
-        """What the shipped state is keyed by: every shipped strategy's identity and the shipped measurements' hash."""
-        lines = sorted(f"{s.id}|{s.version}|{s.source_hash}|{s.origin}|{','.join(s.ops)}" for s in strategies)
-        return hashlib.sha256("\n".join([*lines, f"measurements|{measurements_digest}"]).encode()).hexdigest()
+    shipped_fingerprint = staticmethod(shipped_fingerprint)
 
     def sync(self, strategies: Iterable[Any], measurements_digest: str = "",
              measurements: Callable[[], list[Measurement]] | None = None) -> int:

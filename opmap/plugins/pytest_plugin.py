@@ -20,7 +20,7 @@ import pytest
 @pytest.fixture(scope="session")
 def opmap_ruleset():
     """Built-in rules, installed rule packs and their fixtures (no catalog involved)."""
-    from opmap.app import load_rules
+    from opmap.service import load_rules
 
     return load_rules(None)
 

@@ -191,15 +191,13 @@ def shipped_measurements(ruleset: RuleSet) -> tuple[str, Callable[[], list[Measu
     """The measurements shipped with opmap (opmap/data/measurements.json, `make measurements`): their hash, and a
     function making the rows for rules whose source still matches (a rule edited since has no shipped numbers; they
     would be stale). :meth:`Catalog.sync` stores them once per hash."""
-    import hashlib
     import json
-    from importlib import resources
 
-    try:
-        text = resources.files("opmap.data").joinpath("measurements.json").read_text()
-    except FileNotFoundError:
+    from opmap.db.reader import shipped_measurements_text
+
+    text, digest = shipped_measurements_text()
+    if not text:
         return "", list
-    digest = hashlib.sha256(text.encode()).hexdigest()
 
     def rows() -> list[Measurement]:
         try:
