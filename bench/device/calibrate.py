@@ -124,6 +124,37 @@ def micro_benchmarks(micro: dict) -> None:
     micro["cumsum_gbps"] = rows[0].numel() * 8 / timeit(lambda t: t.cumsum(-1), [(r,) for r in rows]) / 1e6
     micro["topk64_gbps"] = rows[0].numel() * 4 / timeit(lambda t: t.topk(64, -1), [(r,) for r in rows]) / 1e6
     micro["sort_gbps"] = rows[0].numel() * 4 * 3 / timeit(lambda t: t.sort(-1), [(r,) for r in rows]) / 1e6
+    guarded("row kernels", lambda: row_kernels(micro, rows))
+
+
+def row_kernels(micro: dict, rows: list) -> None:
+    """Kernels that are neither a plain elementwise pass nor a product: layer norm and softmax over rows (read and
+    write each element once), a gather of whole rows (an embedding: coalesced, unlike a gather of single elements),
+    and fused attention (SDPA's fastest kernel per dtype, 4·B·H·S²·D flops)."""
+    e = rows[0].numel()
+    w, b = torch.ones(rows[0].shape[-1], device="cuda"), torch.zeros(rows[0].shape[-1], device="cuda")
+    ln = lambda t: F.layer_norm(t, (t.shape[-1],), w, b)  # noqa: E731
+    micro["norm_gbps"] = e * 8 / timeit(ln, [(r,) for r in rows]) / 1e6
+    micro["softmax_gbps"] = e * 8 / timeit(lambda t: t.softmax(-1), [(r,) for r in rows]) / 1e6
+    table = torch.randn(1 << 20, 256, device="cuda")
+    ids = [torch.randint(0, 1 << 20, (1 << 18,), device="cuda") for _ in range(3)]
+    micro["row_gather_gbps"] = (1 << 18) * (256 * 4 * 2 + 8) / timeit(lambda i: F.embedding(i, table), [(i,) for i in ids]) / 1e6
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    bt, h, s, d = 16, 16, 2048, 64
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        qkv = [tuple(torch.randn(bt, h, s, d, device="cuda", dtype=dtype) for _ in range(3)) for _ in range(2)]
+        best = None
+        for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION):
+            def run(q, k, v, backend=backend):
+                with sdpa_kernel(backend):
+                    return F.scaled_dot_product_attention(q, k, v)
+            try:
+                ms = timeit(run, qkv, reps=10)
+            except RuntimeError:  # no kernel of this backend for the dtype
+                continue
+            best = ms if best is None else min(best, ms)
+        if best is not None:
+            micro[f"attention_tflops_{NAME[dtype]}"] = 4 * bt * h * s * s * d / best / 1e9
 
 
 def validation(rows: list) -> None:
