@@ -105,7 +105,9 @@ def micro_benchmarks(micro: dict) -> None:
         a, b = rand(m, m, dtype=torch.int8, n=2), [col_major(t) for t in rand(m, m, dtype=torch.int8, n=2)]
         micro["matmul_tflops_int8"] = 2 * m**3 / timeit(int_mm, list(zip(a, b)), reps=20) / 1e9
     guarded("int8 matmul", int8)
-    # convolution throughput per dtype (a ResNet stage-3 3x3 conv at batch 32, channels-last as TensorRT lays it out)
+    # convolution throughput per dtype (a ResNet stage-3 3x3 conv at batch 32, channels-last as TensorRT lays it out;
+    # cuDNN times its algorithms first, as TensorRT's builder times its tactics)
+    torch.backends.cudnn.benchmark = True
     for dtype, name, tf32 in ((torch.float32, "fp32_tf32", True), (torch.float16, "fp16", False),
                               (torch.bfloat16, "bf16", False)):
         torch.backends.cudnn.allow_tf32 = tf32

@@ -439,7 +439,7 @@ def predict(measured_path: Path, profile_path: str | None) -> None:
 def report(rows, data, profile) -> str:
     ratios = [r["predicted"] / r["measured"] for r in rows if r["measured"]]
     def stats(rs):
-        rs = sorted(rs)
+        rs = sorted(rs) or [float("nan")]
         return (f"median {statistics.median(rs):.2f}, range {rs[0]:.2f}–{rs[-1]:.2f}, "
                 f"beyond 2×: {sum(1 for r in rs if r > 2 or r < 0.5)}, beyond 3×: {sum(1 for r in rs if r > 3 or r < 1 / 3)}")
     lines = ["# The cost model's pieces, predicted vs measured", "",
