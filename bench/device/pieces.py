@@ -1,7 +1,8 @@
 """The cost model's pieces, predicted vs measured at served sizes.
 
     python bench/device/pieces.py measure OUT_DIR [--tiny]   # on the GPU (PyTorch + CUDA only): OUT_DIR/pieces.json
-    python bench/device/pieces.py predict PIECES.json [PROFILE.json]   # here: writes bench/device/PIECES.md
+    python bench/device/pieces.py predict PIECES.json [PROFILE.json] [--save=PRED.json] [--before=OLD_PRED.json]
+                                                             # here: writes bench/device/PIECES.md
 
 Each piece is one op at a served size (batch 8/32, sequence 128/512, hidden 768/1024, images 224² and 640² with
 ResNet/ConvNeXt channel counts) in one dtype. ``measure`` times PyTorch's kernel for it on the card — the kernel
@@ -214,9 +215,9 @@ def variants(p: Piece, dev: str) -> dict[str, tuple]:
         if p.op == "softmax_scores":
             return {"eager": (lambda x: x.softmax(-1), [(x,) for x in _rand(dev, b, hd, q, q, dtype=p.dtype)])}
         qkv = [tuple(_rand(dev, b, hd, q, d, dtype=p.dtype, n=1)[0] for _ in range(3)) for _ in range(3)]
+        def unfused(qq, k, v):
+            return torch.matmul(torch.softmax(torch.matmul(qq, k.transpose(-1, -2)) * d**-0.5, -1), v)
         if p.op == "attention_unfused":
-            def unfused(qq, k, v):
-                return torch.matmul(torch.softmax(torch.matmul(qq, k.transpose(-1, -2)) * d**-0.5, -1), v)
             return {"matmul softmax matmul": (unfused, qkv)}
         from torch.nn.attention import SDPBackend, sdpa_kernel
         out = {}
@@ -227,6 +228,7 @@ def variants(p: Piece, dev: str) -> dict[str, tuple]:
                 with sdpa_kernel(backend):
                     return F.scaled_dot_product_attention(qq, k, v)
             out[name] = (run, qkv)
+        out["decomposed"] = (unfused, qkv)  # an attention layer TensorRT decomposes (fp32 has no fused kernel on RTX)
         return out
     raise ValueError(p.op)
 
@@ -416,7 +418,9 @@ def predict_one(p: Piece, trt, profile) -> tuple[float, str]:
     return sum(ms for _, ms in rows), " + ".join(label for label, _ in rows)
 
 
-def predict(measured_path: Path, profile_path: str | None) -> None:
+def predict(measured_path: Path, profile_path: str | None, before: Path | None = None, save: Path | None = None) -> None:
+    """Writes bench/device/PIECES.md; ``save``: the predictions as JSON (piece key -> ms), ``before``: such a file from
+    the model before a change, shown beside the current prediction."""
     sys.path.insert(0, str(ROOT))
     from opmap.engine.backend import import_backend
     from opmap.engine.costmodel import DeviceProfile
@@ -430,9 +434,14 @@ def predict(measured_path: Path, profile_path: str | None) -> None:
         t = time.time()
         pred, layers = predict_one(p, trt, profile)
         rows.append({"piece": p, "measured": m.get("ms"), "best": m.get("best"), "variants": m.get("variants", {}),
-                     "predicted": pred, "layers": layers})
+                     "predicted": pred, "layers": layers, "key": f"{p.name} {p.dtype}"})
         print(f"{p.name} {p.dtype}: predicted {pred:.4f} measured {m.get('ms')} ({time.time() - t:.1f}s)", file=sys.stderr,
               flush=True)
+    if save:
+        save.write_text(json.dumps({r["key"]: r["predicted"] for r in rows}, indent=0) + "\n")
+    old = json.loads(before.read_text()) if before else {}
+    for r in rows:
+        r["before"] = old.get(r["key"])
     (ROOT / "bench" / "device" / "PIECES.md").write_text(report(rows, data, profile))
 
 
@@ -449,19 +458,28 @@ def report(rows, data, profile) -> str:
              "TensorRT's (the fastest variant counts), and predicted by `costmodel.estimate` on the same op built as a "
              "tensorrt_rtx network on the CPU (the layers counted are named). Nothing here ran a TensorRT engine.", "",
              f"**All {len(ratios)} measured pieces: {stats(ratios)}** (ratio = predicted / measured; beyond k× means "
-             "ratio > k or < 1/k).", "", "| group | pieces | ratio |", "|---|---:|---|"]
+             "ratio > k or < 1/k)."]
+    prior = [r["before"] / r["measured"] for r in rows if r["measured"] and r.get("before")]
+    if prior:
+        lines += ["", f"Before this check's fixes to the model (same measurements, same profile): {stats(prior)}."]
+    lines += ["", "| group | pieces | ratio |" + (" before the fixes |" if prior else ""),
+              "|---|---:|---|" + ("---|" if prior else "")]
     groups: dict[str, list] = {}
     for r in rows:
         if r["measured"]:
-            groups.setdefault(r["piece"].group, []).append(r["predicted"] / r["measured"])
-    lines += [f"| {g} | {len(rs)} | {stats(rs)} |" for g, rs in groups.items()]
-    lines += ["", "| piece | dtype | measured ms | kernel (fastest) | predicted ms | layers charged | predicted / measured |",
-              "|---|---|---:|---|---:|---|---:|"]
+            groups.setdefault(r["piece"].group, []).append(r)
+    for g, rs in groups.items():
+        old = [r["before"] / r["measured"] for r in rs if r.get("before")]
+        lines.append(f"| {g} | {len(rs)} | {stats([r['predicted'] / r['measured'] for r in rs])} |"
+                     + (f" {stats(old)} |" if prior else ""))
+    lines += ["", "| piece | dtype | measured ms | kernel (fastest) | predicted ms | layers charged | predicted / measured |"
+              + (" before |" if prior else ""), "|---|---|---:|---|---:|---|---:|" + ("---:|" if prior else "")]
     for r in rows:
         p = r["piece"]
         m = f"{r['measured']:.4f}" if r["measured"] else f"not measured{': ' + p.note if p.note else ''}"
         ratio = f"{r['predicted'] / r['measured']:.2f}" if r["measured"] else "-"
-        lines.append(f"| {p.name} | {p.dtype} | {m} | {r['best'] or '-'} | {r['predicted']:.4f} | {r['layers']} | {ratio} |")
+        old = f" {r['before'] / r['measured']:.2f} |" if r["measured"] and r.get("before") else (" - |" if prior else "")
+        lines.append(f"| {p.name} | {p.dtype} | {m} | {r['best'] or '-'} | {r['predicted']:.4f} | {r['layers']} | {ratio} |{old}")
     if data.get("errors"):
         lines += ["", "Variants that had no kernel (their piece counts its other variants):", ""]
         lines += [f"- {e.splitlines()[0][:200]}" for e in data["errors"]]
@@ -474,4 +492,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "measure":
         measure(Path(sys.argv[2]), "--tiny" in sys.argv)
     else:
-        predict(Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)
+        opt = {a.split("=", 1)[0]: Path(a.split("=", 1)[1]) for a in sys.argv[3:] if a.startswith("--")}
+        rest = [a for a in sys.argv[3:] if not a.startswith("--")]
+        predict(Path(sys.argv[2]), rest[0] if rest else None, opt.get("--before"), opt.get("--save"))
