@@ -141,6 +141,18 @@ def row_kernels(micro: dict, rows: list) -> None:
     table = torch.randn(1 << 20, 256, device="cuda")
     ids = [torch.randint(0, 1 << 20, (1 << 18,), device="cuda") for _ in range(3)]
     micro["row_gather_gbps"] = (1 << 18) * (256 * 4 * 2 + 8) / timeit(lambda i: F.embedding(i, table), [(i,) for i in ids]) / 1e6
+    # a small reduction's GPU time (CUDA-graph replay): the fixed cost of a reduction kernel, above a plain launch
+    small = rand(64, 256)
+    micro["reduce_launch_ms"] = graph_ms(lambda t: t.sum(-1), small, repeat=100)
+    # depthwise convolution (not a GEMM: CUDA cores, per dtype), a ConvNeXt stage-2 7x7 at batch 32, the faster layout
+    torch.backends.cudnn.benchmark = True
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        xs = rand(32, 192, 28, 28, dtype=dtype)
+        w = torch.randn(192, 1, 7, 7, device="cuda", dtype=dtype)
+        best = min(timeit(lambda t, mf=mf: F.conv2d(t, w.to(memory_format=mf), padding=3, groups=192),
+                          [(t.to(memory_format=mf),) for t in xs], reps=30)
+                   for mf in (torch.contiguous_format, torch.channels_last))
+        micro[f"dwconv_tflops_{NAME[dtype]}"] = 2 * 32 * 192 * 28 * 28 * 49 / best / 1e9
     from torch.nn.attention import SDPBackend, sdpa_kernel
     bt, h, s, d = 16, 16, 2048, 64
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
