@@ -447,6 +447,7 @@ def predict(measured_path: Path, profile_path: str | None, before: Path | None =
     old = json.loads(before.read_text()) if before else {}
     for r in rows:
         r["before"] = old.get(r["key"])
+    data["path"] = measured_path.resolve().relative_to(ROOT) if measured_path.resolve().is_relative_to(ROOT) else measured_path
     (ROOT / "bench" / "device" / "PIECES.md").write_text(report(rows, data, profile))
 
 
@@ -483,7 +484,9 @@ def report(rows, data, profile) -> str:
              f"({profile.card}). Produced by `bench/device/pieces.py` (its docstring has the method): each piece is one op "
              "at a served size, measured as GPU time of CUDA-graph replays of the PyTorch/CUDA kernel standing in for "
              "TensorRT's (the fastest variant counts), and predicted by `costmodel.estimate` on the same op built as a "
-             "tensorrt_rtx network on the CPU (the layers counted are named). Nothing here ran a TensorRT engine.", "",
+             "tensorrt_rtx network on the CPU (the layers counted are named). Nothing here ran a TensorRT engine. "
+             f"Raw timings (every variant): `{data['path']}`; redo with `python bench/device/pieces.py measure OUT` on the "
+             f"card (about 30 s) and `python bench/device/pieces.py predict OUT/pieces.json PROFILE` here (about a minute).", "",
              f"**All {len(ratios)} measured pieces: {stats(ratios)}** (ratio = predicted / measured; beyond k× means "
              "ratio > k or < 1/k)."]
     missing = sorted({r["piece"].needs for r in rows if r["piece"].needs and r["piece"].needs not in profile.micro})
