@@ -293,3 +293,26 @@ def test_row_kernels_have_their_own_rates():
     scattered = gather((1 << 20,), 0, 1 << 18)  # single elements over 4 MB
     assert scattered == pytest.approx(PROFILE.predict("GATHER", 0, 3 * 4 * (1 << 18)))
     assert PROFILE.micro["gather_gbps"] < PROFILE.micro["row_gather_gbps"] / 2
+
+
+def test_attention_costs_the_cheaper_of_fused_and_decomposed():
+    """IAttention at 8x12x512x64 costs the cheaper of its fused kernel and Q·Kᵀ, softmax, ·V: in fp16 the fused kernel
+    (SDPA's measured rate) by far; in fp32, where SDPA's kernel runs at a tenth of TF32, the two are close (measured on
+    the H100: 0.21 ms fused, 0.25 ms decomposed; bench/device/PIECES.md) and the decomposition is charged."""
+    def attention(dtype):
+        net = Net()
+        q, k, v = (net.net.add_input(n, dtype, (8, 12, 512, 64)) for n in "qkv")
+        net.inputs.update({n: torch.randn(8, 12, 512, 64) for n in "qkv"})
+        attn = net.net.add_attention(q, k, v, trt.AttentionNormalizationOp.SOFTMAX, False)
+        attn.decomposable, attn.name = True, "attention"
+        net.net.mark_output(attn.get_output(0))
+        built = SimpleNamespace(network=net.net, trt=trt, attention={attn.name: attn}, layer_map={})
+        return by_kind(estimate(built, net.inputs, H100))["ATTENTION_OUTPUT"]
+
+    flops = 4.0 * 8 * 12 * 512 * 512 * 64
+    fused16 = attention(trt.DataType.HALF)
+    assert fused16 == pytest.approx(H100.launch_ms + flops / (H100.micro["attention_tflops_fp16"] * 1e9), rel=0.05)
+    fp32 = attention(F32)
+    assert fp32 < flops / (H100.micro["attention_tflops_fp32"] * 1e9)  # the decomposition, not the fp32 kernel
+    scores = 8 * 12 * 512 * 512 * 4
+    assert fp32 > 2 * scores / (H100.micro["softmax_gbps"] * 1e6)  # ... which writes and reads the scores
