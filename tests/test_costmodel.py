@@ -15,6 +15,7 @@ from opmap.checking.costmodel import DeviceProfile, estimate
 trt = import_backend("tensorrt_rtx")
 pytestmark = pytest.mark.skipif(trt is None, reason="tensorrt_rtx is not installed")
 PROFILE = DeviceProfile.load()
+H100 = DeviceProfile.load(str(__import__("opmap.data", fromlist=["x"]).__path__[0] + "/device_h100.json"))
 F32 = None if trt is None else trt.DataType.FLOAT
 
 
@@ -52,11 +53,11 @@ class Net:
         q = self.net.add_quantize(t, s, trt.DataType.INT8).get_output(0)
         return self.net.add_dequantize(q, s, F32).get_output(0)
 
-    def estimate(self, *outputs):
+    def estimate(self, *outputs, profile=None):
         for t in outputs:
             self.net.mark_output(t)
         built = SimpleNamespace(network=self.net, trt=trt, attention={}, layer_map={})
-        return estimate(built, self.inputs, PROFILE)
+        return estimate(built, self.inputs, profile or PROFILE)
 
 
 def by_kind(est):
@@ -79,12 +80,23 @@ def test_reduced_precision_matrix_throughput_and_bytes():
 
 
 def test_profile_fallbacks_use_measured_numbers_only():
-    """The old H100 profile has no int8 or convolution numbers: the nearest measured one stands in, nothing invented."""
-    old = DeviceProfile.load(str(__import__("opmap.data", fromlist=["x"]).__path__[0] + "/device_h100.json"))
+    """A profile measured before a number was (no int8, convolution, graph-launch, layer-norm, row-gather or attention
+    rate): the nearest measured one stands in, nothing invented."""
+    keep = ("launch_ms", "elementwise_gbps_fp32", "elementwise_gbps_fp16", "matmul_tflops_fp32_tf32", "matmul_tflops_fp16",
+            "gather_gbps", "reduce_gbps")
+    old = DeviceProfile(card="old", micro={k: H100.micro[k] for k in keep}, source="test", sm_count=None)
     assert old.throughput("MATRIX_MULTIPLY", torch.int8) == old.micro["matmul_tflops_fp16"]
     assert old.throughput("CONVOLUTION", torch.float32) == old.micro["matmul_tflops_fp32_tf32"]
+    assert old.throughput("ATTENTION_OUTPUT", torch.float16) == old.micro["matmul_tflops_fp16"]
+    assert old.throughput("GROUPED_CONVOLUTION", torch.float16) == old.micro["matmul_tflops_fp16"]
+    assert old.bandwidth("NORMALIZATION", torch.float32) == old.bandwidth("SOFTMAX", torch.float32) == old.micro["reduce_gbps"]
+    assert old.bandwidth("ROW_GATHER", torch.float16) == old.micro["elementwise_gbps_fp16"]  # a streaming pass
     assert old.launch_ms == old.micro["launch_ms"]
+    # without an SM count there are no waves to quantize: flops / peak
+    assert old.predict("MATRIX_MULTIPLY", 1e9, 0, torch.float16, (48, 768)) == \
+        pytest.approx(old.launch_ms + 1e9 / (old.micro["matmul_tflops_fp16"] * 1e9))
     assert "H200" in PROFILE.card and PROFILE.launch_ms == PROFILE.micro["graph_launch_ms"]
+    assert "H100" in H100.card and H100.sm_count == 132
 
 
 def test_cast_after_conv_costs_nothing():
@@ -179,4 +191,128 @@ def test_a_gather_reads_the_rows_it_selects_not_its_table():
     net.inputs["ids"] = torch.randint(0, 30522, (8, 128), dtype=torch.int32)
     est = net.estimate(net.net.add_gather(table, ids, 0).get_output(0))
     rows = 8 * 128 * 768 * 4
-    assert est.ms == pytest.approx(PROFILE.predict("GATHER", 0, 2 * rows + 8 * 128 * 4))
+    assert est.ms == pytest.approx(PROFILE.predict("ROW_GATHER", 0, 2 * rows + 8 * 128 * 4))
+
+
+def _matmul_net(m, k, n, dtype=None):
+    net = Net()
+    x = net.input("x", (m, k))
+    w = net.const(np.random.default_rng(0).standard_normal((n, k)).astype(np.float32))
+    if dtype is not None:  # both operands in reduced precision (the weight's cast folds at build time)
+        x = net.net.add_cast(x, dtype).get_output(0)
+        w = net.net.add_cast(w, dtype).get_output(0)
+    op = trt.MatrixOperation
+    return net.estimate(net.net.add_matrix_multiply(x, op.NONE, w, op.TRANSPOSE).get_output(0))
+
+
+def test_a_small_product_pays_for_a_whole_wave_of_tiles():
+    """8x128 tokens x 768 -> 768 (a BERT projection at batch 8) has 8 x 6 output tiles of 128x128, fewer than the SMs:
+    it takes one tile's time however few tiles there are, so doubling N costs nothing more, and it is charged well
+    above flops / peak (measured on the card: bench/device/PIECES.md)."""
+    half = trt.DataType.HALF
+    small, wider = by_kind(_matmul_net(1024, 768, 768, half))["MATRIX_MULTIPLY"], \
+        by_kind(_matmul_net(1024, 768, 1536, half))["MATRIX_MULTIPLY"]
+    peak = PROFILE.throughput("MATRIX_MULTIPLY", torch.float16) * 1e9
+    one_tile = 2.0 * 128 * 128 * 768 / (peak / PROFILE.sm_count)
+    assert small == pytest.approx(PROFILE.launch_ms + one_tile)
+    assert wider == pytest.approx(small)
+    assert small > PROFILE.launch_ms + 2.5 * (2.0 * 1024 * 768 * 768 / peak)
+    # a large product fills its waves: within 5% of flops / peak
+    big = by_kind(_matmul_net(16384, 768, 3072, half))["MATRIX_MULTIPLY"]
+    assert big == pytest.approx(PROFILE.launch_ms + 2.0 * 16384 * 768 * 3072 / peak, rel=0.05)
+
+
+def test_a_convolution_is_tiled_as_its_implicit_gemm_and_a_depthwise_one_is_not():
+    net = Net()  # 1x64x56x56 3x3: M = 3136 pixels -> 25 tiles, N = 64 channels -> 1 tile, K = 576
+    conv = by_kind(net.estimate(net.conv(net.input("x", (1, 64, 56, 56)), 64)))["CONVOLUTION"]
+    rate = PROFILE.throughput("CONVOLUTION", torch.float32) * 1e9
+    assert conv == pytest.approx(PROFILE.launch_ms + 2.0 * 128 * 128 * 576 / (rate / PROFILE.sm_count))
+    dw = Net()
+    w = np.random.default_rng(0).standard_normal((96, 1, 7, 7)).astype(np.float32)
+    layer = dw.net.add_convolution_nd(dw.input("x", (8, 96, 56, 56)), 96, (7, 7), trt.Weights(w))
+    layer.num_groups, layer.padding_nd = 96, (3, 3)
+    est = dw.estimate(layer.get_output(0), profile=H100)
+    moved = 2 * 8 * 96 * 56 * 56 * 4  # input and output (the kernel is a weight of the layer)
+    assert est.ms == pytest.approx(H100.predict("GROUPED_CONVOLUTION", 2.0 * 8 * 96 * 56 * 56 * 49, moved))
+    assert "dwconv_tflops_fp32" not in H100.micro or H100.throughput("GROUPED_CONVOLUTION", torch.float32) < \
+        H100.throughput("CONVOLUTION", torch.float32) / 10
+
+
+def test_a_product_with_few_tiles_splits_its_reduction_over_idle_sms():
+    """8x128 tokens x 3072 -> 768 (BERT's FFN down-projection at batch 8): 48 tiles on 132 SMs, K = 3072: split in two
+    (each part at least 1024 long), so it costs half a tile of K = 3072; a 3x3 convolution at 7x7 with 512 channels at
+    batch 8 (16 tiles, K = 4608) splits in four."""
+    half = trt.DataType.HALF
+    down = by_kind(_matmul_net(1024, 3072, 768, half))["MATRIX_MULTIPLY"]
+    per_sm = PROFILE.throughput("MATRIX_MULTIPLY", torch.float16) * 1e9 / PROFILE.sm_count
+    assert down == pytest.approx(PROFILE.launch_ms + 2.0 * 128 * 128 * 1536 / per_sm)
+    net = Net()
+    conv = by_kind(net.estimate(net.conv(net.input("x", (8, 512, 7, 7)), 512)))["CONVOLUTION"]
+    per_sm = PROFILE.throughput("CONVOLUTION", torch.float32) * 1e9 / PROFILE.sm_count
+    assert conv == pytest.approx(PROFILE.launch_ms + 2.0 * 128 * 128 * 1152 / per_sm)
+
+
+def test_a_stem_convolution_pads_its_three_channels_to_eight():
+    net = Net()
+    w = np.random.default_rng(0).standard_normal((64, 3, 7, 7)).astype(np.float32)
+    layer = net.net.add_convolution_nd(net.input("x", (8, 3, 224, 224)), 64, (7, 7), trt.Weights(w))
+    layer.stride_nd, layer.padding_nd = (2, 2), (3, 3)
+    conv = by_kind(net.estimate(layer.get_output(0)))["CONVOLUTION"]
+    per_sm = PROFILE.throughput("CONVOLUTION", torch.float32) * 1e9 / PROFILE.sm_count
+    tiles = -(-8 * 112 * 112 // 128)  # 784 tiles of output pixels, one of channels
+    assert conv == pytest.approx(PROFILE.launch_ms + -(-tiles // PROFILE.sm_count) * 2.0 * 128 * 128 * 8 * 49 / per_sm)
+
+
+def test_row_kernels_have_their_own_rates():
+    """Layer norm and softmax are charged at the rates measured for them (and a reduction's fixed cost where measured),
+    a gather of columns of a hidden state (each row read from cache) at the streaming gather rate, and a gather of
+    single elements scattered over a large tensor at the random-access rate, several times slower."""
+    PROFILE = H100  # noqa: N806  (the profile that measured these rates)
+    assert {"norm_gbps", "softmax_gbps", "row_gather_gbps"} <= set(PROFILE.micro)
+    launch = max(PROFILE.launch_ms, PROFILE.micro.get("reduce_launch_ms", 0.0))
+    net = Net()
+    x = net.input("x", (8, 128, 768))
+    scale, bias = (net.const(np.ones((1, 1, 768), dtype=np.float32)) for _ in range(2))
+    norm = net.net.add_normalization(x, scale, bias, 1 << 2).get_output(0)
+    sm = net.net.add_softmax(x)
+    sm.axes = 1 << 2
+    est = net.estimate(norm, sm.get_output(0), profile=PROFILE)
+    e = 8 * 128 * 768 * 4
+    assert by_kind(est)["NORMALIZATION"] == pytest.approx(launch + (2 * e + 2 * 768 * 4) / (PROFILE.micro["norm_gbps"] * 1e6))
+    assert by_kind(est)["SOFTMAX"] == pytest.approx(launch + 2 * e / (PROFILE.micro["softmax_gbps"] * 1e6))
+
+    def gather(shape, axis, n):
+        g = Net()
+        x = g.input("x", shape)
+        idx = g.net.add_input("idx", trt.DataType.INT32, (n,))
+        g.inputs["idx"] = torch.randint(0, shape[axis], (n,), dtype=torch.int32)
+        return g.estimate(g.net.add_gather(x, idx, axis).get_output(0), profile=PROFILE).ms
+
+    moved = 2 * 1024 * 768 * 4 + 768 * 4
+    assert gather((1024, 768), 1, 768) == pytest.approx(PROFILE.predict("ROW_GATHER", 0, moved))  # spans 3 KB a row
+    scattered = gather((1 << 20,), 0, 1 << 18)  # single elements over 4 MB
+    assert scattered == pytest.approx(PROFILE.predict("GATHER", 0, 3 * 4 * (1 << 18)))
+    assert PROFILE.micro["gather_gbps"] < PROFILE.micro["row_gather_gbps"] / 2
+
+
+def test_attention_costs_the_cheaper_of_fused_and_decomposed():
+    """IAttention at 8x12x512x64 costs the cheaper of its fused kernel and Q·Kᵀ, softmax, ·V: in fp16 the fused kernel
+    (SDPA's measured rate) by far; in fp32, where SDPA's kernel runs at a tenth of TF32, the two are close (measured on
+    the H100: 0.21 ms fused, 0.25 ms decomposed; bench/device/PIECES.md) and the decomposition is charged."""
+    def attention(dtype):
+        net = Net()
+        q, k, v = (net.net.add_input(n, dtype, (8, 12, 512, 64)) for n in "qkv")
+        net.inputs.update({n: torch.randn(8, 12, 512, 64) for n in "qkv"})
+        attn = net.net.add_attention(q, k, v, trt.AttentionNormalizationOp.SOFTMAX, False)
+        attn.decomposable, attn.name = True, "attention"
+        net.net.mark_output(attn.get_output(0))
+        built = SimpleNamespace(network=net.net, trt=trt, attention={attn.name: attn}, layer_map={})
+        return by_kind(estimate(built, net.inputs, H100))["ATTENTION_OUTPUT"]
+
+    flops = 4.0 * 8 * 12 * 512 * 512 * 64
+    fused16 = attention(trt.DataType.HALF)
+    assert fused16 == pytest.approx(H100.launch_ms + flops / (H100.micro["attention_tflops_fp16"] * 1e9), rel=0.05)
+    fp32 = attention(F32)
+    assert fp32 < flops / (H100.micro["attention_tflops_fp32"] * 1e9)  # the decomposition, not the fp32 kernel
+    scores = 8 * 12 * 512 * 512 * 4
+    assert fp32 > 2 * scores / (H100.micro["softmax_gbps"] * 1e6)  # ... which writes and reads the scores

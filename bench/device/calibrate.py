@@ -105,7 +105,9 @@ def micro_benchmarks(micro: dict) -> None:
         a, b = rand(m, m, dtype=torch.int8, n=2), [col_major(t) for t in rand(m, m, dtype=torch.int8, n=2)]
         micro["matmul_tflops_int8"] = 2 * m**3 / timeit(int_mm, list(zip(a, b)), reps=20) / 1e9
     guarded("int8 matmul", int8)
-    # convolution throughput per dtype (a ResNet stage-3 3x3 conv at batch 32, channels-last as TensorRT lays it out)
+    # convolution throughput per dtype (a ResNet stage-3 3x3 conv at batch 32, channels-last as TensorRT lays it out;
+    # cuDNN times its algorithms first, as TensorRT's builder times its tactics)
+    torch.backends.cudnn.benchmark = True
     for dtype, name, tf32 in ((torch.float32, "fp32_tf32", True), (torch.float16, "fp16", False),
                               (torch.bfloat16, "bf16", False)):
         torch.backends.cudnn.allow_tf32 = tf32
@@ -124,6 +126,49 @@ def micro_benchmarks(micro: dict) -> None:
     micro["cumsum_gbps"] = rows[0].numel() * 8 / timeit(lambda t: t.cumsum(-1), [(r,) for r in rows]) / 1e6
     micro["topk64_gbps"] = rows[0].numel() * 4 / timeit(lambda t: t.topk(64, -1), [(r,) for r in rows]) / 1e6
     micro["sort_gbps"] = rows[0].numel() * 4 * 3 / timeit(lambda t: t.sort(-1), [(r,) for r in rows]) / 1e6
+    guarded("row kernels", lambda: row_kernels(micro, rows))
+
+
+def row_kernels(micro: dict, rows: list) -> None:
+    """Kernels that are neither a plain elementwise pass nor a product: layer norm and softmax over rows (read and
+    write each element once), a gather of whole rows (an embedding: coalesced, unlike a gather of single elements),
+    and fused attention (SDPA's fastest kernel per dtype, 4·B·H·S²·D flops)."""
+    e = rows[0].numel()
+    w, b = torch.ones(rows[0].shape[-1], device="cuda"), torch.zeros(rows[0].shape[-1], device="cuda")
+    ln = lambda t: F.layer_norm(t, (t.shape[-1],), w, b)  # noqa: E731
+    micro["norm_gbps"] = e * 8 / timeit(ln, [(r,) for r in rows]) / 1e6
+    micro["softmax_gbps"] = e * 8 / timeit(lambda t: t.softmax(-1), [(r,) for r in rows]) / 1e6
+    table = torch.randn(1 << 20, 256, device="cuda")
+    ids = [torch.randint(0, 1 << 20, (1 << 18,), device="cuda") for _ in range(3)]
+    micro["row_gather_gbps"] = (1 << 18) * (256 * 4 * 2 + 8) / timeit(lambda i: F.embedding(i, table), [(i,) for i in ids]) / 1e6
+    # a small reduction's GPU time (CUDA-graph replay): the fixed cost of a reduction kernel, above a plain launch
+    small = rand(64, 256)
+    micro["reduce_launch_ms"] = graph_ms(lambda t: t.sum(-1), small, repeat=100)
+    # depthwise convolution (not a GEMM: CUDA cores, per dtype), a ConvNeXt stage-2 7x7 at batch 32, the faster layout
+    torch.backends.cudnn.benchmark = True
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        xs = rand(32, 192, 28, 28, dtype=dtype)
+        w = torch.randn(192, 1, 7, 7, device="cuda", dtype=dtype)
+        best = min(timeit(lambda t, mf=mf: F.conv2d(t, w.to(memory_format=mf), padding=3, groups=192),
+                          [(t.to(memory_format=mf),) for t in xs], reps=30)
+                   for mf in (torch.contiguous_format, torch.channels_last))
+        micro[f"dwconv_tflops_{NAME[dtype]}"] = 2 * 32 * 192 * 28 * 28 * 49 / best / 1e9
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    bt, h, s, d = 16, 16, 2048, 64
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        qkv = [tuple(torch.randn(bt, h, s, d, device="cuda", dtype=dtype) for _ in range(3)) for _ in range(2)]
+        best = None
+        for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION):
+            def run(q, k, v, backend=backend):
+                with sdpa_kernel(backend):
+                    return F.scaled_dot_product_attention(q, k, v)
+            try:
+                ms = timeit(run, qkv, reps=10)
+            except RuntimeError:  # no kernel of this backend for the dtype
+                continue
+            best = ms if best is None else min(best, ms)
+        if best is not None:
+            micro[f"attention_tflops_{NAME[dtype]}"] = 4 * bt * h * s * s * d / best / 1e9
 
 
 def validation(rows: list) -> None:

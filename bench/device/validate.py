@@ -41,38 +41,41 @@ def predict(profile: DeviceProfile, v: dict) -> float:
     return profile.predict(KIND[v["kind"]], v["flops"], v["bytes"], dtype) + extra
 
 
-def main() -> None:
-    profile = DeviceProfile.load()
-    data = json.loads((ROOT / "opmap" / "data" / DEFAULT_PROFILE).read_text())
+def section(name: str, title: str) -> list[str]:
+    profile = DeviceProfile.load(str(ROOT / "opmap" / "data" / name))
+    data = json.loads((ROOT / "opmap" / "data" / name).read_text())
     rows = [(v["op"], v["ms"], predict(profile, v), v.get("graph", False)) for v in data["validation"]]
     ratios = sorted(p / m for _, m, p, _ in rows)
-    lines = [INTRO,
-             f"## {data['card']} (the default profile, `opmap/data/{DEFAULT_PROFILE}`)", "",
+    lines = [f"## {data['card']} ({title}, `opmap/data/{name}`)", "",
              f"{data['sm_count']} SMs, {data['memory_gib']} GiB; PyTorch {data['torch']}, CUDA {data['cuda']}. "
-             f"Method: {data.get('method', 'bench/device/calibrate.py')}. Re-measure with `python bench/device/calibrate.py OUT` "
-             "on the card (about 30 s), copy OUT/profile.json here, run `python bench/device/validate.py`.", "",
+             f"Method: {data.get('method', 'bench/device/calibrate.py')}.", "",
              "| microbenchmark | value |", "|---|---:|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in data["micro"].items()]
-    lines += ["",
-              "`launch_ms` is PyTorch's eager launch rate; the model charges `graph_launch_ms` (kernels back to back in a "
-              "CUDA graph, as an engine enqueues them). int8 products are `torch._int_mm` (cuBLASLt) with the weight "
-              "column-major; int8 convolutions were not measured (PyTorch has no int8 convolution on CUDA), so the "
-              "model takes the fp16 convolution throughput for them and credits int8 only with its smaller bytes.", "",
-              "Predicted against the measured time of the same op (`python bench/device/validate.py`); *graph* rows are "
-              "GPU time from CUDA-graph replays. The pointwise-chain rows are the fusion check: the same five ops as five "
-              "kernels (eager) and as one (torch.compile), predicted as five launches and five round-trips vs one.", "",
-              "| op | measured ms | predicted ms | predicted / measured |", "|---|---:|---:|---:|"]
+    lines += ["", "| op | measured ms | predicted ms | predicted / measured |", "|---|---:|---:|---:|"]
     lines += [f"| {op}{' (graph)' if graph else ''} | {m:.4f} | {p:.4f} | {p / m:.2f} |" for op, m, p, graph in rows]
-    lines += ["", f"Median ratio {ratios[len(ratios) // 2]:.2f}, range {ratios[0]:.2f} to {ratios[-1]:.2f} over {len(rows)} ops."]
-    old = ROOT / "opmap" / "data" / "device_h100.json"
-    if old.exists():
-        lines += ["", "## Earlier profile: NVIDIA H100 80GB HBM3 (`opmap/data/device_h100.json`, kept for `--profile`)", "",
-                  "Measured the same way without the per-dtype convolution, int8, graph-launch and fusion rows; with it the "
-                  "model falls back to the nearest measured number (int8 and bf16 → fp16 throughput, convolutions → matrix "
-                  "throughput, launch → eager launch rate). Its validation (eager timings) gave a median ratio of 1.01, "
-                  "range 0.29 (conv2d) to 4.40 (random-index embedding gather)."]
-    DOC.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[-len(rows) - 12:]))
+    lines += ["", f"Median ratio {ratios[len(ratios) // 2]:.2f}, range {ratios[0]:.2f} to {ratios[-1]:.2f} over {len(rows)} ops.",
+              ""]
+    return lines
+
+
+def main() -> None:
+    lines = [INTRO,
+             "Re-measure with `python bench/device/calibrate.py OUT` on the card (about 40 s), copy OUT/profile.json to "
+             "`opmap/data/device_<card>.json`, run `python bench/device/validate.py`. `launch_ms` is PyTorch's eager launch "
+             "rate; the model charges `graph_launch_ms` (kernels back to back in a CUDA graph, as an engine enqueues them). "
+             "int8 products are `torch._int_mm` (cuBLASLt) with the weight column-major; int8 convolutions were not measured "
+             "(PyTorch has no int8 convolution on CUDA), so the model takes the fp16 convolution throughput for them and "
+             "credits int8 only with its smaller bytes. A profile without a number (the H200's has no layer-norm, softmax, "
+             "row-gather, attention, depthwise or small-reduction rate) charges the nearest measured one.", "",
+             "The tables below are calibrate.py's own validation ops, predicted from their flops and bytes alone (no tile "
+             "waves: the rows carry no shapes); *graph* rows are GPU time from CUDA-graph replays, the pointwise chains the "
+             "same five ops as five kernels (eager) and as one (torch.compile). **The check of the whole model, piece by "
+             "piece at served sizes, is [PIECES.md](PIECES.md)** (`python bench/device/pieces.py`).", ""]
+    lines += section(DEFAULT_PROFILE, "the default profile")
+    if DEFAULT_PROFILE != "device_h100.json" and (ROOT / "opmap" / "data" / "device_h100.json").exists():
+        lines += section("device_h100.json", "for `--profile`; the card PIECES.md was measured on")
+    DOC.write_text("\n".join(lines).rstrip() + "\n")
+    print("\n".join(lines[-12:]))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ Nothing here can run an engine, so latency is *estimated*, and labelled so where
 network as the reference interpreter executes it (so every tensor has its concrete size and dtype) and charges each
 kernel a launch plus the larger of its memory time (bytes in and out, each tensor at its own element size, over the
 bandwidth measured for that kind of work and dtype) and its arithmetic time (matrix products and convolutions over
-the throughput measured for the dtype they compute in: TF32 for fp32, fp16, bf16, int8).
+the throughput measured for the dtype they compute in: TF32 for fp32, fp16, bf16, int8). A product kernel is charged by
+whole waves of output tiles over the SMs (split-K where its tiles leave SMs idle); gathers that stream, layer norm,
+softmax, fused attention, depthwise convolutions and small reductions have rates of their own where the profile
+measured them. ``bench/device/PIECES.md`` has each term predicted against the card's own kernels at served sizes.
 
 Layers TensorRT does not run as kernels of their own are not charged as such (``fusion.py`` states the rules:
 constant folding, Q/DQ into the matrix kernel, pointwise epilogues, reshapes as views).
@@ -27,10 +30,23 @@ from opmap.checking.interpreter import run_network
 DEFAULT_PROFILE = "device_h200.json"
 FREE = {"CONSTANT", "SHAPE", "IDENTITY", "ASSERTION", "TRIP_LIMIT", "ITERATOR", "RECURRENCE", "ATTENTION_INPUT"}
 BANDWIDTH_KEY = {
-    "GATHER": "gather_gbps", "SCATTER": "gather_gbps", "NON_ZERO": "gather_gbps",
-    "REDUCE": "reduce_gbps", "SOFTMAX": "reduce_gbps", "NORMALIZATION": "reduce_gbps", "POOLING": "reduce_gbps",
+    "GATHER": "gather_gbps", "SCATTER": "gather_gbps", "NON_ZERO": "gather_gbps", "ROW_GATHER": "row_gather_gbps",
+    "REDUCE": "reduce_gbps", "SOFTMAX": "softmax_gbps", "NORMALIZATION": "norm_gbps", "POOLING": "reduce_gbps",
     "CUMULATIVE": "cumsum_gbps", "TOPK": "topk64_gbps",
 }
+# where a profile lacks a kind's own rate (profiles measured before it was), the nearest measured rate stands in: a
+# reduction's for layer norm and softmax, a streaming pass's for a gather that streams (None: elementwise per dtype)
+BANDWIDTH_FALLBACK = {"softmax_gbps": "reduce_gbps", "norm_gbps": "reduce_gbps", "row_gather_gbps": None}
+# a tensor-core product kernel computes its output in tiles of TILE x TILE, one tile per SM at a time: a product whose
+# tiles do not fill the last wave of SMs (or whose sides are not multiples of TILE) pays for the whole wave. A product
+# with fewer tiles than SMs splits its reduction over the idle SMs (split-K), each part at least SPLIT_K long; a
+# convolution's input channels are padded to a multiple of CHANNEL_PAD (the tensor cores' vector of channels).
+TILE = 128
+SPLIT_K = 1024
+CHANNEL_PAD = 8
+ROW_BYTES = 128  # a gather whose every index selects at least this many contiguous bytes reads whole rows (coalesced)
+LOCAL_BYTES = 64 * 1024  # ... and one whose gathered axis spans at most this many bytes reads from cache: both stream
+REDUCTIONS = {"REDUCE", "SOFTMAX", "NORMALIZATION", "POOLING"}
 DTYPE_NAME = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.int8: "int8"}
 # where a profile lacks a dtype's number, the nearest measured one stands in (never an invented ratio)
 FALLBACK = {"int8": "fp16", "bf16": "fp16", "fp16": "fp32", "fp32": None}
@@ -41,6 +57,7 @@ class DeviceProfile:
     card: str
     micro: dict[str, float]
     source: str
+    sm_count: int | None = None  # streaming multiprocessors, for the wave quantization of product kernels
 
     @classmethod
     def load(cls, path: str | None = None) -> "DeviceProfile":
@@ -51,7 +68,7 @@ class DeviceProfile:
             text = open(path).read()
             source = path
         data = json.loads(text)
-        return cls(card=data["card"], micro=data["micro"], source=source)
+        return cls(card=data["card"], micro=data["micro"], source=source, sm_count=data.get("sm_count"))
 
     @property
     def launch_ms(self) -> float:
@@ -62,17 +79,22 @@ class DeviceProfile:
     def _per_dtype(self, prefix: str, dtype: torch.dtype) -> float:
         name = DTYPE_NAME.get(dtype, "fp32")
         while name is not None:
-            key = f"{prefix}_{'fp32_tf32' if name == 'fp32' and 'tflops' in prefix else name}"
-            if key in self.micro:
-                return self.micro[key]
+            for key in (f"{prefix}_fp32_tf32", f"{prefix}_fp32") if name == "fp32" else (f"{prefix}_{name}",):
+                if key in self.micro:  # products and convolutions name fp32 as TF32 (attention's fp32 is fp32)
+                    return self.micro[key]
             name = FALLBACK[name]
         raise KeyError(f"{prefix}: the device profile has no fp32 number")
 
     def throughput(self, kind: str, dtype: torch.dtype) -> float:
-        """TFLOP/s (TOP/s for int8) of a matrix kernel; convolutions have their own numbers where measured.
-        TensorRT runs fp32 products in TF32 unless told otherwise."""
+        """TFLOP/s (TOP/s for int8) of a matrix kernel; convolutions and fused attention have their own numbers where
+        measured. TensorRT runs fp32 products in TF32 unless told otherwise."""
+        if kind == "GROUPED_CONVOLUTION":  # depthwise/grouped: not a GEMM; its own measured rate where there is one
+            return self._per_dtype("dwconv_tflops", dtype) if "dwconv_tflops_fp32" in self.micro else \
+                self.throughput("CONVOLUTION", dtype)
         if kind in ("CONVOLUTION", "DECONVOLUTION") and "conv_tflops_fp32_tf32" in self.micro:
             return self._per_dtype("conv_tflops", dtype)
+        if kind == "ATTENTION_OUTPUT" and "attention_tflops_fp32" in self.micro:
+            return self._per_dtype("attention_tflops", dtype)
         return self._per_dtype("matmul_tflops", dtype)
 
     def matmul_tflops(self, dtype: torch.dtype) -> float:
@@ -80,14 +102,26 @@ class DeviceProfile:
 
     def bandwidth(self, kind: str, dtype: torch.dtype) -> float:
         key = BANDWIDTH_KEY.get(kind)
-        if key:
+        if key in self.micro:
             return self.micro[key]
-        return self._per_dtype("elementwise_gbps", dtype)
+        key = BANDWIDTH_FALLBACK.get(key, key)
+        return self.micro[key] if key else self._per_dtype("elementwise_gbps", dtype)
 
-    def predict(self, kind: str, flops: float, nbytes: float, dtype: torch.dtype = torch.float32) -> float:
-        """Milliseconds for one kernel: a launch plus the larger of memory time and arithmetic time."""
-        compute = flops / (self.throughput(kind, dtype) * 1e9) if flops else 0.0
-        return self.launch_ms + max(self.memory_ms(kind, nbytes, dtype), compute)
+    def predict(self, kind: str, flops: float, nbytes: float, dtype: torch.dtype = torch.float32,
+                gemm: tuple[int, int] | None = None) -> float:
+        """Milliseconds for one kernel: a launch plus the larger of memory time and arithmetic time. ``gemm`` (output
+        tiles, reduction length) charges a product kernel by whole waves of tiles over the SMs."""
+        rate = self.throughput(kind, dtype) * 1e9
+        compute = flops / rate if flops else 0.0
+        if gemm is not None and self.sm_count:
+            tiles, k = gemm
+            split = max(1, min(self.sm_count // max(tiles, 1), k // SPLIT_K))
+            wave = 2.0 * TILE * TILE * math.ceil(k / split) / (rate / self.sm_count)
+            compute = max(compute, math.ceil(tiles * split / self.sm_count) * wave)
+        launch = self.launch_ms
+        if kind in REDUCTIONS:  # a reduction kernel's fixed cost (its last block combines the partial results)
+            launch = max(launch, self.micro.get("reduce_launch_ms", 0.0))
+        return launch + max(self.memory_ms(kind, nbytes, dtype), compute)
 
     def memory_ms(self, kind: str, nbytes: float, dtype: torch.dtype) -> float:
         return nbytes / (self.bandwidth(kind, dtype) * 1e6)
@@ -133,6 +167,49 @@ def _flops(layer: Any, kind: str, ins, outs) -> float:
     return 0.0
 
 
+def _gemm(layer: Any, kind: str, ins, outs, flops: float) -> tuple[int, int] | None:
+    """(output tiles, reduction length) of a product kernel: a matrix product's batch x M x N output, a convolution's
+    implicit GEMM (M = batch x output pixels, N = output channels, K = input channels x window); None for the rest
+    (grouped convolutions are not tensor-core GEMMs)."""
+    out = outs[0] if outs and isinstance(outs[0], torch.Tensor) else None
+    if out is None or not flops or not out.numel():
+        return None
+    k = round(flops / (2.0 * out.numel()))
+    if kind == "MATRIX_MULTIPLY" and out.dim() >= 2:
+        batch = math.prod(out.shape[:-2])
+        return batch * math.ceil(out.shape[-2] / TILE) * math.ceil(out.shape[-1] / TILE), k
+    if kind == "CONVOLUTION" and layer.num_groups == 1 and out.dim() >= 3:
+        pixels = out.shape[0] * math.prod(out.shape[2:])
+        cin = ins[0].shape[1]
+        k = k // cin * (math.ceil(cin / CHANNEL_PAD) * CHANNEL_PAD)  # the window times the padded channels
+        return math.ceil(pixels / TILE) * math.ceil(out.shape[1] / TILE), k
+    return None
+
+
+def _decomposed_attention_ms(profile: DeviceProfile, q, k, v, dtype: torch.dtype) -> float:
+    """Attention as three kernels: Q·Kᵀ (scores written out), softmax over the scores, probabilities·V."""
+    heads, sq, sk, d = math.prod(q.shape[:-2]), q.shape[-2], k.shape[-2], q.shape[-1]
+    size = q.element_size()
+    scores = heads * sq * sk * size
+    qk = profile.predict("MATRIX_MULTIPLY", 2.0 * heads * sq * sk * d, q.numel() * size + k.numel() * size + scores, dtype,
+                         (heads * math.ceil(sq / TILE) * math.ceil(sk / TILE), d))
+    softmax = profile.predict("SOFTMAX", 0, 2 * scores, dtype)
+    pv = profile.predict("MATRIX_MULTIPLY", 2.0 * heads * sq * sk * d, scores + v.numel() * size + q.numel() * size, dtype,
+                         (heads * math.ceil(sq / TILE) * math.ceil(d / TILE), sk))
+    return qk + softmax + pv
+
+
+def _row_gather(layer: Any, ins) -> bool:
+    """A default-mode gather that streams: each index selects a contiguous slice of at least ROW_BYTES (an embedding
+    row), or the gathered axis spans at most LOCAL_BYTES (columns of a hidden state: each row is read from cache).
+    The rest (single elements scattered over a large tensor) pay a random access each."""
+    data = ins[0] if ins and isinstance(ins[0], torch.Tensor) else None
+    if data is None or layer.mode != layer.mode.__class__.DEFAULT or layer.num_elementwise_dims:
+        return False
+    slice_bytes = math.prod(data.shape[layer.axis + 1:]) * data.element_size()
+    return slice_bytes >= ROW_BYTES or slice_bytes * data.shape[layer.axis] <= LOCAL_BYTES
+
+
 class _HalfProductsInFloat(TorchDispatchMode):
     """While estimating, fp16/bf16 matrix products and convolutions run in fp32 and are cast back: the estimate needs
     each tensor's size and dtype, not the last bits of its values, and PyTorch's CPU half-precision products are
@@ -175,12 +252,19 @@ def estimate(built: Any, inputs: dict[str, torch.Tensor], profile: DeviceProfile
             result.fused += 1
         else:
             reads = [sizes.get(name, _nbytes([t])) if name else _nbytes([t]) for name, t in zip(fusion.read_names(layer), ins)]
+            charged = kind
             if kind == "GATHER" and reads:  # a gather reads the rows it selects, not its whole table
                 reads[0] = min(reads[0], _nbytes(outs))
+                charged = "ROW_GATHER" if _row_gather(layer, ins) else kind
             in_bytes = sum(reads)
             if kind in MATRIX:
                 dtype = fusion.compute_dtype(layer, ins, dtype)
-            ms = profile.predict(kind, _flops(layer, kind, ins, outs), in_bytes + _nbytes(outs), dtype)
+            flops = _flops(layer, kind, ins, outs)
+            if kind == "CONVOLUTION" and layer.num_groups > 1:
+                charged = "GROUPED_CONVOLUTION"
+            ms = profile.predict(charged, flops, in_bytes + _nbytes(outs), dtype, _gemm(layer, kind, ins, outs, flops))
+            if kind == "ATTENTION_OUTPUT":  # TensorRT may decompose it where that is faster (fp32 has no fused kernel)
+                ms = min(ms, _decomposed_attention_ms(profile, *ins[0][:3], dtype))
             label = kind
             result.kernels += 1
         result.ms += ms
