@@ -281,7 +281,7 @@ class Net:
     def __init__(self, trt, dtype: str) -> None:
         import numpy as np
 
-        from opmap.engine.backend import logger, strongly_typed_network
+        from opmap.building.backend import logger, strongly_typed_network
         self.trt, self.np, self.dtype = trt, np, dtype
         self.builder = trt.Builder(logger(trt))
         self.net = strongly_typed_network(trt, self.builder)
@@ -413,7 +413,7 @@ def network(p: Piece, trt) -> Net:
 def predict_one(p: Piece, trt, profile) -> tuple[float, str]:
     from types import SimpleNamespace
 
-    from opmap.engine.costmodel import estimate
+    from opmap.checking.costmodel import estimate
     n = network(p, trt)
     built = SimpleNamespace(network=n.net, trt=trt, attention=n.attention, layer_map={})
     est = estimate(built, n.inputs, profile)
@@ -425,8 +425,8 @@ def predict(measured_path: Path, profile_path: str | None, before: Path | None =
     """Writes bench/device/PIECES.md; ``save``: the predictions as JSON (piece key -> ms), ``before``: such a file from
     the model before a change, shown beside the current prediction."""
     sys.path.insert(0, str(ROOT))
-    from opmap.engine.backend import import_backend
-    from opmap.engine.costmodel import DeviceProfile
+    from opmap.building.backend import import_backend
+    from opmap.checking.costmodel import DeviceProfile
 
     trt = import_backend("tensorrt_rtx")
     data = json.loads(measured_path.read_text())
@@ -451,7 +451,7 @@ def predict(measured_path: Path, profile_path: str | None, before: Path | None =
     (ROOT / "bench" / "device" / "PIECES.md").write_text(report(rows, data, profile))
 
 
-NOTES = """**What the model charges** (`opmap/engine/costmodel.py`): each kernel a launch plus the larger of bytes / the
+NOTES = """**What the model charges** (`opmap/checking/costmodel.py`): each kernel a launch plus the larger of bytes / the
 measured bandwidth for its kind and dtype and flops / the measured throughput for its dtype. This check changed five
 terms, each because a group of pieces was off by more than 2×: (1) a matrix product or convolution is charged by whole
 *waves* of 128×128 output tiles over the SMs (a BERT projection at batch 8 has 48 tiles on 132 SMs and costs one tile's
