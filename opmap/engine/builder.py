@@ -160,10 +160,10 @@ class EmitContext:
         if isinstance(t, Masked):
             raise BuildError(f"{self.node.name} ({self.node.op}) consumes the masked selection {t.source}, which only "
                              f"reductions can take; plan {t.source} with another strategy")
+        if t is not None and name in self.quant:  # Q reads the tensor as it is; its DQ gives the node's precision
+            return self.nb.quantize_once(self, t, *self.quant[name])
         if t is not None and self.dtype(t) in ("float32", "float16", "bfloat16") and self.dtype(t) != self.precision:
-            t = self.cast(t, self.precision)  # explicit casts where precision changes between nodes
-        if t is not None and name in self.quant:
-            t = self.qdq(t, *self.quant[name])
+            t = self.nb.cast_once(self, t, self.precision)  # explicit casts where precision changes between nodes
         return t
 
     def masked(self, name: str) -> Masked | None:
@@ -176,7 +176,7 @@ class EmitContext:
         """A tensor argument, or a Python scalar argument made a constant of ``like``'s dtype."""
         value = self.node.arg(name)
         if isinstance(value, Ref):
-            return self.tensor(value)
+            return self.input(name) if name in self.quant else self.tensor(value)  # a planned Q/DQ applies here too
         dtype = self.dtype(like) if like is not None else ("float32" if isinstance(value, float) else "int64")
         return self.const(value, dtype)
 
@@ -487,6 +487,43 @@ class NetworkBuilder:
         self.attention: dict[str, Any] = {}  # IAttention name -> IAttention
         self.counts: dict[str, Any] = {}  # data-dependent size symbol ("u0") -> its run-time value (int64 [1])
         self.padded: dict[str, int] = {}  # data-dependent size symbol -> the static bound its tensors are padded to (the API exposes no attention layer class)
+        # (tensor name, what it became) -> the tensor: a node's input cast or quantized once, whichever nodes consume it
+        self.conversions: dict[tuple, Any] = {}
+
+    # -- conversions between nodes: one per tensor, not one per consumer ----------------------------
+    def cast_once(self, ctx: EmitContext, t: Any, dtype: str) -> Any:
+        """``t`` cast to ``dtype`` where precision changes between nodes: one Cast per tensor and dtype, named after the
+        first node that needs it and reused by every later one (and by every later ``input()`` of the same node)."""
+        key = (t.name, "cast", dtype)
+        if key not in self.conversions:
+            self.conversions[key] = ctx.cast(t, dtype)
+        return self.conversions[key]
+
+    def quantize_once(self, ctx: EmitContext, t: Any, scale: Any, axis: int | None, dtype: str) -> Any:
+        """Explicit quantization of a node's input: one Quantize per tensor and scale (read in the tensor's own float
+        dtype: no Cast before it), one Dequantize from it per float dtype (``ctx.precision``), both shared by every
+        consumer. TensorRT fuses the Quantize into the producer's kernel and the Dequantize into each consumer."""
+        s = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
+        per_channel = s.numel() > 1
+        s = s if per_channel else s.reshape(())
+        rank = len(t.shape)
+        axis = axis % rank if per_channel else None
+        code = (tuple(s.reshape(-1).tolist()), axis, dtype)
+        qkey = (t.name, "quantize", code)
+        if qkey not in self.conversions:
+            q = self.network.add_quantize(t, ctx.const(s, ctx.dtype(t)), trt_dtype(self.trt, dtype))
+            if per_channel:
+                q.axis = axis
+            self.conversions[qkey] = ctx.out(q, f"quantize-{dtype}")
+        quantized = self.conversions[qkey]
+        out = ctx.precision if ctx.dtype(t) in ("float32", "float16", "bfloat16") else ctx.dtype(t)
+        dkey = (quantized.name, "dequantize", code, out)
+        if dkey not in self.conversions:
+            d = self.network.add_dequantize(quantized, ctx.const(s, out), trt_dtype(self.trt, out))
+            if per_channel:
+                d.axis = axis
+            self.conversions[dkey] = ctx.out(d, "dequantize")
+        return self.conversions[dkey]
 
     # -- values ---------------------------------------------------------------------------------
     def tensor(self, ref: Ref) -> Any:
@@ -673,7 +710,7 @@ class NetworkBuilder:
                     f"node {node.name}: strategy {np_.choice.strategy} has no emit function yet"
                     + (f"; runner-up: {np_.runner_up.strategy}" if np_.runner_up else "")
                 )
-            ctx = EmitContext(self, node, strat, prefix, PRECISIONS.get(np_.precision) if np_.precision else None, np_.quant)
+            ctx = EmitContext(self, node, strat, prefix, node_float(np_.precision, np_.quant), np_.quant)
             try:
                 result = strat.emit_fn(ctx, node)
             except BuildError:
@@ -773,6 +810,16 @@ class NetworkBuilder:
         layer = self.network.add_identity(t)
         layer.name = name
         return layer.get_output(0)
+
+
+def node_float(precision: str | None, quant: dict[str, tuple]) -> str | None:
+    """The float dtype a node computes in: its precision's; an INT8 node's float side (its Dequantize outputs, its
+    output) as ``engine/int8.py`` decides from its scales."""
+    if precision == "int8":
+        from opmap.engine.int8 import float_side
+
+        return float_side(quant)
+    return PRECISIONS.get(precision) if precision else None
 
 
 def broadcast_shape(*shapes: Sequence[int | str]) -> list[int | str]:

@@ -59,10 +59,15 @@ class Fusion:
         self.views: set[str] = set()  # pure reshapes, found as the walk reaches them
         # a fused Dequantize's output name -> the quantized tensor its consumers read instead
         self.read_from = {dq.get_output(0).name: dq.get_input(0).name for dq in layers
-                          if dq.type.name == "DEQUANTIZE" and self._only_matrix_consumers(dq.get_output(0).name)}
+                          if dq.type.name == "DEQUANTIZE" and self._fusing_consumers(dq.get_output(0).name)}
+        self.dequantized = {dq.get_output(0).name: dq.get_input(0).name for dq in layers if dq.type.name == "DEQUANTIZE"}
+        # epilogue outputs whose fused kernel also reads a full-size float tensor (a residual not quantized): such a
+        # kernel writes float, so a Quantize after it cannot join it
+        self.float_epilogue: set[str] = set()
+        self.host: dict[str, str] = {}  # an epilogue output -> the kind of the kernel it is computed in
 
     def _constant_derived(self, layers: list[Any]) -> set[str]:
-        constant: set[str] = set()
+        constant = self.constant = set()  # tensors computed from constants only
         folded: set[str] = set()
         for layer in layers:  # layers are stored in the order they were added, inputs before their consumers
             kind, ins = layer.type.name, _names(layer)
@@ -72,9 +77,19 @@ class Fusion:
                     folded.add(layer.name)
         return folded
 
-    def _only_matrix_consumers(self, name: str) -> bool:
+    def _fusing_consumers(self, name: str) -> bool:
+        """A Dequantize is fused into its consumers when each is a matrix kernel (its operand prologue) or a pointwise
+        layer (TensorRT's pointwise fusion takes Q/DQ in with the arithmetic): none computes it on its own."""
         kinds = self.consumers.get(name, [])
-        return bool(kinds) and name not in self.outputs and all(k in DQ_CONSUMERS for k in kinds)
+        return bool(kinds) and name not in self.outputs and all(k in DQ_CONSUMERS or k in POINTWISE for k in kinds)
+
+    def _through_views(self, name: str | None) -> str | None:
+        """The tensor a pure reshape chain ends at (a reshape moves no data: DQ and Q propagate across it)."""
+        src = self.producer.get(name) if name is not None else None
+        while src is not None and src.name in self.views:
+            name = src.get_input(0).name
+            src = self.producer.get(name)
+        return name
 
     def free(self, layer: Any) -> bool:
         """Costs nothing at run time: folded at build time, fused into its consumer's prologue, or a view."""
@@ -92,8 +107,15 @@ class Fusion:
         return False
 
     def read_names(self, layer: Any) -> list[str | None]:
-        """The tensor each input is actually read from: a fused Dequantize's input in place of its output."""
-        return [self.read_from.get(n, n) if n is not None else None for n in _names(layer)]
+        """The tensor each input is actually read from: a fused Dequantize's input in place of its output; a matrix
+        kernel's operand through reshapes to the Dequantize behind it (a weight's is folded: its INT8 constant)."""
+        names = []
+        for n in _names(layer):
+            if n is not None and self.kind.get(layer.name) in MATRIX:
+                behind = self._through_views(n)
+                n = self.dequantized.get(behind, n) if behind in self.dequantized else n
+            names.append(self.read_from.get(n, n) if n is not None else None)
+        return names
 
     def epilogue_input(self, layer: Any, ins: list, outs: list) -> int | None:
         """The input through which this pointwise layer runs in its producer's kernel, or None (a kernel of its own)."""
@@ -107,13 +129,26 @@ class Fusion:
             if (src is None or src.name in self.folded or self.kind[src.name] not in EPILOGUE_HOSTS or name in self.outputs
                     or len(self.consumers.get(name, [])) != 1):
                 continue
-            if isinstance(ins[j], torch.Tensor) and ins[j].numel() == outs[0].numel():
-                return j
+            if not (isinstance(ins[j], torch.Tensor) and ins[j].numel() == outs[0].numel()):
+                continue
+            names = _names(layer)
+            float_extra = name in self.float_epilogue or any(
+                k != j and isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() == outs[0].numel()
+                and names[k] not in self.read_from and names[k] not in self.constant for k, t in enumerate(ins))
+            host = self.host.get(name, self.kind[src.name])
+            if self.kind.get(layer.name) == "QUANTIZE" and float_extra and host in DQ_CONSUMERS:
+                return None  # TensorRT: a float residual keeps the fused convolution's output float; the Q runs alone
+            for out in _names(layer, outputs=True):
+                self.host[out] = host
+                if float_extra:
+                    self.float_epilogue.add(out)
+            return j
         return None
 
     def compute_dtype(self, layer: Any, ins: list, dtype: torch.dtype) -> torch.dtype:
-        """INT8 when every operand of a matrix kernel arrives through a fused Dequantize; else its output's dtype."""
-        names = [n for n in _names(layer)[:2] if n is not None]
-        if names and all(n in self.read_from for n in names):
+        """INT8 when every operand of a matrix kernel arrives through a Dequantize (through reshapes: TensorRT
+        propagates a DQ across them), fused or folded with its constant weight; else its output's dtype."""
+        names = [self._through_views(n) for n in _names(layer)[:2] if n is not None]
+        if names and all(n in self.dequantized for n in names):
             return torch.int8
         return dtype

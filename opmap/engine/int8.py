@@ -45,6 +45,22 @@ NOT_PLACED = {
 }
 METHODS = ("percentile", "max")
 DEFAULT_BUDGET = 2e-2  # max |int8 - fp32| / max |fp32| a node may add
+# Where TensorRT folds a residual add into a convolution's epilogue (conv -> batch norm -> add -> activation -> Q): the
+# ops that may sit between the convolution and the add, each the single consumer of what it reads
+CONV_OPS = {"aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default", "aten.convolution.default"}
+EPILOGUE_OPS = {"aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default"}
+RESIDUAL_ADD = "aten.add.Tensor"
+FP16_NORMAL = (2.0 ** -14, 65504.0)  # a Dequantize to float16 takes its scale in float16: normal numbers only
+
+
+def float_side(quant: dict[str, tuple]) -> str:
+    """The float dtype around an INT8 node (its Dequantize outputs, what it computes its epilogue in and returns):
+    float16, as TensorRT's INT8 kernels write it, unless a scale is no normal float16 (then float32)."""
+    for scale, _axis, _dtype in quant.values():
+        values = [scale] if isinstance(scale, (int, float)) else list(scale)
+        if any(not FP16_NORMAL[0] <= v <= FP16_NORMAL[1] for v in values):
+            return "float32"
+    return "float16"
 
 
 def refuse_unplaced(precision: str) -> None:
@@ -67,14 +83,17 @@ class Quantizer:
         self.ranges, self.budget = ranges, budget
         self.weights = weights_of(program)
         self.errors: dict[str, float] = {}  # node -> its measured error where it was placed in INT8 (for fit_outputs)
+        # activation ("node" or "node#i") -> its per-tensor scale, fixed by the first node placed in INT8 that reads it:
+        # every later consumer quantizes with the same scale, so the builder emits one Quantize for the tensor
+        self.shared: dict[str, float] = {}
         self.samples = self._capture(batches[:max_batches])
 
     def _capture(self, batches: list[dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
         """Per batch, PyTorch's values of every candidate node's arguments and outputs."""
         from opmap.engine.verify import node_values
 
-        wanted = {n.name for n in self.graph if n.op in INT8_OPS}
-        wanted |= {r.node for n in self.graph if n.op in INT8_OPS for r in n.args.values() if isinstance(r, Ref)}
+        candidates = [n for n in self.graph if n.op in INT8_OPS or n.op == RESIDUAL_ADD]
+        wanted = {n.name for n in candidates} | {r.node for n in candidates for r in n.args.values() if isinstance(r, Ref)}
         return [node_values(self.program, batch, wanted) for batch in batches]
 
     def __call__(self, node: Node, strategy_id: str) -> tuple[str | None, dict[str, tuple], str]:
@@ -85,10 +104,14 @@ class Quantizer:
         if strat is None or strat.emit_fn is None:
             return None, {}, f"not INT8: {strategy_id} cannot emit layers to measure"
         best: tuple[float, str, dict] | None = None
+        tried: list[dict] = []
         for method in METHODS:
             quant, missing = self._scales(node, spec, method)
             if missing:
                 return None, {}, f"not INT8: {missing}"
+            if quant in tried:  # every activation already has its shared scale: one measurement
+                continue
+            tried.append(quant)
             try:
                 error = self._measure(node, strat, quant)
             except Exception as exc:  # a measurement that cannot run is a reason, never a crash of the plan
@@ -99,8 +122,18 @@ class Quantizer:
         if error > self.budget:
             return None, {}, f"not INT8: measured error {error:.3g} of the output's range (calibrated {method} scales) exceeds the budget {self.budget:g}"
         self.errors[node.name] = error
+        for name, (scale, axis, _dtype) in quant.items():
+            key = self._activation(node.arg(name))
+            if key is not None and axis is None:
+                self.shared.setdefault(key, scale)
         return "int8", quant, (f"int8 ({_describe(quant)}): measured error {error:.3g} of the output's range with {method} "
                                f"scales, within the budget {self.budget:g}")
+
+    def _activation(self, ref: Any) -> str | None:
+        """The calibration key of an activation argument (``node`` or ``node#i``); None for a weight or a non-tensor."""
+        if not isinstance(ref, Ref) or ref.node in self.weights:
+            return None
+        return ref.node if ref.index is None else f"{ref.node}#{ref.index}"
 
     def _scales(self, node: Node, spec: tuple, method: str) -> tuple[dict[str, tuple], str]:
         activations, weight, right = spec
@@ -120,13 +153,17 @@ class Quantizer:
                 else:
                     quant[name] = (max(w["amax"], 1e-12) / QMAX, None, "int8")
                 continue
-            a = self.ranges.get("activations", {}).get(ref.node if ref.index is None else f"{ref.node}#{ref.index}")
+            key = self._activation(ref)
+            if key in self.shared:
+                quant[name] = (self.shared[key], None, "int8")
+                continue
+            a = self.ranges.get("activations", {}).get(key)
             if a is None:
                 return {}, f"no calibrated range for input {ref}"
             quant[name] = (max(a["amax" if method == "max" else "percentile"], 1e-12) / QMAX, None, "int8")
         return quant, ""
 
-    def _measure(self, node: Node, strat: Any, quant: dict[str, tuple]) -> float:
+    def _measure(self, node: Node, strat: Any, quant: dict[str, tuple], precision: str | None = None) -> float:
         """max |y - y_fp32| / max |y_fp32| over the captured batches, through the reference interpreter."""
         from opmap.engine.builder import EmitContext, NetworkBuilder, trt_dtype
         from opmap.engine.interpreter import run_network
@@ -140,8 +177,11 @@ class Quantizer:
                 t = nb.network.add_input(f"in{i}", trt_dtype(nb.trt, str(value.dtype).removeprefix("torch.")), tuple(value.shape))
                 nb.values[ref.node] = t if ref.index is None else [t] * (ref.index + 1)
                 feeds[f"in{i}"] = value
-            result = strat.emit_fn(EmitContext(nb, node, strat, "", None, quant), node)
+            result = strat.emit_fn(EmitContext(nb, node, strat, "", precision or float_side(quant), quant), node)
             y = result[0] if isinstance(result, list) else result
+            layers = [nb.network.get_layer(i).type.name for i in range(nb.network.num_layers)]
+            if quant and "QUANTIZE" not in layers:
+                raise ValueError(f"{strat.id} read none of {', '.join(quant)} through the planned Q/DQ")
             nb.network.mark_output(y)
             got = next(iter(run_network(nb.network, nb.trt, feeds).values())).double()
             ref_out = seen[node.name]
@@ -149,6 +189,74 @@ class Quantizer:
             scale = float(ref_out.abs().max()) or 1.0
             worst = max(worst, float((got - ref_out).abs().max()) / scale)
         return worst
+
+
+    def residuals(self, plan: Any) -> list[str]:
+        """TensorRT folds a residual add into the epilogue of the convolution feeding it (conv -> batch norm -> add ->
+        activation -> Q) only when the add's other operand arrives quantized: its precision is the fused kernel's, and a
+        float residual leaves the kernel writing float, the next Quantize a kernel of its own. So where an add's one
+        operand is an INT8 convolution's (through batch norm, each the single consumer of what it reads) and the other
+        is a calibrated activation, that other operand gets a Q/DQ pair — with the tensor's shared scale where another
+        INT8 node already quantizes it (the same Quantize then), else the calibrated one — if the add's measured error
+        with it fits the budget. Returns the plan's notes."""
+        from opmap.engine.builder import PRECISIONS
+
+        by_name = {np_.node.name: np_ for np_ in plan.nodes}
+        uses: dict[str, int] = {}
+        for n in self.graph:
+            for r in n.tensor_refs():
+                uses[r.node] = uses.get(r.node, 0) + 1
+        for r in self.graph.outputs:
+            if isinstance(r, Ref):
+                uses[r.node] = uses.get(r.node, 0) + 1
+
+        def from_int8_conv(ref: Any) -> bool:
+            while isinstance(ref, Ref) and ref.node in by_name and uses.get(ref.node) == 1:
+                np_ = by_name[ref.node]
+                if np_.precision == "int8":
+                    return np_.node.op in CONV_OPS
+                if np_.node.op not in EPILOGUE_OPS or np_.quant:
+                    return False
+                ref = np_.node.arg("input")
+            return False
+
+        notes: list[str] = []
+        for np_ in plan.nodes:
+            node = np_.node
+            if node.op != RESIDUAL_ADD or np_.quant or np_.subplan is not None or node.arg("alpha", 1) != 1:
+                continue
+            a, b = node.arg("self"), node.arg("other")
+            metas = [node.meta("self"), node.meta("other"), node.out]
+            if (not all(isinstance(r, Ref) for r in (a, b)) or any(m is None or m.dtype != "float32" for m in metas)
+                    or not metas[0].shape == metas[1].shape == metas[2].shape):
+                continue  # the fused epilogue adds a same-shaped float tensor, no broadcast
+            arg = "other" if from_int8_conv(a) else "self" if from_int8_conv(b) else None
+            key = self._activation(node.arg(arg)) if arg else None
+            strat = self.strategies.get(np_.choice.strategy) if np_.choice else None
+            if key is None or strat is None or strat.emit_fn is None:
+                continue
+            act = self.ranges.get("activations", {}).get(key)
+            options = [self.shared[key]] if key in self.shared else (
+                [] if act is None else sorted({max(act["amax" if m == "max" else "percentile"], 1e-12) / QMAX for m in METHODS}))
+            precision = PRECISIONS.get(np_.precision) if np_.precision else "float32"
+            best = None
+            for scale in options:
+                quant = {arg: (scale, None, "int8")}
+                try:
+                    error = self._measure(node, strat, quant, precision)
+                except Exception:  # unmeasurable: left as it is
+                    continue
+                if best is None or error < best[0]:
+                    best = (error, quant)
+            if best is None or best[0] > self.budget:
+                continue
+            np_.quant = best[1]
+            self.errors[node.name] = best[0]
+            self.shared.setdefault(key, best[1][arg][0])
+            np_.precision_why = (f"{np_.precision_why}; residual {arg} read through INT8 Q/DQ (the add joins the "
+                                 f"convolution's fused epilogue): measured error {best[0]:.3g} of the output's range")
+            notes.append(f"{node.name}: residual {arg} quantized for the convolution's fused epilogue")
+        return notes
 
 
 def _describe(quant: dict[str, tuple]) -> str:
@@ -199,7 +307,7 @@ def fit_outputs(plan: Any, program: Any, strategies: dict, batches: list[dict[st
     by_name = {np_.node.name: np_ for np_ in plan.nodes}
     notes: list[str] = []
     for round_ in range(FIT_ROUNDS + 1):
-        if not any(np_.precision == "int8" for np_ in by_name.values()) or not batches:
+        if not any(np_.quant for np_ in by_name.values()) or not batches:
             break
         over = {k: e for k, e in output_errors(plan, program, strategies, batches).items() if e > limit}
         if not over:
@@ -208,14 +316,18 @@ def fit_outputs(plan: Any, program: Any, strategies: dict, batches: list[dict[st
         for key in over:
             node = key.split("#")[0]
             upstream |= {node, *float_cone(plan.graph, plan.graph[node])}
-        suspects = sorted((n for n in upstream if n in by_name and by_name[n].precision == "int8"),
-                          key=lambda n: -errors.get(n, 0.0))
+        suspects = sorted((n for n in upstream if n in by_name and by_name[n].quant), key=lambda n: -errors.get(n, 0.0))
         if not suspects:
             break
         take = suspects if round_ == FIT_ROUNDS else suspects[: max(1, len(suspects) // 4)]
         outputs = ", ".join(f"{k} {e:.3g}" for k, e in sorted(over.items()))
         for name in take:
-            demote(by_name[name], f"fp32 (INT8 end to end): with INT8 here (measured error {errors.get(name, 0.0):.3g}) the "
-                                  f"outputs {outputs} of their range exceeded {limit:g} on {len(batches)} {label} batches")
+            why = (f"with INT8 here (measured error {errors.get(name, 0.0):.3g}) the outputs {outputs} of their range "
+                   f"exceeded {limit:g} on {len(batches)} {label} batches")
+            if by_name[name].precision == "int8":
+                demote(by_name[name], f"fp32 (INT8 end to end): {why}")
+            else:  # a residual read through Q/DQ: the node keeps its precision, its input goes back to float
+                by_name[name].quant = {}
+                by_name[name].precision_why += f"; residual back to float (INT8 end to end): {why}"
         notes.append(f"INT8 end to end: outputs {outputs} of their range over {limit:g}; {', '.join(take)} moved to fp32")
     return notes
