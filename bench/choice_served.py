@@ -3,7 +3,7 @@ what it costs (measured). Run through bench/choice.py (`make bench-choice`).
 
 Models (random weights, seeded): a BERT-base encoder (hidden 768, 12 heads, FFN 3072; two layers, to keep the CPU
 interpreter's runs short) at batch 8 x seq 128 and 32 x 512, and a ResNet-style CNN (a BasicBlock per stage,
-64-512 channels) at 1x3x224x224 and 1x3x640x640. Plans: fp32; fp16 where each node's measured fp16 error fits 1e-2
+64-512 channels) at 1x3x224x224, 32x3x224x224 and 1x3x640x640. Plans: fp32; fp16 where each node's measured fp16 error fits 1e-2
 (the planner's rule); fp16 wherever it builds (no budget: the most fp16 can give); int8 where calibrated (2 generated
 batches) and within the INT8 budget, fp16 within 1e-2 elsewhere.
 """
@@ -114,11 +114,16 @@ def served_section(tmp: str, catalog, ruleset, device) -> list[str]:
              "`fp16 / int8` counts the nodes placed below fp32. *fp16 where within 1e-2* is the planner's rule: a node goes to",
              "fp16 only where its strategy's measured fp16 error, relative to the output's largest magnitude, fits 1e-2.",
              "*fp16 wherever it builds* lifts the budget to show what fp16 can give and what it costs in error.",
-             "The int8 plan puts INT8 only on convolutions and matrix products whose measured INT8 error fits its budget; the",
-             "nodes between stay fp32 or fp16 (casts at every change), and a Quantize whose input also feeds other layers (Q,",
-             "K and V each quantize the same layer-norm output) is a kernel of its own — so its estimate can lose to fp32",
-             "even though each INT8 product is cheaper. The model credits INT8 products with the `_int_mm` throughput",
-             "measured on the card and INT8 convolutions only with their smaller bytes (no INT8 convolution was measured).", ""]
+             "The int8 plan puts INT8 on the convolutions and matrix products whose measured INT8 error fits its budget",
+             "(activations per tensor, weights per output channel), fp16 within 1e-2 elsewhere. Each tensor is quantized",
+             "once however many nodes read it (Q, K and V share one Quantize), with no cast before it; an INT8 node's float",
+             "side is fp16, so the Quantize of the next convolution's input runs in the previous one's epilogue; a residual",
+             "add after an INT8 convolution reads its other operand through Q/DQ, so conv -> batch norm -> add -> relu -> Q",
+             "is one kernel. At the larger sizes the int8 row carries the smaller size's placement and scales over (same",
+             "weights, same node names): calibration and per-node measurement there take too long on this CPU. The model",
+             "credits INT8 products with the `_int_mm` throughput measured on the card (1.18x fp16's) and INT8 convolutions",
+             "only with their smaller bytes: the device profile has no INT8 convolution throughput, so a compute-bound",
+             "INT8 convolution is estimated at fp16's speed.", ""]
     errors: dict[tuple[str, str], str] = {}
     int8_plans: dict[str, object] = {}
     for name, (make, error_from) in SERVED.items():

@@ -5,13 +5,17 @@ model follows the part of that catalog that decides whether a layer costs a laun
 
 * **constant folding** — a layer whose every input derives from constants (a weight's cast, its Q/DQ pair) is
   computed at build time: free;
-* **Q/DQ into the matrix kernel** — a Dequantize whose consumers are all convolutions or matrix products is fused
-  into them: free, and the consumer reads the INT8 tensor (1 byte an element) and computes in INT8 when every
-  operand arrives that way;
+* **Q/DQ into their neighbours** (explicit quantization) — a Dequantize whose consumers are all convolutions,
+  matrix products or pointwise layers is fused into them: free, and the consumer reads the INT8 tensor (1 byte an
+  element); a matrix kernel computes in INT8 when both operands come through a Dequantize (TensorRT propagates a DQ
+  across reshapes, so through views; a weight's Q/DQ is folded into its INT8 constant). A Quantize is a pointwise
+  epilogue like any other (below), with TensorRT's one exception: a convolution's or product's epilogue that adds a
+  full-size float tensor (a residual not dequantized from INT8) makes the fused kernel's output float, so a Quantize
+  after it runs as a kernel of its own;
 * **pointwise epilogues** — a pointwise layer (elementwise, activation, unary, scale, cast, Q/DQ, select) whose input
   is the single-consumer output of a convolution, matrix product, reduction, normalization or another pointwise layer
   runs in that producer's kernel: no launch and no round-trip of that input; only its other inputs (a residual, a
-  bias) and any growth of its output are charged;
+  bias, each at the size it is read: INT8 through a fused Dequantize) and any growth of its output are charged;
 * **reshapes are views** — a Shuffle that only reshapes (no transposition) moves no data, and a pointwise layer
   after it still fuses into the producer behind it.
 
@@ -93,17 +97,22 @@ class Fusion:
 
     def free(self, layer: Any) -> bool:
         """Costs nothing at run time: folded at build time, fused into its consumer's prologue, or a view."""
-        if layer.name in self.folded:
-            return True
         kind = self.kind.get(layer.name)
+        if layer.name in self.folded:
+            if kind == "SHUFFLE":  # a folded reshape of a weight is still a view a DQ propagates across
+                self._is_view(layer)
+            return True
         if kind == "DEQUANTIZE" and layer.get_output(0).name in self.read_from:
             return True
-        if kind == "SHUFFLE":  # the interpreter hands over the downcast layer: its transposes read back
-            identity = lambda p, n: list(p)[:n] == list(range(n))  # noqa: E731
-            rank = len(layer.get_output(0).shape)
-            if identity(layer.first_transpose, len(layer.get_input(0).shape)) and identity(layer.second_transpose, rank):
-                self.views.add(layer.name)  # seen before its consumers: the walk is topological
-                return True
+        return kind == "SHUFFLE" and self._is_view(layer)
+
+    def _is_view(self, layer: Any) -> bool:
+        """A Shuffle that only reshapes (the interpreter hands over the downcast layer: its transposes read back)."""
+        identity = lambda p, n: list(p)[:n] == list(range(n))  # noqa: E731
+        rank = len(layer.get_output(0).shape)
+        if identity(layer.first_transpose, len(layer.get_input(0).shape)) and identity(layer.second_transpose, rank):
+            self.views.add(layer.name)  # seen before its consumers: the walk is topological
+            return True
         return False
 
     def read_names(self, layer: Any) -> list[str | None]:
