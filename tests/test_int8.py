@@ -223,13 +223,17 @@ class SharedInput(nn.Module):
 
 
 class ConvChain(nn.Module):
-    def __init__(self) -> None:
+    """conv -> relu -> conv, or with a max pooling before the second convolution."""
+
+    def __init__(self, pool: bool = False) -> None:
         super().__init__()
         torch.manual_seed(0)
+        self.pool = pool
         self.a, self.b = nn.Conv2d(8, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
 
     def forward(self, x):
-        return self.b(torch.relu(self.a(x)))
+        h = torch.relu(self.a(x))
+        return self.b(nn.functional.max_pool2d(h, 2) if self.pool else h)
 
 
 class Residual(nn.Module):
@@ -302,6 +306,23 @@ def test_a_conv_relu_conv_chain_stays_int8_between_the_convolutions(tmp_path):
     fusion = Fusion(built.network)
     (second,) = [c for c in _layers(built, "CONVOLUTION") if "conv2d_1" in c.name]
     assert fusion.compute_dtype(second, [], torch.float16) == torch.int8
+    from opmap.engine.verify import verify_built
+
+    assert verify_built(built, captured.program, inputs, precision="int8").ok
+
+
+def test_a_max_pool_between_int8_convolutions_runs_on_int8(tmp_path):
+    """conv -> relu -> max pool -> conv: the pooling reads through Q/DQ at its output's scale (exact: max commutes with
+    the quantization), so the Quantize runs in the first convolution's epilogue and the pooling reads INT8."""
+    from opmap.engine.costmodel import DeviceProfile, estimate
+
+    plan, built, captured = _int8_network(tmp_path, ConvChain(pool=True), torch.randn(2, 8, 16, 16))
+    (pool,) = [n for n in plan.nodes if n.node.op == "aten.max_pool2d.default"]
+    assert list(pool.quant) == ["self"] and "runs on INT8" in pool.precision_why, pool.precision_why
+    inputs = draw_inputs(captured.graph, 0)[0]
+    est = estimate(built, inputs, DeviceProfile.load())
+    kernels = [kind for _name, kind, _ms in est.by_layer if "(fused)" not in kind]
+    assert kernels == ["QUANTIZE", "CONVOLUTION", "POOLING", "CONVOLUTION"], kernels  # the image's Q only
     from opmap.engine.verify import verify_built
 
     assert verify_built(built, captured.program, inputs, precision="int8").ok

@@ -11,7 +11,8 @@ model follows the part of that catalog that decides whether a layer costs a laun
   across reshapes, so through views; a weight's Q/DQ is folded into its INT8 constant). A Quantize is a pointwise
   epilogue like any other (below), with TensorRT's one exception: a convolution's or product's epilogue that adds a
   full-size float tensor (a residual not dequantized from INT8) makes the fused kernel's output float, so a Quantize
-  after it runs as a kernel of its own;
+  after it runs as a kernel of its own. DQ -> pooling -> Q is a quantized pooling: it reads INT8, its Q is free
+  (its output is still charged at the pooling's float width: conservative);
 * **pointwise epilogues** — a pointwise layer (elementwise, activation, unary, scale, cast, Q/DQ, select) whose input
   is the single-consumer output of a convolution, matrix product, reduction, normalization or another pointwise layer
   runs in that producer's kernel: no launch and no round-trip of that input; only its other inputs (a residual, a
@@ -26,7 +27,6 @@ an implementation. The model therefore errs low where a fusion is declined and h
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import torch
@@ -50,6 +50,7 @@ class Fusion:
         layers = [network.get_layer(i) for i in range(network.num_layers)]
         self.producer: dict[str, Any] = {}
         self.consumers: dict[str, list[str]] = {}
+        self.readers: dict[str, list[Any]] = {}  # tensor name -> the layers reading it
         # a layer's kind, read before the interpreter downcasts it (an IActivationLayer's .type is then its activation)
         self.kind = {layer.name: layer.type.name for layer in layers}
         for layer in layers:
@@ -58,6 +59,7 @@ class Fusion:
             for name in _names(layer):
                 if name is not None:
                     self.consumers.setdefault(name, []).append(layer.type.name)
+                    self.readers.setdefault(name, []).append(layer)
         self.outputs = {network.get_output(i).name for i in range(network.num_outputs)}
         self.folded = self._constant_derived(layers)
         self.views: set[str] = set()  # pure reshapes, found as the walk reaches them
@@ -84,8 +86,15 @@ class Fusion:
     def _fusing_consumers(self, name: str) -> bool:
         """A Dequantize is fused into its consumers when each is a matrix kernel (its operand prologue) or a pointwise
         layer (TensorRT's pointwise fusion takes Q/DQ in with the arithmetic): none computes it on its own."""
-        kinds = self.consumers.get(name, [])
-        return bool(kinds) and name not in self.outputs and all(k in DQ_CONSUMERS or k in POINTWISE for k in kinds)
+        readers = self.readers.get(name, [])
+        return bool(readers) and name not in self.outputs and all(
+            self.kind[r.name] in DQ_CONSUMERS or self.kind[r.name] in POINTWISE or self._quantized_pooling(r) for r in readers)
+
+    def _quantized_pooling(self, layer: Any) -> bool:
+        """DQ -> pooling -> Q: TensorRT's quantized pooling, run on INT8 (the DQ and the Q fused into it)."""
+        out = layer.get_output(0).name
+        return (self.kind.get(layer.name) == "POOLING" and out not in self.outputs
+                and set(self.consumers.get(out, [])) == {"QUANTIZE"})
 
     def _through_views(self, name: str | None) -> str | None:
         """The tensor a pure reshape chain ends at (a reshape moves no data: DQ and Q propagate across it)."""
@@ -104,6 +113,10 @@ class Fusion:
             return True
         if kind == "DEQUANTIZE" and layer.get_output(0).name in self.read_from:
             return True
+        if kind == "QUANTIZE":  # the Q of a quantized pooling whose input arrives through a fused DQ
+            src = self.producer.get(layer.get_input(0).name)
+            if src is not None and self._quantized_pooling(src) and src.get_input(0).name in self.read_from:
+                return True
         return kind == "SHUFFLE" and self._is_view(layer)
 
     def _is_view(self, layer: Any) -> bool:
