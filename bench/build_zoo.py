@@ -37,7 +37,7 @@ def _cell(row: Row | None, what: str) -> str:
 
 
 def render(rows: dict[tuple[str, str], Row], names: list[str], variants: list[str], elapsed: float) -> str:
-    from opmap.engine.backend import profile
+    from opmap.building.backend import profile
 
     done = [r for r in rows.values()]
     ok_models = [n for n in names if any(rows.get((n, v)) and rows[(n, v)].ok for v in variants)]

@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 
 from examples.detector import export_detector  # noqa: E402
 from examples.zoo import TRANSFORMERS, export_transformer  # noqa: E402
-from opmap.engine.capture import graph_from_program  # noqa: E402
+from opmap.loading.capture import graph_from_program  # noqa: E402
 
 
 def count(program) -> collections.Counter:

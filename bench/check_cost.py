@@ -76,9 +76,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from opmap import app as svc
-    from opmap.engine.backend import profile
-    from opmap.engine.capture import Captured, graph_from_program
-    from opmap.engine.context import Settings
+    from opmap.building.backend import profile
+    from opmap.loading.capture import Captured, graph_from_program
+    from opmap.planning.fixtures import Settings
 
     import tempfile
 

@@ -21,13 +21,13 @@ sys.path.insert(0, str(ROOT))
 from examples.detector import export_detector  # noqa: E402
 from examples.zoo import export_transformer  # noqa: E402
 from opmap import app as svc  # noqa: E402
-from opmap.engine.backend import profile  # noqa: E402
-from opmap.engine.builder import build_network, serialize  # noqa: E402
-from opmap.engine.capture import capture  # noqa: E402
-from opmap.engine.context import Settings  # noqa: E402
-from opmap.engine.costmodel import DeviceProfile, estimate  # noqa: E402
-from opmap.engine.planner import Planner  # noqa: E402
-from opmap.engine.verify import random_inputs, verify_built  # noqa: E402
+from opmap.building.backend import profile  # noqa: E402
+from opmap.building.builder import build_network, serialize  # noqa: E402
+from opmap.loading.capture import capture  # noqa: E402
+from opmap.planning.fixtures import Settings  # noqa: E402
+from opmap.checking.costmodel import DeviceProfile, estimate  # noqa: E402
+from opmap.planning.planner import Planner  # noqa: E402
+from opmap.checking.verify import random_inputs, verify_built  # noqa: E402
 from opmap.errors import OpmapError  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))

@@ -20,12 +20,12 @@ from torch import nn
 
 from opmap import app as svc
 from opmap.calibrate import calibrate
-from opmap.engine.backend import profile
-from opmap.engine.builder import build_network, serialize
-from opmap.engine.capture import capture
-from opmap.engine.context import Settings
-from opmap.engine.costmodel import estimate
-from opmap.engine.verify import random_inputs, verify_built
+from opmap.building.backend import profile
+from opmap.building.builder import build_network, serialize
+from opmap.loading.capture import capture
+from opmap.planning.fixtures import Settings
+from opmap.checking.costmodel import estimate
+from opmap.checking.verify import random_inputs, verify_built
 from opmap.errors import OpmapError
 
 PLANS = {  # label -> (precision, tolerance)

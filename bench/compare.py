@@ -21,10 +21,11 @@ from examples.detector import export_detector  # noqa: E402
 from examples.zoo import ZOO, export_arch  # noqa: E402
 from opmap import app as svc  # noqa: E402
 from opmap.onnxroute import compare, parse_onnx  # noqa: E402
-from opmap.engine.backend import native_stderr_silenced, profile  # noqa: E402
-from opmap.engine.builder import build_network, serialize  # noqa: E402
-from opmap.engine.capture import capture  # noqa: E402
-from opmap.engine.context import Settings  # noqa: E402
+from opmap.building.backend import profile  # noqa: E402
+from opmap.native import native_stderr_silenced  # noqa: E402
+from opmap.building.builder import build_network, serialize  # noqa: E402
+from opmap.loading.capture import capture  # noqa: E402
+from opmap.planning.fixtures import Settings  # noqa: E402
 from opmap.errors import OpmapError, first_line  # noqa: E402
 
 QUICK = ("bert", "gpt2", "vit")

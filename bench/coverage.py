@@ -2,7 +2,7 @@
 converter list and of opmap's catalog, with what serves it — proven by the conformance machinery, not a kept list.
 
 Each strategy's accept examples (its own, plus the extra cases of tests/test_conformance.py) are built for real on
-tensorrt_rtx and verified against PyTorch (``opmap.engine.examples.conformance``), then exported with every dim dynamic
+tensorrt_rtx and verified against PyTorch (``opmap.checking.examples.conformance``), then exported with every dim dynamic
 and checked at the profile's min/opt/max (``dynamic_conformance``). A rule that can only refuse (no TensorRT network
 computes its op) is judged on its reject examples, and its reason is the table's. In-place and ``out=`` overloads are
 covered through the one in-place rule where their functional op is. Results are cached per strategy source and
@@ -25,10 +25,11 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from opmap.engine import diskcache  # noqa: E402
-from opmap.engine.examples import capture_example, conformance, dynamic_conformance, find_node, judge_example  # noqa: E402
-from opmap.engine.inplace import functional_op  # noqa: E402
-from opmap.engine.rules import WILDCARD, function_source  # noqa: E402
+from opmap.planning import diskcache  # noqa: E402
+from opmap.checking.examples import capture_example, conformance, dynamic_conformance, find_node, judge_example  # noqa: E402
+from opmap.loading.inplace import functional_op  # noqa: E402
+from opmap.planning.strategy import WILDCARD# noqa: E402
+from opmap.planning.sourcetext import function_source# noqa: E402
 from tests.test_conformance import EXTRA, FULL_TENSORRT_ONLY, RULESET  # noqa: E402
 
 TORCH_TRT = ROOT / "bench" / "data" / "torch-tensorrt-converters.txt"

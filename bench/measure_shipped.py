@@ -22,8 +22,8 @@ from examples.detector import export_detector  # noqa: E402
 from examples.zoo import export_transformer  # noqa: E402
 from opmap import app as svc  # noqa: E402
 from opmap import measure as meas  # noqa: E402
-from opmap.engine.capture import capture  # noqa: E402
-from opmap.engine.costmodel import DeviceProfile  # noqa: E402
+from opmap.loading.capture import capture  # noqa: E402
+from opmap.checking.costmodel import DeviceProfile  # noqa: E402
 
 CENSUS = {"detector": export_detector, "bert": lambda: export_transformer("bert"),
           "llama": lambda: export_transformer("llama"), "vit": lambda: export_transformer("vit")}

@@ -145,9 +145,9 @@ import opmap.cli
 opmap.cli._tune_gc()  # the collector as the opmap process sets it (the whole-process rows run the CLI itself)
 from pathlib import Path
 from opmap import app as svc
-from opmap.engine.backend import profile
-from opmap.engine.capture import Captured, _load_export_safely, file_sha256, graph_from_program, inspect_file
-from opmap.engine.context import Settings
+from opmap.building.backend import profile
+from opmap.loading.capture import Captured, _load_export_safely, file_sha256, graph_from_program, inspect_file
+from opmap.planning.fixtures import Settings
 from opmap.nonfinite import dumps
 mark("opmap imports")
 catalog, ruleset = svc.open_catalog(None)
@@ -222,10 +222,10 @@ import json, sys, time, tempfile, torch
 sys.path.insert(0, sys.argv[2])
 from examples.zoo import export_arch
 from opmap import app as svc
-from opmap.engine.backend import profile
-from opmap.engine.builder import build_network, serialize
-from opmap.engine.capture import capture
-from opmap.engine.context import Settings
+from opmap.building.backend import profile
+from opmap.building.builder import build_network, serialize
+from opmap.loading.capture import capture
+from opmap.planning.fixtures import Settings
 from opmap.onnxroute import run_onnx_route
 backend = profile("tensorrt_rtx")
 with tempfile.TemporaryDirectory() as tmp:
@@ -260,9 +260,9 @@ import json, sys, tempfile
 sys.path.insert(0, sys.argv[1])
 from examples.zoo import ZOO, export_arch
 from opmap.app import make_plan, open_catalog
-from opmap.engine.backend import profile
-from opmap.engine.capture import Captured, graph_from_program
-from opmap.engine.context import Settings
+from opmap.building.backend import profile
+from opmap.loading.capture import Captured, graph_from_program
+from opmap.planning.fixtures import Settings
 from tests.test_equivalence import plan_fields
 backend = profile("tensorrt_rtx")
 with tempfile.TemporaryDirectory() as tmp:

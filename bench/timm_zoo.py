@@ -77,7 +77,7 @@ def render(rows: dict[tuple[str, str], Row], names: list[str], variants: list[st
     import timm
 
 
-    from opmap.engine.backend import profile
+    from opmap.building.backend import profile
 
     counts = {v: Counter(status(rows.get((n, v))) for n in names) for v in variants}
     kinds = ["verified", "refused", "WRONG", "build error", "verify error", "export failed", "not run"]

@@ -50,10 +50,11 @@ def check(name: str, variant: str, catalog, ruleset, backend: str = "tensorrt_rt
     """Export (a zoo architecture by ``variant``, or by ``export()`` returning (program, note)), save and load the .pt2 (as
     a user's file), build and verify; the result as a :class:`Row`."""
     from opmap import app as svc
-    from opmap.engine.backend import profile
-    from opmap.engine.capture import capture
-    from opmap.engine.context import Settings
-    from opmap.engine.verify import ReferenceFailed, draw_inputs, profile_points, verify_built
+    from opmap.building.backend import profile
+    from opmap.loading.capture import capture
+    from opmap.planning.fixtures import Settings
+    from opmap.checking.verify import ReferenceFailed, draw_inputs, verify_built
+    from opmap.building.profile import profile_points
 
     start = time.perf_counter()
     row = Row(name, variant)

@@ -14,15 +14,15 @@ The API for rule authors (README, "Writing rules" and "Writing rules that build"
 ``import opmap`` stays light: the API's modules (torch, TensorRT, the catalog) load on first use.
 """
 
-__version__ = "0.1.0"
+from opmap.version import __version__  # noqa: E402
 
-from opmap.engine.rules import Outcome, accept, fixture, parametrize, reject, skip, strategy  # noqa: E402
-from opmap.errors import CaptureError, CatalogError, OpmapError, RuleDefinitionError  # noqa: E402
+from opmap.planning.strategy import Outcome, accept, fixture, parametrize, reject, skip, strategy  # noqa: E402
+from opmap.errors import BuildError, CaptureError, CatalogError, OpmapError, RuleDefinitionError  # noqa: E402
 
 # Public names loaded on first access (module -> names), so that importing opmap imports neither torch nor TensorRT.
 _LAZY = {
     "opmap.api": ("plan", "build", "verify", "compare", "Plan", "NodeChoice", "Engine", "Binding", "Report", "PointReport"),
-    "opmap.engine.builder": ("BuildError", "EmitContext"),
+    "opmap.building.builder": ("EmitContext",),
 }
 
 __all__ = [

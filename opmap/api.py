@@ -182,7 +182,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 # -- models ----------------------------------------------------------------------------------------
 def _capture(model: Any, example_inputs: Any, dynamic_shapes: Any, trust_model: bool):
     """A Captured from a path, an ExportedProgram or an nn.Module (exported here on its example inputs)."""
-    from opmap.engine.capture import capture
+    from opmap.loading.capture import capture
 
     if isinstance(model, (str, os.PathLike)):
         if example_inputs is not None or dynamic_shapes is not None:
@@ -190,7 +190,7 @@ def _capture(model: Any, example_inputs: Any, dynamic_shapes: Any, trust_model: 
         return capture(Path(model), trust_model=trust_model), str(model)
     import torch
 
-    from opmap.engine.capture import _quiet, captured_from
+    from opmap.loading.capture import _quiet, captured_from
 
     if isinstance(model, torch.export.ExportedProgram):
         if example_inputs is not None or dynamic_shapes is not None:
@@ -220,7 +220,7 @@ def _capture(model: Any, example_inputs: Any, dynamic_shapes: Any, trust_model: 
 
 def _check(backend: str | None, precision: str, tolerance: float = 0.0, objective: str = "latency") -> None:
     from opmap.app import OBJECTIVES
-    from opmap.engine.backend import BACKENDS
+    from opmap.building.backend import BACKENDS
 
     if backend is not None and backend not in BACKENDS:
         raise OpmapError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -249,8 +249,8 @@ def plan(model: Any, example_inputs: Any = None, *, backend: str | None = None, 
     (``trust_model`` as ``--trust-model``). ``db``: the catalog (a SQLAlchemy URL or a SQLite path; default as the CLI).
     ``record``: store the run for ``opmap audit`` (its id is ``Plan.run_id``)."""
     from opmap import app as svc
-    from opmap.engine.backend import profile
-    from opmap.engine.context import Settings
+    from opmap.building.backend import profile
+    from opmap.planning.fixtures import Settings
 
     _check(backend, precision, tolerance, objective)
     captured, name = _capture(model, example_inputs, dynamic_shapes, trust_model)
@@ -272,9 +272,9 @@ def build(model: Any, example_inputs: Any = None, *, backend: str | None = None,
     ``checked`` attribute holds the sidecar's ``checked`` object with the ``locate`` result. The sidecar's
     ``checked`` says whether and where the engine was checked (None with ``check=False``)."""
     from opmap import app as svc
-    from opmap.engine.backend import profile
-    from opmap.engine.builder import dtype_name
-    from opmap.engine.context import Settings
+    from opmap.building.backend import profile
+    from opmap.building.builder import dtype_name
+    from opmap.planning.fixtures import Settings
 
     _check(backend, precision)
     captured, name = _capture(model, example_inputs, dynamic_shapes, trust_model)
@@ -302,8 +302,9 @@ def verify(model: Any, example_inputs: Any = None, *, inputs: Mapping[str, Any] 
     export) verifies at those values only. ``runtime``: ``reference`` (the interpreter) or ``trt`` (the real engine;
     full TensorRT and a GPU). ``locate``: as ``verify --locate``, every node compared with PyTorch's at the first point
     that mismatches (else the first point) and the diverging node named, in ``Report.locate``."""
-    from opmap.engine.verify import ReferenceFailed, check_inputs, draw_inputs, profile_points, verify_built
-    from opmap.engine.verify import locate as locate_node
+    from opmap.checking.verify import ReferenceFailed, check_inputs, draw_inputs, verify_built
+    from opmap.building.profile import profile_points
+    from opmap.checking.verify import locate as locate_node
 
     if runtime not in ("reference", "trt"):
         raise OpmapError(f"unknown runtime {runtime!r}: choose reference or trt")
@@ -351,8 +352,8 @@ def compare(model: Any, example_inputs: Any = None, *, backend: str | None = Non
     """opmap against the ONNX route (torch.onnx dynamo export -> the backend's ONNX parser -> build), node by node, as
     ``opmap compare`` does; returns its JSON object (schema in the README). Needs ``pip install 'opmap[onnx]'``."""
     from opmap import app as svc
-    from opmap.engine.backend import profile
-    from opmap.engine.context import Settings
+    from opmap.building.backend import profile
+    from opmap.planning.fixtures import Settings
     from opmap.onnxroute import compare as run, comparison_json, require_onnx
 
     require_onnx()

@@ -9,13 +9,13 @@ from typing import Any, Callable
 import opmap
 from opmap.db import Catalog
 from opmap.db.models import Decision, Run, VerdictRow
-from opmap.engine import diskcache
-from opmap.engine.backend import BackendProfile
-from opmap.engine.capture import Captured
-from opmap.engine.collect import RuleSet, load_builtin, load_packs, load_source
-from opmap.engine.context import Settings
-from opmap.engine.graph import Node
-from opmap.engine.planner import Cost, Plan, Planner, heap_frozen
+from opmap.planning import diskcache
+from opmap.building.backend import BackendProfile
+from opmap.loading.capture import Captured
+from opmap.planning.collect import RuleSet, load_builtin, load_packs, load_source
+from opmap.planning.fixtures import Settings
+from opmap.loading.graph import Node
+from opmap.planning.planner import Cost, Plan, Planner, heap_frozen
 from opmap.errors import OpmapError, first_line
 
 
@@ -154,7 +154,7 @@ def _make_plan(captured, catalog, ruleset, backend, settings, on_node, for_build
     if settings.precision != "fp32" and captured.program is not None:
         batches, label, ranges = precision_batches(captured, catalog, settings.precision)
         if settings.precision == "int8":
-            from opmap.engine.int8 import Quantizer
+            from opmap.checking.int8 import Quantizer
 
             quantizer = Quantizer(captured.program, captured.graph, backend, ruleset.strategies, ranges, batches, int8_budget)
     planner = Planner(
@@ -179,8 +179,8 @@ FIT_BATCHES = 2
 
 
 def fit_int8(plan: Plan, captured: Captured, ruleset: RuleSet, batches: list, errors: dict, label: str) -> list[str]:
-    """engine/int8.py's end-to-end check; where the network cannot be run to measure, INT8 goes back to fp32."""
-    from opmap.engine import discrete, int8
+    """check/int8.py's end-to-end check; where the network cannot be run to measure, INT8 goes back to fp32."""
+    from opmap.checking import discrete, int8
 
     try:
         return int8.fit_outputs(plan, captured.program, ruleset.strategies, batches, errors, label)
@@ -210,9 +210,9 @@ def precision_batches(captured: Captured, catalog: Catalog, precision: str) -> t
 
 
 def protect_discrete(plan: Plan, captured: Captured, ruleset: RuleSet, batches: list, label: str) -> list[str]:
-    """engine/discrete.py's rule; where the network cannot be built to measure, every reduced-precision producer of a
+    """check/discrete.py's rule; where the network cannot be built to measure, every reduced-precision producer of a
     discrete result goes back to fp32 (unmeasured is not proven safe)."""
-    from opmap.engine import discrete
+    from opmap.checking import discrete
 
     try:
         return discrete.protect(plan, captured.program, ruleset.strategies, batches, label)
@@ -337,7 +337,7 @@ def add_user_files(catalog: Catalog, files: list[Path], ruleset: RuleSet) -> tup
     transaction and before it commits, every stored user rule loads again from the text as stored (a file that
     imports once but not twice is caught here, not at the next command), and the added strategies' own examples run.
     Returns what was loaded, the added ids, and the rules as the catalog now holds them (loaded once, from it)."""
-    from opmap.engine.examples import run_examples
+    from opmap.checking.examples import run_examples
 
     loaded = load_user_files(files, ruleset)  # every file loads and every id is unique, or nothing is stored
     back: list[RuleSet] = []
@@ -444,7 +444,7 @@ def build(
     protect: bool = True,
 ):
     """Plan, then emit every node into one network and build the engine for real. Returns (plan, built)."""
-    from opmap.engine.builder import build_network, serialize
+    from opmap.building.builder import build_network, serialize
 
     plan = make_plan(captured, catalog, ruleset, backend, settings, on_node=on_node, for_build=True, int8_budget=int8_budget,
                      protect=protect)
@@ -475,7 +475,8 @@ def check_built(plan: Plan, built: Any, program: Any, shapes: dict | None = None
     itself fails at every profile point, or the interpreter cannot execute a layer) it says so and does not refuse."""
     import time
 
-    from opmap.engine.verify import ReferenceFailed, draw_inputs, locate, profile_points, verify_built
+    from opmap.checking.verify import ReferenceFailed, draw_inputs, locate, verify_built
+    from opmap.building.profile import profile_points
 
     graph = built.graph
     points = profile_points(graph, shapes) or {"static": {}}
@@ -569,7 +570,7 @@ def check_shapes(graph: Any, shapes: dict) -> None:
 def verify_points(graph: Any, shapes: dict, labels: str | None, point: list[str]) -> dict[str, dict[str, int]]:
     """Where ``verify`` runs: the profile's min/opt/max (``--shapes`` picks some), one explicit ``--point``, or the
     one shape of a static model. Returns label -> {symbol: value}."""
-    from opmap.engine.verify import profile_points
+    from opmap.building.profile import profile_points
     from opmap.grammar import bounded, dims as parse_dims, shown
 
     if point:

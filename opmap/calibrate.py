@@ -6,7 +6,7 @@ user input) gets its max |x| and a percentile of |x|; every float weight of rank
 channel (axis 0), and a 2-D one also per column (axis 1: the output channel of a [K, N] weight that mm/addmm
 multiply by). The result is stored in the catalog's ``calibrations`` table, tied to the model file's sha256, with what
 the batches were — user data (a file or a directory of ``torch.save``d input dicts) or batches drawn by
-:func:`opmap.engine.verify.draw_inputs`, labelled as generated — so that the placement can redraw the same batches.
+:func:`opmap.checking.verify.draw_inputs`, labelled as generated — so that the placement can redraw the same batches.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 import opmap
-from opmap.engine.graph import Graph
+from opmap.loading.graph import Graph
 from opmap.errors import OpmapError, first_line
 
 PERCENTILE = 99.99  # of |x|, per batch, averaged over batches: clips rare outliers that would waste INT8's range
@@ -32,7 +32,7 @@ class CalibrationError(OpmapError):
 
 # -- the batches -------------------------------------------------------------------------------------------------
 def _load(path: Path) -> list[Any]:
-    from opmap.engine.archive import inspect_file
+    from opmap.loading.archive import inspect_file
 
     inspect_file(Path(path))  # the zip structure limits of model files (sizes, ratios, names) before torch reads it
     try:
@@ -67,7 +67,7 @@ def data_sha256(path: Path) -> str:
 def load_batches(path: Path, graph: Graph) -> list[dict[str, torch.Tensor]]:
     """``--data``: a file (one input dict or a list of them) or a directory of such files, each batch checked
     against the export as ``verify --inputs`` checks its inputs."""
-    from opmap.engine.verify import check_inputs
+    from opmap.checking.verify import check_inputs
 
     batches = [check_inputs(b, graph, f"{f}[{i}]") for f in _files(path) for i, b in enumerate(_load(f))]
     if len(batches) > MAX_BATCHES:
@@ -79,7 +79,7 @@ def generate_points(graph: Graph) -> list[dict[str, int] | None]:
     """The shapes generated batches take in turn: for dynamic dims, the profile's interior point and its maximum (so
     the ranges see full-length sequences and the largest images, not verify's default of 2 per dim); ``[None]`` for a
     static graph or dims without an upper bound (verify's default then)."""
-    from opmap.engine.verify import profile_points
+    from opmap.building.profile import profile_points
 
     try:
         points = profile_points(graph)
@@ -91,7 +91,7 @@ def generate_points(graph: Graph) -> list[dict[str, int] | None]:
 def generate_batches(graph: Graph, n: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
     """``--generate N``: N batches drawn as verify draws its inputs (seeds seed .. seed+N-1), at the shapes of
     :func:`generate_points` in turn."""
-    from opmap.engine.verify import draw_inputs
+    from opmap.checking.verify import draw_inputs
 
     points = generate_points(graph)
     return [draw_inputs(graph, seed + i, points[i % len(points)])[0] for i in range(n)]
@@ -122,8 +122,8 @@ def observe(program: Any, batches: list[dict[str, torch.Tensor]], percentile: fl
     per-channel weight ranges, from running every batch through PyTorch."""
     from torch.export.graph_signature import InputKind
 
-    from opmap.engine.builder import weights_of
-    from opmap.engine.verify import lifted_inputs
+    from opmap.building.builder import weights_of
+    from opmap.checking.verify import lifted_inputs
 
     user = {spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT}
     stats: dict[str, dict[str, list[float]]] = {}

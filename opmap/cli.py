@@ -133,9 +133,9 @@ def suggest(
     Exits 1 when a node has no mapping, so CI can gate on it.
     """
     from opmap import app as svc
-    from opmap.engine.backend import profile
-    from opmap.engine.capture import DynamicSpec, InputSpec, capture
-    from opmap.engine.context import Settings
+    from opmap.building.backend import profile
+    from opmap.loading.capture import DynamicSpec, InputSpec, capture
+    from opmap.planning.fixtures import Settings
 
     _check_backend_and_precision(backend, precision)
     if not tolerance >= 0:
@@ -194,7 +194,7 @@ def _bounds(specs: list[str]) -> tuple[tuple[str, int], ...]:
 
 def _capture_and_open(model, unsafe_pickle, input_shape, progress, dynamic=()):
     from opmap import app as svc
-    from opmap.engine.capture import DynamicSpec, InputSpec, capture
+    from opmap.loading.capture import DynamicSpec, InputSpec, capture
 
     specs = [InputSpec.parse(s) for s in input_shape]
     dynamics = [DynamicSpec.parse(s) for s in dynamic]
@@ -218,9 +218,9 @@ def _check_target(path: Path, flag: str) -> None:
 
 
 def _check_backend_and_precision(backend, precision):
-    from opmap.engine.backend import BACKENDS
-    from opmap.engine.builder import PRECISIONS
-    from opmap.engine.int8 import refuse_unplaced
+    from opmap.building.backend import BACKENDS
+    from opmap.building.builder import PRECISIONS
+    from opmap.checking.int8 import refuse_unplaced
 
     if backend is not None and backend not in BACKENDS:
         raise OpmapError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -254,9 +254,9 @@ def build(
     By default the network is checked against PyTorch at one drawn point before the engine is written (see README,
     What "verified" means)."""
     from opmap import app as svc
-    from opmap.engine.backend import profile
-    from opmap.engine.builder import write_engine
-    from opmap.engine.context import Settings
+    from opmap.building.backend import profile
+    from opmap.building.builder import write_engine
+    from opmap.planning.fixtures import Settings
 
     _check_backend_and_precision(backend, precision)
     shapes = svc.parse_shapes(shape)
@@ -314,9 +314,9 @@ def verify(
     A dynamic model is verified at the profile's minimum, an interior point and its maximum. Exits 1 on a mismatch
     beyond the per-dtype tolerance. --locate finds the node the mismatch starts at."""
     from opmap import app as svc
-    from opmap.engine.backend import profile
-    from opmap.engine.context import Settings
-    from opmap.engine.verify import ReferenceFailed, draw_inputs, load_inputs, locate as locate_node, verify_built
+    from opmap.building.backend import profile
+    from opmap.planning.fixtures import Settings
+    from opmap.checking.verify import ReferenceFailed, draw_inputs, load_inputs, locate as locate_node, verify_built
 
     _check_backend_and_precision(backend, precision)
     if runtime not in ("reference", "trt"):
@@ -383,8 +383,8 @@ def compare(
 
     Exits 1 when opmap has a node without a mapping (as suggest does)."""
     from opmap.onnxroute import comparison_json, compare as run_compare, require_onnx
-    from opmap.engine.backend import profile
-    from opmap.engine.context import Settings
+    from opmap.building.backend import profile
+    from opmap.planning.fixtures import Settings
 
     _check_backend_and_precision(backend, "fp32")
     require_onnx()
@@ -419,7 +419,7 @@ def calibrate(
     """Run calibration batches through PyTorch; store activation ranges and per-channel weight ranges for --precision int8."""
     from opmap import app as svc
     from opmap import calibrate as cal
-    from opmap.engine.capture import InputSpec, capture
+    from opmap.loading.capture import InputSpec, capture
 
     captured = capture(model, unsafe_pickle=unsafe_pickle, input_shapes=[InputSpec.parse(x) for x in input_shape])
     catalog, _ = svc.open_catalog(state.db)
@@ -450,9 +450,9 @@ def measure(
     """Measure strategies (real builds, interpreter accuracy, estimated latency) and store the rows with provenance."""
     from opmap import app as svc
     from opmap import measure as meas
-    from opmap.engine.backend import BACKENDS, default_backend
-    from opmap.engine.collect import select
-    from opmap.engine.costmodel import DeviceProfile
+    from opmap.building.backend import BACKENDS, default_backend
+    from opmap.planning.collect import select
+    from opmap.checking.costmodel import DeviceProfile
 
     if backend is not None and backend not in BACKENDS:
         raise OpmapError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -471,7 +471,7 @@ def measure(
               if (op is None or op in s.ops) and (strategy_id is None or s.id == strategy_id)]
     examples = None
     if model is not None:
-        from opmap.engine.capture import capture
+        from opmap.loading.capture import capture
 
         examples = meas.node_examples(capture(model, trust_model=trust_model).graph, ruleset.strategies)
         chosen = [s for s in chosen if s.id in examples]
@@ -495,7 +495,7 @@ def measure(
 @app.command()
 def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
     """What this machine can and cannot do: backends, plugins, probe builds, whether engines can run here."""
-    from opmap.engine.backend import BACKENDS, PROBES, default_backend, profile
+    from opmap.building.backend import BACKENDS, PROBES, default_backend, profile
 
     report = {"default_backend": default_backend(), "backends": {}}
     for name in BACKENDS:
@@ -538,7 +538,7 @@ def rules_list(
 ) -> None:
     """What rules exist, from where, which version."""
     from opmap import app as svc
-    from opmap.engine.collect import select
+    from opmap.planning.collect import select
 
     catalog, ruleset = svc.open_catalog(state.db, write=False)
     enabled = {row.id for row in catalog.strategy_rows()}
@@ -567,9 +567,9 @@ def rules_add(
     """Register a user's rule file(s) into the catalog (validated first; nothing is stored on error)."""
     from opmap import app as svc
     from opmap import measure as meas
-    from opmap.engine.backend import default_backend
-    from opmap.engine.collect import rule_files
-    from opmap.engine.costmodel import DeviceProfile
+    from opmap.building.backend import default_backend
+    from opmap.planning.collect import rule_files
+    from opmap.checking.costmodel import DeviceProfile
 
     files = rule_files(path)
     catalog, ruleset = svc.open_catalog(state.db)
@@ -605,8 +605,8 @@ def rules_test(
 ) -> None:
     """Run every rule's own accept/reject examples. Exits 1 if any fails."""
     from opmap import app as svc
-    from opmap.engine.collect import RuleSet, load_source, rule_files, select
-    from opmap.engine.examples import run_examples
+    from opmap.planning.collect import RuleSet, load_source, rule_files, select
+    from opmap.checking.examples import run_examples
 
     if path is not None:
         base = svc.load_rules(None)

@@ -26,6 +26,17 @@ class RuleDefinitionError(OpmapError):
     """A rule file or rule pack is malformed; names the file and the rule."""
 
 
+class BuildError(OpmapError):
+    """A node could not be emitted or the network did not build; names the node and strategy."""
+
+
+class EmitterBug(BuildError):
+    """An emitter raised something other than a :class:`BuildError`: a bug in the strategy or in opmap, not a problem
+    of the model. Exit 3 ("internal error"); the original exception is its ``__cause__`` (``OPMAP_DEBUG=1`` shows it)."""
+
+    exit_code = 3
+
+
 def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message, for wrapping third-party errors."""
     for line in str(exc).splitlines():

@@ -150,7 +150,7 @@ def write_run_page(path: Path, run: Any, graph: Any) -> None:
 def run_graph(run: Any) -> Any:
     """A recorded run's graph, captured again from its model file (the catalog stores decisions, not edges), through
     opmap's safe loader; refused when the file is gone or no longer the one the run judged."""
-    from opmap.engine.capture import capture, file_sha256
+    from opmap.loading.capture import capture, file_sha256
 
     path = Path(run.model_path)
     if not path.is_file():

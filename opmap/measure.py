@@ -16,11 +16,11 @@ import torch
 import opmap
 from opmap.db import Catalog
 from opmap.db.models import Measurement
-from opmap.engine.backend import profile as backend_profile
-from opmap.engine.collect import RuleSet
-from opmap.engine.costmodel import DeviceProfile, estimate
-from opmap.engine.examples import conformance
-from opmap.engine.rules import Example, Strategy
+from opmap.building.backend import profile as backend_profile
+from opmap.planning.collect import RuleSet
+from opmap.checking.costmodel import DeviceProfile, estimate
+from opmap.checking.examples import conformance
+from opmap.planning.strategy import Example, Strategy
 from opmap.errors import OpmapError
 
 
@@ -57,7 +57,7 @@ def _as_dtype(ex: Example, dtype: str | None) -> Example:
 
 def runtime_available(backend: str) -> bool:
     """Full TensorRT and a CUDA GPU: the only place a real engine can be timed."""
-    from opmap.engine.backend import import_backend
+    from opmap.building.backend import import_backend
 
     return backend == "tensorrt" and import_backend("tensorrt") is not None and torch.cuda.is_available()
 
@@ -66,7 +66,7 @@ def time_engine(built, inputs: dict[str, torch.Tensor], reps: int = 50) -> float
     """Median milliseconds of the real engine (CUDA events, after a warm-up). Only where runtime_available()."""
     import statistics
 
-    from opmap.engine.verify import run_engine
+    from opmap.checking.verify import run_engine
 
     run_engine(built, inputs)  # warm-up, and the check that it runs at all
     times = []

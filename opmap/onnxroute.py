@@ -151,7 +151,8 @@ def _onnx_layer(layer: Any) -> str | None:
 
 def parse_onnx(trt: Any, data: bytes) -> tuple[Any, Any, Any, Any, bool]:
     """The backend's ONNX parser on a serialized model, into a strongly typed network: (log, builder, network, parser, ok)."""
-    from opmap.engine.backend import logger, native_stderr_silenced, strongly_typed_network
+    from opmap.building.backend import logger, strongly_typed_network
+    from opmap.native import native_stderr_silenced
 
     log = logger(trt)
     log.messages = []
@@ -168,7 +169,8 @@ def run_onnx_route(program: Any, trt: Any, graph: Any) -> tuple[Route, dict[str,
     nodes each produced), failures no node was found for, and the parsed network (None unless it parsed)."""
     import torch
 
-    from opmap.engine.backend import _relevant, native_stderr_silenced
+    from opmap.building.backend import _relevant
+    from opmap.native import native_stderr_silenced
 
     route = Route("onnx")
     nodes: dict[str, NodeOutcome] = {}
@@ -254,7 +256,7 @@ def compare(captured: Any, catalog: Any, ruleset: Any, backend: Any, settings: A
     """Plan and build opmap's route, run the ONNX route on the same program; with ``check``, run both networks through
     the reference interpreter on the same inputs and compare their outputs."""
     from opmap import app as svc
-    from opmap.engine.builder import build_network, serialize
+    from opmap.building.builder import build_network, serialize
 
     require_onnx()
     ours = Route("opmap")
@@ -292,8 +294,8 @@ def check_outputs(captured: Any, built: Any, parsed: Any, trt: Any, seed: int) -
     opmap's padded outputs are cut to their count first. An uninterpretable layer fails the check (never skipped)."""
     import torch
 
-    from opmap.engine.interpreter import run_network
-    from opmap.engine.verify import compare as close, draw_inputs, padded_axis
+    from opmap.checking.interpreter import run_network
+    from opmap.checking.verify import compare as close, draw_inputs, padded_axis
 
     network = parsed[0]
     values, drawn = draw_inputs(captured.graph, seed)

@@ -9,9 +9,9 @@ from rich.table import Table
 from rich.text import Text
 
 from opmap.db.models import Decision, Run
-from opmap.engine.examples import ExampleResult
-from opmap.engine.planner import Plan
-from opmap.engine.rules import Outcome, Strategy
+from opmap.checking.examples import ExampleResult
+from opmap.planning.planner import Plan
+from opmap.planning.strategy import Outcome, Strategy
 
 OUTCOME_STYLE = {"APPLIES": "green", "REJECTED": "yellow", "NOT_APPLICABLE": "dim", "ERROR": "bold red"}
 KIND_STYLE = {"direct": "green", "decompose": "cyan", "approximate": "magenta", "plugin": "blue"}

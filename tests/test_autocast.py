@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from opmap.app import load_rules
-from opmap.engine import fuzz
-from opmap.engine.capture import capture_callable
+from opmap.checking import fuzz
+from opmap.loading.capture import capture_callable
 
 RULESET = load_rules(None)
 
@@ -45,7 +45,7 @@ def test_a_float32_path_keeps_float32_tolerance():
     bfloat16's tolerance) on a float32-only path is still wrong."""
     import dataclasses
 
-    from opmap.engine.rules import accept, strategy
+    from opmap.planning.strategy import accept, strategy
 
     @strategy("planted/relu-scaled", op="aten.relu.default", kind="direct", examples=[accept(torch.relu, torch.randn(2, 3))])
     def rule_planted(node):

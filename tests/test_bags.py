@@ -4,11 +4,11 @@ drawing (offsets ascending from 0, indices inside the table)."""
 import torch
 import torch.nn.functional as F
 
-from opmap.engine.capture import capture_callable
-from opmap.engine.examples import all_dynamic, capture_example, dynamic_conformance
-from opmap.engine.graph import Ref
-from opmap.engine.rules import accept
-from opmap.engine.verify import draw_inputs
+from opmap.loading.capture import capture_callable
+from opmap.checking.examples import all_dynamic, capture_example, dynamic_conformance
+from opmap.loading.graph import Ref
+from opmap.planning.strategy import accept
+from opmap.checking.verify import draw_inputs
 from tests.test_sampling import RULESET, _built
 
 

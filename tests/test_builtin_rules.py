@@ -3,8 +3,8 @@
 import pytest
 
 from opmap.app import load_rules
-from opmap.engine.examples import run_examples
-from opmap.engine.rules import KINDS
+from opmap.checking.examples import run_examples
+from opmap.planning.strategy import KINDS
 
 RULESET = load_rules(None)
 
@@ -28,7 +28,7 @@ def test_census_ops_are_all_covered():
     from pathlib import Path
 
     census = json.loads((Path(__file__).resolve().parent.parent / "bench" / "census.json").read_text())
-    from opmap.engine.inplace import functional_op
+    from opmap.loading.inplace import functional_op
 
     covered = {op for s in RULESET.strategies.values() for op in s.ops}
     ops = set(census["exported"]["total"]) | set(census["decomposed"]["total"])

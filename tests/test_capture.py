@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from opmap.engine.capture import InputSpec, capture, capture_callable
+from opmap.loading.capture import InputSpec, capture, capture_callable
 from opmap.errors import CaptureError
 from tests.conftest import export_to
 from tests.helpers import Selector, TwoLayer

@@ -12,7 +12,7 @@ from opmap.db import Catalog
 from opmap.db.catalog import BUSY_TIMEOUT_S
 from opmap.db import migrations
 from opmap.db.models import Base
-from opmap.engine.collect import load_source
+from opmap.planning.collect import load_source
 from opmap.errors import CatalogError
 
 USER_RULE = textwrap.dedent('''

@@ -26,8 +26,8 @@ def test_unique_dim_combinations(x, dim):
 def test_selection_bound_takes_the_data_dependent_axis():
     """unique(dim=1)'s data-dependent size is its dim 1 (dim 0 is static): the bound is the input's size along dim 1,
     a bound declared on that size symbol applies, and nonzero's rows stay axis 0."""
-    from opmap.engine.capture import capture_callable
-    from opmap.engine.context import Bounds, Settings
+    from opmap.loading.capture import capture_callable
+    from opmap.planning.fixtures import Bounds, Settings
     from opmap.rules.nonzero import selected_axis, selection_bound
 
     graph = capture_callable(lambda a: (torch.unique(a, dim=1), torch.nonzero(a)), torch.tensor([[3, 1, 3, 2, 1]] * 2)).graph

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from opmap.app import load_rules
-from opmap.engine.examples import capture_example, conformance
-from opmap.engine.rules import accept
+from opmap.checking.examples import capture_example, conformance
+from opmap.planning.strategy import accept
 
 RULESET = load_rules(None)
 EMITTING = [s for s in RULESET.strategies.values()

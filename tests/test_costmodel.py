@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from opmap.engine.backend import import_backend, logger, strongly_typed_network
-from opmap.engine.costmodel import DeviceProfile, estimate
+from opmap.building.backend import import_backend, logger, strongly_typed_network
+from opmap.checking.costmodel import DeviceProfile, estimate
 
 trt = import_backend("tensorrt_rtx")
 pytestmark = pytest.mark.skipif(trt is None, reason="tensorrt_rtx is not installed")

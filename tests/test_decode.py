@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import opmap
-from opmap.engine.builder import BuildError
+from opmap.errors import BuildError
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "examples" / "custom_op"

@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from opmap.engine import diskcache, rewrite
-from opmap.engine.collect import load_source
+from opmap.planning import diskcache, rewrite
+from opmap.planning.collect import load_source
 
 SRC = textwrap.dedent('''
     from opmap import strategy
@@ -95,7 +95,7 @@ def test_no_cache_writes_nothing(cache, monkeypatch):
 def test_decomposition_traces_are_cached_per_op_and_argument_metas(tmp_path, monkeypatch):
     import torch
 
-    from opmap.engine.capture import capture_callable
+    from opmap.loading.capture import capture_callable
     from opmap.rules import decomposition
 
     monkeypatch.setenv("OPMAP_CACHE_DIR", str(tmp_path / "cache"))
@@ -129,7 +129,7 @@ def _define(path, body):
 def test_function_source_text_is_cached_per_file_content(tmp_path, monkeypatch):
     import inspect
 
-    from opmap.engine import sourcetext
+    from opmap.planning import sourcetext
 
     monkeypatch.setenv("OPMAP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(sourcetext, "_FILES", {})
@@ -148,7 +148,7 @@ def test_function_source_text_is_cached_per_file_content(tmp_path, monkeypatch):
 
 
 def test_a_corrupt_source_entry_is_ignored(tmp_path, monkeypatch):
-    from opmap.engine import sourcetext
+    from opmap.planning import sourcetext
 
     monkeypatch.setenv("OPMAP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(sourcetext, "_FILES", {})

@@ -103,7 +103,7 @@ def test_pytorch_decomposition_traces_over_dynamic_dims(cli, tmp_path):
 
 def test_a_decomposition_that_holds_only_on_part_of_the_range_is_rejected():
     """The symbolic trace may assume a size; unless the export's range proves it, the rule says which."""
-    from opmap.engine.graph import Graph, Node, Ref, SymbolRange, TensorMeta
+    from opmap.loading.graph import Graph, Node, Ref, SymbolRange, TensorMeta
     from opmap.rules import decomposition
 
     node = Node(name="diff", op="aten.diff.default", args={"self": Ref("x"), "n": 1, "dim": 0, "prepend": None, "append": None},

@@ -8,7 +8,7 @@ strategy) to keep the suite's time; ``make coverage`` runs every one of them und
 
 import pytest
 
-from opmap.engine.examples import dynamic_conformance
+from opmap.checking.examples import dynamic_conformance
 from tests.test_conformance import EMITTING, EXTRA, RULESET
 
 

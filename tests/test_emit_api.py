@@ -7,8 +7,8 @@ import textwrap
 import pytest
 import torch
 
-from opmap.engine.collect import load_builtin, load_packs
-from opmap.engine.examples import conformance, dynamic_conformance, run_examples
+from opmap.planning.collect import load_builtin, load_packs
+from opmap.checking.examples import conformance, dynamic_conformance, run_examples
 
 PACK = '''
 import torch
@@ -158,11 +158,11 @@ def test_an_emitter_adding_an_unshapeable_layer_is_named_at_its_own_node():
     import torch
 
     from opmap.app import load_rules
-    from opmap.engine.capture import capture_callable
+    from opmap.loading.capture import capture_callable
 
-    from opmap.engine.builder import EmitterBug
-    from opmap.engine.examples import judged_build
-    from opmap.engine.rules import accept, strategy
+    from opmap.errors import EmitterBug
+    from opmap.checking.examples import judged_build
+    from opmap.planning.strategy import accept, strategy
 
     @strategy("planted/lt-on-bool", op="aten.lt.Tensor", kind="direct", examples=[accept(torch.lt, torch.randn(2), torch.randn(2))])
     def rule_planted(node):

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from opmap.app import make_plan, open_catalog
-from opmap.engine.backend import profile
-from opmap.engine.capture import Captured, capture_callable
-from opmap.engine.collect import RuleSet, load_source
-from opmap.engine.context import Settings
-from opmap.engine.equivalence import CONTEXT, NodeView, Watch, node_key
-from opmap.engine.graph import Ref
-from opmap.engine.planner import Planner
+from opmap.building.backend import profile
+from opmap.loading.capture import Captured, capture_callable
+from opmap.planning.collect import RuleSet, load_source
+from opmap.planning.fixtures import Settings
+from opmap.planning.equivalence import CONTEXT, NodeView, Watch, node_key
+from opmap.loading.graph import Ref
+from opmap.planning.planner import Planner
 
 
 def plan_fields(plan) -> list:
@@ -64,7 +64,7 @@ def catalog(tmp_path_factory):
 @pytest.mark.parametrize("name", ["detector", "bert", "llama", "selector"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_memo_changes_no_verdict(name, precision, catalog):
-    from opmap.engine.capture import graph_from_program
+    from opmap.loading.capture import graph_from_program
 
     cat, ruleset = catalog
     program = _program(name)

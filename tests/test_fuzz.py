@@ -1,4 +1,4 @@
-"""The differential fuzzer (opmap/engine/fuzz.py): a fixed CI sample of its campaign, and every defect it found kept as a
+"""The differential fuzzer (opmap/checking/fuzz.py): a fixed CI sample of its campaign, and every defect it found kept as a
 regression case — each builds for real on tensorrt_rtx and is compared with PyTorch by the reference interpreter."""
 
 import random
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from opmap.app import load_rules
-from opmap.engine import fuzz
+from opmap.checking import fuzz
 
 RULESET = load_rules(None)
 S = RULESET.strategies
@@ -45,7 +45,7 @@ def test_a_planted_wrong_emitter_is_found_and_shrunk():
     not verified), and shrinking keeps it wrong on smaller inputs."""
     import dataclasses
 
-    from opmap.engine.rules import accept, strategy
+    from opmap.planning.strategy import accept, strategy
 
     @strategy("planted/exp-as-tanh", op="aten.exp.default", kind="direct", examples=[accept(torch.exp, torch.randn(2, 3))])
     def rule_planted(node):
@@ -161,7 +161,7 @@ def test_fuzzer_findings(fn, inputs):
            "atan2": "ew/atan2", "argmin": "reduce/argmax", "max": "reduce/max-min-dim", "cumsum": "scan/cumsum-layer",
            "slice_scatter": "scatter/slice-scatter", "masked_scatter": "scatter/masked-scatter",
            "scaled_dot_product_attention": "attn/decomposed"}
-    from opmap.engine.capture import capture_callable
+    from opmap.loading.capture import capture_callable
 
     graph = capture_callable(fn, *inputs).graph
     op = next(n.op.split(".")[1] for n in graph if n.op.startswith("aten.") and n.op.split(".")[1] in ops)
@@ -188,7 +188,7 @@ def test_fuzzer_findings_refused(fn, inputs, match):
                 "index_put": "scatter/index-put-accumulate", "native_batch_norm": "norm/batch-norm", "max_pool3d": "pool/max",
                 "max_pool3d_with_indices": "pool/max", "conv_transpose2d": "conv/conv-transpose", "sum": "reduce/prims-sum",
                 "histc": "hist/histc-one-hot"}
-    from opmap.engine.capture import capture_callable
+    from opmap.loading.capture import capture_callable
 
     graph = capture_callable(fn, *inputs).graph
     op = next(n.op.split(".")[1] for n in graph if n.op.startswith(("aten.", "prims.")) and n.op.split(".")[1] in strategy)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from opmap.engine.collect import select
+from opmap.planning.collect import select
 from opmap.grammar import MAX_DEPTH, evaluate, parse_selection
 from tests.conftest import ROOT
 from tests.test_catalog import url  # noqa: F401  (the sqlite / postgres catalog fixture)

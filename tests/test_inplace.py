@@ -1,16 +1,16 @@
-"""In-place and out= overloads are planned as their functional op, by one rule (opmap/engine/inplace.py), whenever the
+"""In-place and out= overloads are planned as their functional op, by one rule (opmap/loading/inplace.py), whenever the
 mutated tensor is an intermediate nobody reads again; a real export, a real build, the interpreter against PyTorch."""
 
 import torch
 
 from opmap.app import load_rules
-from opmap.engine.backend import profile
-from opmap.engine.builder import build_network, serialize
-from opmap.engine.capture import capture_callable
-from opmap.engine.examples import candidates_of
-from opmap.engine.inplace import functional_op
-from opmap.engine.planner import Planner
-from opmap.engine.verify import verify_built
+from opmap.building.backend import profile
+from opmap.building.builder import build_network, serialize
+from opmap.loading.capture import capture_callable
+from opmap.checking.examples import candidates_of
+from opmap.loading.inplace import functional_op
+from opmap.planning.planner import Planner
+from opmap.checking.verify import verify_built
 
 RULESET = load_rules(None)
 
@@ -96,8 +96,8 @@ def test_mutating_an_input_or_a_view_is_functionalized_at_capture():
 
 def test_a_tensor_read_after_its_mutation_is_refused():
     """torch.export rebinds later reads to the mutating node; a graph that still reads the old name is refused."""
-    from opmap.engine.graph import Graph, Node, Ref, TensorMeta
-    from opmap.engine.inplace import as_functional
+    from opmap.loading.graph import Graph, Node, Ref, TensorMeta
+    from opmap.loading.inplace import as_functional
 
     m = TensorMeta((2, 3), "float32")
     nodes = {"mul": Node("mul", "aten.mul.Tensor", {"self": Ref("x"), "other": 2}, [m], users=["add_", "neg"]),

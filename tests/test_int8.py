@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from opmap.engine.verify import draw_inputs
+from opmap.checking.verify import draw_inputs
 from tests.conftest import export_to
 
 
@@ -44,7 +44,7 @@ class SmallCNN(nn.Module):
 def threshold_pt2(tmp_path_factory):
     x = torch.randn(1, 64)
     path = export_to(tmp_path_factory.mktemp("m") / "thr.pt2", Threshold(x), x)
-    from opmap.engine.capture import capture
+    from opmap.loading.capture import capture
 
     x0 = draw_inputs(capture(path).graph, 0)[0]["x"]  # the first generated batch: rebuild with the margin on it
     return export_to(tmp_path_factory.mktemp("m") / "thr.pt2", Threshold(x0), x0)
@@ -113,7 +113,7 @@ def test_cnn_builds_in_int8_and_verifies(cli, tmp_path, db_url):
 
 def test_end_to_end_check_demotes_int8_nodes_whose_outputs_miss(cli, tmp_path, monkeypatch):
     """With a margin no INT8 network meets, every round of the end-to-end check moves INT8 nodes back, and says why."""
-    from opmap.engine import int8
+    from opmap.checking import int8
 
     model = export_to(tmp_path / "cnn.pt2", SmallCNN(), torch.randn(1, 3, 16, 16))
     assert cli("calibrate", model, "--generate", "2").code == 0
@@ -137,7 +137,7 @@ def _matmul_network(trt, weight_dtype):
     """x[16,64] @ w[64,32] with Q/DQ on both (FP8), or an INT4 weight dequantized per 32-element block (weight-only)."""
     import numpy as np
 
-    from opmap.engine.backend import logger, strongly_typed_network
+    from opmap.building.backend import logger, strongly_typed_network
 
     builder = trt.Builder(logger(trt))
     net = strongly_typed_network(trt, builder)
@@ -168,7 +168,7 @@ def _matmul_network(trt, weight_dtype):
 @pytest.mark.parametrize("kind, builds_for, fails_for", [("fp8", "SM89", "SM86"), ("int4", "SM80", "SM75")])
 def test_the_refusal_reasons_hold_on_tensorrt_rtx(kind, builds_for, fails_for):
     """The facts NOT_PLACED states: FP8 builds only for SM89+, INT4 weight-only builds (SM80+) — real AOT builds."""
-    from opmap.engine.backend import import_backend
+    from opmap.building.backend import import_backend
 
     trt = import_backend("tensorrt_rtx")
     results = {}
@@ -257,10 +257,10 @@ def _int8_network(tmp_path, module, example):
     """Calibrate (2 generated batches), plan for INT8 and build the network for real: (plan, built, captured)."""
     from opmap import app as svc
     from opmap.calibrate import calibrate
-    from opmap.engine.backend import profile
-    from opmap.engine.builder import build_network, serialize
-    from opmap.engine.capture import capture
-    from opmap.engine.context import Settings
+    from opmap.building.backend import profile
+    from opmap.building.builder import build_network, serialize
+    from opmap.loading.capture import capture
+    from opmap.planning.fixtures import Settings
 
     path = export_to(tmp_path / "m.pt2", module, example)
     catalog, ruleset = svc.open_catalog(str(tmp_path / "c.db"))
@@ -284,7 +284,7 @@ def test_a_tensor_read_by_several_int8_nodes_is_quantized_once(tmp_path):
     assert len(activations) == 1  # one Quantize of x (and one Dequantize of it) for q, k and v
     assert len([d for d in _layers(built, "DEQUANTIZE") if d.get_input(0).name == activations[0].get_output(0).name]) == 1
     assert not _layers(built, "CAST") or all(c.get_input(0).name != "x" for c in _layers(built, "CAST"))
-    from opmap.engine.verify import verify_built
+    from opmap.checking.verify import verify_built
 
     report = verify_built(built, captured.program, draw_inputs(captured.graph, 0)[0], precision="int8")
     assert report.ok, [o.note for o in report.outputs]
@@ -293,20 +293,23 @@ def test_a_tensor_read_by_several_int8_nodes_is_quantized_once(tmp_path):
 def test_a_conv_relu_conv_chain_stays_int8_between_the_convolutions(tmp_path):
     """conv -> relu -> conv: the relu's output is quantized once, in the first convolution's kernel (its epilogue), and
     the second reads INT8 and computes in INT8 — no float round trip, no cast, between the two."""
-    from opmap.engine.costmodel import DeviceProfile, estimate
-    from opmap.engine.fusion import Fusion
+    from opmap.checking.costmodel import DeviceProfile, estimate
+    from opmap.building.fusion import Fusion
 
     plan, built, captured = _int8_network(tmp_path, ConvChain(), torch.randn(2, 8, 16, 16))
     assert [n.precision for n in plan.nodes if n.node.op == "aten.conv2d.default"] == ["int8", "int8"]
-    assert not _layers(built, "CAST")[:-1]  # at most the cast of the output back to float32
     inputs = draw_inputs(captured.graph, 0)[0]
     est = estimate(built, inputs, DeviceProfile.load())
     kernels = [(kind, name) for name, kind, _ms in est.by_layer if "(fused)" not in kind]
-    assert [k for k, _ in kernels] == ["QUANTIZE", "CONVOLUTION", "CONVOLUTION"], kernels  # the input's Q, two convs
+    # the input's Q and two convolutions: any cast (to the relu's precision, to the output's dtype) and the relu's Q
+    # run in the first convolution's epilogue
+    assert [k for k, _ in kernels] == ["QUANTIZE", "CONVOLUTION", "CONVOLUTION"], kernels
+    relu = built.node_tensors["relu"][0]
+    assert len([q for q in _layers(built, "QUANTIZE") if q.get_input(0).name == relu]) == 1
     fusion = Fusion(built.network)
     (second,) = [c for c in _layers(built, "CONVOLUTION") if "conv2d_1" in c.name]
     assert fusion.compute_dtype(second, [], torch.float16) == torch.int8
-    from opmap.engine.verify import verify_built
+    from opmap.checking.verify import verify_built
 
     assert verify_built(built, captured.program, inputs, precision="int8").ok
 
@@ -314,7 +317,7 @@ def test_a_conv_relu_conv_chain_stays_int8_between_the_convolutions(tmp_path):
 def test_a_max_pool_between_int8_convolutions_runs_on_int8(tmp_path):
     """conv -> relu -> max pool -> conv: the pooling reads through Q/DQ at its output's scale (exact: max commutes with
     the quantization), so the Quantize runs in the first convolution's epilogue and the pooling reads INT8."""
-    from opmap.engine.costmodel import DeviceProfile, estimate
+    from opmap.checking.costmodel import DeviceProfile, estimate
 
     plan, built, captured = _int8_network(tmp_path, ConvChain(pool=True), torch.randn(2, 8, 16, 16))
     (pool,) = [n for n in plan.nodes if n.node.op == "aten.max_pool2d.default"]
@@ -323,7 +326,7 @@ def test_a_max_pool_between_int8_convolutions_runs_on_int8(tmp_path):
     est = estimate(built, inputs, DeviceProfile.load())
     kernels = [kind for _name, kind, _ms in est.by_layer if "(fused)" not in kind]
     assert kernels == ["QUANTIZE", "CONVOLUTION", "POOLING", "CONVOLUTION"], kernels  # the image's Q only
-    from opmap.engine.verify import verify_built
+    from opmap.checking.verify import verify_built
 
     assert verify_built(built, captured.program, inputs, precision="int8").ok
 
@@ -340,8 +343,8 @@ def test_a_residual_add_joins_the_convolution_epilogue_through_a_dequantize(tmp_
     (relu,) = [n for n in captured.graph if n.name == "relu"]
     h = built.node_tensors[relu.name][0]
     assert len([q for q in _layers(built, "QUANTIZE") if q.get_input(0).name == h]) == 1
-    from opmap.engine.costmodel import DeviceProfile, estimate
-    from opmap.engine.verify import verify_built
+    from opmap.checking.costmodel import DeviceProfile, estimate
+    from opmap.checking.verify import verify_built
 
     inputs = draw_inputs(captured.graph, 0)[0]
     est = estimate(built, inputs, DeviceProfile.load())
@@ -354,7 +357,7 @@ def _hand_network(residual_quantized: bool):
     would): the fusion rules read the structure, not opmap's names."""
     import numpy as np
 
-    from opmap.engine.backend import import_backend, logger, strongly_typed_network
+    from opmap.building.backend import import_backend, logger, strongly_typed_network
 
     trt = import_backend("tensorrt_rtx")
     net = strongly_typed_network(trt, trt.Builder(logger(trt)))
@@ -389,7 +392,7 @@ def test_fusion_folds_the_quantize_into_a_conv_epilogue_only_with_a_quantized_re
     of its own; with the residual dequantized from INT8 the whole conv -> add -> relu -> Q is one kernel."""
     from types import SimpleNamespace
 
-    from opmap.engine.costmodel import DeviceProfile, estimate
+    from opmap.checking.costmodel import DeviceProfile, estimate
 
     trt, net, _keep = _hand_network(residual_quantized)
     est = estimate(SimpleNamespace(network=net, trt=trt, attention={}, layer_map={}), {"x": torch.randn(1, 8, 8, 8).half()},

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from opmap.engine.backend import import_backend, logger, strongly_typed_network
-from opmap.engine.interpreter import InterpreterError, run_network
+from opmap.building.backend import import_backend, logger, strongly_typed_network
+from opmap.checking.interpreter import InterpreterError, run_network
 
 trt = import_backend("tensorrt_rtx")
 
@@ -83,7 +83,7 @@ def test_unknown_layer_kind_is_an_error_not_a_skip(net):
 
 def test_results_are_checked_against_tensorrts_inference(net, monkeypatch):
     """A wrong interpretation is caught by TensorRT's own shape/dtype inference, not silently propagated."""
-    from opmap.engine import interpreter
+    from opmap.checking import interpreter
 
     x = net.add_input("x", trt.DataType.FLOAT, (2, 3))
     net.mark_output(net.add_unary(x, trt.UnaryOperation.ABS).get_output(0))

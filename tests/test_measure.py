@@ -4,7 +4,7 @@ import json
 import textwrap
 
 from opmap.app import load_rules
-from opmap.engine.costmodel import DeviceProfile
+from opmap.checking.costmodel import DeviceProfile
 
 
 def test_measure_records_build_accuracy_and_estimated_latency(cli):

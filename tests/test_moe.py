@@ -22,7 +22,7 @@ def mixtral_pt2(tmp_path_factory):
 
 def test_a_fresh_process_loads_the_archive_through_the_known_provider(mixtral_pt2):
     """Nothing of transformers is imported up front; the archive's namespace picks the provider from opmap's table."""
-    code = ("import sys; from opmap.engine.capture import capture; g = capture(sys.argv[1]).graph; "
+    code = ("import sys; from opmap.loading.capture import capture; g = capture(sys.argv[1]).graph; "
             "print(sum(n.op == 'transformers.grouped_mm_fallback.default' for n in g))")
     r = subprocess.run([sys.executable, "-c", code, str(mixtral_pt2)], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -3,10 +3,10 @@
 import torch
 
 from opmap.app import load_rules
-from opmap.engine.backend import profile
-from opmap.engine.capture import capture_callable
-from opmap.engine.examples import candidates_of
-from opmap.engine.planner import Planner
+from opmap.building.backend import profile
+from opmap.loading.capture import capture_callable
+from opmap.checking.examples import candidates_of
+from opmap.planning.planner import Planner
 
 RULESET = load_rules(None)
 

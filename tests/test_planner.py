@@ -4,11 +4,11 @@ import textwrap
 
 import torch
 
-from opmap.engine.backend import profile
-from opmap.engine.capture import capture_callable
-from opmap.engine.collect import RuleSet, load_builtin, load_source
-from opmap.engine.context import Settings
-from opmap.engine.planner import Cost, Planner
+from opmap.building.backend import profile
+from opmap.loading.capture import capture_callable
+from opmap.planning.collect import RuleSet, load_builtin, load_source
+from opmap.planning.fixtures import Settings
+from opmap.planning.planner import Cost, Planner
 
 SRC = textwrap.dedent('''
     from opmap import strategy

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from opmap.app import load_rules
-from opmap.engine.backend import import_backend, logger, strongly_typed_network
-from opmap.engine.examples import conformance
-from opmap.engine.interpreter import InterpreterError, run_network
-from opmap.engine.rules import accept
+from opmap.building.backend import import_backend, logger, strongly_typed_network
+from opmap.checking.examples import conformance
+from opmap.checking.interpreter import InterpreterError, run_network
+from opmap.planning.strategy import accept
 from opmap.rules.recurrent import Recurrent, export_dynamic_length
 
 trt = import_backend("tensorrt_rtx")
@@ -156,12 +156,13 @@ def test_dynamic_sequence_and_batch_build_and_verify(cli, tmp_path, case):
 
 def _loop_verified_at_three_points(program, inputs):
     """rnn/loop pinned on the recurrent node, built for real, verified at the profile's min, opt and max."""
-    from opmap.engine.backend import profile
-    from opmap.engine.builder import build_network, serialize
-    from opmap.engine.capture import graph_from_program
-    from opmap.engine.examples import candidates_of
-    from opmap.engine.planner import Planner
-    from opmap.engine.verify import profile_points, resize_inputs, verify_built
+    from opmap.building.backend import profile
+    from opmap.building.builder import build_network, serialize
+    from opmap.loading.capture import graph_from_program
+    from opmap.checking.examples import candidates_of
+    from opmap.planning.planner import Planner
+    from opmap.building.profile import profile_points
+    from opmap.checking.verify import resize_inputs, verify_built
 
     graph = graph_from_program(program)
     node = next(n for n in graph if n.op in RULESET.strategies["rnn/loop"].ops)

@@ -5,11 +5,11 @@ import textwrap
 import pytest
 import torch
 
-from opmap.engine import context
-from opmap.engine.capture import capture_callable
-from opmap.engine.collect import RuleSet, load_source, module_fixtures, select
-from opmap.engine.judge import Judge
-from opmap.engine.rules import Outcome
+from opmap.planning import fixtures as context
+from opmap.loading.capture import capture_callable
+from opmap.planning.collect import RuleSet, load_source, module_fixtures, select
+from opmap.planning.judge import Judge
+from opmap.planning.strategy import Outcome
 from opmap.errors import OpmapError, RuleDefinitionError
 
 
@@ -23,7 +23,7 @@ def graph():
 
 
 def judge_all(strats, graph, op, backend="tensorrt_rtx", settings=None):
-    from opmap.engine.backend import profile
+    from opmap.building.backend import profile
 
     judge = Judge(base={"settings": settings or context.Settings(), "backend": profile(backend), "catalog_ops": frozenset()},
                   builtin_fixtures=module_fixtures(context))
@@ -136,7 +136,7 @@ def test_fixture_scopes_yield_teardown_and_errors(graph):
         def rule_cycle(loop_a):
             pass
     ''', "rule_fx.py")
-    from opmap.engine.backend import profile
+    from opmap.building.backend import profile
     judge = Judge(base={"settings": context.Settings(), "backend": profile("tensorrt_rtx")}, builtin_fixtures=module_fixtures(context))
     fx = s["t/fx"]
     with judge.graph_scope(graph):

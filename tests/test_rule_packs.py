@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from opmap.engine.collect import RuleSet, load_packs
+from opmap.planning.collect import RuleSet, load_packs
 
 
 @pytest.fixture
@@ -39,8 +39,8 @@ def test_pack_is_loaded_rewritten_and_tagged(site):
     assert strat.origin == "pack:acme-rules" and strat.source_path.endswith("acme_rules.py")
     import torch
 
-    from opmap.engine.examples import judge_example
-    from opmap.engine.rules import accept
+    from opmap.checking.examples import judge_example
+    from opmap.planning.strategy import accept
 
     verdict, _ = judge_example(strat, accept(torch.relu, torch.randn(2, 3)), ruleset, frozenset())
     assert verdict.reason == "acme's kernel is 1-D" and verdict.evidence["limit"] == "1", "pack asserts are rewritten too"

@@ -1,4 +1,4 @@
-"""Cubic Resize and GridSample: the reference interpreter's semantics (opmap/engine/sampling.py, written from the
+"""Cubic Resize and GridSample: the reference interpreter's semantics (opmap/checking/sampling.py, written from the
 layers' formulas) against PyTorch's own ops over argument combinations, then built networks of the strategies."""
 
 import itertools
@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from opmap.engine import sampling
-from opmap.engine.examples import conformance
-from opmap.engine.rules import accept
+from opmap.checking import sampling
+from opmap.checking.examples import conformance
+from opmap.planning.strategy import accept
 from opmap.rules.sampling import PYTORCH_CUBIC_A
 from tests.test_conformance import RULESET
 

@@ -15,8 +15,8 @@ import pytest
 import sympy
 import torch
 
-from opmap.engine import symexpr
-from opmap.engine.capture import capture
+from opmap.loading import symexpr
+from opmap.loading.capture import capture
 from opmap.errors import CaptureError
 from tests import hostile
 from tests.conftest import ROOT
@@ -180,7 +180,7 @@ def test_torchscript_needs_the_flag(tmp_path):
 
 def test_defence_in_depth_while_deserializing():
     """Inside no_code(), what the gate should have refused raises instead of running."""
-    from opmap.engine.safeload import Refused, no_code
+    from opmap.loading.safeload import Refused, no_code
 
     marker_payload = pickle.dumps(hostile.Payload("/nonexistent/never"))
     with no_code():

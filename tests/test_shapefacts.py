@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from opmap.engine.capture import capture_callable
-from opmap.engine.shapefacts import ShapeFactError, satisfying_points
-from opmap.engine.verify import profile_points
+from opmap.loading.capture import capture_callable
+from opmap.loading.shapefacts import ShapeFactError, satisfying_points
+from opmap.building.profile import profile_points
 from tests.conftest import export_to
 
 AUTO = {0: torch.export.Dim.AUTO(max=32), 1: torch.export.Dim.AUTO(max=32)}

@@ -4,12 +4,12 @@
 import torch
 
 from opmap.app import load_rules
-from opmap.engine.backend import profile
-from opmap.engine.builder import build_network, serialize
-from opmap.engine.capture import capture_callable, graph_from_program
-from opmap.engine.examples import candidates_of
-from opmap.engine.planner import Planner
-from opmap.engine.verify import engine_buffer, verify_built
+from opmap.building.backend import profile
+from opmap.building.builder import build_network, serialize
+from opmap.loading.capture import capture_callable, graph_from_program
+from opmap.checking.examples import candidates_of
+from opmap.planning.planner import Planner
+from opmap.checking.verify import engine_buffer, verify_built
 
 RULESET = load_rules()
 OP = "aten.sym_storage_offset.default"

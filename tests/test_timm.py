@@ -63,10 +63,10 @@ def test_bench_marks_rows_past_its_budget_not_run(tmp_path):
 def _verified_or_refused(opened, fn, *inputs):
     """A verified engine, or a planner refusal with its reasons — never an emitter's crash (a BuildError)."""
     from opmap import app as svc
-    from opmap.engine.backend import profile
-    from opmap.engine.capture import capture_callable
-    from opmap.engine.context import Settings
-    from opmap.engine.verify import draw_inputs, verify_built
+    from opmap.building.backend import profile
+    from opmap.loading.capture import capture_callable
+    from opmap.planning.fixtures import Settings
+    from opmap.checking.verify import draw_inputs, verify_built
 
     catalog, ruleset = opened
     captured = capture_callable(fn, *inputs)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from examples.zoo import TRANSFORMERS, export_transformer
-from opmap.engine.capture import graph_from_program
+from opmap.loading.capture import graph_from_program
 
 
 @pytest.fixture(scope="module")

@@ -124,7 +124,7 @@ def test_verify_traced_torchscript(cli, tmp_path):
 
 
 def test_a_missing_output_is_a_failure_not_a_skip(tmp_path):
-    from opmap.engine.verify import OutputCheck, Report
+    from opmap.checking.verify import OutputCheck, Report
 
     report = Report(outputs=[OutputCheck("output0", "x", (2,), "float32", 0.0, 0.0, 0.0, True)], expected=2)
     assert not report.ok
@@ -132,7 +132,7 @@ def test_a_missing_output_is_a_failure_not_a_skip(tmp_path):
 
 
 def test_traced_torchscript_stays_static_unless_asked(tmp_path):
-    from opmap.engine.capture import DynamicSpec, capture
+    from opmap.loading.capture import DynamicSpec, capture
     from opmap.errors import CaptureError
 
     model = tmp_path / "traced.pt"
@@ -151,7 +151,7 @@ def test_traced_torchscript_stays_static_unless_asked(tmp_path):
 
 
 def test_compare_treats_nan_and_infinity_honestly():
-    from opmap.engine.verify import compare
+    from opmap.checking.verify import compare
 
     inf, nan = float("inf"), float("nan")
     assert compare(torch.tensor([inf, -inf, nan, 1.0]), torch.tensor([inf, -inf, nan, 1.0]))[3]  # equal: agree

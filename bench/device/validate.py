@@ -18,7 +18,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from opmap.engine.costmodel import DEFAULT_PROFILE, DeviceProfile  # noqa: E402
+from opmap.checking.costmodel import DEFAULT_PROFILE, DeviceProfile  # noqa: E402
 
 KIND = {"elementwise": "ELEMENTWISE", "reduce": "REDUCE", "matmul": "MATRIX_MULTIPLY", "conv": "CONVOLUTION",
         "scan": "CUMULATIVE", "gather": "GATHER", "topk": "TOPK"}
@@ -26,7 +26,7 @@ DTYPE = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "
 DOC = Path(__file__).with_name("README.md")
 INTRO = """# Device profile and cost-model validation
 
-The cost model (`opmap/engine/costmodel.py`, fusion rules in `opmap/engine/fusion.py`) charges each kernel a launch plus
+The cost model (`opmap/checking/costmodel.py`, fusion rules in `opmap/building/fusion.py`) charges each kernel a launch plus
 the larger of bytes / measured bandwidth (each tensor at its own element size) and flops / measured throughput for the
 dtype it computes in (fp32 as TF32, fp16, bf16, int8; convolutions have their own numbers). Layers TensorRT fuses into
 a neighbour's kernel (pointwise epilogues, casts, Q/DQ, constant-derived layers, pure reshapes) are charged no launch

@@ -2,7 +2,7 @@
 
 A plugin strategy applies only where its plugin library is registered here (and the
 backend can add plugin layers at all; TensorRT-RTX cannot). Rule packs are found
-through the ``opmap.rules`` entry-point group (see ``opmap.engine.collect``).
+through the ``opmap.rules`` entry-point group (see ``opmap.planning.collect``).
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ def opmap_ruleset():
 
 def _resolve(target: Any, ruleset) -> list:
     """A Strategy, a strategy id, a rule file path, or ``path::strategy-id``."""
-    from opmap.engine.collect import load_source, rule_files
-    from opmap.engine.rules import Strategy, StrategyFamily
+    from opmap.planning.collect import load_source, rule_files
+    from opmap.planning.strategy import Strategy, StrategyFamily
 
     if isinstance(target, Strategy):
         return [target]
@@ -49,7 +49,7 @@ def _resolve(target: Any, ruleset) -> list:
 @pytest.fixture
 def opmap_capture() -> Callable:
     """``opmap_capture(fn, *inputs) -> Graph``: a real torch.export of a function or module."""
-    from opmap.engine.capture import capture_callable
+    from opmap.loading.capture import capture_callable
 
     return lambda fn, *inputs, **kw: capture_callable(fn, *inputs, **kw).graph
 
@@ -57,8 +57,8 @@ def opmap_capture() -> Callable:
 @pytest.fixture
 def opmap_judge(opmap_ruleset) -> Callable:
     """``opmap_judge(strategy, fn, *inputs, backend=None, node=None, **settings) -> Verdict``."""
-    from opmap.engine.examples import judge_example
-    from opmap.engine.rules import Example
+    from opmap.checking.examples import judge_example
+    from opmap.planning.strategy import Example
 
     def judge(target, fn, *inputs, backend=None, node=None, **settings):
         (strat, *_rest) = _resolve(target, opmap_ruleset)
@@ -72,7 +72,7 @@ def opmap_judge(opmap_ruleset) -> Callable:
 @pytest.fixture
 def opmap_examples(opmap_ruleset) -> Callable:
     """``opmap_examples(target)``: run the strategies' own accept/reject examples; fail listing every failure."""
-    from opmap.engine.examples import run_examples
+    from opmap.checking.examples import run_examples
 
     def run(target):
         strategies = _resolve(target, opmap_ruleset)

@@ -8,7 +8,7 @@ float arithmetic; the table costs bags × indices elements.
 import torch
 import torch.nn.functional as F
 
-from opmap.engine.rules import accept, reject, strategy
+from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import outputs_unused, t, trt_types
 
 A = torch.ops.aten

@@ -13,9 +13,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from opmap.engine.context import FLOAT_DTYPES, MAX_RANK, TRT_DTYPES
-from opmap.engine.graph import Ref
-from opmap.engine.rules import Example, accept, function_source, reject, strategy
+from opmap.planning.fixtures import FLOAT_DTYPES, MAX_RANK, TRT_DTYPES
+from opmap.loading.graph import Ref
+from opmap.planning.strategy import Example, accept, reject, strategy
+from opmap.planning.sourcetext import function_source
 
 Check = Callable[..., None]
 

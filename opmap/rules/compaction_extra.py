@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from opmap.engine.rules import accept, reject, strategy
+from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import t, trt_types
 from opmap.rules.compaction import CONTRACT, _finish, run_heads, run_lengths, static_mask
 from opmap.rules.nonzero import _bound, _scatter_rows, _slots, _static_bound, selection_bound

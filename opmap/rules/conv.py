@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from opmap.engine.rules import accept, reject
+from opmap.planning.strategy import accept, reject
 from opmap.rules.common import define, float_input, outputs_unused, static_arg, t
 
 ns = globals()

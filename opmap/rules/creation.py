@@ -2,8 +2,8 @@
 
 import torch
 
-from opmap.engine.graph import Ref
-from opmap.engine.rules import Example, accept
+from opmap.loading.graph import Ref
+from opmap.planning.strategy import Example, accept
 from opmap.rules.common import define, out_dims, static, t
 
 ns = globals()

@@ -8,7 +8,7 @@ missing: plugin layers on the backend, and an IPluginV3 library registered for t
 
 import torch
 
-from opmap.engine.rules import accept, reject, skip, strategy
+from opmap.planning.strategy import accept, reject, skip, strategy
 from opmap.plugins import plugin_available
 
 NOT_CUSTOM = ("aten.", "prims.", "operator.", "builtins.", "torch.sym", "higher_order.", "_operator.")

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from opmap.engine import diskcache
-from opmap.engine.capture import op_name
-from opmap.engine.graph import Graph, Node, Ref, TensorMeta
-from opmap.engine.inplace import aten_overload as resolve
-from opmap.engine.rules import accept, reject, skip, strategy
+from opmap.planning import diskcache
+from opmap.loading.capture import op_name
+from opmap.loading.graph import Graph, Node, Ref, TensorMeta
+from opmap.loading.inplace import aten_overload as resolve
+from opmap.planning.strategy import accept, reject, skip, strategy
 from opmap.rules.common import t
 
 
@@ -35,7 +35,7 @@ def _full_table() -> dict:
 
 class _Table:
     """Which ATen ops the core-ATen table decomposes, from a cached list of their names: materialising the table
-    takes about a second per process, and only tracing needs it (see :mod:`opmap.engine.diskcache`)."""
+    takes about a second per process, and only tracing needs it (see :mod:`opmap.planning.diskcache`)."""
 
     def __init__(self) -> None:
         name = diskcache.key("core-aten-table", torch.__version__)
@@ -128,7 +128,7 @@ class _Symbolic:
     def dim(self, d):
         if isinstance(d, int):
             return d
-        from opmap.engine import symexpr
+        from opmap.loading import symexpr
 
         outer = symexpr.parse(d)
         expr = outer.subs({s: self._symbol(str(s)) for s in outer.free_symbols}, simultaneous=True)
@@ -169,7 +169,7 @@ class _Symbolic:
     def _export_asserts(self) -> tuple:
         """The size facts torch.export proved with runtime asserts (``_assert_scalar`` nodes, e.g. that a size is
         even), in this env's symbols: the outer graph checks them, so the trace may rely on them."""
-        from opmap.engine import symexpr
+        from opmap.loading import symexpr
 
         facts = []
         for node in self.graph:
@@ -262,7 +262,7 @@ def _signature(value, graph):
 @lru_cache(maxsize=1)
 def _code_hash() -> str:
     """This module's and the capture's source: a change to how expansions are traced or converted is a new entry."""
-    from opmap.engine import capture, graph
+    from opmap.loading import capture, graph
 
     return diskcache.key(*(Path(m.__file__).read_bytes() for m in (sys.modules[__name__], capture, graph)))
 
@@ -273,7 +273,7 @@ def _make_fx(node, graph):
     Static arguments are traced at their sizes; with a dynamic dim anywhere, symbolically (:class:`_Symbolic`)."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from opmap.engine.capture import graph_from_fx
+    from opmap.loading.capture import graph_from_fx
 
     overload = resolve(node.op)
     symbolic = _Symbolic(graph) if not all(m.is_static for m in node.tensor_args().values()) else None

@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from opmap.engine.rules import accept, reject, strategy
+from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import float_input, max_rank, t, trt_types
 
 A = torch.ops.aten

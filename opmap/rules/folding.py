@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from opmap.engine.rules import accept, reject, strategy
+from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import float_input, t, trt_types
 
 

@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from opmap.engine.graph import Ref
-from opmap.engine.builder import broadcast_shape
+from opmap.loading.graph import Ref
+from opmap.building.builder import broadcast_shape
 from opmap.rules.common import define, out_dims, static_arg, t
 
 ns = globals()

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from opmap.engine.graph import Ref
+from opmap.loading.graph import Ref
 from opmap.rules.common import define, float_input, t
 
 ns = globals()

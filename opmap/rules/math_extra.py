@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from opmap.engine.rules import accept, reject
+from opmap.planning.strategy import accept, reject
 from opmap.rules.common import bool_or_int_only, define, emit_unary, float_input, not_bool, out_dims, t
 from opmap.rules.elementwise import _trunc
 

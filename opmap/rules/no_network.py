@@ -7,7 +7,7 @@ the reason names that change.
 
 import torch
 
-from opmap.engine.rules import reject, strategy
+from opmap.planning.strategy import reject, strategy
 from opmap.rules.common import t
 
 A = torch.ops.aten

@@ -12,8 +12,9 @@ import torch
 
 import math
 
-from opmap.engine.builder import BuildError, broadcast_shape
-from opmap.engine.rules import accept, reject, strategy
+from opmap.errors import BuildError
+from opmap.building.builder import broadcast_shape
+from opmap.planning.strategy import accept, reject, strategy
 from opmap.plugins import plugin_available
 from opmap.rules.common import max_rank, t, trt_types
 
@@ -135,7 +136,7 @@ def _scatter_rows(ctx, rows, target, bound, rest, fill, dtype):
 
 def _bound(ctx, node, axis: int | None = None):
     """(the static bound of the node's selected dim, its size symbol or None when the size is static)."""
-    from opmap.engine.context import Bounds
+    from opmap.planning.fixtures import Bounds
 
     axis = selected_axis(node) if axis is None else axis
     symbol = node.out.shape[axis]
@@ -259,7 +260,7 @@ def _emit_mask_static(ctx, node):
 
 
 def _emit_masked_reduce(ctx, node):
-    from opmap.engine.builder import Masked
+    from opmap.building.builder import Masked
 
     if node.op in NONZERO:
         flat, shape = _flat_nonzero_mask(ctx)

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from opmap.engine.rules import accept
+from opmap.planning.strategy import accept
 from opmap.rules.common import define, float_input, static_arg, t
 
 ns = globals()
@@ -26,7 +26,7 @@ def normalized_shape_static(node, **_):
 
 def _affine_param(ctx, name, rank, axis_from, default):
     """A per-feature weight/bias shaped to broadcast against the input (or the constant default)."""
-    from opmap.engine.graph import Ref
+    from opmap.loading.graph import Ref
 
     ref = ctx.node.arg(name)
     shape = list(ctx.node.meta("input").shape[axis_from:])
@@ -81,7 +81,7 @@ def _emit_rms_norm(ctx, node):
 
 
 def _channel_param(ctx, name, default, rank):
-    from opmap.engine.graph import Ref
+    from opmap.loading.graph import Ref
 
     ref = ctx.node.arg(name)
     if not isinstance(ref, Ref):  # a scalar that broadcasts over every (possibly symbolic) channel count

@@ -6,9 +6,9 @@ import re
 import torch
 import torch.nn.functional as F
 
-from opmap.engine.rules import accept, reject
+from opmap.planning.strategy import accept, reject
 from opmap.rules.common import define, emit_identity, eval_mode, t
-from opmap.engine.graph import Ref
+from opmap.loading.graph import Ref
 
 ns = globals()
 

@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from opmap.engine.rules import accept, reject, strategy
+from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import define, float_input, t, trt_types
 from opmap.rules.conv import _emit_pool, _spatial_args, indices_unused, no_ceil_mode_with_dilation
 

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from opmap.engine.rules import accept, reject, strategy
+from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import define, float_input, t
 
 ns = globals()
@@ -13,7 +13,7 @@ def _emit_random(ctx, node):
     dtype = ctx.output_dtype()
     normal = "randn" in node.op
     op = ctx.trt.FillOperation.RANDOM_NORMAL if normal else ctx.trt.FillOperation.RANDOM_UNIFORM
-    from opmap.engine.builder import trt_dtype
+    from opmap.building.builder import trt_dtype
 
     layer = ctx.net.add_fill(tuple(dims), op, trt_dtype(ctx.trt, "float32"))
     layer.alpha, layer.beta = (0.0, 1.0)  # uniform: [min, max); normal: mean, std

@@ -2,7 +2,7 @@
 
 import torch
 
-from opmap.engine.rules import reject, strategy
+from opmap.planning.strategy import reject, strategy
 from opmap.rules.common import t
 
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from opmap.engine.graph import Ref
-from opmap.engine.rules import reject
+from opmap.loading.graph import Ref
+from opmap.planning.strategy import reject
 from opmap.errors import OpmapError
 from opmap.rules.common import define, float_input, t
 

@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from opmap.engine.builder import BuildError
-from opmap.engine.rules import accept
+from opmap.errors import BuildError
+from opmap.planning.strategy import accept
 from opmap.rules.common import define, float_input, t, truth
 
 ns = globals()
@@ -123,7 +123,7 @@ def emit_bool_reduce(op):
     def emit(ctx, node):
         sel = ctx.masked("self")
         if sel is not None:
-            from opmap.engine.builder import Masked
+            from opmap.building.builder import Masked
 
             as_int = Masked(ctx.cast(truth(ctx, sel.rows), "int32"), sel.mask, sel.source)
             counted = reduce_masked(ctx, node, as_int, op)

@@ -1,10 +1,10 @@
 """Resampling ops with a TensorRT layer of their own: bicubic upsampling (Resize CUBIC) and ``grid_sample``
-(GridSample). The reference interpreter's semantics of both are in opmap/engine/sampling.py."""
+(GridSample). The reference interpreter's semantics of both are in opmap/checking/sampling.py."""
 
 import torch
 import torch.nn.functional as F
 
-from opmap.engine.rules import accept, reject, strategy
+from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import float_input, max_rank, t, trt_types
 from opmap.rules.conv import resize_layer, static_spatial_output
 

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from opmap.engine.rules import accept, reject, strategy
+from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import define, out_dims, t, trt_types
 from opmap.rules.scatter_reduce import _static_small
 

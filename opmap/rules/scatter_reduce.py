@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from opmap.engine.rules import accept, reject, strategy
+from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import float_input, t, trt_types
 from opmap.rules.indexing import put_indices, put_indices_static
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from opmap.engine.graph import Ref
+from opmap.loading.graph import Ref
 
 from opmap.rules.common import define, emit_identity, int_arg, out_dims, static, t
 

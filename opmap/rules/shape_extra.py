@@ -6,7 +6,7 @@ dynamic."""
 import torch
 import torch.nn.functional as F
 
-from opmap.engine.rules import accept
+from opmap.planning.strategy import accept
 from opmap.rules.common import define, out_dims, static_arg, t
 from opmap.rules.shape import _emit_repeat, _in_range
 

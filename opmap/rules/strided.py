@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from opmap.engine.rules import accept, reject, strategy
+from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import t, trt_types
 
 A = torch.ops.aten

@@ -60,8 +60,8 @@ class Trial:
 def run_case(strat: Any, case: Case, ruleset: Any, backend: str = "tensorrt_rtx") -> Trial:
     """Judge the case's node with ``strat``; where it applies, build for real with ``strat`` pinned and compare with
     PyTorch (at the case's own inputs when static, at the profile's min/opt/max when dynamic)."""
-    from opmap.engine.capture import capture_callable
-    from opmap.engine.examples import every_dim_dynamic, find_node, judged_build
+    from opmap.loading.capture import capture_callable
+    from opmap.checking.examples import every_dim_dynamic, find_node, judged_build
     from opmap.errors import OpmapError, first_line
 
     def trial(status: str, reason: str = "", error: float = 0.0) -> Trial:

@@ -2,7 +2,7 @@
 
 Base values (provided by the planner, not functions): ``node`` (node scope),
 ``graph`` (graph scope), ``settings`` and ``backend`` (session scope). Built-in
-fixtures derived from them are defined here with :func:`~opmap.engine.rules.fixture`.
+fixtures derived from them are defined here with :func:`~opmap.planning.strategy.fixture`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from opmap.engine import symexpr
-from opmap.engine.graph import Dim, Graph, Node, Ref, TensorMeta, finite_int
-from opmap.engine.rules import fixture
+from opmap.loading import symexpr
+from opmap.loading.graph import Dim, Graph, Node, Ref, TensorMeta, finite_int
+from opmap.planning.strategy import fixture
 
 # dtypes a TensorRT tensor can have (TensorRT has no float64 and no complex types).
 TRT_DTYPES = frozenset({"float32", "float16", "bfloat16", "int32", "int64", "int8", "uint8", "bool", "float8_e4m3fn"})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from functools import lru_cache
 
-from opmap.engine.graph import Graph, Node, Ref
+from opmap.loading.graph import Graph, Node, Ref
 
 
 def aten_overload(op: str):

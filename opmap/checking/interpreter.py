@@ -21,8 +21,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from opmap.engine import sampling
-from opmap.engine.builder import torch_dtype_of
+from opmap.checking import sampling
+from opmap.building.builder import torch_dtype_of
 from opmap.errors import OpmapError
 
 
@@ -470,7 +470,7 @@ def _pooling(trt, layer, ins):
 def _resize(trt, layer, ins):
     """The coordinate mappings opmap emits, pinned to PyTorch's: nearest = ASYMMETRIC + FLOOR; linear =
     HALF_PIXEL (sources below 0 clamp to 0, as PyTorch does) or ALIGN_CORNERS; cubic (any of the three, with the
-    layer's coefficient and exclude_outside) by opmap/engine/sampling.py. Anything else is refused. With scales
+    layer's coefficient and exclude_outside) by opmap/checking/sampling.py. Anything else is refused. With scales
     set, the output size is floor(in * scale) and coordinates map by 1 / scale (PyTorch's scale_factor without
     recompute_scale_factor); with a shape, by in / out."""
     x = ins[0]
@@ -485,7 +485,7 @@ def _resize(trt, layer, ins):
             raise InterpreterError(f"layer {layer.name}: resizing the batch or channel dims is not interpreted")
         sizing = {"size": shape[2:]}
     mode, ct = layer.resize_mode.name, layer.coordinate_transformation.name
-    if mode == "CUBIC" and ct in ("HALF_PIXEL", "ALIGN_CORNERS", "ASYMMETRIC"):  # opmap/engine/sampling.py
+    if mode == "CUBIC" and ct in ("HALF_PIXEL", "ALIGN_CORNERS", "ASYMMETRIC"):  # opmap/checking/sampling.py
         spatial = x.dim() - 2
         sizes = sampling.resize_sizes(x, spatial, scales[2:] if scales else None, sizing.get("size"))
         return [sampling.cubic_resize(x, sizes, scales[2:] if scales else None, ct, layer.cubic_coeff, layer.exclude_outside)]
@@ -499,7 +499,7 @@ def _resize(trt, layer, ins):
 
 @handles("GRID_SAMPLE")
 def _grid_sample(trt, layer, ins):
-    """Bilinear or nearest sampling with zero, border or reflection padding (opmap/engine/sampling.py)."""
+    """Bilinear or nearest sampling with zero, border or reflection padding (opmap/checking/sampling.py)."""
     x, grid = ins
     if x.dim() != 4:
         raise InterpreterError(f"layer {layer.name}: GridSample of a {x.dim()}-D input is not interpreted")

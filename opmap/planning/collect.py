@@ -19,8 +19,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Iterable
 
-from opmap.engine import rewrite
-from opmap.engine.rules import FixtureDef, Strategy, StrategyFamily
+from opmap.planning import rewrite
+from opmap.planning.strategy import FixtureDef, Strategy, StrategyFamily
 from opmap.errors import OpmapError, RuleDefinitionError, first_line
 
 ENTRY_POINT_GROUP = "opmap.rules"
@@ -80,15 +80,18 @@ def module_fixtures(module: types.ModuleType) -> dict[str, FixtureDef]:
     return out
 
 
+BUILTIN_PACK = "opmap.rules"  # the built-in strategies: one module per op family
+
+
 def load_builtin() -> RuleSet:
     """The built-in rules and fixtures (always rewritten, so asserts carry evidence)."""
     rewrite.install()
-    from opmap.engine import context
-    from opmap import rules as pkg
+    from opmap.planning import fixtures
 
-    ruleset = RuleSet(fixtures=module_fixtures(context))
+    pkg = importlib.import_module(BUILTIN_PACK)  # a pack like any other, loaded by name: plan does not depend on it
+    ruleset = RuleSet(fixtures=module_fixtures(fixtures))
     for name in pkg.BUILTIN_MODULES:
-        module = importlib.import_module(f"opmap.rules.{name}")
+        module = importlib.import_module(f"{BUILTIN_PACK}.{name}")
         ruleset.add(collect_module(module, "builtin"))
     return ruleset
 

@@ -1,4 +1,4 @@
-"""Capture: a model file (or a callable) becomes a :class:`~opmap.engine.graph.Graph`.
+"""Capture: a model file (or a callable) becomes a :class:`~opmap.loading.graph.Graph`.
 
 The graph is taken as torch.export produced it, *before* any decomposition table
 runs: expanding an op into core ATen is one strategy among others, chosen per
@@ -6,8 +6,8 @@ node by the planner, not a pre-pass that hides fused ops.
 
 Accepted inputs
   * ``torch.export.save`` archives (``.pt2``, or any name holding one): checked by the
-    gate (:mod:`opmap.engine.archive`) and loaded without running code from the file
-    (:mod:`opmap.engine.safeload`), unless the caller trusts the file;
+    gate (:mod:`opmap.loading.archive`) and loaded without running code from the file
+    (:mod:`opmap.loading.safeload`), unless the caller trusts the file;
   * TorchScript archives (``torch.jit.save``), converted to ATen through PyTorch's
     TorchScript-to-ExportedProgram converter, only for trusted files: loading one runs
     its TorchScript code;
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from opmap.engine.archive import Inspection, inspect_file, refusal
+from opmap.loading.archive import Inspection, inspect_file, refusal
 from opmap.errors import CaptureError, first_line
-from opmap.engine.graph import Graph, Node, Ref, State, SymbolRange, TensorMeta, finite_int
+from opmap.loading.graph import Graph, Node, Ref, State, SymbolRange, TensorMeta, finite_int
 
 _SHAPE_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)=(?P<dims>[0-9]+(?:x[0-9]+)*)(?::(?P<dtype>\w+))?$", re.ASCII)
 MAX_EXAMPLE_NUMEL = 1 << 30  # elements of one --input-shape example tensor (4 GiB of float32)
@@ -170,7 +170,7 @@ def capture(
 ) -> Captured:
     """Load a model file and capture its ATen graph. Raises :class:`CaptureError`.
 
-    Untrusted files (the default) go through the gate (:mod:`opmap.engine.archive`) and load
+    Untrusted files (the default) go through the gate (:mod:`opmap.loading.archive`) and load
     without running code from the file; ``trust_model`` (alias ``unsafe_pickle``) lets a file
     that needs pickle, native code or TorchScript through to PyTorch's own loaders. ``dynamic`` makes dims of a
     TorchScript archive's inputs dynamic (other archives carry their own).
@@ -213,7 +213,7 @@ _INLINED_REGIONS = ("wrap_with_autocast", "wrap_with_set_grad_enabled")
 
 def functionalized(program: Any) -> Any:
     """``program``, or its functional form where one of its in-place writes cannot be planned as the functional op on
-    its own (opmap.engine.inplace): a write into a view of an intermediate, into a buffer, a parameter or a user input.
+    its own (opmap.loading.inplace): a write into a view of an intermediate, into a buffer, a parameter or a user input.
     ``run_decompositions({})`` (an empty table: functionalization only, no op is decomposed) turns a write into a view
     into ``select_scatter``/``slice_scatter``-style ops and a mutated buffer into an extra output (BUFFER_MUTATION),
     which :func:`graph_from_program` makes state in, state out. The same pass inlines the regions torch.export keeps
@@ -222,7 +222,7 @@ def functionalized(program: Any) -> Any:
     is kept as exported and the planner refuses the write (or the region) with its reason."""
     import torch
 
-    from opmap.engine.inplace import refused
+    from opmap.loading.inplace import refused
 
     calls = [n for n in program.graph.nodes if n.op == "call_function"]
     regions = any(isinstance(n.target, torch._ops.HigherOrderOperator) and n.target.name() in _INLINED_REGIONS for n in calls)
@@ -283,7 +283,7 @@ CUSTOM_OP_PROVIDERS = {"transformers": "transformers.integrations.moe"}
 
 
 def _load_export_safely(path: Path, insp: Inspection):
-    from opmap.engine.safeload import load_program
+    from opmap.loading.safeload import load_program
 
     tried: set[str] = set()
     while True:
@@ -344,7 +344,7 @@ def _load_torchscript(path: Path, input_shapes: Sequence[InputSpec], dynamic: Se
 
     try:
         with _quiet():
-            from opmap.engine.backend import native_stderr_silenced
+            from opmap.native import native_stderr_silenced
 
             with native_stderr_silenced():  # a scripted module has no traced shapes: torch's C++ warns on fd 2
                 module = torch.jit.load(str(path), map_location="cpu", _restore_shapes=True)
@@ -592,7 +592,7 @@ def _stack(node) -> str | None:
 def graph_from_program(program: Any, name: str = "model") -> Graph:
     from torch.export.graph_signature import InputKind
 
-    from opmap.engine.shapefacts import facts_of
+    from opmap.loading.shapefacts import facts_of
 
     user = {spec.arg.name for spec in program.graph_signature.input_specs
             if hasattr(spec.arg, "name") and spec.kind == InputKind.USER_INPUT}

@@ -15,12 +15,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from opmap.engine import symexpr
-from opmap.engine.backend import BackendProfile, logger, native_stderr_silenced, strongly_typed_network
-from opmap.engine.graph import Graph, Node, Ref, TensorMeta
-from opmap.engine.planner import Plan
-from opmap.engine.rules import Strategy
-from opmap.errors import OpmapError
+from opmap.loading import symexpr
+from opmap.building.backend import BackendProfile, logger, strongly_typed_network
+from opmap.native import native_stderr_silenced
+from opmap.loading.graph import Graph, Node, Ref, TensorMeta
+from opmap.planning.planner import Plan
+from opmap.planning.strategy import Strategy
+from opmap.building.profile import profile_points
+from opmap.errors import BuildError, EmitterBug
+from opmap.version import __version__
 
 TORCH_TO_TRT = {
     "float32": "FLOAT", "float16": "HALF", "bfloat16": "BF16", "int32": "INT32", "int64": "INT64",
@@ -33,17 +36,6 @@ NP_DTYPE = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "in
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16",
               "int8": "float32"}  # an INT8 node computes between Q/DQ pairs; the float around them stays float32
-
-
-class BuildError(OpmapError):
-    """A node could not be emitted or the network did not build; names the node and strategy."""
-
-
-class EmitterBug(BuildError):
-    """An emitter raised something other than a :class:`BuildError`: a bug in the strategy or in opmap, not a problem
-    of the model. Exit 3 ("internal error"); the original exception is its ``__cause__`` (``OPMAP_DEBUG=1`` shows it)."""
-
-    exit_code = 3
 
 
 def trt_dtype(trt: Any, dtype: str):
@@ -86,7 +78,7 @@ class Built:
 
     def sidecar(self, plan: Plan, backend: BackendProfile, precision: str) -> dict[str, Any]:
         return {
-            "opmap": __import__("opmap").__version__,
+            "opmap": __version__,
             "backend": {"name": backend.name, "version": backend.version},
             "precision": precision,
             "node_precision": {n.node.name: n.precision for n in plan.nodes if n.precision},
@@ -500,9 +492,12 @@ class NetworkBuilder:
         return self.conversions[key]
 
     def quantize_once(self, ctx: EmitContext, t: Any, scale: Any, axis: int | None, dtype: str) -> Any:
-        """Explicit quantization of a node's input: one Quantize per tensor and scale (read in the tensor's own float
-        dtype: no Cast before it), one Dequantize from it per float dtype (``ctx.precision``), both shared by every
-        consumer. TensorRT fuses the Quantize into the producer's kernel and the Dequantize into each consumer."""
+        """Explicit quantization of a node's input: one Quantize per tensor, dtype and scale, one Dequantize from it,
+        both in the node's float dtype (``ctx.precision``; a tensor in another dtype is cast first, one Cast per tensor)
+        and shared by every consumer. TensorRT fuses the Cast and the Quantize into the producer's kernel and the
+        Dequantize into each consumer."""
+        out = ctx.precision if ctx.dtype(t) in ("float32", "float16", "bfloat16") else ctx.dtype(t)
+        t = self.cast_once(ctx, t, out)  # Q and DQ in one dtype; the Cast, one per tensor, runs in its producer's epilogue
         s = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
         per_channel = s.numel() > 1
         s = s if per_channel else s.reshape(())
@@ -516,7 +511,6 @@ class NetworkBuilder:
                 q.axis = axis
             self.conversions[qkey] = ctx.out(q, f"quantize-{dtype}")
         quantized = self.conversions[qkey]
-        out = ctx.precision if ctx.dtype(t) in ("float32", "float16", "bfloat16") else ctx.dtype(t)
         dkey = (quantized.name, "dequantize", code, out)
         if dkey not in self.conversions:
             d = self.network.add_dequantize(quantized, ctx.const(s, out), trt_dtype(self.trt, out))
@@ -687,7 +681,6 @@ class NetworkBuilder:
     def _profile_from_symbols(self, name: str, meta: TensorMeta):
         """The input's dims at the profile's min, opt and max (points satisfying the export's facts: shapefacts)."""
         if self._points is None:
-            from opmap.engine.verify import profile_points
 
             self._points = profile_points(self.graph)
         return tuple([d if isinstance(d, int) else self._points[label][d] for d in meta.shape]
@@ -710,7 +703,7 @@ class NetworkBuilder:
                     f"node {node.name}: strategy {np_.choice.strategy} has no emit function yet"
                     + (f"; runner-up: {np_.runner_up.strategy}" if np_.runner_up else "")
                 )
-            ctx = EmitContext(self, node, strat, prefix, node_float(np_.precision, np_.quant), np_.quant)
+            ctx = EmitContext(self, node, strat, prefix, self._node_float(np_, node), np_.quant)
             try:
                 result = strat.emit_fn(ctx, node)
             except BuildError:
@@ -720,6 +713,19 @@ class NetworkBuilder:
                 raise EmitterBug(f"node {node.name} ({node.op}) via {strat.id}: {type(exc).__name__}: {exc}{hint}") from exc
             self._check_shapes(node, strat, result)
             self.values[node.name] = result
+
+    def _node_float(self, np_: Any, node: Node) -> str | None:
+        """:func:`node_float`; an INT8 node whose activations arrive in float32 (its neighbours stayed fp32) keeps
+        float32 around it (TensorRT-RTX's builder crashed on fp16 INT8 products between fp32 layers, dynamic shapes)."""
+        precision = node_float(np_.precision, np_.quant)
+        if np_.precision == "int8" and precision == "float16":
+            for name, (_scale, axis, _dtype) in np_.quant.items():
+                ref = node.arg(name)
+                if axis is None and isinstance(ref, Ref) and ref.node not in self.weights:
+                    t = self.tensor(ref)
+                    if hasattr(t, "dtype") and dtype_name(t.dtype) == "float32":
+                        return "float32"
+        return precision
 
     def _check_shapes(self, node: Node, strat: Strategy, result: Any) -> None:
         """Every tensor an emitter returns has a shape TensorRT can infer. A layer given inputs it cannot take (a
@@ -812,12 +818,22 @@ class NetworkBuilder:
         return layer.get_output(0)
 
 
-def node_float(precision: str | None, quant: dict[str, tuple]) -> str | None:
-    """The float dtype a node computes in: its precision's; an INT8 node's float side (its Dequantize outputs, its
-    output) as ``engine/int8.py`` decides from its scales."""
-    if precision == "int8":
-        from opmap.engine.int8 import float_side
+FP16_NORMAL = (2.0 ** -14, 65504.0)  # a Dequantize to float16 takes its scale in float16: normal numbers only
 
+
+def float_side(quant: dict[str, tuple]) -> str:
+    """The float dtype around an INT8 node (its Dequantize outputs, what it computes its epilogue in and returns):
+    float16, as TensorRT's INT8 kernels write it, unless a scale is no normal float16 (then float32)."""
+    for scale, _axis, _dtype in quant.values():
+        values = [scale] if isinstance(scale, (int, float)) else list(scale)
+        if any(not FP16_NORMAL[0] <= v <= FP16_NORMAL[1] for v in values):
+            return "float32"
+    return "float16"
+
+
+def node_float(precision: str | None, quant: dict[str, tuple]) -> str | None:
+    """The float dtype a node computes in: its precision's; an INT8 node's float side (:func:`float_side`)."""
+    if precision == "int8":
         return float_side(quant)
     return PRECISIONS.get(precision) if precision else None
 
@@ -832,18 +848,6 @@ def broadcast_shape(*shapes: Sequence[int | str]) -> list[int | str]:
         out.append(next((d for d in sized if isinstance(d, int)), sized[0]) if sized else 1)
     return out
 
-
-def symbol_range(graph: Graph, name: str, symbol: str) -> tuple[int, int, int]:
-    """(min, opt, max) of an input-dim symbol for the optimization profile, from the export's proven range: min is the
-    range's lower end (at least 1: TensorRT profiles have no empty dims), max its upper end, opt an interior point (8
-    where the range holds it, else its middle)."""
-    rng = graph.symbols.get(symbol)
-    if rng is None or rng.upper is None:
-        raise BuildError(f"input {name} dim {symbol} has no upper bound in the export; pass --shape {name}=MIN:OPT:MAX "
-                         "or export with torch.export.Dim(..., max=N)")
-    low = max(1, rng.lower or 1)
-    opt = 8 if low < 8 < rng.upper else (low + rng.upper) // 2
-    return low, opt, rng.upper
 
 
 def _size_expr(expr: str) -> Any:
@@ -894,7 +898,7 @@ def serialize(built: Built) -> Built:
         engine = built.builder.build_serialized_network(built.network, built.config)
     built.build_seconds = time.perf_counter() - start
     if engine is None:
-        from opmap.engine.backend import _relevant
+        from opmap.building.backend import _relevant
 
         message = _relevant(log.messages) or "build_serialized_network returned None"
         raise BuildError(f"TensorRT could not build the network: {message}{_blame(built, message)}")

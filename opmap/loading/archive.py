@@ -9,7 +9,7 @@ Two kinds of checks, each refusal one line naming the member:
 * content, waived only by ``--trust-model`` (alias ``--unsafe-pickle``): anything that
   would make loading run code — pickled weights, constants or custom objects, legacy
   ``.pt`` payloads, native code (AOTInductor members, shared libraries), symbolic
-  expressions outside :mod:`opmap.engine.symexpr`'s grammar, call targets outside
+  expressions outside :mod:`opmap.loading.symexpr`'s grammar, call targets outside
   torch's operator namespaces, and TorchScript (whose code runs when it is loaded).
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 
-from opmap.engine import symexpr
+from opmap.loading import symexpr
 from opmap.errors import CaptureError, first_line
 
 MAX_MEMBERS = 100_000

@@ -13,7 +13,7 @@ import itertools
 import re
 from typing import Any
 
-from opmap.engine import symexpr
+from opmap.loading import symexpr
 from opmap.errors import OpmapError
 
 _SIZE = re.compile(r"L((?:\[(?:'[^']*'|\d+)\])+)\.size\(\)\[(\d+)\]")
@@ -129,20 +129,3 @@ def satisfying_points(facts_text: tuple[str, ...], ranges: dict[str, tuple[int, 
     want = defaults["opt"]
     mid = min(between, key=lambda p: (sum(abs(p[s] - want[s]) for s in involved), tuple(p.values())))
     return {label: {**defaults[label], **chosen} for label, chosen in (("min", low), ("opt", mid), ("max", high))}
-
-
-def symbol_points(graph: Any) -> dict[str, dict[str, int]]:
-    """A value per input-dim symbol at the profile's minimum, an interior point and its maximum: each symbol's own
-    range (:func:`opmap.engine.builder.symbol_range`), moved where needed so that every point satisfies the export's
-    facts. Empty for a static graph."""
-    from opmap.engine.builder import symbol_range
-
-    defaults: dict[str, dict[str, int]] = {"min": {}, "opt": {}, "max": {}}
-    for name, meta in graph.inputs.items():
-        for d in meta.shape:
-            if isinstance(d, str) and d not in defaults["min"]:
-                defaults["min"][d], defaults["opt"][d], defaults["max"][d] = symbol_range(graph, name, d)
-    if not defaults["min"] or not graph.facts:
-        return defaults if defaults["min"] else {}
-    ranges = {s: (defaults["min"][s], defaults["max"][s]) for s in defaults["min"]}
-    return satisfying_points(graph.facts, ranges, defaults)

@@ -2,7 +2,7 @@
 
 Nothing here knows about TensorRT or the catalog. A :class:`Graph` is a plain,
 ordered set of :class:`Node` objects built from an ``ExportedProgram`` by
-``opmap.engine.capture``. Arguments are kept by their ATen schema name, tensor
+``opmap.loading.capture``. Arguments are kept by their ATen schema name, tensor
 values carry shapes (with symbolic dims) and dtypes, and symbols carry the value
 ranges torch.export proved for them.
 """

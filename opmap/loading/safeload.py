@@ -3,7 +3,7 @@
 Weights and constants are rebuilt from their raw byte records (dtype, sizes, strides
 and offset from the payload config, bounded by the record's real size), sample inputs
 are never read, and the program JSON goes through torch's deserializer inside
-:func:`no_code`: symbolic expressions are parsed by :mod:`opmap.engine.symexpr`, and
+:func:`no_code`: symbolic expressions are parsed by :mod:`opmap.loading.symexpr`, and
 unpickling, non-weights-only ``torch.load``, TorchScript object loading and AOTInductor
 raise. Guard code is dropped from the loaded program, so nothing can execute it.
 """
@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from opmap.engine import symexpr
-from opmap.engine.archive import MAX_JSON, Inspection, read_member
+from opmap.loading import symexpr
+from opmap.loading.archive import MAX_JSON, Inspection, read_member
 from opmap.errors import CaptureError, first_line
 
 
@@ -62,7 +62,7 @@ def load_program(path: Path, insp: Inspection) -> Any:
     except Refused as exc:
         raise CaptureError(f"{path}: refused while loading: {exc}; pass --trust-model only if you trust this file") from None
     # never executed by opmap; dropped so that nothing downstream can. Their text is kept apart, read only by the
-    # restricted size-expression parser (the export's facts about input dims: opmap.engine.shapefacts)
+    # restricted size-expression parser (the export's facts about input dims: opmap.loading.shapefacts)
     program.opmap_guard_text = [str(g) for g in (program._guards_code or ()) if isinstance(g, str)]
     program._guards_code = []
     return program

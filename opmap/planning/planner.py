@@ -18,16 +18,18 @@ import gc
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from opmap.engine.backend import BackendProfile
-from opmap.engine.collect import RuleSet
-from opmap.engine.context import Settings
-from opmap.engine.equivalence import VerdictMemo, node_key
-from opmap.engine.graph import Graph, Node
-from opmap.engine.inplace import as_functional, functional_op
-from opmap.engine.judge import Judge, Verdict
-from opmap.engine.rules import WILDCARD, Outcome, Strategy
+from opmap.planning.collect import RuleSet
+from opmap.planning.fixtures import Settings
+from opmap.planning.equivalence import VerdictMemo, node_key
+from opmap.loading.graph import Graph, Node
+from opmap.loading.inplace import as_functional, functional_op
+from opmap.planning.judge import Judge, Verdict
+from opmap.planning.strategy import WILDCARD, Outcome, Strategy
+
+if TYPE_CHECKING:  # the planner is given a backend's profile; it never builds
+    from opmap.building.backend import BackendProfile
 
 KIND_RANK = {"direct": 0, "decompose": 1, "plugin": 2, "approximate": 3}
 COST_MARGIN = 0.05  # costs within 5% of each other do not distinguish strategies: estimates are not that precise

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import re
 import traceback
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
-from opmap.engine.equivalence import CONTEXT, NodeView, VerdictMemo, Watch, Watched, WatchedGraph, node_key
-from opmap.engine.graph import Graph, Node
-from opmap.engine.rewrite import RuleAssertion
-from opmap.engine.rules import SCOPES, FixtureDef, Outcome, Skip, Strategy
+from opmap.planning.equivalence import CONTEXT, NodeView, VerdictMemo, Watch, Watched, WatchedGraph, node_key
+from opmap.loading.graph import Graph, Node
+from opmap.planning.rewrite import RuleAssertion
+from opmap.planning.strategy import SCOPES, FixtureDef, Outcome, Skip, Strategy
 
 _SCOPE_RANK = {s: i for i, s in enumerate(SCOPES)}  # node < graph < session
 
@@ -52,7 +53,7 @@ class Judge:
     """Evaluates strategies on nodes. One Judge per run (the session scope).
 
     With a :class:`VerdictMemo`, a verdict is judged once per equivalence class of nodes and copied to the
-    others (see :mod:`opmap.engine.equivalence`); rules then see watching wrappers of node, graph and upstream.
+    others (see :mod:`opmap.planning.equivalence`); rules then see watching wrappers of node, graph and upstream.
     """
 
     def __init__(self, *, base: dict[str, Any], builtin_fixtures: dict[str, FixtureDef], memo: VerdictMemo | None = None,
@@ -252,9 +253,12 @@ class Judge:
             )
 
 
+_INTERNAL = re.compile(r"/opmap/(loading|planning|building|checking)/")  # opmap's own frames; a rule's location is outside them
+
+
 def _location(exc: BaseException) -> str | None:
     frames = [(f.f_code.co_filename, line) for f, line in traceback.walk_tb(exc.__traceback__)]  # no source lines read
     for filename, line in reversed(frames):
-        if "/opmap/engine/" not in filename.replace("\\", "/"):
+        if not _INTERNAL.search(filename.replace("\\", "/")):
             return f"{filename}:{line}"
     return f"{frames[-1][0]}:{frames[-1][1]}" if frames else None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opmap.engine.graph import Graph, Node, Ref
+from opmap.loading.graph import Graph, Node, Ref
 
 
 class Watch:

@@ -22,7 +22,7 @@ import sys
 import types
 from typing import Any
 
-from opmap.engine.graph import Graph, Node
+from opmap.loading.graph import Graph, Node
 
 _REC = "__opmap_rec__"
 _FAIL = "__opmap_fail__"
@@ -151,9 +151,9 @@ class _AssertRewriter(ast.NodeTransformer):
 def compile_rule_source(source: str, filename: str) -> types.CodeType:
     """Parse, rewrite asserts, compile. Registers the source with linecache for inspect.
 
-    The rewritten bytecode is cached on disk (see :mod:`opmap.engine.diskcache`), keyed by the source, the file
+    The rewritten bytecode is cached on disk (see :mod:`opmap.planning.diskcache`), keyed by the source, the file
     name, this rewriter's own source, opmap's version and Python's, the way pytest caches rewritten test modules."""
-    from opmap.engine import diskcache
+    from opmap.planning import diskcache
 
     lines = source.splitlines(keepends=True)
     linecache.cache[filename] = (len(source), None, lines, filename)
@@ -182,9 +182,9 @@ def _rewriter_hash() -> str:
 
 
 def _opmap_version() -> str:
-    import opmap
+    from opmap.version import __version__
 
-    return opmap.__version__
+    return __version__
 
 
 def exec_rule_source(source: str, filename: str, module_name: str) -> types.ModuleType:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from opmap.engine.backend import profile
-from opmap.engine.capture import capture_callable
-from opmap.engine.collect import RuleSet
-from opmap.engine.context import Settings
-from opmap.engine.graph import Graph, Node
-from opmap.engine.judge import Judge, Verdict
-from opmap.engine.rules import WILDCARD, Example, Outcome, Strategy
+from opmap.building.backend import profile
+from opmap.loading.capture import capture_callable
+from opmap.planning.collect import RuleSet
+from opmap.planning.fixtures import Settings
+from opmap.loading.graph import Graph, Node
+from opmap.planning.judge import Judge, Verdict
+from opmap.planning.strategy import WILDCARD, Example, Outcome, Strategy
 from opmap.errors import OpmapError
 
 
@@ -111,9 +111,9 @@ def conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend: str = "
     ``api_of``/``serialize_engine=False``: judge for ``backend`` but define the network with another installed
     module's API and skip the engine build — for strategies only full TensorRT can build (the network API is
     shared), so at least their network definition is proven by the interpreter."""
-    from opmap.engine.builder import build_network, serialize
-    from opmap.engine.planner import Planner
-    from opmap.engine.verify import verify_built
+    from opmap.building.builder import build_network, serialize
+    from opmap.planning.planner import Planner
+    from opmap.checking.verify import verify_built
 
     captured = capture_example(ex)
     graph = captured.graph
@@ -128,7 +128,7 @@ def conformance(strat: Strategy, ex: Example, ruleset: RuleSet, backend: str = "
             if np_.node.name == node.name:
                 np_.precision = node_precision
     if api_of is not None:
-        from opmap.engine.backend import BackendProfile, import_backend
+        from opmap.building.backend import BackendProfile, import_backend
 
         plan.backend = BackendProfile(name=judged_as.name, module=import_backend(api_of))
     built = build_network(plan, captured.program, ruleset.strategies)
@@ -178,9 +178,10 @@ def judged_build(strat: Strategy, captured: Any, tensors: dict, ruleset: RuleSet
     """Judge the captured graph's node with ``strat``; where it applies, plan the graph with ``strat`` pinned there,
     build for real and compare with PyTorch: at the profile's min/opt/max (``tensors`` resized to each) for a dynamic
     graph, else at ``tensors`` themselves (also where ``resize`` is off: the given values are the point)."""
-    from opmap.engine.builder import build_network, serialize
-    from opmap.engine.planner import Planner
-    from opmap.engine.verify import ReferenceFailed, profile_points, resize_inputs, verify_built
+    from opmap.building.builder import build_network, serialize
+    from opmap.planning.planner import Planner
+    from opmap.checking.verify import ReferenceFailed, resize_inputs, verify_built
+    from opmap.building.profile import profile_points
 
     graph = captured.graph
     node = find_node(graph, strat, node_name)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from opmap.engine.graph import Graph, Node, Ref
+from opmap.loading.graph import Graph, Node, Ref
 
 # op -> (activation arguments, weight argument quantized per output channel along axis 0, or None, right operand whose
 # constant 2-D weight [K, N] is quantized per output column along axis 1 — GPT-2's Conv1D projections are addmm so)
@@ -53,19 +53,6 @@ RESIDUAL_ADD = "aten.add.Tensor"
 # pooling TensorRT runs in INT8 between a DQ and a Q (its quantized pooling): max pooling only, where reading the input
 # through the output's Q/DQ changes no value (max commutes with a monotone quantization at one scale)
 MAX_POOLS = {"aten.max_pool1d.default", "aten.max_pool2d.default", "aten.max_pool3d.default"}
-FP16_NORMAL = (2.0 ** -14, 65504.0)  # a Dequantize to float16 takes its scale in float16: normal numbers only
-
-
-def float_side(quant: dict[str, tuple]) -> str:
-    """The float dtype around an INT8 node (its Dequantize outputs, what it computes its epilogue in and returns):
-    float16, as TensorRT's INT8 kernels write it, unless a scale is no normal float16 (then float32)."""
-    for scale, _axis, _dtype in quant.values():
-        values = [scale] if isinstance(scale, (int, float)) else list(scale)
-        if any(not FP16_NORMAL[0] <= v <= FP16_NORMAL[1] for v in values):
-            return "float32"
-    return "float16"
-
-
 def refuse_unplaced(precision: str) -> None:
     """One-line refusal, with the reason, of a precision the backend builds but opmap does not place."""
     from opmap.errors import OpmapError
@@ -80,7 +67,7 @@ class Quantizer:
 
     def __init__(self, program: Any, graph: Graph, backend: Any, strategies: dict, ranges: dict[str, Any],
                  batches: list[dict[str, torch.Tensor]], budget: float = DEFAULT_BUDGET, max_batches: int = 2) -> None:
-        from opmap.engine.builder import weights_of
+        from opmap.building.builder import weights_of
 
         self.program, self.graph, self.backend, self.strategies = program, graph, backend, strategies
         self.ranges, self.budget = ranges, budget
@@ -93,7 +80,7 @@ class Quantizer:
 
     def _capture(self, batches: list[dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
         """Per batch, PyTorch's values of every candidate node's arguments and outputs."""
-        from opmap.engine.verify import node_values
+        from opmap.checking.verify import node_values
 
         candidates = [n for n in self.graph if n.op in INT8_OPS or n.op == RESIDUAL_ADD or n.op in MAX_POOLS]
         wanted = {n.name for n in candidates} | {r.node for n in candidates for r in n.args.values() if isinstance(r, Ref)}
@@ -168,8 +155,8 @@ class Quantizer:
 
     def _measure(self, node: Node, strat: Any, quant: dict[str, tuple], precision: str | None = None) -> float:
         """max |y - y_fp32| / max |y_fp32| over the captured batches, through the reference interpreter."""
-        from opmap.engine.builder import EmitContext, NetworkBuilder, trt_dtype
-        from opmap.engine.interpreter import run_network
+        from opmap.building.builder import EmitContext, NetworkBuilder, float_side, trt_dtype
+        from opmap.checking.interpreter import run_network
 
         worst = 0.0
         for seen in self.samples:
@@ -202,7 +189,7 @@ class Quantizer:
         is a calibrated activation, that other operand gets a Q/DQ pair — with the tensor's shared scale where another
         INT8 node already quantizes it (the same Quantize then), else the calibrated one — if the add's measured error
         with it fits the budget. Returns the plan's notes."""
-        from opmap.engine.builder import PRECISIONS
+        from opmap.building.builder import PRECISIONS
 
         by_name = {np_.node.name: np_ for np_ in plan.nodes}
         uses: dict[str, int] = {}
@@ -266,7 +253,7 @@ class Quantizer:
         that scale: TensorRT then runs it on INT8 between the two (its quantized pooling), and the Quantize moves into
         the kernel that produced its input (a convolution's epilogue) instead of running after the pooling. Exact: the
         max of quantized values is the quantized max. Returns the plan's notes."""
-        from opmap.engine.builder import PRECISIONS
+        from opmap.building.builder import PRECISIONS
 
         readers: dict[str, list[tuple[Any, str | None]]] = {}
         for np_ in plan.nodes:
@@ -320,7 +307,7 @@ FIT_ROUNDS = 4  # then every INT8 node upstream of an output still over goes bac
 def output_errors(plan: Any, program: Any, strategies: dict, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     """Per float graph output (``node`` or ``node#i``): max |network - PyTorch| / max |PyTorch| over the batches, the
     network being the plan's, run by the reference interpreter."""
-    from opmap.engine.discrete import network_values, pytorch_values
+    from opmap.checking.discrete import network_values, pytorch_values
 
     refs = [r for r in plan.graph.outputs if isinstance(r, Ref) and r.node in plan.graph.nodes]
     worst: dict[str, float] = {}
@@ -346,8 +333,8 @@ def fit_outputs(plan: Any, program: Any, strategies: dict, batches: list[dict[st
     residual adds and poolings upstream of an output over it that read an input through Q/DQ go back to float first;
     when none is left, the quarter of the INT8 nodes upstream with the largest measured errors go back to fp32 (after
     ``FIT_ROUNDS``, all of them). Returns notes for the plan."""
-    from opmap.engine.discrete import demote, float_cone
-    from opmap.engine.verify import INT8_RANGE_TOLERANCE
+    from opmap.checking.discrete import demote, float_cone
+    from opmap.checking.verify import INT8_RANGE_TOLERANCE
 
     limit = INT8_RANGE_TOLERANCE * FIT_MARGIN
     by_name = {np_.node.name: np_ for np_ in plan.nodes}

@@ -24,7 +24,6 @@ from enum import Enum
 from functools import cached_property, lru_cache
 from typing import Any, Callable, Iterable, Sequence
 
-from opmap.engine import sourcetext
 from opmap.errors import RuleDefinitionError
 
 KINDS = ("direct", "approximate", "decompose", "plugin")
@@ -132,8 +131,13 @@ class Strategy:
     @property
     def source_hash(self) -> str:
         if self._hash is None:
-            parts = [_source(self.rule), _source(self.emit_fn) if self.emit_fn else "", _source(self.expand_fn),
-                     repr(sorted(self.params.items(), key=str))]
+            from opmap.planning import reach
+
+            # everything the rule, emit and expand functions run inside opmap (README, "Measurements"): an edited
+            # shared helper changes the hash of every strategy that calls it
+            roots = [self.rule, self.emit_fn, self.expand_fn]
+            text = reach.builtin_digest(self.id, roots) if reach.builtin(roots) else reach.digest(roots)
+            parts = [text, repr(sorted(self.params.items(), key=str))]
             parts.append(repr((self.ops, self.kind, self.version, self.contract, self.spec)))
             self._hash = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
         return self._hash
@@ -160,7 +164,7 @@ class Strategy:
         chosen strategies (how ``torch/decomposition`` works). An alternative to :meth:`emit`, not a companion.
 
         ``keyed=True`` (``@rule_x.expand(keyed=True)``) promises that the sub-graph depends only on what a node-local rule
-        may read (op, arguments with tensors by meta, outputs; :func:`opmap.engine.equivalence.node_key`) and the graph's
+        may read (op, arguments with tensors by meta, outputs; :func:`opmap.planning.equivalence.node_key`) and the graph's
         symbol ranges, and returns the same sub-graph object for nodes of one class: the planner then expands once per
         class. The refs must be the node's tensor arguments in argument order (:meth:`Node.tensor_refs`); where they are
         not, the planner calls ``fn`` for every node as it does without the promise."""
@@ -194,33 +198,6 @@ class StrategyFamily:
 def _parameters(fn: Callable) -> tuple[str, ...]:
     """A rule's parameter names (inspect.signature is slow, and the planner asks once per judgement)."""
     return tuple(inspect.signature(fn).parameters)
-
-
-def _source(fn: Callable | None) -> str:
-    if fn is None:
-        return ""
-    try:
-        return function_source(fn)
-    except (OSError, TypeError):
-        return getattr(fn, "__qualname__", repr(fn))
-
-
-def function_source(fn: Callable) -> str:
-    """``inspect.getsource``, once per code object: the closures a rule factory makes share their text."""
-    code = getattr(inspect.unwrap(fn), "__code__", None)
-    return _code_source(code) if code is not None else inspect.getsource(fn)
-
-
-_CODE_SOURCES: dict[int, tuple[Any, str]] = {}
-
-
-def _code_source(code) -> str:
-    """Cached by the code object's identity, not its value: two texts that differ only in comments compile to equal
-    code objects, and a rule edited that way must still get its new source (and hash)."""
-    hit = _CODE_SOURCES.get(id(code))
-    if hit is None or hit[0] is not code:
-        hit = _CODE_SOURCES[id(code)] = (code, sourcetext.code_source(code))  # the entry keeps the code alive: its id stays its own
-    return hit[1]
 
 
 def strategy(

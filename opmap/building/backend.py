@@ -9,15 +9,13 @@ module where there is one (its network API, and real probe builds), and says
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
 
 from opmap import interrupt
+from opmap.native import native_stderr_silenced
 from opmap.errors import OpmapError, first_line
 
 BACKENDS = ("tensorrt", "tensorrt_rtx")
@@ -154,24 +152,6 @@ class BackendProfile:
         return f"{self.name} {self.version or '(not installed here)'}"
 
     __repr__ = __str__
-
-
-@contextmanager
-def native_stderr_silenced():
-    """Some TensorRT components print straight to fd 2; keep the CLI's output to one clean line."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, ValueError, OSError):
-        yield
-        return
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), fd)
-            yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
 
 
 @lru_cache(maxsize=None)

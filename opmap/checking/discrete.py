@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from opmap.engine.graph import Graph, Node, Ref
-from opmap.engine.planner import Plan
+from opmap.loading.graph import Graph, Node, Ref
+from opmap.planning.planner import Plan
 
 FLOAT = ("float32", "float16", "bfloat16")
 NEAR = 2  # hops: the first demotion tier
@@ -55,7 +55,7 @@ def float_cone(graph: Graph, node: Node) -> dict[str, int]:
 
 def pytorch_values(program: Any, batch: dict[str, torch.Tensor], names: set[str], seed: int) -> dict[str, Any]:
     """PyTorch's values of the named nodes on ``batch``, random ops seeded as the interpreter's run is."""
-    from opmap.engine.verify import node_values
+    from opmap.checking.verify import node_values
 
     torch.manual_seed(seed)  # random ops draw as the interpreter's run does
     return node_values(program, batch, names)
@@ -63,8 +63,8 @@ def pytorch_values(program: Any, batch: dict[str, torch.Tensor], names: set[str]
 
 def network_values(plan: Plan, program: Any, strategies: dict, batch: dict[str, torch.Tensor], seed: int) -> tuple[Any, dict[str, Any]]:
     """The plan's network built, and every tensor's value (by tensor name) as the interpreter runs it on ``batch``."""
-    from opmap.engine.builder import build_network
-    from opmap.engine.interpreter import run_network
+    from opmap.building.builder import build_network
+    from opmap.checking.interpreter import run_network
 
     built = build_network(plan, program, strategies)
     values: dict[str, Any] = {}

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from opmap.engine.builder import Built
-from opmap.engine.graph import Graph, Ref, TensorMeta
-from opmap.engine.interpreter import run_network
+from opmap.building.builder import Built
+from opmap.loading.graph import Graph, Ref, TensorMeta
+from opmap.checking.interpreter import run_network
 from opmap.errors import OpmapError
 
 class ReferenceFailed(OpmapError):
@@ -365,7 +365,7 @@ def _check_scalar(name: str, node: str | None, expected: Any, got: Any) -> Outpu
 def contract_violation(graph: Graph, inputs: dict[str, torch.Tensor], flat: list[Any]) -> str | None:
     """Where PyTorch's own result contradicts the shapes the export promised at these input sizes, the export is not
     valid there (torch.export fixed a structure, e.g. the number of ``split`` pieces, without guarding it): say so."""
-    from opmap.engine.builder import _size_expr
+    from opmap.building.builder import _size_expr
 
     values: dict[str, int] = {}
     for name, meta in graph.inputs.items():
@@ -487,7 +487,7 @@ def load_inputs(path: str, graph: Graph, program: Any = None) -> tuple[dict[str,
     static dims and ranges, dtypes must match."""
     from pathlib import Path
 
-    from opmap.engine.archive import inspect_file
+    from opmap.loading.archive import inspect_file
 
     if not Path(path).is_file():
         raise OpmapError(f"{path}: no such file")
@@ -537,8 +537,8 @@ def check_inputs(data: dict[str, torch.Tensor], graph: Graph, path: str) -> dict
 
 def run_engine(built: Built, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Execute the serialized engine on the GPU with full TensorRT (``verify --runtime trt``)."""
-    from opmap.engine.backend import logger
-    from opmap.engine.builder import torch_dtype_of
+    from opmap.building.backend import logger
+    from opmap.building.builder import torch_dtype_of
     from opmap.errors import OpmapError
 
     trt = built.trt
@@ -568,28 +568,6 @@ def run_engine(built: Built, inputs: dict[str, torch.Tensor]) -> dict[str, torch
 
 
 # -- points of a dynamic range -----------------------------------------------------------------------------------
-def profile_points(graph: Graph, shapes: dict | None = None) -> dict[str, dict[str, int]]:
-    """``{"min": {...}, "opt": {...}, "max": {...}}``: a value per input-dim symbol at the profile's minimum, an
-    interior point and its maximum (empty for a static graph), each satisfying the export's facts (shapefacts).
-    ``shapes``: ``--shape`` overrides, NAME -> (min, opt, max) dims; a symbol takes the override of the first input dim
-    it names."""
-    from opmap.engine.builder import BuildError
-    from opmap.engine.shapefacts import ShapeFactError, symbol_points
-
-    try:
-        points = symbol_points(graph)
-    except ShapeFactError as exc:
-        raise BuildError(str(exc)) from None
-    given_for: set[str] = set()
-    for name, meta in graph.inputs.items():
-        given = (shapes or {}).get(name)
-        for axis, d in enumerate(meta.shape):
-            if given and isinstance(d, str) and d not in given_for:
-                given_for.add(d)
-                points["min"][d], points["opt"][d], points["max"][d] = given[0][axis], given[1][axis], given[2][axis]
-    return points
-
-
 def resize_inputs(inputs: dict[str, torch.Tensor], graph: Graph, point: dict[str, int]) -> dict[str, torch.Tensor]:
     """Given inputs redrawn at the shapes of ``point``, of the same kind: masks stay masks (with their density), integers
     stay in their range, an integer input that indexes a table is taken modulo the table's size at that point, and

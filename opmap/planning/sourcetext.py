@@ -14,8 +14,9 @@ import json
 import linecache
 import sys
 from types import CodeType
+from typing import Any, Callable
 
-from opmap.engine import diskcache
+from opmap.planning import diskcache
 
 KIND = "source"
 _FILES: dict[str, tuple[list[str], str, dict[str, str]]] = {}  # filename -> (linecache's lines, entry name, entries)
@@ -47,3 +48,21 @@ def _entries(payload: bytes | None) -> dict[str, str]:
     except ValueError:
         return {}
     return entries if isinstance(entries, dict) and all(isinstance(v, str) for v in entries.values()) else {}
+
+
+def function_source(fn: Callable) -> str:
+    """``inspect.getsource``, once per code object: the closures a rule factory makes share their text."""
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    return _code_source(code) if code is not None else inspect.getsource(fn)
+
+
+_CODE_SOURCES: dict[int, tuple[Any, str]] = {}
+
+
+def _code_source(code) -> str:
+    """Cached by the code object's identity, not its value: two texts that differ only in comments compile to equal
+    code objects, and a rule edited that way must still get its new source (and hash)."""
+    hit = _CODE_SOURCES.get(id(code))
+    if hit is None or hit[0] is not code:
+        hit = _CODE_SOURCES[id(code)] = (code, code_source(code))  # the entry keeps the code alive: its id stays its own
+    return hit[1]

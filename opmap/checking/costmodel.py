@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from opmap.engine.fusion import MATRIX, Fusion
-from opmap.engine.interpreter import run_network
+from opmap.building.fusion import MATRIX, Fusion
+from opmap.checking.interpreter import run_network
 
 DEFAULT_PROFILE = "device_h200.json"
 FREE = {"CONSTANT", "SHAPE", "IDENTITY", "ASSERTION", "TRIP_LIMIT", "ITERATOR", "RECURRENCE", "ATTENTION_INPUT"}
