@@ -206,7 +206,8 @@ def _make_plan(captured, catalog, ruleset, backend, settings, on_node, for_build
         planner.judge.close()
         catalog.record_probes(backend.name, backend.version, backend.probed)
     if quantizer is not None and batches:
-        plan.precision_notes = fit_int8(plan, captured, ruleset, batches[:FIT_BATCHES], quantizer.errors, label)
+        residual = quantizer.residuals(plan)
+        plan.precision_notes = residual + fit_int8(plan, captured, ruleset, batches[:FIT_BATCHES], quantizer.errors, label)
     if batches and protect:
         plan.precision_notes += protect_discrete(plan, captured, ruleset, batches[:PROTECT_BATCHES], label)
     return plan
@@ -223,7 +224,7 @@ def fit_int8(plan: Plan, captured: Captured, ruleset: RuleSet, batches: list, er
         return int8.fit_outputs(plan, captured.program, ruleset.strategies, batches, errors, label)
     except OpmapError as exc:
         for np_ in plan.nodes:
-            if np_.precision == "int8":
+            if np_.precision == "int8" or np_.quant:
                 discrete.demote(np_, f"fp32 (INT8 end to end): the network could not be measured ({first_line(exc)})")
         return [f"INT8 end to end could not measure ({first_line(exc)}): INT8 nodes kept fp32"]
 

@@ -152,10 +152,10 @@ class EmitContext:
         if isinstance(t, Masked):
             raise BuildError(f"{self.node.name} ({self.node.op}) consumes the masked selection {t.source}, which only "
                              f"reductions can take; plan {t.source} with another strategy")
+        if t is not None and name in self.quant:  # Q reads the tensor as it is; its DQ gives the node's precision
+            return self.nb.quantize_once(self, t, *self.quant[name])
         if t is not None and self.dtype(t) in ("float32", "float16", "bfloat16") and self.dtype(t) != self.precision:
-            t = self.cast(t, self.precision)  # explicit casts where precision changes between nodes
-        if t is not None and name in self.quant:
-            t = self.qdq(t, *self.quant[name])
+            t = self.nb.cast_once(self, t, self.precision)  # explicit casts where precision changes between nodes
         return t
 
     def masked(self, name: str) -> Masked | None:
@@ -168,7 +168,7 @@ class EmitContext:
         """A tensor argument, or a Python scalar argument made a constant of ``like``'s dtype."""
         value = self.node.arg(name)
         if isinstance(value, Ref):
-            return self.tensor(value)
+            return self.input(name) if name in self.quant else self.tensor(value)  # a planned Q/DQ applies here too
         dtype = self.dtype(like) if like is not None else ("float32" if isinstance(value, float) else "int64")
         return self.const(value, dtype)
 
@@ -479,6 +479,45 @@ class NetworkBuilder:
         self.attention: dict[str, Any] = {}  # IAttention name -> IAttention
         self.counts: dict[str, Any] = {}  # data-dependent size symbol ("u0") -> its run-time value (int64 [1])
         self.padded: dict[str, int] = {}  # data-dependent size symbol -> the static bound its tensors are padded to (the API exposes no attention layer class)
+        # (tensor name, what it became) -> the tensor: a node's input cast or quantized once, whichever nodes consume it
+        self.conversions: dict[tuple, Any] = {}
+
+    # -- conversions between nodes: one per tensor, not one per consumer ----------------------------
+    def cast_once(self, ctx: EmitContext, t: Any, dtype: str) -> Any:
+        """``t`` cast to ``dtype`` where precision changes between nodes: one Cast per tensor and dtype, named after the
+        first node that needs it and reused by every later one (and by every later ``input()`` of the same node)."""
+        key = (t.name, "cast", dtype)
+        if key not in self.conversions:
+            self.conversions[key] = ctx.cast(t, dtype)
+        return self.conversions[key]
+
+    def quantize_once(self, ctx: EmitContext, t: Any, scale: Any, axis: int | None, dtype: str) -> Any:
+        """Explicit quantization of a node's input: one Quantize per tensor, dtype and scale, one Dequantize from it,
+        both in the node's float dtype (``ctx.precision``; a tensor in another dtype is cast first, one Cast per tensor)
+        and shared by every consumer. TensorRT fuses the Cast and the Quantize into the producer's kernel and the
+        Dequantize into each consumer."""
+        out = ctx.precision if ctx.dtype(t) in ("float32", "float16", "bfloat16") else ctx.dtype(t)
+        t = self.cast_once(ctx, t, out)  # Q and DQ in one dtype; the Cast, one per tensor, runs in its producer's epilogue
+        s = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
+        per_channel = s.numel() > 1
+        s = s if per_channel else s.reshape(())
+        rank = len(t.shape)
+        axis = axis % rank if per_channel else None
+        code = (tuple(s.reshape(-1).tolist()), axis, dtype)
+        qkey = (t.name, "quantize", code)
+        if qkey not in self.conversions:
+            q = self.network.add_quantize(t, ctx.const(s, ctx.dtype(t)), trt_dtype(self.trt, dtype))
+            if per_channel:
+                q.axis = axis
+            self.conversions[qkey] = ctx.out(q, f"quantize-{dtype}")
+        quantized = self.conversions[qkey]
+        dkey = (quantized.name, "dequantize", code, out)
+        if dkey not in self.conversions:
+            d = self.network.add_dequantize(quantized, ctx.const(s, out), trt_dtype(self.trt, out))
+            if per_channel:
+                d.axis = axis
+            self.conversions[dkey] = ctx.out(d, "dequantize")
+        return self.conversions[dkey]
 
     # -- values ---------------------------------------------------------------------------------
     def tensor(self, ref: Ref) -> Any:
@@ -664,7 +703,7 @@ class NetworkBuilder:
                     f"node {node.name}: strategy {np_.choice.strategy} has no emit function yet"
                     + (f"; runner-up: {np_.runner_up.strategy}" if np_.runner_up else "")
                 )
-            ctx = EmitContext(self, node, strat, prefix, PRECISIONS.get(np_.precision) if np_.precision else None, np_.quant)
+            ctx = EmitContext(self, node, strat, prefix, self._node_float(np_, node), np_.quant)
             try:
                 result = strat.emit_fn(ctx, node)
             except BuildError:
@@ -674,6 +713,19 @@ class NetworkBuilder:
                 raise EmitterBug(f"node {node.name} ({node.op}) via {strat.id}: {type(exc).__name__}: {exc}{hint}") from exc
             self._check_shapes(node, strat, result)
             self.values[node.name] = result
+
+    def _node_float(self, np_: Any, node: Node) -> str | None:
+        """:func:`node_float`; an INT8 node whose activations arrive in float32 (its neighbours stayed fp32) keeps
+        float32 around it (TensorRT-RTX's builder crashed on fp16 INT8 products between fp32 layers, dynamic shapes)."""
+        precision = node_float(np_.precision, np_.quant)
+        if np_.precision == "int8" and precision == "float16":
+            for name, (_scale, axis, _dtype) in np_.quant.items():
+                ref = node.arg(name)
+                if axis is None and isinstance(ref, Ref) and ref.node not in self.weights:
+                    t = self.tensor(ref)
+                    if hasattr(t, "dtype") and dtype_name(t.dtype) == "float32":
+                        return "float32"
+        return precision
 
     def _check_shapes(self, node: Node, strat: Strategy, result: Any) -> None:
         """Every tensor an emitter returns has a shape TensorRT can infer. A layer given inputs it cannot take (a
@@ -764,6 +816,26 @@ class NetworkBuilder:
         layer = self.network.add_identity(t)
         layer.name = name
         return layer.get_output(0)
+
+
+FP16_NORMAL = (2.0 ** -14, 65504.0)  # a Dequantize to float16 takes its scale in float16: normal numbers only
+
+
+def float_side(quant: dict[str, tuple]) -> str:
+    """The float dtype around an INT8 node (its Dequantize outputs, what it computes its epilogue in and returns):
+    float16, as TensorRT's INT8 kernels write it, unless a scale is no normal float16 (then float32)."""
+    for scale, _axis, _dtype in quant.values():
+        values = [scale] if isinstance(scale, (int, float)) else list(scale)
+        if any(not FP16_NORMAL[0] <= v <= FP16_NORMAL[1] for v in values):
+            return "float32"
+    return "float16"
+
+
+def node_float(precision: str | None, quant: dict[str, tuple]) -> str | None:
+    """The float dtype a node computes in: its precision's; an INT8 node's float side (:func:`float_side`)."""
+    if precision == "int8":
+        return float_side(quant)
+    return PRECISIONS.get(precision) if precision else None
 
 
 def broadcast_shape(*shapes: Sequence[int | str]) -> list[int | str]:

@@ -246,12 +246,12 @@ def estimate(built: Any, inputs: dict[str, torch.Tensor], profile: DeviceProfile
                 return
         dtype = next((t.dtype for t in outs if isinstance(t, torch.Tensor)), torch.float32)
         main = fusion.epilogue_input(layer, ins, outs)
+        reads = [sizes.get(name, _nbytes([t])) if name else _nbytes([t]) for name, t in zip(fusion.read_names(layer), ins)]
         if main is not None:  # computed in its producer's kernel: only what it adds to that kernel's memory traffic
-            extra = _nbytes(ins[:main] + ins[main + 1:]) + max(0, _nbytes(outs) - _nbytes(ins[main:main + 1]))
+            extra = sum(reads[:main] + reads[main + 1:]) + max(0, _nbytes(outs) - _nbytes(ins[main:main + 1]))
             ms, label = profile.memory_ms(kind, extra, dtype), f"{kind} (fused)"
             result.fused += 1
         else:
-            reads = [sizes.get(name, _nbytes([t])) if name else _nbytes([t]) for name, t in zip(fusion.read_names(layer), ins)]
             charged = kind
             if kind == "GATHER" and reads:  # a gather reads the rows it selects, not its whole table
                 reads[0] = min(reads[0], _nbytes(outs))

@@ -107,7 +107,7 @@ def demote(np_: Any, why: str) -> None:
 def protect(plan: Plan, program: Any, strategies: dict, batches: list[dict[str, torch.Tensor]], label: str) -> list[str]:
     """Keep every discrete result as PyTorch computes it on ``batches`` (``label`` says what they are). Returns notes."""
     by_name = {np_.node.name: np_ for np_ in plan.nodes}
-    reduced = {name for name, np_ in by_name.items() if np_.precision}
+    reduced = {name for name, np_ in by_name.items() if np_.precision or np_.quant}  # quant: a residual read as INT8
     watched = []
     for d in discrete_nodes(plan.graph):
         cone = {k: v for k, v in float_cone(plan.graph, d).items() if k in reduced}
@@ -125,10 +125,10 @@ def protect(plan: Plan, program: Any, strategies: dict, batches: list[dict[str, 
             bad, total = wrong[d.name]
             for name, hops in cone.items():
                 np_ = by_name[name]
-                if np_.precision and (tier is None or hops <= tier):
+                if (np_.precision or np_.quant) and (tier is None or hops <= tier):
                     demote(np_, f"fp32 (discrete protection): feeds {d.name} ({d.op}), whose result differed from "
                                  f"PyTorch's in {bad} of {total} elements on {len(batches)} {label} batches with "
-                                 f"{np_.precision} here")
+                                 f"{np_.precision or 'an INT8 input'} here")
             notes.append(f"{d.name}: {bad} of {total} discrete elements differed; reduced-precision producers "
                          f"{'within ' + str(tier) + ' hops' if tier else 'in its float cone'} moved to fp32")
     else:
