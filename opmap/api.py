@@ -348,7 +348,7 @@ def _by_point(points: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
 
 
 def compare(model: Any, example_inputs: Any = None, *, backend: str | None = None, check: bool = False, seed: int = 0,
-            db: str | None = None, dynamic_shapes: Any = None, trust_model: bool = False) -> dict[str, Any]:
+            db: str | None = None, dynamic_shapes: Any = None, trust_model: bool = False, estimate: bool = False) -> dict[str, Any]:
     """opmap against the ONNX route (torch.onnx dynamo export -> the backend's ONNX parser -> build), node by node, as
     ``opmap compare`` does; returns its JSON object (schema in the README). Needs ``pip install 'opmap[onnx]'``."""
     from opmap import app as svc
@@ -360,4 +360,5 @@ def compare(model: Any, example_inputs: Any = None, *, backend: str | None = Non
     _check(backend, "fp32", 1e-3, "latency")
     captured, name = _capture(model, example_inputs, dynamic_shapes, trust_model)
     catalog, ruleset = svc.open_catalog(db)
-    return comparison_json(run(captured, catalog, ruleset, profile(backend), Settings(), check=check, seed=seed), name)
+    return comparison_json(run(captured, catalog, ruleset, profile(backend), Settings(), check=check, seed=seed,
+                               estimate=estimate), name)
