@@ -1,11 +1,14 @@
 """opmap against the ONNX route (torch.onnx dynamo export -> TensorRT-RTX's ONNX parser -> build) on every zoo model and
-the detector: who builds what, and engine build times paired in one run (opmap, ONNX, opmap, ONNX).
+the detector: who builds what, engine build times paired in one run (opmap, ONNX, opmap, ONNX), and both networks'
+estimated latency (one cost model) at served sizes, fp32 and fp16.
 Regenerate with `make bench-compare` (writes bench/COMPARE.md): every zoo architecture, exported by keyword as users
-export (static), and the detector; `--quick` runs the detector and three of them; `--budget SECONDS` starts no model
-after that long (the rest are listed as not run)."""
+export, with batch, sequence and image dims dynamic up to served sizes where torch.export allows (else static), and the
+detector; `--quick` runs the detector and three of them; `--only a,b` those; `--budget SECONDS` starts no model after
+that long (the rest are listed as not run); `--no-estimate` skips the latency estimates."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -18,9 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from examples.detector import export_detector  # noqa: E402
+import examples.zoo as zoo  # noqa: E402
 from examples.zoo import ZOO, export_arch  # noqa: E402
 from opmap import service as svc  # noqa: E402
-from opmap.onnxroute import compare, parse_onnx  # noqa: E402
+from opmap.onnxroute import SERVED, compare, onnx_profile, parse_onnx  # noqa: E402
 from opmap.building.backend import profile  # noqa: E402
 from opmap.native import native_stderr_silenced  # noqa: E402
 from opmap.building.builder import build_network, serialize  # noqa: E402
@@ -29,14 +33,73 @@ from opmap.planning.fixtures import Settings  # noqa: E402
 from opmap.errors import OpmapError, first_line  # noqa: E402
 
 QUICK = ("bert", "gpt2", "vit")
+# the dynamic dims' ranges, up to the served sizes (the zoo's tiny configs hold 128 positions: sequences stop there)
+SERVED_RANGES = {"batch": (1, 32), "seq": (2, 128), "dec_seq": (2, 128), "height": (32, 224), "width": (32, 224),
+                 "samples": (400, 1600)}
 
 
-def onnx_build_seconds(trt, data: bytes) -> float:
+def export_served(name: str, half: bool = False):
+    """The architecture exported by keyword with its dims dynamic up to served sizes; static where torch.export
+    refuses every dynamic dim. Returns (program, how). ``half``: the module and its float inputs cast to half first
+    (``model.half()``, as users make an fp16 ONNX model), same dims."""
+    saved, arch = dict(zoo.RANGES), ZOO[name]
+    zoo.RANGES.update(SERVED_RANGES)
+    if half:
+        def build():
+            model, inputs = arch.build()
+            return model.half(), {k: v.half() if v.is_floating_point() else v for k, v in inputs.items()}
+        ZOO[name] = dataclasses.replace(arch, build=build)
+    try:
+        program, note = export_arch(name, keyword=True, dynamic=True)
+        return program, ("batch only dynamic" if note else "dynamic")
+    except Exception:
+        return export_arch(name, keyword=True, dynamic=False)[0], "static"
+    finally:
+        zoo.RANGES.clear()
+        zoo.RANGES.update(saved)
+        ZOO[name] = arch
+
+
+def latency_cells(result) -> tuple[list[str], list[float]]:
+    """Per precision: 'opmap ms / ONNX ms = ratio' at the largest served size both were estimated at, and the
+    ratios (for the summary)."""
+    cells, ratios = [], []
+    for precision in ("fp32", "fp16"):
+        rows = [e for e in result.estimates if e["precision"] == precision and e["opmap"] and e["onnx"]]
+        if not rows:
+            why = next((e["why"] for e in result.estimates if e["precision"] == precision), {})
+            cells.append("- " + "; ".join(f"{k}: {v[:80]}" for k, v in why.items()).replace("|", "\\|") if why else "-")
+            continue
+        e = rows[-1]
+        sizes = ", ".join("x".join(map(str, v)) for v in e["sizes"].values())
+        ratio = e["opmap"]["ms"] / e["onnx"]["ms"]
+        ratios.append(ratio)
+        mark = f"**{ratio:.2f}x**" if ratio <= 1.0 else f"**{ratio:.2f}x** (slower: {worst(e)})"
+        cells.append(f"{e['opmap']['ms']:.3f} / {e['onnx']['ms']:.3f} = {mark} at {sizes} ({e['at']})")
+    return cells, ratios
+
+
+def worst(e) -> str:
+    """The ATen ops opmap's network is estimated to spend most more on than the ONNX route's."""
+    mine: dict[str, float] = {}
+    for key, ms in e["opmap"]["by_op"].items():
+        op = key.split(" [")[0]
+        mine[op] = mine.get(op, 0.0) + ms
+    theirs = e["onnx"]["by_op"]
+    diffs = sorted(((ms - theirs.get(op, 0.0), op) for op, ms in mine.items()), reverse=True)[:2]
+    strategies = {op: max(((ms, k.split(" [", 1)[1].rstrip("]")) for k, ms in e["opmap"]["by_op"].items()
+                           if k.startswith(op + " [")), default=(0, "?"))[1] for _, op in diffs}
+    return ", ".join(f"{op} +{d:.3f} ms via {strategies[op]}" for d, op in diffs if d > 0)
+
+
+def onnx_build_seconds(trt, data: bytes, graph) -> float:
     """A second ONNX-route engine build of the same exported model (parse excluded), for the pairing."""
     _, builder, network, _, ok = parse_onnx(trt, data)
+    config = builder.create_builder_config()
+    onnx_profile(builder, config, network, graph)
     start = time.perf_counter()
     with native_stderr_silenced():
-        engine = builder.build_serialized_network(network, builder.create_builder_config())
+        engine = builder.build_serialized_network(network, config)
     if not ok or engine is None:
         raise OpmapError("the ONNX route no longer builds")
     return time.perf_counter() - start
@@ -48,16 +111,81 @@ def cell(route) -> str:
     return f"fails at {route.stage}: {route.message[:110]}".replace("|", "\\|")
 
 
+ESTIMATE_NOTE = [
+    "**Estimated latency** (`compare --estimate`; nothing here runs an engine): both networks — opmap's and the one "
+    "TensorRT-RTX's ONNX parser made — walked by the same cost model (`opmap/checking/costmodel.py`, the default device "
+    "profile, `opmap/building/fusion.py`'s fusion rules) on the same drawn inputs, at the largest served size the "
+    f"export's dynamic dims allow (served sizes: {', '.join(str(p) for p in SERVED)}; this bench exports batch up to 32, "
+    "sequences up to 128 — the zoo's tiny configs hold 128 positions — and images up to 224², so a dim's served size is "
+    "clamped into that range, and a static export is estimated at its own size). The cell names the sizes used. fp16: "
+    "opmap plans and builds every node it can in fp16 with no accuracy budget (`precision=fp16`, tolerance lifted), the "
+    "ONNX route exports the module cast to half (`model.half()`, float inputs half, same dynamic dims) as users make an "
+    "fp16 ONNX model; neither fp16 network is built into an engine here, only estimated. Where opmap's is slower, the "
+    "cell names the ATen ops its network spends most more on and the strategy that emitted them (per-op and per-strategy "
+    "breakdowns: `compare --json --estimate`, `estimates[].opmap.by_op`; `bench/compare.json` has them per model).",
+]
+
+
+def summary_lines(ratios: dict[str, list[float]]) -> list[str]:
+    out = []
+    for precision, values in ratios.items():
+        if values:
+            slower = sum(1 for v in values if v > 1.0)
+            out.append(f"Estimated latency opmap/ONNX at served sizes, {precision}: median **{statistics.median(values):.2f}x** "
+                       f"over {len(values)} models both routes build; opmap's estimated slower on {slower}.")
+    return out + ([""] if out else [])
+
+
 def main(argv: list[str]) -> None:
     import time
 
     quick = "--quick" in argv
+    estimate = "--no-estimate" not in argv
     budget = float(argv[argv.index("--budget") + 1]) if "--budget" in argv else float("inf")
-    names = [n for n in ZOO if not quick or n in QUICK]
-    models = {"detector": export_detector}
-    models.update({name: (lambda n=name: export_arch(n, keyword=True, dynamic=False)[0]) for name in names})
+    only = argv[argv.index("--only") + 1].split(",") if "--only" in argv else None
+    names = [n for n in (only or ZOO) if n in ZOO and (not quick or n in QUICK)]  # --only: in its order
+    models = {"detector": lambda: (export_detector(), "static")} if only is None or "detector" in only else {}
+    halves = {name: (lambda n=name: export_served(n, half=True)[0]) for name in names}
+    models.update({name: (lambda n=name: export_served(n)) for name in names})
+    all_ratios: dict[str, list[float]] = {"fp32": [], "fp16": []}
     backend = profile("tensorrt_rtx")
     rows, ratios, skipped = [], [], []
+    details: dict[str, object] = {}
+    def write(pending: list[str], why: str) -> list[str]:
+        """The page as it stands (written after every model, so that a stopped run leaves a consistent page)."""
+        built_a = sum(1 for r in rows if r.split("|")[3].strip().startswith("builds"))
+        built_b = sum(1 for r in rows if r.split("|")[4].strip().startswith("builds"))
+        text = [
+            "# opmap vs the ONNX route",
+            "",
+            f"Generated by `make bench-compare` (`python bench/compare.py{' ' + ' '.join(argv) if argv else ''}`) with torch {torch.__version__} "
+            f"and {backend}. The ONNX route is `torch.onnx.export(program, dynamo=True)` then TensorRT-RTX's `OnnxParser` into a "
+            "strongly typed network, then an ahead-of-time build; both routes start from the same loaded archive in one process.",
+            "",
+            f"**{built_a} of {len(rows)}** models build through opmap, **{built_b} of {len(rows)}** through the ONNX route."
+            + (f" Engine build time opmap/ONNX, paired (opmap, ONNX, opmap, ONNX per model): median **{statistics.median(ratios):.2f}x**."
+               if ratios else ""),
+            "",
+            *(summary_lines(all_ratios) if estimate else []),
+            "| model (export) | ATen nodes | opmap | ONNX route | nodes the ONNX route fails on | build s opmap / ONNX (2 runs each) | --check "
+            "| est. ms fp32 opmap / ONNX | est. ms fp16 opmap / ONNX |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "`--check`: both networks run through opmap's reference interpreter on the same drawn inputs; \"agree\" when every "
+            "output matches within the float32 tolerance.",
+            "",
+            *(ESTIMATE_NOTE if estimate else []),
+        ]
+        if pending:
+            text += ["", f"Not run ({why}): {', '.join(pending)}."]
+        (ROOT / "bench" / "COMPARE.md").write_text("\n".join(text) + "\n")
+        if estimate:
+            import json
+
+            (ROOT / "bench" / "compare.json").write_text(json.dumps(details, indent=1) + "\n")
+        return text
+
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         catalog, ruleset = svc.open_catalog(str(Path(tmp) / "catalog.db"))
@@ -68,50 +196,38 @@ def main(argv: list[str]) -> None:
             print(f"{name}...", file=sys.stderr, flush=True)
             path = Path(tmp) / f"{name}.pt2"
             try:
-                torch.export.save(make(), str(path))
+                program, how = make()
+                torch.export.save(program, str(path))
                 captured = capture(path)
             except Exception as exc:  # the export itself fails: a row, never the end of the bench
-                rows.append(f"| {name} | - | export failed: {type(exc).__name__}: {first_line(exc)} | | | | |")
+                rows.append(f"| {name} | - | export failed: {type(exc).__name__}: {first_line(exc)} | | | | |" + " |" * 2)
                 continue
             try:
-                result = compare(captured, catalog, ruleset, backend, Settings(), check=True)
+                result = compare(captured, catalog, ruleset, backend, Settings(), check=True, estimate=estimate,
+                                 half=halves.get(name))
             except OpmapError as exc:
-                rows.append(f"| {name} | {len(captured.graph)} | error: {first_line(exc)} | | | | |")
+                rows.append(f"| {name} | {len(captured.graph)} | error: {first_line(exc)} | | | | |" + " |" * 2)
                 continue
+            cells, _ = latency_cells(result) if estimate else (["-", "-"], [])
+            for e in result.estimates:
+                if e["opmap"] and e["onnx"] and e is [x for x in result.estimates if x["precision"] == e["precision"] and x["opmap"] and x["onnx"]][-1]:
+                    all_ratios[e["precision"]].append(e["opmap"]["ms"] / e["onnx"]["ms"])
+            details[name] = {"export": how, "estimates": result.estimates}
             a, b = result.opmap, result.onnx
             paired = "-"
             if a.ok and b.ok:  # A B (in compare) then A B again
                 a2 = serialize(build_network(result.plan, captured.program, ruleset.strategies)).build_seconds
-                b2 = onnx_build_seconds(backend.module, result.onnx_model)
+                b2 = onnx_build_seconds(backend.module, result.onnx_model, captured.graph)
                 ratio = (a.build_seconds + a2) / (b.build_seconds + b2)
                 ratios.append(ratio)
                 paired = f"{a.build_seconds:.2f}, {a2:.2f} / {b.build_seconds:.2f}, {b2:.2f} = **{ratio:.2f}x**"
             failing = [f"`{n}` ({o.stage})" for n, o in result.nodes.items() if o.stage in ("export", "parse", "build")]
             check = "-" if result.check is None or not result.check.get("ran") else ("agree" if result.check["ok"] else "DIFFER")
-            rows.append(f"| {name} | {len(captured.graph)} | {cell(a)} | {cell(b)} | {', '.join(failing) or '-'} | {paired} | {check} |")
-    built_a = sum(1 for r in rows if r.split("|")[3].strip().startswith("builds"))
-    built_b = sum(1 for r in rows if r.split("|")[4].strip().startswith("builds"))
-    text = [
-        "# opmap vs the ONNX route",
-        "",
-        f"Generated by `make bench-compare` (`python bench/compare.py{' ' + ' '.join(argv) if argv else ''}`) with torch {torch.__version__} "
-        f"and {backend}. The ONNX route is `torch.onnx.export(program, dynamo=True)` then TensorRT-RTX's `OnnxParser` into a "
-        "strongly typed network, then an ahead-of-time build; both routes start from the same loaded archive in one process.",
-        "",
-        f"**{built_a} of {len(rows)}** models build through opmap, **{built_b} of {len(rows)}** through the ONNX route."
-        + (f" Engine build time opmap/ONNX, paired (opmap, ONNX, opmap, ONNX per model): median **{statistics.median(ratios):.2f}x**."
-           if ratios else ""),
-        "",
-        "| model | ATen nodes | opmap | ONNX route | nodes the ONNX route fails on | build s opmap / ONNX (2 runs each) | --check |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-        "`--check`: both networks run through opmap's reference interpreter on the same drawn inputs; \"agree\" when every "
-        "output matches within the float32 tolerance.",
-    ]
-    if skipped:
-        text += ["", f"Not run (the `--budget` of {budget:.0f} s was spent): {', '.join(skipped)}."]
-    (ROOT / "bench" / "COMPARE.md").write_text("\n".join(text) + "\n")
+            rows.append(f"| {name} ({how}) | {len(captured.graph)} | {cell(a)} | {cell(b)} | {', '.join(failing) or '-'} | {paired} | {check} | "
+                        + " | ".join(cells) + " |")
+            order = list(models)
+            write(order[order.index(name) + 1:], "the run was stopped before them")
+    text = write(skipped, f"the `--budget` of {budget:.0f} s was spent")
     print("\n".join(text))
 
 

@@ -277,14 +277,16 @@ def verify(model: Any, example_inputs: Any = None, *, inputs: Mapping[str, Any] 
 
 
 def compare(model: Any, example_inputs: Any = None, *, backend: str | None = None, check: bool = False, seed: int = 0,
-            db: str | None = None, dynamic_shapes: Any = None, trust_model: bool = False, input_shapes: Any = None) -> dict[str, Any]:
+            db: str | None = None, dynamic_shapes: Any = None, trust_model: bool = False, input_shapes: Any = None,
+            estimate: bool = False) -> dict[str, Any]:
     """opmap against the ONNX route (torch.onnx dynamo export -> the backend's ONNX parser -> build), node by node, as
     ``opmap compare`` does; returns its JSON object (schema in the README). Needs ``pip install 'opmap[onnx]'``."""
     from opmap import service
     from opmap.onnxroute import comparison_json
 
     result, name = service.compare(model, example_inputs, db=db, backend=backend, check=check, seed=seed,
-                                   trust_model=trust_model, input_shapes=input_shapes, dynamic_shapes=dynamic_shapes)
+                                   trust_model=trust_model, input_shapes=input_shapes, dynamic_shapes=dynamic_shapes,
+                                   estimate=estimate)
     return json_safe(comparison_json(result, name))
 
 

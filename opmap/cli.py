@@ -280,6 +280,9 @@ def compare(
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224[:dtype] for pickled or scripted models."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write the graph page, with the ONNX route's outcome per node."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as one JSON object (schema in the README)."),
+    estimate: bool = typer.Option(False, "--estimate", help="Estimate both networks' latency with the one cost model, fp32 "
+                                  "and fp16, at the export's sizes and at served sizes its dynamic dims allow (an estimate: "
+                                  "no engine runs)."),
 ) -> None:
     """opmap beside the ONNX route (torch.onnx dynamo export -> the backend's ONNX parser -> build), node by node.
 
@@ -290,7 +293,8 @@ def compare(
     with _progress(not as_json) as progress:
         stage, advance = _stages(progress)
         result, _ = svc.compare(model, db=state.db, backend=backend, check=check, seed=seed, trust_model=unsafe_pickle,
-                                input_shapes=input_shape, stage=stage, on_node=advance)
+                                input_shapes=input_shape, stage=stage, on_node=advance,
+                                estimate=estimate)
     if html is not None:
         from opmap.graphpage import write_page
 

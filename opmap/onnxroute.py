@@ -68,6 +68,7 @@ class Comparison:
     unattributed: list[str] = field(default_factory=list)  # ONNX-route failures no ATen node could be found for
     check: dict[str, Any] | None = None
     onnx_model: bytes | None = None  # the exported ONNX model, where export succeeded and parsing too
+    estimates: list[dict[str, Any]] = field(default_factory=list)  # per precision and size: both routes' estimated latency
 
     @property
     def ok(self) -> bool:
@@ -164,6 +165,28 @@ def parse_onnx(trt: Any, data: bytes) -> tuple[Any, Any, Any, Any, bool]:
     return log, builder, network, parser, ok
 
 
+def onnx_profile(builder: Any, config: Any, network: Any, graph: Any) -> None:
+    """A dynamic export's ONNX network has -1 dims: one optimization profile at opmap's own min/opt/max points (the
+    export's proven ranges, :func:`opmap.building.profile.profile_points`), by input name. Static: nothing."""
+    from opmap.building.profile import profile_points
+
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    if all(d >= 0 for t in inputs for d in t.shape):
+        return
+    try:
+        points = profile_points(graph)
+    except OpmapError:  # no proven range: the build fails and says so
+        return
+    profile = builder.create_optimization_profile()
+    for t in inputs:
+        meta = graph.inputs.get(t.name)
+        if meta is None:
+            continue
+        shapes = [[d if isinstance(d, int) else points[k][d] for d in meta.shape] for k in ("min", "opt", "max")]
+        profile.set_shape(t.name, *shapes)
+    config.add_optimization_profile(profile)
+
+
 def run_onnx_route(program: Any, trt: Any, graph: Any) -> tuple[Route, dict[str, NodeOutcome], list[str], Any]:
     """Export, parse, build. Returns the route, per-node outcomes (only nodes with something to say, plus the ONNX
     nodes each produced), failures no node was found for, and the parsed network (None unless it parsed)."""
@@ -229,6 +252,7 @@ def run_onnx_route(program: Any, trt: Any, graph: Any) -> tuple[Route, dict[str,
         return route, nodes, unattributed, None
     route.layers = network.num_layers
     config = builder.create_builder_config()
+    onnx_profile(builder, config, network, graph)
     b0 = time.perf_counter()
     with native_stderr_silenced():
         engine = builder.build_serialized_network(network, config)
@@ -250,9 +274,239 @@ def run_onnx_route(program: Any, trt: Any, graph: Any) -> tuple[Route, dict[str,
     return route, nodes, unattributed, (network, builder, parser, data)
 
 
+# -- estimated latency, both routes, one estimator ------------------------------------------------------------------
+PRECISIONS = ("fp32", "fp16")
+SERVED = ({"batch": 8, "sequence": 128, "image": 224}, {"batch": 32, "sequence": 512, "image": 640})
+
+
+def _role(meta: Any, axis: int) -> str:
+    """What a dynamic input dim is, for the served sizes: axis 0 the batch, the last two axes of a 4-d float input an
+    image's height and width, any other dim a sequence (tokens, frames)."""
+    if axis == 0:
+        return "batch"
+    if len(meta.shape) == 4 and axis >= 2 and "float" in meta.dtype:
+        return "image"
+    return "sequence"
+
+
+def served_points(graph: Any, count: int = len(SERVED)) -> list[tuple[str, dict[str, int]]]:
+    """(label, symbol -> value) for the first ``count`` served sizes, each dim clamped into its proven range (the
+    label names what was used); none for a static graph (it is estimated at its own size)."""
+    points = []
+    for sizes in SERVED[:count]:
+        point: dict[str, int] = {}
+        for meta in graph.inputs.values():
+            for axis, d in enumerate(meta.shape):
+                if isinstance(d, str) and d not in point and d in graph.symbols:
+                    rng = graph.symbols[d]
+                    lo = max(1, rng.lower or 1)
+                    point[d] = max(lo, min(sizes[_role(meta, axis)], rng.upper if rng.upper is not None else sizes[_role(meta, axis)]))
+        if point and point not in [p for _, p in points]:
+            points.append(("served", point))
+    return points
+
+
+def example_point(program: Any, graph: Any) -> dict[str, int]:
+    """symbol -> its size in the export's example inputs (the sizes the program was exported at)."""
+    from torch.export.graph_signature import InputKind
+
+    vals = {n.name: n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"}
+    point: dict[str, int] = {}
+    examples = getattr(program, "example_inputs", None)
+    if not examples:  # a loaded archive may not keep them
+        return point
+    import torch.utils._pytree as pytree
+
+    flat = [t for t in pytree.tree_leaves(examples) if hasattr(t, "shape")]
+    users = [s.arg.name for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    for name, example in zip(users, flat):
+        meta = graph.inputs.get(name)
+        if meta is None or vals.get(name) is None:
+            continue
+        for d, size in zip(meta.shape, example.shape):
+            if isinstance(d, str):
+                point.setdefault(d, int(size))
+    return point
+
+
+def half_program(program: Any, graph: Any) -> Any:
+    """The program as users make an fp16 ONNX model, from the archive alone: its module cast to half (``model.half()``:
+    float weights, buffers and lifted constants), float example inputs cast too, exported again with the same dims
+    dynamic. The trace keeps the dtypes it saw (a ``.to(x.dtype)`` became a float32 cast), so a program that casts
+    explicitly may not re-export: the caller gets the error (the ONNX route's fp16 outcome). Where the nn.Module is at
+    hand, ``compare(half=...)`` takes an export of the module itself cast to half instead."""
+    import inspect
+
+    import torch
+    import torch.utils._pytree as pytree
+    from torch.export import Dim
+    from torch.export.graph_signature import InputKind
+
+    from opmap.checking.verify import draw_inputs
+
+    module = program.module()
+    module.half()
+    for sub in module.modules():  # the program's lifted tensor constants are plain attributes, which .half() skips
+        for key, value in list(vars(sub).items()):
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not isinstance(value, torch.nn.Parameter):
+                setattr(sub, key, value.half())
+    graph_module = getattr(module, "graph", None)
+    if graph_module is not None:  # the trace's dtype assertions (``.to(device)`` on a float32 trace) would refuse half
+        for node in list(graph_module.nodes):
+            if node.op == "call_function" and "_assert_tensor_metadata" in str(node.target) and not node.users:
+                graph_module.erase_node(node)
+        module.recompile()
+    examples = getattr(program, "example_inputs", None)
+    if not examples:  # a loaded archive may not keep them: inputs drawn at the export's dims, in its call structure
+        drawn, _ = draw_inputs(graph, 0)
+        users = [s.arg.name for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+        examples = pytree.tree_unflatten([drawn[u] for u in users], program.call_spec.in_spec)
+    args, kwargs = examples
+    vals = {n.name: n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"}
+    users = [s.arg.name for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    flat = [({i: Dim.AUTO for i, d in enumerate(vals[u].shape) if not isinstance(d, int)} or None)
+            if hasattr(vals.get(u), "shape") else None for u in users]
+    spec_args, spec_kwargs = pytree.tree_unflatten(flat, program.call_spec.in_spec)
+    names = list(inspect.signature(module.forward).parameters)
+    dynamic = {**dict(zip(names, spec_args)), **spec_kwargs} if all(n not in ("args", "kwargs") for n in names) else None
+    def cast(t):  # noqa: E306
+        return t.half() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+    if dynamic is not None and not any(v for v in dynamic.values()):
+        dynamic = None
+    with _quiet():
+        return torch.export.export(module, tuple(pytree.tree_map(cast, args)), pytree.tree_map(cast, kwargs),
+                                   dynamic_shapes=dynamic, strict=False)
+
+
+def onnx_network(program: Any, trt: Any) -> tuple[Any, dict[str, str]]:
+    """Export and parse (no build): the ONNX route's network and, per ONNX node, the FX node it came from."""
+    import torch
+
+    with _quiet():
+        exported = torch.onnx.export(program, dynamo=True, verbose=False)
+    model = exported.model_proto
+    _, builder, network, parser, ok = parse_onnx(trt, model.SerializeToString())
+    if not ok:
+        raise OpmapError("the ONNX route does not parse: " + "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors)))
+    decomposed = getattr(exported, "exported_program", None)
+    op_of = {n.name: str(n.target) for n in decomposed.graph.nodes if n.op == "call_function"} if decomposed is not None else {}
+    origins = {n.name: op_of.get(fx_origin(n) or "", fx_origin(n) or "") for n in model.graph.node}
+    return (network, builder, parser), origins
+
+
+def _onnx_origins(data: bytes) -> dict[str, str]:
+    import onnx
+
+    return {n.name: fx_origin(n) or "" for n in onnx.load_from_string(data).graph.node}
+
+
+def _breakdown(est: Any, owner: Any) -> dict[str, float]:
+    """Estimated ms per owner (a strategy, an ATen op), largest first."""
+    totals: dict[str, float] = {}
+    for layer, _, ms in est.by_layer:
+        key = owner(layer)
+        totals[key] = totals.get(key, 0.0) + ms
+    return {k: round(v, 4) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def _estimate_one(network: Any, trt: Any, attention: dict, layer_map: dict, inputs: dict, device: Any, seed: int,
+                  owner) -> dict[str, Any]:
+    from types import SimpleNamespace
+
+    from opmap.checking.costmodel import estimate
+
+    names = {network.get_input(i).name for i in range(network.num_inputs)}
+    est = estimate(SimpleNamespace(network=network, trt=trt, attention=attention, layer_map=layer_map),
+                   {k: v for k, v in inputs.items() if k in names}, device, seed)
+    return {"ms": round(est.ms, 4), "kernels": est.kernels, "fused": est.fused, "by_op": _breakdown(est, owner)}
+
+
+def estimate_routes(captured: Any, catalog: Any, ruleset: Any, backend: Any, settings: Any, built: Any, parsed: Any,
+                    precisions: tuple[str, ...] = PRECISIONS, served: int = len(SERVED), device: Any = None,
+                    seed: int = 0, half: Any = None) -> list[dict[str, Any]]:
+    """Both routes' networks through the same cost model (:mod:`opmap.checking.costmodel`) on the same drawn inputs:
+    at the export's own sizes and at each served size its dynamic dims allow, per precision. fp16: opmap plans and
+    builds every node it can in fp16 (no accuracy budget, as the ONNX route's half model has none); the ONNX route
+    exports the module cast to half: ``half()`` (an ExportedProgram of the nn.Module cast to half) where given, else
+    :func:`half_program` from the archive. A route that does not build (or, at fp16, export and
+    parse) has ``None``, with the reason."""
+    from dataclasses import replace
+
+    from opmap import service as svc
+    from opmap.building.builder import build_network
+    from opmap.checking.costmodel import DeviceProfile
+    from opmap.checking.verify import draw_inputs
+
+    device = device or DeviceProfile.load()
+    graph, trt = captured.graph, backend.module
+    static = all(isinstance(d, int) for meta in graph.inputs.values() for d in meta.shape)
+    example = example_point(captured.program, graph)
+    points = ([("export", example)] if static or example else []) + served_points(graph, served)
+    rows: list[dict[str, Any]] = []
+    for precision in precisions:
+        ours, theirs, why = None, None, {}
+        try:
+            if precision == "fp32":
+                ours = built
+            else:
+                plan = svc.make_plan(captured, catalog, ruleset, backend, replace(settings, precision=precision, tolerance=1e9),
+                                     for_build=True)
+                ours = build_network(plan, captured.program, ruleset.strategies, precision=precision) if plan.complete else None
+        except OpmapError as exc:
+            why["opmap"] = first_line(exc)
+        if ours is None:
+            why.setdefault("opmap", "opmap's route does not build")
+        try:
+            if parsed is None:
+                why["onnx"] = "the ONNX route does not build"
+            elif precision == "fp32":
+                theirs = (parsed[0], _onnx_origins(parsed[3]))
+            else:
+                network, origins = onnx_network(half() if half is not None else half_program(captured.program, graph), trt)
+                theirs = (network[0], origins, network)
+        except Exception as exc:  # the half export or parse failing is the ONNX route's outcome, reported
+            why["onnx"] = f"{'fp16 ' if precision != 'fp32' else ''}{first_line(exc)[:200]}"
+        ops = {n.name: n.op for n in graph}
+        for label, point in points:
+            inputs, _ = draw_inputs(graph, seed, point or None)
+            row: dict[str, Any] = {"precision": precision, "at": label,
+                                   "sizes": {k: list(v.shape) for k, v in inputs.items()}, "opmap": None, "onnx": None,
+                                   "why": dict(why)}
+            if ours is not None:
+                lm = ours.layer_map
+                def mine(layer, lm=lm):  # noqa: E306
+                    entry = lm.get(layer.removesuffix("_AttentionOutput"))
+                    if entry is None:
+                        return "(inputs and outputs) [builder]"
+                    return f"{ops.get(entry.get('node'), entry.get('node', '?'))} [{entry.get('via') or entry.get('strategy', '?')}]"
+                try:
+                    row["opmap"] = _estimate_one(ours.network, ours.trt, ours.attention, lm, inputs, device, seed, mine)
+                except OpmapError as exc:
+                    row["why"]["opmap"] = f"estimate: {first_line(exc)}"
+            if theirs is not None:
+                network, origins = theirs[0], theirs[1]
+                layer_node = {}
+                for i in range(network.num_layers):
+                    layer = network.get_layer(i)
+                    m = re.search(r"\[ONNX Layer: ([^\]]+)\]", getattr(layer, "metadata", "") or "")
+                    layer_node[layer.name] = m.group(1) if m else ""
+                def yours(layer):  # noqa: E306
+                    fx = origins.get(layer_node.get(layer, ""), "")
+                    return ops.get(fx) or fx or f"(no ATen node: {layer_node.get(layer) or layer})"
+                try:
+                    row["onnx"] = _estimate_one(network, trt, {}, {}, inputs, device, seed, yours)
+                except OpmapError as exc:
+                    row["why"]["onnx"] = f"estimate: {first_line(exc)}"
+            if row["opmap"] and row["onnx"]:
+                row["ratio"] = round(row["opmap"]["ms"] / row["onnx"]["ms"], 3)
+            rows.append(row)
+    return rows
+
+
 # -- both routes --------------------------------------------------------------------------------------------------
 def compare(captured: Any, catalog: Any, ruleset: Any, backend: Any, settings: Any, *, check: bool = False, seed: int = 0,
-            on_node=None) -> Comparison:
+            on_node=None, estimate: bool = False, precisions: tuple[str, ...] = PRECISIONS, served: int = len(SERVED),
+            device: Any = None, half: Any = None) -> Comparison:
     """Plan and build opmap's route, run the ONNX route on the same program; with ``check``, run both networks through
     the reference interpreter on the same inputs and compare their outputs."""
     from opmap import service as svc
@@ -283,6 +537,9 @@ def compare(captured: Any, catalog: Any, ruleset: Any, backend: Any, settings: A
                 outcome.stage = "stopped"
     result = Comparison(plan, ours, theirs, {name: nodes.get(name, NodeOutcome()) for name in captured.graph.nodes}, unattributed,
                         onnx_model=parsed[3] if parsed is not None else None)
+    if estimate:
+        result.estimates = estimate_routes(captured, catalog, ruleset, backend, settings, built, parsed if theirs.ok else None,
+                                           precisions, served, device, seed, half)
     if check:
         result.check = check_outputs(captured, built, parsed, backend.module, seed) if built is not None and theirs.ok else \
             {"ran": False, "why": "both routes must build for --check"}
@@ -345,10 +602,17 @@ def comparison_json(c: Comparison, model: str) -> dict[str, Any]:
                       "why": np_.why},
             "onnx": {"stage": o.stage, "message": o.message or None, "onnx_nodes": o.onnx_nodes},
         })
+    routes = {"opmap": c.opmap.to_dict(), "onnx": c.onnx.to_dict()}
+    if c.estimates:  # the cost model's estimate per precision and size (ESTIMATED: nothing here runs an engine)
+        for name, route in routes.items():
+            route["estimated_latency_ms"] = [
+                {"precision": e["precision"], "at": e["at"], "sizes": e["sizes"], "ms": e[name]["ms"] if e[name] else None,
+                 "kernels": e[name]["kernels"] if e[name] else None, "why": e["why"].get(name)} for e in c.estimates]
     return {
         "model": model,
         "backend": {"name": c.plan.backend.name, "version": c.plan.backend.version},
-        "routes": {"opmap": c.opmap.to_dict(), "onnx": c.onnx.to_dict()},
+        "routes": routes,
+        "estimates": c.estimates,
         "summary": {**c.plan.summary(), "onnx": {s: sum(1 for o in c.nodes.values() if o.stage == s) for s in STAGES}},
         "nodes": nodes,
         "unattributed": c.unattributed,

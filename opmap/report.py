@@ -343,6 +343,12 @@ def print_compare(console: Console, result) -> None:
     console.print(_route_line(result.onnx))
     if result.opmap.ok and result.onnx.ok and result.onnx.build_seconds:
         console.print(f"build time opmap/onnx: {result.opmap.build_seconds / result.onnx.build_seconds:.2f}x")
+    for e in result.estimates:  # the cost model's estimate, both networks, same inputs
+        sizes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in e["sizes"].items())
+        ms = {r: f"{e[r]['ms']:.4f} ms" if e[r] else f"- ({e['why'].get(r, '?')[:120]})" for r in ("opmap", "onnx")}
+        ratio = f" = {e['ratio']:.2f}x" if "ratio" in e else ""
+        console.print(f"estimated latency {e['precision']} at {e['at']} ({sizes}): opmap {ms['opmap']} / onnx {ms['onnx']}{ratio}",
+                      markup=False, highlight=False)
     if result.check is not None:
         chk = result.check
         if not chk.get("ran"):

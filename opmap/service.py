@@ -1240,8 +1240,9 @@ def example_json(r: Any) -> dict[str, Any]:
 
 def compare(model: Any, example_inputs: Any = None, *, db: str | None = None, backend: str | None = None, check: bool = False,
             seed: int = 0, trust_model: bool = False, input_shapes: Any = None, dynamic_shapes: Any = None,
-            stage: Callable = _no_stage, on_node: Callable[[Node], None] | None = None) -> tuple[Any, str]:
-    """opmap beside the ONNX route, node by node (opmap/onnxroute.py); returns its result and the model's name."""
+            stage: Callable = _no_stage, on_node: Callable[[Node], None] | None = None, estimate: bool = False) -> tuple[Any, str]:
+    """opmap beside the ONNX route, node by node (opmap/onnxroute.py); returns its result and the model's name.
+    ``estimate``: both networks' estimated latency, fp32 and fp16, at the export's and served sizes."""
     from opmap.building.backend import profile
     from opmap.onnxroute import compare as run_compare, require_onnx
 
@@ -1250,4 +1251,5 @@ def compare(model: Any, example_inputs: Any = None, *, db: str | None = None, ba
     catalog, ruleset, captured, name = _open_and_capture(db, model, example_inputs, dynamic_shapes, trust_model,
                                                          input_specs(input_shapes), [], stage)
     stage("planning and building", len(captured.graph))
-    return run_compare(captured, catalog, ruleset, profile(backend), Settings(), check=check, seed=seed, on_node=on_node), name
+    return run_compare(captured, catalog, ruleset, profile(backend), Settings(), check=check, seed=seed, on_node=on_node,
+                       estimate=estimate), name

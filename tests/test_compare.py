@@ -94,3 +94,25 @@ def test_an_export_failure_of_a_builtin_exception_is_read_through_the_exporters_
             "as a tensor with shape (2, 16, 64)!\n\nWhile executing %view_4 : [num_users=1] = call_function[...]")
     node, reason = _export_failure(RuntimeError(text))
     assert reason.startswith("Cannot view a tensor with shape") and "\x1b" not in reason
+
+
+def test_both_routes_are_estimated_by_the_one_cost_model_at_served_sizes(cli, tmp_path):
+    """--estimate: each route's network through the same cost model on the same inputs, fp32 and fp16, at the export's
+    sizes and at the served sizes the dynamic batch allows (clamped into its range); the ONNX fp16 network comes from
+    the module cast to half."""
+    batch = torch.export.Dim("batch", min=1, max=16)
+    path = export_to(tmp_path / "conv.pt2", ConvNet(), torch.randn(2, 3, 8, 8), dynamic_shapes=({0: batch},))
+    r = cli("compare", path, "--json", "--estimate")
+    assert r.code == 0, r.err
+    data = json.loads(r.out)
+    assert data["routes"]["onnx"]["ok"], data["routes"]["onnx"]
+    for route in ("opmap", "onnx"):
+        rows = data["routes"][route]["estimated_latency_ms"]
+        assert {(e["precision"], e["at"]) for e in rows} == {("fp32", "served"), ("fp16", "served")}, rows
+        assert {tuple(e["sizes"]["x"]) for e in rows} == {(8, 3, 8, 8), (16, 3, 8, 8)}  # 32 clamped to the max 16
+        assert all(e["ms"] > 0 and e["kernels"] > 0 for e in rows), rows
+    for e in data["estimates"]:  # both were estimated on the same inputs: a ratio, and a breakdown per ATen op
+        assert e["ratio"] == round(e["opmap"]["ms"] / e["onnx"]["ms"], 3)
+        assert any(k.startswith("aten.conv2d") for k in e["opmap"]["by_op"]) and e["onnx"]["by_op"]
+    table = cli("compare", path, "--estimate")
+    assert "estimated latency fp16 at served (x=16x3x8x8): opmap" in table.out

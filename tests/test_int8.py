@@ -255,8 +255,8 @@ class Residual(nn.Module):
 
 def _int8_network(tmp_path, module, example):
     """Calibrate (2 generated batches), plan for INT8 and build the network for real: (plan, built, captured)."""
-    from opmap import app as svc
-    from opmap.calibrate import calibrate
+    from opmap import service as svc
+    from opmap.calibration import calibrate
     from opmap.building.backend import profile
     from opmap.building.builder import build_network, serialize
     from opmap.loading.capture import capture

@@ -163,3 +163,44 @@ def test_qdq_convolution_builds_per_channel_on_rtx(net):
     assert builder.build_serialized_network(net, builder.create_builder_config()) is not None
     (out,) = run(net, x=torch.randn(1, 2, 5, 5)).values()
     assert out.shape == (1, 4, 3, 3)
+
+
+def test_slice_with_axes_takes_the_other_axes_whole(net):
+    """The ONNX parser's Slice names only the sliced axes (``axes``): start/size/stride apply there, the rest whole."""
+    x = net.add_input("x", trt.DataType.FLOAT, (2, 3, 4, 10))
+    layer = net.add_slice(x, (1,), (4,), (2,))
+    layer.axes = (-1,)
+    net.mark_output(layer.get_output(0))
+    data = torch.randn(2, 3, 4, 10)
+    (out,) = run(net, x=data).values()
+    assert torch.equal(out, data[..., 1:9:2])
+
+
+def test_squeeze_without_axes_removes_the_static_unit_dims(net):
+    x = net.add_input("x", trt.DataType.FLOAT, (2, 1, 3, 1))
+    net.mark_output(net.add_squeeze(x).get_output(0))
+    data = torch.randn(2, 1, 3, 1)
+    (out,) = run(net, x=data).values()
+    assert out.shape == (2, 3) and torch.equal(out, data.squeeze())
+
+
+def test_an_onnx_parsed_network_runs_as_pytorch_does():
+    """The ONNX route's own layers (dynamo export -> OnnxParser: Slice with axes, Squeeze, shape arithmetic) through
+    the interpreter, against PyTorch on the module."""
+    pytest.importorskip("onnxscript")
+    from opmap.onnxroute import parse_onnx
+
+    class Halves(torch.nn.Module):
+        def forward(self, x):
+            a, b = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+            return torch.cat((-b, a), -1).unsqueeze(1).squeeze(1) * 2
+
+    x = torch.randn(2, 3, 8)
+    ep = torch.export.export(Halves(), (x,), strict=False)
+    model = torch.onnx.export(ep, dynamo=True, verbose=False).model_proto
+    _, _, network, _, ok = parse_onnx(trt, model.SerializeToString())
+    assert ok
+    kinds = {network.get_layer(i).type.name for i in range(network.num_layers)}
+    assert "SLICE" in kinds
+    (out,) = run_network(network, trt, {network.get_input(0).name: x}).values()
+    assert torch.allclose(out, Halves()(x))

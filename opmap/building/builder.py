@@ -451,6 +451,34 @@ class EmitContext:
         return self.out(self.net.add_select(cond, a, b), "where")
 
 
+class _Symbols(dict):
+    """symbol -> its 1-element int64 tensor; an input dim's is emitted on first use (``pending``), so that a network
+    whose strategies never read a dim carries no Shape/Gather layers for it."""
+
+    def __init__(self, nb: "NetworkBuilder") -> None:
+        super().__init__()
+        self.nb = nb
+        self.pending: dict[str, tuple[str, Any, int]] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or key in self.pending
+
+    def __missing__(self, key: str) -> Any:
+        if key not in self.pending:
+            raise KeyError(key)
+        value = self.nb._input_dim(*self.pending.pop(key))
+        dict.__setitem__(self, key, value)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            dict.__setitem__(self, key, default)
+        return self[key]
+
+
 class NetworkBuilder:
     def __init__(self, backend: BackendProfile, graph: Graph, plan: Plan, weights: dict[str, torch.Tensor], strategies: dict[str, Strategy],
                  precision: str = "fp32"):
@@ -470,7 +498,7 @@ class NetworkBuilder:
         self.builder = self.trt.Builder(logger(self.trt))
         self.network = strongly_typed_network(self.trt, self.builder)
         self.values: dict[str, Any] = {}  # node/input name -> ITensor or list of ITensors (or python values)
-        self.symbols: dict[str, Any] = {}  # symbol -> 1-element int64 ITensor
+        self.symbols = _Symbols(self)  # symbol -> 1-element int64 ITensor (input dims made on first use)
         self._points: dict[str, dict[str, int]] | None = None  # profile min/opt/max per symbol, made on first use
         self.layer_map: dict[str, dict[str, str]] = {}
         self.keep: list = []
@@ -669,14 +697,18 @@ class NetworkBuilder:
                 profile.set_shape(name, tuple(lo), tuple(opt), tuple(hi))
                 for axis, d in enumerate(meta.shape):
                     if isinstance(d, str) and d not in self.symbols:
-                        shape = self.network.add_shape(t)
-                        shape.name = f"input/{name}/shape"
-                        idx = self.network.add_constant((1,), self.trt.Weights(np.array([axis], np.int64)))
-                        idx.name = f"input/{name}/dim{axis}/index"
-                        g = self.network.add_gather(shape.get_output(0), idx.get_output(0), 0)
-                        g.name = f"input/{name}/dim{axis}"
-                        self.symbols[d] = g.get_output(0)
+                        self.symbols.pending[d] = (name, t, axis)
         return profile if dynamic else None
+
+    def _input_dim(self, name: str, t: Any, axis: int) -> Any:
+        """An input dim as a 1-element int64 tensor, emitted when a strategy first needs it (an unused dim emits nothing)."""
+        shape = self.network.add_shape(t)
+        shape.name = f"input/{name}/shape"
+        idx = self.network.add_constant((1,), self.trt.Weights(np.array([axis], np.int64)))
+        idx.name = f"input/{name}/dim{axis}/index"
+        g = self.network.add_gather(shape.get_output(0), idx.get_output(0), 0)
+        g.name = f"input/{name}/dim{axis}"
+        return g.get_output(0)
 
     def _profile_from_symbols(self, name: str, meta: TensorMeta):
         """The input's dims at the profile's min, opt and max (points satisfying the export's facts: shapefacts)."""

@@ -75,6 +75,10 @@ def _scalar(t: torch.Tensor) -> int:
 def _constant(trt, layer, ins):
     arr = layer.weights
     shape = tuple(layer.shape)
+    if not hasattr(arr, "copy"):  # a trt.Weights the bindings could not hand over as an array (the ONNX parser's)
+        if arr.dtype == trt.DataType.BF16:
+            raise InterpreterError(f"layer {layer.name}: a {arr.dtype.name} constant ({arr.size} elements) cannot be read back")
+        arr = arr.numpy()
     return [torch.from_numpy(arr.copy()).reshape(shape)]
 
 
@@ -181,6 +185,13 @@ def _slice(trt, layer, ins):
     size = [int(v) for v in ins[2].tolist()] if len(ins) > 2 and ins[2] is not None else list(layer.shape)
     stride = [int(v) for v in ins[3].tolist()] if len(ins) > 3 and ins[3] is not None else list(layer.stride)
     fill = ins[4] if len(ins) > 4 and ins[4] is not None else None
+    axes = [int(v) for v in ins[5].tolist()] if len(ins) > 5 and ins[5] is not None else list(layer.axes or ())
+    if axes:  # start/size/stride name only these axes (the ONNX parser's Slice); the rest are taken whole
+        full_start, full_size, full_stride = [0] * rank, list(x.shape), [1] * rank
+        for j, axis in enumerate(axes):
+            axis = axis + rank if axis < 0 else axis
+            full_start[axis], full_size[axis], full_stride[axis] = start[j], size[j], stride[j]
+        start, size, stride = full_start, full_size, full_stride
     mode = layer.mode.name
     out = x
     for axis in range(rank):
@@ -534,7 +545,10 @@ def _unsqueeze(trt, layer, ins):
 @handles("SQUEEZE")
 def _squeeze(trt, layer, ins):
     x = ins[0]
-    axes = sorted((int(a) % x.dim() for a in ins[1].reshape(-1).tolist()), reverse=True)
+    if len(ins) > 1 and ins[1] is not None:
+        axes = sorted((int(a) % x.dim() for a in ins[1].reshape(-1).tolist()), reverse=True)
+    else:  # no axes: every dim that is statically 1 in the network definition (the ONNX parser's Squeeze)
+        axes = sorted((i for i, d in enumerate(layer.get_input(0).shape) if d == 1), reverse=True)
     for a in axes:
         x = x.squeeze(a)
     return [x]
