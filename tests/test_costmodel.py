@@ -316,3 +316,27 @@ def test_attention_costs_the_cheaper_of_fused_and_decomposed():
     assert fp32 < flops / (H100.micro["attention_tflops_fp32"] * 1e9)  # the decomposition, not the fp32 kernel
     scores = 8 * 12 * 512 * 512 * 4
     assert fp32 > 2 * scores / (H100.micro["softmax_gbps"] * 1e6)  # ... which writes and reads the scores
+
+
+def test_shape_arithmetic_runs_on_the_host_and_a_fill_of_its_size_does_not():
+    net = Net()
+    x = net.input("x", (8, 128, 768))
+    shape = net.net.add_shape(x).get_output(0)  # Int64 [3]
+    idx = net.const(np.array([0, 1], dtype=np.int64))
+    lead = net.net.add_gather(shape, idx, 0).get_output(0)
+    two = net.const(np.array([2], dtype=np.int64))
+    doubled = net.net.add_elementwise(lead, net.const(np.array([1, 2], dtype=np.int64)),
+                                      trt.ElementWiseOperation.PROD).get_output(0)
+    half = net.net.add_elementwise(net.net.add_gather(shape, net.const(np.array([2], dtype=np.int64)), 0).get_output(0),
+                                   two, trt.ElementWiseOperation.FLOOR_DIV).get_output(0)
+    dims = net.net.add_concatenation([doubled, half]).get_output(0)
+    r = net.net.add_shuffle(x)
+    r.set_input(1, dims)
+    fill = net.net.add_fill((1,), trt.FillOperation.LINSPACE, F32)
+    fill.set_input(0, dims)
+    fill.set_input(1, net.const(np.array(0.0, dtype=np.float32)))
+    fill.set_input(2, net.const(np.array([0.0, 0.0, 1.0], dtype=np.float32)))
+    est = net.estimate(r.get_output(0), fill.get_output(0))
+    charged = [label for _, label, _ in est.by_layer]
+    assert not any(k in label for label in charged for k in ("ELEMENTWISE", "GATHER", "CONCATENATION")), charged
+    assert "FILL" in charged  # writes 8 x 256 x 384 floats at run time

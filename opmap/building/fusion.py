@@ -4,7 +4,9 @@ TensorRT's builder fuses layers before it picks kernels (its *Layer Fusion Catal
 model follows the part of that catalog that decides whether a layer costs a launch and a memory round-trip:
 
 * **constant folding** — a layer whose every input derives from constants (a weight's cast, its Q/DQ pair) is
-  computed at build time: free;
+  computed at build time: free; likewise **shape arithmetic**: an integer layer (elementwise, gather, concatenation,
+  slice, ...) whose inputs derive only from Shape layers and constants computes a shape tensor, which TensorRT
+  evaluates on the host at shape inference — no kernel (a Fill of a run-time size is not such a layer: it writes data);
 * **Q/DQ into their neighbours** (explicit quantization) — a Dequantize whose consumers are all convolutions,
   matrix products or pointwise layers is fused into them: free, and the consumer reads the INT8 tensor (1 byte an
   element); a matrix kernel computes in INT8 when both operands come through a Dequantize (TensorRT propagates a DQ
@@ -35,6 +37,14 @@ MATRIX = {"MATRIX_MULTIPLY", "CONVOLUTION", "DECONVOLUTION", "EINSUM", "ATTENTIO
 POINTWISE = {"ELEMENTWISE", "ACTIVATION", "UNARY", "SCALE", "CAST", "QUANTIZE", "DEQUANTIZE", "PARAMETRIC_RELU", "SELECT"}
 EPILOGUE_HOSTS = {"MATRIX_MULTIPLY", "CONVOLUTION", "DECONVOLUTION", "REDUCE", "NORMALIZATION"} | POINTWISE
 DQ_CONSUMERS = {"MATRIX_MULTIPLY", "CONVOLUTION", "DECONVOLUTION"}
+# layers that compute shape tensors from input shapes on the host (no kernel): never a Fill, which writes data
+SHAPE_ARITHMETIC = {"ELEMENTWISE", "GATHER", "CONCATENATION", "SLICE", "SHUFFLE", "UNARY", "CAST", "SELECT", "IDENTITY",
+                    "REDUCE"}
+
+
+def _integer_outputs(layer: Any) -> bool:
+    """Every output an integer or bool tensor (shape tensors are Int32/Int64)."""
+    return all(layer.get_output(j).dtype.name in ("INT32", "INT64", "BOOL") for j in range(layer.num_outputs))
 
 
 def _names(layer: Any, outputs: bool = False) -> list[str | None]:
@@ -74,12 +84,18 @@ class Fusion:
 
     def _constant_derived(self, layers: list[Any]) -> set[str]:
         constant = self.constant = set()  # tensors computed from constants only
+        host: set[str] = set()  # shape tensors: computed from input shapes (and constants) on the host, as TensorRT does
         folded: set[str] = set()
         for layer in layers:  # layers are stored in the order they were added, inputs before their consumers
             kind, ins = layer.type.name, _names(layer)
             if kind == "CONSTANT" or (ins and kind not in MATRIX and all(n is not None and n in constant for n in ins)):
                 constant.update(_names(layer, outputs=True))
                 if kind != "CONSTANT":
+                    folded.add(layer.name)
+            elif kind == "SHAPE" or (kind in SHAPE_ARITHMETIC and ins and _integer_outputs(layer)
+                                     and all(n is not None and (n in host or n in constant) for n in ins)):
+                host.update(_names(layer, outputs=True))
+                if kind != "SHAPE":
                     folded.add(layer.name)
         return folded
 
