@@ -19,6 +19,7 @@ model follows the part of that catalog that decides whether a layer costs a laun
   is the single-consumer output of a convolution, matrix product, reduction, normalization or another pointwise layer
   runs in that producer's kernel: no launch and no round-trip of that input; only its other inputs (a residual, a
   bias, each at the size it is read: INT8 through a fused Dequantize) and any growth of its output are charged;
+* **dead layers** — a layer no network output depends on is removed by the builder: free;
 * **reshapes are views** — a Shuffle that only reshapes (no transposition) moves no data, and a pointwise layer
   after it still fuses into the producer behind it.
 
@@ -71,6 +72,7 @@ class Fusion:
                     self.consumers.setdefault(name, []).append(layer.type.name)
                     self.readers.setdefault(name, []).append(layer)
         self.outputs = {network.get_output(i).name for i in range(network.num_outputs)}
+        self.live = self._live(layers)
         self.folded = self._constant_derived(layers)
         self.views: set[str] = set()  # pure reshapes, found as the walk reaches them
         # a fused Dequantize's output name -> the quantized tensor its consumers read instead
@@ -81,6 +83,23 @@ class Fusion:
         # kernel writes float, so a Quantize after it cannot join it
         self.float_epilogue: set[str] = set()
         self.host: dict[str, str] = {}  # an epilogue output -> the kind of the kernel it is computed in
+
+    def _live(self, layers: list[Any]) -> set[str]:
+        """Layers an output depends on; TensorRT's builder removes the others (e.g. a pad whose only reader now reads
+        its input): they cost nothing."""
+        live: set[str] = set()
+        todo = list(self.outputs)
+        seen: set[str] = set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            layer = self.producer.get(name)
+            if layer is not None and layer.name not in live:
+                live.add(layer.name)
+                todo += [n for n in _names(layer) if n is not None]
+        return live
 
     def _constant_derived(self, layers: list[Any]) -> set[str]:
         constant = self.constant = set()  # tensors computed from constants only
@@ -123,6 +142,8 @@ class Fusion:
     def free(self, layer: Any) -> bool:
         """Costs nothing at run time: folded at build time, fused into its consumer's prologue, or a view."""
         kind = self.kind.get(layer.name)
+        if layer.name not in self.live:
+            return True
         if layer.name in self.folded:
             if kind == "SHUFFLE":  # a folded reshape of a weight is still a view a DQ propagates across
                 self._is_view(layer)

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from opmap.building.builder import Masked
+from opmap.loading.graph import Ref
 from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import cases, float_input, promoted_float_input, static_arg, t, trt_checks, trt_types
 from opmap.rules.emitting import promoting
@@ -132,10 +134,48 @@ def _to_2d(ctx, x, spatial):
     return ctx.reshape(x, shape[:2] + [1] + shape[2:]), shape
 
 
+_ZERO_PADS = ("aten.constant_pad_nd.default", "aten.pad.default")
+
+
+def _through_zero_pad(ctx, node, spatial):
+    """``(tensor, pre, post)`` when the convolution's input is a constant zero pad of its spatial dims only (HF's
+    TF-style ``F.pad`` before a conv): the pad's own input, cast as :meth:`EmitContext.input` casts, and the pad's
+    widths, which the convolution's zero padding takes instead (exact: a convolution over zeros padded on is one with
+    more zero padding). The pad is still emitted for any other reader; with none, TensorRT drops it. None otherwise:
+    an INT8 input (its Q/DQ reads the padded tensor), a 1-D convolution, negative (cropping) widths, a non-zero value,
+    another mode, widths on the batch or channel dims."""
+    ref = node.arg("input")
+    graph = node._graph
+    pad = graph.producer(ref) if isinstance(ref, Ref) and graph is not None else None
+    if pad is None or pad.op not in _ZERO_PADS or "input" in ctx.quant or spatial < 2 or (ref.index or 0) != 0:
+        return None
+    widths, value = pad.arg("pad"), pad.arg("value", 0)
+    if pad.op == "aten.pad.default" and (pad.arg("mode", "constant") != "constant"):
+        return None
+    if value not in (0, None) or not isinstance(widths, (list, tuple)) or len(widths) % 2:
+        return None
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in widths):
+        return None
+    per_dim = [(widths[2 * i], widths[2 * i + 1]) for i in range(len(widths) // 2)]  # last dim first
+    if len(per_dim) > spatial and any(per_dim[spatial:][i] != (0, 0) for i in range(len(per_dim) - spatial)):
+        return None
+    per_dim = (per_dim + [(0, 0)] * spatial)[:spatial][::-1]  # first spatial dim first
+    source = pad.arg("self")
+    t = ctx.tensor(source) if isinstance(source, Ref) else None
+    if t is None or isinstance(t, Masked) or ctx.graph_meta(source) is None or ctx.graph_meta(source).dtype != node.meta("input").dtype:
+        return None
+    if ctx.dtype(t) not in ("float32", "float16", "bfloat16"):  # an integer input is promoted through ctx.input
+        return None
+    if ctx.dtype(t) != ctx.precision:
+        t = ctx.nb.cast_once(ctx, t, ctx.precision)
+    return t, [lo for lo, _ in per_dim], [hi for _, hi in per_dim]
+
+
 def _emit_conv(ctx, node):
-    x = ctx.input("input")
-    spatial = ctx.rank(x) - 2
+    spatial = len(node.meta("input").shape) - 2
     transposed = node.op.startswith("aten.conv_transpose") or bool(node.arg("transposed", False))
+    folded = None if transposed else _through_zero_pad(ctx, node, spatial)
+    x = folded[0] if folded is not None else ctx.input("input")
     weight = _weight_array(ctx, "weight")
     bias = _weight_array(ctx, "bias")
     weight_tensor = None
@@ -147,6 +187,8 @@ def _emit_conv(ctx, node):
     extra, = _spatial_args(node, spatial, "output_padding") if transposed and node.arg("output_padding") else ([0] * spatial,)
     kernel_sizes = list(node.meta("weight").shape[2:])
     padding, post = _padding(node, spatial, kernel_sizes, dilation)
+    if folded is not None:
+        padding, post = [p + lo for p, lo in zip(padding, folded[1])], [p + hi for p, hi in zip(post, folded[2])]
     groups = node.arg("groups", 1)
     x, restore = _to_2d(ctx, x, spatial)
     if restore is not None:
@@ -222,7 +264,15 @@ rule_conv = strategy(
                    accept(torch.nn.Conv2d(3, 4, 3, padding=1, stride=2), t(1, 3, 7, 7), decompose=True),  # convolution
                    accept(torch.nn.ConvTranspose2d(3, 4, 3, stride=2, output_padding=1), t(1, 3, 4, 5), decompose=True),  # transposed
                    (lambda x, w, b: A._convolution(x, w, b, [1], [1], [2], False, [0], 1, False, False, True, True),
-                    t(2, 3, 9), t(4, 3, 3), t(4))))
+                    t(2, 3, 9), t(4, 3, 3), t(4)),
+                   # a zero pad before the convolution is read through (its widths join the convolution's padding);
+                   # the others are kept: a non-zero value, a crop, widths on the channel dim, reflection
+                   (lambda x, w: F.conv2d(F.pad(x, (1, 2, 0, 1)), w, padding=1, stride=2), t(1, 3, 8, 7), t(4, 3, 3, 3)),
+                   (lambda x, w: F.conv2d(F.pad(x, (0, 1, 0, 1), value=0.5), w), t(1, 3, 8, 7), t(4, 3, 3, 3)),
+                   (lambda x, w: F.conv2d(F.pad(x, (1, -1, 2, 0)), w), t(1, 3, 8, 7), t(4, 3, 3, 3)),
+                   (lambda x, w: F.conv2d(F.pad(x, (1, 1, 0, 0, 1, 0)), w), t(1, 2, 8, 7), t(4, 3, 3, 3)),
+                   (lambda x, w: F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), w), t(1, 3, 8, 7), t(4, 3, 3, 3)),
+                   (lambda x, w: F.conv3d(F.pad(x, (1, 0, 0, 2, 1, 1)), w, groups=2), t(1, 4, 4, 5, 4), t(2, 2, 2, 3, 2))))
 
 rule_conv_transpose = strategy(
     "conv/conv-transpose",
