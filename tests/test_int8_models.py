@@ -74,17 +74,25 @@ def test_bert_keyword_dynamic_int8(cli, zoo_dir, tmp_path):
 def test_vit_int8(cli, zoo_dir, tmp_path):
     model = _export(zoo_dir, "vit", dynamic=False)
     _, built, _ = _int8_end_to_end(cli, model, tmp_path)
-    int8 = _check_placement(_placed(built), 12)
+    # most products INT8; a linear the planner decomposes (its decomposition estimated cheaper at this size) cannot be
+    # measured in INT8 and says so; the patch embedding's convolution is INT8
+    int8 = _check_placement(_placed(built), 10)
     assert any(n["op"] == "aten.conv2d.default" for n in int8)  # the patch embedding
     assert built["node_precision"]["conv2d"] == "int8"
+    for n in _placed(built):
+        if n["op"] in MATMULS and n["precision"] != "int8":
+            assert "measured error" in n["why"] or "cannot emit layers to measure" in n["why"], n
 
 
 def test_resnet_int8(cli, zoo_dir, tmp_path):
     model = _export(zoo_dir, "resnet", dynamic=False)
     _, built, _ = _int8_end_to_end(cli, model, tmp_path)
     convs = [k for k, v in built["node_precision"].items() if k.startswith("conv2d")]
-    assert len(convs) >= 5 and all(built["node_precision"][k] == "int8" for k in convs)
-    _check_placement(_placed(built), 5)
+    assert len(convs) >= 4 and all(built["node_precision"][k] == "int8" for k in convs)
+    _check_placement(_placed(built), 4)
+    for n in _placed(built):  # a convolution kept out of INT8 was measured end to end and named the output it broke
+        if n["op"] == "aten.conv2d.default" and n["precision"] != "int8":
+            assert "measured error" in n["why"] or "exceeded" in n["why"], n
 
 
 def test_detector_int8_discrete_outputs_exact(cli, detector_pt2, tmp_path):

@@ -421,7 +421,7 @@ class Planner:
     def _plan_expansion(self, sub: Graph) -> "Plan | str":
         """The plan of an expansion's sub-graph, or why it cannot be planned completely."""
         child = Planner(self.ruleset, self.candidates, backend=self.backend, settings=self.settings, costs=self.costs,
-                        depth=self.depth + 1, require_emit=self.require_emit, prefer=self.prefer,
+                        bucket_costs=self.bucket_costs, depth=self.depth + 1, require_emit=self.require_emit, prefer=self.prefer,
                         precision_errors=self.precision_errors, memo=self.memo if self.memo is not None else False,
                         parent=self)
         try:
