@@ -38,7 +38,7 @@ _PLAIN = (str, int, float, bool, type(None))
 
 def _ours(obj: Any) -> bool:
     module = getattr(obj, "__module__", None) or ""
-    return module.split(".")[0] in ("opmap", "opmap_user_rules") or module.startswith("opmap_")
+    return module == "opmap" or module.startswith(("opmap.", "opmap_"))  # opmap, or a user rule file's module
 
 
 _GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL"})
@@ -76,29 +76,23 @@ class _Api:
                             self._add(top.name, item, lines)
 
     def _add(self, where: str, node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]) -> None:
-        used = set()
-        for n in ast.walk(node):
-            if isinstance(n, ast.Name):
-                used.add(n.id)
-            elif isinstance(n, ast.Attribute):
-                used.add(n.attr)
-        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-        text = "".join(lines[first - 1: node.end_lineno])
-        self.by_name.setdefault(node.name, []).append((f"{where}.{node.name}", text, frozenset(used)))
+        text, used = _segment(node, lines)
+        self.by_name.setdefault(node.name, []).append((f"{where}.{node.name}", text, used))
+
+
+def _segment(node: ast.AST, lines: list[str]) -> tuple[str, frozenset[str]]:
+    """A definition's text (decorators included) and the names and attributes it uses."""
+    used = frozenset(n.id if isinstance(n, ast.Name) else n.attr
+                     for n in ast.walk(node) if isinstance(n, (ast.Name, ast.Attribute)))
+    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    return "".join(lines[first - 1: node.end_lineno]), used
 
 
 @lru_cache(maxsize=None)
 def _classes(filename: str, size: int, mtime: float) -> dict[str, tuple[str, frozenset[str]]]:
     """Top-level classes of a file: name -> (text, names used in it)."""
     lines = Path(filename).read_text().splitlines(keepends=True)
-    found = {}
-    for top in ast.parse("".join(lines)).body:
-        if isinstance(top, ast.ClassDef):
-            first = min([top.lineno] + [d.lineno for d in top.decorator_list])
-            used = frozenset(n.id for n in ast.walk(top) if isinstance(n, ast.Name)) | frozenset(
-                n.attr for n in ast.walk(top) if isinstance(n, ast.Attribute))
-            found[top.name] = ("".join(lines[first - 1: top.end_lineno]), used)
-    return found
+    return {top.name: _segment(top, lines) for top in ast.parse("".join(lines)).body if isinstance(top, ast.ClassDef)}
 
 
 def _class_text(cls: type) -> tuple[str, frozenset[str]]:
@@ -215,6 +209,7 @@ def digest(roots: Iterable[Callable | None]) -> str:
     return h.hexdigest()
 
 
+KIND = "reach"  # the disk cache's kind for built-in digests
 _BUILTIN: dict[str, Any] = {}  # {"name": cache entry name, "digests": {strategy id: digest}}
 
 
@@ -248,6 +243,3 @@ def builtin_digest(strategy_id: str, roots: Iterable[Callable | None]) -> str:
         digests[strategy_id] = digest(roots)
         diskcache.store(KIND, _BUILTIN["name"], json.dumps(digests).encode())
     return digests[strategy_id]
-
-
-KIND = "reach"

@@ -157,12 +157,13 @@ def _through_zero_pad(ctx, node, spatial):
     if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in widths):
         return None
     per_dim = [(widths[2 * i], widths[2 * i + 1]) for i in range(len(widths) // 2)]  # last dim first
-    if len(per_dim) > spatial and any(per_dim[spatial:][i] != (0, 0) for i in range(len(per_dim) - spatial)):
+    if any(w != (0, 0) for w in per_dim[spatial:]):  # widths on the channel or batch dim
         return None
     per_dim = (per_dim + [(0, 0)] * spatial)[:spatial][::-1]  # first spatial dim first
     source = pad.arg("self")
     t = ctx.tensor(source) if isinstance(source, Ref) else None
-    if t is None or isinstance(t, Masked) or ctx.graph_meta(source) is None or ctx.graph_meta(source).dtype != node.meta("input").dtype:
+    meta = ctx.graph_meta(source) if t is not None else None
+    if t is None or isinstance(t, Masked) or meta is None or meta.dtype != node.meta("input").dtype:
         return None
     if ctx.dtype(t) not in ("float32", "float16", "bfloat16"):  # an integer input is promoted through ctx.input
         return None
