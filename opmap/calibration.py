@@ -19,7 +19,7 @@ import torch
 
 import opmap
 from opmap.loading.graph import Graph
-from opmap.errors import OpmapError, first_line
+from opmap.errors import OpmapError, first_line, load_failure
 
 PERCENTILE = 99.99  # of |x|, per batch, averaged over batches: clips rare outliers that would waste INT8's range
 MAX_SAMPLE = 1 << 20  # elements a percentile looks at per value (a strided sample beyond that)
@@ -38,7 +38,7 @@ def _load(path: Path) -> list[Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CalibrationError(f"{path}: cannot load calibration data: {first_line(exc)} "
+        raise CalibrationError(f"{path}: cannot load calibration data: {load_failure(exc)} "
                                "(expected torch.save of an input dict or a list of them)") from None
     items = data if isinstance(data, list) else [data]
     if not items or not all(isinstance(b, dict) and all(isinstance(v, torch.Tensor) for v in b.values()) for b in items):

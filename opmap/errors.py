@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class OpmapError(Exception):
     """An error the user can act on. ``str(err)`` is the one line the CLI prints."""
@@ -38,9 +40,19 @@ class EmitterBug(BuildError):
 
 
 def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message, for wrapping third-party errors."""
-    for line in str(exc).splitlines():
+    """The first non-empty line of an exception's message (terminal colour codes removed), for wrapping third-party
+    errors."""
+    for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines():
         line = line.strip()
         if line:
             return line[:300]
     return type(exc).__name__
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` refused a data file, in opmap's terms: torch's own message goes on to
+    offer ``weights_only=False``, which opmap never uses for data files (unpickling arbitrary objects runs code)."""
+    if "Weights only load failed" in str(exc):
+        return "it holds Python objects other than tensors, and loading those would run code (opmap loads data files " \
+               "with weights_only=True only)"
+    return first_line(exc)

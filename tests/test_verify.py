@@ -82,6 +82,19 @@ def test_verify_inputs_are_checked_against_the_export(cli, tmp_path, value, mess
     assert r.code == 2 and message in r.err and len(r.err.strip().splitlines()) == 1, r.err
 
 
+class _NotATensor:  # pickled by reference: loading it would import and build an object of this module
+    pass
+
+
+def test_verify_inputs_file_with_objects_is_refused_without_offering_unsafe_loading(cli, tmp_path):
+    model = _kw_export(tmp_path / "kw.pt2")
+    bad = tmp_path / "objects.pt"
+    torch.save({"input_ids": _NotATensor()}, bad)
+    r = cli("verify", model, "--inputs", bad)
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+    assert "would run code" in r.err and "weights_only=False" not in r.err and "\x1b[" not in r.err, r.err
+
+
 def test_verify_inputs_outside_the_dynamic_range(cli, tmp_path):
     model = _kw_export(tmp_path / "kw.pt2", dynamic=True)
     bad = tmp_path / "bad.pt"

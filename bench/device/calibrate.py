@@ -116,6 +116,7 @@ def micro_benchmarks(micro: dict) -> None:
         ms = timeit(lambda t: F.conv2d(t, w, padding=1), [(t,) for t in xs], reps=30)
         micro[f"conv_tflops_{name}"] = 2 * 32 * 256 * 28 * 28 * 256 * 9 / ms / 1e9
     torch.backends.cudnn.allow_tf32 = True
+    guarded("int8 convolution", lambda: int8_convolution(micro))
     # gather, reduction, scan, topk, sort: effective GB/s over the bytes each must touch
     n = 1 << 26
     src = rand(n)
@@ -127,6 +128,24 @@ def micro_benchmarks(micro: dict) -> None:
     micro["topk64_gbps"] = rows[0].numel() * 4 / timeit(lambda t: t.topk(64, -1), [(r,) for r in rows]) / 1e6
     micro["sort_gbps"] = rows[0].numel() * 4 * 3 / timeit(lambda t: t.sort(-1), [(r,) for r in rows]) / 1e6
     guarded("row kernels", lambda: row_kernels(micro, rows))
+
+
+def int8_convolution(micro: dict) -> None:
+    """PyTorch has no int8 convolution on CUDA: int8conv.py's Triton implicit GEMM, run in int8 and in fp16 over
+    ResNet-50's convolutions at batch 32, gives the int8 speedup of one kernel design; the int8 rate charged is cuDNN's
+    fp16 rate above times that speedup."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import int8conv
+    int8conv.check("cuda")  # both dtypes against F.conv2d before any timing counts
+    rows = int8conv.measure(timeit)
+    summary = int8conv.summary(rows)
+    micro["conv_int8_over_fp16"] = summary["int8_over_fp16_same_kernel"]
+    micro["conv_tflops_int8"] = micro["conv_tflops_fp16"] * summary["int8_over_fp16_same_kernel"]
+    INT8CONV.extend(rows)
+    INT8CONV.append(summary)
+
+
+INT8CONV: list = []
 
 
 def row_kernels(micro: dict, rows: list) -> None:
@@ -235,7 +254,7 @@ def main(out: Path) -> None:
     dev = torch.cuda.get_device_properties(0)
     result = {"card": torch.cuda.get_device_name(0), "sm_count": dev.multi_processor_count,
               "memory_gib": round(dev.total_memory / 2**30, 1), "torch": torch.__version__, "cuda": torch.version.cuda,
-              "micro": {}, "validation": [], "errors": ERRORS}
+              "micro": {}, "validation": [], "errors": ERRORS, "int8conv": INT8CONV}
     out.mkdir(parents=True, exist_ok=True)
     for section, arg in ((micro_benchmarks, result["micro"]), (validation, result["validation"]), (fusion, result["validation"])):
         guarded(section.__name__, lambda: section(arg))

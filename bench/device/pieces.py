@@ -71,10 +71,10 @@ def pieces(tiny: bool = False) -> list[Piece]:
                 if dt == "int8" and (batch != 32 or groups > 1):
                     continue
                 size = {"n": s(batch), "cin": cin, "cout": cout, "hw": s(hw), "k": k, "stride": stride, "groups": groups}
-                note = ("no int8 convolution on CUDA in PyTorch: predicted only (the model takes the fp16 convolution "
-                        "throughput and int8 bytes)") if dt == "int8" else ""
+                note = ("PyTorch has no int8 convolution on CUDA: measured as int8conv.py's Triton implicit GEMM "
+                        "(int8 in and out)") if dt == "int8" else ""
                 out.append(Piece(f"conv {label} b{batch} ({img}²)", "convolution", "conv", dt, size, ("CONVOLUTION",),
-                                 measure=dt != "int8", note=note, needs="dwconv_tflops_fp32" if groups > 1 else ""))
+                                 note=note, needs="dwconv_tflops_fp32" if groups > 1 else ""))
     # conv + bias + ReLU and linear + bias + GELU as one kernel (cuDNN's fused conv, cuBLASLt's GELU epilogue)
     for dt in ("fp32", "fp16"):
         out.append(Piece("conv+bias+relu 3x3 64 @56 b32", "epilogue", "conv_bias_relu", dt,
@@ -173,6 +173,16 @@ def variants(p: Piece, dev: str) -> dict[str, tuple]:
         bias = _rand(dev, z["n"], dtype=p.dtype, n=1)[0]
         fused = (lambda x: torch._addmm_activation(bias, x, w.t(), use_gelu=True))
         return {"cublasLt gelu epilogue": (fused, xs), "addmm then gelu": (lambda x: F.gelu(F.linear(x, w, bias)), xs)}
+    if p.op == "conv" and p.dtype == "int8":  # no int8 convolution in PyTorch on CUDA: the Triton implicit GEMM
+        w = _rand(dev, z["cout"], z["cin"], z["k"], z["k"], dtype="int8", n=1)[0]
+        xs = _rand(dev, z["n"], z["cin"], z["hw"], z["hw"], dtype="int8")
+        pad = z["k"] // 2
+        if dev == "cpu":  # the tiny CPU dry run: the same sums in fp32
+            return {"conv2d on fp32": (lambda x: F.conv2d(x.float(), w.float(), None, z["stride"], pad), [(x,) for x in xs])}
+        from int8conv import as_kernel_operands, conv  # imports triton: the card only
+        wk = as_kernel_operands(xs[0][:1], w)[1]
+        return {"triton implicit GEMM": (lambda x: conv(x, wk, z["k"], z["k"], z["stride"], pad, scale=1e-3),
+                                         [(as_kernel_operands(x, w)[0],) for x in xs])}
     if p.op in ("conv", "conv_bias_relu"):
         w = torch.randn(z["cout"], z["cin"] // z["groups"], z["k"], z["k"], device=dev, dtype=DT[p.dtype])
         xs = _rand(dev, z["n"], z["cin"], z["hw"], z["hw"], dtype=p.dtype)

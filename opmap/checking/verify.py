@@ -499,9 +499,9 @@ def load_inputs(path: str, graph: Graph, program: Any = None) -> tuple[dict[str,
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        from opmap.errors import first_line
+        from opmap.errors import load_failure
 
-        raise OpmapError(f"{path}: cannot load inputs: {first_line(exc)} (expected torch.save of {{name: tensor}})") from None
+        raise OpmapError(f"{path}: cannot load inputs: {load_failure(exc)} (expected torch.save of {{name: tensor}})") from None
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise OpmapError(f"{path}: expected a dict of input name -> tensor, got {type(data).__name__}")
     values = check_inputs(data, graph, path)
