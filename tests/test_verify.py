@@ -82,6 +82,27 @@ def test_verify_inputs_are_checked_against_the_export(cli, tmp_path, value, mess
     assert r.code == 2 and message in r.err and len(r.err.strip().splitlines()) == 1, r.err
 
 
+class _StaticCacheWrite(torch.nn.Module):
+    """One decode step's write into a 4-slot static cache at ``cache_position`` (index_copy along the sequence dim)."""
+
+    def forward(self, cache, k, cache_position):
+        return cache.index_copy(2, cache_position, k) * 2
+
+
+def test_cache_positions_are_drawn_inside_the_cache(tmp_path):
+    from opmap.checking.verify import draw_inputs
+    from opmap.loading.capture import capture
+
+    path = tmp_path / "write.pt2"
+    torch.export.save(torch.export.export(_StaticCacheWrite(), (torch.zeros(1, 2, 4, 8), torch.ones(1, 2, 1, 8),
+                                                                torch.tensor([3]))), str(path))
+    graph = capture(path).graph
+    for seed in range(20):  # [0, 10) by default: 6 of 10 draws would write past the 4 slots
+        values, how = draw_inputs(graph, seed)
+        assert 0 <= int(values["cache_position"]) < 4, how["cache_position"]
+    assert "[0, 4)" in how["cache_position"] and "index_copy" in how["cache_position"], how["cache_position"]
+
+
 class _NotATensor:  # pickled by reference: loading it would import and build an object of this module
     pass
 

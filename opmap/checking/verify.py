@@ -112,15 +112,15 @@ def _index_uses(graph: Graph, name: str, dims: dict[str, int]) -> list[tuple[int
             if node.op in _VALUE_PRESERVING and uses[0] in ("self", "input"):
                 frontier.append(node.name)
                 continue
-            n = None
+            n, op = None, (node.op.split(".") + [""])[1]
             if node.op in EMBEDDING_BAG and "indices" in uses:
                 n, what = size(node.meta("weight"), 0), f"the rows of {node.arg('weight')} ({node.op.split('.')[1]} {node.name})"
             elif node.op == "aten.embedding.default" and "indices" in uses:
                 n, what = size(node.meta("weight"), 0), f"the rows of {node.arg('weight')} (embedding {node.name})"
-            elif node.op in ("aten.index_select.default", "aten.gather.default") and "index" in uses:
-                axis = node.arg("dim")
-                n, what = size(node.meta("self"), axis), f"dim {axis} of {node.arg('self')} ({node.op.split('.')[1]} {node.name})"
-            elif node.op == "aten.index.Tensor" and "indices" in uses:
+            elif op in _INDEX_ALONG_DIM and "index" in uses and isinstance(node.arg("dim"), int):
+                axis = node.arg("dim")  # read or written at given positions (a static KV cache's cache_position)
+                n, what = size(node.meta("self"), axis), f"dim {axis} of {node.arg('self')} ({op} {node.name})"
+            elif op in ("index", "index_put", "index_put_", "_unsafe_index_put") and "indices" in uses:
                 axis = node.arg("indices").index(Ref(current))
                 n, what = size(node.meta("self"), axis), f"dim {axis} of {node.arg('self')} (index {node.name})"
             elif node.op == "aten.one_hot.default" and "self" in uses and isinstance(node.arg("num_classes"), int):
@@ -130,6 +130,9 @@ def _index_uses(graph: Graph, name: str, dims: dict[str, int]) -> list[tuple[int
     return found
 
 
+# ops whose ``index`` argument holds positions along dim ``dim`` of ``self``
+_INDEX_ALONG_DIM = ("index_select", "gather", "index_copy", "index_copy_", "index_add", "index_add_", "index_fill",
+                    "index_fill_", "scatter", "scatter_", "scatter_add", "scatter_add_", "scatter_reduce", "scatter_reduce_")
 EMBEDDING_BAG = ("aten.embedding_bag.default", "aten.embedding_bag.padding_idx", "aten._embedding_bag.default",
                  "aten._embedding_bag_forward_only.default")
 
