@@ -213,7 +213,7 @@ def plan(model: Any, example_inputs: Any = None, *, backend: str | None = None, 
 
 
 def build(model: Any, example_inputs: Any = None, *, backend: str | None = None, precision: str = "fp32",
-          int8_budget: float = 2e-2, protect_discrete: bool = True, db: str | None = None, dynamic_shapes: Any = None,
+          tolerance: float = 1e-3, int8_budget: float = 2e-2, protect_discrete: bool = True, db: str | None = None, dynamic_shapes: Any = None,
           trust_model: bool = False, input_shapes: Any = None, dynamic: Any = None, bounds: Any = None,
           shapes: Any = None, check: bool = True) -> Engine:
     """Plan with strategies that can emit layers and build a real engine, as ``opmap build`` does (nothing is written:
@@ -226,7 +226,8 @@ def build(model: Any, example_inputs: Any = None, *, backend: str | None = None,
     :func:`plan`."""
     from opmap import service
 
-    done = service.build_model(model, example_inputs, db=db, backend=backend, precision=precision, int8_budget=int8_budget,
+    done = service.build_model(model, example_inputs, db=db, backend=backend, precision=precision, tolerance=tolerance,
+                               int8_budget=int8_budget,
                                protect_discrete=protect_discrete, shapes=shapes, trust_model=trust_model,
                                input_shapes=input_shapes, dynamic=dynamic, dynamic_shapes=dynamic_shapes, bounds=bounds,
                                check=check)

@@ -102,6 +102,8 @@ _PROTECT_OPTION = typer.Option(True, "--protect-discrete/--no-protect-discrete",
                                     "reproduces PyTorch's discrete result (measured); off only to see what it prevents.")
 
 
+_TOLERANCE_OPTION = typer.Option(1e-3, "--tolerance", help="Accuracy budget: max relative error an approximate strategy, "
+                                 "or a node placed below fp32 (fp16, bf16), may add.")
 _INT8_BUDGET_OPTION = typer.Option(2e-2, "--int8-budget", help="int8: the error a node may add, relative to its output's range.")
 
 
@@ -113,8 +115,7 @@ def suggest(
     as_json: bool = typer.Option(False, "--json", help="Print the plan as one JSON object (schema in the README)."),
     reasons: bool = typer.Option(False, "-r", "--reasons", help="List every rejection and rule error with its reason."),
     all_verdicts: bool = typer.Option(False, "--all-verdicts", help="With the rejections, also list NOT_APPLICABLE skips."),
-    tolerance: float = typer.Option(1e-3, "--tolerance", help="Accuracy budget: max relative error an approximate strategy, "
-                                    "or a node placed below fp32, may add."),
+    tolerance: float = _TOLERANCE_OPTION,
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16 | int8: the lowest precision a node may be placed in."),
     int8_budget: float = _INT8_BUDGET_OPTION,
     protect_discrete: bool = _PROTECT_OPTION,
@@ -170,6 +171,7 @@ def build(
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the serialized engine (a .json sidecar goes beside it)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="tensorrt | tensorrt_rtx (default: tensorrt if importable)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | bf16 | int8: per-node precision, with explicit casts/Q-DQ."),
+    tolerance: float = _TOLERANCE_OPTION,
     int8_budget: float = _INT8_BUDGET_OPTION,
     protect_discrete: bool = _PROTECT_OPTION,
     shape: List[str] = typer.Option([], "--shape", help="NAME=MIN:OPT:MAX optimization profile for a dynamic input (dims like 1x128)."),
@@ -193,7 +195,8 @@ def build(
 
     with _progress(not as_json) as progress:
         stage, advance = _stages(progress)
-        result = svc.build_model(model, db=state.db, backend=backend, precision=precision, int8_budget=int8_budget,
+        result = svc.build_model(model, db=state.db, backend=backend, precision=precision, tolerance=tolerance,
+                                 int8_budget=int8_budget,
                                  protect_discrete=protect_discrete, shapes=shape, trust_model=unsafe_pickle,
                                  input_shapes=input_shape, dynamic=dynamic, bounds=bound, check=check, output=output,
                                  stage=stage, on_node=advance)

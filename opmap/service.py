@@ -922,7 +922,7 @@ class BuiltModel:
 
 
 def build_model(model: Any, example_inputs: Any = None, *, db: str | None = None, backend: str | None = None,
-                precision: str = "fp32", int8_budget: float = 2e-2, protect_discrete: bool = True, shapes: Any = None,
+                precision: str = "fp32", tolerance: float = 1e-3, int8_budget: float = 2e-2, protect_discrete: bool = True, shapes: Any = None,
                 trust_model: bool = False, input_shapes: Any = None, dynamic: Any = None, dynamic_shapes: Any = None,
                 bounds: Any = None, check: bool = True, output: Path | None = None, stage: Callable = _no_stage,
                 on_node: Callable[[Node], None] | None = None,
@@ -944,8 +944,8 @@ def build_model(model: Any, example_inputs: Any = None, *, db: str | None = None
     check_shapes(captured.graph, profile_)
     result = BuiltModel(None, None, captured, name, precision, profile_)
     _captured(result)
-    result.plan, result.built = build(captured, catalog, ruleset, profile(backend), Settings(precision=precision, declared_bounds=declared),
-                                      precision, profile_, on_node=on_node, int8_budget=int8_budget, protect=protect_discrete)
+    result.plan, result.built = build(captured, catalog, ruleset, profile(backend), Settings(precision=precision, tolerance=tolerance,
+                                      declared_bounds=declared), precision, profile_, on_node=on_node, int8_budget=int8_budget, protect=protect_discrete)
     if check:
         stage("checking against PyTorch", 1)
         check_built(result.plan, result.built, captured.program, profile_, precision=precision)

@@ -769,9 +769,12 @@ class NetworkBuilder:
                 try:
                     t.shape
                 except RuntimeError as exc:
+                    from opmap.building.backend import _relevant
+
+                    said = _relevant(logger(self.trt).messages)  # TensorRT's reason ("`input` and `kernel` must be ...")
                     raise EmitterBug(f"node {node.name} ({node.op}) via {strat.id}: TensorRT cannot infer the shape of an "
-                                     f"output it added ({exc}): a layer got inputs it cannot take, which the strategy's "
-                                     "rule should refuse") from exc
+                                     f"output it added ({said or exc}): a layer got inputs it cannot take, which the "
+                                     "strategy's rule should refuse") from exc
 
     def _emit_expansion(self, np_, prefix: str) -> Any:
         """Emit a node's planned sub-graph in a scope of its own; its outputs become the node's value."""

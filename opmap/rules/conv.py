@@ -179,11 +179,14 @@ def _emit_conv(ctx, node):
     x = folded[0] if folded is not None else ctx.input("input")
     weight = _weight_array(ctx, "weight")
     bias = _weight_array(ctx, "bias")
+    conv_dt = ctx.compute("float32")
+    if transposed and conv_dt == "bfloat16":
+        conv_dt = "float32"  # TensorRT-RTX has no bfloat16 deconvolution (the build fails to type it)
     weight_tensor = None
     if weight is None:  # the kernel is a graph tensor: an input of the layer, with empty Weights
-        weight_tensor = ctx.cast(ctx.input("weight"), ctx.compute("float32"))
+        weight_tensor = ctx.cast(ctx.input("weight"), conv_dt)
         weight = np.zeros(tuple(node.meta("weight").shape), np.float32)
-    bias_tensor = ctx.cast(ctx.input("bias"), ctx.compute("float32")) if bias is None and node.arg("bias") is not None else None
+    bias_tensor = ctx.cast(ctx.input("bias"), conv_dt) if bias is None and node.arg("bias") is not None else None
     stride, dilation = _spatial_args(node, spatial, "stride", "dilation")
     extra, = _spatial_args(node, spatial, "output_padding") if transposed and node.arg("output_padding") else ([0] * spatial,)
     kernel_sizes = list(node.meta("weight").shape[2:])
@@ -203,16 +206,21 @@ def _emit_conv(ctx, node):
     kernel = tuple(weight.shape[2:])
     maps = weight.shape[1] * groups if transposed else weight.shape[0]
     w = ctx.trt.Weights() if weight_tensor is not None else ctx.trt.Weights(weight)
+    if conv_dt == "bfloat16" and weight_tensor is None:  # numpy has no bfloat16: the kernel and bias go in as
+        weight_tensor = ctx.const(torch.from_numpy(weight), conv_dt)  # constants cast to it (folded at build time)
+        w = ctx.trt.Weights()
+        if bias is not None:
+            bias_tensor, bias = ctx.const(torch.from_numpy(bias), conv_dt), None
     # output_padding: PyTorch crops `padding` at the start and `padding - output_padding` at the end of the full
     # transposed output; where that is negative, the missing rows are zeros (plus bias) appended by a Slice.
     grow = [max(e - p, 0) for p, e in zip(padding, extra)]
     late_bias = None
     if any(grow) and (bias is not None or bias_tensor is not None):
-        late_bias = ctx.const(torch.from_numpy(bias), ctx.compute("float32")) if bias is not None else bias_tensor
+        late_bias = ctx.const(torch.from_numpy(bias), conv_dt) if bias is not None else bias_tensor
         bias, bias_tensor = None, None
     b = ctx.trt.Weights(bias) if bias is not None else ctx.trt.Weights()
     add = ctx.net.add_deconvolution_nd if transposed else ctx.net.add_convolution_nd
-    layer = add(ctx.cast(x, ctx.compute("float32") if ctx.compute("float32") != "bfloat16" else "float32"), maps, kernel, w, b)
+    layer = add(ctx.cast(x, conv_dt), maps, kernel, w, b)
     if weight_tensor is not None:
         layer.set_input(1, weight_tensor)
     if bias_tensor is not None:
