@@ -57,3 +57,13 @@ def test_other_pads_stay_pads(db, pad, value, mode):
     engine = opmap.build(PadConv(pad, value, mode).eval(), (x,), db=db)
     assert tuple(_conv(engine).pre_padding) == (0, 0) and tuple(_conv(engine).post_padding) == (0, 0)
     assert opmap.verify(engine).ok
+
+
+def test_the_fold_reads_the_pads_input_in_the_nodes_precision(db):
+    x = torch.randn(2, 3, 17, 16)
+    engine = opmap.build(PadConv((0, 1, 0, 1)).eval(), (x,), precision="fp16", db=db)
+    conv = _conv(engine)
+    assert tuple(conv.post_padding) == (1, 1) and conv.get_input(0).dtype.name == "HALF"
+    casts = [l for l in _layers(engine) if l.type.name == "CAST"]
+    assert sum(1 for l in casts if l.get_input(0).name == "x") == 1  # one cast of the input, shared by pad and conv
+    assert opmap.verify(engine).ok

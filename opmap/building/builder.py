@@ -154,7 +154,13 @@ class EmitContext:
                              f"reductions can take; plan {t.source} with another strategy")
         if t is not None and name in self.quant:  # Q reads the tensor as it is; its DQ gives the node's precision
             return self.nb.quantize_once(self, t, *self.quant[name])
-        if t is not None and self.dtype(t) in ("float32", "float16", "bfloat16") and self.dtype(t) != self.precision:
+        return self.at_precision(t) if t is not None else t
+
+    def at_precision(self, t: Any) -> Any:
+        """A float tensor in the node's precision (one cast per tensor and precision, shared by its readers); other
+        tensors as they are. :meth:`input` applies it; an emitter reading a tensor another way (through a producer it
+        folds) applies it itself."""
+        if self.dtype(t) in ("float32", "float16", "bfloat16") and self.dtype(t) != self.precision:
             t = self.nb.cast_once(self, t, self.precision)  # explicit casts where precision changes between nodes
         return t
 

@@ -139,7 +139,7 @@ _ZERO_PADS = ("aten.constant_pad_nd.default", "aten.pad.default")
 
 def _through_zero_pad(ctx, node, spatial):
     """``(tensor, pre, post)`` when the convolution's input is a constant zero pad of its spatial dims only (HF's
-    TF-style ``F.pad`` before a conv): the pad's own input, cast as :meth:`EmitContext.input` casts, and the pad's
+    TF-style ``F.pad`` before a conv): the pad's own input in the node's precision, and the pad's
     widths, which the convolution's zero padding takes instead (exact: a convolution over zeros padded on is one with
     more zero padding). The pad is still emitted for any other reader; with none, TensorRT drops it. None otherwise:
     an INT8 input (its Q/DQ reads the padded tensor), a 1-D convolution, negative (cropping) widths, a non-zero value,
@@ -167,9 +167,7 @@ def _through_zero_pad(ctx, node, spatial):
         return None
     if ctx.dtype(t) not in ("float32", "float16", "bfloat16"):  # an integer input is promoted through ctx.input
         return None
-    if ctx.dtype(t) != ctx.precision:
-        t = ctx.nb.cast_once(ctx, t, ctx.precision)
-    return t, [lo for lo, _ in per_dim], [hi for _, hi in per_dim]
+    return ctx.at_precision(t), [lo for lo, _ in per_dim], [hi for _, hi in per_dim]
 
 
 def _emit_conv(ctx, node):
