@@ -26,8 +26,7 @@ import triton.language as tl
 
 CONFIGS = [triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=w, num_stages=s)
            for bm, bn, bk, w, s in ((128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (128, 64, 64, 4, 4),
-                                    (64, 128, 64, 4, 4), (128, 128, 128, 8, 3), (64, 64, 64, 4, 4),
-                                    (256, 128, 64, 8, 3))]
+                                    (64, 128, 64, 4, 4))]
 
 
 @triton.jit
