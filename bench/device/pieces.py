@@ -476,8 +476,12 @@ where a profile has them; `bench/device/calibrate.py` measures both, but the run
 them, so here depthwise convolutions are charged at the dense convolution rate and memory (predicted 0.14–0.20×:
 cuDNN's depthwise 7×7 runs at 5–13 TFLOP/s) and a small global pool at a plain launch.
 
-**Not measured:** int8 convolutions (PyTorch has no int8 convolution on CUDA): the model charges them the fp16
-convolution throughput and int8 bytes, so its int8 CNN gains come from bytes only. int8 products are `torch._int_mm`
+**int8 convolutions:** PyTorch has none on CUDA, so `bench/device/int8conv.py` brings one: an implicit-GEMM convolution
+in Triton, int8 (int32 sums, requantized to int8) and fp16 from one kernel design, checked against `F.conv2d` before
+timing. `calibrate.py` takes its int8/fp16 speed ratio over ResNet-50's convolutions times cuDNN's fp16 rate as
+`conv_tflops_int8`, and `pieces.py measure` times the int8 conv pieces with it. The measurements on this page predate
+it (no card could be had since it was written): here int8 conv pieces are predicted only, at the fp16 convolution
+throughput and int8 bytes, so the model's int8 CNN gains come from bytes only. int8 products are `torch._int_mm`
 (int32 out). bf16 runs where the fp16 kernel would (TensorRT's kernels for the two are alike; PyTorch's bf16 stem is 2×
 slower than its fp16 one, which the model does not reproduce). What the pieces cannot check: which fusions TensorRT
 applies to a whole network (`fusion.py`'s rules) and whether its kernels match cuBLAS/cuDNN/SDPA's."""
