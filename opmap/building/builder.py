@@ -493,7 +493,8 @@ class NetworkBuilder:
         if precision not in PRECISIONS:
             raise BuildError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
         # Precision is per node: the planner places a node in fp16/bf16 only where its measured accuracy fits the
-        # budget; every other node computes in float32, with explicit casts where precision changes.
+        # budget; a node the program itself computes in half computes in it; every other node computes in float32,
+        # with explicit casts where precision changes.
         self.compute_dtype = "float32"
         self.builder = self.trt.Builder(logger(self.trt))
         self.network = strongly_typed_network(self.trt, self.builder)
@@ -750,6 +751,10 @@ class NetworkBuilder:
         """:func:`node_float`; an INT8 node whose activations arrive in float32 (its neighbours stayed fp32) keeps
         float32 around it (TensorRT-RTX's builder crashed on fp16 INT8 products between fp32 layers, dynamic shapes)."""
         precision = node_float(np_.precision, np_.quant)
+        if precision is None:  # a node the program itself computes in half (a model cast to half, an autocast region)
+            floats = {m.dtype for m in node.outputs if m is not None and m.dtype in ("float32", "float16", "bfloat16")}
+            if len(floats) == 1 and floats <= {"float16", "bfloat16"}:  # computes in it, not round trips through float32
+                return floats.pop()
         if np_.precision == "int8" and precision == "float16":
             for name, (_scale, axis, _dtype) in np_.quant.items():
                 ref = node.arg(name)
