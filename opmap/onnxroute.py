@@ -364,7 +364,11 @@ def half_program(program: Any, graph: Any) -> Any:
     args, kwargs = examples
     vals = {n.name: n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"}
     users = [s.arg.name for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
-    flat = [({i: Dim.AUTO for i, d in enumerate(vals[u].shape) if not isinstance(d, int)} or None)
+    def hint(u, i):  # the dim dynamic within the archive's proven range (an unbounded one has no profile to build)
+        symbol = graph.inputs[u].shape[i] if u in graph.inputs else None
+        rng = graph.symbols.get(symbol) if isinstance(symbol, str) else None
+        return Dim.AUTO(min=rng.lower or 0, max=rng.upper) if rng is not None and rng.upper is not None else Dim.AUTO
+    flat = [({i: hint(u, i) for i, d in enumerate(vals[u].shape) if not isinstance(d, int)} or None)
             if hasattr(vals.get(u), "shape") else None for u in users]
     spec_args, spec_kwargs = pytree.tree_unflatten(flat, program.call_spec.in_spec)
     names = list(inspect.signature(module.forward).parameters)
@@ -425,51 +429,65 @@ def estimate_routes(captured: Any, catalog: Any, ruleset: Any, backend: Any, set
                     precisions: tuple[str, ...] = PRECISIONS, served: int = len(SERVED), device: Any = None,
                     seed: int = 0, half: Any = None) -> list[dict[str, Any]]:
     """Both routes' networks through the same cost model (:mod:`opmap.checking.costmodel`) on the same drawn inputs:
-    at the export's own sizes and at each served size its dynamic dims allow, per precision. fp16: opmap plans and
-    builds every node it can in fp16 (no accuracy budget, as the ONNX route's half model has none); the ONNX route
-    exports the module cast to half: ``half()`` (an ExportedProgram of the nn.Module cast to half) where given, else
-    :func:`half_program` from the archive. A route that does not build (or, at fp16, export and
-    parse) has ``None``, with the reason."""
+    at the export's own sizes and at each served size its dynamic dims allow, per precision. fp16: both routes start
+    from one half program, the module cast to half as users make an fp16 ONNX model (``half()``, an ExportedProgram of
+    the nn.Module cast to half, where given, else :func:`half_program` from the archive), so both networks take and
+    return fp16 and are estimated at that program's sizes; opmap plans it with every node it can in fp16 and no
+    accuracy budget (the half model has none). Where the half program does not export, the ONNX route has no fp16
+    network (the reason) and opmap's is its fp16 plan of the archive itself (fp32 inputs and outputs). A route that
+    does not build (or, at fp16, export and parse) has ``None``, with the reason."""
     from dataclasses import replace
 
     from opmap import service as svc
     from opmap.building.builder import build_network
     from opmap.checking.costmodel import DeviceProfile
     from opmap.checking.verify import draw_inputs
+    from opmap.loading.capture import captured_from
 
     device = device or DeviceProfile.load()
-    graph, trt = captured.graph, backend.module
-    static = all(isinstance(d, int) for meta in graph.inputs.values() for d in meta.shape)
-    example = example_point(captured.program, graph)
-    points = ([("export", example)] if static or example else []) + served_points(graph, served)
+    trt = backend.module
     rows: list[dict[str, Any]] = []
     for precision in precisions:
-        ours, theirs, why = None, None, {}
-        try:
-            if precision == "fp32":
-                ours = built
-            else:
-                plan = svc.make_plan(captured, catalog, ruleset, backend, replace(settings, precision=precision, tolerance=1e9),
-                                     for_build=True)
-                ours = build_network(plan, captured.program, ruleset.strategies, precision=precision) if plan.complete else None
-        except OpmapError as exc:
-            why["opmap"] = first_line(exc)
-        if ours is None:
-            why.setdefault("opmap", "opmap's route does not build")
-        try:
+        ours, theirs, why, source = None, None, {}, captured
+        if precision == "fp32":
+            ours = built
+            if built is None:
+                why["opmap"] = "opmap's route does not build"
             if parsed is None:
                 why["onnx"] = "the ONNX route does not build"
-            elif precision == "fp32":
-                theirs = (parsed[0], _onnx_origins(parsed[3]))
             else:
-                network, origins = onnx_network(half() if half is not None else half_program(captured.program, graph), trt)
-                theirs = (network[0], origins, network)
-        except Exception as exc:  # the half export or parse failing is the ONNX route's outcome, reported
-            why["onnx"] = f"{'fp16 ' if precision != 'fp32' else ''}{first_line(exc)[:200]}"
+                theirs = (parsed[0], _onnx_origins(parsed[3]))
+        else:
+            program = None
+            if parsed is None:
+                why["onnx"] = "the ONNX route does not build"
+            try:
+                program = half() if half is not None else half_program(captured.program, captured.graph)
+                source = captured_from(program, "half", "export")
+            except Exception as exc:  # the half export failing is the ONNX route's fp16 outcome, reported
+                why.setdefault("onnx", f"fp16: the model cast to half does not export: {first_line(exc)[:200]}")
+            if parsed is not None and program is not None:
+                try:
+                    network, origins = onnx_network(program, trt)
+                    theirs = (network[0], origins, network)
+                except Exception as exc:
+                    why["onnx"] = f"fp16 {first_line(exc)[:200]}"
+            try:
+                plan = svc.make_plan(source, catalog, ruleset, backend, replace(settings, precision=precision, tolerance=1e9),
+                                     for_build=True)
+                ours = build_network(plan, source.program, ruleset.strategies, precision=precision) if plan.complete else None
+            except OpmapError as exc:
+                why["opmap"] = first_line(exc)
+            if ours is None:
+                why.setdefault("opmap", "opmap's route does not build")
+        graph = source.graph
+        static = all(isinstance(d, int) for meta in graph.inputs.values() for d in meta.shape)
+        example = example_point(captured.program, captured.graph)  # the archive's (a loaded one may keep none)
+        points = ([("export", example)] if static or example else []) + served_points(graph, served)
         ops = {n.name: n.op for n in graph}
         for label, point in points:
             inputs, _ = draw_inputs(graph, seed, point or None)
-            row: dict[str, Any] = {"precision": precision, "at": label,
+            row: dict[str, Any] = {"precision": precision, "at": label, "io": "fp16" if source is not captured else "program",
                                    "sizes": {k: list(v.shape) for k, v in inputs.items()}, "opmap": None, "onnx": None,
                                    "why": dict(why)}
             if ours is not None:
