@@ -3,8 +3,10 @@ the detector: who builds what, engine build times paired in one run (opmap, ONNX
 estimated latency (one cost model) at served sizes, fp32 and fp16.
 Regenerate with `make bench-compare` (writes bench/COMPARE.md): every zoo architecture, exported by keyword as users
 export, with batch, sequence and image dims dynamic up to served sizes where torch.export allows (else static), and the
-detector; `--quick` runs the detector and three of them; `--only a,b` those; `--budget SECONDS` starts no model after
-that long (the rest are listed as not run); `--no-estimate` skips the latency estimates."""
+detector; `--quick` runs the detector and three of them; `--only a,b` those, replacing only their rows (the rest stay
+from their runs, bench/compare.json keeps them); `--run ID` adds the rows to run ID (one run made of several `--only`
+invocations at one commit); `--budget SECONDS` starts no model after that long (the rest are listed as not run);
+`--no-estimate` skips the latency estimates."""
 
 from __future__ import annotations
 
@@ -262,8 +264,14 @@ def main(argv: list[str]) -> None:
     backend = profile("tensorrt_rtx")
     # --only: those rows replace theirs, the rest stay from their runs; a whole run starts the table afresh
     data = load_rows() if only else {"runs": {}, "models": {}}
-    rid = f"{len(data['runs']) + 1}"
-    data["runs"][rid] = {**run_label(), "argv": " ".join(argv)}
+    # --run ID: this invocation's rows join run ID (one run made of several --only invocations, e.g. in groups)
+    rid = argv[argv.index("--run") + 1] if "--run" in argv else f"{len(data['runs']) + 1}"
+    run = data["runs"].get(rid) or {**run_label(), "argv": ""}
+    if run["commit"] != run_label()["commit"]:
+        raise SystemExit(f"compare.py: run {rid} was made at commit {run['commit']}, this tree is {run_label()['commit']}")
+    only_names = set(run["argv"].removeprefix("--only ").split(",")) - {""} | set(only or ())
+    data["runs"][rid] = {**run, "date": run_label()["date"],
+                         "argv": f"--only {','.join(n for n in ['detector', *ZOO] if n in only_names)}" if only else " ".join(argv)}
     skipped: list[str] = []
     missing = lambda: [n for n in ["detector", *ZOO] if n not in data["models"] and n not in models]  # noqa: E731
 
