@@ -89,3 +89,28 @@ def test_a_model_cast_to_half_computes_in_half():
         [(layer.name, layer.get_output(0).dtype) for layer in heavy]
     report = verify_built(built, captured.program, {next(iter(captured.graph.inputs)): x})
     assert report.ok, [o.to_dict() for o in report.outputs]
+
+
+def test_identical_casts_of_one_tensor_are_one_cast_layer():
+    """Two nodes casting the same tensor to the same dtype (each layer's copy of a mask) share one Cast layer: a
+    second Cast reading the same producer keeps TensorRT from fusing either into it."""
+    from opmap.building.backend import profile
+    from opmap.building.builder import build_network, serialize
+    from opmap.checking.examples import candidates_of
+    from opmap.checking.verify import verify_built
+    from opmap.planning.planner import Planner
+
+    def fn(x, m):
+        mask = m * m
+        return x.masked_fill(~mask.to(torch.bool), 0.0) + x.masked_fill(~mask.to(torch.bool), 1.0)
+
+    inputs = (torch.randn(2, 4), torch.randint(0, 2, (2, 4)))
+    captured = capture_callable(fn, *inputs)
+    assert sum(1 for n in captured.graph if n.op.startswith("aten.to")) == 2
+    planner = Planner(RULESET, candidates_of(RULESET), backend=profile("tensorrt_rtx"), require_emit=True)
+    plan = planner.plan(captured.graph)
+    planner.judge.close()
+    built = serialize(build_network(plan, captured.program, RULESET.strategies))
+    layers = [built.network.get_layer(i) for i in range(built.network.num_layers)]
+    assert len([layer for layer in layers if layer.type.name == "CAST"]) == 1
+    assert verify_built(built, captured.program, dict(zip(captured.graph.inputs, inputs))).ok
