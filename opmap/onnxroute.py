@@ -389,13 +389,54 @@ def onnx_network(program: Any, trt: Any) -> tuple[Any, dict[str, str]]:
     with _quiet():
         exported = torch.onnx.export(program, dynamo=True, verbose=False)
     model = exported.model_proto
-    _, builder, network, parser, ok = parse_onnx(trt, model.SerializeToString())
+    data = model.SerializeToString()
+    _, builder, network, parser, ok = parse_onnx(trt, data)
     if not ok:
         raise OpmapError("the ONNX route does not parse: " + "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors)))
     decomposed = getattr(exported, "exported_program", None)
     op_of = {n.name: str(n.target) for n in decomposed.graph.nodes if n.op == "call_function"} if decomposed is not None else {}
     origins = {n.name: op_of.get(fx_origin(n) or "", fx_origin(n) or "") for n in model.graph.node}
-    return (network, builder, parser), origins
+    return (network, builder, parser, data), origins
+
+
+def unreadable_constants(network: Any, trt: Any, data: bytes) -> dict[str, Any]:
+    """The values of the parser's constant layers whose weights the bindings cannot hand back (BF16: numpy has no such
+    type), from the ONNX model: the initializer (or Constant node) the layer was folded from, cast to BF16 where the
+    layer's ONNX node is the Cast the parser folded. By the layer's output name, as the interpreter takes them."""
+    import numpy as np
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    wanted = []
+    for layer in layers:
+        if layer.type.name == "CONSTANT":
+            layer.__class__ = trt.IConstantLayer
+            if layer.weights.dtype == trt.DataType.BF16:
+                wanted.append(layer)
+    if not wanted:
+        return {}
+    graph = onnx.load_from_string(data).graph
+    tensors = {i.name: i for i in graph.initializer}
+    tensors.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    nodes = {n.name: n for n in graph.node}
+
+    def value(proto):
+        if proto.data_type == onnx.TensorProto.BFLOAT16:  # stored as the upper 16 bits of each float32
+            raw = proto.raw_data or np.array(proto.int32_data, dtype=np.uint16).tobytes()
+            return torch.frombuffer(bytearray(raw), dtype=torch.bfloat16).reshape(list(proto.dims))
+        return torch.from_numpy(numpy_helper.to_array(proto).copy())
+
+    found = {}
+    for layer in wanted:
+        node = nodes.get(layer.name)
+        source = tensors.get(layer.name) or tensors.get(layer.get_output(0).name)
+        if source is None and node is not None and node.op_type == "Cast" and node.input[0] in tensors:
+            source = tensors[node.input[0]]
+        if source is not None:
+            found[layer.get_output(0).name] = value(source).to(torch.bfloat16).reshape(tuple(layer.shape))
+    return found
 
 
 def _onnx_origins(data: bytes) -> dict[str, str]:
@@ -414,14 +455,14 @@ def _breakdown(est: Any, owner: Any) -> dict[str, float]:
 
 
 def _estimate_one(network: Any, trt: Any, attention: dict, layer_map: dict, inputs: dict, device: Any, seed: int,
-                  owner) -> dict[str, Any]:
+                  owner, constants: dict | None = None) -> dict[str, Any]:
     from types import SimpleNamespace
 
     from opmap.checking.costmodel import estimate
 
     names = {network.get_input(i).name for i in range(network.num_inputs)}
     est = estimate(SimpleNamespace(network=network, trt=trt, attention=attention, layer_map=layer_map),
-                   {k: v for k, v in inputs.items() if k in names}, device, seed)
+                   {**{k: v for k, v in inputs.items() if k in names}, **(constants or {})}, device, seed)
     return {"ms": round(est.ms, 4), "kernels": est.kernels, "fused": est.fused, "by_op": _breakdown(est, owner)}
 
 
@@ -456,7 +497,7 @@ def estimate_routes(captured: Any, catalog: Any, ruleset: Any, backend: Any, set
             if parsed is None:
                 why["onnx"] = "the ONNX route does not build"
             else:
-                theirs = (parsed[0], _onnx_origins(parsed[3]))
+                theirs = (parsed[0], _onnx_origins(parsed[3]), unreadable_constants(parsed[0], trt, parsed[3]))
         else:
             program = None
             if parsed is None:
@@ -469,7 +510,7 @@ def estimate_routes(captured: Any, catalog: Any, ruleset: Any, backend: Any, set
             if parsed is not None and program is not None:
                 try:
                     network, origins = onnx_network(program, trt)
-                    theirs = (network[0], origins, network)
+                    theirs = (network[0], origins, unreadable_constants(network[0], trt, network[3]), network)
                 except Exception as exc:
                     why["onnx"] = f"fp16 {first_line(exc)[:200]}"
             try:
@@ -512,7 +553,7 @@ def estimate_routes(captured: Any, catalog: Any, ruleset: Any, backend: Any, set
                     fx = origins.get(layer_node.get(layer, ""), "")
                     return ops.get(fx) or fx or f"(no ATen node: {layer_node.get(layer) or layer})"
                 try:
-                    row["onnx"] = _estimate_one(network, trt, {}, {}, inputs, device, seed, yours)
+                    row["onnx"] = _estimate_one(network, trt, {}, {}, inputs, device, seed, yours, theirs[2])
                 except OpmapError as exc:
                     row["why"]["onnx"] = f"estimate: {first_line(exc)}"
             if row["opmap"] and row["onnx"]:
@@ -581,7 +622,8 @@ def check_outputs(captured: Any, built: Any, parsed: Any, trt: Any, seed: int) -
         ours = run_network(built.network, built.trt, values, built.attention)
         torch.manual_seed(seed)
         names = {network.get_input(i).name for i in range(network.num_inputs)}
-        theirs = run_network(network, trt, {k: v for k, v in values.items() if k in names})
+        theirs = run_network(network, trt, {**{k: v for k, v in values.items() if k in names},
+                                            **unreadable_constants(network, trt, parsed[3])})
     except OpmapError as exc:
         return {"ran": False, "why": f"the reference interpreter: {first_line(exc)}", "inputs": drawn, "outputs": []}
     onnx_names = [network.get_output(i).name for i in range(network.num_outputs)]
