@@ -131,12 +131,14 @@ ESTIMATE_NOTE = [
     "TensorRT-RTX's ONNX parser made — walked by the same cost model (`opmap/checking/costmodel.py`, the default device "
     "profile, `opmap/building/fusion.py`'s fusion rules) on the same drawn inputs, at the largest served size the "
     f"export's dynamic dims allow (served sizes: {', '.join(str(p) for p in SERVED)}; this bench exports batch up to 32, "
-    "sequences up to 128 — the zoo's tiny configs hold 128 positions — and images up to 224², so a dim's served size is "
-    "clamped into that range, and a static export is estimated at its own size). The cell names the sizes used. fp16: "
-    "opmap plans and builds every node it can in fp16 with no accuracy budget (`precision=fp16`, tolerance lifted), the "
-    "ONNX route exports the module cast to half (`model.half()`, float inputs half, same dynamic dims) as users make an "
-    "fp16 ONNX model; neither fp16 network is built into an engine here, only estimated. Where opmap's is slower, the "
-    "cell names the ATen ops its network spends most more on and the strategy that emitted them (per-op and per-strategy "
+    "sequences up to 128 — the zoo's tiny configs hold 128 positions, RoBERTa's offset positions 126 — and images up to "
+    "224², so a dim's served size is clamped into that range, and a static export is estimated at its own size). The "
+    "cell names the sizes used. **fp16, like for like**: both routes start from the one program the module cast to half "
+    "makes (`model.half()`, float inputs half, the same dynamic dims; where torch.export refuses some of them for the "
+    "half model, only the batch stays dynamic and both are estimated at that program's sizes, as the cell says), so both "
+    "networks take and return fp16; opmap plans every node it can in fp16 with no accuracy budget (as the half model "
+    "has none). Neither fp16 network is built into an engine here, only estimated. Where opmap's is slower, the cell "
+    "names the ATen ops its network spends most more on and the strategy that emitted them (per-op and per-strategy "
     "breakdowns: `compare --json --estimate`, `estimates[].opmap.by_op`; `bench/compare.json` has them per model).",
 ]
 
