@@ -493,8 +493,7 @@ class NetworkBuilder:
         if precision not in PRECISIONS:
             raise BuildError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
         # Precision is per node: the planner places a node in fp16/bf16 only where its measured accuracy fits the
-        # budget; a node the program itself computes in half computes in it; every other node computes in float32,
-        # with explicit casts where precision changes.
+        # budget; every other node computes in float32, with explicit casts where precision changes.
         self.compute_dtype = "float32"
         self.builder = self.trt.Builder(logger(self.trt))
         self.network = strongly_typed_network(self.trt, self.builder)
@@ -748,8 +747,10 @@ class NetworkBuilder:
             self.values[node.name] = result
 
     def _node_float(self, np_: Any, node: Node) -> str | None:
-        """:func:`node_float`; an INT8 node whose activations arrive in float32 (its neighbours stayed fp32) keeps
-        float32 around it (TensorRT-RTX's builder crashed on fp16 INT8 products between fp32 layers, dynamic shapes)."""
+        """:func:`node_float`; a node placed in no precision that the program itself computes in float16/bfloat16
+        computes in that type; an INT8 node whose activations arrive in float32 (its neighbours stayed fp32) keeps
+        float32 around it (TensorRT-RTX's builder crashed on fp16 INT8 products between fp32 layers, dynamic shapes).
+        (Not in ``__init__``'s comments: that method's text is part of every strategy's source hash.)"""
         precision = node_float(np_.precision, np_.quant)
         if precision is None:  # a node the program itself computes in half (a model cast to half, an autocast region)
             floats = {m.dtype for m in node.outputs if m is not None and m.dtype in ("float32", "float16", "bfloat16")}
