@@ -11,6 +11,7 @@ invocations at one commit); `--budget SECONDS` starts no model after that long (
 from __future__ import annotations
 
 import dataclasses
+import re
 import statistics
 import sys
 import tempfile
@@ -203,7 +204,8 @@ def page(data: dict, pending: list[str], why: str, estimate: bool) -> list[str]:
     for rid, run in sorted(data["runs"].items(), key=lambda kv: kv[1]["date"]):
         names = [n for n, m in models.items() if m["run"] == rid]
         if names:
-            runs.append(f"* run {rid} — commit {run['commit']}, {run['date']}, `python bench/compare.py {run['argv']}`"
+            argv = run["argv"] if len(names) <= 8 else re.sub(r"--only \S+", "--only …", run["argv"])  # the names follow
+            runs.append(f"* run {rid} — commit {run['commit']}, {run['date']}, `python bench/compare.py {argv}`"
                         f"{' (' + run['note'] + ')' if run.get('note') else ''}: {', '.join(names)}")
     text = [
         "# opmap vs the ONNX route",
