@@ -51,6 +51,31 @@ def longest_sequence(model: torch.nn.Module) -> int | None:
     return None
 
 
+def export_auto(name: str):
+    """The keyword export with every named dim ``Dim.AUTO`` within its range, where an explicit ``Dim`` is refused
+    because torch.export cannot prove a guard the model makes (the half ConvNeXt's ``1 % (32*(width//8)) != 0``, true for
+    every width it allows); None unless every named dim stays dynamic."""
+    from torch.export import Dim
+
+    arch = ZOO[name]
+    torch.manual_seed(0)
+    model, inputs = arch.build()
+    wrapped = zoo._calling(list(inputs), hasattr(model.config, "use_cache"))(model).eval()
+    shapes = {n: {axis: Dim.AUTO(min=zoo.RANGES[dim][0], max=zoo.RANGES[dim][1]) for axis, dim in axes.items()}
+              for n, axes in arch.dims.items()}
+    try:
+        with torch.no_grad():
+            program = torch.export.export(wrapped, (), kwargs=inputs, dynamic_shapes=shapes, strict=False)
+    except Exception:
+        return None
+    vals = {n.name: n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"}
+    users = list(program.graph_signature.user_inputs)
+    shape_of = dict(zip(inputs, (vals[u].shape for u in users)))
+    if all(not isinstance(shape_of[n][axis], int) for n, axes in arch.dims.items() for axis in axes):
+        return program
+    return None
+
+
 def export_served(name: str, half: bool = False):
     """The architecture exported by keyword with its dims dynamic up to served sizes; static where torch.export
     refuses every dynamic dim. Returns (program, how). ``half``: the module and its float inputs cast to half first
@@ -69,6 +94,10 @@ def export_served(name: str, half: bool = False):
         ZOO[name] = dataclasses.replace(arch, build=build)
     try:
         program, note = export_arch(name, keyword=True, dynamic=True)
+        if note:  # some dims refused: torch.export may keep them dynamic where it picks the ranges' guards itself
+            auto = export_auto(name)
+            if auto is not None:
+                return auto, "dynamic (Dim.AUTO)"
         return program, ("batch only dynamic" if note else "dynamic")
     except Exception:
         return export_arch(name, keyword=True, dynamic=False)[0], "static"
