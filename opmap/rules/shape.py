@@ -47,9 +47,17 @@ def _emit_permute(ctx, node):
     moved = [i for i in perm if shape[i] != 1]  # a symbolic dim counts as moving (it may be 1 or not at run time)
     if moved == sorted(moved):  # only unit dims move (one attention head, a batch of 1): a reshape, no data moves
         return ctx.reshape(x, [shape[i] for i in perm])
+    earlier = ctx.nb.conversions.get((x.name, "permuted from"))
+    if earlier is not None:  # a permute of a permute (key.transpose(1, 2) then .transpose(-1, -2)): one Shuffle
+        x, first = earlier  # of the first one's input, the two orders composed; the first is dead unless read elsewhere
+        perm = [first[p] for p in perm]
+        if perm == list(range(rank)):
+            return x
     layer = ctx.net.add_shuffle(x)
     layer.first_transpose = tuple(perm)
-    return ctx.out(layer, "permute")
+    out = ctx.out(layer, "permute")
+    ctx.nb.conversions[(out.name, "permuted from")] = (x, perm)
+    return out
 
 
 def _slice_layer(ctx, x, start, size, stride, mode=None, fill=None):
@@ -124,7 +132,9 @@ MORE = {
     "shape/view": [lambda a: a.view(a.shape[0], 2, 3) * 2, lambda a: A._unsafe_view(a, [a.shape[0], 3, 2]) * 2,
                    lambda a: (a * 2).view_as(a.t())],
     "shape/permute": [lambda a: a.t() * 2, lambda a: a.T * 2,
-                      accept(lambda a: a.permute(0, 2, 1, 3) * 2, t(2, 5, 1, 3))],  # one head: a reshape
+                      accept(lambda a: a.permute(0, 2, 1, 3) * 2, t(2, 5, 1, 3)),  # one head: a reshape
+                      accept(lambda a: a.transpose(1, 2).transpose(-1, -2) * 2, t(2, 3, 4, 5)),  # one Shuffle
+                      accept(lambda a: a.t().t() * 2, t(4, 6))],  # none
     "shape/squeeze": [lambda a: a.reshape(1, 4, 1, 6).squeeze() * 2, lambda a: a.reshape(1, 4, 1, 6).squeeze((0, 2)) * 2],
     "shape/expand": [lambda a: a[:1].expand_as(a) * 2],
 }
