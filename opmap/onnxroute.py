@@ -335,6 +335,7 @@ def half_program(program: Any, graph: Any) -> Any:
     dynamic. The trace keeps the dtypes it saw (a ``.to(x.dtype)`` became a float32 cast), so a program that casts
     explicitly may not re-export: the caller gets the error (the ONNX route's fp16 outcome). Where the nn.Module is at
     hand, ``compare(half=...)`` takes an export of the module itself cast to half instead."""
+    import copy
     import inspect
 
     import torch
@@ -344,7 +345,7 @@ def half_program(program: Any, graph: Any) -> Any:
 
     from opmap.checking.verify import draw_inputs
 
-    module = program.module()
+    module = copy.deepcopy(program.module())  # program.module() shares the archive's tensors: .half() would cast them
     module.half()
     for sub in module.modules():  # the program's lifted tensor constants are plain attributes, which .half() skips
         for key, value in list(vars(sub).items()):
@@ -519,6 +520,10 @@ def estimate_routes(captured: Any, catalog: Any, ruleset: Any, backend: Any, set
                 ours = build_network(plan, source.program, ruleset.strategies, precision=precision) if plan.complete else None
             except OpmapError as exc:
                 why["opmap"] = first_line(exc)
+            except Exception as exc:  # the re-exported half program may not even run in PyTorch (planning runs it)
+                if source is captured:
+                    raise
+                why["opmap"] = f"fp16: the half program does not run in PyTorch: {first_line(exc)[:200]}"
             if ours is None:
                 why.setdefault("opmap", "opmap's route does not build")
         graph = source.graph

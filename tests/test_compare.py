@@ -118,3 +118,16 @@ def test_both_routes_are_estimated_by_the_one_cost_model_at_served_sizes(cli, tm
         assert any(k.startswith("aten.conv2d") for k in e["opmap"]["by_op"]) and e["onnx"]["by_op"]
     table = cli("compare", path, "--estimate")
     assert "estimated latency fp16 at served (x=16x3x8x8): opmap" in table.out
+
+
+def test_the_half_program_leaves_the_archive_float32(tmp_path):
+    """compare's fp16 re-export casts a copy of the archive's module: the archive itself (planned and checked after it)
+    keeps its float32 weights."""
+    from opmap.loading.capture import capture
+    from opmap.onnxroute import half_program
+
+    captured = capture(export_to(tmp_path / "conv.pt2", ConvNet(), torch.randn(2, 3, 8, 8)))
+    half = half_program(captured.program, captured.graph)
+    assert {p.dtype for p in half.state_dict.values() if p.is_floating_point()} == {torch.float16}
+    assert {p.dtype for p in captured.program.state_dict.values() if p.is_floating_point()} == {torch.float32}
+    assert captured.program.module()(torch.randn(2, 3, 8, 8)).dtype == torch.float32
