@@ -335,6 +335,7 @@ def half_program(program: Any, graph: Any) -> Any:
     dynamic. The trace keeps the dtypes it saw (a ``.to(x.dtype)`` became a float32 cast), so a program that casts
     explicitly may not re-export: the caller gets the error (the ONNX route's fp16 outcome). Where the nn.Module is at
     hand, ``compare(half=...)`` takes an export of the module itself cast to half instead."""
+    import copy
     import inspect
 
     import torch
@@ -344,7 +345,7 @@ def half_program(program: Any, graph: Any) -> Any:
 
     from opmap.checking.verify import draw_inputs
 
-    module = program.module()
+    module = copy.deepcopy(program.module())  # program.module() shares the archive's tensors: .half() would cast them
     module.half()
     for sub in module.modules():  # the program's lifted tensor constants are plain attributes, which .half() skips
         for key, value in list(vars(sub).items()):
@@ -364,7 +365,11 @@ def half_program(program: Any, graph: Any) -> Any:
     args, kwargs = examples
     vals = {n.name: n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"}
     users = [s.arg.name for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
-    flat = [({i: Dim.AUTO for i, d in enumerate(vals[u].shape) if not isinstance(d, int)} or None)
+    def hint(u, i):  # the dim dynamic within the archive's proven range (an unbounded one has no profile to build)
+        symbol = graph.inputs[u].shape[i] if u in graph.inputs else None
+        rng = graph.symbols.get(symbol) if isinstance(symbol, str) else None
+        return Dim.AUTO(min=rng.lower or 0, max=rng.upper) if rng is not None and rng.upper is not None else Dim.AUTO
+    flat = [({i: hint(u, i) for i, d in enumerate(vals[u].shape) if not isinstance(d, int)} or None)
             if hasattr(vals.get(u), "shape") else None for u in users]
     spec_args, spec_kwargs = pytree.tree_unflatten(flat, program.call_spec.in_spec)
     names = list(inspect.signature(module.forward).parameters)
@@ -385,13 +390,54 @@ def onnx_network(program: Any, trt: Any) -> tuple[Any, dict[str, str]]:
     with _quiet():
         exported = torch.onnx.export(program, dynamo=True, verbose=False)
     model = exported.model_proto
-    _, builder, network, parser, ok = parse_onnx(trt, model.SerializeToString())
+    data = model.SerializeToString()
+    _, builder, network, parser, ok = parse_onnx(trt, data)
     if not ok:
         raise OpmapError("the ONNX route does not parse: " + "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors)))
     decomposed = getattr(exported, "exported_program", None)
     op_of = {n.name: str(n.target) for n in decomposed.graph.nodes if n.op == "call_function"} if decomposed is not None else {}
     origins = {n.name: op_of.get(fx_origin(n) or "", fx_origin(n) or "") for n in model.graph.node}
-    return (network, builder, parser), origins
+    return (network, builder, parser, data), origins
+
+
+def unreadable_constants(network: Any, trt: Any, data: bytes) -> dict[str, Any]:
+    """The values of the parser's constant layers whose weights the bindings cannot hand back (BF16: numpy has no such
+    type), from the ONNX model: the initializer (or Constant node) the layer was folded from, cast to BF16 where the
+    layer's ONNX node is the Cast the parser folded. By the layer's output name, as the interpreter takes them."""
+    import numpy as np
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    wanted = []
+    for layer in layers:
+        if layer.type.name == "CONSTANT":
+            layer.__class__ = trt.IConstantLayer
+            if layer.weights.dtype == trt.DataType.BF16:
+                wanted.append(layer)
+    if not wanted:
+        return {}
+    graph = onnx.load_from_string(data).graph
+    tensors = {i.name: i for i in graph.initializer}
+    tensors.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    nodes = {n.name: n for n in graph.node}
+
+    def value(proto):
+        if proto.data_type == onnx.TensorProto.BFLOAT16:  # stored as the upper 16 bits of each float32
+            raw = proto.raw_data or np.array(proto.int32_data, dtype=np.uint16).tobytes()
+            return torch.frombuffer(bytearray(raw), dtype=torch.bfloat16).reshape(list(proto.dims))
+        return torch.from_numpy(numpy_helper.to_array(proto).copy())
+
+    found = {}
+    for layer in wanted:
+        node = nodes.get(layer.name)
+        source = tensors.get(layer.name) or tensors.get(layer.get_output(0).name)
+        if source is None and node is not None and node.op_type == "Cast" and node.input[0] in tensors:
+            source = tensors[node.input[0]]
+        if source is not None:
+            found[layer.get_output(0).name] = value(source).to(torch.bfloat16).reshape(tuple(layer.shape))
+    return found
 
 
 def _onnx_origins(data: bytes) -> dict[str, str]:
@@ -410,14 +456,14 @@ def _breakdown(est: Any, owner: Any) -> dict[str, float]:
 
 
 def _estimate_one(network: Any, trt: Any, attention: dict, layer_map: dict, inputs: dict, device: Any, seed: int,
-                  owner) -> dict[str, Any]:
+                  owner, constants: dict | None = None) -> dict[str, Any]:
     from types import SimpleNamespace
 
     from opmap.checking.costmodel import estimate
 
     names = {network.get_input(i).name for i in range(network.num_inputs)}
     est = estimate(SimpleNamespace(network=network, trt=trt, attention=attention, layer_map=layer_map),
-                   {k: v for k, v in inputs.items() if k in names}, device, seed)
+                   {**{k: v for k, v in inputs.items() if k in names}, **(constants or {})}, device, seed)
     return {"ms": round(est.ms, 4), "kernels": est.kernels, "fused": est.fused, "by_op": _breakdown(est, owner)}
 
 
@@ -425,51 +471,69 @@ def estimate_routes(captured: Any, catalog: Any, ruleset: Any, backend: Any, set
                     precisions: tuple[str, ...] = PRECISIONS, served: int = len(SERVED), device: Any = None,
                     seed: int = 0, half: Any = None) -> list[dict[str, Any]]:
     """Both routes' networks through the same cost model (:mod:`opmap.checking.costmodel`) on the same drawn inputs:
-    at the export's own sizes and at each served size its dynamic dims allow, per precision. fp16: opmap plans and
-    builds every node it can in fp16 (no accuracy budget, as the ONNX route's half model has none); the ONNX route
-    exports the module cast to half: ``half()`` (an ExportedProgram of the nn.Module cast to half) where given, else
-    :func:`half_program` from the archive. A route that does not build (or, at fp16, export and
-    parse) has ``None``, with the reason."""
+    at the export's own sizes and at each served size its dynamic dims allow, per precision. fp16: both routes start
+    from one half program, the module cast to half as users make an fp16 ONNX model (``half()``, an ExportedProgram of
+    the nn.Module cast to half, where given, else :func:`half_program` from the archive), so both networks take and
+    return fp16 and are estimated at that program's sizes; opmap plans it with every node it can in fp16 and no
+    accuracy budget (the half model has none). Where the half program does not export, the ONNX route has no fp16
+    network (the reason) and opmap's is its fp16 plan of the archive itself (fp32 inputs and outputs). A route that
+    does not build (or, at fp16, export and parse) has ``None``, with the reason."""
     from dataclasses import replace
 
     from opmap import service as svc
     from opmap.building.builder import build_network
     from opmap.checking.costmodel import DeviceProfile
     from opmap.checking.verify import draw_inputs
+    from opmap.loading.capture import captured_from
 
     device = device or DeviceProfile.load()
-    graph, trt = captured.graph, backend.module
-    static = all(isinstance(d, int) for meta in graph.inputs.values() for d in meta.shape)
-    example = example_point(captured.program, graph)
-    points = ([("export", example)] if static or example else []) + served_points(graph, served)
+    trt = backend.module
     rows: list[dict[str, Any]] = []
     for precision in precisions:
-        ours, theirs, why = None, None, {}
-        try:
-            if precision == "fp32":
-                ours = built
-            else:
-                plan = svc.make_plan(captured, catalog, ruleset, backend, replace(settings, precision=precision, tolerance=1e9),
-                                     for_build=True)
-                ours = build_network(plan, captured.program, ruleset.strategies, precision=precision) if plan.complete else None
-        except OpmapError as exc:
-            why["opmap"] = first_line(exc)
-        if ours is None:
-            why.setdefault("opmap", "opmap's route does not build")
-        try:
+        ours, theirs, why, source = None, None, {}, captured
+        if precision == "fp32":
+            ours = built
+            if built is None:
+                why["opmap"] = "opmap's route does not build"
             if parsed is None:
                 why["onnx"] = "the ONNX route does not build"
-            elif precision == "fp32":
-                theirs = (parsed[0], _onnx_origins(parsed[3]))
             else:
-                network, origins = onnx_network(half() if half is not None else half_program(captured.program, graph), trt)
-                theirs = (network[0], origins, network)
-        except Exception as exc:  # the half export or parse failing is the ONNX route's outcome, reported
-            why["onnx"] = f"{'fp16 ' if precision != 'fp32' else ''}{first_line(exc)[:200]}"
+                theirs = (parsed[0], _onnx_origins(parsed[3]), unreadable_constants(parsed[0], trt, parsed[3]))
+        else:
+            program = None
+            if parsed is None:
+                why["onnx"] = "the ONNX route does not build"
+            try:
+                program = half() if half is not None else half_program(captured.program, captured.graph)
+                source = captured_from(program, "half", "export")
+            except Exception as exc:  # the half export failing is the ONNX route's fp16 outcome, reported
+                why.setdefault("onnx", f"fp16: the model cast to half does not export: {first_line(exc)[:200]}")
+            if parsed is not None and program is not None:
+                try:
+                    network, origins = onnx_network(program, trt)
+                    theirs = (network[0], origins, unreadable_constants(network[0], trt, network[3]), network)
+                except Exception as exc:
+                    why["onnx"] = f"fp16 {first_line(exc)[:200]}"
+            try:
+                plan = svc.make_plan(source, catalog, ruleset, backend, replace(settings, precision=precision, tolerance=1e9),
+                                     for_build=True)
+                ours = build_network(plan, source.program, ruleset.strategies, precision=precision) if plan.complete else None
+            except OpmapError as exc:
+                why["opmap"] = first_line(exc)
+            except Exception as exc:  # the re-exported half program may not even run in PyTorch (planning runs it)
+                if source is captured:
+                    raise
+                why["opmap"] = f"fp16: the half program does not run in PyTorch: {first_line(exc)[:200]}"
+            if ours is None:
+                why.setdefault("opmap", "opmap's route does not build")
+        graph = source.graph
+        static = all(isinstance(d, int) for meta in graph.inputs.values() for d in meta.shape)
+        example = example_point(captured.program, captured.graph)  # the archive's (a loaded one may keep none)
+        points = ([("export", example)] if static or example else []) + served_points(graph, served)
         ops = {n.name: n.op for n in graph}
         for label, point in points:
             inputs, _ = draw_inputs(graph, seed, point or None)
-            row: dict[str, Any] = {"precision": precision, "at": label,
+            row: dict[str, Any] = {"precision": precision, "at": label, "io": "fp16" if source is not captured else "program",
                                    "sizes": {k: list(v.shape) for k, v in inputs.items()}, "opmap": None, "onnx": None,
                                    "why": dict(why)}
             if ours is not None:
@@ -494,7 +558,7 @@ def estimate_routes(captured: Any, catalog: Any, ruleset: Any, backend: Any, set
                     fx = origins.get(layer_node.get(layer, ""), "")
                     return ops.get(fx) or fx or f"(no ATen node: {layer_node.get(layer) or layer})"
                 try:
-                    row["onnx"] = _estimate_one(network, trt, {}, {}, inputs, device, seed, yours)
+                    row["onnx"] = _estimate_one(network, trt, {}, {}, inputs, device, seed, yours, theirs[2])
                 except OpmapError as exc:
                     row["why"]["onnx"] = f"estimate: {first_line(exc)}"
             if row["opmap"] and row["onnx"]:
@@ -563,7 +627,8 @@ def check_outputs(captured: Any, built: Any, parsed: Any, trt: Any, seed: int) -
         ours = run_network(built.network, built.trt, values, built.attention)
         torch.manual_seed(seed)
         names = {network.get_input(i).name for i in range(network.num_inputs)}
-        theirs = run_network(network, trt, {k: v for k, v in values.items() if k in names})
+        theirs = run_network(network, trt, {**{k: v for k, v in values.items() if k in names},
+                                            **unreadable_constants(network, trt, parsed[3])})
     except OpmapError as exc:
         return {"ran": False, "why": f"the reference interpreter: {first_line(exc)}", "inputs": drawn, "outputs": []}
     onnx_names = [network.get_output(i).name for i in range(network.num_outputs)]

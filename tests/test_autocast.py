@@ -56,3 +56,61 @@ def test_a_float32_path_keeps_float32_tolerance():
     fp32 = fuzz.Case("fp32", lambda x: torch.relu(x) * 2, (torch.randn(3, 8) + 2,))
     assert fuzz.run_case(rule_planted, fp32, ruleset).status == "wrong"
 
+
+
+class HalfConvNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm, self.fc = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.LayerNorm(8), torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.norm(torch.relu(self.conv(x)).mean(dim=(2, 3))))
+
+
+def test_a_model_cast_to_half_computes_in_half():
+    """A program the user cast to half (``model.half()``) computes in half as it says: no node round-trips through
+    float32 (a cast in, a float32 kernel, a cast out, as every node did), and the network verifies."""
+    from opmap.building.backend import profile
+    from opmap.building.builder import build_network, serialize
+    from opmap.checking.examples import candidates_of
+    from opmap.checking.verify import verify_built
+    from opmap.planning.planner import Planner
+
+    x = torch.randn(2, 3, 8, 8).half()
+    captured = capture_callable(HalfConvNet().half().eval(), x)
+    planner = Planner(RULESET, candidates_of(RULESET), backend=profile("tensorrt_rtx"), require_emit=True)
+    plan = planner.plan(captured.graph)
+    planner.judge.close()
+    built = serialize(build_network(plan, captured.program, RULESET.strategies))
+    layers = [built.network.get_layer(i) for i in range(built.network.num_layers)]
+    assert not [layer.name for layer in layers if layer.type.name == "CAST"]
+    heavy = [layer for layer in layers if layer.type.name in ("CONVOLUTION", "MATRIX_MULTIPLY", "NORMALIZATION")]
+    assert len(heavy) >= 3 and all(layer.get_output(0).dtype.name == "HALF" for layer in heavy), \
+        [(layer.name, layer.get_output(0).dtype) for layer in heavy]
+    report = verify_built(built, captured.program, {next(iter(captured.graph.inputs)): x})
+    assert report.ok, [o.to_dict() for o in report.outputs]
+
+
+def test_identical_casts_of_one_tensor_are_one_cast_layer():
+    """Two nodes casting the same tensor to the same dtype (each layer's copy of a mask) share one Cast layer: a
+    second Cast reading the same producer keeps TensorRT from fusing either into it."""
+    from opmap.building.backend import profile
+    from opmap.building.builder import build_network, serialize
+    from opmap.checking.examples import candidates_of
+    from opmap.checking.verify import verify_built
+    from opmap.planning.planner import Planner
+
+    def fn(x, m):
+        mask = m * m
+        return x.masked_fill(~mask.to(torch.bool), 0.0) + x.masked_fill(~mask.to(torch.bool), 1.0)
+
+    inputs = (torch.randn(2, 4), torch.randint(0, 2, (2, 4)))
+    captured = capture_callable(fn, *inputs)
+    assert sum(1 for n in captured.graph if n.op.startswith("aten.to")) == 2
+    planner = Planner(RULESET, candidates_of(RULESET), backend=profile("tensorrt_rtx"), require_emit=True)
+    plan = planner.plan(captured.graph)
+    planner.judge.close()
+    built = serialize(build_network(plan, captured.program, RULESET.strategies))
+    layers = [built.network.get_layer(i) for i in range(built.network.num_layers)]
+    assert len([layer for layer in layers if layer.type.name == "CAST"]) == 1
+    assert verify_built(built, captured.program, dict(zip(captured.graph.inputs, inputs))).ok

@@ -98,8 +98,8 @@ def test_an_export_failure_of_a_builtin_exception_is_read_through_the_exporters_
 
 def test_both_routes_are_estimated_by_the_one_cost_model_at_served_sizes(cli, tmp_path):
     """--estimate: each route's network through the same cost model on the same inputs, fp32 and fp16, at the export's
-    sizes and at the served sizes the dynamic batch allows (clamped into its range); the ONNX fp16 network comes from
-    the module cast to half."""
+    sizes and at the served sizes the dynamic batch allows (clamped into its range, the half program's too); both fp16
+    networks come from the module cast to half."""
     batch = torch.export.Dim("batch", min=1, max=16)
     path = export_to(tmp_path / "conv.pt2", ConvNet(), torch.randn(2, 3, 8, 8), dynamic_shapes=({0: batch},))
     r = cli("compare", path, "--json", "--estimate")
@@ -111,8 +111,23 @@ def test_both_routes_are_estimated_by_the_one_cost_model_at_served_sizes(cli, tm
         assert {(e["precision"], e["at"]) for e in rows} == {("fp32", "served"), ("fp16", "served")}, rows
         assert {tuple(e["sizes"]["x"]) for e in rows} == {(8, 3, 8, 8), (16, 3, 8, 8)}  # 32 clamped to the max 16
         assert all(e["ms"] > 0 and e["kernels"] > 0 for e in rows), rows
+    # fp16: both networks from the one program cast to half, both taking and returning fp16 (like for like)
+    assert {e["io"] for e in data["estimates"] if e["precision"] == "fp16"} == {"fp16"}
     for e in data["estimates"]:  # both were estimated on the same inputs: a ratio, and a breakdown per ATen op
         assert e["ratio"] == round(e["opmap"]["ms"] / e["onnx"]["ms"], 3)
         assert any(k.startswith("aten.conv2d") for k in e["opmap"]["by_op"]) and e["onnx"]["by_op"]
     table = cli("compare", path, "--estimate")
     assert "estimated latency fp16 at served (x=16x3x8x8): opmap" in table.out
+
+
+def test_the_half_program_leaves_the_archive_float32(tmp_path):
+    """compare's fp16 re-export casts a copy of the archive's module: the archive itself (planned and checked after it)
+    keeps its float32 weights."""
+    from opmap.loading.capture import capture
+    from opmap.onnxroute import half_program
+
+    captured = capture(export_to(tmp_path / "conv.pt2", ConvNet(), torch.randn(2, 3, 8, 8)))
+    half = half_program(captured.program, captured.graph)
+    assert {p.dtype for p in half.state_dict.values() if p.is_floating_point()} == {torch.float16}
+    assert {p.dtype for p in captured.program.state_dict.values() if p.is_floating_point()} == {torch.float32}
+    assert captured.program.module()(torch.randn(2, 3, 8, 8)).dtype == torch.float32

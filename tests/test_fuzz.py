@@ -115,6 +115,17 @@ def test_attention_rows_masked_entirely_are_zero(strategy, kind):
     assert trial.status == "verified", trial.reason
 
 
+def test_attention_rows_hidden_by_the_causal_part_and_the_mask_together_are_zero():
+    """Row 0 sees only key 0 under is_causal; a mask hiding key 0 leaves it nothing (neither alone hides a row)."""
+    q, k, v = torch.randn(2, 2, 4, 8), torch.randn(2, 2, 4, 8), torch.randn(2, 2, 4, 8)
+    m = torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    m[..., 0] = False
+    fn = lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, m, is_causal=True)  # noqa: E731
+    assert fn(q, k, v, m)[:, :, 0].eq(0).all()  # PyTorch's attention gives such a row 0
+    trial = run("attn/decomposed", fn, q, k, v, m)
+    assert trial.status == "verified", trial.reason
+
+
 def test_attention_gqa_rank5():
     q, k, v = torch.randn(2, 2, 4, 3, 8), torch.randn(2, 2, 2, 5, 8), torch.randn(2, 2, 2, 5, 8)
     trial = run("attn/decomposed", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), q, k, v)
@@ -127,8 +138,17 @@ def test_fused_attention_refuses_value_of_another_width():
     assert trial.status == "refused" and "same shape" not in trial.reason and "differ" in trial.reason
 
 
-def test_decomposed_attention_refuses_broadcast_batch():
-    q, k, v = torch.randn(2, 3, 4, 8), torch.randn(1, 3, 5, 8), torch.randn(1, 3, 5, 8)
+@pytest.mark.parametrize("kv_shape", [(1, 3, 5, 8), (2, 1, 5, 8), (1, 1, 5, 8)])
+def test_decomposed_attention_broadcasts_a_shared_key_and_value(kv_shape):
+    """K and V with 1 at a batch dim where Q has more (one K/V head for all query heads: multi-query attention written
+    as a broadcast, Falcon's) broadcast through the products, as in PyTorch's attention."""
+    q, k, v = torch.randn(2, 3, 4, 8), torch.randn(*kv_shape), torch.randn(*kv_shape)
+    trial = run("attn/decomposed", lambda q, k, v: F.scaled_dot_product_attention(q, k, v), q, k, v)
+    assert trial.status == "verified", trial.reason
+
+
+def test_decomposed_attention_refuses_a_key_and_value_broadcast_differently():
+    q, k, v = torch.randn(2, 3, 4, 8), torch.randn(2, 1, 5, 8), torch.randn(2, 3, 5, 8)
     trial = run("attn/decomposed", lambda q, k, v: F.scaled_dot_product_attention(q, k, v), q, k, v)
     assert trial.status == "refused" and "broadcasting" in trial.reason
 

@@ -753,9 +753,15 @@ class NetworkBuilder:
             self.values[node.name] = result
 
     def _node_float(self, np_: Any, node: Node) -> str | None:
-        """:func:`node_float`; an INT8 node whose activations arrive in float32 (its neighbours stayed fp32) keeps
-        float32 around it (TensorRT-RTX's builder crashed on fp16 INT8 products between fp32 layers, dynamic shapes)."""
+        """:func:`node_float`; a node placed in no precision that the program itself computes in float16/bfloat16
+        computes in that type; an INT8 node whose activations arrive in float32 (its neighbours stayed fp32) keeps
+        float32 around it (TensorRT-RTX's builder crashed on fp16 INT8 products between fp32 layers, dynamic shapes).
+        (Not in ``__init__``'s comments: that method's text is part of every strategy's source hash.)"""
         precision = node_float(np_.precision, np_.quant)
+        if precision is None:  # a node the program itself computes in half (a model cast to half, an autocast region)
+            floats = {m.dtype for m in node.outputs if m is not None and m.dtype in ("float32", "float16", "bfloat16")}
+            if len(floats) == 1 and floats <= {"float16", "bfloat16"}:  # computes in it, not round trips through float32
+                return floats.pop()
         if np_.precision == "int8" and precision == "float16":
             for name, (_scale, axis, _dtype) in np_.quant.items():
                 ref = node.arg(name)

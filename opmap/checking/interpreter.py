@@ -77,7 +77,8 @@ def _constant(trt, layer, ins):
     shape = tuple(layer.shape)
     if not hasattr(arr, "copy"):  # a trt.Weights the bindings could not hand over as an array (the ONNX parser's)
         if arr.dtype == trt.DataType.BF16:
-            raise InterpreterError(f"layer {layer.name}: a {arr.dtype.name} constant ({arr.size} elements) cannot be read back")
+            raise InterpreterError(f"layer {layer.name}: a {arr.dtype.name} constant ({arr.size} elements) cannot be read back "
+                                   "(pass its value under its output's name)")
         arr = arr.numpy()
     return [torch.from_numpy(arr.copy()).reshape(shape)]
 
@@ -628,6 +629,10 @@ def run_network(network: Any, trt: Any, inputs: dict[str, torch.Tensor], attenti
         if t.name not in inputs:
             raise InterpreterError(f"no value for network input {t.name}")
         values[t.name] = inputs[t.name].to(torch_dtype_of(t.dtype))
+    for i in range(network.num_layers):  # a constant the bindings cannot hand back (a BF16 one the ONNX parser folded),
+        out = network.get_layer(i).get_output(0)  # given by the caller under its output's name
+        if network.get_layer(i).type.name == "CONSTANT" and out.name in inputs:
+            values[out.name] = inputs[out.name]
     loops = _loops(network, trt)
     for unit in _topological(network, loops):
         if isinstance(unit, str):
@@ -646,6 +651,8 @@ def _execute(layer: Any, trt: Any, values: dict[str, Any], attention: dict[str, 
         _execute(layer, trt, values, attention)
         outs = [values.get(layer.get_output(j).name) for j in range(layer.num_outputs)]
         observer(layer, ins, outs)
+        return
+    if kind == "CONSTANT" and layer.get_output(0).name in values:  # given by the caller (run_network)
         return
     if kind == "ATTENTION_INPUT":
         values[layer.get_output(0).name] = [values[layer.get_input(j).name] if layer.get_input(j) is not None else None

@@ -38,6 +38,16 @@ def static_gqa_heads(node, **_):
 def same_batch_dims(node, **_):
     """Q, K and V have one rank and the same leading (batch) dims — K/V heads may be fewer under enable_gqa: the
     decomposition multiplies them batch by batch and emits no broadcasting of batch dims."""
+    _batch_dims(node, shared_kv=False)
+
+
+def same_or_shared_kv_batch_dims(node, **_):
+    """As :func:`same_batch_dims`, and K and V may both have 1 at a batch dim where Q has more (multi-query attention
+    written as a broadcast, as Falcon's is): the products broadcast it, as PyTorch's attention does."""
+    _batch_dims(node, shared_kv=True)
+
+
+def _batch_dims(node, shared_kv: bool) -> None:
     q, k, v = node.meta("query"), node.meta("key"), node.meta("value")
     assert q.rank >= 2 and q.rank == k.rank == v.rank, f"query, key and value have ranks {q.rank}, {k.rank}, {v.rank}; the decomposition takes one rank >= 2"
     gqa = 3 if node.arg("enable_gqa", False) else None
@@ -45,6 +55,8 @@ def same_batch_dims(node, **_):
         dims = (q.shape[axis], k.shape[axis], v.shape[axis])
         if q.rank - axis == gqa:
             assert k.shape[axis] == v.shape[axis], f"key and value head counts differ: {dims[1]} and {dims[2]}"
+            continue
+        if shared_kv and dims[1] == dims[2] == 1:
             continue
         assert dims[0] == dims[1] == dims[2], f"batch dim {axis} differs between query, key and value {dims}; broadcasting them is not emitted"
 
@@ -68,10 +80,11 @@ def _scale(ctx, node, dtype):
 
 
 def _kv_heads(ctx, node, name):
-    """Grouped-query attention: repeat K/V heads (dim -3) to the query's head count (PyTorch's enable_gqa), any rank."""
+    """Grouped-query attention: repeat K/V heads (dim -3) to the query's head count (PyTorch's enable_gqa), any rank;
+    one K/V head (multi-query) is not repeated: the products broadcast it."""
     t = ctx.input(name)
     q_heads, kv_heads = node.meta("query").shape[-3], node.meta(name).shape[-3]
-    if q_heads == kv_heads:
+    if q_heads == kv_heads or kv_heads == 1:
         return t
     *lead, _, s, h = node.meta(name).shape
     rep = q_heads // kv_heads
@@ -114,11 +127,25 @@ def _emit_decomposed(ctx, node):
     sm = ctx.net.add_softmax(scores)
     sm.axes = 1 << (rank - 1)  # the key axis, whatever the rank (5-D block-local attention too)
     probs = ctx.out(sm, "softmax")
+    out = ctx.out(ctx.net.add_matrix_multiply(probs, op.NONE, v, op.NONE), "pv")
     if mask is not None:  # a row masked entirely: softmax of all -inf is NaN, PyTorch's attention gives 0 there
-        dead = ctx.elementwise(scores, neg_inf, "EQUAL")
-        dead = ctx.elementwise(ctx.reduce(ctx.cast(dead, "int32"), "MIN", [rank - 1], keepdim=True), ctx.const(1, "int32"), "EQUAL")
-        probs = ctx.where(dead, ctx.const(0.0, dt, shape=[1] * rank), probs)
-    return ctx.out(ctx.net.add_matrix_multiply(probs, op.NONE, v, op.NONE), "pv")
+        dead = _dead_rows(ctx, m, scores, neg_inf, causal=node.arg("is_causal", False))
+        out = ctx.where(dead, ctx.const(0.0, dt, shape=[1] * rank), out)
+    return out
+
+
+def _dead_rows(ctx, m, scores, neg_inf, causal: bool):
+    """Per query row (keepdim on the key axis): every key hidden. Without ``is_causal`` the mask alone says it (its
+    heads and queries as they broadcast, often fewer than the scores'); with it, the masked scores do (the causal
+    part and the mask together may hide a row). Replacing the rows of the output (head dim wide) rather than of the
+    probabilities (key axis wide) reads and writes less."""
+    if causal:
+        hidden = ctx.cast(ctx.elementwise(scores, neg_inf, "EQUAL"), "int32")
+        return ctx.elementwise(ctx.reduce(hidden, "MIN", [-1], keepdim=True), ctx.const(1, "int32"), "EQUAL")
+    if ctx.dtype(m) == "bool":
+        return ctx.elementwise(ctx.reduce(ctx.cast(m, "int32"), "MAX", [-1], keepdim=True), ctx.const(0, "int32"), "EQUAL")
+    hidden = ctx.cast(ctx.elementwise(m, ctx.const(float("-inf"), ctx.dtype(m), shape=[1] * ctx.rank(m)), "EQUAL"), "int32")
+    return ctx.elementwise(ctx.reduce(hidden, "MIN", [-1], keepdim=True), ctx.const(1, "int32"), "EQUAL")
 
 
 def _emit_fused(ctx, node):
@@ -134,12 +161,7 @@ def _emit_fused(ctx, node):
     ctx.nb.attention[attn.name] = attn
     ctx.nb.layer_map[attn.name] = {"node": node.name, "strategy": ctx.strategy.id}
     if mask is not None:  # a query row the mask hides entirely is 0 in PyTorch's attention (a softmax of all -inf is NaN)
-        m = ctx.tensor(mask)
-        if ctx.dtype(m) == "bool":
-            dead = ctx.elementwise(ctx.reduce(ctx.cast(m, "int32"), "MAX", [3], keepdim=True), ctx.const(0, "int32"), "EQUAL")
-        else:
-            hidden = ctx.cast(ctx.elementwise(m, ctx.const(float("-inf"), ctx.dtype(m), shape=[1] * 4), "EQUAL"), "int32")
-            dead = ctx.elementwise(ctx.reduce(hidden, "MIN", [3], keepdim=True), ctx.const(1, "int32"), "EQUAL")
+        dead = _dead_rows(ctx, ctx.tensor(mask), None, None, causal=False)
         out = ctx.where(dead, ctx.const(0.0, ctx.dtype(out), shape=[1] * 4), out)
     return out
 
@@ -157,6 +179,12 @@ rule_fused = strategy(
 rule_decomposed = strategy(
     "attn/decomposed", op=["aten.scaled_dot_product_attention.default"], kind="decompose",
     layers="MatrixMultiply Q·Kᵀ, scale, causal/additive mask via Select, SoftMax, MatrixMultiply with V",
-    checks=trt_checks(float_query, no_dropout, static_gqa_heads, same_batch_dims), emit=_emit_decomposed,
-    examples=cases((sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16))))
+    checks=trt_checks(float_query, no_dropout, static_gqa_heads, same_or_shared_kv_batch_dims), emit=_emit_decomposed,
+    examples=cases((sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16)),
+                   (lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, m), t(2, 4, 8, 16), t(2, 1, 8, 16), t(2, 1, 8, 16),
+                    t(2, 4, 8, 8)),  # multi-query as a broadcast (Falcon), an additive mask
+                   (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), t(1, 4, 8, 16), t(1, 1, 8, 16),
+                    t(1, 1, 8, 16)),
+                   bad=(lambda q, k, v: F.scaled_dot_product_attention(q, k, v), t(2, 4, 8, 16), t(2, 1, 8, 16), t(2, 4, 8, 16)),
+                   match="differs"))
 

@@ -82,8 +82,9 @@ rule_create = [strategy(id, op=ops, kind="direct", layers=layers, checks=trt_che
 rule_cast = strategy(
     "cast/cast", op=["aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy.default", "aten.type_as.default",
                      "aten.to.other"], kind="direct",
-    layers="Cast to the target dtype (no layer when the dtype is unchanged)", checks=trt_checks(),
-    emit=lambda ctx, node: ctx.cast(ctx.input("self"), ctx.output_dtype()),
+    layers="Cast to the target dtype (no layer when the dtype is unchanged; one per tensor and dtype, shared by every "
+           "node that casts the same tensor to it, as each layer's copy of an attention mask does)", checks=trt_checks(),
+    emit=lambda ctx, node: ctx.nb.cast_once(ctx, ctx.input("self"), ctx.output_dtype()),
     examples=cases((lambda a: a.to(torch.float16), t(2, 3)),
                    accept(lambda a: a.to(torch.int32), t(2, 3) * 4, decompose=True),
                    (lambda a, b: a.type_as(b), t(2, 3) * 4, t(2, dtype=torch.int32)),

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from opmap.loading.graph import Ref
-from opmap.planning.strategy import accept, strategy
+from opmap.planning.strategy import Example, accept, strategy
 from opmap.rules.common import cases, int_arg, out_dims, static, static_arg, t, trt_checks
 from opmap.rules.emitting import emit_identity
 
@@ -43,9 +43,21 @@ def _emit_permute(ctx, node):
         d0, d1 = (node.arg("dim0", 0) % rank, node.arg("dim1", 1) % rank) if node.op == "aten.transpose.int" else (rank - 2, rank - 1)
         perm = list(range(rank))
         perm[d0], perm[d1] = perm[d1], perm[d0]
+    shape = node.meta("self").shape
+    moved = [i for i in perm if shape[i] != 1]  # a symbolic dim counts as moving (it may be 1 or not at run time)
+    if moved == sorted(moved):  # only unit dims move (one attention head, a batch of 1): a reshape, no data moves
+        return ctx.reshape(x, [shape[i] for i in perm])
+    earlier = ctx.nb.conversions.get((x.name, "permuted from"))
+    if earlier is not None:  # a permute of a permute (key.transpose(1, 2) then .transpose(-1, -2)): one Shuffle
+        x, first = earlier  # of the first one's input, the two orders composed; the first is dead unless read elsewhere
+        perm = [first[p] for p in perm]
+        if perm == list(range(rank)):
+            return x
     layer = ctx.net.add_shuffle(x)
     layer.first_transpose = tuple(perm)
-    return ctx.out(layer, "permute")
+    out = ctx.out(layer, "permute")
+    ctx.nb.conversions[(out.name, "permuted from")] = (x, perm)
+    return out
 
 
 def _slice_layer(ctx, x, start, size, stride, mode=None, fill=None):
@@ -104,7 +116,7 @@ SHUFFLE = [
                     "aten.reshape_as.default", "aten.view_as.default", "aten.unflatten.int"],
      "Shuffle reshape (dynamic sizes from shape tensors)", lambda a: a.reshape(2, -1), _emit_view),
     ("shape/permute", ["aten.permute.default", "aten.transpose.int", "aten.t.default", "aten.numpy_T.default"],
-     "Shuffle first_transpose", lambda a: a.permute(1, 0), _emit_permute),
+     "Shuffle first_transpose (a reshape where only unit dims move)", lambda a: a.permute(1, 0), _emit_permute),
     ("shape/unsqueeze", ["aten.unsqueeze.default"], "Shuffle reshape", lambda a: a.unsqueeze(1), _emit_view),
     ("shape/squeeze", ["aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default"], "Shuffle reshape",
      lambda a: a.unsqueeze(0).squeeze(0), _emit_view),
@@ -119,13 +131,16 @@ A = torch.ops.aten
 MORE = {
     "shape/view": [lambda a: a.view(a.shape[0], 2, 3) * 2, lambda a: A._unsafe_view(a, [a.shape[0], 3, 2]) * 2,
                    lambda a: (a * 2).view_as(a.t())],
-    "shape/permute": [lambda a: a.t() * 2, lambda a: a.T * 2],
+    "shape/permute": [lambda a: a.t() * 2, lambda a: a.T * 2,
+                      accept(lambda a: a.permute(0, 2, 1, 3) * 2, t(2, 5, 1, 3)),  # one head: a reshape
+                      accept(lambda a: a.transpose(1, 2).transpose(-1, -2) * 2, t(2, 3, 4, 5)),  # one Shuffle
+                      accept(lambda a: a.t().t() * 2, t(4, 6))],  # none
     "shape/squeeze": [lambda a: a.reshape(1, 4, 1, 6).squeeze() * 2, lambda a: a.reshape(1, 4, 1, 6).squeeze((0, 2)) * 2],
     "shape/expand": [lambda a: a[:1].expand_as(a) * 2],
 }
 
 rule_shuffle = [strategy(id, op=ops, kind="direct", layers=layers, checks=trt_checks(), emit=emit,
-                         examples=cases((fn, t(4, 6)), *[(f, t(4, 6)) for f in MORE.get(id, ())]))
+                         examples=cases((fn, t(4, 6)), *[f if isinstance(f, Example) else (f, t(4, 6)) for f in MORE.get(id, ())]))
                 for id, ops, layers, fn, emit in SHUFFLE]
 
 
