@@ -26,6 +26,15 @@ def fused_attention_supported(node, backend, settings, **_):
         f"head counts {heads} are dynamic; IAttention decides MHA, MQA or GQA when the engine is built")
 
 
+def mask_without_causal(node, **_):
+    """A query row every key is hidden from is 0 in PyTorch's attention; the fused layer's output is corrected for such
+    rows as the mask alone shows them. With ``is_causal`` too, the causal part and the mask together may hide a row
+    neither hides alone (row 0 with key 0 masked), which that correction cannot see."""
+    assert not (node.arg("is_causal", False) and node.arg("attn_mask") is not None), (
+        "is_causal together with an attn_mask: the two may hide a whole row together, which the fused layer's "
+        "masked-row correction (read from the mask alone) cannot see; attn/decomposed reads both")
+
+
 def static_gqa_heads(node, **_):
     """Grouped-query attention repeats K/V heads by q_heads // kv_heads, a factor the network fixes at build time."""
     if node.arg("enable_gqa", False):
@@ -171,7 +180,7 @@ sdpa = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  
 rule_fused = strategy(
     "attn/fused", op=["aten.scaled_dot_product_attention.default"], kind="direct",
     layers="Attention (IAttention, marked decomposable so fp32 builds where no dedicated kernel exists)",
-    checks=trt_checks(float_query, fused_attention_supported, same_batch_dims), emit=_emit_fused,
+    checks=trt_checks(float_query, fused_attention_supported, mask_without_causal, same_batch_dims), emit=_emit_fused,
     examples=cases((sdpa, t(1, 2, 8, 16), t(1, 2, 8, 16), t(1, 2, 8, 16)),
                    bad=(lambda q, k, v: F.scaled_dot_product_attention(q, k, v), t(2, 8, 16), t(2, 8, 16), t(2, 8, 16)),
                    match="rank 3"))
