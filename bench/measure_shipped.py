@@ -4,7 +4,8 @@ architectures. Run by `make measurements`; the shipped file must be regenerated 
 
 Rows of a strategy whose source hash is unchanged are kept as they are (a measurement is a function of the strategy's
 source, the backend and the device profile, all recorded in the row); only strategies that are new or changed are
-measured again. `--all` measures every strategy afresh (after a backend or device-profile change)."""
+measured again. `--all` measures every strategy afresh (after a backend or device-profile change); `--only a,b` those
+strategies again (after a change to what checks them, such as the reference interpreter)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ CENSUS = {"detector": export_detector, "bert": lambda: export_transformer("bert"
 def main(argv: list[str] | None = None) -> None:
     from rich.progress import track
 
-    fresh = "--all" in (sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    fresh = "--all" in args
+    # --only a,b: measure these again although their source is unchanged (what checks them changed: the interpreter)
+    again = set(args[args.index("--only") + 1].split(",")) if "--only" in args else set()
     out = ROOT / "opmap" / "data" / "measurements.json"
     profile = DeviceProfile.load()
     rows = []
@@ -41,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         builtin = [s for s in ruleset.strategies.values() if s.origin == "builtin"]
         current = {s.id: s.source_hash for s in builtin}
         kept = [] if fresh or not out.exists() else \
-            [r for r in json.loads(out.read_text()) if current.get(r["strategy_id"]) == r["source_hash"]]
+            [r for r in json.loads(out.read_text()) if current.get(r["strategy_id"]) == r["source_hash"]
+             and r["strategy_id"] not in again]
         unchanged = {r["strategy_id"] for r in kept}
         strategies = [s for s in builtin if s.id not in unchanged]
         print(f"keeping {len(kept)} measurements of {len(unchanged)} unchanged strategies; measuring {len(strategies)}")

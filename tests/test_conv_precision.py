@@ -1,4 +1,4 @@
-"""Convolutions at reduced precision: at --precision bf16 a convolution computes in bfloat16 (its constant kernel and
+"""Convolutions (and 3-D average pooling) at reduced precision: at --precision bf16 a convolution computes in bfloat16 (its constant kernel and
 bias go in as bfloat16 constants: numpy has none), a kernel that is a graph tensor is cast to the input's type (the two
 must match), and a deconvolution stays in fp32 (TensorRT-RTX cannot type a bfloat16 one). Each is a real build checked
 against PyTorch by the reference interpreter."""
@@ -45,4 +45,21 @@ def test_bf16_convolutions_build_and_agree(tmp_path, model, inputs, kind, comput
         assert layer.get_input(1).dtype.name == computes
     (node,) = [n for n in engine.plan.nodes if "conv" in n.op]
     assert node.precision == "bf16", node  # placed in bf16 (a deconvolution computes in fp32 between its casts)
+    assert opmap.verify(engine).ok
+
+
+
+class AvgPool3d(torch.nn.Module):
+    def forward(self, x):
+        return F.avg_pool3d(x, 2, padding=1, count_include_pad=False)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_3d_average_pooling_in_half_is_checked(tmp_path, precision):
+    # PyTorch's CPU avg_pool3d has no half kernel: the interpreter sums windows in float32 and rounds once, so the
+    # build's check runs (it failed with NotImplementedError and no engine was written)
+    engine = opmap.build(AvgPool3d(), (torch.randn(1, 2, 4, 6, 5),), precision=precision, tolerance=1e-2,
+                         db=f"sqlite:///{tmp_path}/c.db")
+    (node,) = engine.plan.nodes
+    assert node.precision == precision, node
     assert opmap.verify(engine).ok

@@ -110,3 +110,14 @@ def test_the_cost_of_the_bucket_nearest_the_node_size_decides():
         chosen[n] = plan.nodes[0].choice.strategy
         assert "lowest cost" in plan.nodes[0].why
     assert chosen == {8: "p/direct", 300: "p/decomp"}
+
+
+def test_a_precision_whose_measurement_failed_keeps_fp32_and_says_so():
+    rs = RuleSet()
+    rs.add(load_source(SRC, "/v/rule_p.py"))
+    graph = capture_callable(lambda x: torch.relu(x) * 2, torch.randn(2, 3)).graph
+    failed = {("p/direct", "fp16"): [(6, float("inf"))]}  # how a failed build or check of the fp16 measurement is stored
+    plan = Planner(rs, {"aten.relu.default": ["p/direct"]}, backend=profile("tensorrt_rtx"),
+                   settings=Settings(precision="fp16", tolerance=1e-2), precision_errors=failed).plan(graph)
+    assert relu(plan).precision is None
+    assert "p/direct's fp16 measurement failed" in relu(plan).precision_why, relu(plan).precision_why

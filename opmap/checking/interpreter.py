@@ -468,14 +468,15 @@ def _pooling(trt, layer, ins):
         return [fn(padded, window, stride)]
     if ceil:
         raise InterpreterError(f"layer {layer.name}: average pooling with round-up windows is not interpreted (the divisor of partial windows is unspecified)")
-    padded = F.pad(x, pad) if any(pad) else x
+    dtype = x.dtype  # window sums in float32, rounded once to the layer's type (PyTorch's CPU avg_pool3d has no half)
+    padded = F.pad(x.float(), pad) if any(pad) else x.float()
     fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[spatial]
     summed = fn(padded, window, stride) * math.prod(window)
     if layer.average_count_excludes_padding and any(pad):
-        ones = F.pad(torch.ones_like(x), pad)
+        ones = F.pad(torch.ones_like(x, dtype=torch.float32), pad)
         count = fn(ones, window, stride) * math.prod(window)
-        return [summed / count]
-    return [summed / math.prod(window)]
+        return [(summed / count).to(dtype)]
+    return [(summed / math.prod(window)).to(dtype)]
 
 
 @handles("RESIZE")

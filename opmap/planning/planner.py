@@ -383,8 +383,9 @@ class Planner:
         error = self._nearest(measured) if measured else None
         if error is None:
             result.precision_why = f"{lead}fp32: {result.choice.strategy} has no measured {wanted} accuracy"
-        elif error == float("inf"):  # the measurement's build in that precision failed
-            result.precision_why = f"{lead}fp32: {result.choice.strategy} did not build in {wanted} when measured"
+        elif error == float("inf"):  # the measurement in that precision failed: the build, or its check against PyTorch
+            result.precision_why = (f"{lead}fp32: {result.choice.strategy}'s {wanted} measurement failed (its build or "
+                                    "the reference interpreter's run of it)")
         elif error > self.settings.tolerance:
             result.precision_why = f"{lead}fp32: in {wanted} its measured error {error:.3g} (of the output's range) exceeds the tolerance {self.settings.tolerance:g}"
         else:

@@ -203,12 +203,11 @@ def _emit_conv(ctx, node):
         ctx.nb.keep.append(weight)
     kernel = tuple(weight.shape[2:])
     maps = weight.shape[1] * groups if transposed else weight.shape[0]
-    w = ctx.trt.Weights() if weight_tensor is not None else ctx.trt.Weights(weight)
     if conv_dt == "bfloat16" and weight_tensor is None:  # numpy has no bfloat16: the kernel and bias go in as
         weight_tensor = ctx.const(torch.from_numpy(weight), conv_dt)  # constants cast to it (folded at build time)
-        w = ctx.trt.Weights()
         if bias is not None:
             bias_tensor, bias = ctx.const(torch.from_numpy(bias), conv_dt), None
+    w = ctx.trt.Weights() if weight_tensor is not None else ctx.trt.Weights(weight)
     # output_padding: PyTorch crops `padding` at the start and `padding - output_padding` at the end of the full
     # transposed output; where that is negative, the missing rows are zeros (plus bias) appended by a Slice.
     grow = [max(e - p, 0) for p, e in zip(padding, extra)]
