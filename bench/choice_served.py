@@ -121,9 +121,12 @@ def served_section(tmp: str, catalog, ruleset, device) -> list[str]:
              "add after an INT8 convolution reads its other operand through Q/DQ, so conv -> batch norm -> add -> relu -> Q",
              "is one kernel. At the larger sizes the int8 row carries the smaller size's placement and scales over (same",
              "weights, same node names): calibration and per-node measurement there take too long on this CPU. The model",
-             "credits INT8 products with the `_int_mm` throughput measured on the card (1.18x fp16's) and INT8 convolutions",
-             "only with their smaller bytes: the device profile has no INT8 convolution throughput, so a compute-bound",
-             "INT8 convolution is estimated at fp16's speed.", ""]
+             "credits INT8 products with the `_int_mm` throughput measured on the card (1.18x fp16's at 4096^3) and INT8",
+             "convolutions with cuDNN's fp16 convolution rate times the int8/fp16 ratio of cuBLAS's GEMMs at ResNet-50's",
+             "implicit-GEMM convolution dims (1.09x, measured on a lent H100: PyTorch has no int8 convolution on CUDA, and",
+             "the Triton int8 convolution written for it ran slower than its own fp16; `bench/device/int8conv.py`). The",
+             "int8 kernels PyTorch reaches on these cards gain about 1.1x over fp16, so that and the bytes are all the",
+             "int8 plan is credited with; TensorRT's own INT8 kernels, nearer the datasheet's 2x, cannot be measured here.", ""]
     errors: dict[tuple[str, str], str] = {}
     int8_plans: dict[str, object] = {}
     for name, (make, error_from) in SERVED.items():

@@ -295,6 +295,23 @@ def test_row_kernels_have_their_own_rates():
     assert PROFILE.micro["gather_gbps"] < PROFILE.micro["row_gather_gbps"] / 2
 
 
+def test_a_gather_of_narrow_single_elements_is_charged_per_element():
+    """Gathering fp16 columns (one element per index) took about as long on the card as gathering fp32 ones: such a
+    gather is charged 4 bytes an element; a gather of fp16 rows is charged its bytes."""
+    def gather(shape, axis, n, dtype):
+        g = Net()
+        x = g.net.add_input("x", dtype, shape)
+        g.inputs["x"] = torch.randn(*shape).to(torch.float16 if dtype == trt.DataType.HALF else torch.float32)
+        idx = g.net.add_input("idx", trt.DataType.INT32, (n,))
+        g.inputs["idx"] = torch.randint(0, shape[axis], (n,), dtype=torch.int32)
+        return g.estimate(g.net.add_gather(x, idx, axis).get_output(0), profile=H100).ms
+
+    columns = [gather((16384, 768), 1, 768, dt) for dt in (trt.DataType.HALF, F32)]
+    assert columns[0] == pytest.approx(columns[1], rel=0.02)  # the index bytes (int32) are the same in both
+    rows = [gather((16384, 768), 0, 4096, dt) for dt in (trt.DataType.HALF, F32)]
+    assert rows[0] < 0.6 * rows[1]
+
+
 def test_attention_costs_the_cheaper_of_fused_and_decomposed():
     """IAttention at 8x12x512x64 costs the cheaper of its fused kernel and Q·Kᵀ, softmax, ·V: in fp16 the fused kernel
     (SDPA's measured rate) by far; in fp32, where SDPA's kernel runs at a tenth of TF32, the two are close (measured on

@@ -71,8 +71,8 @@ def pieces(tiny: bool = False) -> list[Piece]:
                 if dt == "int8" and (batch != 32 or groups > 1):
                     continue
                 size = {"n": s(batch), "cin": cin, "cout": cout, "hw": s(hw), "k": k, "stride": stride, "groups": groups}
-                note = ("PyTorch has no int8 convolution on CUDA: measured as int8conv.py's Triton implicit GEMM "
-                        "(int8 in and out)") if dt == "int8" else ""
+                note = ("PyTorch has no int8 convolution on CUDA: measured as cuBLAS's int8 GEMM at the convolution's "
+                        "implicit-GEMM dims (int8conv.py's Triton implicit GEMM was slower still)") if dt == "int8" else ""
                 out.append(Piece(f"conv {label} b{batch} ({img}²)", "convolution", "conv", dt, size, ("CONVOLUTION",),
                                  note=note, needs="dwconv_tflops_fp32" if groups > 1 else ""))
     # conv + bias + ReLU and linear + bias + GELU as one kernel (cuDNN's fused conv, cuBLASLt's GELU epilogue)
@@ -179,10 +179,11 @@ def variants(p: Piece, dev: str) -> dict[str, tuple]:
         pad = z["k"] // 2
         if dev == "cpu":  # the tiny CPU dry run: the same sums in fp32
             return {"conv2d on fp32": (lambda x: F.conv2d(x.float(), w.float(), None, z["stride"], pad), [(x,) for x in xs])}
-        from int8conv import as_kernel_operands, conv  # imports triton: the card only
-        wk = as_kernel_operands(xs[0][:1], w)[1]
-        return {"triton implicit GEMM": (lambda x: conv(x, wk, z["k"], z["k"], z["stride"], pad, scale=1e-3),
-                                         [(as_kernel_operands(x, w)[0],) for x in xs])}
+        p_out = (z["hw"] + 2 * pad - z["k"]) // z["stride"] + 1
+        m, kd = z["n"] * p_out * p_out, -(-z["cin"] * z["k"] * z["k"] // 8) * 8  # the reduction padded to 8 (the stem's 147)
+        b8 = _rand(dev, z["cout"], kd, dtype="int8", n=1)[0].t()
+        return {"cuBLAS int8 GEMM at its implicit-GEMM dims": (lambda a: torch._int_mm(a, b8),
+                                                              [(a,) for a in _rand(dev, m, kd, dtype="int8", n=2)])}
     if p.op in ("conv", "conv_bias_relu"):
         w = torch.randn(z["cout"], z["cin"] // z["groups"], z["k"], z["k"], device=dev, dtype=DT[p.dtype])
         xs = _rand(dev, z["n"], z["cin"], z["hw"], z["hw"], dtype=p.dtype)
@@ -471,19 +472,27 @@ stem), (4) a gather that streams (whole rows such as an embedding lookup, or col
 is charged at the streaming gather rate `row_gather_gbps`, not the random-access rate, and layer norm, softmax and
 fused attention have rates of their own (`norm_gbps`, `softmax_gbps`, `attention_tflops_*`), (5) a fused attention layer
 costs the cheaper of its fused kernel and its decomposition (Q·Kᵀ, softmax, ·V: fp32 has no fused kernel on RTX).
-Depthwise/grouped convolutions and small reductions have terms that use `dwconv_tflops_*` and `reduce_launch_ms`
-where a profile has them; `bench/device/calibrate.py` measures both, but the run that produced this profile predates
-them, so here depthwise convolutions are charged at the dense convolution rate and memory (predicted 0.14–0.20×:
-cuDNN's depthwise 7×7 runs at 5–13 TFLOP/s) and a small global pool at a plain launch.
+Depthwise/grouped convolutions are charged at their own measured rate (`dwconv_tflops_*`: cuDNN's depthwise 7×7 runs
+at 4–7 TFLOP/s, not the dense rate) and a small reduction (a global pool) at `reduce_launch_ms`; the "before" column
+is the same measurements predicted with the profile that lacked those two terms and an int8 convolution rate
+(depthwise pieces were 0.14–0.20× there). A gather whose indices each pick one element is charged 4 bytes an element
+whatever its dtype (fp16 columns took 0.8–1.0× the fp32 time on the card, not half). Left beyond 2×: the 7×7/2 stem in
+bf16 (PyTorch's bf16 stem kernel runs at half its fp16 one's speed) and in int8 (cuBLAS's int8 GEMM with a
+152-long reduction and 64 columns, a shape TensorRT gives a stem kernel of its own), and ConvNeXt's depthwise 7×7
+over 96 channels at 56² in bf16 (2.2×: the depthwise rate is measured at 192 channels, 28²).
 
-**int8 convolutions:** PyTorch has none on CUDA, so `bench/device/int8conv.py` brings one: an implicit-GEMM convolution
-in Triton, int8 (int32 sums, requantized to int8) and fp16 from one kernel design, checked against `F.conv2d` before
-timing. `calibrate.py` takes its int8/fp16 speed ratio over ResNet-50's convolutions times cuDNN's fp16 rate as
-`conv_tflops_int8`, and `pieces.py measure` times the int8 conv pieces with it. The measurements on this page predate
-it (no card could be had since it was written): here int8 conv pieces are predicted only, at the fp16 convolution
-throughput and int8 bytes, so the model's int8 CNN gains come from bytes only. int8 products are `torch._int_mm`
-(int32 out). bf16 runs where the fp16 kernel would (TensorRT's kernels for the two are alike; PyTorch's bf16 stem is 2×
-slower than its fp16 one, which the model does not reproduce). What the pieces cannot check: which fusions TensorRT
+**int8 convolutions:** PyTorch has none on CUDA. Measured two ways on the card: `bench/device/int8conv.py`'s Triton
+implicit-GEMM convolution (int8 in, int32 sums requantized to int8 out; checked against `F.conv2d` before timing), and
+cuBLAS's int8 GEMM (`torch._int_mm`) at each convolution's implicit-GEMM dims (output pixels × filter taps·channels ×
+output channels, the gathered operand laid out beforehand — for a 1×1 stride-1 convolution that is the convolution).
+Over ResNet-50's 19 convolutions at batch 32 the Triton kernel ran int8 at **0.65–0.73× its own fp16** (Triton's plain
+int8 GEMM on this card reached 106 TOP/s against 697 TFLOP/s fp16: its int8 path is not a tensor-core one worth
+measuring), and cuBLAS ran int8 at **1.07–1.09× its fp16** at those dims (at 8192³ too: 799 vs 761). `calibrate.py`
+charges `conv_tflops_int8` = cuDNN's fp16 convolution rate × the cuBLAS ratio; the int8 conv pieces here are timed as
+the cuBLAS GEMM. That is the best int8 kernel PyTorch reaches on this card, not TensorRT's; the card's datasheet rate
+(2× fp16) is not used. int8 products are `torch._int_mm` (int32 out). bf16 runs where the fp16 kernel would (TensorRT's
+kernels for the two are alike; PyTorch's bf16 stem is 2× slower than its fp16 one, which the model does not
+reproduce). What the pieces cannot check: which fusions TensorRT
 applies to a whole network (`fusion.py`'s rules) and whether its kernels match cuBLAS/cuDNN/SDPA's."""
 
 
@@ -516,8 +525,8 @@ def report(rows, data, profile) -> str:
         lines += ["", f"Beyond 2× ({len(outliers)}): " + "; ".join(kinds) + "."]
     prior = [r["before"] / r["measured"] for r in rows if r["measured"] and r.get("before")]
     if prior:
-        lines += ["", f"Before this check's fixes to the model (same measurements, same profile): {stats(prior)}."]
-    lines += ["", "| group | pieces | ratio |" + (" before the fixes |" if prior else ""),
+        lines += ["", f"Before (the same measurements, predicted as the \"before\" column says): {stats(prior)}."]
+    lines += ["", "| group | pieces | ratio |" + (" before |" if prior else ""),
               "|---|---:|---|" + ("---|" if prior else "")]
     groups: dict[str, list] = {}
     for r in rows:

@@ -210,6 +210,16 @@ def _row_gather(layer: Any, ins) -> bool:
     return slice_bytes >= ROW_BYTES or slice_bytes * data.shape[layer.axis] <= LOCAL_BYTES
 
 
+def _narrow_element_gather(layer: Any, ins) -> float:
+    """A gather whose indices each select one element moves elements, not bytes: on the card a gather of fp16 columns
+    took 0.8-1.0x the time of the same gather in fp32, not half (bench/device/PIECES.md, index_select columns). Such a
+    gather of elements narrower than 4 bytes is charged as if they were 4 bytes wide; anything else as it is."""
+    data = ins[0] if ins and isinstance(ins[0], torch.Tensor) else None
+    if data is None or layer.mode != layer.mode.__class__.DEFAULT or math.prod(data.shape[layer.axis + 1:]) != 1:
+        return 1.0
+    return max(1.0, 4 / data.element_size())
+
+
 class _HalfProductsInFloat(TorchDispatchMode):
     """While estimating, fp16/bf16 matrix products and convolutions run in fp32 and are cast back: the estimate needs
     each tensor's size and dtype, not the last bits of its values, and PyTorch's CPU half-precision products are
@@ -252,17 +262,19 @@ def estimate(built: Any, inputs: dict[str, torch.Tensor], profile: DeviceProfile
             ms, label = profile.memory_ms(kind, extra, dtype), f"{kind} (fused)"
             result.fused += 1
         else:
-            charged = kind
+            charged, out_bytes = kind, _nbytes(outs)
             if kind == "GATHER" and reads:  # a gather reads the rows it selects, not its whole table
-                reads[0] = min(reads[0], _nbytes(outs))
+                reads[0] = min(reads[0], out_bytes)
                 charged = "ROW_GATHER" if _row_gather(layer, ins) else kind
+                widen = _narrow_element_gather(layer, ins)
+                reads[0], out_bytes = reads[0] * widen, out_bytes * widen
             in_bytes = sum(reads)
             if kind in MATRIX:
                 dtype = fusion.compute_dtype(layer, ins, dtype)
             flops = _flops(layer, kind, ins, outs)
             if kind == "CONVOLUTION" and layer.num_groups > 1:
                 charged = "GROUPED_CONVOLUTION"
-            ms = profile.predict(charged, flops, in_bytes + _nbytes(outs), dtype, _gemm(layer, kind, ins, outs, flops))
+            ms = profile.predict(charged, flops, in_bytes + out_bytes, dtype, _gemm(layer, kind, ins, outs, flops))
             if kind == "ATTENTION_OUTPUT":  # TensorRT may decompose it where that is faster (fp32 has no fused kernel)
                 ms = min(ms, _decomposed_attention_ms(profile, *ins[0][:3], dtype))
             label = kind
