@@ -121,12 +121,14 @@ def served_section(tmp: str, catalog, ruleset, device) -> list[str]:
              "add after an INT8 convolution reads its other operand through Q/DQ, so conv -> batch norm -> add -> relu -> Q",
              "is one kernel. At the larger sizes the int8 row carries the smaller size's placement and scales over (same",
              "weights, same node names): calibration and per-node measurement there take too long on this CPU. The model",
-             "credits INT8 products with the `_int_mm` throughput measured on the card (1.18x fp16's at 4096^3) and INT8",
-             "convolutions with cuDNN's fp16 convolution rate times the int8/fp16 ratio of cuBLAS's GEMMs at ResNet-50's",
-             "implicit-GEMM convolution dims (1.09x, measured on a lent H100: PyTorch has no int8 convolution on CUDA, and",
-             "the Triton int8 convolution written for it ran slower than its own fp16; `bench/device/int8conv.py`). The",
-             "int8 kernels PyTorch reaches on these cards gain about 1.1x over fp16, so that and the bytes are all the",
-             "int8 plan is credited with; TensorRT's own INT8 kernels, nearer the datasheet's 2x, cannot be measured here.", ""]
+             "credits INT8 products and convolutions with the int8 rate measured on the card: the faster of cuBLAS's int8",
+             "GEMM (`_int_mm`, little faster than fp16 on sm_90) and a Triton GEMM with the weight K-major (1.49x the fastest",
+             "fp16 kernel at 8192^3, on a lent H100; the H200 profile takes that ratio), the convolution rate being cuDNN's fp16",
+             "rate x 1.49 (PyTorch has no int8 convolution on CUDA; `bench/device/int8conv.py`). The check of those pieces on the",
+             "card (`bench/device/PIECES.md`) finds the model optimistic for int8 products at served sizes (0.59-0.76x of the",
+             "measured time, fp16's 0.77-1.18x), so these int8 gains are upper estimates for these kernels; TensorRT's own INT8",
+             "kernels cannot be measured here.",
+             ""]
     errors: dict[tuple[str, str], str] = {}
     int8_plans: dict[str, object] = {}
     for name, (make, error_from) in SERVED.items():
