@@ -174,13 +174,22 @@ def test_decomposed_attention_refuses_a_key_and_value_broadcast_differently():
     (lambda a, m, s: a.masked_scatter(m, s), (torch.randn(2, 1), torch.tensor([True, False]), torch.randn(1, 2))),
     (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True),
      (torch.randn(2, 4, 1, 4), torch.randn(2, 2, 2, 4), torch.randn(2, 2, 2, 1))),  # GQA with a narrower value
+    # bfloat16 layer norm over two nearly equal values: decomposed step by step in bf16 it was off by a third
+    (lambda x: F.layer_norm(x, (2,)), (torch.tensor([[1.0, 1.0078], [3.0, 3.0156], [-2.0, 2.0]]).bfloat16(),)),
+    # one output whose window is smaller than the input: not a global pool (it was emitted as one: max/mean of all)
+    (lambda x: F.max_pool1d(x, 1, 3, 0), (torch.randn(1, 1, 2),)),
+    (lambda x: F.avg_pool1d(x, 1, 3, 0, ceil_mode=True), (torch.randn(1, 1, 2),)),
+    (lambda x: F.max_pool2d(x, (1, 2), (2, 3)), (torch.randn(1, 2, 2, 3),)),
+    (lambda x: F.avg_pool3d(x, (1, 1, 2), 2), (torch.randn(1, 1, 2, 1, 3),)),
+    (lambda x: F.max_pool2d(x, 5, ceil_mode=True), (torch.randn(1, 1, 3, 3),)),  # a window past the input: global
 ])
 def test_fuzzer_findings(fn, inputs):
     ops = {"mul": "ew/mul", "add": "ew/add", "le": "cmp/le", "amin": "reduce/amin", "softmax": "reduce/softmax",
            "log_softmax": "reduce/log-softmax", "matmul": "mm/matmul", "linear": "mm/linear", "sort": "reduce/sort-topk",
            "atan2": "ew/atan2", "argmin": "reduce/argmax", "max": "reduce/max-min-dim", "cumsum": "scan/cumsum-layer",
            "slice_scatter": "scatter/slice-scatter", "masked_scatter": "scatter/masked-scatter",
-           "scaled_dot_product_attention": "attn/decomposed"}
+           "scaled_dot_product_attention": "attn/decomposed", "layer_norm": "norm/layer-norm-decomposed", "max_pool1d": "pool/max", "max_pool2d": "pool/max", "max_pool2d_with_indices": "pool/max",
+           "max_pool3d": "pool/max", "avg_pool2d": "pool/avg", "avg_pool3d": "pool/avg", "avg_pool1d": "pool/avg"}
     from opmap.loading.capture import capture_callable
 
     graph = capture_callable(fn, *inputs).graph
@@ -198,6 +207,9 @@ def test_fuzzer_findings(fn, inputs):
     (lambda a, w, b, m, v: torch.ops.aten.native_batch_norm(a, w, b, m, v, False, 0.1, 1e-3)[0],
      (torch.randn(1, 1, 1), torch.randn(1), torch.randn(1), torch.randn(1), torch.rand(2) + 1), "one value per channel"),
     (lambda x: F.max_pool3d(x, [2, 1, 1], [3, 1, 2], [1, 0, 0], ceil_mode=True), (torch.randn(1, 1, 1, 1, 1),), "drops"),
+    (lambda x: F.max_pool1d(x, 1, 3, 0, ceil_mode=True), (torch.randn(1, 1, 2),), "drops"),  # was a global max: wrong
+    (lambda a, w, b: torch.ops.aten._native_batch_norm_legit.no_stats(a, w, b, True, 0.1, 1e-5)[0],
+     (torch.randn(1, 1, 1, 1), torch.randn(1), torch.randn(2)), "one value per channel"),  # the emitter broke on it
     (lambda a: torch.ops.prims.sum.default(a, [1]), (torch.rand(2, 3) > 0.5,), "int64 counts"),  # the meta says bool
     (lambda x: torch.histc(x, bins=4, min=-2, max=2), (torch.randn(50).bfloat16(),), "bfloat16"),
     (lambda x, w: F.conv_transpose2d(x, w, None, [1, 2], [1, 1], [0, 0], 1, [1, 2]), (torch.randn(1, 1, 3, 1), torch.randn(1, 1, 1, 2)),
@@ -206,7 +218,8 @@ def test_fuzzer_findings(fn, inputs):
 def test_fuzzer_findings_refused(fn, inputs, match):
     strategy = {"einsum": "mm/einsum", "fractional_max_pool2d": "fmp/exact-samples", "scatter_add": "scatter/scatter-add",
                 "index_put": "scatter/index-put-accumulate", "native_batch_norm": "norm/batch-norm", "max_pool3d": "pool/max",
-                "max_pool3d_with_indices": "pool/max", "conv_transpose2d": "conv/conv-transpose", "sum": "reduce/prims-sum",
+                "max_pool3d_with_indices": "pool/max", "max_pool1d": "pool/max", "_native_batch_norm_legit": "norm/batch-stats",
+                "conv_transpose2d": "conv/conv-transpose", "sum": "reduce/prims-sum",
                 "histc": "hist/histc-one-hot"}
     from opmap.loading.capture import capture_callable
 

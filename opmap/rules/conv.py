@@ -36,6 +36,15 @@ def no_ceil_mode_with_dilation(node, **_):
     assert all(d == 1 for d in dilation), f"pooling with dilation {dilation}: TensorRT's Pooling has no dilation"
 
 
+def one_window_over_the_input(node, spatial: int, kernel, padding) -> bool:
+    """A pooling whose single window covers its whole (static) input: PyTorch clips the window to the input, so it is
+    a global reduction. One output with a window smaller than the input (kernel 1, stride 3 over 2 elements) is not:
+    that window reads the first elements only."""
+    sizes = node.meta("self").shape[-spatial:]
+    return (list(node.out.shape[-spatial:]) == [1] * spatial and not any(padding)
+            and all(isinstance(n, int) and k >= n for n, k in zip(sizes, kernel)))
+
+
 def ceil_mode_sizes_agree(node, **_):
     """ceil_mode max pooling: TensorRT rounds the output size up; PyTorch also drops a last window that would start in
     the right padding. Where that drop happens the sizes differ, and the rule refuses."""
@@ -46,8 +55,8 @@ def ceil_mode_sizes_agree(node, **_):
     kernel, padding = _spatial_args(node, spatial, "kernel_size", "padding")
     stride = node.arg("stride") or kernel
     stride = list(stride) * spatial if len(stride) == 1 else list(stride)
-    if list(out.shape[-spatial:]) == [1] * spatial and not any(padding):
-        return  # one window over the whole input: emitted as a global reduction
+    if one_window_over_the_input(node, spatial, kernel, padding):
+        return  # emitted as a global reduction
     for n, o, k, s_, p in zip(meta.shape[-spatial:], out.shape[-spatial:], kernel, stride, padding):
         assert isinstance(n, int) and isinstance(o, int), f"ceil_mode max pooling over a dynamic size {n}: its output size is known only at run time"
         rounded_up = -(-(n + 2 * p - k) // s_) + 1
@@ -79,8 +88,8 @@ def no_partial_average_window(node, **_):
     kernel, padding = _spatial_args(node, spatial, "kernel_size", "padding")
     stride = node.arg("stride") or kernel
     stride = list(stride) * spatial if len(stride) == 1 else list(stride)
-    if outs == [1] * spatial and not any(padding):
-        return  # one window over the whole input: emitted as a global reduction
+    if one_window_over_the_input(node, spatial, kernel, padding):
+        return  # emitted as a global reduction
     for n, o, k, s_, p in zip(sizes, outs, kernel, stride, padding):
         assert isinstance(n, int) and isinstance(o, int), (
             f"ceil_mode average pooling over a dynamic size {n}: whether its last window is partial is known only at run time")

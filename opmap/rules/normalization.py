@@ -58,7 +58,13 @@ def _emit_layer_norm(ctx, node):
 
 
 def _emit_layer_norm_decomposed(ctx, node):
+    """The statistics, the normalization and the affine step in float32 for a float16/bfloat16 input, rounded once at
+    the end, as PyTorch computes a half layer norm: done step by step in bfloat16, the mean of two nearly equal values
+    rounds and the centered values (and the output) come out off by up to a third of their size."""
     x = ctx.input("input")
+    half = ctx.dtype(x)
+    if half in ("float16", "bfloat16"):
+        x = ctx.cast(x, "float32")
     rank = ctx.rank(x)
     k = len(node.arg("normalized_shape"))
     axes = ctx.axes_mask(range(rank - k, rank), rank)
@@ -68,9 +74,9 @@ def _emit_layer_norm_decomposed(ctx, node):
     var = ctx.out(ctx.net.add_reduce(ctx.elementwise(centered, centered, "PROD"), avg, axes, True), "var")
     std = ctx.unary(ctx.elementwise(var, ctx.const(float(node.arg("eps", 1e-5)), ctx.dtype(x)), "SUM"), "SQRT")
     y = ctx.elementwise(centered, std, "DIV")
-    y = ctx.elementwise(y, _affine_param(ctx, "weight", rank, rank - k, 1.0), "PROD")
-    y = ctx.elementwise(y, _affine_param(ctx, "bias", rank, rank - k, 0.0), "SUM")
-    return _layer_norm_outputs(ctx, node, y)
+    y = ctx.elementwise(y, ctx.cast(_affine_param(ctx, "weight", rank, rank - k, 1.0), ctx.dtype(x)), "PROD")
+    y = ctx.elementwise(y, ctx.cast(_affine_param(ctx, "bias", rank, rank - k, 0.0), ctx.dtype(x)), "SUM")
+    return _layer_norm_outputs(ctx, node, ctx.cast(y, half))
 
 
 def _emit_rms_norm(ctx, node):
@@ -264,6 +270,11 @@ def rule_batch_stats(node):
             "training-mode batch_norm with running statistics updates them every call; an engine keeps no state "
             "(export with model.eval())")
     assert node.meta("input").rank >= 2, "batch norm needs a channel dim"
+    channels = node.meta("input").shape[1]
+    for name in ("weight", "bias"):  # PyTorch's CPU kernel reads the first C values of a longer one without a check
+        meta = node.meta(name)
+        assert meta is None or not isinstance(channels, int) or list(meta.shape) == [channels], (
+            f"{name} is {list(meta.shape)}, not one value per channel ({channels})")
 
 
 rule_batch_stats.emit(_emit_batch_stats)

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import cases, float_input, outputs_unused, promoted_float_input, t, trt_checks, trt_types
-from opmap.rules.conv import _spatial_args, _to_2d, ceil_mode_sizes_agree, no_ceil_mode_with_dilation, no_partial_average_window, spatial_rank
+from opmap.rules.conv import (_spatial_args, _to_2d, ceil_mode_sizes_agree, no_ceil_mode_with_dilation,
+                              no_partial_average_window, one_window_over_the_input, spatial_rank)
 from opmap.rules.emitting import promoting
 
 
@@ -28,8 +29,7 @@ def _emit_pool(ctx, node):
     stride = list(stride) * spatial if len(stride) == 1 else list(stride)
     padding, = _spatial_args(node, spatial, "padding")
     is_max = "max_pool" in node.op
-    out_spatial = list(node.out.shape[-spatial:])
-    if out_spatial == [1] * spatial and not any(padding) and node.op != "aten.max_pool2d_with_indices.default":
+    if one_window_over_the_input(node, spatial, kernel, padding) and node.op != "aten.max_pool2d_with_indices.default":
         # one window covering the whole input (EfficientNet's 320x320 kernel on a 1x1 map, with ceil_mode): TensorRT
         # refuses a window larger than its input, and PyTorch clips it to the input, so it is a global reduction
         axes = ctx.axes_mask(range(ctx.rank(x) - spatial, ctx.rank(x)), ctx.rank(x))
