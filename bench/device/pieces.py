@@ -495,7 +495,7 @@ operand laid out beforehand). The model is optimistic for them (int8 products 0.
 TensorRT's; the card's datasheet rate (2× fp16) is not used. bf16 runs where the fp16 kernel would (TensorRT's
 kernels for the two are alike; PyTorch's bf16 stem is 2× slower than its fp16 one, which the model does not
 reproduce). What the pieces cannot check: which fusions TensorRT
-applies to a whole network (`fusion.py`'s rules) and whether its kernels match cuBLAS/cuDNN/SDPA's."""
+applies to a whole network (`fusion.py`'s rules) and whether its kernels match cuBLAS/cuDNN/SDPA/Triton's."""
 
 
 def report(rows, data, profile) -> str:
