@@ -77,6 +77,18 @@ def test_group_norm_groups(groups, shape):
     assert run("norm/group-norm", lambda x: F.group_norm(x, groups), torch.randn(shape)).status == "verified"
 
 
+@pytest.mark.parametrize("groups,shape", [(3, (2, 3, 1)), (3, (2, 3)), (1, (2, 1, 1)), (2, (3, 2, 1, 1))])
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_group_norm_groups_of_one_element(groups, shape, dynamic):
+    """Each group a single element: the output is the bias (NaN where the input is inf). TensorRT's builder failed
+    shape inference on a normalization over single elements (found by the seed-37 campaign)."""
+    x = torch.randn(shape)
+    x.view(-1)[1] = float("inf")
+    w, b = torch.randn(shape[1]), torch.randn(shape[1])
+    trial = run("norm/group-norm", lambda a: F.group_norm(a, groups, w, b), x, dynamic=dynamic)
+    assert trial.status == "verified", trial.reason
+
+
 @pytest.mark.parametrize("strategy", ["attn/decomposed", "attn/fused"])
 @pytest.mark.parametrize("rank", [3, 4, 5, 6])
 @pytest.mark.parametrize("causal", [False, True])

@@ -6,6 +6,8 @@ Batch norm by the batch's own statistics with no running statistics to update (`
 calls, so an engine computes it exactly — mean and biased variance over every dim but the channels.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -137,7 +139,13 @@ def _emit_group_norm(ctx, node):
     rank = ctx.rank(x)
     groups = node.arg("num_groups", node.arg("group"))
     eps = float(node.arg("eps", 1e-5))
-    if groups == 1 or rank == 2:
+    shape = list(node.meta("input").shape)
+    per_group = shape[1] // groups * math.prod(shape[2:]) if all(isinstance(d, int) for d in shape[1:]) else None
+    if per_group == 1:
+        # every group is one element: its mean is itself, so PyTorch's x - mean is 0 (NaN where x is inf or NaN) and
+        # only the bias is left. TensorRT's builder cannot infer the shapes of a normalization over single elements.
+        y = ctx.elementwise(x, x, "SUB")
+    elif groups == 1 or rank == 2:
         channels = node.meta("input").shape[1]
         grouped = x if groups == 1 else ctx.reshape(x, [node.meta("input").shape[0], groups, channels // groups])
         one = ctx.const(torch.ones([1] * ctx.rank(grouped)), ctx.dtype(x))
