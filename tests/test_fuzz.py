@@ -188,6 +188,10 @@ def test_decomposed_attention_refuses_a_key_and_value_broadcast_differently():
      (torch.randn(2, 4, 1, 4), torch.randn(2, 2, 2, 4), torch.randn(2, 2, 2, 1))),  # GQA with a narrower value
     # bfloat16 layer norm over two nearly equal values: decomposed step by step in bf16 it was off by a third
     (lambda x: F.layer_norm(x, (2,)), (torch.tensor([[1.0, 1.0078], [3.0, 3.0156], [-2.0, 2.0]]).bfloat16(),)),
+    # bf16/fp16 variance and std of nearly equal values: the mean rounded in half (var 4, not 2)
+    (lambda x: x.var(-1), (torch.tensor([[256.0, 258.0], [1024.0, 1032.0]]).bfloat16(),)),
+    (lambda x: x.std(-1, keepdim=True), (torch.tensor([[256.0, 258.0], [1024.0, 1032.0]]).bfloat16(),)),
+    (lambda x: torch.var_mean(x, 1)[0], (torch.tensor([[2048.0, 2050.0], [4096.0, 4100.0]]).half(),)),
     # one output whose window is smaller than the input: not a global pool (it was emitted as one: max/mean of all)
     (lambda x: F.max_pool1d(x, 1, 3, 0), (torch.randn(1, 1, 2),)),
     (lambda x: F.avg_pool1d(x, 1, 3, 0, ceil_mode=True), (torch.randn(1, 1, 2),)),
@@ -200,7 +204,8 @@ def test_fuzzer_findings(fn, inputs):
            "log_softmax": "reduce/log-softmax", "matmul": "mm/matmul", "linear": "mm/linear", "sort": "reduce/sort-topk",
            "atan2": "ew/atan2", "argmin": "reduce/argmax", "max": "reduce/max-min-dim", "cumsum": "scan/cumsum-layer",
            "slice_scatter": "scatter/slice-scatter", "masked_scatter": "scatter/masked-scatter",
-           "scaled_dot_product_attention": "attn/decomposed", "layer_norm": "norm/layer-norm-decomposed", "max_pool1d": "pool/max", "max_pool2d": "pool/max", "max_pool2d_with_indices": "pool/max",
+           "scaled_dot_product_attention": "attn/decomposed", "layer_norm": "norm/layer-norm-decomposed", "var": "reduce/var-mean",
+           "std": "reduce/var-mean", "var_mean": "reduce/var-mean", "_native_batch_norm_legit": "norm/batch-stats", "max_pool1d": "pool/max", "max_pool2d": "pool/max", "max_pool2d_with_indices": "pool/max",
            "max_pool3d": "pool/max", "avg_pool2d": "pool/avg", "avg_pool3d": "pool/avg", "avg_pool1d": "pool/avg"}
     from opmap.loading.capture import capture_callable
 

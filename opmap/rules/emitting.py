@@ -40,6 +40,18 @@ def promoting(emit: Callable) -> Callable:
     return promoted
 
 
+HALF = ("float16", "bfloat16")
+
+
+def in_float32(ctx, x) -> tuple[Any, str]:
+    """(x in float32, its own dtype) for a float16/bfloat16 x, else (x, its dtype): statistics over centred values (a
+    mean subtracted, then squared) are computed in float32 and rounded once, as PyTorch computes them for half inputs —
+    step by step in half, the mean rounds and the centred values of nearly equal elements come out wrong (the variance
+    of bf16 [256, 258] came out 4, not 2)."""
+    dtype = ctx.dtype(x)
+    return (ctx.cast(x, "float32") if dtype in HALF else x), dtype
+
+
 def scalar_kind(value: Any) -> str:
     return "float32" if isinstance(value, float) else "bool" if isinstance(value, bool) else "int64"
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import cases, float_input, promoted_float_input, static_arg, t, trt_checks, trt_types
-from opmap.rules.emitting import promoting
+from opmap.rules.emitting import in_float32, promoting
 
 
 def inference_batch_norm(node, **_):
@@ -63,10 +63,7 @@ def _emit_layer_norm_decomposed(ctx, node):
     """The statistics, the normalization and the affine step in float32 for a float16/bfloat16 input, rounded once at
     the end, as PyTorch computes a half layer norm: done step by step in bfloat16, the mean of two nearly equal values
     rounds and the centered values (and the output) come out off by up to a third of their size."""
-    x = ctx.input("input")
-    half = ctx.dtype(x)
-    if half in ("float16", "bfloat16"):
-        x = ctx.cast(x, "float32")
+    x, own = in_float32(ctx, ctx.input("input"))
     rank = ctx.rank(x)
     k = len(node.arg("normalized_shape"))
     axes = ctx.axes_mask(range(rank - k, rank), rank)
@@ -78,7 +75,7 @@ def _emit_layer_norm_decomposed(ctx, node):
     y = ctx.elementwise(centered, std, "DIV")
     y = ctx.elementwise(y, ctx.cast(_affine_param(ctx, "weight", rank, rank - k, 1.0), ctx.dtype(x)), "PROD")
     y = ctx.elementwise(y, ctx.cast(_affine_param(ctx, "bias", rank, rank - k, 0.0), ctx.dtype(x)), "SUM")
-    return _layer_norm_outputs(ctx, node, ctx.cast(y, half))
+    return _layer_norm_outputs(ctx, node, ctx.cast(y, own))
 
 
 def _emit_rms_norm(ctx, node):
@@ -236,7 +233,7 @@ A = torch.ops.aten
 def _emit_batch_stats(ctx, node):
     """Reduce AVG over (N, spatial) for the mean and the biased variance; (x - mean) / sqrt(var + eps) · w + b. The
     legit overload also returns the mean and 1 / sqrt(var + eps) per channel."""
-    x = ctx.input("input")
+    x = ctx.input("input")  # in its own dtype, half included: PyTorch's CPU kernel rounds the batch mean to it too
     rank = ctx.rank(x)
     axes = [0] + list(range(2, rank))
     dt = ctx.dtype(x)

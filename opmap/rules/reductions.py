@@ -7,7 +7,7 @@ import torch
 from opmap.errors import BuildError
 from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import cases, out_dims, promoted_float_input, t, trt_checks
-from opmap.rules.emitting import broadcast_select, promoting, truth
+from opmap.rules.emitting import broadcast_select, in_float32, promoting, truth
 
 MASKED = "mask/masked-reduce"
 
@@ -161,7 +161,7 @@ def _emit_softmax(ctx, node, log=False):
 
 
 def _emit_var(ctx, node):
-    x = ctx.input("self")
+    x, own = in_float32(ctx, ctx.input("self"))
     rank = ctx.rank(x)
     axes = ctx.axes_mask(reduce_axes(node, rank), rank)
     keep = bool(node.arg("keepdim", False))
@@ -180,11 +180,11 @@ def _emit_var(ctx, node):
         divisor = ctx.reshape(ctx.cast(n, ctx.dtype(x)), [1] * ctx.rank(sq)) if ctx.rank(sq) else ctx.scalar(ctx.cast(n, ctx.dtype(x)))
     var = ctx.elementwise(sq, divisor, "DIV")
     if node.op.startswith("aten.std"):
-        return ctx.unary(var, "SQRT")
+        return ctx.cast(ctx.unary(var, "SQRT"), own)
     if node.op.startswith("aten.var_mean"):
         m = mean if keep else ctx.out(ctx.net.add_reduce(x, ctx.trt.ReduceOperation.AVG, axes, False), "mean-out")
-        return [var, m]
-    return var
+        return [ctx.cast(var, own), ctx.cast(m, own)]
+    return ctx.cast(var, own)
 
 
 def _topk(ctx, x, k, axis, largest):
