@@ -89,6 +89,16 @@ def test_group_norm_groups_of_one_element(groups, shape, dynamic):
     assert trial.status == "verified", trial.reason
 
 
+@pytest.mark.parametrize("strategy", ["scan/cumsum-layer", "scan/cumsum-loop"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_cumsum_accumulates_in_float32(strategy, dtype):
+    """A half running sum is accumulated in float32 and each output rounded once, as PyTorch does: the loop's bf16
+    recurrence drifted 14% over 600 terms."""
+    x = (torch.rand(2, 600, generator=torch.Generator().manual_seed(0)) + 0.5).to(dtype)
+    trial = run(strategy, lambda a: torch.cumsum(a, -1), x)
+    assert trial.status == "verified", trial.reason
+
+
 @pytest.mark.parametrize("strategy", ["attn/decomposed", "attn/fused"])
 @pytest.mark.parametrize("rank", [3, 4, 5, 6])
 @pytest.mark.parametrize("causal", [False, True])
