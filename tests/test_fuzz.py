@@ -99,6 +99,29 @@ def test_half_cumsum_accumulates_in_float32(strategy, dtype):
     assert trial.status == "verified", trial.reason
 
 
+HALF_STATISTICS = [  # (strategy, call, input): values far from zero relative to their spread, or past fp16's square root
+    ("norm/layer-norm", lambda a: F.layer_norm(a, (4,)), torch.tensor([[300.0, 301.0, 302.0, 303.0]])),
+    ("norm/group-norm", lambda a: F.group_norm(a, 2), torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0)) + 300),
+    ("norm/group-norm", lambda a: F.group_norm(a, 1), torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(1)) + 300),
+    ("norm/rms-norm", lambda a: F.rms_norm(a, (4,)), torch.tensor([[300.0, 301.0, 302.0, 303.0]])),
+    ("norm/rms-norm", lambda a: F.rms_norm(a, (4,)), torch.full((1, 4), 1e-3)),  # the default eps is float32's
+    ("reduce/vector-norm", lambda a: torch.linalg.vector_norm(a, dim=-1), torch.tensor([[300.0, 301.0, 302.0, 303.0]])),
+    ("norm/weight-norm", lambda v: torch._weight_norm(v, torch.ones(3, 1, dtype=v.dtype), 0),
+     torch.randn(3, 5, generator=torch.Generator().manual_seed(2)) * 300),
+]
+
+
+@pytest.mark.parametrize("case", range(len(HALF_STATISTICS)))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_statistics_are_computed_in_float32(case, dtype):
+    """Normalizations and norms of a float16/bfloat16 input compute in float32 and round once, as PyTorch does. In half
+    the mean rounded (bf16 layer/group norm off by up to 1.1), squares overflowed fp16 (an rms or vector norm of values
+    near 300 came out 0 or inf), and rms_norm took bf16's own eps (0.0078) where PyTorch takes float32's."""
+    strategy, fn, x = HALF_STATISTICS[case]
+    trial = run(strategy, fn, x.to(dtype))
+    assert trial.status == "verified", trial.reason
+
+
 @pytest.mark.parametrize("strategy", ["attn/decomposed", "attn/fused"])
 @pytest.mark.parametrize("rank", [3, 4, 5, 6])
 @pytest.mark.parametrize("causal", [False, True])

@@ -49,14 +49,17 @@ def _layer_norm_outputs(ctx, node, y):
 
 
 def _emit_layer_norm(ctx, node):
-    x = ctx.input("input")
+    """A float16/bfloat16 input is normalized in float32 and rounded once, as PyTorch does: TensorRT 11 no longer lets a
+    network set a Normalization's compute precision, and one computed in half rounds the mean (bf16 [300, 301, 302,
+    303] normalized to values off by 0.3)."""
+    x, own = in_float32(ctx, ctx.input("input"))
     rank = ctx.rank(x)
     k = len(node.arg("normalized_shape"))
-    scale = _affine_param(ctx, "weight", rank, rank - k, 1.0)
-    bias = _affine_param(ctx, "bias", rank, rank - k, 0.0)
+    scale = ctx.cast(_affine_param(ctx, "weight", rank, rank - k, 1.0), ctx.dtype(x))
+    bias = ctx.cast(_affine_param(ctx, "bias", rank, rank - k, 0.0), ctx.dtype(x))
     layer = ctx.net.add_normalization(x, scale, bias, ctx.axes_mask(range(rank - k, rank), rank))
     layer.epsilon = float(node.arg("eps", 1e-5))
-    return _layer_norm_outputs(ctx, node, ctx.out(layer, "layernorm"))
+    return _layer_norm_outputs(ctx, node, ctx.cast(ctx.out(layer, "layernorm"), own))
 
 
 def _emit_layer_norm_decomposed(ctx, node):
@@ -79,15 +82,18 @@ def _emit_layer_norm_decomposed(ctx, node):
 
 
 def _emit_rms_norm(ctx, node):
-    x = ctx.input("input")
+    """In float32 for a float16/bfloat16 input, rounded once, as PyTorch computes it (fp16 squares of values past 256
+    overflow)."""
+    x, own = in_float32(ctx, ctx.input("input"))
     rank = ctx.rank(x)
     k = len(node.arg("normalized_shape"))
     axes = ctx.axes_mask(range(rank - k, rank), rank)
     ms = ctx.out(ctx.net.add_reduce(ctx.elementwise(x, x, "PROD"), ctx.trt.ReduceOperation.AVG, axes, True), "mean-square")
     eps = node.arg("eps")
+    # no eps: float32's, also for a half input (PyTorch takes its compute type's; bf16's own 0.0078 swamped small rows)
     eps = float(torch.finfo(getattr(torch, ctx.dtype(x))).eps) if eps is None else float(eps)
     y = ctx.elementwise(x, ctx.unary(ctx.elementwise(ms, ctx.const(eps, ctx.dtype(x)), "SUM"), "SQRT"), "DIV")
-    return ctx.elementwise(y, _affine_param(ctx, "weight", rank, rank - k, 1.0), "PROD")
+    return ctx.cast(ctx.elementwise(y, ctx.cast(_affine_param(ctx, "weight", rank, rank - k, 1.0), ctx.dtype(x)), "PROD"), own)
 
 
 def _channel_param(ctx, name, default, rank):
@@ -132,7 +138,7 @@ def _emit_group_norm(ctx, node):
     ConvNeXt-style blocks) is a normalization over every axis but the batch — spatial axes alone would be an instance
     norm. A rank-2 input [N, C] has no spatial axes for TensorRT's group split: it is reshaped to [N, G, C/G] and
     normalized over the last axis."""
-    x = ctx.input("input")
+    x, own = in_float32(ctx, ctx.input("input"))  # in float32 for a half input, as layer norm (above)
     rank = ctx.rank(x)
     groups = node.arg("num_groups", node.arg("group"))
     eps = float(node.arg("eps", 1e-5))
@@ -159,8 +165,9 @@ def _emit_group_norm(ctx, node):
         layer.num_groups = groups
         layer.epsilon = eps
         y = ctx.out(layer, "groupnorm")
-    y = ctx.elementwise(y, _channel_param(ctx, "weight", 1.0, rank), "PROD")
-    return _layer_norm_outputs(ctx, node, ctx.elementwise(y, _channel_param(ctx, "bias", 0.0, rank), "SUM"))
+    y = ctx.elementwise(y, ctx.cast(_channel_param(ctx, "weight", 1.0, rank), ctx.dtype(x)), "PROD")
+    y = ctx.elementwise(y, ctx.cast(_channel_param(ctx, "bias", 0.0, rank), ctx.dtype(x)), "SUM")
+    return _layer_norm_outputs(ctx, node, ctx.cast(y, own))
 
 
 rule_layer_norm = strategy(

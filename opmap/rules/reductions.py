@@ -367,7 +367,14 @@ rule_cumsum_loop = strategy(
 
 def vector_norm(ctx, x, ord, axes, keep):
     """sum(|x|^p)^(1/p) over ``axes`` (a bit mask): p = 2 as SQRT of a sum of squares, 1 a sum of ABS, inf/-inf a
-    MAX/MIN of ABS, 0 a count of non-zeros, any other p through POW."""
+    MAX/MIN of ABS, 0 a count of non-zeros, any other p through POW. A float16/bfloat16 x is summed in float32 and the
+    norm rounded once, as PyTorch does (in fp16 the squares of values past 256 overflow: the norm of [300, 301, 302,
+    303] came out inf)."""
+    x, own = in_float32(ctx, x)
+    return ctx.cast(_vector_norm(ctx, x, ord, axes, keep), own)
+
+
+def _vector_norm(ctx, x, ord, axes, keep):
     dtype = ctx.dtype(x)
     ones = [1] * ctx.rank(x)
     reduce = lambda t, op: ctx.out(ctx.net.add_reduce(t, getattr(ctx.trt.ReduceOperation, op), axes, keep), op.lower())  # noqa: E731
