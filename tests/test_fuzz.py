@@ -89,6 +89,15 @@ def test_group_norm_groups_of_one_element(groups, shape, dynamic):
     assert trial.status == "verified", trial.reason
 
 
+def test_cumsum_loop_refuses_other_dynamic_dims():
+    """The loop's zero start is sized at build time: a dynamic dim besides the scanned one is refused with a reason (the
+    emitter broke on it; found by the seed-71 campaign), and the layer strategy takes the call."""
+    x = torch.randn(1, 2)  # the scanned dim of size 1 stays static, the other is dynamic
+    trial = run("scan/cumsum-loop", lambda a: torch.cumsum(a, 0), x, dynamic=True)
+    assert trial.status == "refused" and "zero start" in trial.reason, (trial.status, trial.reason)
+    assert run("scan/cumsum-layer", lambda a: torch.cumsum(a, 0), x, dynamic=True).status == "verified"
+
+
 @pytest.mark.parametrize("strategy", ["scan/cumsum-layer", "scan/cumsum-loop"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_cumsum_accumulates_in_float32(strategy, dtype):

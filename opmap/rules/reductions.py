@@ -355,6 +355,8 @@ def static_scan_axis(node, **_):
     size = meta.shape[node.arg("dim") % max(meta.rank, 1)]
     assert isinstance(size, int), f"the scanned dim is dynamic ({size}); the loop's trip count is fixed at build time"
     assert meta.rank >= 1, "cumsum of a 0-d tensor needs no loop"
+    others = [d for i, d in enumerate(meta.shape) if i != node.arg("dim") % meta.rank and not isinstance(d, int)]
+    assert not others, f"dims {others} are dynamic; the running sum's zero start is sized at build time"
 
 
 rule_cumsum_loop = strategy(
