@@ -31,15 +31,15 @@ def normalized_shape_static(node, **_):
     assert all(isinstance(d, int) for d in shape), f"normalized_shape {shape} is not static"
 
 
-def _affine_param(ctx, name, rank, axis_from, default):
-    """A per-feature weight/bias shaped to broadcast against the input (or the constant default)."""
+def _affine_param(ctx, name, rank, axis_from, default, dtype):
+    """A per-feature weight/bias in ``dtype``, shaped to broadcast against the input (or the constant default)."""
     from opmap.loading.graph import Ref
 
     ref = ctx.node.arg(name)
     shape = list(ctx.node.meta("input").shape[axis_from:])
     if not isinstance(ref, Ref):  # no weight/bias: a scalar that broadcasts, whatever the (symbolic) feature sizes
-        return ctx.const(torch.full([1] * rank, float(default)), ctx.dtype(ctx.input("input")))
-    t = ctx.cast(ctx.tensor(ref), ctx.dtype(ctx.input("input")))
+        return ctx.const(torch.full([1] * rank, float(default)), dtype)
+    t = ctx.cast(ctx.tensor(ref), dtype)
     return ctx.reshape(t, [1] * axis_from + shape)
 
 
@@ -55,8 +55,8 @@ def _emit_layer_norm(ctx, node):
     x, own = in_float32(ctx, ctx.input("input"))
     rank = ctx.rank(x)
     k = len(node.arg("normalized_shape"))
-    scale = ctx.cast(_affine_param(ctx, "weight", rank, rank - k, 1.0), ctx.dtype(x))
-    bias = ctx.cast(_affine_param(ctx, "bias", rank, rank - k, 0.0), ctx.dtype(x))
+    scale = _affine_param(ctx, "weight", rank, rank - k, 1.0, ctx.dtype(x))
+    bias = _affine_param(ctx, "bias", rank, rank - k, 0.0, ctx.dtype(x))
     layer = ctx.net.add_normalization(x, scale, bias, ctx.axes_mask(range(rank - k, rank), rank))
     layer.epsilon = float(node.arg("eps", 1e-5))
     return _layer_norm_outputs(ctx, node, ctx.cast(ctx.out(layer, "layernorm"), own))
@@ -76,8 +76,8 @@ def _emit_layer_norm_decomposed(ctx, node):
     var = ctx.out(ctx.net.add_reduce(ctx.elementwise(centered, centered, "PROD"), avg, axes, True), "var")
     std = ctx.unary(ctx.elementwise(var, ctx.const(float(node.arg("eps", 1e-5)), ctx.dtype(x)), "SUM"), "SQRT")
     y = ctx.elementwise(centered, std, "DIV")
-    y = ctx.elementwise(y, ctx.cast(_affine_param(ctx, "weight", rank, rank - k, 1.0), ctx.dtype(x)), "PROD")
-    y = ctx.elementwise(y, ctx.cast(_affine_param(ctx, "bias", rank, rank - k, 0.0), ctx.dtype(x)), "SUM")
+    y = ctx.elementwise(y, _affine_param(ctx, "weight", rank, rank - k, 1.0, ctx.dtype(x)), "PROD")
+    y = ctx.elementwise(y, _affine_param(ctx, "bias", rank, rank - k, 0.0, ctx.dtype(x)), "SUM")
     return _layer_norm_outputs(ctx, node, ctx.cast(y, own))
 
 
@@ -93,17 +93,19 @@ def _emit_rms_norm(ctx, node):
     # no eps: float32's, also for a half input (PyTorch takes its compute type's; bf16's own 0.0078 swamped small rows)
     eps = float(torch.finfo(getattr(torch, ctx.dtype(x))).eps) if eps is None else float(eps)
     y = ctx.elementwise(x, ctx.unary(ctx.elementwise(ms, ctx.const(eps, ctx.dtype(x)), "SUM"), "SQRT"), "DIV")
-    return ctx.cast(ctx.elementwise(y, ctx.cast(_affine_param(ctx, "weight", rank, rank - k, 1.0), ctx.dtype(x)), "PROD"), own)
+    return ctx.cast(ctx.elementwise(y, _affine_param(ctx, "weight", rank, rank - k, 1.0, ctx.dtype(x)), "PROD"), own)
 
 
-def _channel_param(ctx, name, default, rank):
+def _channel_param(ctx, name, default, rank, dtype=None):
+    """A per-channel weight/bias (or the constant default) in ``dtype`` (default: the input's), shaped [1, C, 1, ...]."""
     from opmap.loading.graph import Ref
 
+    dtype = dtype or ctx.dtype(ctx.input("input"))
     ref = ctx.node.arg(name)
     if not isinstance(ref, Ref):  # a scalar that broadcasts over every (possibly symbolic) channel count
-        return ctx.const(torch.full([1] * rank, float(default)), ctx.dtype(ctx.input("input")))
+        return ctx.const(torch.full([1] * rank, float(default)), dtype)
     channels = ctx.node.meta("input").shape[1]
-    return ctx.reshape(ctx.cast(ctx.tensor(ref), ctx.dtype(ctx.input("input"))), [1, channels] + [1] * (rank - 2))
+    return ctx.reshape(ctx.cast(ctx.tensor(ref), dtype), [1, channels] + [1] * (rank - 2))
 
 
 def _trained(bn):
@@ -165,8 +167,8 @@ def _emit_group_norm(ctx, node):
         layer.num_groups = groups
         layer.epsilon = eps
         y = ctx.out(layer, "groupnorm")
-    y = ctx.elementwise(y, ctx.cast(_channel_param(ctx, "weight", 1.0, rank), ctx.dtype(x)), "PROD")
-    y = ctx.elementwise(y, ctx.cast(_channel_param(ctx, "bias", 0.0, rank), ctx.dtype(x)), "SUM")
+    y = ctx.elementwise(y, _channel_param(ctx, "weight", 1.0, rank, ctx.dtype(x)), "PROD")
+    y = ctx.elementwise(y, _channel_param(ctx, "bias", 0.0, rank, ctx.dtype(x)), "SUM")
     return _layer_norm_outputs(ctx, node, ctx.cast(y, own))
 
 
