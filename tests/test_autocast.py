@@ -70,8 +70,8 @@ class HalfConvNet(torch.nn.Module):
 def test_a_model_cast_to_half_computes_in_half():
     """A program the user cast to half (``model.half()``) computes in half as it says: no node round-trips through
     float32 (a cast in, a float32 kernel, a cast out, as every node did), and the network verifies. The exception is
-    PyTorch's own: a normalization of a half input computes in float32 and rounds once, so the layer norm's input and
-    output are cast (and its constant scale and shift made float32)."""
+    PyTorch's own: a normalization or a sum of a half input computes in float32 and rounds once, so the layer norm's
+    and the mean's input and output are cast (and the layer norm's constant scale and shift made float32)."""
     from opmap.building.backend import profile
     from opmap.building.builder import build_network, serialize
     from opmap.checking.examples import candidates_of
@@ -94,13 +94,15 @@ def test_a_model_cast_to_half_computes_in_half():
         return layer is not None and layer.type.name == "CONSTANT"
 
     from_constants = [c for c in casts if constant_derived(c.get_input(0))]
-    assert sorted(c.name.rsplit("/", 1)[-1] for c in casts if c not in from_constants) == ["cast-float16", "cast-float32"]
-    assert all(c.name.startswith("layer_norm/") for c in casts if c not in from_constants)
+    assert sorted(c.name.rsplit("/", 1)[-1] for c in casts if c not in from_constants) == ["cast-float16"] * 2 + ["cast-float32"] * 2
+    assert sorted(c.name.split("/", 1)[0] for c in casts if c not in from_constants) == ["layer_norm"] * 2 + ["mean"] * 2
     heavy = [layer for layer in layers if layer.type.name in ("CONVOLUTION", "MATRIX_MULTIPLY")]
     assert len(heavy) >= 2 and all(layer.get_output(0).dtype.name == "HALF" for layer in heavy), \
         [(layer.name, layer.get_output(0).dtype) for layer in heavy]
     norm = next(layer for layer in layers if layer.type.name == "NORMALIZATION")
     assert norm.get_output(0).dtype.name == "FLOAT"
+    reduce = next(layer for layer in layers if layer.type.name == "REDUCE")
+    assert reduce.get_input(0).dtype.name == "FLOAT" and reduce.get_output(0).dtype.name == "FLOAT"
     report = verify_built(built, captured.program, {next(iter(captured.graph.inputs)): x})
     assert report.ok, [o.to_dict() for o in report.outputs]
 

@@ -72,9 +72,13 @@ def test_group_norm_one_group(shape, dynamic):
     assert run("norm/group-norm", gn.eval(), torch.randn(shape), dynamic=dynamic).status == "verified"
 
 
-@pytest.mark.parametrize("groups,shape", [(2, (3, 4)), (3, (2, 6)), (2, (2, 8, 14, 14)), (8, (2, 8, 3))])
-def test_group_norm_groups(groups, shape):
-    assert run("norm/group-norm", lambda x: F.group_norm(x, groups), torch.randn(shape)).status == "verified"
+@pytest.mark.parametrize("groups,shape", [(2, (3, 4)), (3, (2, 6)), (2, (1, 6)), (2, (2, 8, 14, 14)), (8, (2, 8, 3))])
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_group_norm_groups(groups, shape, dynamic):
+    """A rank-2 input is grouped by a reshape to [N, G, C/G]; with C known only at run time the emitter divided a
+    symbolic size by G (found by the seed-97 campaign): the reshape now infers C/G."""
+    trial = run("norm/group-norm", lambda x: F.group_norm(x, groups), torch.randn(shape), dynamic=dynamic)
+    assert trial.status == "verified", trial.reason
 
 
 @pytest.mark.parametrize("groups,shape", [(3, (2, 3, 1)), (3, (2, 3)), (1, (2, 1, 1)), (2, (3, 2, 1, 1))])
@@ -105,6 +109,25 @@ def test_half_cumsum_accumulates_in_float32(strategy, dtype):
     recurrence drifted 14% over 600 terms."""
     x = (torch.rand(2, 600, generator=torch.Generator().manual_seed(0)) + 0.5).to(dtype)
     trial = run(strategy, lambda a: torch.cumsum(a, -1), x)
+    assert trial.status == "verified", trial.reason
+
+
+HALF_SUMS = [  # (strategy, call): a sum of a half input accumulates in float32 and rounds once, as PyTorch's does
+    ("reduce/sum", lambda a, m: a.sum(-1)), ("reduce/mean", lambda a, m: a.mean((0, 1), keepdim=True)),
+    ("reduce/prod", lambda a, m: a[:, :8].prod(-1)), ("mask/masked-reduce", lambda a, m: a[m].mean()),
+]
+
+
+@pytest.mark.parametrize("case", range(len(HALF_SUMS)))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_sums_accumulate_in_float32(case, dtype):
+    """TensorRT documents no accumulation type for a half Reduce; the emitters cast a half sum, mean or product to
+    float32 and round the result once, so the engine computes what PyTorch (and the reference interpreter) computes.
+    The structure is asserted in test_autocast; here each path (and a masked mean's float32 count) builds and verifies."""
+    strategy, fn = HALF_SUMS[case]
+    g = torch.Generator().manual_seed(0)
+    x, m = (torch.rand(2, 700, generator=g) + 0.5).to(dtype), torch.rand(2, 700, generator=g) > 0.5
+    trial = run(strategy, fn, x, m)
     assert trial.status == "verified", trial.reason
 
 

@@ -45,7 +45,7 @@ HALF = ("float16", "bfloat16")
 
 def in_float32(ctx, x) -> tuple[Any, str]:
     """(x in float32, its own dtype) for a float16/bfloat16 x, else (x, its dtype): for the ops PyTorch computes in
-    float32 for a half input and rounds once (normalizations, norms, var/std, cumsum) — step by step in half the mean
+    float32 for a half input and rounds once (sum/mean/prod, normalizations, norms, var/std, cumsum) — step by step in half the mean
     rounds (the bf16 variance of [256, 258] came out 4, not 2), squares overflow fp16 and running sums drift. The
     emitter casts its result back to the returned dtype."""
     dtype = ctx.dtype(x)

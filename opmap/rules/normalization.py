@@ -151,8 +151,7 @@ def _emit_group_norm(ctx, node):
         # only the bias is left. TensorRT's builder cannot infer the shapes of a normalization over single elements.
         y = ctx.elementwise(x, x, "SUB")
     elif groups == 1 or rank == 2:
-        channels = node.meta("input").shape[1]
-        grouped = x if groups == 1 else ctx.reshape(x, [node.meta("input").shape[0], groups, channels // groups])
+        grouped = x if groups == 1 else ctx.reshape(x, [shape[0], groups, -1])  # C may be known only at run time
         one = ctx.const(torch.ones([1] * ctx.rank(grouped)), ctx.dtype(x))
         zero = ctx.const(torch.zeros([1] * ctx.rank(grouped)), ctx.dtype(x))
         layer = ctx.net.add_normalization(grouped, one, zero, ctx.axes_mask(range(ctx.rank(grouped) - 1 if groups > 1 else 1,

@@ -71,15 +71,17 @@ def reduce_masked(ctx, node, sel, op):
     dtype = ctx.output_dtype()
     base = "SUM" if op == "AVG" else op
     rows = ctx.cast(rows, dtype) if base in ("SUM", "PROD") else rows
+    rows = in_float32(ctx, rows)[0] if base in ("SUM", "PROD") else rows  # a half sum in float32, rounded once
     mask = ctx.reshape(sel.mask, [-1] + [1] * (rank - 1))
     kept = ctx.out(ctx.net.add_select(*ctx.broadcast(mask, rows, _neutral(ctx, base, ctx.dtype(rows)))), "masked")
     keep = bool(node.arg("keepdim", False))
     out = ctx.out(ctx.net.add_reduce(kept, getattr(ctx.trt.ReduceOperation, base), ctx.axes_mask(axes, rank), keep), "masked-reduce")
     if op == "AVG":
-        count = ctx.out(ctx.net.add_reduce(ctx.cast(sel.mask, dtype), ctx.trt.ReduceOperation.SUM, 1, False), "count")
+        acc = ctx.dtype(out)  # float32 for a half input (above)
+        count = ctx.out(ctx.net.add_reduce(ctx.cast(sel.mask, acc), ctx.trt.ReduceOperation.SUM, 1, False), "count")
         for a in axes:
             if a != 0:
-                count = ctx.elementwise(count, ctx.const(float(ctx.rank(rows) and rows.shape[a]), dtype), "PROD")
+                count = ctx.elementwise(count, ctx.const(float(ctx.rank(rows) and rows.shape[a]), acc), "PROD")
         out = ctx.elementwise(out, ctx.reshape(count, [1] * ctx.rank(out)) if ctx.rank(out) else ctx.reshape(count, []), "DIV")
     return ctx.cast(out, dtype)
 
@@ -94,6 +96,8 @@ def emit_reduce(op):
         dtype = ctx.output_dtype()
         if op in ("SUM", "PROD", "AVG") and dtype != ctx.dtype(x):
             x = ctx.cast(x, dtype)  # bool/int sums accumulate in the output dtype, as PyTorch does
+        if op in ("SUM", "PROD", "AVG"):  # a half sum accumulates in float32 and rounds once, as PyTorch's does
+            x, _ = in_float32(ctx, x)
         if ctx.dtype(x) == "bool":  # Reduce takes numbers: max/min of bools is OR/AND over 0/1
             x = ctx.cast(x, "int32")
         if rank == 0:
