@@ -121,3 +121,17 @@ def test_a_precision_whose_measurement_failed_keeps_fp32_and_says_so():
                    settings=Settings(precision="fp16", tolerance=1e-2), precision_errors=failed).plan(graph)
     assert relu(plan).precision is None
     assert "p/direct's fp16 measurement failed" in relu(plan).precision_why, relu(plan).precision_why
+
+
+def test_a_precision_that_failed_at_any_measured_size_keeps_fp32():
+    """A failure at one bucket vetoes the precision at every size: the nearest bucket's success says nothing about the
+    shape that failed (a 3-D average pool's fp16 check failed while its 2-D buckets measured fine, and `build` placed
+    it in fp16 anyway)."""
+    rs = RuleSet()
+    rs.add(load_source(SRC, "/v/rule_p.py"))
+    graph = capture_callable(lambda x: torch.relu(x) * 2, torch.randn(2, 3)).graph
+    mixed = {("p/direct", "fp16"): [(6, 1e-4), (100_000, float("inf"))]}
+    plan = Planner(rs, {"aten.relu.default": ["p/direct"]}, backend=profile("tensorrt_rtx"),
+                   settings=Settings(precision="fp16", tolerance=1e-2), precision_errors=mixed).plan(graph)
+    assert relu(plan).precision is None
+    assert "p/direct's fp16 measurement failed" in relu(plan).precision_why, relu(plan).precision_why

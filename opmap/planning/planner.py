@@ -381,6 +381,8 @@ class Planner:
             wanted = "fp16"
         measured = self.precision_errors.get((result.choice.strategy, wanted))
         error = self._nearest(measured) if measured else None
+        if measured and any(e == float("inf") for _, e in measured):  # a failure at any measured size vetoes it:
+            error = float("inf")  # the nearest bucket's success says nothing about the shape that failed
         if error is None:
             result.precision_why = f"{lead}fp32: {result.choice.strategy} has no measured {wanted} accuracy"
         elif error == float("inf"):  # the measurement in that precision failed: the build, or its check against PyTorch
