@@ -121,13 +121,14 @@ def served_section(tmp: str, catalog, ruleset, device) -> list[str]:
              "add after an INT8 convolution reads its other operand through Q/DQ, so conv -> batch norm -> add -> relu -> Q",
              "is one kernel. At the larger sizes the int8 row carries the smaller size's placement and scales over (same",
              "weights, same node names): calibration and per-node measurement there take too long on this CPU. The model",
-             "credits INT8 products and convolutions with the int8 rate measured on the card: the faster of cuBLAS's int8",
-             "GEMM (`_int_mm`, little faster than fp16 on sm_90) and a Triton GEMM with the weight K-major (1.49x the fastest",
-             "fp16 kernel at 8192^3, on a lent H100; the H200 profile takes that ratio), the convolution rate being cuDNN's fp16",
-             "rate x 1.49 (PyTorch has no int8 convolution on CUDA; `bench/device/int8conv.py`). The check of those pieces on the",
-             "card (`bench/device/PIECES.md`) finds the model optimistic for int8 products at served sizes (0.59-0.76x of the",
-             "measured time, fp16's 0.77-1.18x), so these int8 gains are upper estimates for these kernels; TensorRT's own INT8",
-             "kernels cannot be measured here.",
+             "credits INT8 products and convolutions with the card's int8/fp16 ratio measured on a lent H100 (the H200 profile",
+             "takes it): the fastest int8 GEMM over the fastest fp16 GEMM at 8192^3, each dtype's Triton GEMM swept over tiles,",
+             "stages and warps beside cuBLAS (`bench/device/gemm_sweep.py`: int8 1,248 TOP/s, a Triton GEMM with the weight",
+             "K-major, checked against exact sums; fp16 759, cuBLAS; 1.64x, 1.68x on a second run), times the profile's fp16",
+             "matrix rate, and times cuDNN's fp16 rate for a convolution (PyTorch has no int8 convolution on CUDA). The check",
+             "of those pieces on the card (`bench/device/PIECES.md`, its int8 rows) finds the model optimistic for int8 at",
+             "served sizes, where fp16 is predicted about right, so these int8 gains are upper estimates for the kernels",
+             "measured; TensorRT's own INT8 kernels cannot be measured here.",
              ""]
     errors: dict[tuple[str, str], str] = {}
     int8_plans: dict[str, object] = {}
