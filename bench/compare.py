@@ -169,7 +169,12 @@ ESTIMATE_NOTE = [
     "networks take and return fp16; opmap plans every node it can in fp16 with no accuracy budget (as the half model "
     "has none). Neither fp16 network is built into an engine here, only estimated. Where opmap's is slower, the cell "
     "names the ATen ops its network spends most more on and the strategy that emitted them (per-op and per-strategy "
-    "breakdowns: `compare --json --estimate`, `estimates[].opmap.by_op`; `bench/compare.json` has them per model).",
+    "breakdowns: `compare --json --estimate`, `estimates[].opmap.by_op`; `bench/compare.json` has them per model). "
+    "**The fp16 exceptions are a correctness choice**: where the half program normalizes or sums a half tensor "
+    "(layer/group/rms norm, var/std, sum/mean), opmap's network computes it in float32 and rounds once, as PyTorch "
+    "does (a cast in, the layer in float32, a cast out), because TensorRT 11 documents no compute precision for its "
+    "Normalization and Reduce layers on half inputs; the ONNX route's network runs them in half. ConvNeXt pays most: "
+    "a layer norm after every block's depthwise convolution and transpose, where the cast in cannot fuse.",
 ]
 
 
