@@ -1,6 +1,7 @@
 """The cost model's pieces, predicted vs measured at served sizes.
 
-    python bench/device/pieces.py measure OUT_DIR [--tiny]   # on the GPU (PyTorch + CUDA only): OUT_DIR/pieces.json
+    python bench/device/pieces.py measure OUT_DIR [--tiny] [--dtype=int8]   # on the GPU: OUT_DIR/pieces.json
+    python bench/device/pieces.py merge FULL.json PART.json  # a --dtype run's rows replace the full run's
     python bench/device/pieces.py predict PIECES.json [PROFILE.json] [--save=PRED.json] [--before=OLD_PRED.json]
                                                              # here: writes bench/device/PIECES.md
 
@@ -158,6 +159,27 @@ def _rand(dev, *shape, dtype="fp32", n=3):
     return [torch.randn(*shape, device=dev, dtype=DT[dtype]) for _ in range(n)]
 
 
+# bench/device/gemm_sweep.py's GEMM (TMA loads, tiles in L2-friendly groups) at the tiles that led its int8 sweep at
+# 8192^3 and narrower ones for the served sizes' smaller products; the fastest counts, as for every piece
+TUNED_INT8 = [dict(BM=128, BN=256, BK=128, stages=4, warps=8), dict(BM=256, BN=128, BK=128, stages=4, warps=8),
+              dict(BM=128, BN=128, BK=128, stages=4, warps=8), dict(BM=128, BN=64, BK=128, stages=4, warps=4),
+              dict(BM=64, BN=128, BK=128, stages=4, warps=4)]
+
+
+def _tuned_int8(w: torch.Tensor, xs: list) -> dict[str, tuple]:
+    """The tuned Triton int8 GEMM variants of x @ wᵀ (w (N, K), K-major), one per tile of TUNED_INT8."""
+    import triton
+
+    import gemm_sweep  # imports triton: the card only
+    triton.set_allocator(lambda size, alignment, stream: torch.empty(size, device="cuda", dtype=torch.int8))
+    out = {}
+    for tile in TUNED_INT8:
+        cfg = {**tile, "GROUP": 8, "TMA": True}
+        out[f"tuned triton GEMM {tile['BM']}x{tile['BN']}x{tile['BK']}"] = (
+            lambda x, cfg=cfg: gemm_sweep.run(x, w, cfg, 1e-3), xs)
+    return out
+
+
 def variants(p: Piece, dev: str) -> dict[str, tuple]:
     """name -> (fn, list of argument tuples): the PyTorch kernels that stand in for this piece (the fastest counts)."""
     z = p.size
@@ -169,7 +191,7 @@ def variants(p: Piece, dev: str) -> dict[str, tuple]:
             if dev == "cpu":
                 return {"_int_mm": (mm, xs)}
             from int8conv import gemm  # imports triton: the card only
-            return {"_int_mm": (mm, xs), "triton GEMM": (lambda x: gemm(x, w, True, 1e-3), xs)}
+            return {"_int_mm": (mm, xs), "triton GEMM": (lambda x: gemm(x, w, True, 1e-3), xs), **_tuned_int8(w, xs)}
         w = _rand(dev, z["n"], z["k"], dtype=p.dtype, n=1)[0]
         xs = [(x,) for x in _rand(dev, z["t"], z["k"], dtype=p.dtype)]
         if p.op == "linear":
@@ -188,8 +210,11 @@ def variants(p: Piece, dev: str) -> dict[str, tuple]:
         from int8conv import gemm  # imports triton: the card only
         w8 = _rand(dev, z["cout"], kd, dtype="int8", n=1)[0]
         a8 = [(a,) for a in _rand(dev, m, kd, dtype="int8", n=2)]
+        k16 = -(-kd // 16) * 16  # a TMA descriptor's rows are whole 16-byte units: the stem's 392 padded to 400
+        w16, a16 = _rand(dev, z["cout"], k16, dtype="int8", n=1)[0], [(a,) for a in _rand(dev, m, k16, dtype="int8", n=2)]
         return {"cuBLAS int8 GEMM at its implicit-GEMM dims": (lambda a: torch._int_mm(a, w8.t()), a8),
-                "triton GEMM at its implicit-GEMM dims": (lambda a: gemm(a, w8, True, 1e-3), a8)}
+                "triton GEMM at its implicit-GEMM dims": (lambda a: gemm(a, w8, True, 1e-3), a8),
+                **{f"{k} at its implicit-GEMM dims": v for k, v in _tuned_int8(w16, a16).items()}}
     if p.op in ("conv", "conv_bias_relu"):
         w = torch.randn(z["cout"], z["cin"] // z["groups"], z["k"], z["k"], device=dev, dtype=DT[p.dtype])
         xs = _rand(dev, z["n"], z["cin"], z["hw"], z["hw"], dtype=p.dtype)
@@ -252,7 +277,8 @@ def variants(p: Piece, dev: str) -> dict[str, tuple]:
     raise ValueError(p.op)
 
 
-def measure(out: Path, tiny: bool) -> None:
+def measure(out: Path, tiny: bool, dtype: str | None = None) -> None:
+    """Every piece (or only those of ``dtype``: ``--dtype=int8``; ``merge`` folds such a run into a full one)."""
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = True  # TensorRT runs fp32 products and convolutions in TF32 by default
     torch.backends.cudnn.allow_tf32 = True
@@ -264,7 +290,7 @@ def measure(out: Path, tiny: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     for p in pieces(tiny):
-        if not p.measure:
+        if not p.measure or (dtype and p.dtype != dtype):
             continue
         key = f"{p.name} {p.dtype}"
         row = result["pieces"][key] = {"variants": {}}
@@ -286,6 +312,20 @@ def measure(out: Path, tiny: bool) -> None:
             torch.cuda.empty_cache()
         (out / "pieces.json").write_text(json.dumps(result, indent=1) + "\n")  # each piece: a run cut short keeps its rows
     print("\n".join(result["errors"]))
+
+
+def merge(full: Path, part: Path) -> None:
+    """A run of some pieces (``measure --dtype=int8``) folded into a full run on the same card: its rows replace the
+    full run's, the rest stay; the run's software and date are kept under ``merged``."""
+    data, more = json.loads(full.read_text()), json.loads(part.read_text())
+    if more["card"] != data["card"]:
+        sys.exit(f"{part} was measured on {more['card']}, {full} on {data['card']}: not merged")
+    data["pieces"].update(more["pieces"])
+    data["errors"] = [e for e in data.get("errors", []) if e.split(" [")[0].split(":")[0] not in more["pieces"]] + more["errors"]
+    data.setdefault("merged", []).append({"pieces": sorted(more["pieces"]), "torch": more["torch"], "cuda": more["cuda"],
+                                          "date": time.strftime("%Y-%m-%d")})
+    full.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"{len(more['pieces'])} pieces from {part} merged into {full}")
 
 
 # ---------------------------------------------------------------------------------------------------------------- CPU
@@ -485,13 +525,14 @@ is the same measurements predicted with the profile that lacked those two terms 
 whatever its dtype (fp16 columns took 0.8–1.0× the fp32 time on the card, not half). Left beyond 2×: the 7×7/2 stem in
 bf16 (PyTorch's bf16 stem kernel runs at half its fp16 one's speed).
 
-**int8:** cuBLAS's int8 GEMM (`torch._int_mm`) runs little faster than its fp16 on this card (876 vs 761 TFLOP/s at
-8192³), but a plain Triton GEMM with the weight K-major (`bench/device/int8conv.py`, checked against exact sums)
-reaches 1,132 TOP/s; the profile's int8 matrix rate is the faster of the two and its int8 convolution rate cuDNN's fp16
-rate × 1.49 (fastest int8 over fastest fp16 matrix kernel), PyTorch having no int8 convolution on CUDA. The int8
-pieces are timed as the faster of cuBLAS's and the Triton GEMM, a convolution at its implicit-GEMM dims (the gathered
-operand laid out beforehand). The model is optimistic for them (int8 products 0.59–0.76×, where fp16 products are
-0.77–1.18×): at served sizes these kernels reach less of their 8192³ rate in int8 than in fp16. Neither kernel is
+**int8:** cuBLAS's int8 GEMM (`torch._int_mm`) runs little faster than its fp16 on this card (933 vs 759 TOP/s at
+8192³), while a Triton GEMM with the weight K-major, swept over tiles, stages and warps (`bench/device/gemm_sweep.py`,
+checked against exact sums) reaches 1,248 TOP/s — 1.64× the fastest fp16 GEMM measured beside it (cuBLAS's; the same
+Triton design tuned for fp16 reached 734). The profile's int8 rates are its fp16 matrix rate and cuDNN's fp16
+convolution rate times that ratio, PyTorch having no int8 convolution on CUDA. The int8 pieces are timed as the
+fastest int8 kernel measured for them (named below and in the kernel column), a convolution at its implicit-GEMM dims
+(the gathered operand laid out beforehand). The model is optimistic for them (the ranges below): at served sizes
+these kernels reach less of their 8192³ rate in int8 than in fp16. Neither kernel is
 TensorRT's; the card's datasheet rate (2× fp16) is not used. bf16 runs where the fp16 kernel would (TensorRT's
 kernels for the two are alike; PyTorch's bf16 stem is 2× slower than its fp16 one, which the model does not
 reproduce). What the pieces cannot check: which fusions TensorRT
@@ -520,6 +561,15 @@ def report(rows, data, profile) -> str:
         lines += ["", f"Without the pieces whose term reads a number this profile lacks ({', '.join(missing)}: "
                       f"a stand-in is charged, see below): {len(have)} pieces, {stats(have)}."]
     lines += ["", NOTES]
+    by = lambda g, dt: [r["predicted"] / r["measured"] for r in rows if r["measured"] and r["piece"].group == g  # noqa: E731
+                        and r["piece"].dtype == dt]
+    if by("matrix product", "int8"):
+        kernels = sorted({v.split(" at its")[0].rsplit(" ", 1)[0] if v.startswith("tuned") else v.split(" at its")[0]
+                          for key, row in data["pieces"].items() if key.endswith(" int8") for v in row["variants"]})
+        lines += ["", f"int8 kernels timed: {', '.join(kernels)}. "
+                      f"int8 matrix products: {stats(by('matrix product', 'int8'))}; int8 convolutions: "
+                      f"{stats(by('convolution', 'int8'))}; fp16 matrix products, for comparison: "
+                      f"{stats(by('matrix product', 'fp16'))}."]
     outliers = [r for r in rows if r["measured"] and not 0.5 <= r["predicted"] / r["measured"] <= 2]
     if outliers:
         kinds = sorted({r["piece"].name.split(" b")[0] if r["piece"].group == "convolution" else r["piece"].name
@@ -554,10 +604,13 @@ def report(rows, data, profile) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[1] not in ("measure", "predict"):
+    if len(sys.argv) < 3 or sys.argv[1] not in ("measure", "predict", "merge"):
         sys.exit(__doc__)
-    if sys.argv[1] == "measure":
-        measure(Path(sys.argv[2]), "--tiny" in sys.argv)
+    if sys.argv[1] == "merge":  # pieces.py merge FULL.json PART.json: PART's rows (and card check) replace FULL's
+        merge(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif sys.argv[1] == "measure":
+        measure(Path(sys.argv[2]), "--tiny" in sys.argv,
+                next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--dtype=")), None))
     else:
         opt = {a.split("=", 1)[0]: Path(a.split("=", 1)[1]) for a in sys.argv[3:] if a.startswith("--")}
         rest = [a for a in sys.argv[3:] if not a.startswith("--")]
