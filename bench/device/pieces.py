@@ -161,9 +161,8 @@ def _rand(dev, *shape, dtype="fp32", n=3):
 
 # bench/device/gemm_sweep.py's GEMM (TMA loads, tiles in L2-friendly groups) at the tiles that led its int8 sweep at
 # 8192^3 and narrower ones for the served sizes' smaller products; the fastest counts, as for every piece
-TUNED_INT8 = [dict(BM=128, BN=256, BK=128, stages=4, warps=8), dict(BM=256, BN=128, BK=128, stages=4, warps=8),
-              dict(BM=128, BN=128, BK=128, stages=4, warps=8), dict(BM=128, BN=64, BK=128, stages=4, warps=4),
-              dict(BM=64, BN=128, BK=128, stages=4, warps=4)]
+TUNED_INT8 = [dict(BM=128, BN=256, BK=128, stages=4, warps=8), dict(BM=128, BN=128, BK=128, stages=4, warps=8),
+              dict(BM=128, BN=64, BK=128, stages=4, warps=4)]
 
 
 def _tuned_int8(w: torch.Tensor, xs: list) -> dict[str, tuple]:
