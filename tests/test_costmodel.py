@@ -357,3 +357,35 @@ def test_shape_arithmetic_runs_on_the_host_and_a_fill_of_its_size_does_not():
     charged = [label for _, label, _ in est.by_layer]
     assert not any(k in label for label in charged for k in ("ELEMENTWISE", "GATHER", "CONCATENATION")), charged
     assert "FILL" in charged  # writes 8 x 256 x 384 floats at run time
+
+
+def test_a_gemm_sweep_sets_the_int8_rates_of_a_profile(tmp_path):
+    """bench/device/apply_sweep.py: a sweep's int8/fp16 ratio becomes the profile's, its int8 matrix and convolution
+    rates the profile's own fp16 rates times it, and the method names where the ratio came from — once, however often
+    it is applied."""
+    import importlib.util
+    import json
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("apply_sweep", root / "bench" / "device" / "apply_sweep.py")
+    apply_sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(apply_sweep)
+    profile = tmp_path / "device.json"
+    shutil.copy(root / "opmap" / "data" / "device_h200.json", profile)
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"card": "NVIDIA H100 80GB HBM3", "torch": "t", "triton": "x", "size": 8192,
+                                 "cublas": {"fp16": 700.0, "int8": 800.0},
+                                 "best": {"int8": {"tops": 1400.0}, "fp16": {"tops": 650.0}},
+                                 "summary": {"int8_over_fp16_matrix": 2.0}}))
+    for _ in range(2):
+        apply_sweep.apply(str(sweep), [str(profile)])
+    data = json.loads(profile.read_text())
+    micro = data["micro"]
+    assert micro["int8_over_fp16_matrix"] == 2.0
+    assert micro["matmul_tflops_int8"] == 2.0 * micro["matmul_tflops_fp16"]
+    assert micro["conv_tflops_int8"] == 2.0 * micro["conv_tflops_fp16"]
+    assert data["method"].count("int8 rates (") == 1 and "a lent NVIDIA H100 80GB HBM3" in data["method"]
+    loaded = DeviceProfile.load(str(profile))
+    assert loaded.throughput("CONVOLUTION", torch.int8) == 2.0 * loaded.throughput("CONVOLUTION", torch.float16)
