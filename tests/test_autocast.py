@@ -4,6 +4,7 @@ output computed through bfloat16 is compared at bfloat16's tolerance (its roundi
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from opmap.service import load_rules
 from opmap.checking import fuzz
@@ -130,3 +131,32 @@ def test_identical_casts_of_one_tensor_are_one_cast_layer():
     layers = [built.network.get_layer(i) for i in range(built.network.num_layers)]
     assert len([layer for layer in layers if layer.type.name == "CAST"]) == 1
     assert verify_built(built, captured.program, dict(zip(captured.graph.inputs, inputs))).ok
+
+
+class HalfPools(torch.nn.Module):
+    def forward(self, x):
+        return (F.avg_pool2d(x, 4) + F.adaptive_avg_pool2d(x, 2)).sum((2, 3)) + F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+def test_a_half_average_pool_sums_in_float32():
+    """Average pooling (windowed, adaptive, global) of a half input sums in float32 and rounds once, as PyTorch does:
+    TensorRT documents no accumulation type for a half Pooling or Reduce layer. Every Pooling and Reduce layer of the
+    half program reads float32, and the network verifies."""
+    from opmap.building.backend import profile
+    from opmap.building.builder import build_network, serialize
+    from opmap.checking.examples import candidates_of
+    from opmap.checking.verify import verify_built
+    from opmap.planning.planner import Planner
+
+    x = (torch.rand(2, 3, 8, 8) * 4 + 300).half()
+    captured = capture_callable(HalfPools().eval(), x)
+    planner = Planner(RULESET, candidates_of(RULESET), backend=profile("tensorrt_rtx"), require_emit=True)
+    plan = planner.plan(captured.graph)
+    planner.judge.close()
+    built = serialize(build_network(plan, captured.program, RULESET.strategies))
+    layers = [built.network.get_layer(i) for i in range(built.network.num_layers)]
+    pools = [layer for layer in layers if layer.type.name in ("POOLING", "REDUCE")]
+    assert len(pools) >= 4 and all(layer.get_input(0).dtype.name == "FLOAT" for layer in pools), \
+        [(layer.name, layer.get_input(0).dtype) for layer in pools]
+    report = verify_built(built, captured.program, {next(iter(captured.graph.inputs)): x})
+    assert report.ok, [o.to_dict() for o in report.outputs]

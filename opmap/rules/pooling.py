@@ -18,17 +18,23 @@ from opmap.planning.strategy import accept, reject, strategy
 from opmap.rules.common import cases, float_input, outputs_unused, promoted_float_input, t, trt_checks, trt_types
 from opmap.rules.conv import (_spatial_args, _to_2d, ceil_mode_sizes_agree, no_ceil_mode_with_dilation,
                               no_partial_average_window, one_window_over_the_input, spatial_rank)
-from opmap.rules.emitting import promoting
+from opmap.rules.emitting import in_float32, promoting
 
 
 def _emit_pool(ctx, node):
-    x = ctx.input("self")
+    is_max = "max_pool" in node.op
+    if not is_max:  # a half average sums its window in float32 and rounds once, as PyTorch's does
+        x, own = in_float32(ctx, ctx.input("self"))
+        return ctx.cast(_pool(ctx, node, x, is_max), own)
+    return _pool(ctx, node, ctx.input("self"), is_max)
+
+
+def _pool(ctx, node, x, is_max):
     spatial = ctx.rank(x) - 2
     kernel, = _spatial_args(node, spatial, "kernel_size")
     stride = node.arg("stride") or kernel
     stride = list(stride) * spatial if len(stride) == 1 else list(stride)
     padding, = _spatial_args(node, spatial, "padding")
-    is_max = "max_pool" in node.op
     if one_window_over_the_input(node, spatial, kernel, padding) and node.op != "aten.max_pool2d_with_indices.default":
         # one window covering the whole input (EfficientNet's 320x320 kernel on a 1x1 map, with ceil_mode): TensorRT
         # refuses a window larger than its input, and PyTorch clips it to the input, so it is a global reduction
@@ -52,8 +58,13 @@ def _emit_pool(ctx, node):
 
 def _emit_adaptive_avg(ctx, node):
     """Evenly dividing windows: PoolingNd AVERAGE with kernel = stride = in / out. TensorRT pools 4-D/5-D tensors
-    only, so any other rank is viewed as [-1, 1, (1,) *spatial] around the pooling (leading dims may be dynamic)."""
-    x = ctx.input("self")
+    only, so any other rank is viewed as [-1, 1, (1,) *spatial] around the pooling (leading dims may be dynamic). A
+    half input is averaged in float32 and rounded once, as PyTorch does."""
+    x, own = in_float32(ctx, ctx.input("self"))
+    return ctx.cast(_adaptive_avg(ctx, node, x), own)
+
+
+def _adaptive_avg(ctx, node, x):
     rank = ctx.rank(x)
     out_size = list(node.arg("output_size"))
     n = len(out_size)
