@@ -170,7 +170,7 @@ def _tuned_int8(w: torch.Tensor, xs: list) -> dict[str, tuple]:
     import triton
 
     import gemm_sweep  # imports triton: the card only
-    triton.set_allocator(lambda size, alignment, stream: torch.empty(size, device="cuda", dtype=torch.int8))
+    triton.set_allocator(lambda size, alignment, stream: torch.empty(size, device=w.device, dtype=torch.int8))
     out = {}
     for tile in TUNED_INT8:
         cfg = {**tile, "GROUP": 8, "TMA": True}
