@@ -309,3 +309,19 @@ def test_fuzzer_findings_refused(fn, inputs, match):
     op = next(n.op.split(".")[1] for n in graph if n.op.startswith(("aten.", "prims.")) and n.op.split(".")[1] in strategy)
     trial = run(strategy[op], fn, *inputs)
     assert trial.status == "refused" and match in trial.reason, (trial.status, trial.reason)
+
+
+def test_a_case_outside_pytorchs_shape_rules_is_invalid_before_it_runs():
+    """PyTorch's CPU ``_weight_norm`` does not check ``g`` against ``v``: a grown ``v`` made it write out of bounds and the
+    campaign aborted minutes later in an unrelated allocation (seed 163). Cases now pass PyTorch's shape rules (fake
+    tensors) before running for real; run in a child process, whose exit would show the heap corruption."""
+    import subprocess
+    import sys
+
+    script = ("import torch\nfrom opmap.service import load_rules\nfrom opmap.checking import fuzz\n"
+              "rs = load_rules(None)\ncase = fuzz.Case('grown', lambda v, g: torch._weight_norm(v, g, 0), "
+              "(torch.randn(7, 3, 3), torch.randn(4, 1, 1)))\n"
+              "trials = [fuzz.run_case(rs.strategies['norm/weight-norm'], case, rs) for _ in range(20)]\n"
+              "junk = [torch.randn(100) for _ in range(5000)]\nprint(trials[-1].status)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("invalid"), (done.returncode, done.stderr[-500:])

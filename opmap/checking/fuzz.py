@@ -22,7 +22,7 @@ smaller while it still fails) so it can be kept as a small regression test.
 from __future__ import annotations
 
 import dataclasses
-
+import logging
 import random
 import zlib
 from collections import Counter
@@ -57,6 +57,33 @@ class Trial:
 
 
 # -- running one case ---------------------------------------------------------------------------------------------
+def _shape_check(case: Case) -> str | None:
+    """The case run on fake tensors first (PyTorch's shape and dtype rules, no data): the reason where they refuse it,
+    else None (also where fake tensors cannot tell: data-dependent shapes, ops without a fake kernel). Some CPU kernels
+    check less than their shape rules — ``_weight_norm`` with a ``g`` longer or shorter than ``v``'s dim corrupts the
+    heap and aborts the process later (fuzz seed 163) — so a mutated case must pass the rules before it runs for real."""
+    from torch._subclasses import fake_tensor as ft
+
+    undecided = (ft.DataDependentOutputException, ft.DynamicOutputShapeException, ft.UnsupportedOperatorException,
+                 ft.UnsupportedFakeTensorException, ft.MetadataMismatchError, ft.MissingOpProfile,
+                 ft.FakeTensorDeviceMismatchError, ft.UnsupportedMutationAliasingException, NotImplementedError)
+    log = logging.getLogger("torch._subclasses.fake_tensor")
+    level, log.level = log.level, logging.CRITICAL  # it logs every refusal it raises; the refusal is the answer here
+    try:
+        with torch.no_grad(), ft.FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            case.fn(*[mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in case.inputs])
+    except undecided:
+        return None
+    except Exception as exc:  # noqa: BLE001  (the shape rules' own refusal: a RuntimeError, ValueError, IndexError...)
+        from opmap.errors import first_line
+
+        return f"{type(exc).__name__}: {first_line(exc)}"
+    finally:
+        log.setLevel(level)
+    return None
+
+
+
 def run_case(strat: Any, case: Case, ruleset: Any, backend: str = "tensorrt_rtx") -> Trial:
     """Judge the case's node with ``strat``; where it applies, build for real with ``strat`` pinned and compare with
     PyTorch (at the case's own inputs when static, at the profile's min/opt/max when dynamic)."""
@@ -67,6 +94,9 @@ def run_case(strat: Any, case: Case, ruleset: Any, backend: str = "tensorrt_rtx"
     def trial(status: str, reason: str = "", error: float = 0.0) -> Trial:
         return Trial(strat.id, case, status, reason, error)
 
+    problem = _shape_check(case)
+    if problem is not None:  # PyTorch's shape rules refuse it: its CPU kernel may not (and then writes out of bounds)
+        return trial("invalid", f"PyTorch (shapes): {problem}")
     try:
         with torch.no_grad():
             case.fn(*[x.clone() if isinstance(x, torch.Tensor) else x for x in case.inputs])
