@@ -97,6 +97,12 @@ def as_kernel_operands(x_nchw: torch.Tensor, w_kcrs: torch.Tensor, kmajor: bool 
     return x_nchw.permute(0, 2, 3, 1).contiguous(), (w.t() if kmajor else w).contiguous()
 
 
+def requantized(sums: torch.Tensor, scale: float) -> torch.Tensor:
+    """The kernels' int8 epilogue on exact sums: times ``scale``, saturated to int8, rounded half away from zero."""
+    v = torch.clamp(sums * scale, -128, 127)
+    return torch.where(v >= 0, v + 0.5, v - 0.5).trunc().to(torch.int8)
+
+
 def check(device: str, kernel=None, **meta) -> None:
     """The kernel against F.conv2d on small shapes with odd sizes (padding, stride 2, channels not a multiple of BK)."""
     g = torch.Generator().manual_seed(0)
@@ -104,8 +110,7 @@ def check(device: str, kernel=None, **meta) -> None:
         xi = torch.randint(-20, 20, (n, c, h, h), generator=g, dtype=torch.int8)
         wi = torch.randint(-20, 20, (k, c, r, r), generator=g, dtype=torch.int8)
         exact = F.conv2d(xi.double(), wi.double(), stride=stride, padding=pad)  # exact integer sums
-        want = torch.clamp(exact / 256, -128, 127)
-        want = torch.where(want >= 0, want + 0.5, want - 0.5).trunc().to(torch.int8).permute(0, 2, 3, 1)
+        want = requantized(exact, 1 / 256).permute(0, 2, 3, 1)
         for kmajor in (False, True):
             xk, wk = as_kernel_operands(xi, wi, kmajor)
             got = conv(xk.to(device), wk.to(device), r, r, stride, pad, scale=1 / 256, kernel=kernel, kmajor=kmajor,
@@ -223,8 +228,7 @@ def check_gemm(device: str) -> None:
     for m, k, n in ((200, 152, 72), (130, 576, 300)):
         a, b = (torch.randint(-30, 30, s, generator=g, dtype=torch.int8) for s in ((m, k), (n, k)))
         exact = a.double() @ b.double().t()
-        want = torch.clamp(exact / 512, -128, 127)
-        want = torch.where(want >= 0, want + 0.5, want - 0.5).trunc().to(torch.int8)
+        want = requantized(exact, 1 / 512)
         for kmajor in (True, False):
             got = gemm(a.to(device), (b if kmajor else b.t().contiguous()).to(device), kmajor, scale=1 / 512).cpu()
             assert torch.equal(got, want), f"int8 gemm {m, k, n, kmajor}"

@@ -68,7 +68,8 @@ def _shape_check(case: Case) -> str | None:
                  ft.UnsupportedFakeTensorException, ft.MetadataMismatchError, ft.MissingOpProfile,
                  ft.FakeTensorDeviceMismatchError, ft.UnsupportedMutationAliasingException, NotImplementedError)
     log = logging.getLogger("torch._subclasses.fake_tensor")
-    level, log.level = log.level, logging.CRITICAL  # it logs every refusal it raises; the refusal is the answer here
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # it logs every refusal it raises; the refusal is the answer here
     try:
         with torch.no_grad(), ft.FakeTensorMode(allow_non_fake_inputs=True) as mode:
             case.fn(*[mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in case.inputs])
@@ -81,7 +82,6 @@ def _shape_check(case: Case) -> str | None:
     finally:
         log.setLevel(level)
     return None
-
 
 
 def run_case(strat: Any, case: Case, ruleset: Any, backend: str = "tensorrt_rtx") -> Trial:

@@ -70,8 +70,8 @@ def reduce_masked(ctx, node, sel, op):
         raise BuildError(f"{node.name} keeps the selected dim; a masked selection must be reduced over it")
     dtype = ctx.output_dtype()
     base = "SUM" if op == "AVG" else op
-    rows = ctx.cast(rows, dtype) if base in ("SUM", "PROD") else rows
-    rows = in_float32(ctx, rows)[0] if base in ("SUM", "PROD") else rows  # a half sum in float32, rounded once
+    if base in ("SUM", "PROD"):  # accumulated in the output dtype, and a half one in float32 (rounded once)
+        rows = in_float32(ctx, ctx.cast(rows, dtype))[0]
     mask = ctx.reshape(sel.mask, [-1] + [1] * (rank - 1))
     kept = ctx.out(ctx.net.add_select(*ctx.broadcast(mask, rows, _neutral(ctx, base, ctx.dtype(rows)))), "masked")
     keep = bool(node.arg("keepdim", False))
@@ -94,10 +94,8 @@ def emit_reduce(op):
         x = ctx.input("self")
         rank = ctx.rank(x)
         dtype = ctx.output_dtype()
-        if op in ("SUM", "PROD", "AVG") and dtype != ctx.dtype(x):
-            x = ctx.cast(x, dtype)  # bool/int sums accumulate in the output dtype, as PyTorch does
-        if op in ("SUM", "PROD", "AVG"):  # a half sum accumulates in float32 and rounds once, as PyTorch's does
-            x, _ = in_float32(ctx, x)
+        if op in ("SUM", "PROD", "AVG"):  # bool/int sums accumulate in the output dtype and half ones in float32
+            x, _ = in_float32(ctx, ctx.cast(x, dtype))  # (rounded once), as PyTorch's do
         if ctx.dtype(x) == "bool":  # Reduce takes numbers: max/min of bools is OR/AND over 0/1
             x = ctx.cast(x, "int32")
         if rank == 0:
